@@ -1,0 +1,267 @@
+"""The one run configuration: from the form or the command line, to the backend and to disk.
+
+Every field carries its help, group and bounds in `metadata`, so the CLI flags, the UI widgets
+and the YAML file are all generated from this one list. A field left at `None` means "decide
+from the hardware found"; `resolve()` makes those decisions and `validate()` refuses what the
+hardware cannot honour, each with a message that names the fix.
+"""
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from studio.catalog import resolve_model_id
+
+
+def _f(default, help: str, group: str, *, choices=None, min=None, max=None, factory=None):
+    """A config field with its help text, UI group and bounds."""
+    meta = {"help": help, "group": group, "choices": choices, "min": min, "max": max}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+GROUPS = ("Model and data", "LoRA", "Optimisation", "Precision and quantisation",
+          "Logging and checkpoints", "Weights & Biases")
+
+
+@dataclass
+class FineTuningConfig:
+    # ---- model and data
+    model_name: str = _f("Qwen/Qwen3-4B-Instruct-2507",
+                         "Hub id or local folder of the base model.", "Model and data")
+    output_dir: str = _f("./qwen3-finetuned", "Run folder: config, metrics, checkpoints, adapter.",
+                         "Model and data")
+    data_path: Optional[str] = _f(None, "CSV, JSON, JSONL, Parquet, a saved dataset folder or a "
+                                  "Hub dataset id.", "Model and data")
+    dataset_format: str = _f("auto", "Shape of the rows; auto detects it from the columns.",
+                             "Model and data", choices=["auto", "instruction", "prompt_completion",
+                                                        "input_output", "alpaca", "sharegpt",
+                                                        "messages", "text"])
+    column_mapping: dict = _f(None, "Role -> column name, overriding detection "
+                              "(e.g. {instruction: question, response: answer}).",
+                              "Model and data", factory=dict)
+    prompt_template: Optional[str] = _f(None, "Custom template with {column} placeholders; the "
+                                        "part from {response} on is trained. Empty: the model's "
+                                        "chat template.", "Model and data")
+    system_prompt: Optional[str] = _f(None, "System message put before every conversation that "
+                                      "has none.", "Model and data")
+    enable_thinking: bool = _f(False, "Qwen3 thinking mode in the chat template (<think> blocks).",
+                               "Model and data")
+    train_on_prompt: bool = _f(False, "Also train on prompt tokens (default: responses only).",
+                               "Model and data")
+    max_seq_length: int = _f(2048, "Longest sequence in tokens; longer rows are cut.",
+                             "Model and data", min=16, max=131072)
+    val_size: float = _f(0.1, "Validation split: a fraction (<1) or a number of rows (>=1).",
+                         "Model and data", min=0.0)
+    backend: str = _f("auto", "Training engine; auto picks unsloth on CUDA, mlx on Apple Silicon, "
+                      "else transformers.", "Model and data",
+                      choices=["auto", "transformers", "unsloth", "mlx"])
+
+    # ---- LoRA
+    lora_r: int = _f(8, "LoRA rank.", "LoRA", min=1, max=1024)
+    lora_alpha: int = _f(16, "LoRA scale numerator (scale = alpha / r).", "LoRA", min=1)
+    target_modules: list = _f(None, "Layers that get adapters (q_proj k_proj v_proj o_proj "
+                              "gate_proj up_proj down_proj).", "LoRA",
+                              factory=lambda: ["q_proj", "v_proj"])
+    lora_dropout: float = _f(0.05, "Dropout on the LoRA input.", "LoRA", min=0.0, max=0.9)
+    bias: str = _f("none", "Which biases train.", "LoRA", choices=["none", "all", "lora_only"])
+    task_type: str = _f("CAUSAL_LM", "PEFT task type; Qwen3 is decoder-only, so CAUSAL_LM.",
+                        "LoRA", choices=["CAUSAL_LM", "SEQ_2_SEQ_LM"])
+    lora_layers: int = _f(-1, "MLX only: how many of the last layers get adapters (-1: all).",
+                          "LoRA", min=-1)
+
+    # ---- optimisation
+    learning_rate: float = _f(2e-4, "Peak learning rate.", "Optimisation", min=0.0, max=1.0)
+    batch_size: int = _f(4, "Rows per device step.", "Optimisation", min=1, max=4096)
+    gradient_accumulation_steps: int = _f(4, "Steps summed before each optimiser update.",
+                                          "Optimisation", min=1, max=1024)
+    num_train_epochs: float = _f(3, "Passes over the training rows.", "Optimisation", min=0.0)
+    max_steps: Optional[int] = _f(None, "Stop after this many optimiser steps (overrides epochs).",
+                                  "Optimisation", min=1)
+    warmup_ratio: float = _f(0.03, "Share of steps spent warming the learning rate up.",
+                             "Optimisation", min=0.0, max=1.0)
+    lr_scheduler_type: str = _f("linear", "Learning-rate schedule after warm-up.", "Optimisation",
+                                choices=["linear", "cosine", "constant", "constant_with_warmup"])
+    weight_decay: float = _f(0.0, "AdamW weight decay.", "Optimisation", min=0.0, max=1.0)
+    max_grad_norm: float = _f(1.0, "Gradient clipping norm.", "Optimisation", min=0.0)
+    packing: Optional[bool] = _f(None, "Pack rows into padding-free batches (auto: on with CUDA).",
+                                 "Optimisation")
+    gradient_checkpointing: Optional[bool] = _f(None, "Recompute activations to save memory "
+                                                "(auto: only where memory needs it).",
+                                                "Optimisation")
+    seed: int = _f(42, "Random seed for the split, LoRA init and shuffling.", "Optimisation")
+
+    # ---- precision and quantisation
+    fp16: Optional[bool] = _f(None, "Train in float16 (auto: on GPUs without bf16).",
+                              "Precision and quantisation")
+    bf16: Optional[bool] = _f(None, "Train in bfloat16 (auto: on GPUs that have it).",
+                              "Precision and quantisation")
+    load_in_4bit: Optional[bool] = _f(None, "QLoRA: load the base model in 4-bit NF4 "
+                                      "(auto: only when 16-bit weights would not fit).",
+                                      "Precision and quantisation")
+    load_in_8bit: bool = _f(False, "Load the base model in 8-bit.", "Precision and quantisation")
+    cpu_only: Optional[bool] = _f(None, "Train on the CPU even if a GPU is present "
+                                  "(auto: when no GPU is found).", "Precision and quantisation")
+    device_map: str = _f("auto", "Where the model's layers go: auto, cpu, cuda, cuda:N.",
+                         "Precision and quantisation")
+
+    # ---- logging and checkpoints
+    logging_steps: int = _f(10, "Log train loss every N steps.", "Logging and checkpoints", min=1)
+    eval_steps: int = _f(100, "Evaluate on the validation split every N steps.",
+                         "Logging and checkpoints", min=1)
+    save_steps: int = _f(100, "Write a checkpoint every N steps.", "Logging and checkpoints", min=1)
+    save_total_limit: int = _f(3, "Checkpoints kept (oldest deleted first).",
+                               "Logging and checkpoints", min=1)
+
+    # ---- Weights & Biases
+    use_wandb: bool = _f(False, "Also log to Weights & Biases.", "Weights & Biases")
+    wandb_project: str = _f("qwen3-finetuning", "W&B project.", "Weights & Biases")
+    wandb_run_name: Optional[str] = _f(None, "W&B run name (default: the run folder's name).",
+                                       "Weights & Biases")
+
+    # ------------------------------------------------------------------ construction
+    def __post_init__(self):
+        if self.task_type == "SEQ_2_SEQ_LM":
+            warnings.warn("task_type SEQ_2_SEQ_LM is for encoder-decoder models; Qwen3 is "
+                          "decoder-only, so CAUSAL_LM is used.", stacklevel=3)
+            self.task_type = "CAUSAL_LM"
+        resolved, note = resolve_model_id(self.model_name)
+        if note:
+            warnings.warn(note, stacklevel=3)
+            self.model_name = resolved
+        if isinstance(self.target_modules, str):
+            self.target_modules = self.target_modules.replace(",", " ").split()
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "FineTuningConfig":
+        """Build from a dict, refusing unknown keys by name (a typo must not pass silently)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown config field(s): {', '.join(unknown)}")
+        return cls(**values)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "FineTuningConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path} is not valid YAML: {e}") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path} must hold a mapping of config fields")
+        return cls.from_dict(values)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.to_yaml(), encoding="utf-8")
+        return path
+
+    def replace(self, **changes) -> "FineTuningConfig":
+        return dataclasses.replace(self, **changes)
+
+    # ------------------------------------------------------------------ hardware
+    def resolve(self, hw=None) -> "FineTuningConfig":
+        """Fill every auto (None) field from the hardware found; explicit values are kept."""
+        from studio.hardware import detect_hardware
+
+        hw = hw or detect_hardware()
+        cpu_only = self.cpu_only if self.cpu_only is not None else not hw.has_cuda
+        on_gpu = hw.has_cuda and not cpu_only
+        bf16 = self.bf16 if self.bf16 is not None else (on_gpu and hw.bf16_supported and not self.fp16)
+        fp16 = self.fp16 if self.fp16 is not None else (on_gpu and not bf16)
+        load_in_4bit = self.load_in_4bit
+        if load_in_4bit is None:
+            load_in_4bit = on_gpu and not self.load_in_8bit and _weights_would_not_fit(self, hw)
+        return self.replace(cpu_only=cpu_only, bf16=bf16, fp16=fp16, load_in_4bit=load_in_4bit,
+                            packing=self.packing if self.packing is not None else on_gpu,
+                            gradient_checkpointing=(self.gradient_checkpointing
+                                                    if self.gradient_checkpointing is not None
+                                                    else on_gpu))
+
+    def validate(self, hw=None) -> list[str]:
+        """Every problem that would stop this run, each saying how to fix it. Empty: it can run."""
+        from studio.hardware import detect_hardware
+
+        hw = hw or detect_hardware()
+        problems = [p for f in fields(self) if (p := _check_bounds(f, getattr(self, f.name)))]
+        if self.lora_alpha is not None and self.lora_alpha <= 0:
+            problems.append("lora_alpha must be positive")
+        if not self.target_modules:
+            problems.append("target_modules is empty: name at least one layer, e.g. q_proj v_proj")
+        if self.load_in_4bit and self.load_in_8bit:
+            problems.append("load_in_4bit and load_in_8bit are both on: choose one")
+        if self.fp16 and self.bf16:
+            problems.append("fp16 and bf16 are both on: choose one")
+        gpu_wanted = self.cpu_only is False or self.device_map.startswith("cuda")
+        if gpu_wanted and not hw.has_cuda:
+            problems.append("a CUDA GPU was asked for (cpu_only off or device_map cuda) but none "
+                            "was found: turn cpu_only on")
+        on_gpu = hw.has_cuda and not self.cpu_only
+        if self.cpu_only and self.device_map.startswith("cuda"):
+            problems.append(f"cpu_only is on but device_map is {self.device_map}: use auto or cpu")
+        if self.fp16 and not on_gpu:
+            problems.append("fp16 training needs a CUDA GPU; on the CPU leave fp16 off "
+                            "(training runs in float32)")
+        if self.bf16 and on_gpu and not hw.bf16_supported:
+            problems.append("bf16 was asked for but this GPU has no bfloat16: use fp16")
+        if self.bf16 and not on_gpu and not hw.cpu_bf16:
+            problems.append("bf16 was asked for but this CPU has no bfloat16 support: leave bf16 off")
+        if (self.load_in_4bit or self.load_in_8bit) and not hw.bitsandbytes:
+            problems.append("4-bit/8-bit loading needs bitsandbytes: pip install bitsandbytes")
+        if self.backend == "unsloth" and not on_gpu:
+            problems.append("the unsloth backend needs an NVIDIA GPU: choose transformers")
+        if self.backend == "mlx" and (self.load_in_8bit or self.load_in_4bit):
+            problems.append("the mlx backend loads quantised models by their id "
+                            "(e.g. mlx-community/Qwen3-0.6B-4bit): turn load_in_4bit/8bit off")
+        if self.prompt_template and "{" not in self.prompt_template:
+            problems.append("prompt_template has no {placeholders}: name the columns, "
+                            "e.g. '{instruction}\\n{response}'")
+        if self.use_wandb and not hw.wandb:
+            problems.append("use_wandb is on but wandb is not installed: pip install wandb")
+        return problems
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message says how to fix it."""
+
+
+def _check_bounds(f: dataclasses.Field, value: Any) -> Optional[str]:
+    meta = f.metadata
+    if value is None:
+        return None
+    if meta.get("choices") and value not in meta["choices"]:
+        return f"{f.name} must be one of {', '.join(meta['choices'])} (got {value!r})"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if meta.get("min") is not None and value < meta["min"]:
+            if f.name == "lora_r":
+                return f"lora_r must be at least 1 (got {value}); 8 or 16 is typical"
+            return f"{f.name} must be at least {meta['min']} (got {value})"
+        if meta.get("max") is not None and value > meta["max"]:
+            return f"{f.name} must be at most {meta['max']} (got {value})"
+    return None
+
+
+def _weights_would_not_fit(config: FineTuningConfig, hw) -> bool:
+    """True when the 16-bit weights alone would take most of the free GPU memory."""
+    from studio.catalog import parameter_count
+
+    params = parameter_count(config.model_name)
+    if not params or not hw.gpus:
+        return False
+    return params * 2 > 0.6 * hw.gpus[0].free_bytes

