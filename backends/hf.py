@@ -1,0 +1,242 @@
+"""transformers + peft + trl: the backend that runs everywhere (CPU and any CUDA GPU).
+
+A linear recipe: load the base model (optionally 4-/8-bit through bitsandbytes), attach LoRA,
+hand the already-tokenized rows to trl's SFTTrainer, and translate the trainer's callbacks into
+studio events. The rows carry `assistant_masks`, so SFTTrainer trains on responses only
+without re-tokenizing anything.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from threading import Thread
+from typing import Callable, Iterator
+
+from studio.models import local_model_path
+
+
+def unavailable(hw) -> str | None:
+    return None   # transformers is a core dependency: it always runs
+
+
+# ---------------------------------------------------------------------------- loading
+def _dtype(config):
+    import torch
+
+    if config.bf16:
+        return torch.bfloat16
+    if config.fp16:
+        return torch.float16
+    return torch.float32
+
+
+def _quantization(config):
+    from transformers import BitsAndBytesConfig
+
+    if config.load_in_4bit:
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                  bnb_4bit_use_double_quant=True,
+                                  bnb_4bit_compute_dtype=_dtype(config))
+    if config.load_in_8bit:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return None
+
+
+def load_base(config, for_training: bool = True):
+    """The base model and tokenizer, placed and quantised as the config says."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = local_model_path(config.model_name)
+    device_map = "cpu" if config.cpu_only else config.device_map
+    model = AutoModelForCausalLM.from_pretrained(
+        path, dtype=_dtype(config), device_map=device_map,
+        quantization_config=_quantization(config))
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if for_training:
+        model.config.use_cache = False
+    return model, tokenizer
+
+
+def lora_config(config):
+    from peft import LoraConfig
+
+    return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha,
+                      lora_dropout=config.lora_dropout, bias=config.bias,
+                      target_modules=list(config.target_modules), task_type="CAUSAL_LM")
+
+
+# ---------------------------------------------------------------------------- training
+def _peak_memory_gb() -> float:
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        return torch.cuda.max_memory_allocated() / 2**30
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20   # kB -> GiB
+
+
+def event_callback(emit, should_stop: Callable[[], bool]):
+    """A TrainerCallback that turns the trainer's logs into studio events and honours stop."""
+    from transformers import TrainerCallback
+
+    class EventCallback(TrainerCallback):
+        def __init__(self):
+            self._last = None   # (time, tokens seen) at the previous train log
+
+        def on_train_begin(self, args, state, control, **kw):
+            self._last = (time.time(), state.num_input_tokens_seen)
+            emit("status", state.global_step, message="training", max_steps=state.max_steps)
+
+        def on_step_end(self, args, state, control, **kw):
+            if should_stop():
+                control.should_training_stop = True
+                control.should_save = True      # a checkpoint to resume from
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            logs = logs or {}
+            if "loss" in logs:
+                now, seen = time.time(), state.num_input_tokens_seen
+                dt = max(now - self._last[0], 1e-9)
+                tokens_per_s = (seen - self._last[1]) / dt
+                self._last = (now, seen)
+                emit("train", state.global_step, loss=logs["loss"],
+                     learning_rate=logs.get("learning_rate"), epoch=logs.get("epoch"),
+                     grad_norm=logs.get("grad_norm"), tokens=seen,
+                     tokens_per_s=tokens_per_s, peak_memory_gb=_peak_memory_gb(),
+                     max_steps=state.max_steps)
+            if "eval_loss" in logs:
+                emit("eval", state.global_step, eval_loss=logs["eval_loss"],
+                     epoch=logs.get("epoch"))
+
+        def on_save(self, args, state, control, **kw):
+            path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            emit("checkpoint", state.global_step, path=str(path))
+
+    return EventCallback()
+
+
+def sft_config(config, run_dir: Path, has_eval: bool):
+    """trl's SFTConfig from ours; every training knob is decided here and nowhere else."""
+    from trl import SFTConfig
+
+    return SFTConfig(
+        output_dir=str(run_dir / "checkpoints"),
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        num_train_epochs=config.num_train_epochs,
+        max_steps=config.max_steps or -1,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler_type,
+        warmup_steps=config.warmup_ratio,   # a ratio below 1 is read as a fraction of the steps
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        logging_steps=config.logging_steps,
+        logging_first_step=True,            # a point on the chart right away
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=config.eval_steps,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        bf16=bool(config.bf16),
+        fp16=bool(config.fp16),
+        use_cpu=bool(config.cpu_only),
+        seed=config.seed,
+        data_seed=config.seed,
+        report_to=["wandb"] if config.use_wandb else [],
+        run_name=config.wandb_run_name or run_dir.name,
+        max_length=config.max_seq_length,
+        packing=bool(config.packing),
+        padding_free=bool(config.packing),
+        gradient_checkpointing=bool(config.gradient_checkpointing),
+        include_num_input_tokens_seen="non_padding",
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        save_only_model=False,
+    )
+
+
+def make_trainer(config, data, run_dir: Path, emit, should_stop):
+    """The SFTTrainer for this run, model loaded and LoRA attached, not yet trained."""
+    import os
+
+    from trl import SFTTrainer
+
+    if config.use_wandb:
+        os.environ.setdefault("WANDB_PROJECT", config.wandb_project)
+    emit("status", 0, message=f"loading {config.model_name}")
+    model, tokenizer = load_base(config)
+    emit("status", 0, message="attaching LoRA adapters")
+    return SFTTrainer(
+        model=model, args=sft_config(config, run_dir, data.eval is not None),
+        train_dataset=data.train, eval_dataset=data.eval, processing_class=tokenizer,
+        peft_config=lora_config(config), callbacks=[event_callback(emit, should_stop)])
+
+
+def save_adapter(trainer, run_dir: Path) -> Path:
+    adapter = run_dir / "adapter"
+    trainer.model.save_pretrained(adapter)
+    trainer.processing_class.save_pretrained(adapter)
+    return adapter
+
+
+def train(config, data, run_dir: Path, emit, should_stop, resume_from=None) -> Path:
+    trainer = make_trainer(config, data, run_dir, emit, should_stop)
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    return save_adapter(trainer, run_dir)
+
+
+# ---------------------------------------------------------------------------- inference
+def load(model_name: str, adapter_dir, config):
+    """Base model plus adapter (or the base alone), in eval mode."""
+    model, tokenizer = load_base(config, for_training=False)
+    if adapter_dir:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter_dir))
+        tokenizer = _adapter_tokenizer(adapter_dir, tokenizer)
+    model.eval()
+    return model, tokenizer
+
+
+def _adapter_tokenizer(adapter_dir, fallback):
+    """The tokenizer saved with the adapter carries the chat template used in training."""
+    from transformers import AutoTokenizer
+
+    if (Path(adapter_dir) / "tokenizer_config.json").is_file():
+        return AutoTokenizer.from_pretrained(adapter_dir)
+    return fallback
+
+
+def stream(model, tokenizer, prompt_ids: list[int], settings) -> Iterator[str]:
+    """Yield the reply's text as it is generated (generate runs in a thread)."""
+    import torch
+    from transformers import TextIteratorStreamer
+
+    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    ids = torch.tensor([prompt_ids], device=model.device)
+    temperature = float(settings.get("temperature", 0.7))
+    kwargs = dict(input_ids=ids, attention_mask=torch.ones_like(ids), streamer=streamer,
+                  max_new_tokens=int(settings.get("max_new_tokens", 256)),
+                  do_sample=temperature > 0, pad_token_id=tokenizer.pad_token_id)
+    if temperature > 0:
+        kwargs.update(temperature=temperature, top_p=float(settings.get("top_p", 0.95)))
+    errors = []
+
+    def run():
+        try:
+            with torch.no_grad():
+                model.generate(**kwargs)
+        except Exception as e:   # surfaced to the caller below, not lost in the thread
+            errors.append(e)
+            streamer.end()
+
+    thread = Thread(target=run, daemon=True)
+    thread.start()
+    yield from streamer
+    thread.join()
+    if errors:
+        raise errors[0]

@@ -1,0 +1,153 @@
+"""Loading a base model or a trained run, and generating with it the way it was trained.
+
+A run's prompt format (chat template and thinking mode, or its custom prompt template) is read
+from the run folder, so the chat playground, the CLI and the Python API prompt the model exactly
+as training did.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+from studio.config import FineTuningConfig
+
+
+@dataclass
+class PromptFormat:
+    enable_thinking: bool = False
+    prompt_template: Optional[str] = None
+    system_prompt: Optional[str] = None
+
+    @classmethod
+    def of(cls, config: FineTuningConfig) -> "PromptFormat":
+        return cls(config.enable_thinking, config.prompt_template, config.system_prompt)
+
+
+@dataclass
+class LoadedModel:
+    """What the chat needs: the model, its tokenizer, the backend that runs it, how to prompt."""
+    model: object
+    tokenizer: object
+    backend: str
+    prompt_format: PromptFormat
+    source: str
+
+
+def resolve_source(source) -> tuple[FineTuningConfig, Optional[Path]]:
+    """(config, adapter folder or None) for a run folder, an adapter folder, a model id or path,
+    or a FineTuningConfig whose output_dir may hold a finished run."""
+    if isinstance(source, FineTuningConfig):
+        run = Path(source.output_dir)
+        if (run / "adapter" / "adapter_config.json").is_file() or \
+                (run / "adapter" / "adapters.safetensors").is_file():
+            return source, run / "adapter"
+        return source, None
+    path = Path(str(source))
+    if (path / "config.yaml").is_file():
+        config = FineTuningConfig.load(path / "config.yaml")
+        adapter = path / "adapter"
+        if not adapter.is_dir():
+            from studio.runs import last_checkpoint
+
+            adapter = last_checkpoint(path)
+            if adapter is None:
+                raise FileNotFoundError(f"{path} holds a run but no adapter yet "
+                                        "(it has not saved a checkpoint)")
+        return config, adapter
+    if (path / "adapter_config.json").is_file():
+        base = json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"]
+        return FineTuningConfig(model_name=base), path
+    return FineTuningConfig(model_name=str(source)), None
+
+
+def load_model(source, config: Optional[FineTuningConfig] = None) -> LoadedModel:
+    """Base model plus adapter, on the hardware found, through the run's backend."""
+    from backends import choose_backend, get_backend
+    from studio.hardware import detect_hardware
+    from studio.models import local_model_path
+
+    run_config, adapter = resolve_source(source)
+    config = (config or run_config).resolve()
+    name = local_model_path(config.model_name)
+    if not Path(name).exists() and "/" not in name:
+        raise FileNotFoundError(f"model not found: {config.model_name} is neither a folder nor "
+                                "a Hub id (owner/name)")
+    backend = run_config.backend if run_config.backend != "auto" else "auto"
+    if adapter is not None and (adapter / "adapters.safetensors").is_file():
+        backend = "mlx"
+    backend, _ = choose_backend(backend, detect_hardware())
+    model, tokenizer = get_backend(backend).load(config.model_name, adapter, config)
+    return LoadedModel(model, tokenizer, backend, PromptFormat.of(run_config), str(source))
+
+
+def prompt_ids(tokenizer, messages: list[dict], fmt: PromptFormat,
+               enable_thinking: Optional[bool] = None) -> list[int]:
+    """Token ids that ask the model for the next assistant turn, formatted as in training."""
+    thinking = fmt.enable_thinking if enable_thinking is None else enable_thinking
+    if fmt.system_prompt and not any(m["role"] == "system" for m in messages):
+        messages = [{"role": "system", "content": fmt.system_prompt}] + messages
+    if fmt.prompt_template:
+        return tokenizer(template_prompt(fmt.prompt_template, messages[-1]["content"]),
+                         add_special_tokens=False)["input_ids"]
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                        enable_thinking=thinking, return_dict=True)["input_ids"]
+    return list(ids)
+
+
+def template_prompt(template: str, user_text: str) -> str:
+    """The prompt part of a custom template (everything before its response placeholder), with
+    the user's text in the first placeholder and the others left empty."""
+    head = re.split(r"\{(?:response|output|completion|answer)\}", template, maxsplit=1)[0]
+    names = re.findall(r"\{(\w+)\}", head)
+    values = {n: "" for n in names}
+    if names:
+        instruction = next((n for n in names if n in ("instruction", "prompt", "question",
+                                                      "input", "query")), names[-1])
+        values[instruction] = user_text
+    return head.format(**values)
+
+
+def stream_reply(loaded: LoadedModel, messages: list[dict], *, max_new_tokens: int = 256,
+                 temperature: float = 0.7, top_p: float = 0.95,
+                 enable_thinking: Optional[bool] = None) -> Iterator[str]:
+    """The reply to `messages`, piece by piece as the model writes it."""
+    from backends import get_backend
+
+    ids = prompt_ids(loaded.tokenizer, messages, loaded.prompt_format, enable_thinking)
+    settings = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p}
+    yield from get_backend(loaded.backend).stream(loaded.model, loaded.tokenizer, ids, settings)
+
+
+def split_thinking(text: str) -> tuple[str, str]:
+    """(thinking, answer) of a Qwen3 reply; the thinking is shown folded in the chat."""
+    m = re.match(r"\s*<think>(.*?)(</think>|$)(.*)", text, re.S)
+    if not m:
+        return "", text
+    return m.group(1).strip(), m.group(3).lstrip()
+
+
+# ---------------------------------------------------------------------------- the guide's API
+def load_model_and_tokenizer(config_or_path):
+    """(model, tokenizer) of a base model, or of a run folder (base + adapter)."""
+    loaded = load_model(config_or_path)
+    loaded.tokenizer.studio_prompt_format = loaded.prompt_format
+    loaded.model.studio_backend = loaded.backend
+    return loaded.model, loaded.tokenizer
+
+
+def generate_text(model, tokenizer, prompt: str, max_new_tokens: int = 256,
+                  temperature: float = 0.7) -> str:
+    """The model's answer to one user prompt (chat-formatted as in training)."""
+    return "".join(stream_text(model, tokenizer, prompt, max_new_tokens, temperature))
+
+
+def stream_text(model, tokenizer, prompt: str, max_new_tokens: int = 256,
+                temperature: float = 0.7, top_p: float = 0.95) -> Iterator[str]:
+    """generate_text, piece by piece: for chat UIs."""
+    loaded = LoadedModel(model, tokenizer, getattr(model, "studio_backend", "transformers"),
+                         getattr(tokenizer, "studio_prompt_format", PromptFormat()), "")
+    yield from stream_reply(loaded, [{"role": "user", "content": prompt}],
+                            max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)

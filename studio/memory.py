@@ -1,0 +1,157 @@
+"""How much memory a run will need, and what to change when it does not fit.
+
+The estimate adds up what training keeps alive at its peak: the base weights (16-bit, 8-bit or
+NF4), the LoRA weights with their gradients and AdamW state, the activations saved for the
+backward pass (all layers, or one layer's inputs each with gradient checkpointing), the logits
+over the vocabulary in float32, and a fixed framework overhead. The constants were fitted to
+peaks measured on the CPU here and on an H100 (BENCHMARKS.md); the UI shows the estimate next
+to the measured peak after each run.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+GiB = 2**30
+
+# Published Qwen3 shapes: hidden, intermediate, layers, heads, kv heads, head_dim, vocab, tied
+QWEN3_SHAPES = {
+    "0.6B": (1024, 3072, 28, 16, 8, 128, 151936, True),
+    "1.7B": (2048, 6144, 28, 16, 8, 128, 151936, True),
+    "4B": (2560, 9728, 36, 32, 8, 128, 151936, True),
+    "8B": (4096, 12288, 36, 32, 8, 128, 151936, False),
+    "14B": (5120, 17408, 40, 40, 8, 128, 151936, False),
+    "32B": (5120, 25600, 64, 64, 8, 128, 151936, False),
+}
+
+
+@dataclass(frozen=True)
+class Shape:
+    hidden: int
+    intermediate: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+    tied: bool
+
+    @property
+    def embed_params(self) -> int:
+        return self.vocab * self.hidden
+
+    @property
+    def layer_params(self) -> int:
+        attn = self.hidden * self.head_dim * (2 * self.heads + 2 * self.kv_heads)
+        return attn + 3 * self.hidden * self.intermediate
+
+    @property
+    def params(self) -> int:
+        return self.layers * self.layer_params + self.embed_params * (1 if self.tied else 2)
+
+    def module_dims(self) -> dict[str, tuple[int, int]]:
+        h, q, kv, i = self.hidden, self.heads * self.head_dim, self.kv_heads * self.head_dim, \
+            self.intermediate
+        return {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h),
+                "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
+
+
+def model_shape(model_name: str) -> Optional[Shape]:
+    """The architecture from a local config.json, or from the published Qwen3 sizes."""
+    from studio.models import CACHE, _BUILDERS
+
+    folder = Path(model_name)
+    if model_name in _BUILDERS:
+        folder = CACHE / _BUILDERS[model_name][0]
+    config = folder / "config.json"
+    if config.is_file():
+        c = json.loads(config.read_text())
+        c = c.get("text_config", c)
+        heads = c.get("num_attention_heads", 1)
+        try:
+            return Shape(c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"], heads,
+                         c.get("num_key_value_heads", heads),
+                         c.get("head_dim") or c["hidden_size"] // heads, c["vocab_size"],
+                         bool(c.get("tie_word_embeddings", False)))
+        except KeyError:
+            return None
+    for size, shape in QWEN3_SHAPES.items():
+        if f"Qwen3-{size}" in model_name:
+            return Shape(*shape)
+    return None
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    weights: float       # bytes
+    lora: float          # LoRA weights + gradients + AdamW moments
+    activations: float   # saved for backward, logits included
+    overhead: float      # framework, CUDA context, allocator slack
+    device: str          # "GPU" or "CPU"
+
+    @property
+    def total(self) -> float:
+        return self.weights + self.lora + self.activations + self.overhead
+
+    def lines(self) -> list[str]:
+        return [f"weights {self.weights / GiB:.2f} GiB", f"LoRA + optimiser {self.lora / GiB:.2f} GiB",
+                f"activations {self.activations / GiB:.2f} GiB",
+                f"overhead {self.overhead / GiB:.2f} GiB", f"total {self.total / GiB:.2f} GiB"]
+
+
+def lora_params(shape: Shape, config) -> int:
+    dims = shape.module_dims()
+    per_layer = sum(config.lora_r * (i + o) for m, (i, o) in dims.items()
+                    if m in config.target_modules)
+    return per_layer * shape.layers
+
+
+def estimate_memory(config, shape: Optional[Shape] = None,
+                    longest_row: Optional[int] = None) -> Optional[MemoryEstimate]:
+    """Peak memory of training `config` (resolved: cpu_only, bf16, 4-bit decided). Without
+    packing, a batch is as long as its longest row: pass the data's longest, if known."""
+    shape = shape or model_shape(config.model_name)
+    if shape is None:
+        return None
+    on_gpu = not config.cpu_only
+    act_bytes = 2 if (config.bf16 or config.fp16) else 4
+    body = shape.params - shape.embed_params * (1 if shape.tied else 2)
+    embeds = shape.params - body
+    if config.load_in_4bit:
+        weights = body * 0.56 + embeds * act_bytes   # NF4 + double-quantised scales
+    elif config.load_in_8bit:
+        weights = body * 1.07 + embeds * act_bytes
+    else:
+        weights = shape.params * act_bytes
+    lora = lora_params(shape, config) * 16           # fp32 weight + grad + 2 AdamW moments
+    length = config.max_seq_length
+    if longest_row and not config.packing:
+        length = min(length, longest_row)
+    tokens = config.batch_size * length
+    per_layer_token = (16 * shape.hidden + 8 * shape.intermediate) * act_bytes
+    if config.gradient_checkpointing:
+        saved = tokens * (shape.layers * shape.hidden * act_bytes + per_layer_token)
+    else:
+        saved = tokens * shape.layers * per_layer_token
+    logits = tokens * shape.vocab * (act_bytes + 8)  # logits, float32 upcast and its gradient
+    overhead = (1.0 if on_gpu else 0.9) * GiB
+    return MemoryEstimate(weights, lora, saved + logits, overhead, "GPU" if on_gpu else "CPU")
+
+
+def out_of_memory_advice(config) -> str:
+    """What to change so the run fits: halve the batch (doubling accumulation keeps the
+    effective batch), cut the length, or load the base in 4-bit."""
+    tips = []
+    if config.batch_size > 1:
+        tips.append(f"batch_size {config.batch_size} -> {config.batch_size // 2} with "
+                    f"gradient_accumulation_steps {config.gradient_accumulation_steps} -> "
+                    f"{config.gradient_accumulation_steps * 2} (same effective batch)")
+    if config.max_seq_length > 512:
+        tips.append(f"max_seq_length {config.max_seq_length} -> {config.max_seq_length // 2}")
+    if not config.gradient_checkpointing:
+        tips.append("gradient_checkpointing on")
+    if not config.load_in_4bit and not config.cpu_only:
+        tips.append("load_in_4bit on (QLoRA)")
+    return "out of memory: try " + "; or ".join(tips or ["a smaller model"])

@@ -1,0 +1,393 @@
+"""Run folders and the jobs that fill them.
+
+A run folder is the whole truth about a run, so a reloaded page, a second tab, a restarted
+server or the CLI can all read it:
+
+    config.yaml     the FineTuningConfig, as asked for
+    status.json     state (running, finished, stopped, failed, interrupted), why, pid, times
+    metrics.jsonl   every event, one JSON object a line (studio.events)
+    log.txt         the job's own output when it runs as a separate process
+    checkpoints/    trainer checkpoints (save_steps, save_total_limit), for resuming
+    adapter/        the final LoRA adapter with the tokenizer and chat template used
+    STOP            present when a stop was asked for; checked at every step
+
+`execute()` runs a job to its end inside the current process. `Job` starts it in a thread (the
+Python API) or in a child process whose output goes to log.txt, never to a pipe that someone
+must read (the UI: the page may go away, the job must not stall or die with it).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+from studio.config import ConfigError, FineTuningConfig
+from studio.events import Event, EventLog, read_events
+
+ACTIVE = ("starting", "running")
+FINAL = ("finished", "stopped", "failed", "interrupted")
+
+
+class RunError(RuntimeError):
+    """A run that cannot start or go on; the message names the fix."""
+
+
+# ---------------------------------------------------------------------------- folder layout
+def status_path(run_dir: Path) -> Path:
+    return Path(run_dir) / "status.json"
+
+
+def read_status(run_dir: Path) -> dict:
+    """The run's status; a job recorded as running whose process is gone is 'interrupted'."""
+    try:
+        status = json.loads(status_path(run_dir).read_text())
+    except (FileNotFoundError, ValueError):
+        return {"state": "new"}
+    if status.get("state") in ACTIVE and not _alive(status.get("pid")):
+        status.update(state="interrupted",
+                      reason="the training process ended without finishing (server restart, "
+                             "crash or kill); Resume continues from the last checkpoint")
+        write_status(run_dir, **status)
+    return status
+
+
+def write_status(run_dir: Path, **fields) -> dict:
+    path = status_path(run_dir)
+    try:
+        status = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        status = {}
+    status.update(fields)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(status, indent=1, default=str))
+    tmp.replace(path)     # atomic: a reader never sees half a file
+    return status
+
+
+def _alive(pid) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, PermissionError, ValueError):
+        return False
+    try:   # a zombie child (finished, not yet reaped) is not alive
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def last_checkpoint(run_dir: Path) -> Optional[Path]:
+    checkpoints = Path(run_dir) / "checkpoints"
+    found = [(int(m.group(1)), p) for p in checkpoints.glob("checkpoint-*")
+             if (m := re.fullmatch(r"checkpoint-(\d+)", p.name)) and p.is_dir()]
+    return max(found)[1] if found else None
+
+
+def is_run_dir(path: Path) -> bool:
+    return (Path(path) / "config.yaml").is_file()
+
+
+def new_run_dir(runs_dir: Path, config: FineTuningConfig) -> Path:
+    """A fresh folder named after the time and model, never an existing run's."""
+    model = re.sub(r"[^A-Za-z0-9.]+", "-", Path(config.model_name).name).strip("-")[:40]
+    base = Path(runs_dir) / f"{time.strftime('%Y%m%d-%H%M%S')}-{model}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
+
+
+def prepare_run_dir(run_dir: Path, config: FineTuningConfig, *, resume=False,
+                    overwrite=False) -> Path:
+    """Make run_dir ready for this config. An existing run is never reused silently."""
+    run_dir = Path(run_dir)
+    if is_run_dir(run_dir) and not resume:
+        if not overwrite:
+            raise RunError(f"{run_dir} already holds a run: choose another output folder, "
+                           "resume it (--resume), or replace it (--overwrite)")
+        if read_status(run_dir).get("state") in ACTIVE:
+            raise RunError(f"{run_dir} is still training: stop it before replacing it")
+        shutil.rmtree(run_dir)
+    if resume:
+        if not is_run_dir(run_dir):
+            raise RunError(f"nothing to resume in {run_dir}: it holds no run")
+        if read_status(run_dir).get("state") in ACTIVE:
+            raise RunError(f"{run_dir} is still training")
+        if last_checkpoint(run_dir) is None:
+            raise RunError(f"{run_dir} has no checkpoint to resume from yet "
+                           f"(one is written every save_steps={config.save_steps} steps)")
+    elif run_dir.exists() and any(run_dir.iterdir()):
+        raise RunError(f"{run_dir} exists and is not empty: choose a new output folder")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config.replace(output_dir=str(run_dir)).save(run_dir / "config.yaml")
+    (run_dir / "STOP").unlink(missing_ok=True)
+    write_status(run_dir, state="starting", reason="", pid=os.getpid(), started=time.time(),
+                 ended=None, resumed=bool(resume))
+    return run_dir
+
+
+# ---------------------------------------------------------------------------- one job, to the end
+def execute(run_dir: Path, should_stop: Callable[[], bool] = lambda: False,
+            resume: bool = False, listeners=()) -> dict:
+    """Train the run described by run_dir/config.yaml in this process; record everything.
+
+    Never raises for a training failure: the failure is the run's outcome, written to
+    status.json and metrics.jsonl with a reason a person can act on. Returns the final status.
+    """
+    from backends import choose_backend, get_backend
+    from studio.hardware import detect_hardware
+
+    run_dir = Path(run_dir)
+    log = EventLog(run_dir / "metrics.jsonl")
+    for listener in listeners:
+        log.subscribe(listener)
+    stop_file = run_dir / "STOP"
+    stopped = lambda: should_stop() or stop_file.exists()   # noqa: E731
+    write_status(run_dir, state="running", pid=os.getpid())
+    step = 0
+    try:
+        config = FineTuningConfig.load(run_dir / "config.yaml")
+        hw = detect_hardware()
+        problems = config.validate(hw)
+        if problems:
+            raise ConfigError("; ".join(problems))
+        config = config.resolve(hw)
+        name, why = choose_backend(config.backend, hw)
+        write_status(run_dir, backend=name)
+        log.emit("status", 0, message=f"backend: {why}", backend=name, hardware=hw.summary())
+        data = prepare_data(config, log.emit)
+        resume_from = last_checkpoint(run_dir) if resume else None
+        if resume_from:
+            log.emit("status", 0, message=f"resuming from {resume_from.name}")
+
+        def emit(kind, step_=0, **kw):
+            nonlocal step
+            step = max(step, step_)
+            log.emit(kind, step_, **kw)
+
+        adapter = get_backend(name).train(config, data, run_dir, emit, stopped, resume_from)
+        if stopped():
+            state, reason = "stopped", f"stopped at step {step} as asked; the adapter saved " \
+                                       "there is usable and Resume continues"
+        else:
+            state, reason = "finished", f"trained {step} steps"
+        log.emit("done", step, state=state, reason=reason, adapter=str(adapter))
+    except BaseException as e:   # noqa: BLE001 - every failure becomes the run's outcome
+        state, reason = "failed", explain_failure(e, run_dir)
+        log.emit("done", step, state=state, reason=reason,
+                 traceback="".join(traceback.format_exception(e))[-4000:])
+        if isinstance(e, KeyboardInterrupt):
+            write_status(run_dir, state=state, reason=reason, ended=time.time())
+            raise
+    return write_status(run_dir, state=state, reason=reason, ended=time.time(), step=step)
+
+
+def prepare_data(config: FineTuningConfig, emit):
+    """Tokenize and mask the run's dataset with the base model's tokenizer."""
+    from transformers import AutoTokenizer
+
+    from studio.data import prepare
+    from studio.models import local_model_path
+
+    if not config.data_path:
+        raise RunError("no dataset: give data_path (a file, a saved dataset folder or a Hub id)")
+    emit("status", 0, message=f"preparing {config.data_path}")
+    tokenizer = AutoTokenizer.from_pretrained(local_model_path(config.model_name))
+    data = prepare(config.data_path, tokenizer, config)
+    emit("status", 0, message="data: " + data.report.summary().replace("\n", "; "),
+         n_train=data.report.n_train, n_eval=data.report.n_eval)
+    return data
+
+
+def explain_failure(e: BaseException, run_dir: Path) -> str:
+    """One paragraph a person can act on: what failed and what would fix it."""
+    from studio.memory import out_of_memory_advice
+
+    text = str(e) or type(e).__name__
+    if isinstance(e, KeyboardInterrupt):
+        return "interrupted from the keyboard; Resume continues from the last checkpoint"
+    if "out of memory" in text.lower() or type(e).__name__ == "OutOfMemoryError":
+        try:
+            config = FineTuningConfig.load(Path(run_dir) / "config.yaml")
+        except Exception:   # noqa: BLE001
+            return "out of memory: lower batch_size or max_seq_length, or turn on load_in_4bit"
+        return out_of_memory_advice(config)
+    if isinstance(e, (ConfigError, RunError)) or type(e).__name__ in ("DataError", "BackendError",
+                                                                        "ModelError"):
+        return text
+    if isinstance(e, OSError) and ("does not appear to have" in text or "not a local folder"
+                                   in text or "offline" in text.lower() or "hub" in text.lower()):
+        return f"the model could not be loaded: {text.splitlines()[0]}"
+    return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+# ---------------------------------------------------------------------------- jobs
+@dataclass
+class Job:
+    """A run being trained in a thread of this process or in a child process.
+
+    Events are read from the run's metrics.jsonl by byte offset, so a watcher that attaches
+    late (a reloaded page) still gets the whole history, and polling costs only the new lines.
+    """
+    run_dir: Path
+    thread: Optional[threading.Thread] = None
+    process: Optional[subprocess.Popen] = None
+
+    def __post_init__(self):
+        self.run_dir = Path(self.run_dir)
+        self._stop = threading.Event()
+
+    # ---- starting
+    @classmethod
+    def start(cls, config: FineTuningConfig, run_dir: Path | None = None, *, runs_dir=None,
+              resume=False, overwrite=False, in_process=True, listeners=()) -> "Job":
+        """Create (or reopen, to resume) the run folder and start training in the background."""
+        if run_dir is None:
+            run_dir = new_run_dir(Path(runs_dir or "runs"), config)
+        prepare_run_dir(run_dir, config, resume=resume, overwrite=overwrite)
+        job = cls(Path(run_dir))
+        if in_process:
+            job.thread = threading.Thread(
+                target=execute, args=(job.run_dir, job._stop.is_set, resume, listeners),
+                name=f"train-{job.run_dir.name}", daemon=True)
+            job.thread.start()
+        else:
+            job.process = spawn(job.run_dir, resume)
+            write_status(job.run_dir, pid=job.process.pid)
+        return job
+
+    @classmethod
+    def attach(cls, run_dir: Path) -> "Job":
+        """Watch a run started elsewhere (another process, before a server restart)."""
+        return cls(Path(run_dir))
+
+    # ---- watching
+    @property
+    def status(self) -> dict:
+        if self.thread is not None and self.thread.is_alive():
+            return {**read_status_raw(self.run_dir), "state": "running"}
+        if self.process is not None:
+            self.process.poll()   # reap, so a finished child is not mistaken for a live one
+        return read_status(self.run_dir)
+
+    @property
+    def running(self) -> bool:
+        return self.status.get("state") in ACTIVE
+
+    def events_since(self, cursor: int = 0) -> tuple[list[Event], int]:
+        """Events written after byte offset `cursor`, and the next cursor."""
+        path = self.run_dir / "metrics.jsonl"
+        try:
+            with open(path, "rb") as f:
+                f.seek(cursor)
+                chunk = f.read()
+        except FileNotFoundError:
+            return [], cursor
+        end = chunk.rfind(b"\n") + 1        # leave a half-written line for next time
+        events = []
+        for line in chunk[:end].decode("utf-8", "replace").splitlines():
+            try:
+                events.append(Event.from_json(line))
+            except (ValueError, TypeError):
+                continue
+        return events, cursor + end
+
+    @property
+    def events(self) -> list[Event]:
+        return read_events(self.run_dir / "metrics.jsonl")
+
+    # ---- stopping
+    def stop(self, timeout: float = 60) -> None:
+        """Ask the job to stop at its next step (it saves a usable adapter). A child process
+        that does not stop in time is killed, which frees all of its memory."""
+        self._stop.set()
+        (self.run_dir / "STOP").touch()
+        if self.process is None and self.thread is None:
+            pid = read_status_raw(self.run_dir).get("pid")
+            if pid and _alive(pid) and pid != os.getpid():
+                _wait_or_kill(int(pid), timeout)
+                read_status(self.run_dir)   # marks it interrupted if it had to be killed
+            return
+        if self.process is not None:
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                _kill_group(self.process.pid)
+                self.process.wait(10)
+                write_status(self.run_dir, state="stopped", ended=time.time(),
+                             reason="killed after not stopping within "
+                                    f"{timeout:.0f} s; its memory is freed")
+
+    def wait(self, timeout: float | None = None) -> dict:
+        if self.thread is not None:
+            self.thread.join(timeout)
+        elif self.process is not None:
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        return self.status
+
+
+def read_status_raw(run_dir: Path) -> dict:
+    try:
+        return json.loads(status_path(run_dir).read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def spawn(run_dir: Path, resume: bool) -> subprocess.Popen:
+    """Start `python -m studio run-job RUN_DIR` in its own process group, output to log.txt."""
+    log = open(Path(run_dir) / "log.txt", "ab")
+    cmd = [sys.executable, "-m", "studio", "run-job", str(run_dir)] + (["--resume"] if resume else [])
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
+    try:
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                cwd=str(Path(__file__).resolve().parent.parent), env=env,
+                                start_new_session=True)
+    finally:
+        log.close()   # the child holds its own copy
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _wait_or_kill(pid: int, timeout: float) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline and _alive(pid):
+        time.sleep(0.5)
+    if _alive(pid):
+        _kill_group(pid)
+
+
+def list_runs(runs_dir: Path) -> list[dict]:
+    """Every run under runs_dir, newest first, with its status and config."""
+    out = []
+    for d in sorted(Path(runs_dir).glob("*/"), key=lambda p: p.stat().st_mtime, reverse=True):
+        if is_run_dir(d):
+            out.append({"run_dir": str(d), "name": d.name, **read_status(d)})
+    return out
+
+
+def active_run(runs_dir: Path) -> Optional[Path]:
+    """The run under runs_dir that is training now, if any (one job at a time)."""
+    for run in list_runs(runs_dir):
+        if run.get("state") in ACTIVE:
+            return Path(run["run_dir"])
+    return None
