@@ -36,7 +36,13 @@ def get_backend(name: str) -> ModuleType:
 
 def availability(hw) -> dict[str, str | None]:
     """Backend name -> None when usable here, else the reason it is not."""
-    return {name: get_backend(name).unavailable(hw) for name in BACKENDS}
+    out = {}
+    for name in BACKENDS:
+        try:
+            out[name] = get_backend(name).unavailable(hw)
+        except ImportError as e:
+            out[name] = f"cannot be imported ({e})"
+    return out
 
 
 def choose_backend(requested: str, hw) -> tuple[str, str]:

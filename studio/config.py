@@ -16,6 +16,7 @@ from typing import Any, Optional
 import yaml
 
 from studio.catalog import resolve_model_id
+from studio.errors import Note
 
 
 def _f(default, help: str, group: str, *, choices=None, min=None, max=None, factory=None):
@@ -129,11 +130,11 @@ class FineTuningConfig:
     def __post_init__(self):
         if self.task_type == "SEQ_2_SEQ_LM":
             warnings.warn("task_type SEQ_2_SEQ_LM is for encoder-decoder models; Qwen3 is "
-                          "decoder-only, so CAUSAL_LM is used.", stacklevel=3)
+                          "decoder-only, so CAUSAL_LM is used.", Note, stacklevel=3)
             self.task_type = "CAUSAL_LM"
         resolved, note = resolve_model_id(self.model_name)
         if note:
-            warnings.warn(note, stacklevel=3)
+            warnings.warn(note, Note, stacklevel=3)
             self.model_name = resolved
         if isinstance(self.target_modules, str):
             self.target_modules = self.target_modules.replace(",", " ").split()
