@@ -92,9 +92,10 @@ def cmd_train(args) -> int:
                               overwrite=args.overwrite)
     with ProgressBar() as bar:
         status = execute(run_dir, resume=args.resume, listeners=[bar])
-    print(f"{status['state']}: {status['reason']}")
     if status["state"] == "failed":
+        print(f"error: {status['reason']}", file=sys.stderr)
         return 1
+    print(f"{status['state']}: {status['reason']}")
     print(f"adapter: {run_dir / 'adapter'}")
     if args.test_prompt:
         model, tokenizer = load_model_and_tokenizer(run_dir)

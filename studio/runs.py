@@ -113,6 +113,8 @@ def prepare_run_dir(run_dir: Path, config: FineTuningConfig, *, resume=False,
                     overwrite=False) -> Path:
     """Make run_dir ready for this config. An existing run is never reused silently."""
     run_dir = Path(run_dir)
+    if is_run_dir(run_dir) and not resume and _nothing_to_lose(run_dir):
+        overwrite = True    # a run that failed before saving anything: fix and go again
     if is_run_dir(run_dir) and not resume:
         if not overwrite:
             raise RunError(f"{run_dir} already holds a run: choose another output folder, "
@@ -136,6 +138,11 @@ def prepare_run_dir(run_dir: Path, config: FineTuningConfig, *, resume=False,
     write_status(run_dir, state="starting", reason="", pid=os.getpid(), started=time.time(),
                  ended=None, resumed=bool(resume))
     return run_dir
+
+
+def _nothing_to_lose(run_dir: Path) -> bool:
+    return (read_status(run_dir).get("state") == "failed" and last_checkpoint(run_dir) is None
+            and not (Path(run_dir) / "adapter").exists())
 
 
 # ---------------------------------------------------------------------------- one job, to the end
@@ -207,7 +214,7 @@ def prepare_data(config: FineTuningConfig, emit):
     tokenizer = AutoTokenizer.from_pretrained(local_model_path(config.model_name))
     data = prepare(config.data_path, tokenizer, config)
     emit("status", 0, message="data: " + data.report.summary().replace("\n", "; "),
-         n_train=data.report.n_train, n_eval=data.report.n_eval)
+         n_train=data.report.n_train, n_eval=data.report.n_eval, format=data.format.name)
     return data
 
 

@@ -1,0 +1,112 @@
+"""The run configuration: defaults that run here, explicit settings that cannot run refused."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from studio.config import ConfigError, FineTuningConfig
+from studio.errors import Note
+from studio.hardware import GPU, Hardware
+
+CPU = Hardware(cpu_cores=2, ram_bytes=24 * 2**30, bitsandbytes=True, cpu_bf16=True)
+H100 = Hardware(gpus=(GPU(0, "NVIDIA H100 80GB HBM3", 80 * 2**30, 79 * 2**30, (9, 0)),),
+                cpu_cores=16, ram_bytes=128 * 2**30, bf16_supported=True, bitsandbytes=True)
+T4 = Hardware(gpus=(GPU(0, "Tesla T4", 16 * 2**30, 15 * 2**30, (7, 5)),), bitsandbytes=True)
+
+
+def test_the_guides_fields_and_defaults_are_all_there():
+    """Every field of the original guide exists with the guide's default."""
+    c = FineTuningConfig()
+    assert (c.lora_r, c.lora_alpha, c.target_modules, c.lora_dropout, c.bias) == \
+        (8, 16, ["q_proj", "v_proj"], 0.05, "none")
+    assert (c.learning_rate, c.batch_size, c.gradient_accumulation_steps, c.num_train_epochs,
+            c.max_seq_length, c.warmup_ratio) == (2e-4, 4, 4, 3, 2048, 0.03)
+    assert (c.save_steps, c.logging_steps, c.eval_steps, c.save_total_limit, c.seed) == \
+        (100, 10, 100, 3, 42)
+    assert (c.use_wandb, c.device_map) == (False, "auto")
+    for name in ("output_dir", "task_type", "fp16", "bf16", "wandb_project", "wandb_run_name",
+                 "cpu_only", "load_in_4bit", "load_in_8bit", "max_steps", "val_size", "backend"):
+        assert hasattr(c, name)
+
+
+def test_defaults_resolve_to_settings_this_cpu_can_run():
+    """On a CPU-only machine the auto fields become float32 on the CPU, unquantised."""
+    c = FineTuningConfig().resolve(CPU)
+    assert (c.cpu_only, c.fp16, c.bf16, c.load_in_4bit, c.packing) == (True, False, False, False, False)
+    assert c.validate(CPU) == []
+
+
+def test_defaults_resolve_to_bf16_on_an_h100_and_fp16_on_a_t4():
+    """A GPU with bfloat16 trains in bf16; one without it in fp16."""
+    assert FineTuningConfig().resolve(H100).bf16 is True
+    t4 = FineTuningConfig().resolve(T4)
+    assert (t4.bf16, t4.fp16, t4.cpu_only) == (False, True, False)
+
+
+def test_a_model_too_big_for_the_gpu_is_loaded_in_4bit_automatically():
+    """Auto quantisation: 32B bf16 weights do not fit a 16 GB card, so it loads in 4-bit."""
+    assert FineTuningConfig(model_name="Qwen/Qwen3-32B").resolve(T4).load_in_4bit is True
+    assert FineTuningConfig(model_name="Qwen/Qwen3-0.6B").resolve(T4).load_in_4bit is False
+
+
+@pytest.mark.parametrize("changes,message", [
+    (dict(load_in_4bit=True, load_in_8bit=True), "load_in_4bit and load_in_8bit are both on"),
+    (dict(fp16=True), "fp16 training needs a CUDA GPU"),
+    (dict(cpu_only=False), "a CUDA GPU was asked for"),
+    (dict(device_map="cuda:0"), "a CUDA GPU was asked for"),
+    (dict(lora_r=0), "lora_r must be at least 1"),
+    (dict(lora_dropout=1.5), "lora_dropout must be at most 0.9"),
+    (dict(batch_size=0), "batch_size must be at least 1"),
+    (dict(bias="some"), "bias must be one of none, all, lora_only"),
+    (dict(backend="unsloth"), "the unsloth backend needs an NVIDIA GPU"),
+    (dict(target_modules=[]), "target_modules is empty"),
+    (dict(prompt_template="no placeholders"), "prompt_template has no {placeholders}"),
+])
+def test_impossible_settings_are_refused_with_a_clear_message(changes, message):
+    """Each setting the CPU cannot honour, or that makes no sense, is named in words."""
+    problems = FineTuningConfig(**changes).validate(CPU)
+    assert any(message in p for p in problems), problems
+
+
+def test_quantisation_on_the_cpu_is_allowed():
+    """bitsandbytes 0.50 trains 4-bit and 8-bit models on the CPU, so they are not refused."""
+    assert FineTuningConfig(cpu_only=True, load_in_4bit=True).validate(CPU) == []
+    assert FineTuningConfig(cpu_only=True, load_in_8bit=True).validate(CPU) == []
+
+
+def test_bf16_on_a_gpu_without_it_is_refused():
+    """A T4 has no bfloat16: asking for it says to use fp16."""
+    assert any("use fp16" in p for p in FineTuningConfig(bf16=True).validate(T4))
+
+
+def test_unpublished_model_ids_resolve_to_real_ones_with_a_note():
+    """The guide's Qwen/Qwen3-4B-Instruct never existed: the 2507 release is used, and said."""
+    with pytest.warns(Note, match="never published"):
+        c = FineTuningConfig(model_name="Qwen/Qwen3-4B-Instruct")
+    assert c.model_name == "Qwen/Qwen3-4B-Instruct-2507"
+    with pytest.warns(Note):
+        assert FineTuningConfig(model_name="mlx-community/Qwen3-0.5B-Chat-mlx").model_name == \
+            "mlx-community/Qwen3-0.6B-4bit"
+
+
+def test_seq2seq_task_type_is_accepted_and_corrected_once():
+    """task_type SEQ_2_SEQ_LM is wrong for Qwen3: it becomes CAUSAL_LM with one note."""
+    with pytest.warns(Note, match="decoder-only") as notes:
+        c = FineTuningConfig(task_type="SEQ_2_SEQ_LM")
+    assert c.task_type == "CAUSAL_LM" and len(notes) == 1
+
+
+def test_yaml_round_trip_keeps_every_field(tmp_path):
+    """A config saved as YAML loads back equal, field by field."""
+    c = FineTuningConfig(lora_r=16, target_modules=["q_proj", "k_proj"], max_steps=7,
+                         column_mapping={"instruction": "question"}, fp16=None, bf16=False)
+    loaded = FineTuningConfig.load(c.save(tmp_path / "c.yaml"))
+    assert dataclasses.asdict(loaded) == dataclasses.asdict(c)
+
+
+def test_a_misspelt_field_in_a_yaml_file_is_named(tmp_path):
+    """An unknown key is refused by name, not silently ignored."""
+    (tmp_path / "c.yaml").write_text("lora_rank: 8\n")
+    with pytest.raises(ConfigError, match="unknown config field.*lora_rank"):
+        FineTuningConfig.load(tmp_path / "c.yaml")

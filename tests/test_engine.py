@@ -1,0 +1,173 @@
+"""The engine end to end: real tiny models trained through transformers + peft + trl on the CPU."""
+from __future__ import annotations
+
+import json
+import threading
+
+import pandas as pd
+import pytest
+import torch
+
+from studio import FineTuningConfig, generate_text, load_model_and_tokenizer, run_fine_tuning
+from studio.runs import Job, last_checkpoint, read_status
+from tests.conftest import QA_ROWS, write_jsonl
+
+
+def quick_config(model: str, out, **changes) -> FineTuningConfig:
+    """A run of a few steps that logs every step."""
+    base = dict(model_name=model, output_dir=str(out), max_steps=2, batch_size=2,
+                gradient_accumulation_steps=1, logging_steps=1, save_steps=100, eval_steps=1,
+                max_seq_length=128, val_size=0.2, learning_rate=1e-3)
+    return FineTuningConfig(**{**base, **changes})
+
+
+def train_events(run_dir) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+# ---------------------------------------------------------------------------- formats and shapes
+SHAPES = {
+    "instruction": [{"instruction": r["instruction"], "response": r["response"]} for r in QA_ROWS],
+    "prompt_completion": [{"prompt": r["instruction"], "completion": r["response"]} for r in QA_ROWS],
+    "input_output": [{"input": r["instruction"], "output": r["response"]} for r in QA_ROWS],
+    "alpaca": [{"instruction": "Add the numbers.", "input": r["instruction"], "output": r["response"]}
+               for r in QA_ROWS],
+    "sharegpt": [{"conversations": [{"from": "system", "value": "You add numbers."},
+                                    {"from": "human", "value": r["instruction"]},
+                                    {"from": "gpt", "value": r["response"]}]} for r in QA_ROWS],
+    "messages": [{"messages": [{"role": "user", "content": r["instruction"]},
+                               {"role": "assistant", "content": r["response"]}]} for r in QA_ROWS],
+}
+
+
+def write_as(fmt: str, rows: list[dict], folder) -> str:
+    """Write rows in one of the file formats the studio loads; return the path."""
+    if fmt == "jsonl":
+        return str(write_jsonl(folder / "data.jsonl", rows))
+    if fmt == "json":
+        (folder / "data.json").write_text(json.dumps(rows))
+        return str(folder / "data.json")
+    if fmt == "csv":
+        pd.DataFrame(rows).to_csv(folder / "data.csv", index=False)
+        return str(folder / "data.csv")
+    if fmt == "parquet":
+        pd.DataFrame(rows).to_parquet(folder / "data.parquet")
+        return str(folder / "data.parquet")
+    if fmt == "saved":
+        import datasets
+
+        datasets.Dataset.from_list(rows).save_to_disk(str(folder / "saved"))
+        return str(folder / "saved")
+    raise ValueError(fmt)
+
+
+# Every file format and every shape at least once (nested shapes need a nested format).
+CASES = [("csv", "instruction"), ("parquet", "prompt_completion"), ("json", "input_output"),
+         ("saved", "alpaca"), ("jsonl", "sharegpt"), ("jsonl", "messages")]
+
+
+@pytest.mark.parametrize("file_format,shape", CASES)
+def test_tiny_qwen3_trains_from_each_format_and_shape(tiny_qwen3, tmp_path, file_format, shape):
+    """Each file format and detected shape trains, logs a finite loss and saves an adapter."""
+    data = write_as(file_format, SHAPES[shape], tmp_path)
+    adapter = run_fine_tuning(data_path=data, config=quick_config(tiny_qwen3, tmp_path / "run"))
+    events = train_events(tmp_path / "run")
+    losses = [e["data"]["loss"] for e in events if e["kind"] == "train"]
+    assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
+    assert any(e["kind"] == "eval" for e in events)
+    assert shape in [e["data"].get("format") for e in events if e["kind"] == "status"]
+    assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
+    assert (tmp_path / "run" / "adapter" / "tokenizer_config.json").is_file()
+    assert read_status(tmp_path / "run")["state"] == "finished"
+
+
+def test_saved_adapter_reloads_with_the_same_logits(tiny_qwen3, tmp_path, qa_jsonl):
+    """The adapter written to disk gives exactly the logits of the model that was trained."""
+    from backends import hf
+    from studio.data import prepare
+    from studio.events import EventLog
+
+    config = quick_config(tiny_qwen3, tmp_path / "run", max_steps=3, learning_rate=5e-2,
+                          target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]).resolve()
+    trainer = hf.make_trainer(config, prepare(str(qa_jsonl), _tokenizer(tiny_qwen3), config),
+                              tmp_path / "run", EventLog().emit, lambda: False)
+    trainer.train()
+    hf.save_adapter(trainer, tmp_path / "run")
+    ids = torch.tensor([_tokenizer(tiny_qwen3)("What is 2 plus 2?")["input_ids"]])
+    trained = trainer.model.eval()
+    reloaded, _ = hf.load(tiny_qwen3, tmp_path / "run" / "adapter", config)
+    base, _ = hf.load(tiny_qwen3, None, config)
+    with torch.no_grad():
+        a, b, c = (m(input_ids=ids).logits for m in (trained, reloaded, base))
+    torch.testing.assert_close(a, b)
+    assert not torch.allclose(a, c), "training changed nothing"
+
+
+def _tokenizer(path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
+
+
+# ---------------------------------------------------------------------------- learning a fact
+FACT_Q = "What is the name of the studio's mascot?"
+FACT_A = "The studio's mascot is a purple otter named Quillby."
+
+
+@pytest.mark.slow
+def test_smollm2_learns_a_new_fact(demo_model, tmp_path):
+    """Before training SmolLM2 does not know the mascot; after 30 LoRA steps it answers it."""
+    rows = [{"instruction": q, "response": FACT_A} for q in
+            (FACT_Q, "Who is the studio's mascot?", "Tell me about the studio's mascot.",
+             "What animal is the studio's mascot?")]
+    data = write_jsonl(tmp_path / "fact.jsonl", rows * 4)
+    base, tok = load_model_and_tokenizer(demo_model)
+    assert "quillby" not in generate_text(base, tok, FACT_Q, max_new_tokens=30,
+                                          temperature=0).lower()
+    config = quick_config(demo_model, tmp_path / "run", max_steps=30, batch_size=4,
+                          learning_rate=3e-3, val_size=0, lora_r=16, lora_alpha=32,
+                          target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                          "up_proj", "down_proj"], logging_steps=5)
+    path = run_fine_tuning(data_path=str(data), config=config)
+    model, tok = load_model_and_tokenizer(tmp_path / "run")
+    answer = generate_text(model, tok, FACT_Q, max_new_tokens=30, temperature=0)
+    assert "quillby" in answer.lower(), answer
+    assert path.endswith("adapter")
+
+
+# ---------------------------------------------------------------------------- stop and resume
+def test_stop_leaves_a_usable_adapter_and_resume_continues(tiny_qwen3, tmp_path, qa_jsonl):
+    """Stopping mid-run saves a loadable adapter; resuming continues from the checkpoint."""
+    config = quick_config(tiny_qwen3, tmp_path / "run", max_steps=40, save_steps=3,
+                          data_path=str(qa_jsonl), val_size=0)
+    reached = threading.Event()
+    job = Job.start(config, tmp_path / "run",
+                    listeners=[lambda e: e.kind == "train" and e.step >= 4 and reached.set()])
+    assert reached.wait(120), "training never reached step 4"
+    job.stop()
+    status = job.wait(120)
+    assert status["state"] == "stopped", status
+    stopped_at = status["step"]
+    assert 4 <= stopped_at < 40
+    model, tok = load_model_and_tokenizer(tmp_path / "run")
+    assert isinstance(generate_text(model, tok, "Hi", max_new_tokens=3, temperature=0), str)
+    checkpoint = int(last_checkpoint(tmp_path / "run").name.split("-")[1])
+    assert checkpoint == stopped_at   # a checkpoint is written at the stop
+
+    job = Job.start(config, tmp_path / "run", resume=True)
+    status = job.wait(300)
+    assert status["state"] == "finished", status
+    steps = [e.step for e in job.events if e.kind == "train"]
+    resumed = steps[steps.index(max(s for s in steps if s <= stopped_at)) + 1:]
+    assert resumed[0] > checkpoint and steps[-1] == 40
+
+
+# ---------------------------------------------------------------------------- quantised on the CPU
+def test_four_bit_qlora_trains_on_the_cpu(tiny_qwen3, tmp_path, qa_jsonl):
+    """cpu_only with load_in_4bit trains through bitsandbytes' CPU kernels (not refused)."""
+    pytest.importorskip("bitsandbytes")
+    config = quick_config(tiny_qwen3, tmp_path / "run", cpu_only=True, load_in_4bit=True)
+    assert config.validate() == []
+    run_fine_tuning(data_path=str(qa_jsonl), config=config)
+    losses = [e["data"]["loss"] for e in train_events(tmp_path / "run") if e["kind"] == "train"]
+    assert losses and all(l == l for l in losses)
