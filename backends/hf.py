@@ -118,14 +118,48 @@ def event_callback(emit, should_stop: Callable[[], bool]):
     return EventCallback()
 
 
+def plan_gpu_batches(config, data, emit, fused_loss: bool = False):
+    """With packing on a GPU: the packed micro-batch size, checkpointing and accumulation that
+    fit the free memory (studio.memory.plan_batch), unless the user set them."""
+    import torch
+
+    from studio.memory import plan_batch
+
+    if not config.packing or config.cpu_only or not torch.cuda.is_available():
+        return config.replace(gradient_checkpointing=bool(config.gradient_checkpointing))
+    lengths = [len(ids) for ids in data.train["input_ids"]]
+    mean = sum(lengths) / max(1, len(lengths))
+    free, _ = torch.cuda.mem_get_info()
+    plan = plan_batch(config.replace(gradient_checkpointing=None), free, mean,
+                      fused_loss=fused_loss)
+    if plan is None:
+        return config.replace(tokens_per_batch=config.tokens_per_batch or config.max_seq_length,
+                              gradient_checkpointing=config.gradient_checkpointing is not False)
+    tokens = config.tokens_per_batch or plan.tokens_per_batch
+    tokens = min(tokens, max(config.max_seq_length, sum(lengths)))   # no bigger than the data
+    emit("status", 0, message="batch plan: " + plan.reason, tokens_per_batch=tokens,
+         estimate_gb=round(plan.estimate.total / 2**30, 2))
+    return config.replace(
+        tokens_per_batch=tokens, gradient_accumulation_steps=plan.gradient_accumulation_steps,
+        gradient_checkpointing=(plan.gradient_checkpointing if config.gradient_checkpointing
+                                is None else config.gradient_checkpointing))
+
+
 def sft_config(config, run_dir: Path, has_eval: bool):
-    """trl's SFTConfig from ours; every training knob is decided here and nowhere else."""
+    """trl's SFTConfig from ours; every training knob is decided here and nowhere else.
+
+    With packing, one micro-batch is one pack of up to tokens_per_batch tokens (rows were
+    already cut to max_seq_length), flattened padding-free with position ids restarting at each
+    row, so attention never crosses from one row into the next.
+    """
     from trl import SFTConfig
 
+    packed = bool(config.packing)
+    batch = 1 if packed else config.batch_size
     return SFTConfig(
         output_dir=str(run_dir / "checkpoints"),
-        per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=config.batch_size,
+        per_device_train_batch_size=batch,
+        per_device_eval_batch_size=batch,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         num_train_epochs=config.num_train_epochs,
         max_steps=config.max_steps or -1,
@@ -148,9 +182,10 @@ def sft_config(config, run_dir: Path, has_eval: bool):
         data_seed=config.seed,
         report_to=["wandb"] if config.use_wandb else [],
         run_name=config.wandb_run_name or run_dir.name,
-        max_length=config.max_seq_length,
-        packing=bool(config.packing),
-        padding_free=bool(config.packing),
+        max_length=(config.tokens_per_batch or config.max_seq_length) if packed
+        else config.max_seq_length,
+        packing=packed,
+        padding_free=packed,
         gradient_checkpointing=bool(config.gradient_checkpointing),
         include_num_input_tokens_seen="non_padding",
         dataloader_num_workers=0,
@@ -167,6 +202,7 @@ def make_trainer(config, data, run_dir: Path, emit, should_stop):
 
     if config.use_wandb:
         os.environ.setdefault("WANDB_PROJECT", config.wandb_project)
+    config = plan_gpu_batches(config, data, emit)
     emit("status", 0, message=f"loading {config.model_name}")
     model, tokenizer = load_base(config)
     emit("status", 0, message="attaching LoRA adapters")

@@ -34,6 +34,7 @@ def _load(config, for_training: bool):
 def train(config, data, run_dir: Path, emit, should_stop, resume_from=None) -> Path:
     from trl import SFTTrainer
 
+    config = hf.plan_gpu_batches(config, data, emit, fused_loss=True)
     emit("status", 0, message=f"loading {config.model_name} with unsloth")
     fast, model, tokenizer = _load(config, for_training=True)
     model = fast.get_peft_model(

@@ -70,7 +70,9 @@ class FineTuningConfig:
     target_modules: list = _f(None, "Layers that get adapters (q_proj k_proj v_proj o_proj "
                               "gate_proj up_proj down_proj).", "LoRA",
                               factory=lambda: ["q_proj", "v_proj"])
-    lora_dropout: float = _f(0.05, "Dropout on the LoRA input.", "LoRA", min=0.0, max=0.9)
+    lora_dropout: Optional[float] = _f(None, "Dropout on the LoRA input (auto: 0.05; 0 with "
+                                       "unsloth, whose fused LoRA kernels need it).", "LoRA",
+                                       min=0.0, max=0.9)
     bias: str = _f("none", "Which biases train.", "LoRA", choices=["none", "all", "lora_only"])
     task_type: str = _f("CAUSAL_LM", "PEFT task type; Qwen3 is decoder-only, so CAUSAL_LM.",
                         "LoRA", choices=["CAUSAL_LM", "SEQ_2_SEQ_LM"])
@@ -93,6 +95,9 @@ class FineTuningConfig:
     max_grad_norm: float = _f(1.0, "Gradient clipping norm.", "Optimisation", min=0.0)
     packing: Optional[bool] = _f(None, "Pack rows into padding-free batches (auto: on with CUDA).",
                                  "Optimisation")
+    tokens_per_batch: Optional[int] = _f(None, "With packing: tokens in one micro-batch (auto: "
+                                         "the most that fit in free GPU memory).", "Optimisation",
+                                         min=16)
     gradient_checkpointing: Optional[bool] = _f(None, "Recompute activations to save memory "
                                                 "(auto: only where memory needs it).",
                                                 "Optimisation")
@@ -189,11 +194,17 @@ class FineTuningConfig:
         load_in_4bit = self.load_in_4bit
         if load_in_4bit is None:
             load_in_4bit = on_gpu and not self.load_in_8bit and _weights_would_not_fit(self, hw)
+        packing = self.packing if self.packing is not None else on_gpu
+        checkpointing = self.gradient_checkpointing
+        if checkpointing is None and not (on_gpu and packing):
+            checkpointing = on_gpu    # with packing on a GPU, the memory planner decides at start
+        dropout = self.lora_dropout
+        if dropout is None:
+            dropout = 0.0 if self.backend == "unsloth" or (self.backend == "auto" and on_gpu
+                                                           and hw.packages.get("unsloth")) else 0.05
         return self.replace(cpu_only=cpu_only, bf16=bf16, fp16=fp16, load_in_4bit=load_in_4bit,
-                            packing=self.packing if self.packing is not None else on_gpu,
-                            gradient_checkpointing=(self.gradient_checkpointing
-                                                    if self.gradient_checkpointing is not None
-                                                    else on_gpu))
+                            packing=packing, gradient_checkpointing=checkpointing,
+                            lora_dropout=dropout)
 
     def validate(self, hw=None) -> list[str]:
         """Every problem that would stop this run, each saying how to fix it. Empty: it can run."""

@@ -9,6 +9,7 @@ to the measured peak after each run.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,8 +109,8 @@ def lora_params(shape: Shape, config) -> int:
     return per_layer * shape.layers
 
 
-def estimate_memory(config, shape: Optional[Shape] = None,
-                    longest_row: Optional[int] = None) -> Optional[MemoryEstimate]:
+def estimate_memory(config, shape: Optional[Shape] = None, longest_row: Optional[int] = None,
+                    fused_loss: bool = False) -> Optional[MemoryEstimate]:
     """Peak memory of training `config` (resolved: cpu_only, bf16, 4-bit decided). Without
     packing, a batch is as long as its longest row: pass the data's longest, if known."""
     shape = shape or model_shape(config.model_name)
@@ -135,7 +136,8 @@ def estimate_memory(config, shape: Optional[Shape] = None,
         saved = tokens * (shape.layers * shape.hidden * act_bytes + per_layer_token)
     else:
         saved = tokens * shape.layers * per_layer_token
-    logits = tokens * shape.vocab * (act_bytes + 8)  # logits, float32 upcast and its gradient
+    # logits, their float32 upcast and its gradient; a fused (chunked) loss never holds them all
+    logits = tokens * shape.vocab * (act_bytes + 8) / (16 if fused_loss else 1)
     overhead = (1.0 if on_gpu else 0.9) * GiB
     return MemoryEstimate(weights, lora, saved + logits, overhead, "GPU" if on_gpu else "CPU")
 
@@ -155,3 +157,56 @@ def out_of_memory_advice(config) -> str:
     if not config.load_in_4bit and not config.cpu_only:
         tips.append("load_in_4bit on (QLoRA)")
     return "out of memory: try " + "; or ".join(tips or ["a smaller model"])
+
+
+# ---------------------------------------------------------------------------- GPU batch planner
+@dataclass(frozen=True)
+class BatchPlan:
+    tokens_per_batch: int          # packed tokens in one micro-batch
+    gradient_checkpointing: bool
+    gradient_accumulation_steps: int
+    estimate: MemoryEstimate
+    reason: str
+
+
+_CANDIDATES = (32768, 24576, 16384, 12288, 8192, 6144, 4096, 3072, 2048, 1024, 512)
+
+
+def plan_batch(config, free_bytes: float, mean_row_tokens: float, shape: Optional[Shape] = None,
+               fused_loss: bool = False) -> Optional[BatchPlan]:
+    """The largest packed micro-batch that fits `free_bytes`, preferring no recomputation.
+
+    Gradient checkpointing costs a third more arithmetic, so it is used only when without it
+    fewer than 8k tokens would fit (the GPU is not kept busy below that) and with it at least
+    twice as many would. The optimiser sees about the tokens per update the user asked for
+    (batch_size x gradient_accumulation_steps rows), or one micro-batch if that is more.
+    """
+    shape = shape or model_shape(config.model_name)
+    if shape is None:
+        return None
+    floor = config.max_seq_length
+
+    def fits(tokens: int, ckpt: bool):
+        trial = dataclasses.replace(config, batch_size=1, max_seq_length=tokens,
+                                    gradient_checkpointing=ckpt, packing=True)
+        est = estimate_memory(trial, shape, fused_loss=fused_loss)
+        return est if est.total <= 0.92 * free_bytes else None
+
+    def largest(ckpt: bool):
+        for tokens in _CANDIDATES:
+            if tokens >= floor and (est := fits(tokens, ckpt)):
+                return tokens, est
+        return None
+
+    plain, ckpt = largest(False), largest(True)
+    if plain is None and ckpt is None:
+        return None
+    use_ckpt = plain is None or (plain[0] < 8192 and ckpt is not None and ckpt[0] >= 2 * plain[0])
+    tokens, est = ckpt if use_ckpt else plain
+    wanted = config.batch_size * config.gradient_accumulation_steps * mean_row_tokens
+    accumulation = max(1, round(wanted / tokens))
+    why = (f"{tokens} packed tokens a micro-batch fit in {free_bytes / GiB:.0f} GiB free "
+           f"{'with' if use_ckpt else 'without'} gradient checkpointing; {accumulation} a step "
+           f"keeps about the {wanted:.0f} tokens an update that batch_size x "
+           f"gradient_accumulation_steps ask for")
+    return BatchPlan(tokens, use_ckpt, accumulation, est, why)
