@@ -271,7 +271,8 @@ def _context_stats(data: Path, tokenizer_dir: str) -> tuple[float, float]:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    lengths = [len(tok.apply_chat_template(json.loads(l)["messages"], tokenize=True))
+    lengths = [len(tok.apply_chat_template(json.loads(l)["messages"], tokenize=True,
+                                           return_dict=True)["input_ids"])
                for l in data.read_text().splitlines()[:500]]
     return sum(n * (n + 1) / 2 for n in lengths) / sum(lengths), sum(lengths) / len(lengths)
 

@@ -35,11 +35,11 @@ def _text(rng: random.Random, n_words: int) -> str:
 
 
 def chat_rows(n: int, seed: int = 0) -> list[dict]:
-    """`messages` rows (system, user, assistant); about 1.3 tokens a word in Qwen3's tokenizer."""
+    """`messages` rows (system, user, assistant); about 1.07 tokens a word in Qwen3's tokenizer."""
     rng = random.Random(seed)
     rows = []
     for target in row_lengths(n, seed):
-        words = max(20, int((target - 30) / 1.3))
+        words = max(20, int((target - 40) / 1.07))
         q = max(5, int(words * rng.uniform(0.15, 0.4)))
         rows.append({"messages": [
             {"role": "system", "content": "You are a helpful assistant."},
