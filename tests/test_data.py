@@ -153,8 +153,8 @@ def test_an_unknown_extension_lists_what_is_supported(tmp_path):
 def test_a_hub_id_offline_fails_fast_with_a_clear_message():
     """Without a network a Hub id fails in seconds, saying to give a local file."""
     start = time.time()
-    with pytest.raises(DataError, match=r"could not load Hub dataset someone/qa-pairs: no network"
-                                        r".*give a local file"):
+    with pytest.raises(DataError, match=r"could not load Hub dataset someone/qa-pairs: "
+                                        r"(no network|offline mode).*give a local file"):
         load_rows("someone/qa-pairs")
     assert time.time() - start < 10
 
@@ -213,6 +213,24 @@ def test_openai_messages_keep_tool_calls_with_arguments_as_dicts(tmp_path):
     messages, tools = row_messages(ds[1], fmt)
     assert messages[1]["tool_calls"][0]["function"]["arguments"] == {"a": 1, "b": 2}
     assert row_messages(ds[0], fmt)[1] == [WEATHER_TOOL]
+
+
+def test_a_conversation_column_with_any_name_is_found_by_its_turns():
+    """A column of {role, content} lists is a conversation whatever it is called."""
+    rows = [{"id": 1, "dialog_turns": [{"role": "user", "content": "hi"},
+                                       {"role": "assistant", "content": "hello"}]}]
+    fmt = detect_format(ds_of(rows))
+    assert (fmt.name, fmt.mapping) == ("messages", {"messages": "dialog_turns"})
+
+
+def test_conversational_prompt_completion_is_not_taken_for_a_conversation():
+    """Regression: prompts stored as lists of turns kept prompt_completion from being detected."""
+    rows = [{"prompt": [{"role": "user", "content": "Capital of France?"}],
+             "completion": [{"role": "assistant", "content": "Paris."}]}]
+    fmt = detect_format(ds_of(rows))
+    assert fmt.name == "prompt_completion"
+    assert row_messages(rows[0], fmt)[0] == [{"role": "user", "content": "Capital of France?"},
+                                             {"role": "assistant", "content": "Paris."}]
 
 
 def test_an_explicit_mapping_overrides_detection():
@@ -420,6 +438,25 @@ def test_bad_rows_are_dropped_and_counted_and_duplicates_kept(qwen):
     assert "duplicate rows: 1 (e.g. rows 3)" in report.summary()
 
 
+def test_unreadable_rows_are_counted_as_unmappable_not_fatal(qwen):
+    """A row whose tool call is not JSON is dropped as unmappable; the others train."""
+    good = {"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello."}]}
+    bad = {"conversations": [{"from": "human", "value": "Weather?"},
+                             {"from": "function_call", "value": "get_weather(Oslo)"}]}
+    report = prepare(ds_of([good, bad, good]), qwen, config(val_size=0)).report
+    assert report.problems["unmappable rows"] == 1
+    assert report.examples_of_problems["unmappable rows"] == [1]
+    assert report.n_train == 2
+
+
+def test_rows_whose_prompt_fills_max_seq_length_are_dropped_and_counted(qwen):
+    """A row with no response token left after truncation is dropped, the others kept."""
+    rows = [dict(q) for q in QA] + [{"question": "word " * 100, "answer": "ok"}]
+    report = prepare(ds_of(rows), qwen, config(max_seq_length=40, val_size=0)).report
+    assert report.problems == {"rows with no trained tokens": 1}
+    assert report.n_train == 3
+
+
 def test_truncated_rows_are_counted_and_cut(qwen):
     """Rows longer than max_seq_length are cut and counted; their full length is reported."""
     rows = [dict(q) for q in QA] + [{"question": "Count.", "answer": " ".join(map(str, range(200)))}]
@@ -479,3 +516,9 @@ def test_the_preview_shows_nested_values_as_short_readable_text():
     assert list(df["#"]) == list(range(20, 30))
     assert df["messages"][0] == "user: Hi | assistant: Hello"
     assert len(df["note"][0]) <= 160 and df["note"][0].endswith("…")
+
+
+def test_the_preview_shows_tool_schemas_by_name():
+    """A tools column kept as JSON text reads as the tools' signatures."""
+    df = data.dataset_preview(load_rows(str(ASSETS / "example_sharegpt.json")), start=2, n=1)
+    assert df["tools"][0] == "tools: get_weather(city, unit)"
