@@ -603,7 +603,7 @@ def _turn_tag(turn: dict):
 def _content_text(content) -> str:
     """Message content as text: strings pass, lists of {type: text} parts are joined."""
     if isinstance(content, list):
-        return "".join(p.get("text") or "" if isinstance(p, dict) else str(p) for p in content)
+        return "".join((p.get("text") or "") if isinstance(p, dict) else str(p) for p in content)
     if isinstance(content, dict):
         return json.dumps(content, ensure_ascii=False)
     return _cell(content)
@@ -756,8 +756,9 @@ def _chat_tokens(tokenizer, row, fmt, config, notes):
         # differs from Qwen3's own template: it gives *every* assistant turn a <think> block,
         # while Qwen3 keeps it only after the last user message. Those extra blocks would never
         # be seen at inference (history is rendered by the plain template), so the plain ids win:
-        # the marker mask is used only when both templates render the very same text (single
-        # turn, and multi-turn where earlier turns carry reasoning), else the generic method.
+        # the marker mask is used only when both templates render the very same text (rows with
+        # one assistant turn, the common case); other rows are masked by the generic method,
+        # which tests check gives the same mask wherever both apply.
         trained = tokenizer.apply_chat_template(messages, tokenize=False,
                                                 chat_template=kit.training_template, **kwargs)
         if trained == text:
@@ -864,6 +865,7 @@ def _chat_kit(tokenizer) -> _ChatKit:
     cached = _KITS.get(tokenizer)
     if cached and cached[0] == str(template):
         return cached[1]
+
     def render(msgs, **kw):
         return tokenizer.apply_chat_template(msgs, tokenize=False, **kw)
 
@@ -1016,12 +1018,16 @@ def prepare(source_or_dataset, tokenizer, config, prompt_template=None) -> Prepa
     """
     name = str(source_or_dataset) if isinstance(source_or_dataset, (str, Path)) else "the dataset"
     ds = load_rows(name) if isinstance(source_or_dataset, (str, Path)) else source_or_dataset
+    if isinstance(ds, datasets.DatasetDict):
+        ds = ds["train"]
     try:
         fmt = detect_format(ds, _opt(config, "dataset_format", "auto"),
                             _opt(config, "column_mapping", None),
                             prompt_template or _opt(config, "prompt_template", None))
     except DataError as e:
         raise DataError(f"{name}: {e}") from None
+    if fmt.name not in _TOKENIZERS:
+        _chat_kit(tokenizer)      # a tokenizer without a chat template fails here, once
     limit = _opt(config, "max_seq_length", 2048)
     notes, examples = Counter(), {}
     kept, lengths, prompt_lengths, first_error = [], [], [], None
