@@ -8,6 +8,7 @@ No gradio here: the CLI, the UI and the backends all share this module.
 """
 from __future__ import annotations
 
+import ast
 import difflib
 import io
 import json
@@ -637,9 +638,9 @@ def _tools(value) -> Optional[list]:
         return None
     if isinstance(value, str):
         try:
-            value = json.loads(value)
-        except json.JSONDecodeError as e:
-            raise DataError(f"the tools column is not valid JSON ({e.msg})") from None
+            value = _parse(value)
+        except ValueError as e:
+            raise DataError(f"the tools column is not valid JSON ({e})") from None
     tools = value if isinstance(value, list) else [value]
     # Bare {name, description, parameters} schemas get the OpenAI wrapper chat templates expect.
     return [t if not isinstance(t, dict) or "function" in t or "name" not in t
@@ -647,12 +648,25 @@ def _tools(value) -> Optional[list]:
 
 
 def _as_list(value) -> list:
+    """A list cell; a list kept as text (a CSV column) is parsed."""
     if isinstance(value, str) and value.lstrip().startswith("["):
         try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
+            value = _parse(value)
+        except ValueError:
             return []
     return list(value) if isinstance(value, (list, tuple)) else []
+
+
+def _parse(text: str):
+    """Nested data kept as text: JSON, or the Python repr pandas writes for nested values into
+    a CSV (literals only, never code). ValueError if it is neither."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        try:
+            return ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            raise ValueError(f"{e.msg} at character {e.pos}") from None
 
 
 def _cell(value) -> str:

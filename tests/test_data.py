@@ -95,6 +95,19 @@ def test_every_file_format_loads_the_same_rows(tmp_path, kind):
     assert ds.to_list() == QA
 
 
+def test_nested_columns_written_to_csv_by_pandas_are_read_back(tmp_path, qwen):
+    """Conversations and tools that pandas wrote into a CSV as Python reprs still convert."""
+    import pandas as pd
+
+    rows = [{"messages": [{"role": "user", "content": "Weather in Oslo?"},
+                          {"role": "assistant", "content": "Cold."}], "tools": [WEATHER_TOOL]}] * 2
+    pd.DataFrame(rows).to_csv(tmp_path / "chat.csv", index=False)
+    ds = load_rows(str(tmp_path / "chat.csv"))
+    fmt = detect_format(ds)
+    assert fmt.name == "messages"
+    assert row_messages(ds[0], fmt) == (rows[0]["messages"], [WEATHER_TOOL])
+
+
 def test_example_assets_all_prepare(qwen):
     """The three bundled example datasets load, are detected and tokenize without problems."""
     expected = {"example_alpaca.jsonl": "alpaca", "example_sharegpt.json": "sharegpt",
