@@ -89,7 +89,7 @@ def _read_csv(path: Path, split: str, sep: str = ",") -> datasets.Dataset:
 
     text = _read_text(path)
     try:
-        # Every cell as text, and an empty cell as "" rather than NaN: these are prompts, not numbers.
+        # Every cell as text, and an empty cell as "" not NaN: these are prompts, not numbers.
         df = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError:
         raise DataError(f"{path} is empty (0 rows): add rows, or point at another file") from None
@@ -268,7 +268,8 @@ _READERS: dict[str, Callable[[Path, str], datasets.Dataset]] = {
 @dataclass
 class DetectedFormat:
     name: str                 # one of FORMATS, or "template"
-    mapping: dict             # role -> column ({"instruction": "question", ...}); template: placeholder -> column
+    mapping: dict             # role -> column, e.g. {"instruction": "question", ...};
+    #                           for "template": placeholder -> column
     reason: str               # why this shape was chosen, for people
     role_map: dict = field(default_factory=dict)   # sharegpt/messages: raw tag (lower case) -> role
     template: Optional[str] = None                 # the custom prompt template, for "template"
@@ -354,14 +355,14 @@ def detect_format(ds, dataset_format: str = "auto", column_mapping: dict | None 
 
 def _fill(name: str, ds, mapping: dict, forced: bool, by_content: bool = True
           ) -> Optional[DetectedFormat]:
-    """Map the roles of shape `name` to columns, or None (auto) / DataError (forced) if it cannot."""
+    """Map the roles of shape `name` to columns; None (auto) or DataError (forced) if it cannot."""
     shape, columns = SHAPES[name], list(ds.column_names)
     filled, used = {}, set(mapping.values())
     pinned = forced or set(mapping) - {"system", "tools"}
     must = shape.required if pinned else (shape.auto_required or shape.required)
     for role in shape.required + tuple(r for r in shape.optional if r not in shape.required):
-        column = mapping.get(role) or _find_column(columns, {**_COMMON, **shape.names}.get(role, ()),
-                                                   used)
+        names = {**_COMMON, **shape.names}.get(role, ())
+        column = mapping.get(role) or _find_column(columns, names, used)
         if column is None and role == "messages" and (forced or by_content):
             column = _find_conversation_column(ds, used)
         if column is None:
@@ -398,7 +399,8 @@ def _fill_conversation(name, ds, filled, forced, mapped) -> Optional[DetectedFor
             raise DataError(f"the turns in column '{column}' have no 'role' or 'from' key "
                             f"(keys found: {', '.join(keys)})")
         return None
-    kind = "sharegpt" if keys["from"] + keys["value"] > keys["role"] + keys["content"] else "messages"
+    sharegpt = keys["from"] + keys["value"] > keys["role"] + keys["content"]
+    kind = "sharegpt" if sharegpt else "messages"
     if not forced:
         name = kind
     tags = Counter(str(_turn_tag(t)).strip().lower() for t in turns)
@@ -478,7 +480,7 @@ def _template_parts(template: str) -> list:
                         f"and literal braces as {{{{ and }}}}") from None
 
 
-# ---------------------------------------------------------------------------------- rows -> messages
+# ---------------------------------------------------------------------------- rows -> messages
 
 # Role tags seen in the wild -> the four roles chat templates know. Anything else becomes user,
 # and is counted, so an odd tag never throws a whole dataset away.
@@ -622,7 +624,8 @@ def _tool_calls(value, turn: int) -> list:
     for call in value if isinstance(value, list) else [value]:
         fn = call.get("function", call) if isinstance(call, dict) else None
         if not isinstance(fn, dict) or not fn.get("name"):
-            raise DataError(f"turn {turn}: a tool call needs a name and arguments, got {call!r:.60}")
+            raise DataError(f"turn {turn}: a tool call needs a name and arguments, "
+                            f"got {call!r:.60}")
         args = fn.get("arguments", fn.get("parameters", {}))
         if isinstance(args, str):
             try:
@@ -694,7 +697,7 @@ def _render_template(row: dict, fmt: DetectedFormat) -> tuple[str, str]:
     return prompt or "", "".join(out)
 
 
-# ---------------------------------------------------------------------------------- tokens and masks
+# ---------------------------------------------------------------------------- tokens and masks
 
 @dataclass
 class Tokenized:
@@ -926,8 +929,8 @@ def _training_template(tokenizer) -> Optional[str]:
 _PROBES = [
     [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}],
     [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "a"},
-     {"role": "assistant", "content": "<think>\nr\n</think>\n\nb"}, {"role": "user", "content": "c"},
-     {"role": "assistant", "content": "d"}],
+     {"role": "assistant", "content": "<think>\nr\n</think>\n\nb"},
+     {"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}],
     [{"role": "user", "content": "Weather?"},
      {"role": "assistant", "content": "", "tool_calls": [
          {"type": "function", "function": {"name": "w", "arguments": {"city": "Oslo"}}}]},
@@ -1089,7 +1092,8 @@ def prepare(source_or_dataset, tokenizer, config, prompt_template=None) -> Prepa
         n_rows=len(ds), columns=list(ds.column_names),
         dtypes={c: _dtype(f) for c, f in ds.features.items()}, format=fmt, lengths=lengths,
         n_truncated=sum(n > limit for n in lengths), n_train=len(train), n_eval=n_eval,
-        problems=dict(notes), examples_of_problems={k: v for k, v in examples.items() if k in notes})
+        problems=dict(notes),
+        examples_of_problems={k: v for k, v in examples.items() if k in notes})
     return PreparedData(train, evals, report, fmt)
 
 
@@ -1232,6 +1236,7 @@ def _readable_turn(turn: dict) -> str:
     text = _content_text(content)
     calls = turn.get("tool_calls")
     if calls:
-        names = [((c.get("function") or c).get("name") or "?") for c in calls if isinstance(c, dict)]
+        names = [(c.get("function") or c).get("name") or "?" for c in calls
+                 if isinstance(c, dict)]
         text = (text + " " if text else "") + f"[calls {', '.join(names)}]"
     return text

@@ -67,6 +67,11 @@ def trained_runs(tokenizer, tok) -> list[str]:
     return runs
 
 
+def chat(*texts) -> list[dict]:
+    """Alternating user and assistant messages."""
+    return [{"role": ("user", "assistant")[i % 2], "content": t} for i, t in enumerate(texts)]
+
+
 def write(tmp_path, name, text, encoding="utf-8") -> str:
     path = tmp_path / name
     path.write_bytes(text.encode(encoding) if isinstance(text, str) else text)
@@ -143,6 +148,20 @@ def test_a_non_utf8_csv_names_the_byte_line_and_fix(tmp_path):
     assert "line 2" in message and "Windows-1252" in message and "re-save" in message
 
 
+def test_json_lines_saved_as_json_and_column_json_load(tmp_path):
+    """A .json file holding JSON Lines, or a {column: [values]} object, still loads."""
+    lines = write(tmp_path, "lines.json", "\n".join(map(json.dumps, QA)))
+    columns = write(tmp_path, "cols.json", json.dumps({k: [r[k] for r in QA] for k in QA[0]}))
+    assert load_rows(lines).to_list() == load_rows(columns).to_list() == QA
+
+
+def test_a_saved_dataset_without_the_split_names_its_splits(tmp_path):
+    """A DatasetDict folder without the asked split lists the splits it has."""
+    datasets.DatasetDict({"test": ds_of(QA)}).save_to_disk(str(tmp_path / "saved"))
+    with pytest.raises(DataError, match=r"has no 'train' split; its splits are test"):
+        load_rows(str(tmp_path / "saved"))
+
+
 def test_malformed_jsonl_names_the_line(tmp_path):
     """A broken JSON Lines file names the line at fault."""
     path = write(tmp_path, "bad.jsonl", json.dumps(QA[0]) + "\n" + '{"question": "x", \n')
@@ -174,25 +193,34 @@ def test_a_hub_id_offline_fails_fast_with_a_clear_message():
 
 # ---------------------------------------------------------------------------------- shapes
 
+def pairs(text: str) -> dict:
+    """"instruction=question response=answer" -> {"instruction": "question", ...}"""
+    return dict(p.split("=") for p in text.split())
+
+
+SHARE = [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]
+OPENAI = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+
+
 @pytest.mark.parametrize("row,shape,mapping", [
-    ({"instruction": "i", "response": "r"}, "instruction", {"instruction": "instruction", "response": "response"}),
-    ({"question": "q", "answer": "a"}, "instruction", {"instruction": "question", "response": "answer"}),
-    ({"prompt": "p", "response": "r"}, "instruction", {"instruction": "prompt", "response": "response"}),
-    ({"query": "q", "response": "r"}, "instruction", {"instruction": "query", "response": "response"}),
-    ({"prompt": "p", "completion": "c"}, "prompt_completion", {"prompt": "prompt", "completion": "completion"}),
-    ({"input": "i", "output": "o"}, "input_output", {"input": "input", "output": "output"}),
+    ({"instruction": "i", "response": "r"}, "instruction",
+     "instruction=instruction response=response"),
+    ({"question": "q", "answer": "a"}, "instruction", "instruction=question response=answer"),
+    ({"prompt": "p", "response": "r"}, "instruction", "instruction=prompt response=response"),
+    ({"query": "q", "response": "r"}, "instruction", "instruction=query response=response"),
+    ({"prompt": "p", "completion": "c"}, "prompt_completion",
+     "prompt=prompt completion=completion"),
+    ({"input": "i", "output": "o"}, "input_output", "input=input output=output"),
     ({"instruction": "i", "input": "", "output": "o"}, "alpaca",
-     {"instruction": "instruction", "input": "input", "output": "output"}),
-    ({"text": "Once upon a time"}, "text", {"text": "text"}),
-    ({"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]},
-     "sharegpt", {"messages": "conversations"}),
-    ({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]},
-     "messages", {"messages": "messages"}),
+     "instruction=instruction output=output input=input"),
+    ({"text": "Once upon a time"}, "text", "text=text"),
+    ({"conversations": SHARE}, "sharegpt", "messages=conversations"),
+    ({"messages": OPENAI}, "messages", "messages=messages"),
 ])
 def test_each_shape_is_detected_from_its_columns(row, shape, mapping):
     """Column names (and, for conversations, the turns' keys) pick the shape."""
     fmt = detect_format(ds_of([row]))
-    assert (fmt.name, fmt.mapping) == (shape, mapping)
+    assert (fmt.name, fmt.mapping) == (shape, pairs(mapping))
     assert fmt.reason
 
 
@@ -290,10 +318,9 @@ def test_an_unknown_shape_lists_columns_shapes_and_how_to_map():
 
 def test_unknown_role_tags_are_mapped_not_rejected(qwen):
     """bot/model -> assistant, person -> user, ipython -> tool, anything else -> user, counted."""
-    rows = [{"conversations": [{"from": "person", "value": "Hi"}, {"from": "bot", "value": "Hello."},
-                               {"from": "narrator", "value": "(later)"},
-                               {"from": "ipython", "value": "42"},
-                               {"from": "model", "value": "It is 42."}]}] * 2
+    tags = [("person", "Hi"), ("bot", "Hello."), ("narrator", "(later)"), ("ipython", "42"),
+            ("model", "It is 42.")]
+    rows = [{"conversations": [{"from": f, "value": v} for f, v in tags]}] * 2
     fmt = detect_format(ds_of(rows))
     assert fmt.role_map == {"person": "user", "bot": "assistant", "narrator": "user",
                             "ipython": "tool", "model": "assistant"}
@@ -350,6 +377,26 @@ def test_multi_turn_tool_conversations_train_every_assistant_turn(qwen):
 
 
 @pytest.mark.parametrize("thinking", [False, True])
+def test_the_training_template_matches_qwen3_ids_for_one_turn_but_not_for_history(qwen, thinking):
+    """TRL's Qwen3 training template is found for this (older) Qwen3 template. For one assistant
+    turn its ids equal the plain template's; with history it adds <think> blocks that inference
+    never shows, so the plain ids are the ones trained."""
+    from trl.chat_template_utils import qwen3_training_chat_template
+
+    assert data._chat_kit(qwen).training_template == qwen3_training_chat_template
+    one, two = chat("Capital of France?", "Paris."), chat("Hi", "Hello!", "2+2?", "4.")
+    kw = {"tokenize": True, "return_dict": True, "enable_thinking": thinking}
+    ids = {name: [qwen.apply_chat_template(m, chat_template=t, **kw)["input_ids"]
+                  for t in (None, qwen3_training_chat_template)] for name, m in
+           (("one", one), ("two", two))}
+    assert ids["one"][0] == ids["one"][1]
+    assert ids["two"][0] != ids["two"][1]
+    fmt = detect_format(ds_of([{"messages": two}]))
+    assert tokenize_row(qwen, {"messages": two}, fmt, config(enable_thinking=thinking)
+                        ).input_ids == ids["two"][0]
+
+
+@pytest.mark.parametrize("thinking", [False, True])
 def test_the_generic_fallback_agrees_with_the_training_template_on_qwen3(qwen, thinking):
     """Qwen3 single-turn rows masked by TRL's markers and by the generic search are identical."""
     ds = load_rows(str(ASSETS / "example_alpaca.jsonl"))
@@ -367,8 +414,7 @@ def test_the_generic_fallback_masks_smollm2_responses(smollm):
     """SmolLM2's template has no TRL training template: the generic method still trains exactly
     each answer and its <|im_end|>, not the default system prompt or the questions."""
     assert data._chat_kit(smollm).training_template is None
-    rows = [{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
-                          {"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4."}]}]
+    rows = [{"messages": chat("Hi", "Hello!", "2+2?", "4.")}]
     tok = tokenize_row(smollm, rows[0], detect_format(ds_of(rows)), config())
     assert trained_runs(smollm, tok) == ["Hello!<|im_end|>", "4.<|im_end|>"]
 
@@ -472,7 +518,8 @@ def test_rows_whose_prompt_fills_max_seq_length_are_dropped_and_counted(qwen):
 
 def test_truncated_rows_are_counted_and_cut(qwen):
     """Rows longer than max_seq_length are cut and counted; their full length is reported."""
-    rows = [dict(q) for q in QA] + [{"question": "Count.", "answer": " ".join(map(str, range(200)))}]
+    long = {"question": "Count.", "answer": " ".join(map(str, range(200)))}
+    rows = [dict(q) for q in QA] + [long]
     prepared = prepare(ds_of(rows), qwen, config(max_seq_length=64, val_size=0))
     assert prepared.report.n_truncated == 1 and max(prepared.report.lengths) > 64
     assert max(len(ids) for ids in prepared.train["input_ids"]) == 64
@@ -523,7 +570,7 @@ def test_prepare_tokenizes_thousands_of_rows_in_seconds(qwen):
 
 def test_the_preview_shows_nested_values_as_short_readable_text():
     """Conversations read "user: ... | assistant: ...", long text is cut, and rows are numbered."""
-    rows = [{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}],
+    rows = [{"messages": chat("Hi", "Hello"),
              "note": "x" * 500}] * 30
     df = data.dataset_preview(ds_of(rows), start=20, n=20)
     assert list(df["#"]) == list(range(20, 30))
