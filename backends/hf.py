@@ -206,10 +206,19 @@ def make_trainer(config, data, run_dir: Path, emit, should_stop):
     emit("status", 0, message=f"loading {config.model_name}")
     model, tokenizer = load_base(config)
     emit("status", 0, message="attaching LoRA adapters")
-    return SFTTrainer(
+    trainer = SFTTrainer(
         model=model, args=sft_config(config, run_dir, data.eval is not None),
         train_dataset=data.train, eval_dataset=data.eval, processing_class=tokenizer,
         peft_config=lora_config(config), callbacks=[event_callback(emit, should_stop)])
+    return quiet(trainer)
+
+
+def quiet(trainer):
+    """Our events replace the trainer's own printing (it prints every log when tqdm is off)."""
+    from transformers import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+    return trainer
 
 
 def save_adapter(trainer, run_dir: Path) -> Path:

@@ -47,6 +47,7 @@ def train(config, data, run_dir: Path, emit, should_stop, resume_from=None) -> P
     trainer = SFTTrainer(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
                          processing_class=tokenizer,
                          callbacks=[hf.event_callback(emit, should_stop)])
+    hf.quiet(trainer)
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     return hf.save_adapter(trainer, run_dir)
 
