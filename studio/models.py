@@ -95,6 +95,9 @@ def build_demo_model(out_dir: str | Path) -> Path:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
                                                      dtype=torch.float32)
+    # The GGUF conversion leaves <|im_start|> as the end token; chat turns end with <|im_end|>.
+    tokenizer.eos_token = "<|im_end|>"
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
     # The weights are plain float32 tensors by now; only the GGUF markers block saving.
     model.hf_quantizer = None
     model.is_quantized = False
@@ -105,7 +108,7 @@ def build_demo_model(out_dir: str | Path) -> Path:
     return out
 
 
-_BUILDERS = {DEMO_MODEL_ID: ("smollm2-135m-instruct", build_demo_model),
+_BUILDERS = {DEMO_MODEL_ID: ("smollm2-135m-instruct-v2", build_demo_model),
              TINY_QWEN3_ID: ("tiny-qwen3", build_tiny_qwen3)}
 
 
