@@ -1,0 +1,185 @@
+"""The studio's page: four tabs (data, model and hardware, train, chat) over one Studio.
+
+Each tab module builds its components (build -> a small dataclass) and then wires its events;
+the config form is shared, since its fields are drawn across the data and model tabs. Page load
+fills what needs the hardware probe and reattaches to a live run. At the end, a few endpoints
+for programs (gradio_client): inspect_data, start_run, run_status, stop_run, list_runs,
+chat_reply.
+"""
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+from typing import Iterator
+
+import gradio as gr
+
+from studio.config import FineTuningConfig
+from studio.ui import chat_tab, data_tab, model_tab, train_tab
+from studio.ui.form import ConfigForm, apply_preset
+from studio.ui.state import Refused, Studio, default_model, first_line
+
+THEME = gr.themes.Soft(
+    primary_hue="indigo", secondary_hue="slate", radius_size="md",
+    font=["ui-sans-serif", "system-ui", "-apple-system", "Segoe UI", "Roboto", "sans-serif"],
+    font_mono=["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"])
+
+CSS = """
+.gradio-container { max-width: 1500px !important; margin: auto; }
+#studio-header h1 { margin-bottom: 0; }
+#studio-header p { margin-top: 2px; color: var(--body-text-color-subdued); }
+.msg { padding: 9px 13px; border-radius: 8px; border: 1px solid; font-size: 14px; margin: 2px 0; }
+.msg-ok { background: #f0fdf4; border-color: #86efac; color: #14532d; }
+.msg-info { background: #eff6ff; border-color: #bfdbfe; color: #1e3a8a; }
+.msg-warn { background: #fffbeb; border-color: #fcd34d; color: #78350f; }
+.msg-error { background: #fef2f2; border-color: #fca5a5; color: #7f1d1d; }
+.progress-bar { height: 14px; background: #e5e7eb; border-radius: 7px; overflow: hidden; }
+.progress-bar span { display: block; height: 100%; transition: width .6s;
+                     background: linear-gradient(90deg, #6366f1, #22c55e); }
+.progress-facts { margin-top: 6px; font-size: 14px; }
+.mem-bar { position: relative; display: flex; height: 16px; background: #f1f5f9;
+           border-radius: 4px; overflow: hidden; }
+.mem-bar span { display: block; height: 100%; }
+.mem-bar i { position: absolute; top: 0; bottom: 0; width: 3px; background: #0f172a; }
+.mem-legend { font-size: 13px; margin: 6px 0; }
+.mem { font-size: 14px; }
+.mem-over { color: #7f1d1d; }
+.examples-row { align-items: center; }
+.inline-label { flex-grow: 0 !important; min-width: fit-content !important; }
+#cli-command .cm-content { font-size: 12px; }
+"""
+
+HEADER = """# Qwen3 Studio
+LoRA / QLoRA fine-tuning of Qwen3 models: **1 · Data** → **2 · Model & hardware** → \
+**3 · Train** → **4 · Chat**. Every run is kept in its own folder under `{runs}`."""
+
+
+def initial_preset() -> str:
+    """Quick test where no GPU is likely (the form's defaults must run on what is here);
+    the real probe needs torch, so it waits for the page load."""
+    gpu = Path("/proc/driver/nvidia/version").exists() or (
+        platform.system() == "Darwin" and platform.machine() == "arm64")
+    return "Balanced" if gpu else "Quick test"
+
+
+def build_app(runs_dir: str | Path = "runs") -> gr.Blocks:
+    studio = Studio(runs_dir)
+    preset = initial_preset()
+    form = ConfigForm(apply_preset(FineTuningConfig(model_name=default_model()), preset))
+    with gr.Blocks(title="Qwen3 Studio", analytics_enabled=False) as demo:
+        gr.Markdown(HEADER.format(runs=_short_path(studio.runs_dir)), elem_id="studio-header")
+        with gr.Tabs():
+            with gr.Tab("1 · Data", id="data", elem_id="tab-data"):
+                data = data_tab.build(form)
+            with gr.Tab("2 · Model & hardware", id="model", elem_id="tab-model"):
+                model = model_tab.build(form, preset)
+            with gr.Tab("3 · Train", id="train", elem_id="tab-train"):
+                train = train_tab.build()
+            with gr.Tab("4 · Chat", id="chat", elem_id="tab-chat") as chat_page:
+                chat = chat_tab.build()
+
+        follow = data_tab.wire(data, form, studio)
+        for event in model_tab.wire(model, form, studio):
+            follow(event)
+        train_tab.wire(train, form, studio)
+        chat_tab.wire(chat, studio)
+
+        # ---- page load: hardware probe, reattach to a live run, chat sources
+        demo.load(lambda: model_tab.on_load(model, form, studio), None,
+                  [model.hardware, model.backends, model.past_run], api_name=False)
+        demo.load(lambda: train_tab.attach(studio), None, train_tab.outputs(train),
+                  api_name="attach")
+        demo.load(lambda: chat_tab.refresh_sources(studio), None, chat.source, api_name=False)
+        chat_page.select(lambda s: chat_tab.refresh_sources(studio, s), chat.source, chat.source,
+                         api_name=False)
+        program_api(studio, form)
+    demo.studio = studio
+    return demo
+
+
+def _short_path(path: Path) -> str:
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return str(path)
+
+
+# ---------------------------------------------------------------------------- for programs
+def program_api(studio: Studio, form: ConfigForm) -> None:
+    """Endpoints that take plain values (a path, YAML text, a run folder) for gradio_client."""
+
+    def inspect_data(path: str, model_name: str = "") -> dict:
+        """The dataset at `path` as the Data tab shows it: rows, format, mapping, split,
+        token lengths and problems."""
+        from studio.data import DataError
+
+        config = form.defaults.replace(data_path=path,
+                                       model_name=model_name or form.defaults.model_name)
+        try:
+            a = studio.analyse(config)
+        except DataError as e:
+            raise gr.Error(str(e)) from None
+        r = a.report
+        return {"rows": len(a.dataset), "columns": list(a.dataset.column_names),
+                "format": a.fmt.name if a.fmt else None,
+                "mapping": a.fmt.mapping if a.fmt else {},
+                "role_map": a.fmt.role_map if a.fmt else {}, "error": a.error,
+                "n_train": r.n_train if r else 0, "n_eval": r.n_eval if r else 0,
+                "n_truncated": r.n_truncated if r else 0,
+                "lengths": r.lengths if r else [], "problems": r.problems if r else {}}
+
+    def start_run(config_yaml: str, allow_over_memory: bool = False) -> dict:
+        """Start a run from a YAML config (FineTuningConfig fields); refused with the reason."""
+        import yaml
+
+        try:
+            config = FineTuningConfig.from_dict(yaml.safe_load(config_yaml) or {})
+            job = studio.start(config, allow_over_memory=allow_over_memory)
+        except (Refused, ValueError) as e:
+            raise gr.Error(str(e)) from None
+        return {"run": str(job.run_dir), **job.status}
+
+    def run_status(run: str = "") -> dict:
+        """A run's state, reason and its train/eval points ('' = the live or latest run)."""
+        run_dir = run or str(studio.active() or next((r["run_dir"] for r in studio.runs()), ""))
+        if not run_dir:
+            raise gr.Error("there is no run yet")
+        watch = train_tab.new_watch(run_dir)
+        job = studio.job(run_dir)
+        status = job.status
+        events, _ = job.events_since(0)
+        train_tab.absorb(watch, events)
+        return {"run": run_dir, **status, "train": watch["train"], "eval": watch["eval"],
+                "message": watch["message"]}
+
+    def stop_run(run: str = "") -> dict:
+        """Ask a run to stop ('' = the live one); it saves an adapter and ends."""
+        run_dir = run or str(studio.active() or "")
+        if not run_dir:
+            raise gr.Error("nothing is training")
+        studio.stop(run_dir)
+        return {"run": run_dir, "stopping": True}
+
+    def list_runs() -> list:
+        """Every run, newest first, with its state."""
+        return studio.runs()
+
+    def chat_reply(source: str, message: str, max_new_tokens: int = 64,
+                   temperature: float = 0.7, thinking: bool = False) -> Iterator[str]:
+        """The reply of a run (folder) or base model to one message, streamed as it grows."""
+        from studio.inference import stream_reply
+
+        try:
+            loaded = studio.model(source)
+        except Exception as e:   # noqa: BLE001
+            raise gr.Error(f"could not load {source}: {first_line(e)}") from None
+        text = ""
+        for piece in stream_reply(loaded, [{"role": "user", "content": message}],
+                                  max_new_tokens=max_new_tokens, temperature=temperature,
+                                  enable_thinking=thinking):
+            text += piece
+            yield text
+
+    for fn in (inspect_data, start_run, run_status, stop_run, list_runs, chat_reply):
+        gr.api(fn, api_name=fn.__name__, concurrency_limit=None if fn is not chat_reply else 2)

@@ -1,0 +1,218 @@
+"""Chat tab: talk to a fine-tuned run (base + adapter) or a base model, token by token.
+
+A run is prompted exactly as it was trained (its chat template, thinking mode and system prompt
+come from the run folder, studio.inference). With "compare", the same prompt is also answered by
+the run's base model with the same template, side by side. Qwen3 thinking is shown folded.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+
+from studio.catalog import CATALOG, DEMO_MODEL_ID, TINY_QWEN3_ID, hub_cache_has
+from studio.config import FineTuningConfig
+from studio.runs import is_run_dir
+from studio.ui.common import note, shout
+from studio.ui.state import Studio, first_line
+
+
+@dataclass
+class ChatTab:
+    source: gr.Dropdown
+    compare: gr.Checkbox
+    status: gr.HTML
+    tuned: gr.Chatbot
+    base: gr.Chatbot
+    message: gr.Textbox
+    send: gr.Button
+    regenerate: gr.Button
+    clear: gr.Button
+    system: gr.Textbox
+    temperature: gr.Slider
+    top_p: gr.Slider
+    max_new_tokens: gr.Slider
+    thinking: gr.Checkbox
+
+
+# ---------------------------------------------------------------------------- layout
+def build() -> ChatTab:
+    with gr.Row(equal_height=True):
+        source = gr.Dropdown([], label="talk to", allow_custom_value=True, scale=5,
+                             info="A run with a saved adapter, or a base model (id or folder).",
+                             elem_id="chat-source")
+        compare = gr.Checkbox(True, label="Compare with the base model, side by side", scale=2,
+                              elem_id="chat-compare")
+    status = gr.HTML(note("Pick a fine-tuned run or a base model, then type a message."),
+                     elem_id="chat-status")
+    with gr.Row(equal_height=True):
+        tuned = gr.Chatbot(label="Fine-tuned", height=420, elem_id="chat-tuned",
+                           buttons=["copy"])
+        base = gr.Chatbot(label="Base model", height=420, elem_id="chat-base", buttons=["copy"])
+    with gr.Row(equal_height=True):
+        message = gr.Textbox(placeholder="Type a message and press Enter", show_label=False,
+                             scale=6, lines=1, elem_id="chat-message")
+        send = gr.Button("Send", variant="primary", scale=1, min_width=80, elem_id="chat-send")
+    with gr.Row():
+        regenerate = gr.Button("↻ Regenerate", size="sm", elem_id="chat-regenerate")
+        clear = gr.Button("Clear", size="sm", elem_id="chat-clear")
+    with gr.Accordion("Generation settings", open=True):
+        with gr.Row():
+            system = gr.Textbox(label="system prompt", placeholder="(the run's, if it had one)",
+                                scale=3)
+            temperature = gr.Slider(0, 2, value=0.7, step=0.05, label="temperature",
+                                    info="0: always the likeliest token")
+            top_p = gr.Slider(0.05, 1, value=0.95, step=0.05, label="top_p")
+            max_new_tokens = gr.Slider(16, 2048, value=256, step=16, label="max new tokens")
+            thinking = gr.Checkbox(False, label="Qwen3 thinking", info="Shown folded",
+                                   elem_id="chat-thinking")
+    return ChatTab(source, compare, status, tuned, base, message, send, regenerate, clear,
+                   system, temperature, top_p, max_new_tokens, thinking)
+
+
+# ---------------------------------------------------------------------------- helpers
+def sources(studio: Studio) -> list[tuple[str, str]]:
+    runs = studio.chat_sources()
+    bases = [DEMO_MODEL_ID, TINY_QWEN3_ID] + [m.id for m in CATALOG
+                                              if "/" in m.id and hub_cache_has(m.id)]
+    return runs + [(f"Base: {b}", b) for b in bases]
+
+
+def text_of(content) -> str:
+    if isinstance(content, list):
+        return "".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in content)
+    return "" if content is None else str(content)
+
+
+def to_messages(history: list, system: str) -> list[dict]:
+    """The conversation for the model: thinking bubbles left out, text only."""
+    out = [{"role": "system", "content": system.strip()}] if system and system.strip() else []
+    for m in history:
+        if (m.get("metadata") or {}).get("title"):
+            continue
+        out.append({"role": m["role"], "content": text_of(m.get("content"))})
+    return out
+
+
+def reply_bubbles(text: str, done: bool) -> list[dict]:
+    from studio.inference import split_thinking
+
+    thinking, answer = split_thinking(text)
+    out = []
+    if thinking:
+        out.append({"role": "assistant", "content": thinking,
+                    "metadata": {"title": "Thinking", "status": "done" if done else "pending"}})
+    out.append({"role": "assistant", "content": answer or ("(empty reply)" if done else "…")})
+    return out
+
+
+def describe_source(source: str) -> tuple[str, bool, str | None]:
+    """(a line about what answers, its thinking mode, the run's base model or None)."""
+    if source and is_run_dir(Path(source)):
+        config = FineTuningConfig.load(Path(source) / "config.yaml")
+        template = "its custom prompt template" if config.prompt_template else \
+            "the model's chat template"
+        return (f"Fine-tuned run {Path(source).name} (base {config.model_name}), prompted with "
+                f"{template} and thinking {'on' if config.enable_thinking else 'off'}, as in "
+                "training.", bool(config.enable_thinking), config.model_name)
+    return f"Base model {source}.", False, None
+
+
+# ---------------------------------------------------------------------------- wiring
+def wire(t: ChatTab, studio: Studio) -> None:
+    """Chat events; sources are refreshed by the app on page load and tab select."""
+
+    def pick(source, compare):
+        if not source:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        try:
+            line, thinking, base = describe_source(source)
+        except Exception as e:   # noqa: BLE001
+            return shout(f"{source} cannot be read: {e}"), gr.skip(), gr.skip(), gr.skip()
+        if base is None:
+            return (note(line), thinking, gr.update(label=f"Base model: {source}"),
+                    gr.update(visible=False))
+        return (note(line), thinking, gr.update(label=f"Fine-tuned: {Path(source).name}"),
+                gr.update(visible=bool(compare), label=f"Base model: {base}"))
+
+    t.source.change(pick, [t.source, t.compare], [t.status, t.thinking, t.tuned, t.base],
+                    api_name=False)
+
+    def answer(source, compare, tuned, base, system, temperature, top_p, max_new, thinking):
+        """Stream the fine-tuned (or chosen) model's reply, then the base model's."""
+        is_run = bool(source) and is_run_dir(Path(source))
+        sides = [("tuned", False)] + ([("base", True)] if compare and is_run else [])
+        histories = {"tuned": tuned, "base": base}
+        for side, base_of_run in sides:
+            who = "the base model" if base_of_run else Path(source).name if is_run else source
+            yield tuned, base, note(f"Loading {who}…")
+            try:
+                loaded = studio.model(source, base_of_run=base_of_run)
+            except Exception as e:   # noqa: BLE001 - the page says why, the server stays up
+                yield tuned, base, shout(f"Could not load {who}: {first_line(e)}. Pick a run "
+                                         "with a saved adapter, or a downloaded base model.")
+                return
+            from studio.inference import stream_reply
+
+            history = histories[side]
+            messages = to_messages(history, system)
+            text, pieces, t0 = "", 0, time.time()
+            try:
+                for piece in stream_reply(loaded, messages, max_new_tokens=int(max_new),
+                                          temperature=float(temperature), top_p=float(top_p),
+                                          enable_thinking=bool(thinking)):
+                    text += piece
+                    pieces += 1
+                    histories[side] = history + reply_bubbles(text, done=False)
+                    tuned, base = histories["tuned"], histories["base"]
+                    yield tuned, base, note(f"{who} is answering… ({pieces} pieces)")
+            except Exception as e:   # noqa: BLE001
+                yield tuned, base, shout(f"{who} failed while answering: {first_line(e)}")
+                return
+            histories[side] = history + reply_bubbles(text, done=True)
+            tuned, base = histories["tuned"], histories["base"]
+            yield tuned, base, note(f"{who} answered in {time.time() - t0:.1f} s.", "ok")
+
+    def send(message, source, compare, tuned, base, *settings):
+        message = (message or "").strip()
+        if not source:
+            yield message, tuned, base, shout("Pick a fine-tuned run or a base model first.",
+                                              "warn")
+            return
+        if not message:
+            yield message, tuned, base, shout("Type a message first.", "warn")
+            return
+        user = {"role": "user", "content": message}
+        tuned, base = (tuned or []) + [user], (base or []) + [user]
+        for tuned, base, status in answer(source, compare, tuned, base, *settings):
+            yield "", tuned, base, status
+
+    def regenerate(source, compare, tuned, base, *settings):
+        last = max((i for i, m in enumerate(tuned or []) if m["role"] == "user"), default=None)
+        if last is None:
+            yield tuned, base, shout("Nothing to regenerate yet: send a message first.", "warn")
+            return
+        cut = lambda h: h[:max((i for i, m in enumerate(h) if m["role"] == "user"),  # noqa
+                               default=-1) + 1]
+        yield from answer(source, compare, cut(tuned), cut(base or tuned[:last + 1]), *settings)
+
+    settings = [t.system, t.temperature, t.top_p, t.max_new_tokens, t.thinking]
+    chat_inputs = [t.message, t.source, t.compare, t.tuned, t.base] + settings
+    chat_outputs = [t.message, t.tuned, t.base, t.status]
+    gr.on([t.send.click, t.message.submit], send, chat_inputs, chat_outputs, api_name="chat",
+          concurrency_limit=2)
+    t.regenerate.click(regenerate, chat_inputs[1:], chat_outputs[1:], api_name="regenerate",
+                       concurrency_limit=2)
+    t.clear.click(lambda: ([], [], note("Cleared.")), None, [t.tuned, t.base, t.status],
+                  api_name="clear_chat")
+    t.compare.input(pick, [t.source, t.compare], [t.status, t.thinking, t.tuned, t.base],
+                    api_name=False)
+
+
+def refresh_sources(studio: Studio, current: str | None = None):
+    choices = sources(studio)
+    values = [v for _, v in choices]
+    value = current if current in values else (values[0] if values else None)
+    return gr.update(choices=choices, value=value)

@@ -1,0 +1,50 @@
+"""Small pieces every tab uses: status messages in the page and the look of the charts."""
+from __future__ import annotations
+
+import html
+
+import gradio as gr
+
+# kind -> (css class, leading word); the classes are styled in app.CSS
+KINDS = {"ok": ("msg-ok", ""), "info": ("msg-info", ""), "warn": ("msg-warn", "Check: "),
+         "error": ("msg-error", "Cannot continue: ")}
+
+
+def note(text: str, kind: str = "info") -> str:
+    """A boxed message for a status gr.HTML: errors name the problem and the fix."""
+    if not text:
+        return ""
+    css, lead = KINDS[kind]
+    body = "<br>".join(html.escape(line) for line in text.strip().splitlines())
+    return f'<div class="msg {css}"><b>{lead}</b>{body}</div>'
+
+
+def shout(text: str, kind: str = "error") -> str:
+    """note(), plus a toast so the message is seen wherever the person is looking."""
+    if kind == "error":
+        gr.Warning(text.splitlines()[0][:300])
+    elif kind == "warn":
+        gr.Warning(text.splitlines()[0][:300])
+    else:
+        gr.Info(text.splitlines()[0][:300])
+    return note(text, kind)
+
+
+def chart_layout(fig, height: int = 300, **kwargs):
+    """One look for every plotly chart: white, compact, legend on top."""
+    fig.update_layout(template="plotly_white", height=height,
+                      margin=dict(l=50, r=50, t=40, b=40),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0),
+                      font=dict(family="system-ui, sans-serif", size=12), **kwargs)
+    return fig
+
+
+def empty_chart(message: str, height: int = 300):
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    fig.add_annotation(text=message, showarrow=False, font=dict(size=14, color="#6b7280"),
+                       xref="paper", yref="paper", x=0.5, y=0.5)
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return chart_layout(fig, height)

@@ -1,0 +1,318 @@
+"""Data tab: load a dataset and see it as training will.
+
+Drop a file (or give a path or a Hub id, or click an example); the rows show as a paginated
+table, the detected shape fills the column-mapping dropdowns (editable), one row is rendered
+through the chat template with the trained tokens highlighted, and a histogram shows the token
+lengths against max_seq_length, with the split and every problem found counted.
+"""
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+
+from studio.ui.common import chart_layout, empty_chart, note, shout
+from studio.ui.form import ConfigForm
+from studio.ui.state import DATA_FIELDS, Studio
+
+PAGE = 10
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
+TRAINED, MASKED = "trained", "not trained (prompt)"
+
+
+def roles() -> list[str]:
+    """Every role a column can be mapped to, from the data module's shapes."""
+    from studio.data import SHAPES
+
+    out = []
+    for shape in SHAPES.values():
+        out += [r for r in shape.required + shape.optional if r not in out]
+    return out
+
+
+def examples() -> list[Path]:
+    return sorted(ASSETS.glob("example_*"))
+
+
+@dataclass
+class DataTab:
+    file: gr.File
+    path: gr.Textbox
+    load: gr.Button
+    example_buttons: list
+    status: gr.HTML
+    summary: gr.Markdown
+    table: gr.Dataframe
+    page: gr.Number
+    prev: gr.Button
+    next: gr.Button
+    format_md: gr.Markdown
+    mapping: list
+    role_tags: gr.Markdown
+    example_row: gr.Number
+    example_info: gr.Markdown
+    example: gr.HighlightedText
+    histogram: gr.Plot
+    stats: gr.Markdown
+
+
+# ---------------------------------------------------------------------------- layout
+def build(form: ConfigForm) -> DataTab:
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=4, min_width=340):
+            gr.Markdown("### 1 · Choose a dataset")
+            file = gr.File(label="Drop a CSV, JSON, JSONL or Parquet file here, or click to "
+                                 "upload", file_types=[".csv", ".tsv", ".json", ".jsonl",
+                                                       ".parquet"], height=130,
+                           elem_id="data-upload")
+            with gr.Row(equal_height=True):
+                path = gr.Textbox(label="…or a file path, saved-dataset folder or Hub dataset id",
+                                  placeholder="data/train.jsonl  or  tatsu-lab/alpaca", scale=5,
+                                  elem_id="data-path")
+                load = gr.Button("Load", scale=1, min_width=70)
+            form.adopt("data_path", path)
+            with gr.Row(equal_height=True, elem_classes="examples-row"):
+                gr.Markdown("Examples:", elem_classes="inline-label")
+                buttons = [gr.Button(p.stem.replace("example_", ""), size="sm", min_width=60,
+                                     elem_id=f"example-{p.stem}") for p in examples()]
+            status = gr.HTML(note("No dataset loaded yet: drop a file above or click an "
+                                  "example.", "info"), elem_id="data-status")
+            gr.Markdown("### 2 · Shape and column mapping")
+            format_md = gr.Markdown("", elem_id="data-format")
+            form.render(["dataset_format"])
+            mapping = [gr.Dropdown(choices=[], label=f"{role} column", visible=False,
+                                   allow_custom_value=False, elem_id=f"map-{role}")
+                       for role in roles()]
+            form.adopt("column_mapping", gr.State({}))
+            role_tags = gr.Markdown("")
+            with gr.Accordion("Custom prompt template and system prompt", open=False):
+                form.render(["prompt_template", "system_prompt"])
+        with gr.Column(scale=7, min_width=480):
+            gr.Markdown("### Rows")
+            summary = gr.Markdown("", elem_id="data-summary")
+            table = gr.Dataframe(interactive=False, wrap=True, max_height=360,
+                                 elem_id="data-table", show_label=False)
+            with gr.Row(equal_height=True):
+                prev = gr.Button("◀ Previous", size="sm", min_width=90)
+                page = gr.Number(value=1, precision=0, label="page", min_width=80, scale=0,
+                                 show_label=False, container=False, elem_id="data-page")
+                nxt = gr.Button("Next ▶", size="sm", min_width=90)
+            gr.Markdown("### One example, exactly as the model sees it")
+            with gr.Row(equal_height=True):
+                example_row = gr.Number(value=0, precision=0, label="row #", min_width=90,
+                                        scale=0)
+                form.render(["enable_thinking", "train_on_prompt"])
+            example_info = gr.Markdown("")
+            example = gr.HighlightedText(show_legend=True, show_inline_category=False,
+                                         color_map={TRAINED: "#22c55e", MASKED: "#e5e7eb"},
+                                         combine_adjacent=True, label="rendered example",
+                                         elem_id="data-example", show_label=False)
+            gr.Markdown("### Lengths, split and problems")
+            with gr.Row(equal_height=False):
+                with gr.Column(scale=3):
+                    histogram = gr.Plot(empty_chart("Token lengths appear here", 260),
+                                        show_label=False, elem_id="data-histogram")
+                with gr.Column(scale=2, min_width=220):
+                    form.render(["max_seq_length", "val_size"])
+                    stats = gr.Markdown("", elem_id="data-stats")
+    return DataTab(file, path, load, buttons, status, summary, table, page, prev, nxt, format_md,
+                   mapping, role_tags, example_row, example_info, example, histogram, stats)
+
+
+# ---------------------------------------------------------------------------- handlers
+def describe(t: DataTab, form: ConfigForm, studio: Studio, values, page, row) -> list:
+    """Every display of the tab for the dataset and settings in the form."""
+    from studio.data import DataError
+
+    config, _ = form.to_config(*values)
+    blank = [gr.skip()] * (len(display_outputs(t)) - 1)
+    if not config.data_path:
+        return [note("No dataset loaded yet: drop a file above or click an example.")] + blank
+    try:
+        a = studio.analyse(config)
+    except DataError as e:
+        return [shout(str(e))] + blank
+    ds = a.dataset
+    out = {t.status: note(f"Loaded {Path(a.path).name}: {len(ds)} rows." + (
+        "" if a.error else " Ready to train."), "ok" if not a.error else "info")}
+    if a.error:
+        out[t.status] = shout(a.error)
+    out[t.summary] = f"**{len(ds)} rows** · {len(ds.column_names)} columns: " + ", ".join(
+        f"`{c}` ({getattr(f, 'dtype', type(f).__name__.lower())})" for c, f in ds.features.items())
+    pages = max(1, -(-len(ds) // PAGE))
+    page = min(max(1, int(page or 1)), pages)
+    out[t.table] = preview(studio, a.path, page)
+    out[t.page] = page
+    out.update(mapping_updates(t, a, ds.column_names))
+    out.update(example_updates(t, a, config, row))
+    out.update(length_updates(t, a, config))
+    return [out.get(c, gr.skip()) for c in display_outputs(t)]
+
+
+def display_outputs(t: DataTab) -> list:
+    return [t.status, t.summary, t.table, t.page, t.format_md, *t.mapping, t.role_tags,
+            t.example_info, t.example, t.histogram, t.stats]
+
+
+def preview(studio: Studio, path: str, page: int):
+    from studio.data import dataset_preview
+
+    ds = studio.dataset(path)
+    return dataset_preview(ds, (page - 1) * PAGE, PAGE)
+
+
+def mapping_updates(t: DataTab, a, columns) -> dict:
+    from studio.data import SHAPES
+
+    choices = [("(none)", "")] + [(c, c) for c in columns]
+    if a.fmt is None:            # not detected: offer the common shapes' roles to map by hand
+        shown = {r for s in ("instruction", "messages", "text") for r in
+                 SHAPES[s].required + SHAPES[s].optional}
+        mapping, head = {}, "**Shape not detected.** Map the columns below, or pick dataset_format."
+    elif a.fmt.name == "template":
+        shown, mapping = set(), {}
+        head = f"**Custom prompt template** — {a.fmt.reason}"
+    else:
+        shape = SHAPES[a.fmt.name]
+        shown, mapping = set(shape.required + shape.optional), a.fmt.mapping
+        head = f"**Detected: {a.fmt.name}** — {a.fmt.reason}"
+    out = {t.format_md: head}
+    for role, dropdown in zip(roles(), t.mapping):
+        out[dropdown] = gr.update(choices=choices, value=mapping.get(role, ""),
+                                  visible=role in shown)
+    tags = ""
+    if a.fmt is not None and a.fmt.role_map:
+        tags = "| role tag in the data | trained as |\n|---|---|\n" + "\n".join(
+            f"| `{tag}` | {role} |" for tag, role in a.fmt.role_map.items())
+        if a.report and a.report.problems.get("unknown role tags mapped to user"):
+            tags += "\n\nUnknown tags are kept as user turns (counted under problems)."
+    out[t.role_tags] = tags
+    return out
+
+
+def example_updates(t: DataTab, a, config, row) -> dict:
+    from studio.data import render_segments, tokenize_row
+
+    if a.fmt is None or a.tokenizer is None:
+        return {t.example: None, t.example_info: "The example appears once the shape is known "
+                "and the model's tokenizer is loaded."}
+    n = len(a.dataset)
+    row = min(max(0, int(row or 0)), n - 1)
+    try:
+        record = a.dataset[row]
+        segments = render_segments(a.tokenizer, record, a.fmt, config)
+        tok = tokenize_row(a.tokenizer, record, a.fmt, config)
+    except Exception as e:   # noqa: BLE001 - a row that cannot render is shown, not fatal
+        return {t.example: None, t.example_info: f"Row {row} cannot be rendered: {e}"}
+    trained = sum(tok.assistant_masks)
+    info = (f"Row {row} of {n}: **{len(tok.input_ids)} tokens, {trained} trained** (green); the "
+            f"grey part is the prompt, which the model reads but is not trained on. Thinking "
+            f"{'on' if config.enable_thinking else 'off'}.")
+    if tok.truncated:
+        info += f" Cut at max_seq_length={config.max_seq_length}."
+    if not trained:
+        info += " **This row has nothing to train.**"
+    return {t.example: [(text, TRAINED if on else MASKED) for text, on in segments],
+            t.example_info: info}
+
+
+def length_updates(t: DataTab, a, config) -> dict:
+    import plotly.graph_objects as go
+
+    r = a.report
+    if r is None:
+        return {t.histogram: empty_chart("Token lengths appear once the data can be prepared",
+                                         260), t.stats: ""}
+    limit = config.max_seq_length
+    fig = go.Figure(go.Histogram(x=r.lengths, nbinsx=min(40, max(5, len(set(r.lengths)))),
+                                 marker_color="#6366f1", name="rows"))
+    fig.add_vline(x=limit, line_dash="dash", line_color="#dc2626",
+                  annotation_text=f"max_seq_length {limit}", annotation_position="top")
+    chart_layout(fig, 260, title=dict(text=f"{r.n_truncated} of {len(r.lengths)} rows are longer "
+                                           f"than max_seq_length and will be cut", font_size=13),
+                 xaxis_title="tokens per row", yaxis_title="rows", bargap=0.05, showlegend=False)
+    if max(r.lengths) < limit / 4:
+        fig.update_xaxes(range=[0, max(r.lengths) * 1.3])
+        fig.add_annotation(text=f"max_seq_length {limit} →", xref="paper", yref="paper", x=1,
+                           y=1, showarrow=False, font_color="#dc2626")
+    lines = [f"**Split:** {r.n_train} rows train · {r.n_eval} rows evaluate "
+             f"(val_size {config.val_size:g})",
+             f"**Tokens per row:** min {min(r.lengths)} · median "
+             f"{int(statistics.median(r.lengths))} · max {max(r.lengths)} · "
+             f"**{r.n_truncated} cut** at {limit}"]
+    if r.problems:
+        lines.append("**Problems found:**\n\n| problem | rows | e.g. rows |\n|---|---|---|\n" +
+                     "\n".join(f"| {p} | {n} | {', '.join(map(str, r.examples_of_problems.get(p, [])))} |"
+                               for p, n in r.problems.items()))
+    else:
+        lines.append("**Problems found:** none (no empty, duplicate, unmappable or untrainable "
+                     "rows).")
+    return {t.histogram: fig, t.stats: "\n\n".join(lines)}
+
+
+# ---------------------------------------------------------------------------- wiring
+def wire(t: DataTab, form: ConfigForm, studio: Studio):
+    """Wire the tab; returns follow(event), which redraws the data view after an event that
+    rewrote the form (a preset, a YAML file, a past run's config)."""
+    mapping_state = form.widgets["column_mapping"]
+    fmt_widget = form.widgets["dataset_format"]
+    inputs = form.inputs + [t.page, t.example_row]
+    outputs = display_outputs(t)
+
+    def refresh(*values):
+        return describe(t, form, studio, values[:-2], values[-2], values[-1])
+
+    def fresh(path: str):
+        """A new dataset: detection starts over (mapping and forced format reset)."""
+        return path, {}, "auto", 1, 0
+
+    def upload(file):
+        if not file:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        return fresh(studio.keep_upload(file))
+
+    reset = [t.path, mapping_state, fmt_widget, t.page, t.example_row]
+    t.file.upload(upload, t.file, reset, api_name="upload_data").then(
+        refresh, inputs, outputs, api_name=False)
+    gr.on([t.load.click, t.path.submit], lambda p: fresh((p or "").strip()), t.path, reset,
+          api_name="load_data").then(refresh, inputs, outputs, api_name="describe_data")
+    for button, p in zip(t.example_buttons, examples()):
+        button.click(lambda p=str(p): fresh(p), None, reset, api_name=False).then(
+            refresh, inputs, outputs, api_name=False)
+
+    def remap(*values):
+        return {role: v for role, v in zip(roles(), values) if v}
+
+    gr.on([d.input for d in t.mapping], remap, t.mapping, mapping_state,
+          api_name=False).then(refresh, inputs, outputs, api_name=False)
+    fmt_widget.input(lambda: {}, None, mapping_state, api_name=False).then(
+        refresh, inputs, outputs, api_name=False)
+    # Any other setting the preview depends on (template, thinking, lengths, split, model).
+    changes = [form.widgets[n].change for n in DATA_FIELDS
+               if n not in ("data_path", "dataset_format")
+               and not isinstance(form.widgets[n], gr.State)]
+    gr.on(changes + [t.example_row.submit, t.example_row.input], refresh, inputs, outputs,
+          trigger_mode="always_last", api_name=False, show_progress="minimal")
+
+    def turn(path, page, step):
+        if not path:
+            return gr.skip(), gr.skip()
+        try:
+            ds = studio.dataset(path)
+        except Exception:   # noqa: BLE001 - the status line already says why
+            return gr.skip(), gr.skip()
+        pages = max(1, -(-len(ds) // PAGE))
+        page = min(max(1, int(page or 1) + step), pages)
+        return preview(studio, path, page), page
+
+    t.prev.click(lambda p, n: turn(p, n, -1), [t.path, t.page], [t.table, t.page], api_name=False)
+    t.next.click(lambda p, n: turn(p, n, +1), [t.path, t.page], [t.table, t.page],
+                 api_name="next_page")
+    t.page.submit(lambda p, n: turn(p, n, 0), [t.path, t.page], [t.table, t.page], api_name=False)
+
+    def follow(event):
+        return event.then(refresh, inputs, outputs, api_name=False)
+
+    return follow

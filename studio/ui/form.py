@@ -1,0 +1,221 @@
+"""The run configuration as widgets, generated from FineTuningConfig's field metadata.
+
+Each field gets one component picked by its type (WIDGETS), labelled with its name and with its
+help as the info line, so the form, the YAML file and the CLI flags always name a setting alike.
+`ConfigForm` keeps the components in field order: `to_config(*values)` turns the widget values
+into a FineTuningConfig and `values(config)` turns a config back into widget values (presets,
+YAML, a past run). No field is listed here by hand; a tab may draw a field its own way (the model
+picker, the column-mapping dropdowns) and hand the component over with `adopt`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import shlex
+import typing
+import warnings
+from dataclasses import fields
+from typing import Any, Callable, Iterable
+
+import gradio as gr
+
+from studio.config import FineTuningConfig
+from studio.memory import QWEN3_SHAPES, Shape
+
+FIELDS = {f.name: f for f in fields(FineTuningConfig)}
+HINTS = typing.get_type_hints(FineTuningConfig)
+TRISTATE = {"auto": None, "on": True, "off": False}
+# The layers LoRA can wrap in a Qwen3 block, for the target_modules picker.
+LORA_MODULES = list(Shape(*QWEN3_SHAPES["0.6B"]).module_dims())
+
+
+def kind_of(name: str) -> str:
+    """bool, tristate (Optional[bool]: auto/on/off), choice, int, float, text, list or dict."""
+    hint, meta = HINTS[name], FIELDS[name].metadata
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    base = args[0] if args else hint
+    optional = type(None) in typing.get_args(hint)
+    if base is bool:
+        return "tristate" if optional else "bool"
+    if meta.get("choices"):
+        return "choice"
+    return {int: "int", float: "float", str: "text", list: "list", dict: "dict"}[base]
+
+
+def _auto_number(name: str) -> bool:
+    """A number that may be left to the studio (None). gr.Number shows None as 0 and sends it
+    back as 0, so for these fields 0 (or empty) means automatic."""
+    return kind_of(name) in ("int", "float") and FIELDS[name].default is None
+
+
+def _info(name: str) -> str:
+    meta, parts = FIELDS[name].metadata, [FIELDS[name].metadata["help"]]
+    if meta.get("min") is not None and meta.get("max") is not None:
+        parts.append(f"({meta['min']:g} to {meta['max']:g})")
+    if _auto_number(name):
+        parts.append("0: automatic / not set.")
+    return " ".join(parts)
+
+
+def _step(value) -> float:
+    return 10 ** math.floor(math.log10(abs(value))) if value else 0.01
+
+
+# name-to-factory: the component for each kind of field
+WIDGETS: dict[str, Callable[[str, Any], Any]] = {
+    "bool": lambda n, v: gr.Checkbox(value=bool(v), label=n, info=_info(n)),
+    "tristate": lambda n, v: gr.Radio(list(TRISTATE), value=_tristate(v), label=n, info=_info(n)),
+    "choice": lambda n, v: gr.Dropdown(FIELDS[n].metadata["choices"], value=v, label=n,
+                                       info=_info(n)),
+    "int": lambda n, v: gr.Number(value=v, label=n, info=_info(n), precision=0),
+    "float": lambda n, v: gr.Number(value=v, label=n, info=_info(n), step=_step(v)),
+    "text": lambda n, v: gr.Textbox(value=v or "", label=n, info=_info(n), max_lines=8),
+    "list": lambda n, v: gr.Dropdown(LORA_MODULES, value=list(v or []), label=n, info=_info(n),
+                                     multiselect=True, allow_custom_value=True),
+    "dict": lambda n, v: gr.State(dict(v or {})),
+}
+
+
+def _tristate(value) -> str:
+    return next(k for k, v in TRISTATE.items() if v is value)
+
+
+def _from_widget(name: str, value):
+    """A widget's value as the config field wants it."""
+    kind = kind_of(name)
+    optional = type(None) in typing.get_args(HINTS[name])
+    if kind == "tristate":
+        return TRISTATE.get(value or "auto")
+    if kind == "bool":
+        return bool(value)
+    if kind in ("int", "float"):
+        if value is None or value == "" or (value == 0 and _auto_number(name)):
+            return None if optional else FIELDS[name].default
+        return int(round(float(value))) if kind == "int" else float(value)
+    if kind == "text":
+        value = (value or "").strip()
+        return value or (None if optional else FIELDS[name].default)
+    if kind == "list":
+        return [str(v) for v in (value or [])]
+    if kind == "dict":
+        return {k: v for k, v in (value or {}).items() if v}
+    return value
+
+
+def _to_widget(name: str, value):
+    kind = kind_of(name)
+    if kind == "tristate":
+        return _tristate(value)
+    if kind == "text":
+        return value or ""
+    if kind == "list":
+        return list(value or [])
+    if kind == "dict":
+        return dict(value or {})
+    if value is None and _auto_number(name):
+        return 0
+    return value
+
+
+class ConfigForm:
+    """One component per FineTuningConfig field, drawn across the tabs, read back in order."""
+
+    def __init__(self, defaults: FineTuningConfig):
+        self.defaults = defaults
+        self.widgets: dict[str, Any] = {}
+
+    # ---- drawing
+    def render(self, names: Iterable[str], **style) -> list:
+        """Draw the default widget of each named field here (inside the current layout)."""
+        out = []
+        for name in names:
+            widget = WIDGETS[kind_of(name)](name, getattr(self.defaults, name))
+            if style and not isinstance(widget, gr.State):
+                for key, value in style.items():
+                    setattr(widget, key, value)
+            self.widgets[name] = widget
+            out.append(widget)
+        return out
+
+    def render_group(self, group: str, **style) -> list:
+        """Draw every field of `group` that no tab has drawn yet, in declaration order."""
+        names = [n for n, f in FIELDS.items() if f.metadata["group"] == group
+                 and n not in self.widgets]
+        return self.render(names, **style)
+
+    def adopt(self, name: str, component) -> None:
+        """A tab drew this field its own way; read it like the others."""
+        assert name in FIELDS, name
+        self.widgets[name] = component
+
+    # ---- reading and writing
+    @property
+    def inputs(self) -> list:
+        missing = [n for n in FIELDS if n not in self.widgets]
+        assert not missing, f"config fields without a widget: {missing}"
+        return [self.widgets[n] for n in FIELDS]
+
+    @property
+    def triggers(self) -> list:
+        """The change events of every visible widget (for live summaries)."""
+        return [w.change for w in self.inputs if not isinstance(w, gr.State)]
+
+    def to_config(self, *values) -> tuple[FineTuningConfig, list[str]]:
+        """The config the widgets describe, and the notes it made (e.g. a resolved model id)."""
+        kwargs = {name: _from_widget(name, v) for name, v in zip(FIELDS, values)}
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            config = FineTuningConfig.from_dict(kwargs)
+        return config, [str(w.message) for w in caught]
+
+    def values(self, config: FineTuningConfig) -> list:
+        return [_to_widget(n, getattr(config, n)) for n in FIELDS]
+
+
+# ---------------------------------------------------------------------------- presets
+# Field overrides on top of the current form; "quick test" is the default where no GPU is found.
+PRESETS: dict[str, dict] = {
+    "Quick test": dict(max_steps=30, num_train_epochs=1, logging_steps=1, eval_steps=10,
+                       save_steps=10, lora_r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"],
+                       batch_size=2, gradient_accumulation_steps=1, max_seq_length=512,
+                       learning_rate=2e-4, lr_scheduler_type="linear", warmup_ratio=0.0),
+    "Balanced": dict(max_steps=None, num_train_epochs=2, logging_steps=5, eval_steps=50,
+                     save_steps=100, lora_r=16, lora_alpha=32,
+                     target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], batch_size=4,
+                     gradient_accumulation_steps=4, max_seq_length=1024, learning_rate=2e-4,
+                     lr_scheduler_type="linear", warmup_ratio=0.03),
+    "Quality": dict(max_steps=None, num_train_epochs=3, logging_steps=5, eval_steps=50,
+                    save_steps=100, lora_r=32, lora_alpha=64, target_modules=list(LORA_MODULES),
+                    batch_size=4, gradient_accumulation_steps=4, max_seq_length=2048,
+                    learning_rate=1e-4, lr_scheduler_type="cosine", warmup_ratio=0.05),
+}
+
+
+def apply_preset(config: FineTuningConfig, preset: str) -> FineTuningConfig:
+    return dataclasses.replace(config, **PRESETS[preset])
+
+
+# ---------------------------------------------------------------------------- command line
+def command_line(config: FineTuningConfig, output_dir: str | None = None) -> str:
+    """The `python -m studio train` command that runs this config (flags for non-defaults)."""
+    base = FineTuningConfig(model_name=config.model_name)
+    parts = ["python -m studio train"]
+    config = config.replace(output_dir=output_dir or config.output_dir)
+    for name in FIELDS:
+        value = getattr(config, name)
+        if value == getattr(base, name) and name != "model_name":
+            continue
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            parts.append(flag if value else f"--no-{name.replace('_', '-')}")
+        elif value is None:
+            continue      # back to automatic: the CLI default already is
+        elif isinstance(value, list):
+            parts.append(f"{flag} " + " ".join(shlex.quote(str(v)) for v in value))
+        elif isinstance(value, dict):
+            if value:
+                parts.append(f"{flag} " + " ".join(shlex.quote(f"{k}={v}")
+                                                   for k, v in value.items()))
+        else:
+            parts.append(f"{flag} {shlex.quote(str(value))}")
+    return " \\\n  ".join(parts)

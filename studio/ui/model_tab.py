@@ -1,0 +1,281 @@
+"""Model and hardware tab: what this machine has, which model and backend, every setting.
+
+The settings are drawn from FineTuningConfig (grouped as its metadata says, with its help), with
+presets on top. Beside them: the memory estimate against what is free, the checks that would
+stop a run, the equivalent command line, the config as a YAML file, and a past run's config to
+load back into the form.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+
+from studio.catalog import CATALOG, hub_cache_has, is_local_model, parameter_count
+from studio.config import GROUPS, FineTuningConfig
+from studio.ui.common import note, shout
+from studio.ui.form import FIELDS, PRESETS, ConfigForm, apply_preset, command_line
+from studio.ui.state import GiB, Studio, model_problem
+
+
+@dataclass
+class ModelTab:
+    hardware: gr.Markdown
+    backends: gr.Markdown
+    model: gr.Dropdown
+    model_info: gr.Markdown
+    folder: gr.Textbox
+    use_folder: gr.Button
+    preset: gr.Radio
+    memory: gr.HTML
+    checks: gr.HTML
+    cli: gr.Code
+    save_yaml: gr.Button
+    yaml_file: gr.File
+    load_yaml: gr.UploadButton
+    past_run: gr.Dropdown
+    load_run: gr.Button
+
+
+def model_choices(current: str) -> list[tuple[str, str]]:
+    out = []
+    for m in CATALOG:
+        where = "bundled" if m.id.startswith("demo:") else \
+            "downloaded" if hub_cache_has(m.id) else "Hub"
+        out.append((f"{m.id}  ·  {m.note}  ·  {where}", m.id))
+    if current and current not in [v for _, v in out]:
+        out.insert(0, (f"{current}  ·  local folder", current))
+    return out
+
+
+# ---------------------------------------------------------------------------- layout
+def build(form: ConfigForm, preset: str) -> ModelTab:
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=6, min_width=420):
+            gr.Markdown("### Model")
+            current = form.defaults.model_name
+            model = gr.Dropdown(model_choices(current), value=current, allow_custom_value=True,
+                                label="model_name", info="A Qwen3 model from the catalog, a Hub "
+                                "id, or a local model folder. 'bundled' models work offline.",
+                                elem_id="model-name")
+            form.adopt("model_name", model)
+            model_info = gr.Markdown("")
+            with gr.Row(equal_height=True):
+                folder = gr.Textbox(label="…or a local model folder",
+                                    placeholder="/path/to/model (holds config.json)", scale=5,
+                                    elem_id="model-folder")
+                use_folder = gr.Button("Use folder", scale=1, min_width=90)
+            form.render(["backend"])
+            form.adopt("output_dir", gr.State(form.defaults.output_dir))
+            backends = gr.Markdown("")
+            gr.Markdown("### Settings")
+            preset_radio = gr.Radio(list(PRESETS), value=preset, label="preset",
+                                    info="Sets the fields below; change any of them after.",
+                                    elem_id="preset")
+            for group in GROUPS[1:]:
+                with gr.Accordion(group, open=group in ("LoRA", "Optimisation")):
+                    with gr.Row():
+                        form.render_group(group, min_width=190)
+            leftover = [n for n in FIELDS if n not in form.widgets]
+            if leftover:     # a field no tab placed still gets a widget
+                with gr.Accordion("More settings", open=False), gr.Row():
+                    form.render(leftover, min_width=190)
+        with gr.Column(scale=4, min_width=340):
+            gr.Markdown("### This machine")
+            hardware = gr.Markdown("Detecting…", elem_id="hardware")
+            gr.Markdown("### Memory")
+            memory = gr.HTML("", elem_id="memory-estimate")
+            gr.Markdown("### Checks")
+            checks = gr.HTML("", elem_id="config-checks")
+            gr.Markdown("### Command line")
+            cli = gr.Code("", language="shell", buttons=["copy"], wrap_lines=True,
+                          show_label=False, elem_id="cli-command", interactive=False)
+            gr.Markdown("### Config file and past runs")
+            with gr.Row(equal_height=True):
+                save_yaml = gr.Button("Save config as YAML", size="sm")
+                load_yaml = gr.UploadButton("Load a YAML config", file_types=[".yaml", ".yml"],
+                                            size="sm")
+            yaml_file = gr.File(label="config.yaml", visible=False, interactive=False)
+            with gr.Row(equal_height=True):
+                past_run = gr.Dropdown([], label="past run", scale=4, elem_id="past-run")
+                load_run = gr.Button("Load its config", scale=1, min_width=110, size="sm")
+    return ModelTab(hardware, backends, model, model_info, folder, use_folder, preset_radio,
+                    memory, checks, cli, save_yaml, yaml_file, load_yaml, past_run, load_run)
+
+
+# ---------------------------------------------------------------------------- handlers
+def hardware_text(studio: Studio) -> tuple[str, str]:
+    """(what was detected, which backends can run here and why not)."""
+    from backends import availability, choose_backend
+
+    hw = studio.hardware()
+    lines = [f"- **GPU {g.index}:** {g.name} · {g.total_bytes / GiB:.0f} GiB "
+             f"({g.free_bytes / GiB:.0f} GiB free) · compute {g.capability[0]}.{g.capability[1]}"
+             for g in hw.gpus]
+    if not hw.gpus:
+        lines.append("- **GPU:** no CUDA GPU found, so training runs on the CPU in float32 "
+                     "(slow: fine for the bundled demo models and small tests)")
+    if hw.apple_silicon:
+        lines.append("- **Apple Silicon:** yes (the mlx backend can use it)")
+    lines.append(f"- **CPU:** {hw.cpu_name} · {hw.cpu_cores} cores")
+    lines.append(f"- **RAM:** {hw.ram_bytes / GiB:.0f} GiB ({hw.ram_free_bytes / GiB:.0f} GiB "
+                 "free at start-up)")
+    lines.append(f"- **4-/8-bit loading (bitsandbytes):** "
+                 f"{'available' if hw.bitsandbytes else 'not installed'} · **W&B:** "
+                 f"{'installed' if hw.wandb else 'not installed'}")
+    rows = ["| backend | on this machine |", "|---|---|"]
+    for name, why in availability(hw).items():
+        rows.append(f"| {name} | {'usable' if why is None else 'not usable: ' + why} |")
+    try:
+        _, reason = choose_backend("auto", hw)
+        rows.append(f"\n**auto** picks {reason}")
+    except Exception as e:   # noqa: BLE001
+        rows.append(f"\n**auto** cannot pick a backend: {e}")
+    return "\n".join(lines), "\n".join(rows)
+
+
+def describe_model(name: str) -> str:
+    if not name:
+        return note("Pick a model.", "warn")
+    params = parameter_count(name)
+    size = f"{params / 1e9:.2f}B parameters" if params else "size unknown"
+    origin = ("bundled with the studio: works offline (built on first use)"
+              if name.startswith("demo:") else
+              "local folder" if is_local_model(name) else
+              "in the local Hub cache" if hub_cache_has(name) else
+              "downloaded from the Hub when training starts")
+    text = f"**{name}** · {size} · {origin}"
+    why = model_problem(name)
+    return text + (f"\n\n**Cannot be loaded here:** {why}" if why else "")
+
+
+def memory_html(est, free: float, where: str) -> str:
+    if est is None:
+        return note("No estimate: the model's architecture is unknown until it is downloaded.")
+    parts = [("weights", est.weights, "#6366f1"), ("LoRA + optimiser", est.lora, "#22c55e"),
+             ("activations", est.activations, "#f59e0b"), ("overhead", est.overhead, "#94a3b8")]
+    scale = max(est.total, free) or 1
+    bar = "".join(f'<span style="width:{100 * v / scale:.1f}%;background:{c}" title="{n}"></span>'
+                  for n, v, c in parts)
+    legend = " · ".join(f'<span style="color:{c}">■</span> {n} {v / GiB:.2f} GiB'
+                        for n, v, c in parts)
+    fits = est.total <= free
+    verdict = (f"<b>Estimated peak {est.total / GiB:.2f} GiB</b> of {free / GiB:.1f} GiB free "
+               f"{where}: " + ("fits." if fits else "<b>does not fit</b>; Start will warn you. "
+                               "Lower batch_size or max_seq_length, or turn on load_in_4bit."))
+    return (f'<div class="mem {"mem-ok" if fits else "mem-over"}"><div class="mem-bar">{bar}'
+            f'<i style="left:{100 * free / scale:.1f}%" title="free"></i></div>'
+            f'<div class="mem-legend">{legend}</div><div>{verdict}</div></div>')
+
+
+def checks_html(studio: Studio, config: FineTuningConfig, resolved, notes: list) -> str:
+    from backends import BackendError, choose_backend
+
+    hw = studio.hardware()
+    problems = list(config.validate(hw))
+    try:
+        backend, _ = choose_backend(config.backend, hw)
+    except BackendError as e:
+        backend = None
+        problems.append(str(e))
+    if (why := model_problem(config.model_name)):
+        problems.append(why)
+    precision = "bfloat16" if resolved.bf16 else "float16" if resolved.fp16 else "float32"
+    auto = (f"On this machine: {'CPU' if resolved.cpu_only else 'GPU'}, {precision}"
+            f"{', 4-bit base (QLoRA)' if resolved.load_in_4bit else ''}"
+            f"{', packing' if resolved.packing else ''}"
+            f"{', gradient checkpointing' if resolved.gradient_checkpointing else ''}"
+            f"{', backend ' + backend if backend else ''}.")
+    text = "\n".join(notes)
+    if problems:
+        return note("\n".join(problems + [auto]), "error")
+    return note((text + "\n" if text else "") + "These settings can run here. " + auto, "ok")
+
+
+def past_choices(studio: Studio) -> list[tuple[str, str]]:
+    return [(f"{r['name']} — {r.get('state', '?')}", r["run_dir"]) for r in studio.runs()]
+
+
+# ---------------------------------------------------------------------------- wiring
+def wire(t: ModelTab, form: ConfigForm, studio: Studio) -> list:
+    """Wire the tab; returns the events that rewrite the form (the data view follows them)."""
+
+    def summary(*values):
+        try:
+            config, notes = form.to_config(*values)
+            est, free, where, resolved = studio.estimate(config)
+        except Exception as e:   # noqa: BLE001 - a half-typed value: say so, keep serving
+            return gr.skip(), gr.skip(), note(f"These settings cannot be read: {e}", "error"), \
+                gr.skip()
+        cli = command_line(config, output_dir=os.path.relpath(studio.runs_dir) + "/my-run")
+        return (describe_model(config.model_name), memory_html(est, free, where),
+                checks_html(studio, config, resolved, notes), cli)
+
+    summary_outputs = [t.model_info, t.memory, t.checks, t.cli]
+    gr.on(form.triggers, summary, form.inputs, summary_outputs, trigger_mode="always_last",
+          show_progress="hidden", api_name=False)
+
+    def use_folder(path):
+        path = (path or "").strip()
+        if not is_local_model(path):
+            shout(f"{path or 'That'} is not a model folder (it has no config.json): give the "
+                  "folder that holds the model's config.json and weights.")
+            return gr.skip()
+        path = str(Path(path).expanduser().resolve())
+        return gr.update(choices=model_choices(path), value=path)
+
+    t.use_folder.click(use_folder, t.folder, t.model, api_name=False)
+    t.folder.submit(use_folder, t.folder, t.model, api_name=False)
+
+    def preset(name, *values):
+        config, _ = form.to_config(*values)
+        gr.Info(f"Preset '{name}' applied.")
+        return form.values(apply_preset(config, name))
+
+    def save_yaml(*values):
+        config, _ = form.to_config(*values)
+        folder = studio.runs_dir / "configs"
+        folder.mkdir(exist_ok=True)
+        path = config.save(folder / "qwen3-studio-config.yaml")
+        return gr.update(value=str(path), visible=True)
+
+    def load_yaml(file):
+        from studio.config import ConfigError
+
+        try:
+            config = FineTuningConfig.load(file)
+        except ConfigError as e:
+            shout(f"{Path(file).name}: {e}")
+            return [gr.skip()] * len(form.inputs)
+        gr.Info(f"Loaded {Path(file).name}.")
+        return form.values(config)
+
+    def load_run(run_dir):
+        if not run_dir:
+            shout("Pick a past run first.", "warn")
+            return [gr.skip()] * len(form.inputs)
+        try:
+            config = FineTuningConfig.load(Path(run_dir) / "config.yaml")
+        except Exception as e:   # noqa: BLE001
+            shout(f"The config of {Path(run_dir).name} cannot be read: {e}")
+            return [gr.skip()] * len(form.inputs)
+        gr.Info(f"Loaded the config of {Path(run_dir).name}.")
+        return form.values(config)
+
+    t.save_yaml.click(save_yaml, form.inputs, t.yaml_file, api_name="save_config")
+    loaders = [
+        t.preset.input(preset, [t.preset] + form.inputs, form.inputs, api_name=False),
+        t.load_yaml.upload(load_yaml, t.load_yaml, form.inputs, api_name=False),
+        t.load_run.click(load_run, t.past_run, form.inputs, api_name=False),
+    ]
+    t.past_run.focus(lambda: gr.update(choices=past_choices(studio)), None, t.past_run,
+                     api_name=False)
+    return loaders
+
+
+def on_load(t: ModelTab, form: ConfigForm, studio: Studio):
+    """Page load: hardware, backends and past runs (the probe imports torch, so not at start)."""
+    hardware, backends = hardware_text(studio)
+    return hardware, backends, gr.update(choices=past_choices(studio))

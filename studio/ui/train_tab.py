@@ -1,0 +1,286 @@
+"""Train tab: start, watch and stop a run; browse every past run.
+
+The job runs as a child process that writes its events to the run folder (studio.runs), so the
+page is only a viewer: a gr.Timer polls `Job.events_since(cursor)` with the byte cursor kept in
+gr.State and draws only what is new. The timer is switched on at Start (or when the page opens
+on a live run) and off once the run has ended, so a reload, a second tab or a restarted server
+shows the same run with its whole curve.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+
+from studio.runs import ACTIVE, last_checkpoint
+from studio.ui.common import chart_layout, empty_chart, note, shout
+from studio.ui.form import ConfigForm
+from studio.ui.state import Refused, Studio
+
+POLL_SECONDS = 1.0
+LOG_TAIL_BYTES = 12_000
+
+
+@dataclass
+class TrainTab:
+    start: gr.Button
+    stop: gr.Button
+    resume: gr.Button
+    force: gr.Checkbox
+    run: gr.Dropdown
+    status: gr.HTML
+    progress: gr.HTML
+    chart: gr.Plot
+    log: gr.Textbox
+    watch: gr.State
+    timer: gr.Timer
+
+
+# ---------------------------------------------------------------------------- layout
+def build() -> TrainTab:
+    with gr.Row(equal_height=True):
+        start = gr.Button("▶ Start training", variant="primary", scale=2, elem_id="start")
+        stop = gr.Button("■ Stop", variant="stop", scale=1, elem_id="stop")
+        resume = gr.Button("↻ Resume", scale=1, visible=False, elem_id="resume")
+        force = gr.Checkbox(False, label="Start even if the estimate does not fit", scale=2,
+                            container=False)
+    with gr.Row(equal_height=True):
+        run = gr.Dropdown([], label="run (every past run stays here)", scale=5,
+                          elem_id="run-picker")
+    status = gr.HTML(note("No run yet. Load data, pick a model, then press Start."),
+                     elem_id="train-status")
+    progress = gr.HTML("", elem_id="train-progress")
+    chart = gr.Plot(empty_chart("The loss curve appears here after the first logged step", 360),
+                    show_label=False, elem_id="loss-chart")
+    with gr.Accordion("Log (tail of log.txt)", open=True):
+        log = gr.Textbox(lines=10, max_lines=10, show_label=False, autoscroll=True,
+                         interactive=False, elem_id="train-log")
+    watch = gr.State({})
+    timer = gr.Timer(POLL_SECONDS, active=False)
+    return TrainTab(start, stop, resume, force, run, status, progress, chart, log, watch, timer)
+
+
+# ---------------------------------------------------------------------------- reading a run
+def new_watch(run_dir) -> dict:
+    return {"run": str(run_dir), "cursor": 0, "train": [], "eval": [], "last": {},
+            "first": None, "max_steps": None, "message": "", "done": None, "state": None}
+
+
+def absorb(watch: dict, events) -> bool:
+    """Fold new events into the watch; True when the chart has new points."""
+    new_points = False
+    for e in events:
+        d = e.data
+        if e.kind != "done" and watch["done"]:
+            watch["done"] = None               # resumed after an end: a new leg begins
+        if e.kind == "train":
+            watch["train"].append([e.step, d.get("loss"), d.get("learning_rate")])
+            watch["last"] = {**d, "step": e.step, "time": e.time}
+            if not watch["first"] or e.step < watch["first"][1]:
+                watch["first"] = [e.time, e.step]
+            new_points = True
+        elif e.kind == "eval":
+            watch["eval"].append([e.step, d.get("eval_loss")])
+            new_points = True
+        elif e.kind == "done":
+            watch["done"] = {**d, "step": e.step}
+        elif e.kind == "checkpoint":
+            watch["message"] = f"checkpoint saved at step {e.step}"
+        elif d.get("message"):
+            watch["message"] = str(d["message"])
+        if d.get("max_steps"):
+            watch["max_steps"] = int(d["max_steps"])
+    return new_points
+
+
+def figure(watch: dict):
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    train, evals = watch["train"], watch["eval"]
+    if not train and not evals:
+        return empty_chart("The loss curve appears here after the first logged step", 360)
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    steps = [p[0] for p in train]
+    fig.add_trace(go.Scatter(x=steps, y=[p[1] for p in train], mode="lines+markers",
+                             name="train loss", marker=dict(size=7), line=dict(color="#6366f1")))
+    if evals:
+        fig.add_trace(go.Scatter(x=[p[0] for p in evals], y=[p[1] for p in evals],
+                                 mode="lines+markers", name="eval loss",
+                                 marker=dict(size=10, symbol="diamond"),
+                                 line=dict(color="#f59e0b")))
+    if any(p[2] is not None for p in train):
+        fig.add_trace(go.Scatter(x=steps, y=[p[2] for p in train], mode="lines+markers",
+                                 name="learning rate", marker=dict(size=4),
+                                 line=dict(color="#94a3b8", dash="dot")), secondary_y=True)
+    all_steps = steps + [p[0] for p in evals]
+    lo, hi = min(all_steps), max(all_steps)
+    fig.update_xaxes(title_text="step", range=[lo - 0.5, hi + 0.5] if hi - lo < 2 else None)
+    fig.update_yaxes(title_text="loss", secondary_y=False)
+    fig.update_yaxes(title_text="learning rate", tickformat=".0e", secondary_y=True,
+                     showgrid=False)
+    return chart_layout(fig, 360, uirevision=watch["run"])
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    h, rest = divmod(seconds, 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
+
+
+def progress_html(watch: dict, status: dict) -> str:
+    last, total = watch["last"], watch["max_steps"]
+    step = last.get("step", 0)
+    state = status.get("state")
+    pct = 100 * step / total if total else 0
+    if state == "finished":
+        pct = 100
+    facts = [f"step <b>{step}</b>" + (f" of {total}" if total else "")]
+    if last.get("loss") is not None:
+        facts.append(f"loss <b>{last['loss']:.4f}</b>")
+    started = status.get("started")
+    if started:
+        end = status.get("ended") or time.time()
+        facts.append(f"elapsed {_clock(end - started)}")
+    first = watch["first"]
+    if state in ACTIVE and first and total and step > first[1]:
+        per_step = (last["time"] - first[0]) / (step - first[1])
+        facts.append(f"ETA <b>{_clock(per_step * (total - step))}</b>")
+    if last.get("tokens_per_s"):
+        facts.append(f"{last['tokens_per_s']:,.0f} tokens/s")
+    if last.get("epoch") is not None:
+        facts.append(f"epoch {last['epoch']:.2f}")
+    peak, estimate = last.get("peak_memory_gb"), status.get("estimate_gb")
+    if peak:
+        mem = f"peak memory <b>{peak:.2f} GiB</b> measured"
+        if estimate:
+            mem += f" · {estimate:.2f} GiB estimated ({peak / estimate:.0%} of the estimate)"
+        facts.append(mem)
+    elif estimate:
+        facts.append(f"memory estimate {estimate:.2f} GiB")
+    return (f'<div class="progress"><div class="progress-bar"><span style="width:{pct:.1f}%">'
+            f'</span></div><div class="progress-facts">{" · ".join(facts)}</div></div>')
+
+
+def status_html(watch: dict, status: dict) -> str:
+    name = Path(watch["run"]).name
+    state = status.get("state", "new")
+    reason = status.get("reason") or (watch["done"] or {}).get("reason") or ""
+    if state in ACTIVE:
+        doing = watch["message"] or "starting the training process"
+        return note(f"Training {name}: {doing}", "info")
+    if state == "finished":
+        return note(f"Finished {name}: {reason}. The adapter is saved in {watch['run']}/adapter: "
+                    "try it on the Chat tab.", "ok")
+    if state == "stopped":
+        return note(f"Stopped {name}: {reason}", "warn")
+    if state == "interrupted":
+        resume = " Press Resume to continue from the last checkpoint." \
+            if last_checkpoint(Path(watch["run"])) else " It saved no checkpoint, so start anew."
+        return note(f"Interrupted {name}: {reason}.{resume}", "warn")
+    if state == "failed":
+        return note(f"Failed {name}: {reason}", "error")
+    return note(f"{name}: {state}")
+
+
+def log_tail(run_dir: str) -> str:
+    path = Path(run_dir) / "log.txt"
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            size = f.tell()
+            f.seek(max(0, size - LOG_TAIL_BYTES))
+            text = f.read().decode("utf-8", "replace")
+    except FileNotFoundError:
+        return ""
+    if size > LOG_TAIL_BYTES:
+        text = text.split("\n", 1)[-1]
+    return text
+
+
+def run_choices(studio: Studio) -> list[tuple[str, str]]:
+    return [(f"{r['name']} — {r.get('state', '?')}", r["run_dir"]) for r in studio.runs()]
+
+
+# ---------------------------------------------------------------------------- handlers
+def poll(studio: Studio, watch: dict, force_chart: bool = False) -> list:
+    """Outputs for the watched run after reading what it wrote since the cursor."""
+    if not watch or not watch.get("run"):
+        return [watch] + [gr.skip()] * 4 + [gr.Timer(active=False), gr.skip(), gr.skip()]
+    job = studio.job(watch["run"])
+    status = job.status                  # first: once it is final, every event is on disk
+    events, watch["cursor"] = job.events_since(watch["cursor"])
+    new_points = absorb(watch, events)
+    state = status.get("state")
+    running = state in ACTIVE
+    state_changed = state != watch["state"]
+    watch["state"] = state
+    resumable = state in ("interrupted", "stopped", "failed") and \
+        last_checkpoint(Path(watch["run"])) is not None
+    return [watch, status_html(watch, status), progress_html(watch, status),
+            figure(watch) if new_points or force_chart else gr.skip(),
+            log_tail(watch["run"]) if events or force_chart or running else gr.skip(),
+            gr.Timer(active=running),
+            gr.update(visible=resumable),
+            gr.update(choices=run_choices(studio), value=watch["run"])
+            if state_changed or force_chart else gr.skip()]
+
+
+def outputs(t: TrainTab) -> list:
+    return [t.watch, t.status, t.progress, t.chart, t.log, t.timer, t.resume, t.run]
+
+
+def wire(t: TrainTab, form: ConfigForm, studio: Studio) -> None:
+    out = outputs(t)
+
+    def start(*values):
+        config, _ = form.to_config(*values[:-1])
+        try:
+            job = studio.start(config, allow_over_memory=bool(values[-1]))
+        except Refused as e:
+            return [gr.skip(), shout(str(e))] + [gr.skip()] * (len(out) - 2)
+        gr.Info(f"Started {job.run_dir.name}.")
+        return poll(studio, new_watch(job.run_dir), force_chart=True)
+
+    def stop(watch):
+        if not watch or not watch.get("run") or watch.get("state") not in ACTIVE:
+            running = studio.active()
+            if not running:
+                return shout("Nothing is training, so there is nothing to stop.", "warn")
+            watch = new_watch(running)
+        studio.stop(watch["run"])
+        return note("Stopping: the run saves its adapter at the next step and ends. A job that "
+                    "does not end within a minute is killed, which frees its memory.", "warn")
+
+    def resume(watch):
+        try:
+            job = studio.resume(watch["run"])
+        except Refused as e:
+            return [gr.skip(), shout(str(e))] + [gr.skip()] * (len(out) - 2)
+        gr.Info(f"Resuming {job.run_dir.name} from its last checkpoint.")
+        w = new_watch(job.run_dir)
+        return poll(studio, w, force_chart=True)
+
+    def show(run_dir):
+        if not run_dir:
+            return [gr.skip()] * len(out)
+        return poll(studio, new_watch(run_dir), force_chart=True)
+
+    t.start.click(start, form.inputs + [t.force], out, api_name="start")
+    t.stop.click(stop, t.watch, t.status, api_name="stop")
+    t.resume.click(resume, t.watch, out, api_name="resume")
+    t.run.input(show, t.run, out, api_name=False)
+    t.timer.tick(lambda w: poll(studio, w), t.watch, out, api_name=False,
+                 concurrency_limit=None, show_progress="hidden")
+
+
+def attach(studio: Studio) -> list:
+    """Page load: watch the live run if there is one (a reload or second tab reattaches),
+    else show the latest run as it ended (a dead job shows as interrupted)."""
+    run = studio.active() or next((Path(r["run_dir"]) for r in studio.runs()), None)
+    if run is None:
+        return [{}] + [gr.skip()] * 4 + [gr.Timer(active=False), gr.skip(),
+                                         gr.update(choices=[])]
+    return poll(studio, new_watch(run), force_chart=True)
