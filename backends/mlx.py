@@ -30,6 +30,9 @@ from backends import BackendError
 from studio.models import local_model_path
 
 INSTALL_HINT = "pip install -e '.[mlx]'"
+# what mlx_lm itself fetches of a Hub model (weights, configs, tokenizer, chat template)
+HUB_FILES = ["*.json", "*.safetensors", "*.py", "tokenizer.model", "*.tiktoken", "tiktoken.model",
+             "*.txt", "*.jsonl", "*.jinja"]
 
 # Hugging Face / peft module names -> mlx_lm's keys inside a transformer block (Qwen3 layout)
 LORA_KEYS = {
@@ -62,10 +65,9 @@ def model_path(name: str) -> str:
     if Path(path).is_dir():
         return path
     from huggingface_hub import snapshot_download
-    from mlx_lm.utils import DEFAULT_ALLOW_PATTERNS
 
     try:
-        return snapshot_download(path, allow_patterns=DEFAULT_ALLOW_PATTERNS)
+        return snapshot_download(path, allow_patterns=HUB_FILES)
     except Exception as e:   # offline, unknown id, gated repo: all end here
         raise BackendError(
             f"{name} is not a local folder and could not be fetched from the Hugging Face Hub "
