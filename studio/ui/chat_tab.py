@@ -212,7 +212,13 @@ def wire(t: ChatTab, studio: Studio) -> None:
 
 
 def refresh_sources(studio: Studio, current: str | None = None):
+    """The picker's choices now; the newest run is preselected unless a run is already picked
+    (after training, the Chat tab opens on what was just trained)."""
     choices = sources(studio)
     values = [v for _, v in choices]
-    value = current if current in values else (values[0] if values else None)
+    runs = [v for v in values if is_run_dir(Path(v))]
+    if current in runs or (current and current not in values):
+        value = current          # a run picked before, or a model typed in by hand
+    else:
+        value = runs[0] if runs else (current if current in values else values[0])
     return gr.update(choices=choices, value=value)

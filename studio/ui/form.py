@@ -130,8 +130,8 @@ class ConfigForm:
         out = []
         for name in names:
             widget = WIDGETS[kind_of(name)](name, getattr(self.defaults, name))
-            if style and not isinstance(widget, gr.State):
-                for key, value in style.items():
+            if not isinstance(widget, gr.State):
+                for key, value in {"elem_id": f"field-{name}", **style}.items():
                     setattr(widget, key, value)
             self.widgets[name] = widget
             out.append(widget)

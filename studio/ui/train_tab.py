@@ -119,7 +119,7 @@ def figure(watch: dict):
     lo, hi = min(all_steps), max(all_steps)
     fig.update_xaxes(title_text="step", range=[lo - 0.5, hi + 0.5] if hi - lo < 2 else None)
     fig.update_yaxes(title_text="loss", secondary_y=False)
-    fig.update_yaxes(title_text="learning rate", tickformat=".0e", secondary_y=True,
+    fig.update_yaxes(title_text="learning rate", tickformat=".1e", secondary_y=True,
                      showgrid=False)
     return chart_layout(fig, 360, uirevision=watch["run"])
 

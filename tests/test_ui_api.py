@@ -1,0 +1,187 @@
+"""The studio's API through gradio_client, against a real server: the whole flow for programs.
+
+Upload a JSONL file, inspect it, start a run on the tiny Qwen3, watch its points arrive, see a
+second start refused with the reason, and stream a reply from the trained adapter. Bad input
+comes back as an error message and the server keeps serving.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import QA_ROWS, write_jsonl
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------------------- a real server
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen
+    url: str
+    runs_dir: Path
+    started_in: float          # seconds until the page answered
+
+    def stop(self) -> None:
+        """End the server (not its training jobs: they run on, as after a real restart)."""
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def serve(runs_dir: Path, port: int | None = None) -> Server:
+    """`python launch.py --port P --runs-dir DIR` as a user would run it, offline, with an
+    empty Hub cache (so the bundled demo model is the default)."""
+    port = port or free_port()
+    empty_hub = runs_dir.parent / "empty-hub-cache"
+    empty_hub.mkdir(exist_ok=True)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "HF_HUB_CACHE": str(empty_hub), "GRADIO_ANALYTICS_ENABLED": "False"}
+    log = open(runs_dir.parent / f"server-{port}.log", "ab")
+    t0 = time.time()
+    proc = subprocess.Popen([sys.executable, "launch.py", "--port", str(port), "--runs-dir",
+                             str(runs_dir)], cwd=ROOT, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/"
+    while time.time() - t0 < 60:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited: {(runs_dir.parent / f'server-{port}.log').read_text()[-2000:]}")
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return Server(proc, url, runs_dir, time.time() - t0)
+        except OSError:
+            time.sleep(0.25)
+    proc.kill()
+    raise RuntimeError("the server did not answer within 60 s")
+
+
+def stop_jobs(runs_dir: Path) -> None:
+    """Stop every training job left under runs_dir (tests must not leave processes behind)."""
+    from studio.runs import Job, list_runs
+
+    for run in list_runs(runs_dir):
+        if run.get("state") in ("starting", "running"):
+            Job.attach(Path(run["run_dir"])).stop(timeout=10)
+
+
+def quick_run(model: str, data: str, **changes) -> dict:
+    """A few steps of the tiny Qwen3, logging every step."""
+    return {"model_name": model, "data_path": data, "max_steps": 12, "logging_steps": 1,
+            "eval_steps": 4, "save_steps": 4, "batch_size": 2, "gradient_accumulation_steps": 1,
+            "max_seq_length": 128, "learning_rate": 1e-3, **changes}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("api") / "runs"
+    s = serve(runs)
+    yield s
+    s.stop()
+    stop_jobs(runs)
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    from gradio_client import Client
+
+    return Client(server.url, verbose=False)
+
+
+# ---------------------------------------------------------------------------- tests
+def test_the_server_starts_within_15_seconds_on_localhost_only(server):
+    """launch.py serves quickly, and by default only to this machine."""
+    from launch import parse_args
+
+    assert server.started_in < 15, f"took {server.started_in:.1f} s"
+    assert parse_args([]).host == "127.0.0.1"
+
+
+def test_an_uploaded_jsonl_is_kept_and_described(client, tmp_path, tiny_qwen3):
+    """Upload, then inspect: rows, detected format, mapping, split and lengths."""
+    from gradio_client import handle_file
+
+    data = write_jsonl(tmp_path / "qa.jsonl", QA_ROWS)
+    kept = client.predict(handle_file(str(data)), api_name="/upload_data")[0]
+    assert Path(kept).is_file() and "uploads" in kept   # outlives gradio's temporary copy
+    info = client.predict(kept, tiny_qwen3, api_name="/inspect_data")
+    assert info["rows"] == 16 and info["format"] == "instruction"
+    assert info["mapping"] == {"instruction": "instruction", "response": "response"}
+    assert info["n_train"] + info["n_eval"] == 16 and info["n_eval"] >= 1
+    assert len(info["lengths"]) == 16 and info["error"] == ""
+
+
+def test_a_broken_file_is_an_error_message_and_the_server_keeps_serving(client, tmp_path):
+    """A JSONL with a bad line names the line; the next request still works."""
+    from gradio_client.exceptions import AppError
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"instruction": "a", "response": "b"}\n{"instruction": oops}\n')
+    with pytest.raises(AppError, match="line 2"):
+        client.predict(str(bad), "", api_name="/inspect_data")
+    assert isinstance(client.predict(api_name="/list_runs"), list)
+
+
+def test_an_impossible_setting_is_refused_with_the_fix(client, tmp_path, tiny_qwen3):
+    """lora_r 0 cannot train: Start says so and names the fix, and nothing is started."""
+    from gradio_client.exceptions import AppError
+
+    data = write_jsonl(tmp_path / "qa.jsonl", QA_ROWS)
+    with pytest.raises(AppError, match="lora_r must be at least 1"):
+        client.predict(yaml.safe_dump(quick_run(tiny_qwen3, str(data), lora_r=0)),
+                       api_name="/start_run")
+    rows = [{"instruction": r["instruction"], "response": ""} for r in QA_ROWS]
+    empty = write_jsonl(tmp_path / "empty.jsonl", rows)
+    with pytest.raises(AppError, match="empty"):
+        client.predict(yaml.safe_dump(quick_run(tiny_qwen3, str(empty))), api_name="/start_run")
+    assert client.predict(api_name="/list_runs") == []
+
+
+def test_a_run_trains_streams_its_points_and_answers_in_chat(client, server, tmp_path,
+                                                             tiny_qwen3):
+    """Start a run, see points while it runs, a second start refused, then chat with it."""
+    from gradio_client.exceptions import AppError
+
+    data = write_jsonl(tmp_path / "qa.jsonl", QA_ROWS)
+    started = client.predict(yaml.safe_dump(quick_run(tiny_qwen3, str(data), max_steps=30)),
+                             api_name="/start_run")
+    run = started["run"]
+    assert Path(run).parent == server.runs_dir
+    with pytest.raises(AppError, match="already training"):
+        client.predict(yaml.safe_dump(quick_run(tiny_qwen3, str(data))), api_name="/start_run")
+    points_while_running, deadline = 0, time.time() + 180
+    while time.time() < deadline:
+        status = client.predict(run, api_name="/run_status")
+        if status["state"] in ("starting", "running"):
+            points_while_running = max(points_while_running, len(status["train"]))
+        else:
+            break
+        time.sleep(0.5)
+    assert status["state"] == "finished", status.get("reason")
+    assert points_while_running >= 1, "no loss point was visible while the run was training"
+    assert len(status["train"]) == 30 and status["eval"]
+
+    job = client.submit(run, "What is 2 plus 3?", 24, 0.0, False, api_name="/chat_reply")
+    partials = [text for text in job]
+    assert partials and partials[-1].strip()
+    assert len(set(partials)) >= 2, "the reply came in one piece, not streamed"
+    runs = client.predict(api_name="/list_runs")
+    assert [r["state"] for r in runs] == ["finished"]
+    assert json.loads((Path(run) / "status.json").read_text())["estimate_gb"] > 0
