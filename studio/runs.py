@@ -88,9 +88,12 @@ def _alive(pid) -> bool:
 
 
 def last_checkpoint(run_dir: Path) -> Optional[Path]:
+    """The newest complete checkpoint. Both backends write trainer_state.json last, so a job
+    killed while saving leaves a folder without it, which cannot be resumed from."""
     checkpoints = Path(run_dir) / "checkpoints"
     found = [(int(m.group(1)), p) for p in checkpoints.glob("checkpoint-*")
-             if (m := re.fullmatch(r"checkpoint-(\d+)", p.name)) and p.is_dir()]
+             if (m := re.fullmatch(r"checkpoint-(\d+)", p.name))
+             and (p / "trainer_state.json").is_file()]
     return max(found)[1] if found else None
 
 
