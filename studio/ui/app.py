@@ -48,6 +48,10 @@ CSS = """
 .examples-row { align-items: center; }
 .inline-label { flex-grow: 0 !important; min-width: fit-content !important; }
 #cli-command .cm-content { font-size: 12px; }
+.log-box { max-height: 280px; overflow-y: auto; display: flex; flex-direction: column-reverse;
+           background: #0f172a; color: #e2e8f0; border-radius: 6px; padding: 8px 12px; }
+.log-box pre { margin: 0; white-space: pre-wrap; word-break: break-word; font-size: 12px;
+               background: transparent; color: inherit; }
 """
 
 HEADER = """# Qwen3 Studio
@@ -99,10 +103,12 @@ def build_app(runs_dir: str | Path = "runs") -> gr.Blocks:
 
 
 def _short_path(path: Path) -> str:
+    """The runs folder as typed: relative when it is under the working folder."""
     try:
-        return os.path.relpath(path)
+        rel = os.path.relpath(path)
     except ValueError:
         return str(path)
+    return str(path) if rel.startswith("..") else rel
 
 
 # ---------------------------------------------------------------------------- for programs

@@ -65,7 +65,8 @@ def build() -> ChatTab:
             temperature = gr.Slider(0, 2, value=0.7, step=0.05, label="temperature",
                                     info="0: always the likeliest token")
             top_p = gr.Slider(0.05, 1, value=0.95, step=0.05, label="top_p")
-            max_new_tokens = gr.Slider(16, 2048, value=256, step=16, label="max new tokens")
+            max_new_tokens = gr.Slider(16, 2048, value=256, step=16, label="max new tokens",
+                                       elem_id="chat-max-new-tokens")
             thinking = gr.Checkbox(False, label="Qwen3 thinking", info="Shown folded",
                                    elem_id="chat-thinking")
     return ChatTab(source, compare, status, tuned, base, message, send, regenerate, clear,

@@ -71,7 +71,7 @@ def build(form: ConfigForm) -> DataTab:
                 path = gr.Textbox(label="…or a file path, saved-dataset folder or Hub dataset id",
                                   placeholder="data/train.jsonl  or  tatsu-lab/alpaca", scale=5,
                                   elem_id="data-path")
-                load = gr.Button("Load", scale=1, min_width=70)
+                load = gr.Button("Load", scale=1, min_width=70, elem_id="data-load")
             form.adopt("data_path", path)
             with gr.Row(equal_height=True, elem_classes="examples-row"):
                 gr.Markdown("Examples:", elem_classes="inline-label")
@@ -104,7 +104,7 @@ def build(form: ConfigForm) -> DataTab:
                 example_row = gr.Number(value=0, precision=0, label="row #", min_width=90,
                                         scale=0)
                 form.render(["enable_thinking", "train_on_prompt"])
-            example_info = gr.Markdown("")
+            example_info = gr.Markdown("", elem_id="data-example-info")
             example = gr.HighlightedText(show_legend=True, show_inline_category=False,
                                          color_map={TRAINED: "#22c55e", MASKED: "#e5e7eb"},
                                          combine_adjacent=True, label="rendered example",
@@ -269,12 +269,13 @@ def wire(t: DataTab, form: ConfigForm, studio: Studio):
         return path, {}, "auto", 1, 0
 
     def upload(file):
+        """Keep the file under the runs folder and empty the drop zone for the next one."""
         if not file:
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        return fresh(studio.keep_upload(file))
+            return [gr.skip()] * 6
+        return (*fresh(studio.keep_upload(file)), None)
 
     reset = [t.path, mapping_state, fmt_widget, t.page, t.example_row]
-    t.file.upload(upload, t.file, reset, api_name="upload_data").then(
+    t.file.upload(upload, t.file, reset + [t.file], api_name="upload_data").then(
         refresh, inputs, outputs, api_name=False)
     gr.on([t.load.click, t.path.submit], lambda p: fresh((p or "").strip()), t.path, reset,
           api_name="load_data").then(refresh, inputs, outputs, api_name="describe_data")

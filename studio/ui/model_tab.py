@@ -7,7 +7,6 @@ load back into the form.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,12 +60,12 @@ def build(form: ConfigForm, preset: str) -> ModelTab:
                                 "id, or a local model folder. 'bundled' models work offline.",
                                 elem_id="model-name")
             form.adopt("model_name", model)
-            model_info = gr.Markdown("")
+            model_info = gr.Markdown("", elem_id="model-info")
             with gr.Row(equal_height=True):
                 folder = gr.Textbox(label="…or a local model folder",
                                     placeholder="/path/to/model (holds config.json)", scale=5,
                                     elem_id="model-folder")
-                use_folder = gr.Button("Use folder", scale=1, min_width=90)
+                use_folder = gr.Button("Use folder", scale=1, min_width=90, elem_id="use-folder")
             form.render(["backend"])
             form.adopt("output_dir", gr.State(form.defaults.output_dir))
             backends = gr.Markdown("")
@@ -209,7 +208,7 @@ def wire(t: ModelTab, form: ConfigForm, studio: Studio) -> list:
         except Exception as e:   # noqa: BLE001 - a half-typed value: say so, keep serving
             return gr.skip(), gr.skip(), note(f"These settings cannot be read: {e}", "error"), \
                 gr.skip()
-        cli = command_line(config, output_dir=os.path.relpath(studio.runs_dir) + "/my-run")
+        cli = command_line(config, output_dir=str(studio.runs_dir / "my-run"))
         return (describe_model(config.model_name), memory_html(est, free, where),
                 checks_html(studio, config, resolved, notes), cli)
 

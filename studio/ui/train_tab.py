@@ -8,6 +8,7 @@ shows the same run with its whole curve.
 """
 from __future__ import annotations
 
+import html
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,7 @@ class TrainTab:
     status: gr.HTML
     progress: gr.HTML
     chart: gr.Plot
-    log: gr.Textbox
+    log: gr.HTML
     watch: gr.State
     timer: gr.Timer
 
@@ -54,9 +55,8 @@ def build() -> TrainTab:
     progress = gr.HTML("", elem_id="train-progress")
     chart = gr.Plot(empty_chart("The loss curve appears here after the first logged step", 360),
                     show_label=False, elem_id="loss-chart")
-    with gr.Accordion("Log (tail of log.txt)", open=True):
-        log = gr.Textbox(lines=10, max_lines=10, show_label=False, autoscroll=True,
-                         interactive=False, elem_id="train-log")
+    with gr.Accordion("Log (tail of the run's log.txt)", open=True):
+        log = gr.HTML(log_html(""), elem_id="train-log")
     watch = gr.State({})
     timer = gr.Timer(POLL_SECONDS, active=False)
     return TrainTab(start, stop, resume, force, run, status, progress, chart, log, watch, timer)
@@ -200,6 +200,13 @@ def log_tail(run_dir: str) -> str:
     return text
 
 
+def log_html(text: str) -> str:
+    """The log in a box that stays scrolled to its newest line (column-reverse keeps the
+    scroll position at the bottom as lines arrive)."""
+    body = html.escape(text) if text else "(the job's output appears here)"
+    return f'<div class="log-box"><pre>{body}</pre></div>'
+
+
 def run_choices(studio: Studio) -> list[tuple[str, str]]:
     return [(f"{r['name']} — {r.get('state', '?')}", r["run_dir"]) for r in studio.runs()]
 
@@ -221,7 +228,7 @@ def poll(studio: Studio, watch: dict, force_chart: bool = False) -> list:
         last_checkpoint(Path(watch["run"])) is not None
     return [watch, status_html(watch, status), progress_html(watch, status),
             figure(watch) if new_points or force_chart else gr.skip(),
-            log_tail(watch["run"]) if events or force_chart or running else gr.skip(),
+            log_html(log_tail(watch["run"])) if events or force_chart or running else gr.skip(),
             gr.Timer(active=running),
             gr.update(visible=resumable),
             gr.update(choices=run_choices(studio), value=watch["run"])

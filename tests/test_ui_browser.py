@@ -1,0 +1,268 @@
+"""The studio in Debian's chromium, driven by Playwright: what a person clicking through sees.
+
+The whole flow on the tiny Qwen3 (upload, preview, mapping, rendered example, train with the
+loss chart filling in, chat streaming from the adapter), a second tab and a restarted server
+reattaching to the run, and bad input answered in the page. Screenshots of each tab are saved
+to docs/ for the README.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import QA_ROWS, write_jsonl
+from tests.test_ui_api import ROOT, quick_run, serve, stop_jobs
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+DOCS = ROOT / "docs"
+
+
+# ---------------------------------------------------------------------------- the browser
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def server(tmp_path):
+    s = serve(tmp_path / "runs")
+    yield s
+    s.stop()
+    stop_jobs(s.runs_dir)
+
+
+def open_page(browser, url: str):
+    page = browser.new_page(viewport={"width": 1440, "height": 1000})
+    page.set_default_timeout(60_000)
+    page.goto(url)
+    page.wait_for_selector("#tab-data", state="attached")
+    return page
+
+
+def tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name).click()
+
+
+def wait_text(page, selector: str, text: str, timeout: float = 60) -> str:
+    page.wait_for_function(
+        "([s, t]) => { const e = document.querySelector(s); return e && e.innerText.includes(t); }",
+        arg=[selector, text], timeout=timeout * 1000)
+    return page.locator(selector).inner_text()
+
+
+def text_input(page, elem_id: str):
+    return page.locator(f"#{elem_id} textarea, #{elem_id} input").first
+
+
+def points(page) -> int:
+    """Markers drawn on the loss chart (plotly draws one path per point)."""
+    return page.locator("#loss-chart .scatterlayer .points path").count()
+
+
+def use_model_folder(page, folder: str) -> None:
+    tab(page, "2 · Model & hardware")
+    text_input(page, "model-folder").fill(folder)
+    page.locator("#use-folder").click()
+    page.wait_for_function("f => document.querySelector('#model-name input').value.includes(f)",
+                           arg=folder)
+
+
+def upload(page, path: Path) -> str:
+    tab(page, "1 · Data")
+    page.locator("#data-upload input[type=file]").set_input_files(str(path))
+    return wait_text(page, "#data-status", path.name.split(".")[0], timeout=90)
+
+
+def shot(page, name: str) -> None:
+    DOCS.mkdir(exist_ok=True)
+    page.screenshot(path=str(DOCS / f"screenshot-{name}.png"), full_page=True)
+
+
+# ---------------------------------------------------------------------------- the whole flow
+def test_the_whole_flow_from_upload_to_chat(browser, server, tmp_path, tiny_qwen3):
+    """Upload, see the data, train watching the chart, reattach a second tab, chat."""
+    page = open_page(browser, server.url)
+
+    # ---- data: preview, mapping, rendered example, lengths (first with the default model)
+    upload(page, write_jsonl(tmp_path / "qa.jsonl", QA_ROWS))
+    wait_text(page, "#data-status", "Ready to train")
+    tab(page, "2 · Model & hardware")
+    assert "demo:SmolLM2-135M-Instruct" in page.locator("#model-name input").input_value()
+    use_model_folder(page, tiny_qwen3)
+    wait_text(page, "#hardware", "CPU")
+    wait_text(page, "#model-info", "local folder")
+    wait_text(page, "#cli-command", Path(tiny_qwen3).name)
+    shot(page, "model")
+    tab(page, "1 · Data")
+    wait_text(page, "#data-example", "<think>")      # redrawn with the Qwen3 template
+    assert "16 rows" in page.locator("#data-summary").inner_text()
+    assert page.locator("#data-table").get_by_text("What is 1 plus 1?").count()
+    assert "Detected: instruction" in page.locator("#data-format").inner_text()
+    assert page.locator("#map-instruction input").input_value() == "instruction"
+    assert page.locator("#map-response input").input_value() == "response"
+    example = page.locator("#data-example").inner_text()
+    assert "What is 1 plus 1?" in example and "1 plus 1 is 2." in example
+    assert "trained" in example and "not trained (prompt)" in example
+    page.locator("#field-enable_thinking input").check()
+    wait_text(page, "#data-example-info", "Thinking on")
+    page.locator("#field-enable_thinking input").uncheck()
+    wait_text(page, "#data-example-info", "Thinking off")
+    assert page.locator("#data-histogram .main-svg").count()
+    assert "Split:" in wait_text(page, "#data-stats", "Problems found")
+    shot(page, "data")
+
+    # ---- train: the chart fills while the job runs; a second start is refused
+    tab(page, "3 · Train")
+    page.locator("#start").click()
+    deadline = time.time() + 120
+    while points(page) == 0 or "Training" not in page.locator("#train-status").inner_text():
+        assert time.time() < deadline, page.locator("#train-status").inner_text()
+        assert "Failed" not in page.locator("#train-status").inner_text()
+        time.sleep(0.3)
+    seen_while_running = points(page)
+    page.locator("#start").click()
+    page.get_by_text("already training").first.wait_for()
+
+    second = open_page(browser, server.url)     # a second tab reattaches with the curve so far
+    tab(second, "3 · Train")
+    second.wait_for_function("() => document.querySelectorAll("
+                             "'#loss-chart .scatterlayer .points path').length > 0")
+    run_name = second.locator("#run-picker input").input_value()
+    second.close()
+
+    status = wait_text(page, "#train-status", "Finished", timeout=180)
+    time.sleep(1.5)      # the last tick draws the final points
+    assert seen_while_running >= 1 and points(page) > seen_while_running
+    progress = page.locator("#train-progress").inner_text()
+    assert "peak memory" in progress and "estimated" in progress
+    assert "adapter" in status and run_name.split(" ")[0] in status
+    shot(page, "train")
+
+    # ---- chat: the fine-tuned run answers, token by token, beside its base model
+    tab(page, "4 · Chat")
+    page.wait_for_function("n => document.querySelector('#chat-source input').value.includes(n)",
+                           arg=run_name.split(" ")[0])
+    page.evaluate("""() => {
+        window.replyLengths = [];
+        const box = document.querySelector('#chat-tuned');
+        new MutationObserver(() => {
+            const bot = box.querySelectorAll('.message.bot, [data-testid="bot"]');
+            if (bot.length) window.replyLengths.push(bot[bot.length - 1].innerText.length);
+        }).observe(box, {subtree: true, childList: true, characterData: true});
+    }""")
+    page.locator("#chat-max-new-tokens input[type=number]").fill("48")
+    page.locator("#chat-max-new-tokens input[type=number]").press("Enter")
+    text_input(page, "chat-message").fill("What is 2 plus 3?")
+    page.locator("#chat-send").click()
+    wait_text(page, "#chat-status", "the base model answered", timeout=120)
+    lengths = page.evaluate("window.replyLengths")
+    assert len(set(lengths)) >= 2, f"the reply did not stream: {lengths}"
+    tuned = page.locator("#chat-tuned").inner_text()
+    assert "What is 2 plus 3?" in tuned and len(tuned.split("What is 2 plus 3?")[-1].strip())
+    assert "What is 2 plus 3?" in page.locator("#chat-base").inner_text()
+    shot(page, "chat")
+    page.close()
+
+
+# ---------------------------------------------------------------------------- bad input
+def test_bad_input_is_answered_in_the_page_and_the_server_keeps_serving(browser, server,
+                                                                      tmp_path, tiny_qwen3):
+    """A broken file, a missing file, a missing column, rows with nothing to train and an
+    impossible setting each show a message naming the fix; then an example still loads."""
+    page = open_page(browser, server.url)
+    use_model_folder(page, tiny_qwen3)
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"instruction": "a", "response": "b"}\n{"instruction": oops}\n')
+    assert "line 2" in upload(page, broken)
+
+    text_input(page, "data-path").fill(str(tmp_path / "missing.jsonl"))
+    page.locator("#data-load").click()
+    wait_text(page, "#data-status", "file not found")
+
+    empty = write_jsonl(tmp_path / "empty.jsonl",
+                        [{"instruction": r["instruction"], "response": " "} for r in QA_ROWS])
+    assert "is empty" in upload(page, empty)
+
+    upload(page, write_jsonl(tmp_path / "qa.jsonl", QA_ROWS))
+    wait_text(page, "#data-status", "Ready to train")
+    page.locator("#field-dataset_format input").click()
+    page.get_by_role("option", name="alpaca", exact=True).click()
+    wait_text(page, "#data-status", "needs a 'output' column")
+
+    tab(page, "2 · Model & hardware")
+    text_input(page, "field-lora_r").fill("0")
+    text_input(page, "field-lora_r").press("Enter")
+    wait_text(page, "#config-checks", "lora_r must be at least 1")
+    tab(page, "3 · Train")
+    page.locator("#start").click()
+    wait_text(page, "#train-status", "lora_r must be at least 1")
+
+    tab(page, "1 · Data")
+    page.locator("#example-example_alpaca").click()
+    wait_text(page, "#data-status", "example_alpaca.jsonl: 24 rows")
+    page.close()
+
+
+# ---------------------------------------------------------------------------- restart
+def test_a_restarted_server_reattaches_or_marks_the_run_interrupted(browser, tmp_path,
+                                                                    tiny_qwen3):
+    """The job outlives its server: a new server shows it training with its curve; once the
+    job dies it shows Interrupted with Resume, which continues it; Stop then ends it."""
+    from gradio_client import Client
+
+    from studio.runs import _alive, last_checkpoint, read_status
+
+    runs = tmp_path / "runs"
+    first = serve(runs)
+    try:
+        data = write_jsonl(tmp_path / "qa.jsonl", QA_ROWS)
+        config = quick_run(tiny_qwen3, str(data), max_steps=2000, save_steps=3, eval_steps=1000)
+        run = Path(Client(first.url, verbose=False).predict(yaml.safe_dump(config),
+                                                            api_name="/start_run")["run"])
+        deadline = time.time() + 120
+        while last_checkpoint(run) is None:
+            assert time.time() < deadline and read_status(run)["state"] in ("starting", "running")
+            time.sleep(0.5)
+    finally:
+        first.stop()
+    second = serve(runs)
+    try:
+        page = open_page(browser, second.url)
+        tab(page, "3 · Train")
+        wait_text(page, "#train-status", "Training")
+        page.wait_for_function("() => document.querySelectorAll("
+                               "'#loss-chart .scatterlayer .points path').length > 0")
+        assert run.name in page.locator("#run-picker input").input_value()
+
+        os.killpg(int(read_status(run)["pid"]), signal.SIGKILL)    # the job dies
+        wait_text(page, "#train-status", "Interrupted")
+        page.locator("#resume").click()
+        wait_text(page, "#train-status", "Training", timeout=30)
+        before = points(page)
+        page.wait_for_function("n => document.querySelectorAll("
+                               "'#loss-chart .scatterlayer .points path').length > n",
+                               arg=before, timeout=120_000)
+        page.locator("#stop").click()
+        status = wait_text(page, "#train-status", "Stopped", timeout=120)
+        assert "as asked" in status
+        assert not _alive(read_status(run)["pid"])      # its memory is freed with it
+        page.close()
+    finally:
+        second.stop()
+        stop_jobs(runs)
