@@ -40,9 +40,9 @@ H100_PEAK = 989e12     # datasheet bf16 dense
 
 
 # ---------------------------------------------------------------------------- measuring
-def throughput(events: list[dict], warmup: int) -> dict:
-    """tokens/s between the end of step `warmup` and the last step, from train events."""
-    train = [e for e in events if e["kind"] == "train"]
+def throughput(events: list[dict], warmup: int, last: int) -> dict:
+    """tokens/s between the ends of steps `warmup` and `last`, from train events."""
+    train = [e for e in events if e["kind"] == "train" and e["step"] <= last]
     start = next(e for e in train if e["step"] >= warmup)
     end = train[-1]
     tokens = end["data"]["tokens"] - start["data"]["tokens"]
@@ -138,17 +138,20 @@ def run_plain_unsloth(model_path, data_path, args, batch=2, accumulation=4, four
     return log.events
 
 
-def run_studio(model_path, data_path, args, four_bit=False, profile_to=None):
+def run_studio(model_path, data_path, args, four_bit=False, profile_to=None, tokens=None,
+               checkpointing=None):
     from studio.config import FineTuningConfig
     from studio.runs import execute, prepare_run_dir
 
     config = FineTuningConfig(
         model_name=str(model_path), data_path=str(data_path), output_dir="", lora_r=16,
-        lora_alpha=16, target_modules=ALL7, max_steps=args.warmup + args.steps, logging_steps=1,
+        lora_alpha=16, target_modules=ALL7, logging_steps=1,
+        max_steps=args.warmup + args.steps + (2 if profile_to else 0),  # profiled after timing
         save_steps=10**6, val_size=0, max_seq_length=2048, batch_size=8,
-        gradient_accumulation_steps=1, load_in_4bit=four_bit or None, backend="auto")
+        gradient_accumulation_steps=1, load_in_4bit=four_bit or None, backend="auto",
+        tokens_per_batch=tokens, gradient_checkpointing=checkpointing)
     run = prepare_run_dir(Path(tempfile.mkdtemp()) / "run", config)
-    listeners = [Profiler(args.warmup + args.steps - 3, profile_to)] if profile_to else []
+    listeners = [Profiler(args.warmup + args.steps, profile_to)] if profile_to else []
     status = execute(run, listeners=listeners)
     events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     if status["state"] != "finished":
@@ -183,7 +186,9 @@ class Profiler:
 def run_one(args) -> dict:
     import torch
 
-    torch.cuda.reset_peak_memory_stats()
+    cuda = torch.cuda.is_available()     # the CPU runs the same plumbing on tiny models
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     model_path, data_path = Path(args.model_path), Path(args.data)
     plan = {}
     if args.one == "a":
@@ -195,12 +200,15 @@ def run_one(args) -> dict:
                                    accumulation=1)
     else:
         events, plan = run_studio(model_path, data_path, args, four_bit=args.one == "d",
-                                  profile_to=args.profile)
+                                  profile_to=args.profile, tokens=args.tokens,
+                                  checkpointing={"on": True, "off": False}.get(args.ckpt))
     if events and not isinstance(events[0], dict):
         events = [dict(kind=e.kind, step=e.step, time=e.time, data=e.data) for e in events]
-    result = throughput(events, args.warmup)
-    result.update(peak_gib=torch.cuda.max_memory_allocated() / 2**30,
-                  reserved_gib=torch.cuda.max_memory_reserved() / 2**30, plan=plan)
+    result = throughput(events, args.warmup, args.warmup + args.steps)
+    if cuda:
+        result.update(peak_gib=torch.cuda.max_memory_allocated() / 2**30,
+                      reserved_gib=torch.cuda.max_memory_reserved() / 2**30)
+    result["plan"] = plan
     return result
 
 
@@ -220,6 +228,8 @@ def main():
     # a single variant, in its own process
     p.add_argument("--one"), p.add_argument("--model-path"), p.add_argument("--data")
     p.add_argument("--batch-rows", type=int, default=16), p.add_argument("--profile")
+    p.add_argument("--tokens", type=int, help="studio variants: tokens a micro-batch (default: planned)")
+    p.add_argument("--ckpt", choices=["on", "off"], help="studio variants: force checkpointing")
     args = p.parse_args()
     if args.one:
         print("RESULT " + json.dumps(run_one(args)), flush=True)
@@ -236,25 +246,33 @@ def main():
               "mean_causal_context": mean_context, "rows": args.rows}
     print(json.dumps(header), flush=True)
     results = {"header": header, "runs": []}
-    jobs = [(s, v) for s in args.sizes.split(",") for v in args.variants.split(",")]
+    jobs = [(s, v) for s in args.sizes.split(",") if s for v in args.variants.split(",") if v]
+    # extra entries: size:variant[:tokens[:on|off]] (tokens and checkpointing for c and d)
     jobs += [tuple(x.split(":")) for x in args.extra.split(",") if x]
     built = {}
-    for size, variant in jobs:
+    for size, variant, *knobs in jobs:
         if size not in built:
             built[size] = _build(size, work, args.tokenizer)
         studio_tokens = next((r["plan"].get("tokens_per_batch") for r in results["runs"]
-                              if r["size"] == size and r["variant"] == "c" and r.get("plan")), None)
-        cmd = [sys.executable, __file__, "--one", variant, "--model-path", str(built[size]),
+                              if r["size"] == size and r["variant"].startswith("c")
+                              and r.get("plan")), None)
+        cmd = [sys.executable, __file__, "--one", variant[0] if variant[0] in "cd" else variant,
+               "--model-path", str(built[size]),
                "--data", str(data), "--warmup", str(args.warmup), "--steps", str(args.steps),
                "--batch-rows", str(max(1, round((studio_tokens or 8192) / mean_len)))]
-        if variant == "c" and size == args.profile_size:
-            cmd += ["--profile", str(out / f"profile-{size}.txt")]
+        if knobs:
+            cmd += ["--tokens", knobs[0]] + (["--ckpt", knobs[1]] if len(knobs) > 1 else [])
+            variant = f"{variant}:{':'.join(knobs)}"
+        if variant.startswith("c") and size == args.profile_size:
+            cmd += ["--profile", str(out / f"profile-{size}-{variant.replace(':', '-')}.txt")]
         t0 = time.time()
         try:
             r = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+            (out / f"log-{size}-{variant}.txt").write_text(r.stdout[-20000:] + r.stderr[-30000:])
             line = next((l for l in r.stdout.splitlines() if l.startswith("RESULT ")), None)
             res = json.loads(line[7:]) if line else {"error": _last_error(r.stderr)}
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired as e:
+            (out / f"log-{size}-{variant}.txt").write_text(str(e.stderr or "")[-30000:])
             res = {"error": f"timed out after {args.timeout} s"}
         res.update(size=size, variant=variant, wall_s=round(time.time() - t0, 1))
         if "tokens_per_s" in res:
