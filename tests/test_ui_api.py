@@ -185,3 +185,54 @@ def test_a_run_trains_streams_its_points_and_answers_in_chat(client, server, tmp
     runs = client.predict(api_name="/list_runs")
     assert [r["state"] for r in runs] == ["finished"]
     assert json.loads((Path(run) / "status.json").read_text())["estimate_gb"] > 0
+
+
+# ---------------------------------------------------------------------------- no server needed
+def test_every_config_field_has_a_widget_and_round_trips():
+    """The form is generated from FineTuningConfig: values out and back give the same config."""
+    import gradio as gr
+
+    from studio.config import GROUPS, FineTuningConfig
+    from studio.ui.form import ConfigForm
+
+    config = FineTuningConfig(model_name="demo:tiny-qwen3", data_path="d.jsonl", lora_r=16,
+                              max_steps=5, packing=True, bf16=False, lora_dropout=0.1,
+                              target_modules=["q_proj", "o_proj"], system_prompt="Be brief.",
+                              column_mapping={"instruction": "q", "response": "a"})
+    with gr.Blocks():
+        form = ConfigForm(FineTuningConfig())
+        for group in GROUPS:
+            form.render_group(group)
+        assert len(form.inputs) == len(FineTuningConfig.__dataclass_fields__)
+        back, notes = form.to_config(*form.values(config))
+    assert back == config and notes == []
+
+
+def test_the_command_line_shown_runs_the_same_config():
+    """The CLI command in the Model tab parses back (through the real CLI) to the form's config."""
+    import shlex
+
+    from studio.cli import build_parser, config_from_args
+    from studio.config import FineTuningConfig
+    from studio.ui.form import command_line
+
+    config = FineTuningConfig(model_name="demo:tiny-qwen3", data_path="my data.jsonl",
+                              enable_thinking=True, train_on_prompt=False, lora_r=4,
+                              target_modules=["q_proj", "v_proj", "o_proj"], max_steps=7,
+                              column_mapping={"instruction": "q", "response": "a"},
+                              output_dir="runs/x")
+    argv = shlex.split(command_line(config).replace("\\\n", " "))
+    assert argv[:4] == ["python", "-m", "studio", "train"]
+    assert config_from_args(build_parser().parse_args(argv[3:])) == config
+
+
+def test_thinking_is_folded_apart_from_the_answer():
+    """A Qwen3 reply's <think> block becomes a folded bubble; the answer stands alone."""
+    from studio.ui.chat_tab import reply_bubbles, to_messages
+
+    thinking, answer = reply_bubbles("<think>\nadd them\n</think>\n\nFive.", done=True)
+    assert thinking["metadata"]["title"] == "Thinking" and "add them" in thinking["content"]
+    assert answer == {"role": "assistant", "content": "Five."}
+    history = [{"role": "user", "content": [{"type": "text", "text": "2+3?"}]}, thinking, answer]
+    assert to_messages(history, "") == [{"role": "user", "content": "2+3?"},
+                                        {"role": "assistant", "content": "Five."}]

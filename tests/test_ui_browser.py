@@ -91,6 +91,7 @@ def upload(page, path: Path) -> str:
 
 def shot(page, name: str) -> None:
     DOCS.mkdir(exist_ok=True)
+    page.mouse.move(0, 0)       # no hover highlight in the picture
     page.screenshot(path=str(DOCS / f"screenshot-{name}.png"), full_page=True)
 
 
@@ -177,6 +178,16 @@ def test_the_whole_flow_from_upload_to_chat(browser, server, tmp_path, tiny_qwen
     assert "What is 2 plus 3?" in tuned and len(tuned.split("What is 2 plus 3?")[-1].strip())
     assert "What is 2 plus 3?" in page.locator("#chat-base").inner_text()
     shot(page, "chat")
+
+    first_reply = tuned.split("What is 2 plus 3?")[-1]
+    page.locator("#chat-regenerate").click()
+    page.wait_for_function("r => !document.querySelector('#chat-tuned').innerText.includes(r)",
+                           arg=first_reply.strip()[:40], timeout=120_000)
+    wait_text(page, "#chat-status", "the base model answered", timeout=120)
+    assert page.locator("#chat-tuned").inner_text().count("What is 2 plus 3?") == 1
+    page.locator("#chat-clear").click()
+    page.wait_for_function("() => !document.querySelector('#chat-tuned').innerText"
+                           ".includes('What is 2 plus 3?')")
     page.close()
 
 
@@ -261,6 +272,13 @@ def test_a_restarted_server_reattaches_or_marks_the_run_interrupted(browser, tmp
         page.locator("#stop").click()
         status = wait_text(page, "#train-status", "Stopped", timeout=120)
         assert "as asked" in status
+
+        tab(page, "2 · Model & hardware")        # a past run's config goes back into the form
+        page.locator("#past-run input").click()
+        page.get_by_role("option", name=run.name).first.click()
+        page.locator("#load-run").click()
+        page.wait_for_function("() => document.querySelector('#field-max_steps input')"
+                               ".value === '2000'")
         pid, deadline = read_status(run)["pid"], time.time() + 30
         while _alive(pid):              # the process ends, and its memory is freed with it
             assert time.time() < deadline, "the stopped job's process is still alive"

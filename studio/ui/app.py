@@ -17,6 +17,7 @@ import gradio as gr
 
 from studio.config import FineTuningConfig
 from studio.ui import chat_tab, data_tab, model_tab, train_tab
+from studio.ui.common import guard
 from studio.ui.form import ConfigForm, apply_preset
 from studio.ui.state import Refused, Studio, default_model, first_line
 
@@ -84,7 +85,7 @@ def build_app(runs_dir: str | Path = "runs") -> gr.Blocks:
                 chat = chat_tab.build()
 
         follow = data_tab.wire(data, form, studio)
-        for event in model_tab.wire(model, form, studio):
+        for event in model_tab.wire(model, form, studio, demo):
             follow(event)
         train_tab.wire(train, form, studio)
         chat_tab.wire(chat, studio)
@@ -188,4 +189,4 @@ def program_api(studio: Studio, form: ConfigForm) -> None:
             yield text
 
     for fn in (inspect_data, start_run, run_status, stop_run, list_runs, chat_reply):
-        gr.api(fn, api_name=fn.__name__, concurrency_limit=None if fn is not chat_reply else 2)
+        gr.api(guard(fn), api_name=fn.__name__, concurrency_limit=None if fn is not chat_reply else 2)

@@ -15,7 +15,7 @@ import gradio as gr
 from studio.catalog import CATALOG, DEMO_MODEL_ID, TINY_QWEN3_ID, hub_cache_has
 from studio.config import FineTuningConfig
 from studio.runs import is_run_dir
-from studio.ui.common import note, shout
+from studio.ui.common import guard, note, shout
 from studio.ui.state import Studio, first_line
 
 
@@ -125,6 +125,7 @@ def describe_source(source: str) -> tuple[str, bool, str | None]:
 def wire(t: ChatTab, studio: Studio) -> None:
     """Chat events; sources are refreshed by the app on page load and tab select."""
 
+    @guard
     def pick(source, compare):
         if not source:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip()
@@ -176,6 +177,7 @@ def wire(t: ChatTab, studio: Studio) -> None:
             tuned, base = histories["tuned"], histories["base"]
             yield tuned, base, note(f"{who} answered in {time.time() - t0:.1f} s.", "ok")
 
+    @guard
     def send(message, source, compare, tuned, base, *settings):
         message = (message or "").strip()
         if not source:
@@ -190,6 +192,7 @@ def wire(t: ChatTab, studio: Studio) -> None:
         for tuned, base, status in answer(source, compare, tuned, base, *settings):
             yield "", tuned, base, status
 
+    @guard
     def regenerate(source, compare, tuned, base, *settings):
         last = max((i for i, m in enumerate(tuned or []) if m["role"] == "user"), default=None)
         if last is None:

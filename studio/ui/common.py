@@ -48,3 +48,36 @@ def empty_chart(message: str, height: int = 300):
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
     return chart_layout(fig, height)
+
+
+def guard(fn):
+    """Any unexpected failure in a handler becomes a message in the page, in words (a gr.Error
+    toast naming what failed), never a bare "Error" badge; the server keeps serving."""
+    import functools
+    import inspect
+
+    def explain(e: Exception) -> gr.Error:
+        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return gr.Error(f"{type(e).__name__}: {text}" if type(e).__module__ == "builtins"
+                        and not isinstance(e, (ValueError, OSError)) else text)
+
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def stream(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except gr.Error:
+                raise
+            except Exception as e:   # noqa: BLE001
+                raise explain(e) from e
+        return stream
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except Exception as e:   # noqa: BLE001
+            raise explain(e) from e
+    return call

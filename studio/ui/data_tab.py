@@ -13,7 +13,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from studio.ui.common import chart_layout, empty_chart, note, shout
+from studio.ui.common import chart_layout, empty_chart, guard, note, shout
 from studio.ui.form import ConfigForm
 from studio.ui.state import DATA_FIELDS, Studio
 
@@ -261,6 +261,7 @@ def wire(t: DataTab, form: ConfigForm, studio: Studio):
     inputs = form.inputs + [t.page, t.example_row]
     outputs = display_outputs(t)
 
+    @guard
     def refresh(*values):
         return describe(t, form, studio, values[:-2], values[-2], values[-1])
 
@@ -268,6 +269,7 @@ def wire(t: DataTab, form: ConfigForm, studio: Studio):
         """A new dataset: detection starts over (mapping and forced format reset)."""
         return path, {}, "auto", 1, 0
 
+    @guard
     def upload(file):
         """Keep the file under the runs folder and empty the drop zone for the next one."""
         if not file:
@@ -297,6 +299,7 @@ def wire(t: DataTab, form: ConfigForm, studio: Studio):
     gr.on(changes + [t.example_row.submit, t.example_row.input], refresh, inputs, outputs,
           trigger_mode="always_last", api_name=False, show_progress="minimal")
 
+    @guard
     def turn(path, page, step):
         if not path:
             return gr.skip(), gr.skip()

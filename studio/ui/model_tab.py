@@ -14,7 +14,7 @@ import gradio as gr
 
 from studio.catalog import CATALOG, hub_cache_has, is_local_model, parameter_count
 from studio.config import GROUPS, FineTuningConfig
-from studio.ui.common import note, shout
+from studio.ui.common import guard, note, shout
 from studio.ui.form import FIELDS, PRESETS, ConfigForm, apply_preset, command_line
 from studio.ui.state import GiB, Studio, model_problem
 
@@ -99,7 +99,8 @@ def build(form: ConfigForm, preset: str) -> ModelTab:
             yaml_file = gr.File(label="config.yaml", visible=False, interactive=False)
             with gr.Row(equal_height=True):
                 past_run = gr.Dropdown([], label="past run", scale=4, elem_id="past-run")
-                load_run = gr.Button("Load its config", scale=1, min_width=110, size="sm")
+                load_run = gr.Button("Load its config", scale=1, min_width=110, size="sm",
+                                     elem_id="load-run")
     return ModelTab(hardware, backends, model, model_info, folder, use_folder, preset_radio,
                     memory, checks, cli, save_yaml, yaml_file, load_yaml, past_run, load_run)
 
@@ -198,9 +199,10 @@ def past_choices(studio: Studio) -> list[tuple[str, str]]:
 
 
 # ---------------------------------------------------------------------------- wiring
-def wire(t: ModelTab, form: ConfigForm, studio: Studio) -> list:
+def wire(t: ModelTab, form: ConfigForm, studio: Studio, demo: gr.Blocks) -> list:
     """Wire the tab; returns the events that rewrite the form (the data view follows them)."""
 
+    @guard
     def summary(*values):
         try:
             config, notes = form.to_config(*values)
@@ -215,7 +217,9 @@ def wire(t: ModelTab, form: ConfigForm, studio: Studio) -> list:
     summary_outputs = [t.model_info, t.memory, t.checks, t.cli]
     gr.on(form.triggers, summary, form.inputs, summary_outputs, trigger_mode="always_last",
           show_progress="hidden", api_name=False)
+    demo.load(summary, form.inputs, summary_outputs, api_name=False)
 
+    @guard
     def use_folder(path):
         path = (path or "").strip()
         if not is_local_model(path):
@@ -228,11 +232,13 @@ def wire(t: ModelTab, form: ConfigForm, studio: Studio) -> list:
     t.use_folder.click(use_folder, t.folder, t.model, api_name=False)
     t.folder.submit(use_folder, t.folder, t.model, api_name=False)
 
+    @guard
     def preset(name, *values):
         config, _ = form.to_config(*values)
         gr.Info(f"Preset '{name}' applied.")
         return form.values(apply_preset(config, name))
 
+    @guard
     def save_yaml(*values):
         config, _ = form.to_config(*values)
         folder = studio.runs_dir / "configs"
@@ -240,6 +246,7 @@ def wire(t: ModelTab, form: ConfigForm, studio: Studio) -> list:
         path = config.save(folder / "qwen3-studio-config.yaml")
         return gr.update(value=str(path), visible=True)
 
+    @guard
     def load_yaml(file):
         from studio.config import ConfigError
 
@@ -251,6 +258,7 @@ def wire(t: ModelTab, form: ConfigForm, studio: Studio) -> list:
         gr.Info(f"Loaded {Path(file).name}.")
         return form.values(config)
 
+    @guard
     def load_run(run_dir):
         if not run_dir:
             shout("Pick a past run first.", "warn")

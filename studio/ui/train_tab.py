@@ -16,7 +16,7 @@ from pathlib import Path
 import gradio as gr
 
 from studio.runs import ACTIVE, last_checkpoint
-from studio.ui.common import chart_layout, empty_chart, note, shout
+from studio.ui.common import chart_layout, empty_chart, guard, note, shout
 from studio.ui.form import ConfigForm
 from studio.ui.state import Refused, Studio
 
@@ -242,6 +242,7 @@ def outputs(t: TrainTab) -> list:
 def wire(t: TrainTab, form: ConfigForm, studio: Studio) -> None:
     out = outputs(t)
 
+    @guard
     def start(*values):
         config, _ = form.to_config(*values[:-1])
         try:
@@ -251,6 +252,7 @@ def wire(t: TrainTab, form: ConfigForm, studio: Studio) -> None:
         gr.Info(f"Started {job.run_dir.name}.")
         return poll(studio, new_watch(job.run_dir), force_chart=True)
 
+    @guard
     def stop(watch):
         if not watch or not watch.get("run") or watch.get("state") not in ACTIVE:
             running = studio.active()
@@ -261,6 +263,7 @@ def wire(t: TrainTab, form: ConfigForm, studio: Studio) -> None:
         return note("Stopping: the run saves its adapter at the next step and ends. A job that "
                     "does not end within a minute is killed, which frees its memory.", "warn")
 
+    @guard
     def resume(watch):
         try:
             job = studio.resume(watch["run"])
@@ -270,6 +273,7 @@ def wire(t: TrainTab, form: ConfigForm, studio: Studio) -> None:
         w = new_watch(job.run_dir)
         return poll(studio, w, force_chart=True)
 
+    @guard
     def show(run_dir):
         if not run_dir:
             return [gr.skip()] * len(out)
@@ -279,8 +283,14 @@ def wire(t: TrainTab, form: ConfigForm, studio: Studio) -> None:
     t.stop.click(stop, t.watch, t.status, api_name="stop")
     t.resume.click(resume, t.watch, out, api_name="resume")
     t.run.input(show, t.run, out, api_name=False)
-    t.timer.tick(lambda w: poll(studio, w), t.watch, out, api_name=False,
-                 concurrency_limit=None, show_progress="hidden")
+    def tick(watch):
+        try:
+            return poll(studio, watch)
+        except Exception:   # noqa: BLE001 - a half-written file: try again at the next tick
+            return [watch] + [gr.skip()] * (len(out) - 1)
+
+    t.timer.tick(tick, t.watch, out, api_name=False, concurrency_limit=None,
+                 show_progress="hidden")
 
 
 def attach(studio: Studio) -> list:
