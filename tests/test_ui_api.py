@@ -140,7 +140,8 @@ def test_a_broken_file_is_an_error_message_and_the_server_keeps_serving(client, 
 
 
 def test_an_impossible_setting_is_refused_with_the_fix(client, tmp_path, tiny_qwen3):
-    """lora_r 0 cannot train: Start says so and names the fix, and nothing is started."""
+    """lora_r 0, rows with nothing to train, or a model too big for the memory here: Start
+    says so and names the fix, and nothing is started."""
     from gradio_client.exceptions import AppError
 
     data = write_jsonl(tmp_path / "qa.jsonl", QA_ROWS)
@@ -151,7 +152,25 @@ def test_an_impossible_setting_is_refused_with_the_fix(client, tmp_path, tiny_qw
     empty = write_jsonl(tmp_path / "empty.jsonl", rows)
     with pytest.raises(AppError, match="empty"):
         client.predict(yaml.safe_dump(quick_run(tiny_qwen3, str(empty))), api_name="/start_run")
+    big = huge_model_folder(tiny_qwen3, tmp_path / "huge")
+    with pytest.raises(AppError, match="memory estimate .* GiB free"):
+        client.predict(yaml.safe_dump(quick_run(str(big), str(data))), api_name="/start_run")
     assert client.predict(api_name="/list_runs") == []
+
+
+def huge_model_folder(tiny: str, folder: Path) -> Path:
+    """The tiny model's tokenizer with a 32B Qwen3's shape in config.json (no weights: the
+    memory estimate refuses it before anything loads)."""
+    import shutil
+
+    shutil.copytree(tiny, folder, ignore=shutil.ignore_patterns("*.safetensors"))
+    config = json.loads((folder / "config.json").read_text())
+    for key in ("layer_types", "max_window_layers"):
+        config.pop(key, None)
+    config.update(hidden_size=5120, intermediate_size=25600, num_hidden_layers=64,
+                  num_attention_heads=64, num_key_value_heads=8, head_dim=128)
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
 
 
 def test_a_run_trains_streams_its_points_and_answers_in_chat(client, server, tmp_path,

@@ -272,7 +272,8 @@ class Studio:
         if est and est.total > free and not allow_over_memory:
             problems.append(
                 f"The memory estimate ({est.total / GiB:.1f} GiB) is more than the "
-                f"{free / GiB:.1f} GiB free in {where}. {out_of_memory_advice(resolved)}. Or tick "
+                f"{free / GiB:.1f} GiB free in {where}. To fit, "
+                f"{out_of_memory_advice(resolved).removeprefix('out of memory: ')}. Or tick "
                 "'Start even if the estimate does not fit'.")
         return problems
 
