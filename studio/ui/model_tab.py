@@ -41,9 +41,9 @@ class ModelTab:
 def model_choices(current: str) -> list[tuple[str, str]]:
     out = []
     for m in CATALOG:
-        where = "bundled" if m.id.startswith("demo:") else \
-            "downloaded" if hub_cache_has(m.id) else "Hub"
-        out.append((f"{m.id}  ·  {m.note}  ·  {where}", m.id))
+        where = "" if m.id.startswith("demo:") else \
+            "  ·  downloaded" if hub_cache_has(m.id) else "  ·  Hub"
+        out.append((f"{m.id}  ·  {m.note}{where}", m.id))
     if current and current not in [v for _, v in out]:
         out.insert(0, (f"{current}  ·  local folder", current))
     return out

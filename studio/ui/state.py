@@ -95,7 +95,8 @@ class Studio:
         self.runs_dir = Path(runs_dir).expanduser().resolve()
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         self._jobs: dict[str, Job] = {}
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()          # the caches (held briefly)
+        self._start_lock = threading.Lock()     # one start or resume at a time
         self._datasets: OrderedDict = OrderedDict()
         self._tokenizers: dict = {}
         self._analyses: OrderedDict = OrderedDict()
@@ -279,7 +280,7 @@ class Studio:
 
     def start(self, config: FineTuningConfig, allow_over_memory: bool = False) -> Job:
         """Check, then train in a child process in a new run folder; Refused says why not."""
-        with self._lock:
+        with self._start_lock:
             problems = self.check(config, allow_over_memory)
             if problems:
                 raise Refused("\n".join(problems))
@@ -288,7 +289,8 @@ class Studio:
             job = Job.start(config, run_dir, in_process=False)
             write_status(run_dir, estimate_gb=round(est.total / GiB, 2) if est else None,
                          step=0)
-            self._jobs[str(run_dir)] = job
+            with self._lock:
+                self._jobs[str(run_dir)] = job
             return job
 
     def resume(self, run_dir: str | Path) -> Job:
@@ -296,7 +298,7 @@ class Studio:
         from studio.runs import RunError
 
         run_dir = Path(run_dir)
-        with self._lock:
+        with self._start_lock:
             running = self.active()
             if running:
                 raise Refused(f"A run is already training: {running.name}. Stop it first; one "
@@ -311,7 +313,8 @@ class Studio:
                 job = Job.start(config, run_dir, resume=True, in_process=False)
             except RunError as e:
                 raise Refused(str(e)) from None
-            self._jobs[str(run_dir)] = job
+            with self._lock:
+                self._jobs[str(run_dir)] = job
             return job
 
     def stop(self, run_dir: str | Path) -> None:

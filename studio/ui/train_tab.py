@@ -21,6 +21,7 @@ from studio.ui.form import ConfigForm
 from studio.ui.state import Refused, Studio
 
 POLL_SECONDS = 1.0
+LOOKOUT_SECONDS = 4.0
 LOG_TAIL_BYTES = 12_000
 
 
@@ -36,7 +37,8 @@ class TrainTab:
     chart: gr.Plot
     log: gr.HTML
     watch: gr.State
-    timer: gr.Timer
+    timer: gr.Timer       # polls the watched run; on while it trains
+    lookout: gr.Timer     # notices a run started elsewhere (another tab, the API, the CLI)
 
 
 # ---------------------------------------------------------------------------- layout
@@ -59,7 +61,9 @@ def build() -> TrainTab:
         log = gr.HTML(log_html(""), elem_id="train-log")
     watch = gr.State({})
     timer = gr.Timer(POLL_SECONDS, active=False)
-    return TrainTab(start, stop, resume, force, run, status, progress, chart, log, watch, timer)
+    lookout = gr.Timer(LOOKOUT_SECONDS)
+    return TrainTab(start, stop, resume, force, run, status, progress, chart, log, watch, timer,
+                    lookout)
 
 
 # ---------------------------------------------------------------------------- reading a run
@@ -99,7 +103,7 @@ def figure(watch: dict):
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    train, evals = watch["train"], watch["eval"]
+    train, evals = _thin(watch["train"]), _thin(watch["eval"])
     if not train and not evals:
         return empty_chart("The loss curve appears here after the first logged step", 360)
     fig = make_subplots(specs=[[{"secondary_y": True}]])
@@ -122,6 +126,14 @@ def figure(watch: dict):
     fig.update_yaxes(title_text="learning rate", tickformat=".1e", secondary_y=True,
                      showgrid=False)
     return chart_layout(fig, 360, uirevision=watch["run"])
+
+
+def _thin(points: list, limit: int = 2000) -> list:
+    """At most about `limit` points (the last one always kept), so long runs stay light."""
+    if len(points) <= limit:
+        return points
+    step = -(-len(points) // limit)
+    return points[::step] + ([points[-1]] if (len(points) - 1) % step else [])
 
 
 def _clock(seconds: float) -> str:
@@ -291,6 +303,17 @@ def wire(t: TrainTab, form: ConfigForm, studio: Studio) -> None:
 
     t.timer.tick(tick, t.watch, out, api_name=False, concurrency_limit=None,
                  show_progress="hidden")
+
+    def look(watch):
+        """A page left on an ended run follows a run started elsewhere."""
+        running = studio.active()
+        if running is None or (watch and watch.get("state") in ACTIVE) or \
+                (watch and watch.get("run") == str(running)):
+            return [gr.skip()] * len(out)
+        return poll(studio, new_watch(running), force_chart=True)
+
+    t.lookout.tick(look, t.watch, out, api_name=False, concurrency_limit=None,
+                   show_progress="hidden")
 
 
 def attach(studio: Studio) -> list:
