@@ -140,7 +140,8 @@ def describe_model(name: str) -> str:
     if not name:
         return note("Pick a model.", "warn")
     params = parameter_count(name)
-    size = f"{params / 1e9:.2f}B parameters" if params else "size unknown"
+    size = ("size unknown" if not params else f"{params / 1e9:.2f}B parameters"
+            if params >= 1e8 else f"{params / 1e6:.1f}M parameters")
     origin = ("bundled with the studio: works offline (built on first use)"
               if name.startswith("demo:") else
               "local folder" if is_local_model(name) else
@@ -151,7 +152,32 @@ def describe_model(name: str) -> str:
     return text + (f"\n\n**Cannot be loaded here:** {why}" if why else "")
 
 
-def memory_html(est, free: float, where: str) -> str:
+def last_measured(studio: Studio, model_name: str) -> str:
+    """The newest run of this model that logged a step: its measured peak beside its estimate."""
+    import json
+
+    for run in studio.runs():
+        run_dir = Path(run["run_dir"])
+        try:
+            if FineTuningConfig.load(run_dir / "config.yaml").model_name != model_name:
+                continue
+            with open(run_dir / "metrics.jsonl", "rb") as f:
+                f.seek(0, 2)
+                f.seek(max(0, f.tell() - 20_000))
+                lines = f.read().decode("utf-8", "replace").splitlines()
+        except Exception:   # noqa: BLE001 - an unreadable old run is skipped
+            continue
+        for line in reversed(lines):
+            if '"kind": "train"' in line and "peak_memory_gb" in line:
+                peak = json.loads(line)["data"]["peak_memory_gb"]
+                est = run.get("estimate_gb")
+                return (f"<div>Last run of this model ({run_dir.name}): <b>{peak:.2f} GiB</b> "
+                        f"measured peak" + (f" · {est:.2f} GiB estimated" if est else "") +
+                        "</div>")
+    return ""
+
+
+def memory_html(est, free: float, where: str, measured: str = "") -> str:
     if est is None:
         return note("No estimate: the model's architecture is unknown until it is downloaded.")
     parts = [("weights", est.weights, "#6366f1"), ("LoRA + optimiser", est.lora, "#22c55e"),
@@ -167,7 +193,7 @@ def memory_html(est, free: float, where: str) -> str:
                                "Lower batch_size or max_seq_length, or turn on load_in_4bit."))
     return (f'<div class="mem {"mem-ok" if fits else "mem-over"}"><div class="mem-bar">{bar}'
             f'<i style="left:{100 * free / scale:.1f}%" title="free"></i></div>'
-            f'<div class="mem-legend">{legend}</div><div>{verdict}</div></div>')
+            f'<div class="mem-legend">{legend}</div><div>{verdict}</div>{measured}</div>')
 
 
 def checks_html(studio: Studio, config: FineTuningConfig, resolved, notes: list) -> str:
@@ -211,7 +237,8 @@ def wire(t: ModelTab, form: ConfigForm, studio: Studio, demo: gr.Blocks) -> list
             return gr.skip(), gr.skip(), note(f"These settings cannot be read: {e}", "error"), \
                 gr.skip()
         cli = command_line(config, output_dir=str(studio.runs_dir / "my-run"))
-        return (describe_model(config.model_name), memory_html(est, free, where),
+        measured = last_measured(studio, config.model_name)
+        return (describe_model(config.model_name), memory_html(est, free, where, measured),
                 checks_html(studio, config, resolved, notes), cli)
 
     summary_outputs = [t.model_info, t.memory, t.checks, t.cli]
