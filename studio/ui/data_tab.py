@@ -32,6 +32,12 @@ def roles() -> list[str]:
     return out
 
 
+def no_rows():
+    import pandas as pd
+
+    return pd.DataFrame({"no rows loaded yet": []})
+
+
 def examples() -> list[Path]:
     return sorted(ASSETS.glob("example_*"))
 
@@ -92,7 +98,7 @@ def build(form: ConfigForm) -> DataTab:
         with gr.Column(scale=7, min_width=480):
             gr.Markdown("### Rows")
             summary = gr.Markdown("", elem_id="data-summary")
-            table = gr.Dataframe(interactive=False, wrap=True, max_height=360,
+            table = gr.Dataframe(no_rows(), interactive=False, wrap=True, max_height=360,
                                  elem_id="data-table", show_label=False)
             with gr.Row(equal_height=True):
                 prev = gr.Button("◀ Previous", size="sm", min_width=90)
@@ -127,13 +133,12 @@ def describe(t: DataTab, form: ConfigForm, studio: Studio, values, page, row) ->
     from studio.data import DataError
 
     config, _ = form.to_config(*values)
-    blank = [gr.skip()] * (len(display_outputs(t)) - 1)
     if not config.data_path:
-        return [note("No dataset loaded yet: drop a file above or click an example.")] + blank
+        return cleared(t, note("No dataset loaded yet: drop a file above or click an example."))
     try:
         a = studio.analyse(config)
     except DataError as e:
-        return [shout(str(e))] + blank
+        return cleared(t, shout(str(e)))
     ds = a.dataset
     out = {t.status: note(f"Loaded {Path(a.path).name}: {len(ds)} rows." + (
         "" if a.error else " Ready to train."), "ok" if not a.error else "info")}
@@ -149,6 +154,15 @@ def describe(t: DataTab, form: ConfigForm, studio: Studio, values, page, row) ->
     out.update(example_updates(t, a, config, row))
     out.update(length_updates(t, a, config))
     return [out.get(c, gr.skip()) for c in display_outputs(t)]
+
+
+def cleared(t: DataTab, status: str) -> list:
+    """No rows to show (none loaded, or the file cannot be read): only the status speaks."""
+    out = {t.status: status, t.summary: "", t.table: no_rows(), t.page: 1, t.format_md: "",
+           t.role_tags: "", t.example_info: "", t.example: None, t.stats: "",
+           t.histogram: empty_chart("Token lengths appear here", 260),
+           **{d: gr.update(visible=False, value="") for d in t.mapping}}
+    return [out[c] for c in display_outputs(t)]
 
 
 def display_outputs(t: DataTab) -> list:

@@ -25,7 +25,7 @@ from typing import Optional
 
 from studio.catalog import CATALOG, DEMO_MODEL_ID, hub_cache_has, is_local_model
 from studio.config import GROUPS, FineTuningConfig
-from studio.runs import (ACTIVE, Job, active_run, is_run_dir, last_checkpoint, list_runs,
+from studio.runs import (Job, active_run, is_run_dir, last_checkpoint, list_runs,
                          new_run_dir, read_status, write_status)
 
 GiB = 2**30
@@ -366,11 +366,3 @@ class Studio:
                             f"{Path(base).name if is_local_model(base) else base})", str(run_dir)))
         return out
 
-
-def run_state(run_dir: str | Path) -> dict:
-    """status.json of a run, with a dead job marked interrupted."""
-    return read_status(Path(run_dir))
-
-
-def is_active(status: dict) -> bool:
-    return status.get("state") in ACTIVE
