@@ -169,7 +169,10 @@ class BatchPlan:
     reason: str
 
 
-_CANDIDATES = (32768, 24576, 16384, 12288, 8192, 6144, 4096, 3072, 2048, 1024, 512)
+# Up to 16k tokens: Unsloth runs packed attention one row segment at a time when no varlen kernel
+# is installed, and its backward cost grows with segments x tokens (measured on an H100: 8B at
+# 32k tokens with checkpointing, 1.1k tokens/s; at 4k without, 4.6k; BENCHMARKS.md).
+_CANDIDATES = (16384, 12288, 8192, 6144, 4096, 3072, 2048, 1024, 512)
 
 
 def plan_batch(config, free_bytes: float, mean_row_tokens: float, shape: Optional[Shape] = None,
@@ -177,9 +180,9 @@ def plan_batch(config, free_bytes: float, mean_row_tokens: float, shape: Optiona
     """The largest packed micro-batch that fits `free_bytes`, preferring no recomputation.
 
     Gradient checkpointing costs a third more arithmetic, so it is used only when without it
-    fewer than 8k tokens would fit (the GPU is not kept busy below that) and with it at least
-    twice as many would. The optimiser sees about the tokens per update the user asked for
-    (batch_size x gradient_accumulation_steps rows), or one micro-batch if that is more.
+    fewer than 4k tokens would fit and with it at least twice as many would. The optimiser sees
+    about the tokens per update the user asked for (batch_size x gradient_accumulation_steps
+    rows), or one micro-batch if that is more.
     """
     shape = shape or model_shape(config.model_name)
     if shape is None:
@@ -201,7 +204,7 @@ def plan_batch(config, free_bytes: float, mean_row_tokens: float, shape: Optiona
     plain, ckpt = largest(False), largest(True)
     if plain is None and ckpt is None:
         return None
-    use_ckpt = plain is None or (plain[0] < 8192 and ckpt is not None and ckpt[0] >= 2 * plain[0])
+    use_ckpt = plain is None or (plain[0] < 4096 and ckpt is not None and ckpt[0] >= 2 * plain[0])
     tokens, est = ckpt if use_ckpt else plain
     wanted = config.batch_size * config.gradient_accumulation_steps * mean_row_tokens
     accumulation = max(1, round(wanted / tokens))

@@ -1,0 +1,110 @@
+"""The CPU-testable parts of the GPU speed-ups: packed batches, the batch planner, the MFU count."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from studio.config import FineTuningConfig
+from studio.memory import GiB, Shape, estimate_memory, plan_batch
+
+ALL7 = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def test_packed_rows_never_attend_across_row_boundaries(tiny_qwen3):
+    """Logits of rows packed padding-free with restarting position ids equal each row alone."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    tok = AutoTokenizer.from_pretrained(tiny_qwen3)
+    model = AutoModelForCausalLM.from_pretrained(tiny_qwen3, dtype=torch.float32).eval()
+    rows = [tok(t)["input_ids"] for t in ("Hello there, how are you today?",
+                                          "The quick brown fox jumps over the lazy dog.",
+                                          "One more row.")]
+    batch = DataCollatorForLanguageModeling(pad_token_id=tok.pad_token_id, padding_free=True)(
+        [{"input_ids": r} for r in rows])
+    assert batch["input_ids"].shape == (1, sum(map(len, rows)))
+    with torch.no_grad():
+        packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
+                       use_cache=False).logits[0]
+        alone = torch.cat([model(input_ids=torch.tensor([r]), use_cache=False).logits[0]
+                           for r in rows])
+    torch.testing.assert_close(packed, alone, atol=1e-5, rtol=1e-5)
+
+
+def test_studio_trains_packed_batches_and_counts_only_real_tokens(tiny_qwen3, tmp_path, qa_jsonl):
+    """With packing on, a step is one pack; tokens counted are the rows' tokens, no padding."""
+    from studio import run_fine_tuning
+    from studio.data import prepare
+    from transformers import AutoTokenizer
+
+    config = FineTuningConfig(model_name=tiny_qwen3, output_dir=str(tmp_path / "run"),
+                              packing=True, tokens_per_batch=256, max_seq_length=128,
+                              gradient_accumulation_steps=1, max_steps=2, logging_steps=1,
+                              val_size=0, cpu_only=True)
+    run_fine_tuning(data_path=str(qa_jsonl), config=config)
+    events = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    seen = [e["data"]["tokens"] for e in events if e["kind"] == "train"]
+    lengths = [len(r) for r in prepare(str(qa_jsonl), AutoTokenizer.from_pretrained(tiny_qwen3),
+                                       config).train["input_ids"]]
+    assert 0 < seen[-1] <= 2 * 256
+    assert seen[-1] < 2 * max(lengths) * 16     # far fewer than padded batches would count
+
+
+# ---------------------------------------------------------------------------- planner
+QWEN3_8B = Shape(4096, 12288, 36, 32, 8, 128, 151936, False)
+QWEN3_06B = Shape(1024, 3072, 28, 16, 8, 128, 151936, True)
+
+
+def _gpu_config(**kw):
+    return FineTuningConfig(lora_r=16, target_modules=ALL7, cpu_only=False, bf16=True,
+                            lora_dropout=0.0, **kw)
+
+
+def test_planner_picks_the_largest_micro_batch_that_fits_by_brute_force():
+    """The plan equals the largest candidate whose estimate fits, found by trying every one."""
+    config = _gpu_config()
+    for shape, free in ((QWEN3_8B, 78 * GiB), (QWEN3_06B, 78 * GiB), (QWEN3_8B, 40 * GiB)):
+        plan = plan_batch(config, free, 430, shape=shape, fused_loss=True)
+        fitting = [t for t in (512, 1024, 2048, 3072, 4096, 6144, 8192, 12288, 16384)
+                   if t >= config.max_seq_length and estimate_memory(
+                       config.replace(batch_size=1, max_seq_length=t, packing=True,
+                                      gradient_checkpointing=plan.gradient_checkpointing),
+                       shape, fused_loss=True).total <= 0.92 * free]
+        assert plan.tokens_per_batch == max(fitting)
+        assert plan.estimate.total <= 0.92 * free
+
+
+def test_planner_turns_checkpointing_on_only_when_memory_needs_it():
+    """An 8B model on an 80 GB card trains without recomputation; on a 24 GB card with it."""
+    assert plan_batch(_gpu_config(), 78 * GiB, 430, shape=QWEN3_8B,
+                      fused_loss=True).gradient_checkpointing is False
+    small = plan_batch(_gpu_config(), 24 * GiB, 430, shape=QWEN3_8B, fused_loss=True)
+    assert small.gradient_checkpointing is True and small.estimate.total <= 0.92 * 24 * GiB
+
+
+def test_planner_keeps_the_tokens_per_update_the_user_asked_for():
+    """Accumulation is chosen so an update sees about batch_size x accumulation rows of tokens."""
+    plan = plan_batch(_gpu_config(batch_size=16, gradient_accumulation_steps=8), 78 * GiB, 500,
+                      shape=QWEN3_06B, fused_loss=True)
+    assert plan.gradient_accumulation_steps == round(16 * 8 * 500 / plan.tokens_per_batch)
+
+
+def test_memory_estimate_is_within_2x_of_the_peaks_measured_on_an_h100():
+    """Peaks measured with Unsloth, packed, no checkpointing (BENCHMARKS.md)."""
+    measured = {(QWEN3_06B, 16384): 39.9, (QWEN3_8B, 4096): 50.5}
+    for (shape, tokens), peak in measured.items():
+        est = estimate_memory(_gpu_config(batch_size=1, max_seq_length=tokens, packing=True,
+                                          gradient_checkpointing=False), shape, fused_loss=True)
+        assert 0.5 < est.total / GiB / peak < 2, (tokens, est.total / GiB, peak)
+
+
+def test_mfu_formula_counts_forward_and_input_gradient_matmuls_and_attention():
+    """4N + 12·L·H·d·c: hand-counted for Qwen3-8B at a mean causal context of 300 tokens."""
+    from bench.gpu_bench import flops_per_token
+
+    layer = 4096 * 128 * (2 * 32 + 2 * 8) + 3 * 4096 * 12288
+    n = 36 * layer + 151936 * 4096
+    assert flops_per_token("8B", 300) == pytest.approx(4 * n + 12 * 36 * 32 * 128 * 300)
+    assert 2.9e10 < flops_per_token("8B", 0) < 3.2e10    # about 4 x 7.6B multiplying weights
