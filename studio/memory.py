@@ -177,7 +177,7 @@ _CANDIDATES = (16384, 12288, 8192, 6144, 4096, 3072, 2048, 1024, 512)
 
 def plan_batch(config, free_bytes: float, mean_row_tokens: float, shape: Optional[Shape] = None,
                fused_loss: bool = False) -> Optional[BatchPlan]:
-    """The largest packed micro-batch that fits `free_bytes`, preferring no recomputation.
+    """The packed micro-batch for a GPU: as large as an update asks for, as fits `free_bytes`.
 
     Gradient checkpointing costs a third more arithmetic, so it is used only when without it
     fewer than 4k tokens would fit and with it at least twice as many would. The optimiser sees
@@ -206,10 +206,16 @@ def plan_batch(config, free_bytes: float, mean_row_tokens: float, shape: Optiona
         return None
     use_ckpt = plain is None or (plain[0] < 4096 and ckpt is not None and ckpt[0] >= 2 * plain[0])
     tokens, est = ckpt if use_ckpt else plain
+    # Never more tokens a micro-batch than an update asked for: bigger updates would change the
+    # optimisation (fewer steps for the same data), which a speed-up must not do.
     wanted = config.batch_size * config.gradient_accumulation_steps * mean_row_tokens
+    enough = [t for t in _CANDIDATES if t >= max(wanted, floor)]
+    if enough and min(enough) < tokens:
+        tokens = min(enough)
+        est = fits(tokens, use_ckpt)
     accumulation = max(1, round(wanted / tokens))
-    why = (f"{tokens} packed tokens a micro-batch fit in {free_bytes / GiB:.0f} GiB free "
-           f"{'with' if use_ckpt else 'without'} gradient checkpointing; {accumulation} a step "
-           f"keeps about the {wanted:.0f} tokens an update that batch_size x "
+    why = (f"{tokens} packed tokens a micro-batch {'with' if use_ckpt else 'without'} gradient "
+           f"checkpointing ({est.total / GiB:.0f} of {free_bytes / GiB:.0f} GiB free), "
+           f"{accumulation} a step: about the {wanted:.0f} tokens an update that batch_size x "
            f"gradient_accumulation_steps ask for")
     return BatchPlan(tokens, use_ckpt, accumulation, est, why)

@@ -63,8 +63,9 @@ def _gpu_config(**kw):
 
 
 def test_planner_picks_the_largest_micro_batch_that_fits_by_brute_force():
-    """The plan equals the largest candidate whose estimate fits, found by trying every one."""
-    config = _gpu_config()
+    """With a large batch asked for, the plan is the largest candidate whose estimate fits,
+    found by trying every one."""
+    config = _gpu_config(batch_size=64, gradient_accumulation_steps=4)
     for shape, free in ((QWEN3_8B, 78 * GiB), (QWEN3_06B, 78 * GiB), (QWEN3_8B, 40 * GiB)):
         plan = plan_batch(config, free, 430, shape=shape, fused_loss=True)
         fitting = [t for t in (512, 1024, 2048, 3072, 4096, 6144, 8192, 12288, 16384)
@@ -82,6 +83,14 @@ def test_planner_turns_checkpointing_on_only_when_memory_needs_it():
                       fused_loss=True).gradient_checkpointing is False
     small = plan_batch(_gpu_config(), 24 * GiB, 430, shape=QWEN3_8B, fused_loss=True)
     assert small.gradient_checkpointing is True and small.estimate.total <= 0.92 * 24 * GiB
+
+
+def test_planner_never_packs_more_tokens_than_an_update_asks_for():
+    """Defaults (4 x 4 rows of ~430 tokens) give one 8k pack an update, though 16k would fit."""
+    plan = plan_batch(_gpu_config(), 78 * GiB, 430, shape=QWEN3_06B, fused_loss=True)
+    assert (plan.tokens_per_batch, plan.gradient_accumulation_steps) == (8192, 1)
+    plan = plan_batch(_gpu_config(), 78 * GiB, 430, shape=QWEN3_8B, fused_loss=True)
+    assert (plan.tokens_per_batch, plan.gradient_accumulation_steps) == (4096, 2)
 
 
 def test_planner_keeps_the_tokens_per_update_the_user_asked_for():
