@@ -360,13 +360,17 @@ def read_status_raw(run_dir: Path) -> dict:
 
 def spawn(run_dir: Path, resume: bool) -> subprocess.Popen:
     """Start `python -m studio run-job RUN_DIR` in its own process group, output to log.txt."""
-    log = open(Path(run_dir) / "log.txt", "ab")
+    run_dir = Path(run_dir).resolve()
+    log = open(run_dir / "log.txt", "ab")
     cmd = [sys.executable, "-m", "studio", "run-job", str(run_dir)] + (["--resume"] if resume else [])
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
+    # The child starts where we are (relative data paths keep their meaning) and imports this
+    # very copy of the project, installed or not.
+    here = str(Path(__file__).resolve().parent.parent)
+    path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
     try:
         return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                cwd=str(Path(__file__).resolve().parent.parent), env=env,
-                                start_new_session=True)
+                                env=env, start_new_session=True)
     finally:
         log.close()   # the child holds its own copy
 
