@@ -188,19 +188,25 @@ def wire(t: ChatTab, studio: Studio) -> None:
             yield message, tuned, base, shout("Type a message first.", "warn")
             return
         user = {"role": "user", "content": message}
-        tuned, base = (tuned or []) + [user], (base or []) + [user]
+        tuned = (tuned or []) + [user]
+        if compare and is_run_dir(Path(source)):       # the base answers too
+            base = (base or []) + [user]
         for tuned, base, status in answer(source, compare, tuned, base, *settings):
             yield "", tuned, base, status
 
+    def up_to_last_question(history: list) -> list:
+        users = [i for i, m in enumerate(history or []) if m["role"] == "user"]
+        return history[:users[-1] + 1] if users else []
+
     @guard
     def regenerate(source, compare, tuned, base, *settings):
-        last = max((i for i, m in enumerate(tuned or []) if m["role"] == "user"), default=None)
-        if last is None:
+        tuned = up_to_last_question(tuned)
+        if not tuned:
             yield tuned, base, shout("Nothing to regenerate yet: send a message first.", "warn")
             return
-        cut = lambda h: h[:max((i for i, m in enumerate(h) if m["role"] == "user"),  # noqa
-                               default=-1) + 1]
-        yield from answer(source, compare, cut(tuned), cut(base or tuned[:last + 1]), *settings)
+        comparing = compare and is_run_dir(Path(source))
+        base = up_to_last_question(base) or (list(tuned) if comparing else base)
+        yield from answer(source, compare, tuned, base, *settings)
 
     settings = [t.system, t.temperature, t.top_p, t.max_new_tokens, t.thinking]
     chat_inputs = [t.message, t.source, t.compare, t.tuned, t.base] + settings

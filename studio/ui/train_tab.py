@@ -295,6 +295,7 @@ def wire(t: TrainTab, form: ConfigForm, studio: Studio) -> None:
     t.stop.click(stop, t.watch, t.status, api_name="stop")
     t.resume.click(resume, t.watch, out, api_name="resume")
     t.run.input(show, t.run, out, api_name=False)
+
     def tick(watch):
         try:
             return poll(studio, watch)
