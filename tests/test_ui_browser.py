@@ -124,7 +124,8 @@ def test_the_whole_flow_from_upload_to_chat(browser, server, tmp_path, tiny_qwen
     wait_text(page, "#data-example-info", "Thinking on")
     page.locator("#field-enable_thinking input").uncheck()
     wait_text(page, "#data-example-info", "Thinking off")
-    assert page.locator("#data-histogram .main-svg").count()
+    page.wait_for_function("() => document.querySelectorAll('#data-histogram .bars path')"
+                           ".length > 0")       # the histogram is drawn (bars)
     assert "Split:" in wait_text(page, "#data-stats", "Problems found")
     shot(page, "data")
 

@@ -55,6 +55,8 @@ CSS = """
                background: transparent; color: inherit; }
 """
 
+RESIZE_CHARTS = "() => { setTimeout(() => window.dispatchEvent(new Event('resize')), 60); }"
+
 HEADER = """# Qwen3 Studio
 LoRA / QLoRA fine-tuning of Qwen3 models: **1 · Data** → **2 · Model & hardware** → \
 **3 · Train** → **4 · Chat**. Every run is kept in its own folder under `{runs}`."""
@@ -75,14 +77,18 @@ def build_app(runs_dir: str | Path = "runs") -> gr.Blocks:
     with gr.Blocks(title="Qwen3 Studio", analytics_enabled=False) as demo:
         gr.Markdown(HEADER.format(runs=_short_path(studio.runs_dir)), elem_id="studio-header")
         with gr.Tabs():
-            with gr.Tab("1 · Data", id="data", elem_id="tab-data"):
+            with gr.Tab("1 · Data", id="data", elem_id="tab-data") as data_page:
                 data = data_tab.build(form)
-            with gr.Tab("2 · Model & hardware", id="model", elem_id="tab-model"):
+            with gr.Tab("2 · Model & hardware", id="model", elem_id="tab-model") as model_page:
                 model = model_tab.build(form, preset)
-            with gr.Tab("3 · Train", id="train", elem_id="tab-train"):
+            with gr.Tab("3 · Train", id="train", elem_id="tab-train") as train_page:
                 train = train_tab.build()
             with gr.Tab("4 · Chat", id="chat", elem_id="tab-chat") as chat_page:
                 chat = chat_tab.build()
+        for page in (data_page, model_page, train_page, chat_page):
+            # Plotly sizes a chart drawn in a hidden tab for a 700 px box; a resize event
+            # makes it fit its container once the tab shows.
+            page.select(None, js=RESIZE_CHARTS)
 
         follow = data_tab.wire(data, form, studio)
         for event in model_tab.wire(model, form, studio, demo):
