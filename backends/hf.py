@@ -179,13 +179,12 @@ def sft_config(config, run_dir: Path, has_eval: bool):
         fp16=bool(config.fp16),
         use_cpu=bool(config.cpu_only),
         seed=config.seed,
-        data_seed=config.seed,
         report_to=["wandb"] if config.use_wandb else [],
         run_name=config.wandb_run_name or run_dir.name,
-        max_length=(config.tokens_per_batch or config.max_seq_length) if packed
-        else config.max_seq_length,
+        # rows arrive cut to max_seq_length (studio.data); a pack holds tokens_per_batch
+        max_length=(config.tokens_per_batch or config.max_seq_length) if packed else None,
         packing=packed,
-        padding_free=packed,
+        padding_free=True,   # rows are concatenated, never padded: no work on pad tokens
         gradient_checkpointing=bool(config.gradient_checkpointing),
         include_num_input_tokens_seen="non_padding",
         dataloader_num_workers=0,

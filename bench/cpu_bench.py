@@ -3,7 +3,8 @@
     python bench/cpu_bench.py [--model demo:SmolLM2-135M-Instruct] [--steps 12] [--rounds 2]
 
 Both train the same model on the same rows (assets/example_alpaca.jsonl, as chat messages) with
-the same settings (LoRA r=8 on q/v, batch 4, max length 512, float32). Each run is its own
+the same settings (LoRA r=8 on q/v, batch 4, max length 512, no gradient checkpointing, and the
+precision the engine picks for this CPU: bf16 where it is native, else float32). Each run is its own
 process, and the two alternate (plain, engine, plain, engine, ...) so machine noise hits both.
 Reported: real tokens/s over the steps after the first two, the ratio engine / plain, and each
 process's peak resident memory.
@@ -57,10 +58,19 @@ def plain(model: str, data: Path, steps: int) -> list[dict]:
         args=SFTConfig(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=4, max_steps=steps,
                        max_length=512, logging_steps=1, learning_rate=2e-4, save_strategy="no",
                        report_to=[], use_cpu=True, include_num_input_tokens_seen="non_padding",
-                       assistant_only_loss=False, disable_tqdm=True),
+                       assistant_only_loss=False, disable_tqdm=True,
+                       # the engine's precision on this CPU, and no recomputation, like it
+                       bf16=engine_precision(), gradient_checkpointing=False),
         callbacks=[Clock()])
     trainer.train()
     return marks
+
+
+def engine_precision() -> bool:
+    """Whether the engine trains in bf16 on this CPU (it decides from the hardware)."""
+    from studio.config import FineTuningConfig
+
+    return bool(FineTuningConfig().resolve().bf16)
 
 
 def engine(model: str, data: Path, steps: int) -> list[dict]:

@@ -106,7 +106,7 @@ class FineTuningConfig:
     # ---- precision and quantisation
     fp16: Optional[bool] = _f(None, "Train in float16 (auto: on GPUs without bf16).",
                               "Precision and quantisation")
-    bf16: Optional[bool] = _f(None, "Train in bfloat16 (auto: on GPUs that have it).",
+    bf16: Optional[bool] = _f(None, "Train in bfloat16 (auto: where the GPU or CPU has it natively).",
                               "Precision and quantisation")
     load_in_4bit: Optional[bool] = _f(None, "QLoRA: load the base model in 4-bit NF4 "
                                       "(auto: only when 16-bit weights would not fit).",
@@ -189,7 +189,8 @@ class FineTuningConfig:
         hw = hw or detect_hardware()
         cpu_only = self.cpu_only if self.cpu_only is not None else not hw.has_cuda
         on_gpu = hw.has_cuda and not cpu_only
-        bf16 = self.bf16 if self.bf16 is not None else (on_gpu and hw.bf16_supported and not self.fp16)
+        native_bf16 = hw.bf16_supported if on_gpu else hw.cpu_bf16
+        bf16 = self.bf16 if self.bf16 is not None else (native_bf16 and not self.fp16)
         fp16 = self.fp16 if self.fp16 is not None else (on_gpu and not bf16)
         load_in_4bit = self.load_in_4bit
         if load_in_4bit is None:
@@ -233,7 +234,8 @@ class FineTuningConfig:
         if self.bf16 and on_gpu and not hw.bf16_supported:
             problems.append("bf16 was asked for but this GPU has no bfloat16: use fp16")
         if self.bf16 and not on_gpu and not hw.cpu_bf16:
-            problems.append("bf16 was asked for but this CPU has no bfloat16 support: leave bf16 off")
+            problems.append("bf16 was asked for but this CPU has no native bfloat16 (AVX-512 BF16 "
+                            "or AMX): leave bf16 off, float32 is faster here")
         if (self.load_in_4bit or self.load_in_8bit) and not hw.bitsandbytes:
             problems.append("4-bit/8-bit loading needs bitsandbytes: pip install bitsandbytes")
         if self.backend == "unsloth" and not on_gpu:

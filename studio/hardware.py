@@ -54,6 +54,17 @@ def _importable(name: str) -> bool:
         return False
 
 
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
 def _cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as f:
@@ -85,7 +96,10 @@ def detect_hardware() -> Hardware:
         ram_bytes=vm.total,
         ram_free_bytes=vm.available,
         bf16_supported=bool(gpus) and torch.cuda.is_bf16_supported(),
-        cpu_bf16=True,   # torch runs bf16 on any x86-64/arm64 CPU, slowly where not native
+        # native bfloat16 arithmetic (Intel/AMD AVX-512 BF16 or AMX, Apple's arm64): there bf16
+        # training is faster than float32; elsewhere torch emulates it, slowly
+        cpu_bf16=bool({"avx512_bf16", "amx_bf16"} & _cpu_flags()) or (
+            platform.system() == "Darwin" and platform.machine() == "arm64"),
         bitsandbytes=_importable("bitsandbytes"),
         wandb=_importable("wandb"),
         packages={name: _importable(name) for name in ("unsloth", "mlx", "mlx_lm")},

@@ -31,10 +31,13 @@ def test_the_guides_fields_and_defaults_are_all_there():
 
 
 def test_defaults_resolve_to_settings_this_cpu_can_run():
-    """On a CPU-only machine the auto fields become float32 on the CPU, unquantised."""
+    """On a CPU-only machine the auto fields become the CPU, unquantised, bf16 where native."""
     c = FineTuningConfig().resolve(CPU)
-    assert (c.cpu_only, c.fp16, c.bf16, c.load_in_4bit, c.packing) == (True, False, False, False, False)
+    assert (c.cpu_only, c.fp16, c.bf16, c.load_in_4bit, c.packing) == (True, False, True, False, False)
     assert c.validate(CPU) == []
+    old_cpu = dataclasses.replace(CPU, cpu_bf16=False)
+    assert FineTuningConfig().resolve(old_cpu).bf16 is False
+    assert any("no native bfloat16" in p for p in FineTuningConfig(bf16=True).validate(old_cpu))
 
 
 def test_defaults_resolve_to_bf16_on_an_h100_and_fp16_on_a_t4():

@@ -87,7 +87,7 @@ def test_saved_adapter_reloads_with_the_same_logits(tiny_qwen3, tmp_path, qa_jso
     from studio.data import prepare
     from studio.events import EventLog
 
-    config = quick_config(tiny_qwen3, tmp_path / "run", max_steps=3, learning_rate=5e-2,
+    config = quick_config(tiny_qwen3, tmp_path / "run", max_steps=3, learning_rate=5e-2, bf16=False,
                           target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]).resolve()
     trainer = hf.make_trainer(config, prepare(str(qa_jsonl), _tokenizer(tiny_qwen3), config),
                               tmp_path / "run", EventLog().emit, lambda: False)
