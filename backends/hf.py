@@ -119,28 +119,30 @@ def event_callback(emit, should_stop: Callable[[], bool]):
 
 
 def plan_gpu_batches(config, data, emit, fused_loss: bool = False):
-    """With packing on a GPU: the packed micro-batch size, checkpointing and accumulation that
-    fit the free memory (studio.memory.plan_batch), unless the user set them."""
+    """On a GPU, size the micro-batches to the free memory (studio.memory), unless the user set
+    them: whole rows padding-free by default, or packs of tokens_per_batch with packing on."""
     import torch
 
-    from studio.memory import plan_batch
+    from studio.memory import plan_batch, plan_rows
 
-    if not config.packing or config.cpu_only or not torch.cuda.is_available():
+    if config.cpu_only or not torch.cuda.is_available():
         return config.replace(gradient_checkpointing=bool(config.gradient_checkpointing))
     lengths = [len(ids) for ids in data.train["input_ids"]]
-    mean = sum(lengths) / max(1, len(lengths))
     free, _ = torch.cuda.mem_get_info()
-    plan = plan_batch(config.replace(gradient_checkpointing=None), free, mean,
-                      fused_loss=fused_loss)
-    if plan is None:
-        return config.replace(tokens_per_batch=config.tokens_per_batch or config.max_seq_length,
-                              gradient_checkpointing=config.gradient_checkpointing is not False)
-    tokens = config.tokens_per_batch or plan.tokens_per_batch
-    tokens = min(tokens, max(config.max_seq_length, sum(lengths)))   # no bigger than the data
-    emit("status", 0, message="batch plan: " + plan.reason, tokens_per_batch=tokens,
-         estimate_gb=round(plan.estimate.total / 2**30, 2))
+    planning = config.replace(gradient_checkpointing=None)
+    if config.packing:
+        plan = plan_batch(planning, free, sum(lengths) / max(1, len(lengths)),
+                          fused_loss=fused_loss, longest_row=max(lengths, default=None))
+        changes = plan and dict(tokens_per_batch=config.tokens_per_batch or plan.tokens_per_batch)
+    else:
+        plan = plan_rows(planning, free, lengths, fused_loss=fused_loss)
+        changes = plan and dict(batch_size=plan.rows)
+    if plan is None:   # an unknown architecture: keep what was asked, recompute to be safe
+        return config.replace(gradient_checkpointing=config.gradient_checkpointing is not False)
+    emit("status", 0, message="batch plan: " + plan.reason,
+         estimate_gb=round(plan.estimate.total / 2**30, 2), **changes)
     return config.replace(
-        tokens_per_batch=tokens, gradient_accumulation_steps=plan.gradient_accumulation_steps,
+        **changes, gradient_accumulation_steps=plan.gradient_accumulation_steps,
         gradient_checkpointing=(plan.gradient_checkpointing if config.gradient_checkpointing
                                 is None else config.gradient_checkpointing))
 

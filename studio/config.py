@@ -93,7 +93,8 @@ class FineTuningConfig:
                                 choices=["linear", "cosine", "constant", "constant_with_warmup"])
     weight_decay: float = _f(0.0, "AdamW weight decay.", "Optimisation", min=0.0, max=1.0)
     max_grad_norm: float = _f(1.0, "Gradient clipping norm.", "Optimisation", min=0.0)
-    packing: Optional[bool] = _f(None, "Pack rows into padding-free batches (auto: on with CUDA).",
+    packing: Optional[bool] = _f(None, "Pack rows into micro-batches of tokens_per_batch tokens "
+                                 "(auto: off; batches are padding-free either way).",
                                  "Optimisation")
     tokens_per_batch: Optional[int] = _f(None, "With packing: tokens in one micro-batch (auto: "
                                          "the most that fit in free GPU memory).", "Optimisation",
@@ -195,10 +196,10 @@ class FineTuningConfig:
         load_in_4bit = self.load_in_4bit
         if load_in_4bit is None:
             load_in_4bit = on_gpu and not self.load_in_8bit and _weights_would_not_fit(self, hw)
-        packing = self.packing if self.packing is not None else on_gpu
+        packing = bool(self.packing)
         checkpointing = self.gradient_checkpointing
-        if checkpointing is None and not (on_gpu and packing):
-            checkpointing = on_gpu    # with packing on a GPU, the memory planner decides at start
+        if checkpointing is None and not on_gpu:
+            checkpointing = False     # on a GPU the memory planner decides at start
         dropout = self.lora_dropout
         if dropout is None:
             dropout = 0.0 if self.backend == "unsloth" or (self.backend == "auto" and on_gpu

@@ -10,7 +10,9 @@ to the measured peak after each run.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -176,7 +178,7 @@ _CANDIDATES = (16384, 12288, 8192, 6144, 4096, 3072, 2048, 1024, 512)
 
 
 def plan_batch(config, free_bytes: float, mean_row_tokens: float, shape: Optional[Shape] = None,
-               fused_loss: bool = False) -> Optional[BatchPlan]:
+               fused_loss: bool = False, longest_row: Optional[int] = None) -> Optional[BatchPlan]:
     """The packed micro-batch for a GPU: as large as an update asks for, as fits `free_bytes`.
 
     Gradient checkpointing costs a third more arithmetic, so it is used only when without it
@@ -187,7 +189,7 @@ def plan_batch(config, free_bytes: float, mean_row_tokens: float, shape: Optiona
     shape = shape or model_shape(config.model_name)
     if shape is None:
         return None
-    floor = config.max_seq_length
+    floor = min(config.max_seq_length, longest_row or config.max_seq_length)   # a pack holds any row
 
     def fits(tokens: int, ckpt: bool):
         trial = dataclasses.replace(config, batch_size=1, max_seq_length=tokens,
@@ -209,13 +211,49 @@ def plan_batch(config, free_bytes: float, mean_row_tokens: float, shape: Optiona
     # Never more tokens a micro-batch than an update asked for: bigger updates would change the
     # optimisation (fewer steps for the same data), which a speed-up must not do.
     wanted = config.batch_size * config.gradient_accumulation_steps * mean_row_tokens
-    enough = [t for t in _CANDIDATES if t >= max(wanted, floor)]
-    if enough and min(enough) < tokens:
-        tokens = min(enough)
-        est = fits(tokens, use_ckpt)
+    enough = max(floor, 256 * math.ceil(wanted / 256))
+    if enough < tokens:
+        tokens, est = enough, fits(enough, use_ckpt)
     accumulation = max(1, round(wanted / tokens))
     why = (f"{tokens} packed tokens a micro-batch {'with' if use_ckpt else 'without'} gradient "
            f"checkpointing ({est.total / GiB:.0f} of {free_bytes / GiB:.0f} GiB free), "
            f"{accumulation} a step: about the {wanted:.0f} tokens an update that batch_size x "
            f"gradient_accumulation_steps ask for")
     return BatchPlan(tokens, use_ckpt, accumulation, est, why)
+
+
+@dataclass(frozen=True)
+class RowPlan:
+    rows: int                      # whole rows in one padding-free micro-batch
+    gradient_accumulation_steps: int
+    gradient_checkpointing: bool
+    estimate: MemoryEstimate
+    reason: str
+
+
+def plan_rows(config, free_bytes: float, lengths: list[int], shape: Optional[Shape] = None,
+              fused_loss: bool = False) -> Optional[RowPlan]:
+    """Padding-free micro-batches of whole rows: as many of the rows an update asks for
+    (batch_size x gradient_accumulation_steps) as fit, even if the longest rows come together.
+
+    An update still sees exactly the rows it asked for, so the optimisation is the plain
+    recipe's; only the padding and the small micro-batches are gone.
+    """
+    if not lengths:
+        return None
+    longest = sorted(lengths, reverse=True)
+    capacity = plan_batch(config.replace(batch_size=1 << 20, gradient_accumulation_steps=1),
+                          free_bytes, sum(lengths) / len(lengths), shape=shape,
+                          fused_loss=fused_loss, longest_row=longest[0])
+    if capacity is None:
+        return None
+    wanted = config.batch_size * config.gradient_accumulation_steps
+    worst = list(itertools.accumulate(longest[:wanted]))   # tokens of the m longest rows
+    rows = max([m for m, tokens in enumerate(worst, 1) if tokens <= capacity.tokens_per_batch],
+               default=1)
+    accumulation = math.ceil(wanted / rows)
+    why = (f"{rows} rows a micro-batch x {accumulation} = the {wanted} rows an update asks for; "
+           f"padding-free, up to {worst[rows - 1]} tokens "
+           f"{'with' if capacity.gradient_checkpointing else 'without'} gradient checkpointing "
+           f"({capacity.estimate.total / GiB:.0f} GiB of {free_bytes / GiB:.0f} GiB free at most)")
+    return RowPlan(rows, accumulation, capacity.gradient_checkpointing, capacity.estimate, why)

@@ -86,9 +86,12 @@ def test_planner_turns_checkpointing_on_only_when_memory_needs_it():
 
 
 def test_planner_never_packs_more_tokens_than_an_update_asks_for():
-    """Defaults (4 x 4 rows of ~430 tokens) give one 8k pack an update, though 16k would fit."""
+    """Defaults (4 x 4 rows of ~430 tokens) give one 6.9k pack an update, though 16k would fit."""
     plan = plan_batch(_gpu_config(), 78 * GiB, 430, shape=QWEN3_06B, fused_loss=True)
-    assert (plan.tokens_per_batch, plan.gradient_accumulation_steps) == (8192, 1)
+    assert (plan.tokens_per_batch, plan.gradient_accumulation_steps) == (6912, 1)
+    short = plan_batch(_gpu_config(), 78 * GiB, 40, shape=QWEN3_06B, fused_loss=True,
+                       longest_row=300)
+    assert short.tokens_per_batch == 768    # 16 rows of 40 tokens, rounded up to 256
     plan = plan_batch(_gpu_config(), 78 * GiB, 430, shape=QWEN3_8B, fused_loss=True)
     assert (plan.tokens_per_batch, plan.gradient_accumulation_steps) == (4096, 2)
 
@@ -117,3 +120,18 @@ def test_mfu_formula_counts_forward_and_input_gradient_matmuls_and_attention():
     n = 36 * layer + 151936 * 4096
     assert flops_per_token("8B", 300) == pytest.approx(4 * n + 12 * 36 * 32 * 128 * 300)
     assert 2.9e10 < flops_per_token("8B", 0) < 3.2e10    # about 4 x 7.6B multiplying weights
+
+
+def test_row_planner_keeps_the_rows_an_update_asks_for_and_fits_the_longest_rows():
+    """Default GPU batches: whole rows, padding-free; an update sees batch x accumulation rows,
+    and even the longest rows together fit the planned capacity."""
+    from studio.memory import plan_rows
+
+    short = plan_rows(_gpu_config(), 78 * GiB, [300] * 100, shape=QWEN3_06B, fused_loss=True)
+    assert (short.rows, short.gradient_accumulation_steps) == (16, 1)    # 4 x 4 rows in one go
+    lengths = [100] * 200 + [2000] * 10
+    for shape, capacity in ((QWEN3_06B, 16384), (QWEN3_8B, 4096)):
+        plan = plan_rows(_gpu_config(), 78 * GiB, lengths, shape=shape, fused_loss=True)
+        assert plan.rows * plan.gradient_accumulation_steps >= 16
+        worst = sorted(lengths, reverse=True)
+        assert sum(worst[:plan.rows]) <= capacity < sum(worst[:plan.rows + 1])
