@@ -38,7 +38,8 @@ def _key_values(items: list[str]) -> dict:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep:
-            raise ConfigError(f"--column-mapping wants ROLE=COLUMN pairs, got {item!r}")
+            raise ConfigError(f"mappings want KEY=VALUE pairs (e.g. instruction=question or "
+                              f"bot=assistant), got {item!r}")
         out[key.strip()] = value.strip()
     return out
 
@@ -56,7 +57,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         elif kind is list:
             kwargs.update(nargs="+", metavar="NAME")
         elif kind is dict:
-            kwargs.update(nargs="+", metavar="ROLE=COLUMN", type=str)
+            kwargs.update(nargs="+", metavar="KEY=VALUE", type=str)
         else:
             kwargs["type"] = kind
             if meta.get("choices"):

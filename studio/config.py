@@ -47,6 +47,9 @@ class FineTuningConfig:
     column_mapping: dict = _f(None, "Role -> column name, overriding detection "
                               "(e.g. {instruction: question, response: answer}).",
                               "Model and data", factory=dict)
+    role_mapping: dict = _f(None, "Role tag -> system/user/assistant/tool for ShareGPT or "
+                            "messages data, overriding detection (e.g. {bot: assistant}).",
+                            "Model and data", factory=dict)
     prompt_template: Optional[str] = _f(None, "Custom template with {column} placeholders; the "
                                         "part from {response} on is trained. Empty: the model's "
                                         "chat template.", "Model and data")

@@ -9,6 +9,7 @@ No gradio here: the CLI, the UI and the backends all share this module.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import difflib
 import io
 import json
@@ -416,6 +417,31 @@ def _fill_conversation(name, ds, filled, forced, mapped) -> Optional[DetectedFor
     return DetectedFormat(name, filled, reason, role_map)
 
 
+CHAT_ROLES = ("system", "user", "assistant", "tool")
+
+
+def apply_role_mapping(fmt: DetectedFormat, role_mapping: dict | None) -> DetectedFormat:
+    """The detected format with some role tags re-assigned by the user (e.g. bot -> assistant)."""
+    if not role_mapping:
+        return fmt
+    role_map, changed = dict(fmt.role_map), {}
+    for tag, role in role_mapping.items():
+        tag, role = str(tag).strip().lower(), str(role).strip().lower()
+        if role not in CHAT_ROLES:
+            raise DataError(f"role mapping {tag}={role}: the role must be one of "
+                            f"{', '.join(CHAT_ROLES)}")
+        if tag not in role_map:
+            raise DataError(f"role mapping {tag}={role}: no turn in the data has the tag "
+                            f"'{tag}' (tags seen: {', '.join(role_map) or 'none'})")
+        if role_map[tag] != role:
+            changed[tag] = role_map[tag] = role
+    if not changed:
+        return fmt
+    return dataclasses.replace(fmt, role_map=role_map,
+                               reason=fmt.reason + "; role tags re-mapped: " + ", ".join(
+                                   f"{t}={r}" for t, r in changed.items()))
+
+
 def _find_column(columns: list, names: tuple, used: set) -> Optional[str]:
     """The first column whose name (case and spaces ignored) is one of `names`, in their order."""
     norm = {c.strip().lower().replace(" ", "_"): c for c in columns if c not in used}
@@ -577,7 +603,7 @@ def _convert_turns(turns: list, fmt, notes: Counter) -> list:
                             f"role/content or from/value")
         tag = str(_turn_tag(turn)).strip().lower()
         role = fmt.role_map.get(tag) or _ROLE_TAGS.get(tag) or "user"
-        if tag not in _ROLE_TAGS:
+        if tag not in _ROLE_TAGS and role == "user":   # unknown and not re-mapped by the user
             notes[_UNKNOWN_TAGS] += 1
         content = turn.get("content")
         content = turn.get("value") if content is None else content
@@ -1041,6 +1067,7 @@ def prepare(source_or_dataset, tokenizer, config, prompt_template=None) -> Prepa
         fmt = detect_format(ds, _opt(config, "dataset_format", "auto"),
                             _opt(config, "column_mapping", None),
                             prompt_template or _opt(config, "prompt_template", None))
+        fmt = apply_role_mapping(fmt, _opt(config, "role_mapping", None))
     except DataError as e:
         raise DataError(f"{name}: {e}") from None
     if fmt.name not in _TOKENIZERS:

@@ -332,6 +332,25 @@ def test_unknown_role_tags_are_mapped_not_rejected(qwen):
     assert report.n_train == 2
 
 
+def test_a_role_mapping_re_assigns_tags_and_a_bad_one_is_named(qwen):
+    """role_mapping narrator=assistant trains the narrator's turns; a role that does not exist,
+    or a tag the data lacks, is refused by name."""
+    from studio.data import apply_role_mapping
+
+    rows = [{"conversations": [{"from": "person", "value": "Tell me a story."},
+                               {"from": "narrator", "value": "Once upon a time."}]}] * 2
+    fmt = apply_role_mapping(detect_format(ds_of(rows)), {"narrator": "assistant"})
+    assert [m["role"] for m in row_messages(rows[0], fmt)[0]] == ["user", "assistant"]
+    assert "narrator=assistant" in fmt.reason
+    report = prepare(ds_of(rows), qwen, config(val_size=0, role_mapping={"narrator": "assistant"})
+                     ).report
+    assert report.n_train == 2 and "unknown role tags mapped to user" not in report.problems
+    with pytest.raises(DataError, match="must be one of system, user, assistant, tool"):
+        apply_role_mapping(fmt, {"narrator": "hero"})
+    with pytest.raises(DataError, match="no turn in the data has the tag 'bard'"):
+        apply_role_mapping(fmt, {"bard": "assistant"})
+
+
 # ---------------------------------------------------------------------------------- masks
 
 @pytest.mark.parametrize("thinking", [False, True])

@@ -232,6 +232,21 @@ def test_bad_input_is_answered_in_the_page_and_the_server_keeps_serving(browser,
 
 
 # ---------------------------------------------------------------------------- restart
+def test_a_role_tag_is_re_mapped_in_the_role_table(browser, server, tiny_qwen3):
+    """The ShareGPT example's role table is editable: observation -> user is applied at once."""
+    page = open_page(browser, server.url)
+    use_model_folder(page, tiny_qwen3)
+    tab(page, "1 · Data")
+    page.locator("#example-example_sharegpt").click()
+    page.wait_for_selector("#data-role-tags", state="visible", timeout=60_000)
+    wait_text(page, "#data-format", "sharegpt")
+    page.locator("#data-role-tags").get_by_text("tool", exact=True).first.dblclick()
+    page.keyboard.press("Control+a")
+    page.keyboard.type("user")
+    page.keyboard.press("Enter")
+    wait_text(page, "#data-format", "role tags re-mapped: observation=user")
+
+
 def test_a_restarted_server_reattaches_or_marks_the_run_interrupted(browser, tmp_path,
                                                                     tiny_qwen3):
     """The job outlives its server: a new server shows it training with its curve; once the

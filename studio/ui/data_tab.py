@@ -56,7 +56,7 @@ class DataTab:
     next: gr.Button
     format_md: gr.Markdown
     mapping: list
-    role_tags: gr.Markdown
+    role_tags: gr.Dataframe
     example_row: gr.Number
     example_info: gr.Markdown
     example: gr.HighlightedText
@@ -92,7 +92,12 @@ def build(form: ConfigForm) -> DataTab:
                                    allow_custom_value=False, elem_id=f"map-{role}")
                        for role in roles()]
             form.adopt("column_mapping", gr.State({}))
-            role_tags = gr.Markdown("")
+            form.adopt("role_mapping", gr.State({}))
+            role_tags = gr.Dataframe(headers=["role tag in the data", "trained as"],
+                                     datatype=["str", "str"], col_count=(2, "fixed"),
+                                     interactive=True, visible=False, elem_id="data-role-tags",
+                                     label="Role tags: edit 'trained as' (system, user, "
+                                           "assistant or tool)")
             with gr.Accordion("Custom prompt template and system prompt", open=False):
                 form.render(["prompt_template", "system_prompt"])
         with gr.Column(scale=7, min_width=480):
@@ -159,7 +164,7 @@ def describe(t: DataTab, form: ConfigForm, studio: Studio, values, page, row) ->
 def cleared(t: DataTab, status: str) -> list:
     """No rows to show (none loaded, or the file cannot be read): only the status speaks."""
     out = {t.status: status, t.summary: "", t.table: no_rows(), t.page: 1, t.format_md: "",
-           t.role_tags: "", t.example_info: "", t.example: None, t.stats: "",
+           t.role_tags: gr.update(value=None, visible=False), t.example_info: "", t.example: None, t.stats: "",
            t.histogram: empty_chart("Token lengths appear here", 260),
            **{d: gr.update(visible=False, value="") for d in t.mapping}}
     return [out[c] for c in display_outputs(t)]
@@ -196,13 +201,11 @@ def mapping_updates(t: DataTab, a, columns) -> dict:
     for role, dropdown in zip(roles(), t.mapping):
         out[dropdown] = gr.update(choices=choices, value=mapping.get(role, ""),
                                   visible=role in shown)
-    tags = ""
     if a.fmt is not None and a.fmt.role_map:
-        tags = "| role tag in the data | trained as |\n|---|---|\n" + "\n".join(
-            f"| `{tag}` | {role} |" for tag, role in a.fmt.role_map.items())
-        if a.report and a.report.problems.get("unknown role tags mapped to user"):
-            tags += "\n\nUnknown tags are kept as user turns (counted under problems)."
-    out[t.role_tags] = tags
+        out[t.role_tags] = gr.update(value=[[tag, role] for tag, role in a.fmt.role_map.items()],
+                                     visible=True)
+    else:
+        out[t.role_tags] = gr.update(value=None, visible=False)
     return out
 
 
@@ -280,17 +283,18 @@ def wire(t: DataTab, form: ConfigForm, studio: Studio):
         return describe(t, form, studio, values[:-2], values[-2], values[-1])
 
     def fresh(path: str):
-        """A new dataset: detection starts over (mapping and forced format reset)."""
-        return path, {}, "auto", 1, 0
+        """A new dataset: detection starts over (mappings and forced format reset)."""
+        return path, {}, "auto", 1, 0, {}
 
     @guard
     def upload(file):
         """Keep the file under the runs folder and empty the drop zone for the next one."""
         if not file:
-            return [gr.skip()] * 6
+            return [gr.skip()] * 7
         return (*fresh(studio.keep_upload(file)), None)
 
-    reset = [t.path, mapping_state, fmt_widget, t.page, t.example_row]
+    role_state = form.widgets["role_mapping"]
+    reset = [t.path, mapping_state, fmt_widget, t.page, t.example_row, role_state]
     t.file.upload(upload, t.file, reset + [t.file], api_name="upload_data").then(
         refresh, inputs, outputs, api_name=False)
     gr.on([t.load.click, t.path.submit], lambda p: fresh((p or "").strip()), t.path, reset,
@@ -305,6 +309,14 @@ def wire(t: DataTab, form: ConfigForm, studio: Studio):
     gr.on([d.input for d in t.mapping], remap, t.mapping, mapping_state,
           api_name=False).then(refresh, inputs, outputs, api_name=False)
     fmt_widget.input(lambda: {}, None, mapping_state, api_name=False).then(
+        refresh, inputs, outputs, api_name=False)
+
+    def retag(table):
+        """The role table as edited: tag -> role (an unknown role is refused by the engine)."""
+        rows = table.values.tolist() if hasattr(table, "values") else (table or [])
+        return {str(tag): str(role) for tag, role in rows if str(tag).strip()}
+
+    t.role_tags.input(retag, t.role_tags, role_state, api_name=False).then(
         refresh, inputs, outputs, api_name=False)
     # Any other setting the preview depends on (template, thinking, lengths, split, model).
     changes = [form.widgets[n].change for n in DATA_FIELDS

@@ -197,7 +197,7 @@ class Studio:
 
         Raises DataError when the rows cannot even be read; later failures (shape, tokenizer,
         nothing to train) are kept in Analysis.error so the preview still shows the rows."""
-        from studio.data import DataError, detect_format, prepare
+        from studio.data import DataError, apply_role_mapping, detect_format, prepare
 
         cached = self.cached_analysis(config)
         if cached:
@@ -205,8 +205,10 @@ class Studio:
         ds = self.dataset(config.data_path)
         a = Analysis(str(config.data_path), ds)
         try:
-            a.fmt = detect_format(ds, config.dataset_format, config.column_mapping,
-                                  config.prompt_template)
+            a.fmt = apply_role_mapping(detect_format(ds, config.dataset_format,
+                                                     config.column_mapping,
+                                                     config.prompt_template),
+                                       config.role_mapping)
             a.tokenizer = self.tokenizer(config.model_name)
             a.report = prepare(ds, a.tokenizer, config).report
         except (DataError, Refused) as e:
