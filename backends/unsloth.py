@@ -17,7 +17,7 @@ def unavailable(hw) -> str | None:
     return None
 
 
-def _load(config, for_training: bool):
+def _load(config):
     import unsloth  # noqa: F401  (patches transformers; must come first)
     from unsloth import FastLanguageModel
 
@@ -36,7 +36,7 @@ def train(config, data, run_dir: Path, emit, should_stop, resume_from=None) -> P
 
     config = hf.plan_gpu_batches(config, data, emit, fused_loss=True)
     emit("status", 0, message=f"loading {config.model_name} with unsloth")
-    fast, model, tokenizer = _load(config, for_training=True)
+    fast, model, tokenizer = _load(config)
     model = fast.get_peft_model(
         model, r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
         bias=config.bias, target_modules=list(config.target_modules),
@@ -53,7 +53,7 @@ def train(config, data, run_dir: Path, emit, should_stop, resume_from=None) -> P
 
 
 def load(model_name: str, adapter_dir, config):
-    fast, model, tokenizer = _load(config, for_training=False)
+    fast, model, tokenizer = _load(config)
     if adapter_dir:
         from peft import PeftModel
 

@@ -75,9 +75,9 @@ def load_model(source, config: Optional[FineTuningConfig] = None) -> LoadedModel
     if not Path(name).exists() and "/" not in name:
         raise FileNotFoundError(f"model not found: {config.model_name} is neither a folder nor "
                                 "a Hub id (owner/name)")
-    backend = run_config.backend if run_config.backend != "auto" else "auto"
+    backend = run_config.backend
     if adapter is not None and (adapter / "adapters.safetensors").is_file():
-        backend = "mlx"
+        backend = "mlx"     # an MLX adapter runs only on MLX, whatever the config said
     backend, _ = choose_backend(backend, detect_hardware())
     model, tokenizer = get_backend(backend).load(config.model_name, adapter, config)
     return LoadedModel(model, tokenizer, backend, PromptFormat.of(run_config), str(source))

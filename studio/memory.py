@@ -148,7 +148,9 @@ def out_of_memory_advice(config) -> str:
     """What to change so the run fits: halve the batch (doubling accumulation keeps the
     effective batch), cut the length, or load the base in 4-bit."""
     tips = []
-    if config.batch_size > 1:
+    if config.packing and config.tokens_per_batch and config.tokens_per_batch > 512:
+        tips.append(f"tokens_per_batch {config.tokens_per_batch} -> {config.tokens_per_batch // 2}")
+    if config.batch_size > 1 and not config.packing:
         tips.append(f"batch_size {config.batch_size} -> {config.batch_size // 2} with "
                     f"gradient_accumulation_steps {config.gradient_accumulation_steps} -> "
                     f"{config.gradient_accumulation_steps * 2} (same effective batch)")
