@@ -30,11 +30,13 @@ class CustomBuildHook(BuildHookInterface):
     def initialize(self, version: str, build_data: dict) -> None:
         root = Path(self.root).resolve()
         files = build_data["force_include"]
-        files[str(HERE / PTH)] = PTH
+        self._tmp = tempfile.mkdtemp(prefix="qwen3-studio-build-")
+        pth = Path(self._tmp, PTH)      # written here: the one line Python runs at start-up
+        pth.write_text(f"import {PRIVATE}\n", encoding="utf-8")
+        files[str(pth)] = PTH
         if version == "editable":
             # The checkout itself is the code, so the wheel holds only the .pth and a boot module
             # that points at it; assets/ sits beside studio/ there already.
-            self._tmp = tempfile.mkdtemp(prefix="qwen3-studio-build-")
             boot = Path(self._tmp, BOOT)
             boot.write_text(editable_boot(root), encoding="utf-8")
             files[str(boot)] = f"{PRIVATE}/__init__.py"
