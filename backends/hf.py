@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 from threading import Thread
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Optional
 
 from studio.models import local_model_path
 
@@ -78,8 +78,23 @@ def _peak_memory_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20   # kB -> GiB
 
 
-def event_callback(emit, should_stop: Callable[[], bool]):
-    """A TrainerCallback that turns the trainer's logs into studio events and honours stop."""
+def model_flops(config, data) -> tuple[Optional[float], Optional[float]]:
+    """(model FLOPs a token, the GPU's bf16 peak) for the live MFU, where both are known."""
+    import torch
+
+    from studio.memory import flops_per_token, mean_causal_context, model_shape, peak_flops
+
+    shape = model_shape(config.model_name)
+    if shape is None or config.cpu_only or not torch.cuda.is_available():
+        return None, None
+    lengths = [len(ids) for ids in data.train["input_ids"]]
+    return (flops_per_token(shape, mean_causal_context(lengths)),
+            peak_flops(torch.cuda.get_device_name()))
+
+
+def event_callback(emit, should_stop: Callable[[], bool], flops: tuple = (None, None)):
+    """A TrainerCallback that turns the trainer's logs into studio events and honours stop.
+    With `flops` (model FLOPs a token, GPU peak) known, train events carry the MFU too."""
     from transformers import TrainerCallback
 
     class EventCallback(TrainerCallback):
@@ -102,7 +117,9 @@ def event_callback(emit, should_stop: Callable[[], bool]):
                 dt = max(now - self._last[0], 1e-9)
                 tokens_per_s = (seen - self._last[1]) / dt
                 self._last = (now, seen)
-                emit("train", state.global_step, loss=logs["loss"],
+                per_token, peak = flops
+                mfu = {"mfu": tokens_per_s * per_token / peak} if per_token and peak else {}
+                emit("train", state.global_step, loss=logs["loss"], **mfu,
                      learning_rate=logs.get("learning_rate"), epoch=logs.get("epoch"),
                      grad_norm=logs.get("grad_norm"), tokens=seen,
                      tokens_per_s=tokens_per_s, peak_memory_gb=_peak_memory_gb(),
@@ -210,7 +227,8 @@ def make_trainer(config, data, run_dir: Path, emit, should_stop):
     trainer = SFTTrainer(
         model=model, args=sft_config(config, run_dir, data.eval is not None),
         train_dataset=data.train, eval_dataset=data.eval, processing_class=tokenizer,
-        peft_config=lora_config(config), callbacks=[event_callback(emit, should_stop)])
+        peft_config=lora_config(config),
+        callbacks=[event_callback(emit, should_stop, model_flops(config, data))])
     return quiet(trainer)
 
 

@@ -46,7 +46,8 @@ def train(config, data, run_dir: Path, emit, should_stop, resume_from=None) -> P
     args.gradient_checkpointing = False    # unsloth's own checkpointing is already in the model
     trainer = SFTTrainer(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
                          processing_class=tokenizer,
-                         callbacks=[hf.event_callback(emit, should_stop)])
+                         callbacks=[hf.event_callback(emit, should_stop,
+                                                      hf.model_flops(config, data))])
     hf.quiet(trainer)
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     return hf.save_adapter(trainer, run_dir)

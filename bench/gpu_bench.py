@@ -54,11 +54,11 @@ def throughput(events: list[dict], warmup: int, last: int) -> dict:
 
 
 def flops_per_token(size: str, mean_context: float) -> float:
-    hidden, inter, layers, heads, kv, _ = SIZES[size]
-    d = 128
-    layer = hidden * d * (2 * heads + 2 * kv) + 3 * hidden * inter
-    n = layers * layer + 151936 * hidden
-    return 4 * n + 12 * layers * heads * d * mean_context
+    """studio.memory's count, for one of the published sizes."""
+    from studio.memory import Shape, flops_per_token as count
+
+    hidden, inter, layers, heads, kv, tied = SIZES[size]
+    return count(Shape(hidden, inter, layers, heads, kv, 128, 151936, tied), mean_context)
 
 
 def matmul_rate() -> float:
@@ -292,7 +292,9 @@ def _context_stats(data: Path, tokenizer_dir: str) -> tuple[float, float]:
     lengths = [len(tok.apply_chat_template(json.loads(l)["messages"], tokenize=True,
                                            return_dict=True)["input_ids"])
                for l in data.read_text().splitlines()[:500]]
-    return sum(n * (n + 1) / 2 for n in lengths) / sum(lengths), sum(lengths) / len(lengths)
+    from studio.memory import mean_causal_context
+
+    return mean_causal_context(lengths), sum(lengths) / len(lengths)
 
 
 def _build(size: str, work: Path, tokenizer_dir: str) -> Path:

@@ -259,3 +259,30 @@ def plan_rows(config, free_bytes: float, lengths: list[int], shape: Optional[Sha
            f"{'with' if capacity.gradient_checkpointing else 'without'} gradient checkpointing "
            f"({capacity.estimate.total / GiB:.0f} GiB of {free_bytes / GiB:.0f} GiB free at most)")
     return RowPlan(rows, accumulation, capacity.gradient_checkpointing, capacity.estimate, why)
+
+
+# ---------------------------------------------------------------------------- model FLOPs
+# bf16 dense datasheet peaks, by a name fragment of torch.cuda.get_device_name()
+PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "GH200": 989e12, "B200": 2250e12, "A100": 312e12,
+             "L40S": 362e12, "L4": 121e12, "A10G": 70e12, "RTX 4090": 165e12, "T4": 65e12}
+
+
+def flops_per_token(shape: Shape, mean_context: float) -> float:
+    """Model FLOPs of one trained token in LoRA: 4N + 12·L·H·d·c.
+
+    Forward (2N) and input-gradient (2N) matmuls over the N weights that multiply (layers and LM
+    head; frozen weights get no weight gradient and LoRA's own are negligible), plus attention
+    over a mean causal context of c tokens (forward 4·L·H·d·c, backward twice that).
+    Recomputation is not counted: it is overhead, not model work.
+    """
+    n = shape.layers * shape.layer_params + shape.vocab * shape.hidden
+    return 4 * n + 12 * shape.layers * shape.heads * shape.head_dim * mean_context
+
+
+def mean_causal_context(lengths: list[int]) -> float:
+    """The average number of tokens a token attends to, over rows of these lengths."""
+    return sum(n * (n + 1) / 2 for n in lengths) / max(1, sum(lengths))
+
+
+def peak_flops(gpu_name: str) -> Optional[float]:
+    return next((v for k, v in PEAK_BF16.items() if k in gpu_name), None)

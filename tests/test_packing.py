@@ -135,3 +135,23 @@ def test_row_planner_keeps_the_rows_an_update_asks_for_and_fits_the_longest_rows
         assert plan.rows * plan.gradient_accumulation_steps >= 16
         worst = sorted(lengths, reverse=True)
         assert sum(worst[:plan.rows]) <= capacity < sum(worst[:plan.rows + 1])
+
+
+def test_train_events_carry_the_mfu_when_flops_and_peak_are_known():
+    """tokens/s x FLOPs a token / peak: what the Train tab shows live on a GPU."""
+    import time
+    from types import SimpleNamespace
+
+    from backends.hf import event_callback
+    from studio.events import EventLog
+
+    log = EventLog()
+    callback = event_callback(log.emit, lambda: False, flops=(3e10, 989e12))
+    state = SimpleNamespace(global_step=0, num_input_tokens_seen=0, max_steps=2)
+    callback.on_train_begin(None, state, None)
+    callback._last = (time.time() - 1.0, 0)         # one second ago, nothing seen yet
+    state.global_step, state.num_input_tokens_seen = 1, 10_000
+    callback.on_log(None, state, None, logs={"loss": 1.0, "learning_rate": 1e-4})
+    event = log.events[-1]
+    assert event.data["mfu"] == pytest.approx(event.data["tokens_per_s"] * 3e10 / 989e12)
+    assert 0.25 < event.data["mfu"] < 0.31          # ~10k tokens/s of 30 GFLOP on 989 TFLOP/s

@@ -162,6 +162,8 @@ def progress_html(watch: dict, status: dict) -> str:
         facts.append(f"ETA <b>{_clock(per_step * (total - step))}</b>")
     if last.get("tokens_per_s"):
         facts.append(f"{last['tokens_per_s']:,.0f} tokens/s")
+    if last.get("mfu"):
+        facts.append(f"MFU {last['mfu']:.1%}")
     if last.get("epoch") is not None:
         facts.append(f"epoch {last['epoch']:.2f}")
     peak, estimate = last.get("peak_memory_gb"), status.get("estimate_gb")
