@@ -49,9 +49,8 @@ def status_path(run_dir: Path) -> Path:
 
 def read_status(run_dir: Path) -> dict:
     """The run's status; a job recorded as running whose process is gone is 'interrupted'."""
-    try:
-        status = json.loads(status_path(run_dir).read_text())
-    except (FileNotFoundError, ValueError):
+    status = read_status_raw(run_dir)
+    if not status:
         return {"state": "new"}
     if status.get("state") in ACTIVE and not _alive(status.get("pid")):
         status.update(state="interrupted",
@@ -63,10 +62,7 @@ def read_status(run_dir: Path) -> dict:
 
 def write_status(run_dir: Path, **fields) -> dict:
     path = status_path(run_dir)
-    try:
-        status = json.loads(path.read_text())
-    except (FileNotFoundError, ValueError):
-        status = {}
+    status = read_status_raw(run_dir)
     status.update(fields)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(status, indent=1, default=str))
@@ -352,6 +348,7 @@ class Job:
 
 
 def read_status_raw(run_dir: Path) -> dict:
+    """status.json as written, {} where there is none yet (no liveness check)."""
     try:
         return json.loads(status_path(run_dir).read_text())
     except (FileNotFoundError, ValueError):
