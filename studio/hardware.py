@@ -54,26 +54,16 @@ def _importable(name: str) -> bool:
         return False
 
 
-def _cpu_flags() -> set[str]:
+def _cpuinfo(key: str) -> str:
+    """The value of the first `key` line of /proc/cpuinfo ('' where there is none)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
+                if line.startswith(key):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return ""
 
 
 @functools.lru_cache(maxsize=1)
@@ -91,14 +81,14 @@ def detect_hardware() -> Hardware:
     return Hardware(
         gpus=tuple(gpus),
         apple_silicon=platform.system() == "Darwin" and platform.machine() == "arm64",
-        cpu_name=_cpu_name(),
+        cpu_name=_cpuinfo("model name") or platform.processor() or platform.machine(),
         cpu_cores=os.cpu_count() or 1,
         ram_bytes=vm.total,
         ram_free_bytes=vm.available,
         bf16_supported=bool(gpus) and torch.cuda.is_bf16_supported(),
         # native bfloat16 arithmetic (Intel/AMD AVX-512 BF16 or AMX, Apple's arm64): there bf16
         # training is faster than float32; elsewhere torch emulates it, slowly
-        cpu_bf16=bool({"avx512_bf16", "amx_bf16"} & _cpu_flags()) or (
+        cpu_bf16=bool({"avx512_bf16", "amx_bf16"} & set(_cpuinfo("flags").split())) or (
             platform.system() == "Darwin" and platform.machine() == "arm64"),
         bitsandbytes=_importable("bitsandbytes"),
         wandb=_importable("wandb"),
