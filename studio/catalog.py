@@ -63,31 +63,13 @@ def resolve_model_id(name: str) -> tuple[str, Optional[str]]:
 
 def parameter_count(name: str) -> Optional[float]:
     """Parameters of a catalog model or a local folder, or None when unknown."""
+    from studio.memory import model_shape
+
     for m in CATALOG:
         if m.id == name:
             return m.params * 1e9
-    config = Path(name) / "config.json"
-    if config.is_file():
-        return _params_from_config(config)
-    return None
-
-
-def _params_from_config(path: Path) -> Optional[float]:
-    import json
-
-    c = json.loads(path.read_text())
-    try:
-        h, n, inter, vocab = (c["hidden_size"], c["num_hidden_layers"], c["intermediate_size"],
-                              c["vocab_size"])
-    except KeyError:
-        return None
-    heads = c.get("num_attention_heads", 1)
-    kv = c.get("num_key_value_heads", heads)
-    hd = c.get("head_dim") or h // heads
-    attn = h * hd * (heads * 2 + kv * 2)
-    mlp = 3 * h * inter
-    embed = vocab * h * (1 if c.get("tie_word_embeddings", False) else 2)
-    return float(n * (attn + mlp) + embed)
+    shape = model_shape(name) if is_local_model(name) else None
+    return float(shape.params) if shape else None
 
 
 def is_local_model(name: str) -> bool:
