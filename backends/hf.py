@@ -137,31 +137,62 @@ def event_callback(emit, should_stop: Callable[[], bool], flops: tuple = (None, 
 
 def plan_gpu_batches(config, data, emit, fused_loss: bool = False):
     """On a GPU, size the micro-batches to the free memory (studio.memory), unless the user set
-    them: whole rows padding-free by default, or packs of tokens_per_batch with packing on."""
+    them: whole rows padding-free by default, or packs of tokens_per_batch with packing on.
+
+    Returns the config to train with, and the row plan (None for packs or off the GPU): with
+    checkpointing left to auto, `recompute_per_micro_batch` applies the plan to each step.
+    """
+    import os
+
     import torch
 
     from studio.memory import plan_batch, plan_rows
 
     if config.cpu_only or not torch.cuda.is_available():
-        return config.replace(gradient_checkpointing=bool(config.gradient_checkpointing))
+        return config.replace(gradient_checkpointing=bool(config.gradient_checkpointing)), None
+    # micro-batches change length every step: let the allocator grow segments, not fragment
+    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     lengths = [len(ids) for ids in data.train["input_ids"]]
     free, _ = torch.cuda.mem_get_info()
-    planning = config.replace(gradient_checkpointing=None)
     if config.packing:
-        plan = plan_batch(planning, free, sum(lengths) / max(1, len(lengths)),
-                          fused_loss=fused_loss, longest_row=max(lengths, default=None))
+        plan = plan_batch(config.replace(gradient_checkpointing=None), free,
+                          sum(lengths) / max(1, len(lengths)), fused_loss=fused_loss,
+                          longest_row=max(lengths, default=None))
         changes = plan and dict(tokens_per_batch=config.tokens_per_batch or plan.tokens_per_batch)
     else:
-        plan = plan_rows(planning, free, lengths, fused_loss=fused_loss)
+        plan = plan_rows(config, free, lengths, fused_loss=fused_loss)
         changes = plan and dict(batch_size=plan.rows)
     if plan is None:   # an unknown architecture: keep what was asked, recompute to be safe
-        return config.replace(gradient_checkpointing=config.gradient_checkpointing is not False)
+        return config.replace(gradient_checkpointing=config.gradient_checkpointing is not False), None
     emit("status", 0, message="batch plan: " + plan.reason,
          estimate_gb=round(plan.estimate.total / 2**30, 2), **changes)
-    return config.replace(
-        **changes, gradient_accumulation_steps=plan.gradient_accumulation_steps,
-        gradient_checkpointing=(plan.gradient_checkpointing if config.gradient_checkpointing
-                                is None else config.gradient_checkpointing))
+    checkpointing = (plan.gradient_checkpointing if config.gradient_checkpointing is None
+                     else config.gradient_checkpointing)
+    return config.replace(**changes, gradient_accumulation_steps=plan.gradient_accumulation_steps,
+                          gradient_checkpointing=checkpointing), \
+        None if config.packing else plan
+
+
+def recompute_per_micro_batch(model, plan):
+    """Gradient checkpointing decided for each micro-batch, where the plan left it to auto:
+    before a training forward, the first plan.layers_for(tokens) decoder layers recompute and
+    the others keep their activations. Short micro-batches, the common case, recompute nothing.
+    The trainer must have checkpointing on (it installs the recompute function in each layer)."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    if plan is None or plan.config.gradient_checkpointing is not None \
+            or not plan.gradient_checkpointing:
+        return None
+    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+
+    def before_forward(module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if module.training and ids is not None:
+            recompute = plan.layers_for(ids.numel())   # padding-free: (1, tokens)
+            for index, layer in enumerate(layers):
+                layer.gradient_checkpointing = index < recompute
+
+    return model.register_forward_pre_hook(before_forward, with_kwargs=True)
 
 
 def sft_config(config, run_dir: Path, has_eval: bool):
@@ -220,7 +251,7 @@ def make_trainer(config, data, run_dir: Path, emit, should_stop):
 
     if config.use_wandb:
         os.environ.setdefault("WANDB_PROJECT", config.wandb_project)
-    config = plan_gpu_batches(config, data, emit)
+    config, plan = plan_gpu_batches(config, data, emit)
     emit("status", 0, message=f"loading {config.model_name}")
     model, tokenizer = load_base(config)
     emit("status", 0, message="attaching LoRA adapters")
@@ -229,6 +260,7 @@ def make_trainer(config, data, run_dir: Path, emit, should_stop):
         train_dataset=data.train, eval_dataset=data.eval, processing_class=tokenizer,
         peft_config=lora_config(config),
         callbacks=[event_callback(emit, should_stop, model_flops(config, data))])
+    recompute_per_micro_batch(trainer.model, plan)
     return quiet(trainer)
 
 

@@ -17,6 +17,65 @@ def unavailable(hw) -> str | None:
     return None
 
 
+def varlen_attention() -> str:
+    """Give Unsloth torch's varlen flash kernel for padding-free batches where it leaves it out.
+
+    Unsloth 2026.10 calls torch's varlen attention only when `varlen_attn` takes `enable_gqa`
+    (torch >= 2.12); on torch 2.11 it runs SDPA once per row instead, whose backward cost grows
+    with rows x tokens (BENCHMARKS.md). The flash kernel behind it takes grouped KV heads on 2.11
+    as well, so Unsloth's own lean path is switched on, after one check against per-row SDPA.
+    Returns what packed attention will use, for the run log.
+    """
+    import torch
+    from unsloth.utils import attention_dispatch as dispatch
+
+    if dispatch._TORCH_VARLEN_ATTN is not None:
+        return "torch varlen flash attention (Unsloth's own choice)"
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return "SDPA once per row (this torch has no varlen attention)"
+    if not torch.backends.cuda.is_flash_attention_available():
+        return "SDPA once per row (this torch build has no flash attention)"
+    saved = {k: getattr(dispatch, k, None)
+             for k in ("_TORCH_VARLEN_ATTN", "_LEAN_VARLEN", "_varlen_can_use_cudnn")}
+    dispatch._TORCH_VARLEN_ATTN = lambda *a, enable_gqa=False, **kw: varlen_attn(*a, **kw)
+    dispatch._LEAN_VARLEN = True
+    dispatch._varlen_can_use_cudnn = lambda *a, **kw: False
+    try:
+        _check_varlen(dispatch._varlen_attn_call)
+    except Exception as e:   # keep Unsloth's own per-row path rather than a wrong kernel
+        for k, v in saved.items():
+            setattr(dispatch, k, v)
+        return f"SDPA once per row (varlen check failed: {str(e)[:200]})"
+    return "torch varlen flash attention (enabled by the studio for this torch)"
+
+
+def _check_varlen(call):
+    """Two packed rows through the varlen call against causal SDPA on each row: outputs and
+    input gradients must agree (grouped KV heads, bf16)."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    lengths, heads, kv_heads, dim = (37, 91), 4, 2, 128
+    q, k, v = (torch.randn(sum(lengths), h, dim, device="cuda", dtype=torch.bfloat16,
+                           requires_grad=True) for h in (heads, kv_heads, kv_heads))
+    cu = torch.tensor([0, lengths[0], sum(lengths)], device="cuda", dtype=torch.int32)
+    packed = call(q, k, v, cu, max(lengths), scale=None, window_size=(-1, 0), enable_gqa=True)
+    grads = torch.autograd.grad(packed.float().square().sum(), (q, k, v))
+    rows = []
+    for start, n in ((0, lengths[0]), (lengths[0], lengths[1])):
+        qs, ks, vs = (x[start:start + n].transpose(0, 1)[None] for x in (q, k, v))
+        ks, vs = (x.repeat_interleave(heads // kv_heads, dim=1) for x in (ks, vs))
+        rows.append(F.scaled_dot_product_attention(qs, ks, vs, is_causal=True)[0].transpose(0, 1))
+    plain = torch.cat(rows)
+    expected = torch.autograd.grad(plain.float().square().sum(), (q, k, v))
+    torch.testing.assert_close(packed, plain, atol=2e-2, rtol=2e-2)
+    for got, want in zip(grads, expected):
+        torch.testing.assert_close(got, want, atol=5e-2, rtol=5e-2)
+
+
 def _load(config):
     import unsloth  # noqa: F401  (patches transformers; must come first)
     from unsloth import FastLanguageModel
@@ -34,9 +93,10 @@ def _load(config):
 def train(config, data, run_dir: Path, emit, should_stop, resume_from=None) -> Path:
     from trl import SFTTrainer
 
-    config = hf.plan_gpu_batches(config, data, emit, fused_loss=True)
+    config, plan = hf.plan_gpu_batches(config, data, emit, fused_loss=True)
     emit("status", 0, message=f"loading {config.model_name} with unsloth")
     fast, model, tokenizer = _load(config)
+    emit("status", 0, message="packed attention: " + varlen_attention())
     model = fast.get_peft_model(
         model, r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
         bias=config.bias, target_modules=list(config.target_modules),
@@ -49,6 +109,7 @@ def train(config, data, run_dir: Path, emit, should_stop, resume_from=None) -> P
                          callbacks=[hf.event_callback(emit, should_stop,
                                                       hf.model_flops(config, data))])
     hf.quiet(trainer)
+    hf.recompute_per_micro_batch(trainer.model, plan)
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     return hf.save_adapter(trainer, run_dir)
 

@@ -1,6 +1,6 @@
 """LoRA training throughput on one GPU: the studio against the recipes people copy.
 
-    python bench/gpu_bench.py [--sizes 0.6B,1.7B,4B,8B] [--variants a,b,b2,c,d,b4] [--out DIR]
+    python bench/gpu_bench.py [--sizes 8B,0.6B,1.7B,4B] [--variants c,b2,a,b,d] [--out DIR]
 
 Variants, each in its own process (Unsloth patches transformers on import, so the plain recipe
 must never share a process with it), on one synthetic chat dataset of mixed lengths (100 to
@@ -10,8 +10,15 @@ must never share a process with it), on one synthetic chat dataset of mixed leng
     b   plain Unsloth, its Qwen3 notebook: batch 2, accumulation 4, no packing, adamw_8bit
     b2  plain Unsloth at the studio's micro-batch (the same tokens a micro-batch, as rows)
     b4  plain Unsloth notebook, 4-bit QLoRA
-    c   the studio with its defaults (studio.runs.execute: packing, batch planner, unsloth)
+    c   the studio with its defaults (studio.runs.execute: unsloth, the row planner's
+        padding-free micro-batches, recomputation only where a micro-batch needs it)
     d   the studio with load_in_4bit
+    chat  the studio's chat path (studio.inference, Unsloth's fast inference) on the adapter
+        the 0.6B (c) run saved: generated tokens/s
+
+Each size runs (c) first, so (b') can take its rows a micro-batch. Extra runs take knobs,
+size:variant[:tokens[:on|off]], e.g. 8B:c::on is the studio with checkpointing forced on, for
+memory at the same batch as (b').
 
 Reported: real (non-padding) tokens/s over the steps after warm-up, peak GPU memory, MFU and
 the gradient norm. MFU counts 4N + 12·L·H·d·c FLOPs a token: forward and input-gradient
@@ -140,6 +147,8 @@ def run_plain_unsloth(model_path, data_path, args, batch=2, accumulation=4, four
 
 def run_studio(model_path, data_path, args, four_bit=False, profile_to=None, tokens=None,
                checkpointing=None):
+    import shutil
+
     from studio.config import FineTuningConfig
     from studio.runs import execute, prepare_run_dir
 
@@ -149,15 +158,42 @@ def run_studio(model_path, data_path, args, four_bit=False, profile_to=None, tok
         max_steps=args.warmup + args.steps + (2 if profile_to else 0),  # profiled after timing
         save_steps=10**6, val_size=0, max_seq_length=2048, batch_size=8,
         gradient_accumulation_steps=1, load_in_4bit=four_bit or None, backend="auto",
-        tokens_per_batch=tokens, gradient_checkpointing=checkpointing)
-    run = prepare_run_dir(Path(tempfile.mkdtemp()) / "run", config)
+        packing=True if tokens else None, tokens_per_batch=tokens,
+        gradient_checkpointing=checkpointing)
+    run = Path(args.run_dir or tempfile.mkdtemp())
+    shutil.rmtree(run, ignore_errors=True)
+    run = prepare_run_dir(run, config)
     listeners = [Profiler(args.warmup + args.steps, profile_to)] if profile_to else []
     status = execute(run, listeners=listeners)
     events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     if status["state"] != "finished":
         raise RuntimeError(status["reason"])
-    plan = next((e["data"] for e in events if e["data"].get("tokens_per_batch")), {})
+    plan = {}
+    for e in events:
+        message = e["data"].get("message", "")
+        if message.startswith(("batch plan:", "packed attention:")):
+            plan.update({k: v for k, v in e["data"].items() if k != "message"})
+            plan[message.split(":")[0]] = message.split(":", 1)[1].strip()
     return events, plan
+
+
+def run_chat(run_dir, new_tokens=128) -> dict:
+    """The chat playground's path on a trained run: load it (Unsloth's fast inference on
+    CUDA) and stream a reply; the weights are random, so only speed and plumbing count."""
+    from studio.inference import load_model, stream_reply
+
+    t = time.perf_counter()
+    loaded = load_model(run_dir)
+    loaded_s = time.perf_counter() - t
+    messages = [{"role": "user", "content": "Write a haiku about GPUs."}]
+    text = "".join(stream_reply(loaded, messages, max_new_tokens=8))          # warm-up
+    t = time.perf_counter()
+    text = "".join(stream_reply(loaded, messages, max_new_tokens=new_tokens, temperature=0))
+    seconds = time.perf_counter() - t
+    produced = len(loaded.tokenizer(text, add_special_tokens=False)["input_ids"])
+    return {"backend": loaded.backend, "model_class": type(loaded.model).__name__,
+            "load_s": loaded_s, "generated_tokens": produced,
+            "generate_tokens_per_s": produced / seconds, "sample": text[:80]}
 
 
 class Profiler:
@@ -189,6 +225,8 @@ def run_one(args) -> dict:
     cuda = torch.cuda.is_available()     # the CPU runs the same plumbing on tiny models
     if cuda:
         torch.cuda.reset_peak_memory_stats()
+    if args.one == "chat":
+        return run_chat(args.model_path)
     model_path, data_path = Path(args.model_path), Path(args.data)
     plan = {}
     if args.one == "a":
@@ -215,10 +253,11 @@ def run_one(args) -> dict:
 # ---------------------------------------------------------------------------- driver
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--sizes", default="0.6B,1.7B,4B,8B")
-    p.add_argument("--variants", default="a,b,c,b2,d")
-    p.add_argument("--extra", default="8B:b4", help="size:variant pairs run besides the grid")
-    p.add_argument("--rows", type=int, default=3000)
+    p.add_argument("--sizes", default="8B,0.6B,1.7B,4B")
+    p.add_argument("--variants", default="c,b2,a,b,d")
+    p.add_argument("--extra", default="8B:b4,8B:c::on,0.6B:chat",
+                   help="size:variant[:tokens[:on|off]] runs besides the grid")
+    p.add_argument("--rows", type=int, default=800)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--out", default=os.environ.get("OUT", "bench-out"))
@@ -227,7 +266,8 @@ def main():
     p.add_argument("--profile-size", default="8B")
     # a single variant, in its own process
     p.add_argument("--one"), p.add_argument("--model-path"), p.add_argument("--data")
-    p.add_argument("--batch-rows", type=int, default=16), p.add_argument("--profile")
+    p.add_argument("--batch-rows", type=int, default=8), p.add_argument("--profile")
+    p.add_argument("--run-dir", help="studio variants: the run folder to train into")
     p.add_argument("--tokens", type=int, help="studio variants: tokens a micro-batch (default: planned)")
     p.add_argument("--ckpt", choices=["on", "off"], help="studio variants: force checkpointing")
     args = p.parse_args()
@@ -253,26 +293,28 @@ def main():
     for size, variant, *knobs in jobs:
         if size not in built:
             built[size] = _build(size, work, args.tokenizer)
-        studio_tokens = next((r["plan"].get("tokens_per_batch") for r in results["runs"]
-                              if r["size"] == size and r["variant"].startswith("c")
-                              and r.get("plan")), None)
-        cmd = [sys.executable, __file__, "--one", variant[0] if variant[0] in "cd" else variant,
-               "--model-path", str(built[size]),
+        studio_rows = next((r["plan"].get("batch_size") for r in results["runs"]
+                            if r["size"] == size and r["variant"] == "c" and r.get("plan")), None)
+        name = "-".join([size, variant] + [k or "auto" for k in knobs])
+        cmd = [sys.executable, __file__, "--one", variant, "--model-path", str(built[size]),
                "--data", str(data), "--warmup", str(args.warmup), "--steps", str(args.steps),
-               "--batch-rows", str(max(1, round((studio_tokens or 8192) / mean_len)))]
+               "--batch-rows", str(studio_rows or 8), "--run-dir", str(work / "runs" / name)]
+        if variant == "chat":
+            cmd[cmd.index("--model-path") + 1] = str(work / "runs" / f"{size}-c")
         if knobs:
-            cmd += ["--tokens", knobs[0]] + (["--ckpt", knobs[1]] if len(knobs) > 1 else [])
+            cmd += (["--tokens", knobs[0]] if knobs[0] else []) + \
+                (["--ckpt", knobs[1]] if len(knobs) > 1 else [])
             variant = f"{variant}:{':'.join(knobs)}"
-        if variant.startswith("c") and size == args.profile_size:
-            cmd += ["--profile", str(out / f"profile-{size}-{variant.replace(':', '-')}.txt")]
+        if variant == "c" and size == args.profile_size:
+            cmd += ["--profile", str(out / f"profile-{name}.txt")]
         t0 = time.time()
         try:
             r = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
-            (out / f"log-{size}-{variant}.txt").write_text(r.stdout[-20000:] + r.stderr[-30000:])
+            (out / f"log-{name}.txt").write_text(r.stdout[-20000:] + r.stderr[-30000:])
             line = next((l for l in r.stdout.splitlines() if l.startswith("RESULT ")), None)
             res = json.loads(line[7:]) if line else {"error": _last_error(r.stderr)}
         except subprocess.TimeoutExpired as e:
-            (out / f"log-{size}-{variant}.txt").write_text(str(e.stderr or "")[-30000:])
+            (out / f"log-{name}.txt").write_text(str(e.stderr or "")[-30000:])
             res = {"error": f"timed out after {args.timeout} s"}
         res.update(size=size, variant=variant, wall_s=round(time.time() - t0, 1))
         if "tokens_per_s" in res:
@@ -318,6 +360,14 @@ NAMES = {"a": "(a) transformers+peft+trl", "b": "(b) Unsloth notebook", "b2": "(
          "b4": "Unsloth notebook, 4-bit", "c": "(c) studio defaults", "d": "(d) studio 4-bit QLoRA"}
 
 
+def _plan_cell(plan: dict) -> str:
+    size = (f"{plan['tokens_per_batch']} tokens" if plan.get("tokens_per_batch")
+            else f"{plan['batch_size']} rows" if plan.get("batch_size") else "")
+    attention = "varlen" if "varlen" in plan.get("packed attention", "") else \
+        ("per-row SDPA" if plan.get("packed attention") else "")
+    return ", ".join(x for x in (size, attention) if x)
+
+
 def markdown(results: dict) -> str:
     h = results["header"]
     lines = [f"bf16 matmul measured: {h['matmul_tflops']:.0f} TFLOP/s; rows: mean "
@@ -326,6 +376,10 @@ def markdown(results: dict) -> str:
              "MFU (measured matmul) | grad norm | plan |", "|" + "---|" * 11]
     by = {(r["size"], r["variant"]): r for r in results["runs"]}
     for r in results["runs"]:
+        if r["variant"] == "chat" and "generate_tokens_per_s" in r:
+            lines.append(f"| {r['size']} | chat ({r['backend']}, {r['model_class']}) | "
+                         f"{r['generate_tokens_per_s']:,.0f} generated |" + " |" * 9)
+            continue
         if "tokens_per_s" not in r:
             lines.append(f"| {r['size']} | {NAMES.get(r['variant'], r['variant'])} | "
                          f"{r.get('error', '?')} |" + " |" * 9)
@@ -339,7 +393,7 @@ def markdown(results: dict) -> str:
             f"| {r['size']} | {NAMES.get(r['variant'], r['variant'])} | {r['tokens_per_s']:,.0f} | "
             f"{ratio('a')} | {ratio('b')} | {ratio('b2')} | {r['peak_gib']:.1f} | "
             f"{r['mfu_datasheet']:.1%} | {r['mfu_measured']:.1%} | {r['grad_norm'] or 0:.3g} | "
-            f"{plan.get('tokens_per_batch', '')} |")
+            f"{_plan_cell(plan)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -112,9 +112,12 @@ def lora_params(shape: Shape, config) -> int:
 
 
 def estimate_memory(config, shape: Optional[Shape] = None, longest_row: Optional[int] = None,
-                    fused_loss: bool = False) -> Optional[MemoryEstimate]:
+                    fused_loss: bool = False,
+                    recompute_layers: Optional[int] = None) -> Optional[MemoryEstimate]:
     """Peak memory of training `config` (resolved: cpu_only, bf16, 4-bit decided). Without
-    packing, a batch is as long as its longest row: pass the data's longest, if known."""
+    packing, a batch is as long as its longest row: pass the data's longest, if known.
+    `recompute_layers` (default: all with gradient checkpointing, else none) is how many decoder
+    layers keep only their input and recompute the rest in the backward pass."""
     shape = shape or model_shape(config.model_name)
     if shape is None:
         return None
@@ -134,10 +137,12 @@ def estimate_memory(config, shape: Optional[Shape] = None, longest_row: Optional
         length = min(length, longest_row)
     tokens = config.batch_size * length
     per_layer_token = (16 * shape.hidden + 8 * shape.intermediate) * act_bytes
-    if config.gradient_checkpointing:
-        saved = tokens * (shape.layers * shape.hidden * act_bytes + per_layer_token)
-    else:
-        saved = tokens * shape.layers * per_layer_token
+    if recompute_layers is None:
+        recompute_layers = shape.layers if config.gradient_checkpointing else 0
+    kept = shape.layers - recompute_layers
+    # a recomputed layer keeps its input; while it is recomputed, one layer's full set lives
+    saved = tokens * (recompute_layers * shape.hidden * act_bytes + kept * per_layer_token
+                      + (per_layer_token if recompute_layers else 0))
     # logits, their float32 upcast and its gradient; a fused (chunked) loss never holds them all
     logits = tokens * shape.vocab * (act_bytes + 8) / (16 if fused_loss else 1)
     overhead = (1.0 if on_gpu else 0.9) * GiB
@@ -224,41 +229,86 @@ def plan_batch(config, free_bytes: float, mean_row_tokens: float, shape: Optiona
     return BatchPlan(tokens, use_ckpt, accumulation, est, why)
 
 
+def layers_to_recompute(config, tokens: int, budget: float, shape: Shape,
+                        fused_loss: bool = False) -> Optional[int]:
+    """The fewest decoder layers that must recompute their activations (gradient checkpointing)
+    for a micro-batch of `tokens` to fit in `budget` bytes: 0 when everything fits, None when
+    even recomputing every layer does not."""
+    trial = dataclasses.replace(config, batch_size=1, max_seq_length=tokens, packing=True)
+    for layers in range(shape.layers + 1):
+        if estimate_memory(trial, shape, fused_loss=fused_loss,
+                           recompute_layers=layers).total <= budget:
+            return layers
+    return None
+
+
 @dataclass(frozen=True)
 class RowPlan:
     rows: int                      # whole rows in one padding-free micro-batch
     gradient_accumulation_steps: int
-    gradient_checkpointing: bool
-    estimate: MemoryEstimate
+    gradient_checkpointing: bool   # whether any micro-batch may need to recompute layers
+    estimate: MemoryEstimate       # the longest micro-batch, with the recomputation it needs
     reason: str
+    config: object                 # what the plan was made for, to size each micro-batch
+    shape: Shape
+    budget: float                  # bytes a micro-batch may use
+    fused_loss: bool
+
+    def layers_for(self, tokens: int) -> int:
+        """Decoder layers to recompute for a micro-batch of `tokens`: every one or none when
+        the user said so, else as few as fit (checkpointing decided per micro-batch)."""
+        if self.config.gradient_checkpointing is not None:
+            return self.shape.layers if self.config.gradient_checkpointing else 0
+        layers = layers_to_recompute(self.config, tokens, self.budget, self.shape, self.fused_loss)
+        return self.shape.layers if layers is None else layers
 
 
 def plan_rows(config, free_bytes: float, lengths: list[int], shape: Optional[Shape] = None,
               fused_loss: bool = False) -> Optional[RowPlan]:
     """Padding-free micro-batches of whole rows: as many of the rows an update asks for
-    (batch_size x gradient_accumulation_steps) as fit, even if the longest rows come together.
+    (batch_size x gradient_accumulation_steps, a divisor of it) as fit even when the longest
+    rows come together.
 
-    An update still sees exactly the rows it asked for, so the optimisation is the plain
-    recipe's; only the padding and the small micro-batches are gone.
+    An update sees exactly the rows it asked for, so the optimisation is the plain recipe's;
+    only the padding and the small micro-batches are gone. With gradient checkpointing left to
+    auto it is decided per micro-batch (RowPlan.layers_for): most micro-batches are short and
+    recompute nothing, and a long one recomputes only as many layers as it needs to fit.
     """
-    if not lengths:
+    shape = shape or model_shape(config.model_name)
+    if shape is None or not lengths:
         return None
-    longest = sorted(lengths, reverse=True)
-    capacity = plan_batch(config.replace(batch_size=1 << 20, gradient_accumulation_steps=1),
-                          free_bytes, sum(lengths) / len(lengths), shape=shape,
-                          fused_loss=fused_loss, longest_row=longest[0])
-    if capacity is None:
-        return None
+    budget = 0.92 * free_bytes
     wanted = config.batch_size * config.gradient_accumulation_steps
-    worst = list(itertools.accumulate(longest[:wanted]))   # tokens of the m longest rows
-    rows = max([m for m, tokens in enumerate(worst, 1) if tokens <= capacity.tokens_per_batch],
-               default=1)
-    accumulation = math.ceil(wanted / rows)
-    why = (f"{rows} rows a micro-batch x {accumulation} = the {wanted} rows an update asks for; "
-           f"padding-free, up to {worst[rows - 1]} tokens "
-           f"{'with' if capacity.gradient_checkpointing else 'without'} gradient checkpointing "
-           f"({capacity.estimate.total / GiB:.0f} GiB of {free_bytes / GiB:.0f} GiB free at most)")
-    return RowPlan(rows, accumulation, capacity.gradient_checkpointing, capacity.estimate, why)
+    worst = list(itertools.accumulate(sorted(lengths, reverse=True)[:wanted]))
+    allowed = 0 if config.gradient_checkpointing is False else shape.layers
+
+    def need(tokens: int) -> Optional[int]:
+        layers = layers_to_recompute(config, tokens, budget, shape, fused_loss)
+        return layers if layers is not None and layers <= allowed else None
+
+    for rows in (d for d in range(wanted, 0, -1) if wanted % d == 0):
+        longest = worst[min(rows, len(worst)) - 1]
+        if (layers := need(longest)) is not None:
+            break
+    else:
+        return None
+    if config.gradient_checkpointing:
+        layers = shape.layers
+    trial = dataclasses.replace(config, batch_size=1, max_seq_length=longest, packing=True)
+    estimate = estimate_memory(trial, shape, fused_loss=fused_loss, recompute_layers=layers)
+    if config.gradient_checkpointing is not None:
+        how = f"gradient checkpointing {'on' if config.gradient_checkpointing else 'off'}, as set"
+    elif layers == 0:
+        how = "no layer recomputes"
+    else:
+        free_up_to = max((t for t in range(256, longest, 256) if need(t) == 0), default=0)
+        how = (f"layers recompute only in micro-batches over about {free_up_to} tokens, "
+               f"{layers} of {shape.layers} at the longest")
+    why = (f"{rows} rows a micro-batch x {wanted // rows} = the {wanted} rows an update asks "
+           f"for; padding-free, up to {longest} tokens; {how} ({estimate.total / GiB:.0f} GiB "
+           f"of {free_bytes / GiB:.0f} GiB free at most)")
+    return RowPlan(rows, wanted // rows, layers > 0, estimate, why, config, shape, budget,
+                   fused_loss)
 
 
 # ---------------------------------------------------------------------------- model FLOPs

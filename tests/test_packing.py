@@ -58,8 +58,8 @@ QWEN3_06B = Shape(1024, 3072, 28, 16, 8, 128, 151936, True)
 
 
 def _gpu_config(**kw):
-    return FineTuningConfig(lora_r=16, target_modules=ALL7, cpu_only=False, bf16=True,
-                            lora_dropout=0.0, **kw)
+    return FineTuningConfig(**{**dict(lora_r=16, target_modules=ALL7, cpu_only=False, bf16=True,
+                                      lora_dropout=0.0), **kw})
 
 
 def test_planner_picks_the_largest_micro_batch_that_fits_by_brute_force():
@@ -123,18 +123,99 @@ def test_mfu_formula_counts_forward_and_input_gradient_matmuls_and_attention():
 
 
 def test_row_planner_keeps_the_rows_an_update_asks_for_and_fits_the_longest_rows():
-    """Default GPU batches: whole rows, padding-free; an update sees batch x accumulation rows,
-    and even the longest rows together fit the planned capacity."""
-    from studio.memory import plan_rows
+    """Default GPU batches: whole rows, padding-free; an update sees exactly batch x
+    accumulation rows, and even the longest rows together fit, recomputing what they must."""
+    from studio.memory import layers_to_recompute, plan_rows
 
     short = plan_rows(_gpu_config(), 78 * GiB, [300] * 100, shape=QWEN3_06B, fused_loss=True)
-    assert (short.rows, short.gradient_accumulation_steps) == (16, 1)    # 4 x 4 rows in one go
+    assert (short.rows, short.gradient_accumulation_steps, short.gradient_checkpointing) == \
+        (16, 1, False)                                      # 4 x 4 rows in one go, no recompute
     lengths = [100] * 200 + [2000] * 10
-    for shape, capacity in ((QWEN3_06B, 16384), (QWEN3_8B, 4096)):
-        plan = plan_rows(_gpu_config(), 78 * GiB, lengths, shape=shape, fused_loss=True)
-        assert plan.rows * plan.gradient_accumulation_steps >= 16
-        worst = sorted(lengths, reverse=True)
-        assert sum(worst[:plan.rows]) <= capacity < sum(worst[:plan.rows + 1])
+    worst = sorted(lengths, reverse=True)
+    for shape, free in ((QWEN3_06B, 78 * GiB), (QWEN3_8B, 78 * GiB), (QWEN3_8B, 24 * GiB)):
+        for checkpointing in (None, False):
+            config = _gpu_config(gradient_checkpointing=checkpointing)
+            plan = plan_rows(config, free, lengths, shape=shape, fused_loss=True)
+            if (shape, free, checkpointing) == (QWEN3_8B, 24 * GiB, False):
+                assert plan is None          # a 2,000-token row needs recomputation there
+                continue
+            assert plan.rows * plan.gradient_accumulation_steps == 16
+            allowed = shape.layers if checkpointing is None else 0
+
+            def fits(rows):
+                need = layers_to_recompute(config, sum(worst[:rows]), 0.92 * free, shape, True)
+                return need is not None and need <= allowed
+            assert fits(plan.rows)
+            assert not any(fits(r) for r in (2, 4, 8, 16) if r > plan.rows)
+
+
+def test_recomputation_is_decided_per_micro_batch_by_its_length():
+    """8B on an 80 GB card, 16 rows a micro-batch: a micro-batch of short rows recomputes
+    nothing, one of the longest rows only the layers it needs, never more than all of them."""
+    from studio.memory import estimate_memory, layers_to_recompute, plan_rows
+
+    plan = plan_rows(_gpu_config(), 78 * GiB, [100] * 200 + [2000] * 10, shape=QWEN3_8B,
+                     fused_loss=True)
+    assert plan.rows == 16 and plan.gradient_checkpointing
+    assert plan.layers_for(1600) == 0
+    longest = plan.layers_for(10 * 2000 + 6 * 100)
+    assert 0 < longest < QWEN3_8B.layers
+    assert plan.layers_for(10**6) == QWEN3_8B.layers       # beyond the budget: recompute all
+    config, budget = _gpu_config(), 70 * GiB
+    for tokens in (1000, 4000, 8000, 16000, 32000):         # the fewest layers that fit, by trial
+        need = layers_to_recompute(config, tokens, budget, QWEN3_8B, True)
+        fitting = [k for k in range(QWEN3_8B.layers + 1) if estimate_memory(
+            config.replace(batch_size=1, max_seq_length=tokens, packing=True), QWEN3_8B,
+            fused_loss=True, recompute_layers=k).total <= budget]
+        assert need == (min(fitting) if fitting else None)
+    assert plan_rows(_gpu_config(gradient_checkpointing=True), 78 * GiB, [100] * 50,
+                     shape=QWEN3_8B, fused_loss=True).layers_for(100) == QWEN3_8B.layers
+
+
+def test_per_micro_batch_recomputation_on_a_real_model(tiny_qwen3):
+    """The hook makes a long micro-batch recompute its layers (a layer's forward runs twice) and
+    a short one not, and recomputation leaves the LoRA gradients exactly as without it. (With two
+    layers, recomputing one saves nothing: the one being recomputed holds a full layer's set.)"""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from backends.hf import recompute_per_micro_batch
+    from studio.memory import estimate_memory, model_shape, plan_rows
+
+    shape = model_shape(tiny_qwen3)
+    config = _gpu_config(model_name=tiny_qwen3, bf16=False, batch_size=2,
+                         gradient_accumulation_steps=1)
+    long_row, short_row = 400, 20
+    need_all = estimate_memory(config.replace(batch_size=1, max_seq_length=2 * long_row,
+                                              packing=True), shape, fused_loss=True,
+                               recompute_layers=2).total
+    plan = plan_rows(config, need_all / 0.92 + 64, [long_row] * 4, shape=shape, fused_loss=True)
+    assert (plan.rows, plan.layers_for(2 * long_row), plan.layers_for(2 * short_row)) == (2, 2, 0)
+
+    def lora_model():
+        torch.manual_seed(0)
+        base = AutoModelForCausalLM.from_pretrained(tiny_qwen3, dtype=torch.float32)
+        model = get_peft_model(base, LoraConfig(r=4, target_modules=ALL7, init_lora_weights=False))
+        return model.train()
+
+    def grads(model, tokens):
+        model.zero_grad()
+        ids = torch.randint(0, 1000, (1, tokens), generator=torch.Generator().manual_seed(1))
+        model(input_ids=ids, labels=ids).loss.backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    plain, hooked = lora_model(), lora_model()
+    hooked.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    recompute_per_micro_batch(hooked, plan)
+    first, calls = hooked.get_base_model().model.layers[0], []
+    forward = first.forward
+    first.forward = lambda *a, **kw: calls.append(1) or forward(*a, **kw)   # counts recomputes
+    for tokens, runs in ((2 * long_row, 2), (2 * short_row, 1)):
+        calls.clear()
+        want, got = grads(plain, tokens), grads(hooked, tokens)
+        assert len(calls) == runs
+        for name in want:
+            torch.testing.assert_close(got[name], want[name], atol=1e-6, rtol=1e-5)
 
 
 def test_train_events_carry_the_mfu_when_flops_and_peak_are_known():
