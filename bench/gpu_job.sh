@@ -15,5 +15,9 @@ fi
 deadline=$((SECONDS + ${POLL_S:-540}))
 while pgrep -f "gpu_bench.py --out $GRID" > /dev/null && [ $SECONDS -lt $deadline ]; do sleep 10; done
 pgrep -f "gpu_bench.py --out $GRID" > /dev/null && echo "STILL RUNNING" || echo "FINISHED"
-cp -r "$GRID"/. "${OUT:-/tmp/gpu-grid-out}"/
+# few files come back from the machine: the per-run logs travel as one archive
+dest="${OUT:-/tmp/gpu-grid-out}"
+mkdir -p "$dest"
+cp "$GRID"/*.json "$GRID"/*.md "$GRID"/*.csv "$GRID"/driver.log "$GRID"/profile-*.txt "$dest"/ 2> /dev/null
+tar -czf "$dest/logs.tar.gz" -C "$GRID" $(cd "$GRID" && ls log-*.txt 2> /dev/null)
 grep -v "^Loading\|it/s\]" "$GRID/driver.log" | tail -40
