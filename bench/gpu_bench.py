@@ -190,10 +190,11 @@ def run_chat(run_dir, new_tokens=128) -> dict:
     t = time.perf_counter()
     text = "".join(stream_reply(loaded, messages, max_new_tokens=new_tokens, temperature=0))
     seconds = time.perf_counter() - t
-    produced = len(loaded.tokenizer(text, add_special_tokens=False)["input_ids"])
+    # re-tokenizing the text undercounts (random weights repeat "...", which merges): a
+    # reply that never met the end token ran the full new_tokens
     return {"backend": loaded.backend, "model_class": type(loaded.model).__name__,
-            "load_s": loaded_s, "generated_tokens": produced,
-            "generate_tokens_per_s": produced / seconds, "sample": text[:80]}
+            "load_s": loaded_s, "max_new_tokens": new_tokens, "generate_s": seconds,
+            "generate_tokens_per_s": new_tokens / seconds, "sample": text[:80]}
 
 
 class Profiler:

@@ -178,9 +178,9 @@ class BatchPlan:
     reason: str
 
 
-# Up to 16k tokens: Unsloth runs packed attention one row segment at a time when no varlen kernel
-# is installed, and its backward cost grows with segments x tokens (measured on an H100: 8B at
-# 32k tokens with checkpointing, 1.1k tokens/s; at 4k without, 4.6k; BENCHMARKS.md).
+# Up to 16k tokens: where no varlen kernel runs, Unsloth runs packed attention one row segment
+# at a time, and its backward cost grows with segments x tokens (measured on an H100: 8B at 32k
+# tokens with checkpointing, 1.1k tokens/s; at 4k without, 4.6k; BENCHMARKS.md).
 _CANDIDATES = (16384, 12288, 8192, 6144, 4096, 3072, 2048, 1024, 512)
 
 
