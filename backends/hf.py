@@ -168,9 +168,9 @@ def plan_gpu_batches(config, data, emit, fused_loss: bool = False):
          estimate_gb=round(plan.estimate.total / 2**30, 2), **changes)
     checkpointing = (plan.gradient_checkpointing if config.gradient_checkpointing is None
                      else config.gradient_checkpointing)
-    return config.replace(**changes, gradient_accumulation_steps=plan.gradient_accumulation_steps,
-                          gradient_checkpointing=checkpointing), \
-        None if config.packing else plan
+    planned = config.replace(**changes, gradient_checkpointing=checkpointing,
+                             gradient_accumulation_steps=plan.gradient_accumulation_steps)
+    return planned, (None if config.packing else plan)
 
 
 def recompute_per_micro_batch(model, plan):
@@ -180,8 +180,8 @@ def recompute_per_micro_batch(model, plan):
     The trainer must have checkpointing on (it installs the recompute function in each layer)."""
     from transformers.modeling_layers import GradientCheckpointingLayer
 
-    if plan is None or plan.config.gradient_checkpointing is not None \
-            or not plan.gradient_checkpointing:
+    adaptive = plan is not None and plan.config.gradient_checkpointing is None
+    if not (adaptive and plan.gradient_checkpointing):
         return None
     layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
 
