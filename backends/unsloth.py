@@ -30,7 +30,7 @@ def varlen_attention() -> str:
     from unsloth.utils import attention_dispatch as dispatch
 
     if dispatch._TORCH_VARLEN_ATTN is not None:
-        return "torch varlen flash attention (Unsloth's own choice)"
+        return "torch varlen flash attention"   # Unsloth's own choice, or set by an earlier run
     try:
         from torch.nn.attention.varlen import varlen_attn
     except ImportError:
