@@ -294,16 +294,16 @@ def main():
     jobs.sort(key=lambda job: order.index(job[0]) if job[0] in order else len(order))
     built = {}
     for size, variant, *knobs in jobs:
-        if size not in built:
+        if size not in built and variant != "chat":
             built[size] = _build(size, work, args.tokenizer)
         studio_rows = next((r["plan"].get("batch_size") for r in results["runs"]
                             if r["size"] == size and r["variant"] == "c" and r.get("plan")), None)
         name = "-".join([size, variant] + [k or "auto" for k in knobs])
-        cmd = [sys.executable, __file__, "--one", variant, "--model-path", str(built[size]),
+        # the chat loads the run that this size's (c) trained
+        model = work / "runs" / f"{size}-c" if variant == "chat" else built[size]
+        cmd = [sys.executable, __file__, "--one", variant, "--model-path", str(model),
                "--data", str(data), "--warmup", str(args.warmup), "--steps", str(args.steps),
                "--batch-rows", str(studio_rows or 8), "--run-dir", str(work / "runs" / name)]
-        if variant == "chat":
-            cmd[cmd.index("--model-path") + 1] = str(work / "runs" / f"{size}-c")
         if knobs:
             cmd += (["--tokens", knobs[0]] if knobs[0] else []) + \
                 (["--ckpt", knobs[1]] if len(knobs) > 1 else [])

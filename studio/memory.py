@@ -242,6 +242,19 @@ def layers_to_recompute(config, tokens: int, budget: float, shape: Shape,
     return None
 
 
+def _recompute_as_set(config, tokens: int, budget: float, shape: Shape,
+                      fused_loss: bool) -> Optional[int]:
+    """Layers a micro-batch of `tokens` recomputes under the config's gradient_checkpointing:
+    every one (on), none (off) or as few as fit (auto); None when that does not fit."""
+    if config.gradient_checkpointing is None:
+        return layers_to_recompute(config, tokens, budget, shape, fused_loss)
+    layers = shape.layers if config.gradient_checkpointing else 0
+    trial = dataclasses.replace(config, batch_size=1, max_seq_length=tokens, packing=True)
+    fits = estimate_memory(trial, shape, fused_loss=fused_loss,
+                           recompute_layers=layers).total <= budget
+    return layers if fits else None
+
+
 @dataclass(frozen=True)
 class RowPlan:
     rows: int                      # whole rows in one padding-free micro-batch
@@ -257,10 +270,10 @@ class RowPlan:
     def layers_for(self, tokens: int) -> int:
         """Decoder layers to recompute for a micro-batch of `tokens`: every one or none when
         the user said so, else as few as fit (checkpointing decided per micro-batch)."""
-        if self.config.gradient_checkpointing is not None:
-            return self.shape.layers if self.config.gradient_checkpointing else 0
-        layers = layers_to_recompute(self.config, tokens, self.budget, self.shape, self.fused_loss)
-        return self.shape.layers if layers is None else layers
+        layers = _recompute_as_set(self.config, tokens, self.budget, self.shape, self.fused_loss)
+        if layers is None:    # too long to fit: recompute all that is allowed
+            return 0 if self.config.gradient_checkpointing is False else self.shape.layers
+        return layers
 
 
 def plan_rows(config, free_bytes: float, lengths: list[int], shape: Optional[Shape] = None,
@@ -280,11 +293,9 @@ def plan_rows(config, free_bytes: float, lengths: list[int], shape: Optional[Sha
     budget = 0.92 * free_bytes
     wanted = config.batch_size * config.gradient_accumulation_steps
     worst = list(itertools.accumulate(sorted(lengths, reverse=True)[:wanted]))
-    allowed = 0 if config.gradient_checkpointing is False else shape.layers
 
     def need(tokens: int) -> Optional[int]:
-        layers = layers_to_recompute(config, tokens, budget, shape, fused_loss)
-        return layers if layers is not None and layers <= allowed else None
+        return _recompute_as_set(config, tokens, budget, shape, fused_loss)
 
     for rows in (d for d in range(wanted, 0, -1) if wanted % d == 0):
         longest = worst[min(rows, len(worst)) - 1]
@@ -292,8 +303,6 @@ def plan_rows(config, free_bytes: float, lengths: list[int], shape: Optional[Sha
             break
     else:
         return None
-    if config.gradient_checkpointing:
-        layers = shape.layers
     trial = dataclasses.replace(config, batch_size=1, max_seq_length=longest, packing=True)
     estimate = estimate_memory(trial, shape, fused_loss=fused_loss, recompute_layers=layers)
     if config.gradient_checkpointing is not None:
