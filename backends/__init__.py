@@ -1,37 +1,59 @@
 """Training and inference engines behind one small interface, chosen by what the machine has.
 
-Each backend module (hf, unsloth, mlx) exposes the same functions; nothing inherits from
-anything. Heavy imports stay inside each module, so importing this registry is cheap.
-
-    unavailable(hw) -> str | None
-        Why this backend cannot run here, or None when it can.
-    train(config, data, run_dir, emit, should_stop, resume_from=None) -> Path
-        Train LoRA adapters on `data` (a studio.data.PreparedData), writing checkpoints under
-        run_dir/checkpoints and the final adapter + tokenizer to run_dir/adapter, which it
-        returns. Reports through emit(kind, step, **data) (see studio.events) and returns early,
-        with a usable adapter, once should_stop() is true.
-    load(model_name, adapter_dir, config) -> (model, tokenizer)
-        Base model plus adapter (adapter_dir None: the base alone), ready to generate.
-    stream(model, tokenizer, prompt_ids, settings) -> Iterator[str]
-        Decoded text pieces of the reply to prompt_ids (a list of token ids), as they come.
+Each backend is a module registered here by name that satisfies `Backend`; nothing inherits from
+anything, and no backend imports another (what the transformers and Unsloth backends share is
+studio.trl_recipe). Heavy imports stay inside each module, so this registry is cheap to import.
 """
 from __future__ import annotations
 
 import importlib
-from types import ModuleType
+from pathlib import Path
+from typing import Callable, Iterator, Optional, Protocol, runtime_checkable
 
-# name -> module, in the order auto prefers them where available
-BACKENDS = {"unsloth": "backends.unsloth", "mlx": "backends.mlx", "transformers": "backends.hf"}
+# name -> module, in the order auto prefers them where available. "scripted" trains no model: it
+# plays a known event sequence, for trying the page's wiring and for fast tests; auto never picks it.
+BACKENDS = {"unsloth": "backends.unsloth", "mlx": "backends.mlx", "transformers": "backends.hf",
+            "scripted": "backends.scripted"}
+
+# emit(kind, step=0, **data): the one stream of training events (studio.events)
+Emit = Callable[..., None]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What the studio asks of a training engine (docs/architecture.md)."""
+
+    def unavailable(self, hw) -> Optional[str]:
+        """Why this backend cannot run on `hw` (studio.hardware.Hardware), or None when it can."""
+
+    def train(self, config, data, run_dir: Path, emit: Emit, should_stop: Callable[[], bool],
+              resume_from: Optional[Path] = None) -> Path:
+        """Train LoRA adapters on `data` (a studio.data.PreparedData) as the resolved `config`
+        says. Checkpoints go under run_dir/checkpoints (each finished by a trainer_state.json),
+        the final adapter and tokenizer to run_dir/adapter, which is returned. Reports through
+        emit: "plan" once with what it decided (batch layout, checkpointing, attention), then
+        "status", "train", "eval" and "checkpoint" events. Once should_stop() is true it saves a
+        checkpoint and a usable adapter at the next step and returns."""
+
+    def load(self, model_name: str, adapter_dir: Optional[Path], config) -> tuple:
+        """(model, tokenizer): the base model plus the adapter (None: the base alone), ready
+        to generate; the tokenizer is a transformers one (chat template, encode, decode)."""
+
+    def stream(self, model, tokenizer, prompt_ids: list[int], settings) -> Iterator[str]:
+        """The reply to prompt_ids, as decoded text pieces while they are generated; settings
+        holds temperature, top_p and max_new_tokens."""
 
 
 class BackendError(RuntimeError):
     """A backend that cannot run here; the message says why and what to choose instead."""
 
 
-def get_backend(name: str) -> ModuleType:
+def get_backend(name: str) -> Backend:
     if name not in BACKENDS:
         raise BackendError(f"unknown backend {name!r}: choose one of auto, {', '.join(BACKENDS)}")
-    return importlib.import_module(BACKENDS[name])
+    module = importlib.import_module(BACKENDS[name])
+    assert isinstance(module, Backend), f"{BACKENDS[name]} does not define the Backend functions"
+    return module
 
 
 def availability(hw) -> dict[str, str | None]:

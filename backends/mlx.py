@@ -23,6 +23,7 @@ import json
 import math
 import re
 import shutil
+import weakref
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
@@ -437,7 +438,7 @@ def load(model_name: str, adapter_dir, config=None):
     The tokenizer is the Hugging Face one, as the other backends return it (the studio calls it
     and its apply_chat_template); the one saved with the adapter comes first, since it carries
     the chat template used in training. mlx_lm's wrapper of it (the model's end-of-turn ids and
-    a streaming detokenizer) rides along as `tokenizer.mlx_tokenizer`, for stream().
+    a streaming detokenizer) is kept beside it, for stream().
     """
     from mlx_lm.utils import load_adapters, load_model, load_tokenizer
 
@@ -450,8 +451,13 @@ def load(model_name: str, adapter_dir, config=None):
     wrapper = load_tokenizer(Path(adapter_dir) if own else path,
                              eos_token_ids=model_config.get("eos_token_id"))
     tokenizer = wrapper._tokenizer     # mlx_lm has no public accessor for it
-    tokenizer.mlx_tokenizer = wrapper
+    _WRAPPERS[tokenizer] = wrapper
     return model, tokenizer
+
+
+# The tokenizer load() returns -> mlx_lm's wrapper of it, for stream() (kept here, not set as an
+# attribute on the transformers object).
+_WRAPPERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def _setting(settings, name: str, default):
@@ -468,7 +474,7 @@ def stream(model, tokenizer, prompt_ids: list[int], settings) -> Iterator[str]:
 
     sampler = make_sampler(temp=float(_setting(settings, "temperature", 0.7)),
                            top_p=float(_setting(settings, "top_p", 0.95)))
-    tokenizer = getattr(tokenizer, "mlx_tokenizer", tokenizer)   # see load()
+    tokenizer = _WRAPPERS.get(tokenizer, tokenizer)   # see load()
     for response in stream_generate(model, tokenizer, list(prompt_ids), sampler=sampler,
                                     max_tokens=int(_setting(settings, "max_new_tokens", 256))):
         if response.text:

@@ -1,11 +1,12 @@
-"""Unsloth on NVIDIA GPUs: the same recipe as the transformers backend, with Unsloth's model
-loading, LoRA patching and gradient checkpointing, and its fast inference for the chat."""
+"""Unsloth on NVIDIA GPUs: the TRL recipe the transformers backend uses too (studio.trl_recipe),
+with Unsloth's model loading, LoRA patching and gradient checkpointing, and its fast inference
+for the chat."""
 from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
 
-from backends import hf
+from studio import trl_recipe as recipe
 from studio.models import local_model_path
 
 
@@ -82,7 +83,7 @@ def _load(config):
 
     model, tokenizer = FastLanguageModel.from_pretrained(
         model_name=local_model_path(config.model_name), max_seq_length=config.max_seq_length,
-        dtype=hf._dtype(config), load_in_4bit=bool(config.load_in_4bit),
+        dtype=recipe.torch_dtype(config), load_in_4bit=bool(config.load_in_4bit),
         load_in_8bit=bool(config.load_in_8bit),
         full_finetuning=False)
     if tokenizer.pad_token is None:
@@ -93,25 +94,27 @@ def _load(config):
 def train(config, data, run_dir: Path, emit, should_stop, resume_from=None) -> Path:
     from trl import SFTTrainer
 
-    config, plan = hf.plan_gpu_batches(config, data, emit, fused_loss=True)
+    config, plan = recipe.plan_gpu_batches(config, data, emit, fused_loss=True)
     emit("status", 0, message=f"loading {config.model_name} with unsloth")
     fast, model, tokenizer = _load(config)
-    emit("status", 0, message="packed attention: " + varlen_attention())
+    attention = varlen_attention()
+    emit("status", 0, message="packed attention: " + attention)
+    emit("plan", 0, attention=attention)
     model = fast.get_peft_model(
         model, r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
         bias=config.bias, target_modules=list(config.target_modules),
         use_gradient_checkpointing="unsloth" if config.gradient_checkpointing else False,
         random_state=config.seed)
-    args = hf.sft_config(config, run_dir, data.eval is not None)
+    args = recipe.sft_config(config, run_dir, data.eval is not None)
     args.gradient_checkpointing = False    # unsloth's own checkpointing is already in the model
     trainer = SFTTrainer(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
                          processing_class=tokenizer,
-                         callbacks=[hf.event_callback(emit, should_stop,
-                                                      hf.model_flops(config, data))])
-    hf.quiet(trainer)
-    hf.recompute_per_micro_batch(trainer.model, plan)
+                         callbacks=[recipe.event_callback(emit, should_stop,
+                                                          recipe.model_flops(config, data))])
+    recipe.quiet(trainer)
+    recipe.recompute_per_micro_batch(trainer.model, plan)
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    return hf.save_adapter(trainer, run_dir)
+    return recipe.save_adapter(trainer, run_dir)
 
 
 def load(model_name: str, adapter_dir, config):
@@ -120,9 +123,9 @@ def load(model_name: str, adapter_dir, config):
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(adapter_dir))
-        tokenizer = hf._adapter_tokenizer(adapter_dir, tokenizer)
+        tokenizer = recipe.adapter_tokenizer(adapter_dir, tokenizer)
     fast.for_inference(model)
     return model, tokenizer
 
 
-stream = hf.stream
+stream = recipe.stream

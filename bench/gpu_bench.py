@@ -92,7 +92,7 @@ def run_plain_hf(model_path, data_path, args):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from backends.hf import event_callback
+    from studio.trl_recipe import event_callback
     from studio.events import EventLog
 
     log = EventLog()
@@ -119,7 +119,7 @@ def run_plain_unsloth(model_path, data_path, args, batch=2, accumulation=4, four
     from trl import SFTConfig, SFTTrainer
     from unsloth import FastLanguageModel
 
-    from backends.hf import event_callback
+    from studio.trl_recipe import event_callback
     from studio.events import EventLog
 
     log = EventLog()

@@ -15,24 +15,14 @@ import argparse
 import dataclasses
 import os
 import sys
-import typing
 import warnings
 from pathlib import Path
 
-from studio.config import GROUPS, ConfigError, FineTuningConfig
+from studio.config import GROUPS, ConfigError, FineTuningConfig, field_kind, flag_names
 from studio.errors import Note, user_errors
-
-# The guide's spellings that are not just a field name with underscores.
-ALIASES = {"model_name": ["--model"], "data_path": ["--data"], "output_dir": []}
 
 
 # ---------------------------------------------------------------------------- flags from fields
-def _field_type(f: dataclasses.Field):
-    hint = typing.get_type_hints(FineTuningConfig)[f.name]
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    return args[0] if args else hint
-
-
 def _key_values(items: list[str]) -> dict:
     out = {}
     for item in items:
@@ -48,21 +38,18 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per config field, dashed and underscored, grouped as in the UI."""
     groups = {g: parser.add_argument_group(g) for g in GROUPS}
     for f in dataclasses.fields(FineTuningConfig):
-        names = list(dict.fromkeys([f"--{f.name.replace('_', '-')}", f"--{f.name}",
-                                    *ALIASES.get(f.name, [])]))
-        kind, meta = _field_type(f), f.metadata
+        kind, meta = field_kind(f.name), f.metadata
         kwargs = dict(dest=f.name, default=argparse.SUPPRESS, help=meta["help"])
-        if kind is bool:
+        if kind in ("bool", "tristate"):
             kwargs["action"] = argparse.BooleanOptionalAction
-        elif kind is list:
+        elif kind == "list":
             kwargs.update(nargs="+", metavar="NAME")
-        elif kind is dict:
+        elif kind == "dict":
             kwargs.update(nargs="+", metavar="KEY=VALUE", type=str)
         else:
-            kwargs["type"] = kind
-            if meta.get("choices"):
-                kwargs["choices"] = meta["choices"]
-        groups[meta["group"]].add_argument(*names, **kwargs)
+            kwargs.update(type={"int": int, "float": float}.get(kind, str),
+                          choices=meta.get("choices"))
+        groups[meta["group"]].add_argument(*flag_names(f.name), **kwargs)
 
 
 def config_from_args(args: argparse.Namespace) -> FineTuningConfig:
@@ -72,7 +59,7 @@ def config_from_args(args: argparse.Namespace) -> FineTuningConfig:
     for f in dataclasses.fields(FineTuningConfig):
         if hasattr(args, f.name):
             value = getattr(args, f.name)
-            values[f.name] = _key_values(value) if _field_type(f) is dict else value
+            values[f.name] = _key_values(value) if field_kind(f.name) == "dict" else value
     return FineTuningConfig.from_dict(values)
 
 

@@ -8,6 +8,8 @@ hardware cannot honour, each with a message that names the fix.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import typing
 import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -64,8 +66,9 @@ class FineTuningConfig:
     val_size: float = _f(0.1, "Validation split: a fraction (<1) or a number of rows (>=1).",
                          "Model and data", min=0.0)
     backend: str = _f("auto", "Training engine; auto picks unsloth on CUDA, mlx on Apple Silicon, "
-                      "else transformers.", "Model and data",
-                      choices=["auto", "transformers", "unsloth", "mlx"])
+                      "else transformers. scripted trains no model: a known event sequence, for "
+                      "trying the studio.", "Model and data",
+                      choices=["auto", "transformers", "unsloth", "mlx", "scripted"])
 
     # ---- LoRA
     lora_r: int = _f(8, "LoRA rank.", "LoRA", min=1, max=1024)
@@ -253,6 +256,37 @@ class FineTuningConfig:
         if self.use_wandb and not hw.wandb:
             problems.append("use_wandb is on but wandb is not installed: pip install wandb")
         return problems
+
+
+# ---------------------------------------------------------------------------- how a field is spelled
+# The guide's spellings that are not just the field name with dashes or underscores.
+FLAG_ALIASES = {"model_name": ["--model"], "data_path": ["--data"]}
+_KINDS = {int: "int", float: "float", str: "text", list: "list", dict: "dict"}
+
+
+def field_kind(name: str) -> str:
+    """What a field holds, for the CLI flag that parses it and the widget that draws it: bool,
+    tristate (Optional[bool]: auto, on or off), choice, int, float, text, list or dict."""
+    hint = _hints()[name]
+    args = typing.get_args(hint)
+    base = next((a for a in args if a is not type(None)), hint)
+    if base is bool:
+        return "tristate" if type(None) in args else "bool"
+    if FineTuningConfig.__dataclass_fields__[name].metadata.get("choices"):
+        return "choice"
+    return _KINDS[base]
+
+
+def flag_names(name: str) -> list[str]:
+    """The field's CLI flags: --lora-r first (the spelling the page's command line shows), then
+    the guide's --lora_r and its aliases."""
+    return list(dict.fromkeys([f"--{name.replace('_', '-')}", f"--{name}",
+                               *FLAG_ALIASES.get(name, [])]))
+
+
+@functools.lru_cache(maxsize=1)
+def _hints() -> dict:
+    return typing.get_type_hints(FineTuningConfig)
 
 
 class ConfigError(ValueError):

@@ -14,9 +14,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-# kinds: status (what the job is doing), log (a line of text), train (step metrics),
-# eval (validation loss), checkpoint (a folder was written), done (final state and why)
-KINDS = ("status", "log", "train", "eval", "checkpoint", "done")
+# kinds: status (what the job is doing), log (a line of text), plan (what the backend decided
+# to run: batch layout, checkpointing, attention, dtype), train (step metrics), eval
+# (validation loss), checkpoint (a folder was written), done (final state and why)
+KINDS = ("status", "log", "plan", "train", "eval", "checkpoint", "done")
 
 
 @dataclass

@@ -84,6 +84,7 @@ def test_tiny_qwen3_trains_from_each_format_and_shape(tiny_qwen3, tmp_path, file
 def test_saved_adapter_reloads_with_the_same_logits(tiny_qwen3, tmp_path, qa_jsonl):
     """The adapter written to disk gives exactly the logits of the model that was trained."""
     from backends import hf
+    from studio.trl_recipe import save_adapter
     from studio.data import prepare
     from studio.events import EventLog
 
@@ -92,7 +93,7 @@ def test_saved_adapter_reloads_with_the_same_logits(tiny_qwen3, tmp_path, qa_jso
     trainer = hf.make_trainer(config, prepare(str(qa_jsonl), _tokenizer(tiny_qwen3), config),
                               tmp_path / "run", EventLog().emit, lambda: False)
     trainer.train()
-    hf.save_adapter(trainer, tmp_path / "run")
+    save_adapter(trainer, tmp_path / "run")
     ids = torch.tensor([_tokenizer(tiny_qwen3)("What is 2 plus 2?")["input_ids"]])
     trained = trainer.model.eval()
     reloaded, _ = hf.load(tiny_qwen3, tmp_path / "run" / "adapter", config)

@@ -179,7 +179,7 @@ def test_per_micro_batch_recomputation_on_a_real_model(tiny_qwen3):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from backends.hf import recompute_per_micro_batch
+    from studio.trl_recipe import recompute_per_micro_batch
     from studio.memory import estimate_memory, model_shape, plan_rows
 
     shape = model_shape(tiny_qwen3)
@@ -223,7 +223,7 @@ def test_train_events_carry_the_mfu_when_flops_and_peak_are_known():
     import time
     from types import SimpleNamespace
 
-    from backends.hf import event_callback
+    from studio.trl_recipe import event_callback
     from studio.events import EventLog
 
     log = EventLog()

@@ -12,40 +12,25 @@ from __future__ import annotations
 import dataclasses
 import math
 import shlex
-import typing
 import warnings
 from dataclasses import fields
 from typing import Any, Callable, Iterable
 
 import gradio as gr
 
-from studio.config import FineTuningConfig
+from studio.config import FineTuningConfig, field_kind, flag_names
 from studio.memory import QWEN3_SHAPES, Shape
 
 FIELDS = {f.name: f for f in fields(FineTuningConfig)}
-HINTS = typing.get_type_hints(FineTuningConfig)
 TRISTATE = {"auto": None, "on": True, "off": False}
 # The layers LoRA can wrap in a Qwen3 block, for the target_modules picker.
 LORA_MODULES = list(Shape(*QWEN3_SHAPES["0.6B"]).module_dims())
 
 
-def kind_of(name: str) -> str:
-    """bool, tristate (Optional[bool]: auto/on/off), choice, int, float, text, list or dict."""
-    hint, meta = HINTS[name], FIELDS[name].metadata
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    base = args[0] if args else hint
-    optional = type(None) in typing.get_args(hint)
-    if base is bool:
-        return "tristate" if optional else "bool"
-    if meta.get("choices"):
-        return "choice"
-    return {int: "int", float: "float", str: "text", list: "list", dict: "dict"}[base]
-
-
 def _auto_number(name: str) -> bool:
     """A number that may be left to the studio (None). gr.Number shows None as 0 and sends it
     back as 0, so for these fields 0 (or empty) means automatic."""
-    return kind_of(name) in ("int", "float") and FIELDS[name].default is None
+    return field_kind(name) in ("int", "float") and FIELDS[name].default is None
 
 
 def _info(name: str) -> str:
@@ -82,8 +67,8 @@ def _tristate(value) -> str:
 
 def _from_widget(name: str, value):
     """A widget's value as the config field wants it."""
-    kind = kind_of(name)
-    optional = type(None) in typing.get_args(HINTS[name])
+    kind = field_kind(name)
+    optional = FIELDS[name].default is None      # may be left to the studio
     if kind == "tristate":
         return TRISTATE.get(value or "auto")
     if kind == "bool":
@@ -103,7 +88,7 @@ def _from_widget(name: str, value):
 
 
 def _to_widget(name: str, value):
-    kind = kind_of(name)
+    kind = field_kind(name)
     if kind == "tristate":
         return _tristate(value)
     if kind == "text":
@@ -129,7 +114,7 @@ class ConfigForm:
         """Draw the default widget of each named field here (inside the current layout)."""
         out = []
         for name in names:
-            widget = WIDGETS[kind_of(name)](name, getattr(self.defaults, name))
+            widget = WIDGETS[field_kind(name)](name, getattr(self.defaults, name))
             if not isinstance(widget, gr.State):
                 for key, value in {"elem_id": f"field-{name}", **style}.items():
                     setattr(widget, key, value)
@@ -205,9 +190,9 @@ def command_line(config: FineTuningConfig, output_dir: str | None = None) -> str
         value = getattr(config, name)
         if value == getattr(base, name) and name != "model_name":
             continue
-        flag = "--" + name.replace("_", "-")
+        flag = flag_names(name)[0]
         if isinstance(value, bool):
-            parts.append(flag if value else f"--no-{name.replace('_', '-')}")
+            parts.append(flag if value else "--no-" + flag[2:])
         elif value is None:
             continue      # back to automatic: the CLI default already is
         elif isinstance(value, list):

@@ -1,0 +1,110 @@
+"""A backend that trains no model: it plays a known sequence of events, so the page, the command
+line and the service can be tried and tested in seconds.
+
+Where the studio can see it, it behaves as a real backend: a plan, a train event every
+logging_steps with a loss that falls as 2 / (1 + step / 10), an eval event every eval_steps, a
+checkpoint every save_steps (checkpoint-N/trainer_state.json, so Resume goes on from there),
+stop honoured at the next step with a checkpoint and an adapter, and an adapter folder. load()
+and stream() answer a chat with a scripted sentence, word by word. auto never picks it.
+"""
+from __future__ import annotations
+
+import json
+import math
+import resource
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+SECONDS_PER_STEP = 0.05     # long enough to watch a run and stop it, short enough for tests
+SECONDS_PER_WORD = 0.02
+
+
+def unavailable(hw) -> Optional[str]:
+    return None   # needs nothing
+
+
+def scripted_loss(step: int) -> float:
+    """The loss logged at `step`: known in advance, so tests can assert on it."""
+    return 2.0 / (1 + step / 10)
+
+
+def train(config, data, run_dir: Path, emit, should_stop, resume_from=None) -> Path:
+    run_dir = Path(run_dir)
+    per_update = config.batch_size * config.gradient_accumulation_steps
+    total = config.max_steps or max(1, math.ceil(len(data.train) * config.num_train_epochs
+                                                 / per_update))
+    start = _step_of(resume_from) if resume_from else 0
+    emit("plan", 0, micro_batch=f"{config.batch_size} rows (scripted: no model runs)",
+         batch_size=config.batch_size,
+         gradient_accumulation_steps=config.gradient_accumulation_steps,
+         gradient_checkpointing="off", attention="none (scripted)")
+    emit("status", start, message="training", max_steps=total)
+    step = start
+    while step < total:
+        time.sleep(SECONDS_PER_STEP)
+        step += 1
+        if step % config.logging_steps == 0 or step in (1, total):
+            emit("train", step, loss=scripted_loss(step), max_steps=total,
+                 learning_rate=config.learning_rate * (1 - step / total),
+                 epoch=step * per_update / max(1, len(data.train)), tokens=step * per_update * 64,
+                 tokens_per_s=per_update * 64 / SECONDS_PER_STEP, grad_norm=1.0,
+                 peak_memory_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
+        if data.eval is not None and step % config.eval_steps == 0:
+            emit("eval", step, eval_loss=scripted_loss(step) + 0.1)
+        stop = should_stop()
+        if step % config.save_steps == 0 or stop:
+            _checkpoint(run_dir, step, config, emit)
+        if stop:
+            break
+    return _adapter(run_dir / "adapter", config, step)
+
+
+def _checkpoint(run_dir: Path, step: int, config, emit) -> None:
+    folder = run_dir / "checkpoints" / f"checkpoint-{step}"
+    _adapter(folder, config, step)
+    (folder / "trainer_state.json").write_text(json.dumps({"global_step": step}))  # written last
+    kept = sorted((run_dir / "checkpoints").glob("checkpoint-*"),
+                  key=lambda p: int(p.name.split("-")[1]))
+    for old in kept[:-config.save_total_limit]:
+        shutil.rmtree(old, ignore_errors=True)
+    emit("checkpoint", step, path=str(folder))
+
+
+def _adapter(folder: Path, config, step: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "adapter_config.json").write_text(json.dumps(
+        {"base_model_name_or_path": config.model_name, "backend": "scripted", "steps": step}))
+    return folder
+
+
+def _step_of(checkpoint: Path) -> int:
+    return json.loads((Path(checkpoint) / "trainer_state.json").read_text())["global_step"]
+
+
+# ---------------------------------------------------------------------------- chat
+@dataclass
+class ScriptedModel:
+    """What load() returns in place of a model: the steps its adapter was trained for."""
+    steps: int
+
+
+def load(model_name: str, adapter_dir, config) -> tuple:
+    from transformers import AutoTokenizer
+
+    from studio.models import local_model_path
+
+    steps = 0
+    if adapter_dir and (Path(adapter_dir) / "adapter_config.json").is_file():
+        steps = json.loads((Path(adapter_dir) / "adapter_config.json").read_text()).get("steps", 0)
+    return ScriptedModel(steps), AutoTokenizer.from_pretrained(local_model_path(model_name))
+
+
+def stream(model, tokenizer, prompt_ids: list[int], settings) -> Iterator[str]:
+    words = (f"A scripted reply from a run of {model.steps} steps to a prompt of "
+             f"{len(prompt_ids)} tokens.").split()
+    for i, word in enumerate(words[:int(settings.get("max_new_tokens", 256))]):
+        time.sleep(SECONDS_PER_WORD)
+        yield word if i == 0 else " " + word

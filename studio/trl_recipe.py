@@ -1,0 +1,283 @@
+"""The TRL recipe that the transformers and Unsloth backends share.
+
+Both hand already-tokenized rows to trl's SFTTrainer with the same trainer arguments, translate
+its callbacks into studio events through one TrainerCallback, size GPU micro-batches to the free
+memory with the same planner, and stream replies the same way. Only model loading and LoRA
+patching differ, and those stay in each backend. No backend imports another: both import this.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from threading import Thread
+from typing import Callable, Iterator, Optional
+
+
+# ---------------------------------------------------------------------------- precision
+def torch_dtype(config):
+    """The dtype the base model computes in, from the resolved config."""
+    import torch
+
+    if config.bf16:
+        return torch.bfloat16
+    if config.fp16:
+        return torch.float16
+    return torch.float32
+
+
+def peak_memory_gb() -> float:
+    """The peak memory of this process so far: GPU allocations on a GPU, else resident RAM."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        return torch.cuda.max_memory_allocated() / 2**30
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20   # kB -> GiB
+
+
+# ---------------------------------------------------------------------------- events
+def model_flops(config, data) -> tuple[Optional[float], Optional[float]]:
+    """(model FLOPs a token, the GPU's bf16 peak) for the live MFU, where both are known."""
+    import torch
+
+    from studio.memory import flops_per_token, mean_causal_context, model_shape, peak_flops
+
+    shape = model_shape(config.model_name)
+    if shape is None or config.cpu_only or not torch.cuda.is_available():
+        return None, None
+    lengths = [len(ids) for ids in data.train["input_ids"]]
+    return (flops_per_token(shape, mean_causal_context(lengths)),
+            peak_flops(torch.cuda.get_device_name()))
+
+
+def event_callback(emit, should_stop: Callable[[], bool], flops: tuple = (None, None)):
+    """A TrainerCallback that turns the trainer's logs into studio events and honours stop.
+    With `flops` (model FLOPs a token, GPU peak) known, train events carry the MFU too."""
+    from transformers import TrainerCallback
+
+    class EventCallback(TrainerCallback):
+        def __init__(self):
+            self._last = None   # (time, tokens seen) at the previous train log
+
+        def on_train_begin(self, args, state, control, **kw):
+            self._last = (time.time(), state.num_input_tokens_seen)
+            emit("status", state.global_step, message="training", max_steps=state.max_steps)
+
+        def on_step_end(self, args, state, control, **kw):
+            if should_stop():
+                control.should_training_stop = True
+                control.should_save = True      # a checkpoint to resume from
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            logs = logs or {}
+            if "loss" in logs:
+                now, seen = time.time(), state.num_input_tokens_seen
+                dt = max(now - self._last[0], 1e-9)
+                tokens_per_s = (seen - self._last[1]) / dt
+                self._last = (now, seen)
+                per_token, peak = flops
+                mfu = {"mfu": tokens_per_s * per_token / peak} if per_token and peak else {}
+                emit("train", state.global_step, loss=logs["loss"], **mfu,
+                     learning_rate=logs.get("learning_rate"), epoch=logs.get("epoch"),
+                     grad_norm=logs.get("grad_norm"), tokens=seen,
+                     tokens_per_s=tokens_per_s, peak_memory_gb=peak_memory_gb(),
+                     max_steps=state.max_steps)
+            if "eval_loss" in logs:
+                emit("eval", state.global_step, eval_loss=logs["eval_loss"],
+                     epoch=logs.get("epoch"))
+
+        def on_save(self, args, state, control, **kw):
+            path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            emit("checkpoint", state.global_step, path=str(path))
+
+    return EventCallback()
+
+
+# ---------------------------------------------------------------------------- GPU batches
+def plan_gpu_batches(config, data, emit, fused_loss: bool = False):
+    """On a GPU, size the micro-batches to the free memory (studio.memory), unless the user set
+    them: whole rows padding-free by default, or packs of tokens_per_batch with packing on.
+
+    Returns the config to train with, and the row plan (None for packs or off the GPU): with
+    checkpointing left to auto, `recompute_per_micro_batch` applies the plan to each step. The
+    layout chosen goes into the run's plan (a "plan" event), beside the config as asked for.
+    """
+    import torch
+
+    from studio.memory import plan_batch, plan_rows
+
+    if config.cpu_only or not torch.cuda.is_available():
+        planned = config.replace(gradient_checkpointing=bool(config.gradient_checkpointing))
+        emit("plan", 0, **batch_layout(planned))
+        return planned, None
+    # micro-batches change length every step: let the allocator grow segments, not fragment
+    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+    lengths = [len(ids) for ids in data.train["input_ids"]]
+    free, _ = torch.cuda.mem_get_info()
+    if config.packing:
+        plan = plan_batch(config.replace(gradient_checkpointing=None), free,
+                          sum(lengths) / max(1, len(lengths)), fused_loss=fused_loss,
+                          longest_row=max(lengths, default=None))
+        changes = plan and dict(tokens_per_batch=config.tokens_per_batch or plan.tokens_per_batch)
+    else:
+        plan = plan_rows(config, free, lengths, fused_loss=fused_loss)
+        changes = plan and dict(batch_size=plan.rows)
+    if plan is None:   # an unknown architecture: keep what was asked, recompute to be safe
+        planned = config.replace(gradient_checkpointing=config.gradient_checkpointing is not False)
+        emit("plan", 0, **batch_layout(planned), planner="unknown architecture: the batch as "
+             "asked for, with gradient checkpointing")
+        return planned, None
+    emit("status", 0, message="batch plan: " + plan.reason,
+         estimate_gb=round(plan.estimate.total / 2**30, 2), **changes)
+    checkpointing = (plan.gradient_checkpointing if config.gradient_checkpointing is None
+                     else config.gradient_checkpointing)
+    planned = config.replace(**changes, gradient_checkpointing=checkpointing,
+                             gradient_accumulation_steps=plan.gradient_accumulation_steps)
+    adaptive = not config.packing and config.gradient_checkpointing is None and checkpointing
+    layout = batch_layout(planned)
+    if adaptive:
+        layout["gradient_checkpointing"] = "per micro-batch: only layers a long one needs"
+    emit("plan", 0, **layout, planner=plan.reason, estimate_gb=round(plan.estimate.total / 2**30, 2))
+    return planned, (None if config.packing else plan)
+
+
+def batch_layout(config) -> dict:
+    """The batch fields of a plan: what one micro-batch and one update hold."""
+    if config.packing:
+        micro = f"packs of up to {config.tokens_per_batch or config.max_seq_length} tokens"
+    else:
+        micro = f"{config.batch_size} rows, padding-free"
+    return {"micro_batch": micro, "batch_size": config.batch_size,
+            "gradient_accumulation_steps": config.gradient_accumulation_steps,
+            "packing": bool(config.packing),
+            "gradient_checkpointing": "on" if config.gradient_checkpointing else "off"}
+
+
+def recompute_per_micro_batch(model, plan):
+    """Gradient checkpointing decided for each micro-batch, where the plan left it to auto:
+    before a training forward, the first plan.layers_for(tokens) decoder layers recompute and
+    the others keep their activations. Short micro-batches, the common case, recompute nothing.
+    The trainer must have checkpointing on (it installs the recompute function in each layer)."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    adaptive = plan is not None and plan.config.gradient_checkpointing is None
+    if not (adaptive and plan.gradient_checkpointing):
+        return None
+    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+
+    def before_forward(module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if module.training and ids is not None:
+            recompute = plan.layers_for(ids.numel())   # padding-free: (1, tokens)
+            for index, layer in enumerate(layers):
+                layer.gradient_checkpointing = index < recompute
+
+    return model.register_forward_pre_hook(before_forward, with_kwargs=True)
+
+
+# ---------------------------------------------------------------------------- the trainer
+def sft_config(config, run_dir: Path, has_eval: bool):
+    """trl's SFTConfig from ours; every training knob is decided here and nowhere else.
+
+    With packing, one micro-batch is one pack of up to tokens_per_batch tokens (rows were
+    already cut to max_seq_length), flattened padding-free with position ids restarting at each
+    row, so attention never crosses from one row into the next.
+    """
+    from trl import SFTConfig
+
+    packed = bool(config.packing)
+    batch = 1 if packed else config.batch_size
+    return SFTConfig(
+        output_dir=str(run_dir / "checkpoints"),
+        per_device_train_batch_size=batch,
+        per_device_eval_batch_size=batch,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        num_train_epochs=config.num_train_epochs,
+        max_steps=config.max_steps or -1,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler_type,
+        warmup_steps=config.warmup_ratio,   # a ratio below 1 is read as a fraction of the steps
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        logging_steps=config.logging_steps,
+        logging_first_step=True,            # a point on the chart right away
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=config.eval_steps,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        bf16=bool(config.bf16),
+        fp16=bool(config.fp16),
+        use_cpu=bool(config.cpu_only),
+        seed=config.seed,
+        report_to=["wandb"] if config.use_wandb else [],
+        run_name=config.wandb_run_name or run_dir.name,
+        # rows arrive cut to max_seq_length (studio.data); a pack holds tokens_per_batch
+        max_length=(config.tokens_per_batch or config.max_seq_length) if packed else None,
+        packing=packed,
+        padding_free=True,   # rows are concatenated, never padded: no work on pad tokens
+        gradient_checkpointing=bool(config.gradient_checkpointing),
+        include_num_input_tokens_seen="non_padding",
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        save_only_model=False,
+    )
+
+
+def quiet(trainer):
+    """Our events replace the trainer's own printing (it prints every log when tqdm is off)."""
+    from transformers import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
+def save_adapter(trainer, run_dir: Path) -> Path:
+    """The trained LoRA weights and the tokenizer (with the chat template used) in run_dir/adapter."""
+    adapter = run_dir / "adapter"
+    trainer.model.save_pretrained(adapter)
+    trainer.processing_class.save_pretrained(adapter)
+    return adapter
+
+
+# ---------------------------------------------------------------------------- inference
+def adapter_tokenizer(adapter_dir, fallback):
+    """The tokenizer saved with the adapter carries the chat template used in training."""
+    from transformers import AutoTokenizer
+
+    if (Path(adapter_dir) / "tokenizer_config.json").is_file():
+        return AutoTokenizer.from_pretrained(adapter_dir)
+    return fallback
+
+
+def stream(model, tokenizer, prompt_ids: list[int], settings) -> Iterator[str]:
+    """Yield the reply's text as it is generated (generate runs in a thread)."""
+    import torch
+    from transformers import TextIteratorStreamer
+
+    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    ids = torch.tensor([prompt_ids], device=model.device)
+    temperature = float(settings.get("temperature", 0.7))
+    kwargs = dict(input_ids=ids, attention_mask=torch.ones_like(ids), streamer=streamer,
+                  max_new_tokens=int(settings.get("max_new_tokens", 256)),
+                  do_sample=temperature > 0, pad_token_id=tokenizer.pad_token_id)
+    if temperature > 0:
+        kwargs.update(temperature=temperature, top_p=float(settings.get("top_p", 0.95)))
+    errors = []
+
+    def run():
+        try:
+            with torch.no_grad():
+                model.generate(**kwargs)
+        except Exception as e:   # surfaced to the caller below, not lost in the thread
+            errors.append(e)
+            streamer.end()
+
+    thread = Thread(target=run, daemon=True)
+    thread.start()
+    yield from streamer
+    thread.join()
+    if errors:
+        raise errors[0]
