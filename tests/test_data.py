@@ -11,9 +11,10 @@ from pathlib import Path
 import datasets
 import pytest
 
-from studio import data
 from studio.config import FineTuningConfig
 from studio.data import DataError, detect_format, load_rows, prepare, row_messages, tokenize_row
+from studio.data import prepare_dataset, templates
+from studio.ui.preview import dataset_preview
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
@@ -402,7 +403,7 @@ def test_the_training_template_matches_qwen3_ids_for_one_turn_but_not_for_histor
     never shows, so the plain ids are the ones trained."""
     from trl.chat_template_utils import qwen3_training_chat_template
 
-    assert data._chat_kit(qwen).training_template == qwen3_training_chat_template
+    assert templates._chat_kit(qwen).training_template == qwen3_training_chat_template
     one, two = chat("Capital of France?", "Paris."), chat("Hi", "Hello!", "2+2?", "4.")
     kw = {"tokenize": True, "return_dict": True, "enable_thinking": thinking}
     ids = {name: [qwen.apply_chat_template(m, chat_template=t, **kw)["input_ids"]
@@ -420,19 +421,19 @@ def test_the_generic_fallback_agrees_with_the_training_template_on_qwen3(qwen, t
     """Qwen3 single-turn rows masked by TRL's markers and by the generic search are identical."""
     ds = load_rows(str(ASSETS / "example_alpaca.jsonl"))
     fmt = detect_format(ds)
-    kit = data._chat_kit(qwen)
+    kit = templates._chat_kit(qwen)
     for row in list(ds)[:5]:
         tok = tokenize_row(qwen, row, fmt, config(enable_thinking=thinking))
         messages, tools = row_messages(row, fmt)
         text = qwen.apply_chat_template(messages, tokenize=False, enable_thinking=thinking)
-        ids, mask = data._generic_tokens(qwen, text, messages, kit, thinking)
+        ids, mask = templates._generic_tokens(qwen, text, messages, kit, thinking)
         assert (ids, mask) == (tok.input_ids, tok.assistant_masks)
 
 
 def test_the_generic_fallback_masks_smollm2_responses(smollm):
     """SmolLM2's template has no TRL training template: the generic method still trains exactly
     each answer and its <|im_end|>, not the default system prompt or the questions."""
-    assert data._chat_kit(smollm).training_template is None
+    assert templates._chat_kit(smollm).training_template is None
     rows = [{"messages": chat("Hi", "Hello!", "2+2?", "4.")}]
     tok = tokenize_row(smollm, rows[0], detect_format(ds_of(rows)), config())
     assert trained_runs(smollm, tok) == ["Hello!<|im_end|>", "4.<|im_end|>"]
@@ -480,7 +481,7 @@ def test_render_segments_join_up_to_the_decoded_sequence(qwen):
     ds = load_rows(str(ASSETS / "example_sharegpt.json"))
     fmt = detect_format(ds)
     for row in list(ds)[:4]:
-        segments = data.render_segments(qwen, row, fmt, config())
+        segments = templates.render_segments(qwen, row, fmt, config())
         tok = tokenize_row(qwen, row, fmt, config())
         assert "".join(s for s, _ in segments) == qwen.decode(tok.input_ids)
         assert [t for _, t in segments][:2] == [False, True]
@@ -564,7 +565,7 @@ def test_the_split_is_the_same_for_the_same_seed(qwen):
 
 def test_prepare_dataset_returns_train_and_eval_from_a_path(qwen):
     """The guide's seed API takes a path and gives (train, eval)."""
-    train, evals = data.prepare_dataset(str(ASSETS / "example_messages.jsonl"), qwen, config())
+    train, evals = prepare_dataset(str(ASSETS / "example_messages.jsonl"), qwen, config())
     assert len(train) + len(evals) == 22
 
 
@@ -591,7 +592,7 @@ def test_the_preview_shows_nested_values_as_short_readable_text():
     """Conversations read "user: ... | assistant: ...", long text is cut, and rows are numbered."""
     rows = [{"messages": chat("Hi", "Hello"),
              "note": "x" * 500}] * 30
-    df = data.dataset_preview(ds_of(rows), start=20, n=20)
+    df = dataset_preview(ds_of(rows), start=20, n=20)
     assert list(df["#"]) == list(range(20, 30))
     assert df["messages"][0] == "user: Hi | assistant: Hello"
     assert len(df["note"][0]) <= 160 and df["note"][0].endswith("…")
@@ -599,5 +600,5 @@ def test_the_preview_shows_nested_values_as_short_readable_text():
 
 def test_the_preview_shows_tool_schemas_by_name():
     """A tools column kept as JSON text reads as the tools' signatures."""
-    df = data.dataset_preview(load_rows(str(ASSETS / "example_sharegpt.json")), start=2, n=1)
+    df = dataset_preview(load_rows(str(ASSETS / "example_sharegpt.json")), start=2, n=1)
     assert df["tools"][0] == "tools: get_weather(city, unit)"

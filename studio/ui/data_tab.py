@@ -176,7 +176,7 @@ def display_outputs(t: DataTab) -> list:
 
 
 def preview(studio: Studio, path: str, page: int):
-    from studio.data import dataset_preview
+    from studio.ui.preview import dataset_preview
 
     ds = studio.dataset(path)
     return dataset_preview(ds, (page - 1) * PAGE, PAGE)

@@ -1,0 +1,225 @@
+"""The whole dataset made ready: every row down the road to tokens and masks, a validation split,
+and a report of what was found, what trains and what was dropped and why.
+
+Rows that cannot train are dropped and counted, never fatal one by one; only when nothing is left
+does prepare() fail, with the cause and the fix.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+import statistics
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import datasets
+from jinja2 import TemplateError
+
+from studio.data.errors import DataError
+from studio.data.readers import load_rows
+from studio.data.shapes import (SHAPES, DetectedFormat, _cell, _row_messages, apply_role_mapping,
+                                detect_format)
+from studio.data.templates import _chat_kit, _opt, _tokenize_full
+
+
+@dataclass
+class DataReport:
+    n_rows: int
+    columns: list[str]
+    dtypes: dict[str, str]
+    format: DetectedFormat
+    lengths: list[int]                 # token length per kept row (before truncation)
+    n_truncated: int                   # kept rows longer than max_seq_length (cut)
+    n_train: int
+    n_eval: int
+    problems: dict[str, int]
+    examples_of_problems: dict[str, list[int]]
+
+    def summary(self) -> str:
+        """A few lines for people: what was found, what trains, what was wrong."""
+        lines = [f"{self.n_rows} rows, columns: {', '.join(self.columns)}",
+                 f"format: {self.format.name} ({self.format.reason})",
+                 f"train {self.n_train} rows, eval {self.n_eval} rows"]
+        if self.lengths:
+            lines.append(f"tokens per row: min {min(self.lengths)}, median "
+                         f"{int(statistics.median(self.lengths))}, max {max(self.lengths)}; "
+                         f"{self.n_truncated} rows cut at max_seq_length")
+        for problem, n in self.problems.items():
+            rows = self.examples_of_problems.get(problem, [])
+            where = f" (e.g. rows {', '.join(map(str, rows))})" if rows else ""
+            lines.append(f"{problem}: {n}{where}")
+        return "\n".join(lines)
+
+
+@dataclass
+class PreparedData:
+    train: datasets.Dataset            # columns input_ids, assistant_masks
+    eval: Optional[datasets.Dataset]
+    report: DataReport
+    format: DetectedFormat
+
+
+_MIN_ROWS_FOR_EVAL = 4
+_EXAMPLES_KEPT = 5
+
+
+def prepare(source_or_dataset, tokenizer, config, prompt_template=None) -> PreparedData:
+    """Load, detect, tokenize and mask every row, split off eval rows, and report problems.
+
+    Rows that cannot train are dropped and counted (empty, empty response, unmappable, no trained
+    tokens left after truncation); duplicates are reported but kept. When nothing is left, the
+    DataError says why and how to fix it.
+    """
+    name = str(source_or_dataset) if isinstance(source_or_dataset, (str, Path)) else "the dataset"
+    ds = load_rows(name) if isinstance(source_or_dataset, (str, Path)) else source_or_dataset
+    if isinstance(ds, datasets.DatasetDict):
+        ds = ds["train"]
+    try:
+        fmt = detect_format(ds, _opt(config, "dataset_format", "auto"),
+                            _opt(config, "column_mapping", None),
+                            prompt_template or _opt(config, "prompt_template", None))
+        fmt = apply_role_mapping(fmt, _opt(config, "role_mapping", None))
+    except DataError as e:
+        raise DataError(f"{name}: {e}") from None
+    if fmt.shape.chat_template:
+        _chat_kit(tokenizer)      # a tokenizer without a chat template fails here, once
+    limit = _opt(config, "max_seq_length", 2048)
+    notes, examples = Counter(), {}
+    kept, lengths, prompt_lengths, first_error = [], [], [], None
+    seen = set()
+
+    def note(problem, i, n=1):
+        notes[problem] += n
+        if len(examples.setdefault(problem, [])) < _EXAMPLES_KEPT:
+            examples[problem].append(i)
+
+    for i, row in enumerate(_iter_rows(ds)):
+        if _is_empty(row):
+            note("empty rows", i)
+            continue
+        key = json.dumps(row, sort_keys=True, default=str)
+        if key in seen:
+            note("duplicate rows", i)
+        seen.add(key)
+        try:
+            if _response_is_empty(row, fmt):
+                note("rows with an empty response", i)
+                continue
+            row_notes = Counter()
+            ids, mask = _tokenize_full(tokenizer, row, fmt, config, row_notes)
+        except (ValueError, TypeError, KeyError, TemplateError) as e:
+            note("unmappable rows", i)
+            first_error = first_error or f"row {i}: {e}"
+            continue
+        for problem, n in row_notes.items():
+            note(problem, i, n)
+        if not any(mask[:limit]):
+            note("rows with no trained tokens", i)
+            prompt_lengths.append(mask.index(1) if 1 in mask else len(ids))
+            continue
+        lengths.append(len(ids))
+        kept.append((ids[:limit], mask[:limit]))
+    if not kept:
+        raise DataError(f"{name}: " + _nothing_left(fmt, notes, prompt_lengths, limit, first_error))
+
+    n_eval = _eval_count(len(kept), _opt(config, "val_size", 0.0))
+    eval_rows = set(random.Random(_opt(config, "seed", 42)).sample(range(len(kept)), n_eval))
+    train = _to_dataset([r for i, r in enumerate(kept) if i not in eval_rows])
+    evals = _to_dataset([r for i, r in enumerate(kept) if i in eval_rows]) if n_eval else None
+    report = DataReport(
+        n_rows=len(ds), columns=list(ds.column_names),
+        dtypes={c: _dtype(f) for c, f in ds.features.items()}, format=fmt, lengths=lengths,
+        n_truncated=sum(n > limit for n in lengths), n_train=len(train), n_eval=n_eval,
+        problems=dict(notes),
+        examples_of_problems={k: v for k, v in examples.items() if k in notes})
+    return PreparedData(train, evals, report, fmt)
+
+
+def prepare_dataset(data_path, tokenizer, config, prompt_template=None
+                    ) -> tuple[datasets.Dataset, Optional[datasets.Dataset]]:
+    """The guide's API: the train and eval splits, ready for a trainer."""
+    prepared = prepare(data_path, tokenizer, config, prompt_template)
+    return prepared.train, prepared.eval
+
+
+def _iter_rows(ds):
+    for batch in ds.iter(batch_size=1000):
+        columns = list(batch)
+        for values in zip(*(batch[c] for c in columns)):
+            yield dict(zip(columns, values))
+
+
+def _is_empty(row: dict) -> bool:
+    return all(_blank(v) for v in row.values())
+
+
+def _blank(value) -> bool:
+    if isinstance(value, str):
+        return not value.strip()
+    if isinstance(value, float):
+        return math.isnan(value)
+    return value is None or (isinstance(value, (list, dict, tuple)) and not value)
+
+
+def _response_is_empty(row: dict, fmt: DetectedFormat) -> bool:
+    """True when nothing in the row would train: no response text, or no assistant turn."""
+    if fmt.name == "template":
+        return not _cell(row.get(fmt.mapping[fmt.response_key])).strip()
+    if fmt.name in ("sharegpt", "messages"):
+        messages, _ = _row_messages(row, fmt, None, Counter())
+        return not any(m["role"] == "assistant" and (m["content"].strip() or m.get("tool_calls"))
+                       for m in messages)
+    value = row.get(fmt.mapping[SHAPES[fmt.name].response])
+    if isinstance(value, list):
+        return not value
+    return not _cell(value).strip()
+
+
+_DROPS = ("empty rows", "rows with an empty response", "unmappable rows",
+          "rows with no trained tokens")
+
+
+def _nothing_left(fmt, notes, prompt_lengths, limit, first_error) -> str:
+    """Why no row is left to train: the counts, and the fix for the commonest cause."""
+    drops = {k: notes[k] for k in _DROPS if notes[k]}
+    cause = max(drops, key=drops.get)
+    if fmt.name in ("sharegpt", "messages"):
+        empty = (f"no conversation in column '{fmt.mapping['messages']}' has an assistant turn "
+                 f"with content: check the role tags (seen: {fmt.role_map})")
+    else:
+        role = fmt.response_key if fmt.name == "template" else SHAPES[fmt.name].response
+        empty = (f"every row's response column '{fmt.mapping[role]}' is empty: fill it in, or "
+                 f"map the right column with --column-mapping {role}=COL")
+    fixes = {
+        "empty rows": "every row is empty: check the file",
+        "rows with an empty response": empty,
+        "unmappable rows": (f"no row could be read as {fmt.name} ({first_error}): check the "
+                            f"dataset_format and column mapping"),
+        "rows with no trained tokens": (
+            f"prompts are {min(prompt_lengths or [0])}..{max(prompt_lengths or [0])} tokens but "
+            f"max_seq_length is {limit}: raise max_seq_length or shorten prompts"),
+    }
+    if len(drops) == 1:
+        return fixes[cause]
+    counts = ", ".join(f"{n} {k}" for k, n in drops.items())
+    return f"no row is left to train ({counts}); most: {fixes[cause]}"
+
+
+def _eval_count(n: int, val_size: float) -> int:
+    """Eval rows: a fraction (<1) or a count (>=1); none for tiny data; never all of it."""
+    if not val_size or val_size <= 0 or n < _MIN_ROWS_FOR_EVAL:
+        return 0
+    k = int(val_size) if val_size >= 1 else max(1, round(n * val_size))
+    return max(0, min(k, n - 1))
+
+
+def _to_dataset(rows: list) -> datasets.Dataset:
+    return datasets.Dataset.from_dict({"input_ids": [r[0] for r in rows],
+                                       "assistant_masks": [r[1] for r in rows]})
+
+
+def _dtype(feature) -> str:
+    return getattr(feature, "dtype", None) or type(feature).__name__.lower()

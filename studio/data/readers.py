@@ -1,0 +1,246 @@
+"""Rows from a file, a saved dataset folder or the Hub, always as a datasets.Dataset.
+
+CSV/TSV cells stay text, JSON documents of several layouts are accepted, and free-form nested
+values (tool schemas, tool-call arguments) are kept as JSON text so Arrow does not pad them.
+Errors name the file, line or byte at fault and say how to fix it.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable
+from urllib.parse import urlparse
+
+import datasets
+
+from studio.data.errors import DataError
+
+_SAVED_MARKERS = ("dataset_dict.json", "state.json", "dataset_info.json")
+_SUPPORTED = "CSV, JSON, JSONL, Parquet, or a folder written by datasets.save_to_disk"
+
+
+def load_rows(source: str, split: str = "train") -> datasets.Dataset:
+    """Rows from a local file or folder, or else from the Hub: always a datasets.Dataset."""
+    path = Path(str(source)).expanduser()
+    if path.is_dir():
+        ds = _read_saved(path, split)
+    elif path.is_file():
+        reader = _READERS.get(path.suffix.lower())
+        if reader is None:
+            raise DataError(f"{path}: unknown file type '{path.suffix or '(none)'}'; "
+                            f"use {_SUPPORTED}")
+        ds = reader(path, split)
+    elif path.suffix.lower() in _READERS or str(source).startswith((".", "/", "~")):
+        raise DataError(f"file not found: {source} (working folder {os.getcwd()}); check the path")
+    else:
+        ds = _read_hub(str(source), split)
+    if len(ds) == 0:
+        raise DataError(f"{source} is empty (0 rows): add rows, or point at another file")
+    return ds
+
+
+def _read_text(path: Path) -> str:
+    """The file as text, refusing anything but UTF-8 with the byte, offset and line at fault."""
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise DataError(f"{path} is empty (0 rows): add rows, or point at another file")
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise DataError(f"{path} is UTF-16, not UTF-8: re-save it as UTF-8")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        guess = ""
+        try:
+            raw.decode("cp1252")
+            guess = "; it looks like Windows-1252/Latin-1"
+        except UnicodeDecodeError:
+            pass
+        raise DataError(f"{path} is not UTF-8: byte 0x{raw[e.start]:02x} at offset {e.start} "
+                        f"(line {line}) is not valid UTF-8{guess}; re-save the file as UTF-8 "
+                        f"(e.g. Excel: Save As > 'CSV UTF-8', or iconv -f cp1252 -t utf-8)"
+                        ) from None
+
+
+def _read_csv(path: Path, split: str, sep: str = ",") -> datasets.Dataset:
+    import pandas as pd
+
+    text = _read_text(path)
+    try:
+        # Every cell as text, and an empty cell as "" not NaN: these are prompts, not numbers.
+        df = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path} is empty (0 rows): add rows, or point at another file") from None
+    except pd.errors.ParserError as e:
+        raise DataError(f"{path}: malformed CSV: {str(e).strip()}; check quoting on that line"
+                        ) from None
+    return datasets.Dataset.from_pandas(df, preserve_index=False)
+
+
+def _read_tsv(path: Path, split: str) -> datasets.Dataset:
+    return _read_csv(path, split, sep="\t")
+
+
+def _read_json(path: Path, split: str) -> datasets.Dataset:
+    text = _read_text(path)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        if e.msg == "Extra data" and text.lstrip().startswith("{"):
+            return _read_jsonl(path, split)   # JSON Lines saved with a .json name
+        raise DataError(f"{path} line {e.lineno}, column {e.colno}: invalid JSON: {e.msg}"
+                        ) from None
+    return _from_records(_records_in(data, path, split), path)
+
+
+def _records_in(data, path: Path, split: str) -> list:
+    """The list of row objects inside a JSON document: a list, {"data": [...]}, or columns."""
+    if isinstance(data, list):
+        return data
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a list of objects or {{\"data\": [...]}}, "
+                        f"found a JSON {type(data).__name__}")
+    lists = {k: v for k, v in data.items() if isinstance(v, list)}
+    for key in (split, "data", "rows", "examples", "records", "items", "train"):
+        if key in lists:
+            return lists[key]
+    if len(lists) == 1:
+        return next(iter(lists.values()))
+    if lists and len(lists) == len(data) and len({len(v) for v in lists.values()}) == 1:
+        n = len(next(iter(lists.values())))     # {"col": [...], "col2": [...]}: columns
+        return [{k: v[i] for k, v in lists.items()} for i in range(n)]
+    raise DataError(f"{path}: expected a list of objects or {{\"data\": [...]}}, found an object "
+                    f"with keys {', '.join(map(str, data)) or '(none)'}")
+
+
+def _read_jsonl(path: Path, split: str) -> datasets.Dataset:
+    rows = []
+    for n, line in enumerate(_read_text(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path} line {n}, column {e.colno}: invalid JSON: {e.msg}; "
+                            f"each line must be one JSON object") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path} line {n}: expected a JSON object, found a "
+                            f"{type(row).__name__}")
+        rows.append(row)
+    return _from_records(rows, path)
+
+
+def _from_records(rows: list, path: Path) -> datasets.Dataset:
+    """A Dataset from parsed JSON rows, with free-form nested values kept as JSON text.
+
+    Arrow gives every row of a column one schema, so tool schemas and tool-call arguments with
+    different keys would come back padded with nulls (`{"city": "Paris", "unit": None}`). Those
+    values are stored as JSON strings and parsed again in row_messages.
+    """
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise DataError(f"{path}: item {i} is a {type(row).__name__}, not an object")
+        _freeze_free_form(row)
+    if not rows:
+        raise DataError(f"{path} is empty (0 rows): add rows, or point at another file")
+    try:
+        return datasets.Dataset.from_list(rows)
+    except Exception:   # mixed types in one column (a number here, a list there): keep as text
+        columns = {k for row in rows for k in row}
+        for row in rows:
+            for k in columns:
+                v = row.get(k)
+                row[k] = v if v is None or isinstance(v, str) else json.dumps(v, ensure_ascii=False)
+        return datasets.Dataset.from_list(rows)
+
+
+_TOOLS_COLUMNS = ("tools", "functions", "tool_schemas")
+
+
+def _freeze_free_form(row: dict) -> None:
+    for key, value in row.items():
+        if key.lower() in _TOOLS_COLUMNS and value is not None and not isinstance(value, str):
+            row[key] = json.dumps(value, ensure_ascii=False)
+        elif isinstance(value, list):
+            for turn in value:
+                for call in (turn.get("tool_calls") or []) if isinstance(turn, dict) else []:
+                    fn = call.get("function", call) if isinstance(call, dict) else None
+                    if isinstance(fn, dict) and isinstance(fn.get("arguments"), (dict, list)):
+                        fn["arguments"] = json.dumps(fn["arguments"], ensure_ascii=False)
+
+
+def _read_parquet(path: Path, split: str) -> datasets.Dataset:
+    import pyarrow.parquet as pq
+    from datasets.table import InMemoryTable
+
+    try:
+        table = pq.read_table(path)
+    except Exception as e:
+        raise DataError(f"{path}: not a readable Parquet file ({e})") from None
+    return datasets.Dataset(InMemoryTable(table))
+
+
+def _read_saved(path: Path, split: str) -> datasets.Dataset:
+    if not any((path / m).is_file() for m in _SAVED_MARKERS):
+        raise DataError(f"{path} is a folder but not one written by datasets.save_to_disk "
+                        f"(no dataset_dict.json or state.json): point at a data file inside it")
+    try:
+        loaded = datasets.load_from_disk(str(path))
+    except Exception as e:
+        raise DataError(f"{path}: could not read the saved dataset ({e})") from None
+    if isinstance(loaded, datasets.DatasetDict):
+        if split not in loaded:
+            raise DataError(f"{path} has no '{split}' split; its splits are "
+                            f"{', '.join(loaded)}: pass one of those")
+        loaded = loaded[split]
+    return loaded
+
+
+def _read_hub(name: str, split: str) -> datasets.Dataset:
+    """A Hub dataset through datasets.load_dataset; without a network, fail in a second
+    (the cache is still tried) instead of after half a minute of retries."""
+    offline_mode, online = datasets.config.HF_HUB_OFFLINE, _hub_reachable()
+    try:
+        with _hub_offline(not online):
+            ds = datasets.load_dataset(name, split=split)
+    except Exception as e:
+        why = ("offline mode (HF_HUB_OFFLINE is set) and it is not in the local cache"
+               if offline_mode else "no network (the Hub cannot be reached)" if not online else
+               f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        raise DataError(f"could not load Hub dataset {name}: {why}; no local file or folder has "
+                        f"that name either: give a local file ({_SUPPORTED})") from None
+    if isinstance(ds, datasets.DatasetDict):
+        ds = ds[split]
+    return ds
+
+
+def _hub_reachable() -> bool:
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True    # a proxy resolves names for us: let load_dataset try
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
+    try:
+        socket.getaddrinfo(host, 443)
+        return True
+    except OSError:
+        return False
+
+
+@contextmanager
+def _hub_offline(offline: bool):
+    saved = datasets.config.HF_HUB_OFFLINE
+    datasets.config.HF_HUB_OFFLINE = saved or offline
+    try:
+        yield
+    finally:
+        datasets.config.HF_HUB_OFFLINE = saved
+
+
+_READERS: dict[str, Callable[[Path, str], datasets.Dataset]] = {
+    ".csv": _read_csv, ".tsv": _read_tsv, ".json": _read_json, ".jsonl": _read_jsonl,
+    ".ndjson": _read_jsonl, ".parquet": _read_parquet, ".pq": _read_parquet,
+}
+

@@ -1,0 +1,532 @@
+"""What the rows are and what they say: each shape of dataset, telling them apart, and turning
+one row into OpenAI-style chat messages (the model's chat template then renders those).
+
+A shape is one small class, as mlx-lm's dataset classes are: the roles it maps to columns and
+how a row of it becomes messages. SHAPES is the one table of them, by name.
+"""
+from __future__ import annotations
+
+import ast
+import dataclasses
+import difflib
+import json
+import math
+import string
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import ClassVar, Optional
+
+from studio.data.errors import DataError
+from studio.data.readers import _TOOLS_COLUMNS
+
+
+@dataclass
+class DetectedFormat:
+    name: str                 # one of FORMATS, or "template"
+    mapping: dict             # role -> column, e.g. {"instruction": "question", ...};
+    #                           for "template": placeholder -> column
+    reason: str               # why this shape was chosen, for people
+    role_map: dict = field(default_factory=dict)   # sharegpt/messages: raw tag (lower case) -> role
+    template: Optional[str] = None                 # the custom prompt template, for "template"
+    response_key: Optional[str] = None             # its placeholder whose text is trained
+
+    @property
+    def shape(self) -> Shape:
+        """The Shape behind `name`; a custom template is not in SHAPES (it is never detected)."""
+        return TEMPLATE if self.name == "template" else SHAPES[self.name]
+
+
+# ---------------------------------------------------------------------------------- shapes
+
+@dataclass(frozen=True)
+class Shape:
+    """A shape of rows: the roles it maps to columns, and how one row becomes chat messages."""
+    required: tuple = ()      # roles that must be mapped to a column
+    optional: tuple = ()      # roles used when a column is found
+    names: dict = field(default_factory=dict)   # role -> column names auto-detection recognises
+    response: str = ""        # the role holding the trained text
+    describe: str = ""
+    auto_required: tuple = () # roles auto-detection insists on (defaults to `required`)
+
+    # True: rows go through the model's chat template. False: the shape has no prompt turns to
+    # template and tokenizes its rows itself, in tokens(tokenizer, row, fmt).
+    chat_template: ClassVar[bool] = True
+
+    def to_messages(self, row: dict, fmt: DetectedFormat, notes: Counter
+                    ) -> tuple[list[dict], Optional[list]]:
+        """OpenAI-style messages for one row, and its tool schemas (or None)."""
+        raise NotImplementedError
+
+
+class ConversationShape(Shape):
+    """A column of turns, ShareGPT {from, value} or OpenAI {role, content}, with tool schemas."""
+
+    def to_messages(self, row, fmt, notes):
+        messages = _system_turn(row, fmt.mapping) + _convert_turns(
+            _as_list(row.get(fmt.mapping["messages"])), fmt, notes)
+        return messages, _tools(row.get(fmt.mapping["tools"])) if "tools" in fmt.mapping else None
+
+
+class PairShape(Shape):
+    """One prompt column and one response column (strings, or lists of turns)."""
+
+    @property
+    def prompt(self) -> str:
+        return self.required[0]
+
+    def to_messages(self, row, fmt, notes):
+        m = fmt.mapping
+        return (_system_turn(row, m) + _turns(row.get(m[self.prompt]), "user", fmt, notes)
+                + _turns(row.get(m[self.response]), "assistant", fmt, notes)), None
+
+
+class AlpacaShape(Shape):
+    """Instruction, optional input appended to it after a blank line, and output."""
+
+    def to_messages(self, row, fmt, notes):
+        m = fmt.mapping
+        instruction, extra = _cell(row.get(m["instruction"])), _cell(row.get(m.get("input")))
+        prompt = f"{instruction}\n\n{extra}" if extra.strip() else instruction
+        answer = _cell(row.get(m["output"]))
+        return (_system_turn(row, m) + [{"role": "user", "content": prompt},
+                                        {"role": "assistant", "content": answer}], None)
+
+
+class TextShape(Shape):
+    """Plain text: no prompt, so no chat template; every token trains."""
+    chat_template = False
+
+    def to_messages(self, row, fmt, notes):
+        return [{"role": "assistant", "content": _cell(row.get(fmt.mapping["text"]))}], None
+
+    def tokens(self, tokenizer, row, fmt) -> tuple[list, list]:
+        """Plain text: every token trains, then the end-of-sequence token."""
+        ids = tokenizer(_cell(row.get(fmt.mapping["text"])))["input_ids"] + _eos(tokenizer)
+        return ids, [1] * len(ids)
+
+
+class TemplateShape(Shape):
+    """A custom prompt template (prompt_template): its {placeholders} map to columns, and the
+    response placeholder (DetectedFormat.response_key) and what follows it train."""
+    chat_template = False
+
+    def to_messages(self, row, fmt, notes):
+        prompt, response = _render_template(row, fmt)
+        return ([{"role": "user", "content": prompt}, {"role": "assistant", "content": response}],
+                None)
+
+    def tokens(self, tokenizer, row, fmt) -> tuple[list, list]:
+        """Custom template: tokens overlapping the text from the response placeholder on train,
+        plus the end-of-sequence token appended so the model learns to stop."""
+        prompt, response = _render_template(row, fmt)
+        enc = tokenizer(prompt + response, return_offsets_mapping=True)
+        cut = len(prompt)
+        mask = [1 if end > cut and end > start else 0 for start, end in enc["offset_mapping"]]
+        eos = _eos(tokenizer)
+        return list(enc["input_ids"]) + eos, mask + [1] * len(eos)
+
+
+def _eos(tokenizer) -> list:
+    return [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+
+
+_PROMPT_NAMES = ("instruction", "question", "prompt", "query", "input", "problem", "request",
+                 "user", "human")
+_RESPONSE_NAMES = ("response", "answer", "output", "completion", "reply", "solution",
+                   "assistant", "gpt", "target")
+_CONVERSATION_NAMES = ("messages", "conversations", "conversation", "chat", "dialogue", "dialog",
+                       "turns")
+_SYSTEM_NAMES = ("system", "system_prompt")
+_COMMON = {"system": _SYSTEM_NAMES, "tools": _TOOLS_COLUMNS}
+
+SHAPES: dict[str, Shape] = {
+    "sharegpt": ConversationShape(("messages",), ("tools", "system"),
+                                  {"messages": _CONVERSATION_NAMES}, "messages",
+                                  "ShareGPT: a column of [{from, value}] turns"),
+    "messages": ConversationShape(("messages",), ("tools", "system"),
+                                  {"messages": _CONVERSATION_NAMES}, "messages",
+                                  "messages: a column of [{role, content}] turns"),
+    "alpaca": AlpacaShape(("instruction", "output"), ("input", "system"),
+                          {"instruction": ("instruction",), "input": ("input", "context"),
+                           "output": ("output",)}, "output",
+                          "Alpaca: instruction, input, output", ("instruction", "input", "output")),
+    "prompt_completion": PairShape(("prompt", "completion"), ("system",),
+                                   {"prompt": ("prompt",), "completion": ("completion",)},
+                                   "completion", "prompt/completion"),
+    "input_output": PairShape(("input", "output"), ("system",),
+                              {"input": ("input",), "output": ("output",)}, "output",
+                              "input/output"),
+    "instruction": PairShape(("instruction", "response"), ("system",),
+                             {"instruction": _PROMPT_NAMES, "response": _RESPONSE_NAMES},
+                             "response",
+                             "instruction/response (also question/answer, prompt/response, ...)"),
+    "text": TextShape(("text",), (), {"text": ("text", "content", "document", "body")}, "text",
+                      "plain text"),
+}
+FORMATS = tuple(SHAPES)
+# Chosen by prompt_template, never detected nor a dataset_format: so not in SHAPES or FORMATS.
+TEMPLATE = TemplateShape(describe="custom prompt template: {placeholder} -> column")
+_HOW_TO_MAP = "--column-mapping instruction=COL response=COL (or messages=COL, or text=COL)"
+
+
+# ---------------------------------------------------------------------------------- detection
+
+def detect_format(ds, dataset_format: str = "auto", column_mapping: dict | None = None,
+                  prompt_template: str | None = None) -> DetectedFormat:
+    """The shape of the rows: forced by dataset_format, pinned by column_mapping, else guessed
+    from the column names and, for conversations, from what the column holds."""
+    columns = list(ds.column_names)
+    mapping = {k: v for k, v in (column_mapping or {}).items() if v}
+    if prompt_template:
+        return _detect_template(columns, prompt_template, mapping)
+    for role, column in mapping.items():
+        if column not in columns:
+            raise _no_column(column, columns, f"column mapping {role}={column}")
+    known_roles = {r for s in SHAPES.values() for r in s.required + s.optional}
+    unknown = sorted(set(mapping) - known_roles)
+    if unknown:
+        raise DataError(f"unknown role(s) in column mapping: {', '.join(unknown)}; roles are "
+                        f"{', '.join(sorted(known_roles))}")
+    if dataset_format and dataset_format != "auto":
+        if dataset_format not in SHAPES:
+            raise DataError(f"unknown dataset_format '{dataset_format}'; choose auto or one of "
+                            f"{', '.join(FORMATS)}")
+        return _fill(dataset_format, ds, mapping, forced=True)
+    # Names first; only then a column that merely holds lists of turns (so a prompt/completion
+    # dataset whose prompts are lists of turns is not taken for a conversation column).
+    candidates = [n for n, s in SHAPES.items() if set(mapping) <= set(s.required + s.optional)]
+    attempts = [(n, False) for n in candidates] + [("messages", True)] * ("messages" in candidates)
+    for name, by_content in attempts:
+        found = _fill(name, ds, mapping, forced=False, by_content=by_content)
+        if found:
+            return found
+    shapes = "; ".join(s.describe for s in SHAPES.values())
+    raise DataError(f"could not tell the shape of the rows from columns {', '.join(columns)}. "
+                    f"Supported: {shapes}. Map yours, e.g. {_HOW_TO_MAP}")
+
+
+def _fill(name: str, ds, mapping: dict, forced: bool, by_content: bool = True
+          ) -> Optional[DetectedFormat]:
+    """Map the roles of shape `name` to columns; None (auto) or DataError (forced) if it cannot."""
+    shape, columns = SHAPES[name], list(ds.column_names)
+    filled, used = {}, set(mapping.values())
+    pinned = forced or set(mapping) - {"system", "tools"}
+    must = shape.required if pinned else (shape.auto_required or shape.required)
+    for role in shape.required + tuple(r for r in shape.optional if r not in shape.required):
+        names = {**_COMMON, **shape.names}.get(role, ())
+        column = mapping.get(role) or _find_column(columns, names, used)
+        if column is None and role == "messages" and (forced or by_content):
+            column = _find_conversation_column(ds, used)
+        if column is None:
+            if role in must:
+                if forced:
+                    raise DataError(f"dataset_format '{name}' needs a '{role}' column; columns: "
+                                    f"{', '.join(columns)}; map it with --column-mapping "
+                                    f"{role}=COL")
+                return None
+            continue
+        filled[role] = column
+        used.add(column)
+    if shape.response == "messages":
+        return _fill_conversation(name, ds, filled, forced, bool(mapping))
+    how = ("column mapping given" if mapping else
+           f"dataset_format={name} was asked for" if forced else "found columns")
+    pairs = ", ".join(f"{role}={col}" for role, col in filled.items())
+    return DetectedFormat(name, filled, f"{how}: {pairs} ({shape.describe})")
+
+
+def _fill_conversation(name, ds, filled, forced, mapped) -> Optional[DetectedFormat]:
+    """Conversations: tell ShareGPT ({from, value}) from OpenAI messages ({role, content}) by the
+    turns themselves, and map every role tag seen to a canonical role."""
+    column = filled["messages"]
+    turns = [t for row in _sample(ds, column) for t in _as_list(row) if isinstance(t, dict)]
+    if not turns:
+        if forced or mapped:
+            raise DataError(f"column '{column}' holds no conversations (lists of "
+                            f"{{role, content}} or {{from, value}} turns)")
+        return None
+    keys = Counter(k for t in turns for k in t if t.get(k) is not None)
+    if not (keys["role"] or keys["from"]):
+        if forced or mapped:
+            raise DataError(f"the turns in column '{column}' have no 'role' or 'from' key "
+                            f"(keys found: {', '.join(keys)})")
+        return None
+    sharegpt = keys["from"] + keys["value"] > keys["role"] + keys["content"]
+    kind = "sharegpt" if sharegpt else "messages"
+    if not forced:
+        name = kind
+    tags = Counter(str(_turn_tag(t)).strip().lower() for t in turns)
+    role_map = {tag: _ROLE_TAGS.get(tag, "user") for tag in tags}
+    unknown = {tag: n for tag, n in tags.items() if tag not in _ROLE_TAGS}
+    reason = (f"column '{column}' holds lists of "
+              f"{'{from, value}' if kind == 'sharegpt' else '{role, content}'} turns ({kind})")
+    if "tools" in filled:
+        reason += f", tool schemas in '{filled['tools']}'"
+    if unknown:
+        reason += "; unknown role tags mapped to user: " + ", ".join(
+            f"{tag} ({n})" for tag, n in unknown.items())
+    return DetectedFormat(name, filled, reason, role_map)
+
+
+CHAT_ROLES = ("system", "user", "assistant", "tool")
+
+
+def apply_role_mapping(fmt: DetectedFormat, role_mapping: dict | None) -> DetectedFormat:
+    """The detected format with some role tags re-assigned by the user (e.g. bot -> assistant)."""
+    if not role_mapping:
+        return fmt
+    role_map, changed = dict(fmt.role_map), {}
+    for tag, role in role_mapping.items():
+        tag, role = str(tag).strip().lower(), str(role).strip().lower()
+        if role not in CHAT_ROLES:
+            raise DataError(f"role mapping {tag}={role}: the role must be one of "
+                            f"{', '.join(CHAT_ROLES)}")
+        if tag not in role_map:
+            raise DataError(f"role mapping {tag}={role}: no turn in the data has the tag "
+                            f"'{tag}' (tags seen: {', '.join(role_map) or 'none'})")
+        if role_map[tag] != role:
+            changed[tag] = role_map[tag] = role
+    if not changed:
+        return fmt
+    return dataclasses.replace(fmt, role_map=role_map,
+                               reason=fmt.reason + "; role tags re-mapped: " + ", ".join(
+                                   f"{t}={r}" for t, r in changed.items()))
+
+
+def _find_column(columns: list, names: tuple, used: set) -> Optional[str]:
+    """The first column whose name (case and spaces ignored) is one of `names`, in their order."""
+    norm = {c.strip().lower().replace(" ", "_"): c for c in columns if c not in used}
+    return next((norm[n] for n in names if n in norm), None)
+
+
+def _find_conversation_column(ds, used: set) -> Optional[str]:
+    for column in ds.column_names:
+        if column not in used and any(isinstance(t, dict) for v in _sample(ds, column, 5)
+                                      for t in _as_list(v)):
+            return column
+    return None
+
+
+def _sample(ds, column: str, n: int = 2000) -> list:
+    return ds[:n][column]
+
+
+def _no_column(column: str, columns: list, what: str) -> DataError:
+    lower = {c.lower(): c for c in columns}
+    close = difflib.get_close_matches(column.lower(), list(lower), n=1, cutoff=0.6)
+    hint = f"; did you mean '{lower[close[0]]}'?" if close else ""
+    return DataError(f"column '{column}' not found ({what}){hint} columns: {', '.join(columns)}")
+
+# ---------------------------------------------------------------------- custom prompt templates
+
+# Placeholders that hold the trained text of a custom template, in the order they are looked for.
+_RESPONSE_PLACEHOLDERS = ("response", "output", "completion", "answer")
+
+
+def _detect_template(columns: list, template: str, mapping: dict) -> DetectedFormat:
+    """A custom prompt template: every {placeholder} must be a column (or be mapped to one).
+
+    The trained placeholder is {response} if present; else the one column_mapping["response"]
+    names; else {output}, {completion} or {answer}, in that order. Text before it is the prompt.
+    """
+    fields = list(dict.fromkeys(f for _, f, _, _ in _template_parts(template) if f is not None))
+    if not fields or any(not f for f in fields):
+        raise DataError("prompt_template needs named {placeholders} for the columns, e.g. "
+                        "'### Instruction: {instruction}\\n### Response: {response}'")
+    placeholders = {f: mapping.get(f, f) for f in fields}
+    for ph, column in placeholders.items():
+        if column not in columns:
+            raise _no_column(column, columns, f"prompt_template placeholder {{{ph}}}")
+    response = ("response" if "response" in fields else
+                mapping.get("response") if mapping.get("response") in fields else
+                next((f for f in _RESPONSE_PLACEHOLDERS if f in fields), None))
+    if response is None:
+        raise DataError(f"prompt_template has no response placeholder among "
+                        f"{', '.join('{' + f + '}' for f in fields)}: add {{response}} where the "
+                        f"answer goes, or name it with --column-mapping response=PLACEHOLDER")
+    return DetectedFormat("template", placeholders,
+                          f"custom prompt template; {{{response}}} (column "
+                          f"'{placeholders[response]}') and what follows it are trained",
+                          template=template, response_key=response)
+
+
+def _template_parts(template: str) -> list:
+    try:
+        return list(string.Formatter().parse(template))
+    except ValueError as e:
+        raise DataError(f"prompt_template is malformed ({e}): write placeholders as {{column}} "
+                        f"and literal braces as {{{{ and }}}}") from None
+
+
+
+def _render_template(row: dict, fmt: DetectedFormat) -> tuple[str, str]:
+    """The custom template filled in, split where the response placeholder begins."""
+    prompt, out = None, []
+    for literal, name, spec, _ in _template_parts(fmt.template):
+        out.append(literal)
+        if name is None:
+            continue
+        if name == fmt.response_key and prompt is None:
+            prompt, out = "".join(out), []
+        value = _cell(row.get(fmt.mapping[name]))
+        try:
+            out.append(format(value, spec) if spec else value)
+        except ValueError:
+            out.append(value)
+    return prompt or "", "".join(out)
+
+
+
+# ---------------------------------------------------------------------------- rows -> messages
+
+# Role tags seen in the wild -> the four roles chat templates know. Anything else becomes user,
+# and is counted, so an odd tag never throws a whole dataset away.
+_ROLE_TAGS = {
+    "system": "system",
+    "user": "user", "human": "user", "person": "user", "prompter": "user",
+    "assistant": "assistant", "gpt": "assistant", "bot": "assistant", "model": "assistant",
+    "chatbot": "assistant", "ai": "assistant",
+    "function_call": "assistant", "tool_call": "assistant", "tool_calls": "assistant",
+    "tool": "tool", "observation": "tool", "function_response": "tool", "ipython": "tool",
+    "function": "tool", "tool_response": "tool",
+}
+_TOOL_CALL_TAGS = ("function_call", "tool_call", "tool_calls")
+_UNKNOWN_TAGS = "unknown role tags mapped to user"
+_REASONING_KEYS = ("reasoning_content", "reasoning", "thinking")
+
+
+def row_messages(row: dict, fmt: DetectedFormat, system_prompt: str | None = None
+                 ) -> tuple[list[dict], list | None]:
+    """OpenAI-style messages for one row, and its tool schemas (or None)."""
+    return _row_messages(row, fmt, system_prompt, Counter())
+
+def _row_messages(row, fmt, system_prompt, notes: Counter):
+    messages, tools = fmt.shape.to_messages(row, fmt, notes)
+    if system_prompt and not (messages and messages[0]["role"] == "system"):
+        messages = [{"role": "system", "content": system_prompt}] + messages
+    return messages, tools
+
+
+def _system_turn(row, mapping) -> list:
+    text = _cell(row.get(mapping["system"])) if "system" in mapping else ""
+    return [{"role": "system", "content": text}] if text.strip() else []
+
+
+def _turns(value, role, fmt, notes) -> list:
+    """A prompt or response cell: text, or a list of turns (conversational prompt/completion).
+    Only real lists count as turns: a string answer that happens to be JSON stays an answer."""
+    if isinstance(value, (list, tuple)) and value and all(isinstance(t, dict) for t in value):
+        return _convert_turns(list(value), fmt, notes)
+    return [{"role": role, "content": _cell(value)}]
+
+
+def _convert_turns(turns: list, fmt, notes: Counter) -> list:
+    messages = []
+    for i, turn in enumerate(turns):
+        if not isinstance(turn, dict):
+            raise DataError(f"turn {i} is a {type(turn).__name__}, not an object with "
+                            f"role/content or from/value")
+        tag = str(_turn_tag(turn)).strip().lower()
+        role = fmt.role_map.get(tag) or _ROLE_TAGS.get(tag) or "user"
+        if tag not in _ROLE_TAGS and role == "user":   # unknown and not re-mapped by the user
+            notes[_UNKNOWN_TAGS] += 1
+        content = turn.get("content")
+        content = turn.get("value") if content is None else content
+        if tag in _TOOL_CALL_TAGS:
+            messages.append({"role": "assistant", "content": "",
+                             "tool_calls": _tool_calls(content, i)})
+            continue
+        message = {"role": role, "content": _content_text(content)}
+        if role == "assistant":
+            if turn.get("tool_calls"):
+                message["tool_calls"] = _tool_calls(turn["tool_calls"], i)
+            reasoning = next((turn[k] for k in _REASONING_KEYS if isinstance(turn.get(k), str)),
+                             None)
+            if reasoning:
+                message["reasoning_content"] = reasoning
+        if role == "tool" and isinstance(turn.get("name"), str):
+            message["name"] = turn["name"]
+        messages.append(message)
+    return messages
+
+
+def _turn_tag(turn: dict):
+    return turn.get("role") if turn.get("role") is not None else turn.get("from")
+
+
+def _content_text(content) -> str:
+    """Message content as text: strings pass, lists of {type: text} parts are joined."""
+    if isinstance(content, list):
+        return "".join((p.get("text") or "") if isinstance(p, dict) else str(p) for p in content)
+    if isinstance(content, dict):
+        return json.dumps(content, ensure_ascii=False)
+    return _cell(content)
+
+
+def _tool_calls(value, turn: int) -> list:
+    """Tool calls as [{"type": "function", "function": {"name", "arguments": dict}}]."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise DataError(f"turn {turn}: the tool call is not JSON {{name, arguments}}: "
+                            f"{value[:60]!r}") from None
+    calls = []
+    for call in value if isinstance(value, list) else [value]:
+        fn = call.get("function", call) if isinstance(call, dict) else None
+        if not isinstance(fn, dict) or not fn.get("name"):
+            raise DataError(f"turn {turn}: a tool call needs a name and arguments, "
+                            f"got {call!r:.60}")
+        args = fn.get("arguments", fn.get("parameters", {}))
+        if isinstance(args, str):
+            try:
+                args = json.loads(args) if args.strip() else {}
+            except json.JSONDecodeError:
+                pass            # kept verbatim: the template writes string arguments as they are
+        calls.append({"type": "function", "function": {"name": fn["name"], "arguments": args}})
+    return calls
+
+
+def _tools(value) -> Optional[list]:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, str):
+        try:
+            value = _parse(value)
+        except ValueError as e:
+            raise DataError(f"the tools column is not valid JSON ({e})") from None
+    tools = value if isinstance(value, list) else [value]
+    # Bare {name, description, parameters} schemas get the OpenAI wrapper chat templates expect.
+    return [t if not isinstance(t, dict) or "function" in t or "name" not in t
+            else {"type": "function", "function": t} for t in tools] or None
+
+
+def _as_list(value) -> list:
+    """A list cell; a list kept as text (a CSV column) is parsed."""
+    if isinstance(value, str) and value.lstrip().startswith("["):
+        try:
+            value = _parse(value)
+        except ValueError:
+            return []
+    return list(value) if isinstance(value, (list, tuple)) else []
+
+
+def _parse(text: str):
+    """Nested data kept as text: JSON, or the Python repr pandas writes for nested values into
+    a CSV (literals only, never code). ValueError if it is neither."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        try:
+            return ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            raise ValueError(f"{e.msg} at character {e.pos}") from None
+
+
+def _cell(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
