@@ -85,7 +85,7 @@ def _step_of(checkpoint: Path) -> int:
 
 
 # ---------------------------------------------------------------------------- chat
-@dataclass
+@dataclass(eq=False)
 class ScriptedModel:
     """What load() returns in place of a model: the steps its adapter was trained for."""
     steps: int

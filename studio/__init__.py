@@ -11,6 +11,8 @@ _API = {
     "FineTuningConfig": "studio.config",
     "run_fine_tuning": "studio.api",
     "TrainingError": "studio.api",
+    "Refused": "studio.service",
+    "Service": "studio.service",
     "load_model_and_tokenizer": "studio.inference",
     "generate_text": "studio.inference",
     "stream_text": "studio.inference",

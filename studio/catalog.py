@@ -86,5 +86,9 @@ def hub_cache_has(model_id: str) -> bool:
     return folder.is_dir() and any(folder.iterdir())
 
 
-def catalog_ids(backend: str = "any") -> list[str]:
-    return [m.id for m in CATALOG if backend == "any" or m.backend in ("any", backend)]
+def default_model() -> str:
+    """The smallest catalog model already in the Hub cache, else the bundled demo model, which
+    needs no network."""
+    cached = [m for m in CATALOG if "/" in m.id and hub_cache_has(m.id)]
+    return min(cached, key=lambda m: m.params).id if cached else DEMO_MODEL_ID
+

@@ -3,6 +3,8 @@
     python -m studio train --data data.jsonl --model Qwen/Qwen3-0.6B --output-dir runs/a
     python -m studio generate --run runs/a --prompt "Hello"
     python -m studio chat --run runs/a
+    python -m studio ui [--host --port --auth --runs-dir]
+    python -m studio runs | stop RUN | attach RUN
     python -m studio tiny-qwen3 DIR | demo-model [DIR]
 
 Every FineTuningConfig field is a flag named after it (--lora-r, and the guide's --lora_r);
@@ -19,7 +21,8 @@ import warnings
 from pathlib import Path
 
 from studio.config import GROUPS, ConfigError, FineTuningConfig, field_kind, flag_names
-from studio.errors import Note, user_errors
+from studio.errors import Note
+from studio.ui.server import add_server_flags
 
 
 # ---------------------------------------------------------------------------- flags from fields
@@ -52,10 +55,11 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         groups[meta["group"]].add_argument(*flag_names(f.name), **kwargs)
 
 
-def config_from_args(args: argparse.Namespace) -> FineTuningConfig:
+def config_from_args(args: argparse.Namespace, base: Path | None = None) -> FineTuningConfig:
+    """Defaults, then the YAML file (--config, else `base`), then the flags."""
     values = {}
-    if getattr(args, "config", None):
-        values = FineTuningConfig.load(args.config).to_dict()
+    if getattr(args, "config", None) or base:
+        values = FineTuningConfig.load(args.config or base).to_dict()
     for f in dataclasses.fields(FineTuningConfig):
         if hasattr(args, f.name):
             value = getattr(args, f.name)
@@ -65,21 +69,22 @@ def config_from_args(args: argparse.Namespace) -> FineTuningConfig:
 
 # ---------------------------------------------------------------------------- commands
 def cmd_train(args) -> int:
+    """Check, then train in this process with a progress bar, through the same service as the
+    page: the runs folder is --output-dir's parent, where one job trains at a time."""
     from studio.inference import generate_text, load_model_and_tokenizer
-    from studio.runs import execute, prepare_run_dir
+    from studio.service import Service
 
-    config = config_from_args(args)
-    if not config.data_path:
-        raise ConfigError("no dataset: give --data PATH (or data_path in --config)")
-    from studio.hardware import detect_hardware
-
-    problems = config.validate(detect_hardware())
-    if problems:
-        raise ConfigError("; ".join(problems))
-    run_dir = prepare_run_dir(Path(config.output_dir), config, resume=args.resume,
-                              overwrite=args.overwrite)
+    saved = Path(getattr(args, "output_dir", FineTuningConfig.output_dir)) / "config.yaml"
+    config = config_from_args(args, saved if args.resume and saved.is_file() else None)
+    run_dir = Path(config.output_dir).expanduser().resolve()
+    service = Service(run_dir.parent)
     with ProgressBar() as bar:
-        status = execute(run_dir, resume=args.resume, listeners=[bar])
+        if args.resume:
+            job = service.resume(run_dir, config, in_process=True, listeners=[bar])
+        else:
+            job = service.start(config, run_dir, allow_over_memory=args.allow_over_memory,
+                                overwrite=args.overwrite, in_process=True, listeners=[bar])
+        status = _until_done(job)
     if status["state"] == "failed":
         print(f"error: {status['reason']}", file=sys.stderr)
         return 1
@@ -91,12 +96,81 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _until_done(job) -> dict:
+    """Wait for the job; a first Ctrl-C asks it to stop at its next step (saving an adapter)."""
+    try:
+        return job.wait()
+    except KeyboardInterrupt:
+        print("\nstopping at the next step (Ctrl-C again to quit at once)", file=sys.stderr)
+        job.stop()
+        return job.wait()
+
+
 def cmd_run_job(args) -> int:
-    """The training process the UI starts: output goes to the run's log.txt."""
+    """The training process the page starts: output goes to the run's log.txt."""
     from studio.runs import execute
 
     status = execute(Path(args.run_dir), resume=args.resume, listeners=[_print_event])
     return 0 if status["state"] != "failed" else 1
+
+
+def cmd_runs(args) -> int:
+    """Every run in a runs folder, newest first: name, state, step and why it ended."""
+    from studio.service import Service
+
+    runs = Service(args.runs_dir).runs()
+    if not runs:
+        print(f"no runs in {Path(args.runs_dir).resolve()}")
+    for run in runs:
+        print(f"{run['name']}  {run.get('state', '?')}  step {run.get('step') or 0}  "
+              f"{run.get('reason') or ''}".rstrip())
+    return 0
+
+
+def cmd_stop(args) -> int:
+    """Ask a run to stop (it saves an adapter at its next step) and wait until it has."""
+    from studio.runs import ACTIVE, RunError, is_run_dir, read_status
+    from studio.service import Service
+
+    run_dir = Path(args.run).expanduser().resolve()
+    if not is_run_dir(run_dir):
+        raise RunError(f"{args.run} holds no run")
+    if read_status(run_dir).get("state") not in ACTIVE:
+        raise RunError(f"{run_dir.name} is not training ({read_status(run_dir).get('state')})")
+    Service(run_dir.parent).stop(run_dir, wait=True)
+    status = read_status(run_dir)
+    print(f"{status.get('state')}: {status.get('reason') or ''}")
+    return 0
+
+
+def cmd_attach(args) -> int:
+    """Follow a run started elsewhere (the page, another shell) until it ends."""
+    import time
+
+    from studio.runs import ACTIVE, RunError, is_run_dir
+    from studio.service import Service
+
+    run_dir = Path(args.run).expanduser().resolve()
+    if not is_run_dir(run_dir):
+        raise RunError(f"{args.run} holds no run")
+    job, cursor = Service(run_dir.parent).attach(run_dir), 0
+    with ProgressBar() as bar:
+        while True:
+            status = job.status          # first: once it is final, every event is on disk
+            events, cursor = job.events_since(cursor)
+            for event in events:
+                bar(event)
+            if status.get("state") not in ACTIVE:
+                break
+            time.sleep(1)
+    print(f"{status.get('state')}: {status.get('reason') or ''}")
+    return 0 if status.get("state") != "failed" else 1
+
+
+def cmd_ui(args) -> int:
+    from studio.ui.server import serve
+
+    return serve(args)
 
 
 def cmd_generate(args) -> int:
@@ -159,29 +233,34 @@ def _print_event(event) -> None:
 
 
 class ProgressBar:
-    """A tqdm bar over optimiser steps, showing loss and tokens/s; status lines above it."""
+    """A tqdm bar over optimiser steps, showing loss and tokens/s; status lines above it. The
+    bar appears with the first event, so a run refused before it starts prints only its error."""
 
     def __enter__(self):
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=None, unit="step", dynamic_ncols=True, file=sys.stderr)
+        self.bar = None
         return self
 
     def __call__(self, event) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=None, unit="step", dynamic_ncols=True, file=sys.stderr)
         d = event.data
         if event.kind == "train":
             if d.get("max_steps") and self.bar.total != d["max_steps"]:
                 self.bar.total = d["max_steps"]
             self.bar.update(event.step - self.bar.n)
-            self.bar.set_postfix(loss=f"{d['loss']:.4f}", tok_s=f"{d.get('tokens_per_s', 0):.0f}",
-                                 refresh=False)
+            loss = d.get("loss")
+            self.bar.set_postfix(loss=f"{loss:.4f}" if isinstance(loss, (int, float)) else loss,
+                                 tok_s=f"{d.get('tokens_per_s') or 0:.0f}", refresh=False)
         elif event.kind == "eval":
-            self.bar.write(f"step {event.step}: eval loss {d['eval_loss']:.4f}")
+            self.bar.write(f"step {event.step}: eval loss {d.get('eval_loss')}")
         elif event.kind in ("status", "checkpoint"):
             self.bar.write(d.get("message") or f"checkpoint {d.get('path')}")
 
     def __exit__(self, *exc):
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
 
 
 # ---------------------------------------------------------------------------- entry point
@@ -195,6 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "from its last checkpoint")
     train.add_argument("--overwrite", action="store_true", help="replace a run already in "
                        "--output-dir")
+    train.add_argument("--allow-over-memory", "--allow_over_memory", action="store_true",
+                       help="start even if the memory estimate is more than is free (the "
+                       "page's 'Start even if the estimate does not fit')")
     train.add_argument("--test-prompt", "--test_prompt", dest="test_prompt",
                        help="after training, answer this prompt with the trained model")
     add_config_flags(train)
@@ -213,13 +295,25 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Qwen3 thinking mode (default: as in training)")
         p.set_defaults(func=func)
 
+    p = sub.add_parser("ui", help="serve the studio's page (the browser UI)")
+    add_server_flags(p)
+    p.set_defaults(func=cmd_ui)
+    p = sub.add_parser("runs", help="list the runs in a runs folder")
+    p.add_argument("--runs-dir", "--runs_dir", default="runs", help="default: runs")
+    p.set_defaults(func=cmd_runs)
+    for name, func, what in (("stop", cmd_stop, "ask a training run to stop, and wait"),
+                             ("attach", cmd_attach, "follow a run started elsewhere")):
+        p = sub.add_parser(name, help=what)
+        p.add_argument("run", help="the run's folder")
+        p.set_defaults(func=func)
+
     p = sub.add_parser("tiny-qwen3", help="build a few-MB random Qwen3 with the real tokenizer")
     p.add_argument("dir")
     p.set_defaults(func=cmd_tiny_qwen3)
     p = sub.add_parser("demo-model", help="save SmolLM2-135M-Instruct (bundled) as safetensors")
     p.add_argument("dir", nargs="?")
     p.set_defaults(func=cmd_demo_model)
-    p = sub.add_parser("run-job", help=argparse.SUPPRESS)
+    p = sub.add_parser("run-job", help="(internal) the training process the page starts")
     p.add_argument("run_dir")
     p.add_argument("--resume", action="store_true")
     p.set_defaults(func=cmd_run_job)
@@ -240,6 +334,19 @@ def _quiet_libraries() -> None:
 
 def _note(message, category, *args, **kwargs) -> None:
     print(f"note: {message}", file=sys.stderr)
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Errors whose message already tells the user what to fix: one line, no traceback."""
+    from backends import BackendError
+    from studio.api import TrainingError
+    from studio.data import DataError
+    from studio.models import ModelError
+    from studio.runs import RunError
+    from studio.service import Refused
+
+    return (ConfigError, DataError, RunError, BackendError, ModelError, TrainingError, Refused,
+            FileNotFoundError, OSError)
 
 
 def main(argv=None) -> int:

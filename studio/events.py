@@ -31,8 +31,16 @@ class Event:
         return json.dumps(asdict(self), default=str)
 
     @classmethod
-    def from_json(cls, line: str) -> "Event":
-        return cls(**json.loads(line))
+    def parse(cls, line: str) -> Optional["Event"]:
+        """The event on one line of metrics.jsonl, or None when the line is not one (torn by a
+        crash, or edited by hand): readers skip it rather than fail."""
+        try:
+            raw = json.loads(line)
+            event = cls(str(raw["kind"]), int(raw.get("step", 0)), float(raw.get("time", 0)),
+                        raw.get("data") or {})
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return None
+        return event if event.kind in KINDS and isinstance(event.data, dict) else None
 
 
 Emit = Callable[..., None]   # emit(kind, step=0, **data)
@@ -46,8 +54,8 @@ class EventLog:
         self._events: list[Event] = []
         self._lock = threading.Lock()
         self._listeners: list[Callable[[Event], None]] = []
-        if self.path and self.path.exists():
-            self._events = read_events(self.path)
+        if self.path:
+            self._events, _ = read_events(self.path)
 
     def subscribe(self, listener: Callable[[Event], None]) -> None:
         self._listeners.append(listener)
@@ -75,16 +83,22 @@ class EventLog:
             return list(self._events)
 
 
-def read_events(path: Path, cursor: int = 0) -> list[Event]:
-    """Events of a metrics.jsonl, skipping a half-written last line."""
-    out = []
+def read_events(path: Path, offset: int = 0, *, tail: Optional[int] = None
+                ) -> tuple[list[Event], int]:
+    """The one reader of metrics.jsonl: events from byte `offset` (or from the last `tail`
+    bytes), and the offset to read from next time. A half-written last line is left for then;
+    a line that is not an event is skipped."""
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        with open(path, "rb") as f:
+            if tail is not None:
+                offset = max(0, f.seek(0, 2) - tail)
+            f.seek(offset)
+            chunk = f.read()
     except FileNotFoundError:
-        return out
-    for line in lines[cursor:]:
-        try:
-            out.append(Event.from_json(line))
-        except (ValueError, TypeError):
-            continue
-    return out
+        return [], offset
+    end = chunk.rfind(b"\n") + 1
+    lines = chunk[:end].decode("utf-8", "replace").splitlines()
+    if tail is not None and offset > 0:
+        lines = lines[1:]          # the first line was cut by the seek
+    events = [e for e in map(Event.parse, lines) if e is not None]
+    return events, offset + end

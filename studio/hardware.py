@@ -1,6 +1,7 @@
 """What this machine can train on: CUDA GPUs, Apple Silicon, CPU cores and memory."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.util
 import os
@@ -66,9 +67,24 @@ def _cpuinfo(key: str) -> str:
     return ""
 
 
-@functools.lru_cache(maxsize=1)
 def detect_hardware() -> Hardware:
-    """Probe once per process; GPU free memory is read at that moment."""
+    """What this machine has, with free GPU memory and RAM read now: a decision that depends on
+    free memory (4-bit or not, the batch plan, the memory check) must not use a start-up reading."""
+    machine = _machine()
+    gpus = machine.gpus
+    if gpus:
+        import torch
+
+        gpus = tuple(dataclasses.replace(g, free_bytes=torch.cuda.mem_get_info(g.index)[0])
+                     for g in gpus)
+    return dataclasses.replace(machine, gpus=gpus,
+                               ram_free_bytes=psutil.virtual_memory().available)
+
+
+@functools.lru_cache(maxsize=1)
+def _machine() -> Hardware:
+    """The parts that stay as they are while the process lives (probed once: importing torch and
+    looking up packages takes seconds)."""
     import torch
 
     gpus = []

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
@@ -130,11 +131,17 @@ def split_thinking(text: str) -> tuple[str, str]:
 
 
 # ---------------------------------------------------------------------------- the guide's API
+# The tokenizer of a model loaded through load_model_and_tokenizer -> how that model is prompted
+# and which backend runs it, so generate_text(model, tokenizer, ...) prompts as training did.
+# Kept here rather than as attributes set on the transformers objects (keyed by the tokenizer:
+# an MLX model is a dict, which cannot be a key).
+_LOADED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
 def load_model_and_tokenizer(config_or_path):
     """(model, tokenizer) of a base model, or of a run folder (base + adapter)."""
     loaded = load_model(config_or_path)
-    loaded.tokenizer.studio_prompt_format = loaded.prompt_format
-    loaded.model.studio_backend = loaded.backend
+    _LOADED[loaded.tokenizer] = loaded
     return loaded.model, loaded.tokenizer
 
 
@@ -147,7 +154,8 @@ def generate_text(model, tokenizer, prompt: str, max_new_tokens: int = 256,
 def stream_text(model, tokenizer, prompt: str, max_new_tokens: int = 256,
                 temperature: float = 0.7, top_p: float = 0.95) -> Iterator[str]:
     """generate_text, piece by piece: for chat UIs."""
-    loaded = LoadedModel(model, tokenizer, getattr(model, "studio_backend", "transformers"),
-                         getattr(tokenizer, "studio_prompt_format", PromptFormat()), "")
+    known = _LOADED.get(tokenizer)
+    loaded = LoadedModel(model, tokenizer, known.backend if known else "transformers",
+                         known.prompt_format if known else PromptFormat(), "")
     yield from stream_reply(loaded, [{"role": "user", "content": prompt}],
                             max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)

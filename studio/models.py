@@ -10,19 +10,53 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import zipfile
 from pathlib import Path
+from urllib.parse import urlparse
 
-from studio.catalog import DEMO_MODEL_ID, TINY_QWEN3_ID
+from studio.catalog import DEMO_MODEL_ID, TINY_QWEN3_ID, hub_cache_has, is_local_model
 
 CACHE = Path(os.environ.get("QWEN3_STUDIO_CACHE", "~/.cache/qwen3-studio")).expanduser()
 
 
 class ModelError(RuntimeError):
     """A model that cannot be found or built; the message says what to do."""
+
+
+def model_problem(name: str) -> str | None:
+    """Why `name` cannot be loaded here, naming what to pick instead, or None when it can."""
+    if name.startswith("demo:") or is_local_model(name):
+        return None
+    path = Path(name).expanduser()
+    if name.startswith((".", "/", "~")) or path.exists():
+        return (f"{name} is not a model folder (no config.json in it): pick a folder that holds "
+                "a saved model, or a model from the list")
+    if "/" not in name:
+        return f"{name} is neither a local folder nor a Hub id (owner/name): pick one from the list"
+    if not hub_cache_has(name) and not hub_reachable():
+        return (f"{name} is not downloaded and the Hugging Face Hub cannot be reached: pick the "
+                f"bundled demo model ({DEMO_MODEL_ID}) or a local model folder, or connect to "
+                "the network")
+    return None
+
+
+def hub_reachable() -> bool:
+    """Whether the Hugging Face Hub can be asked now, for a model or a dataset: offline mode or
+    a host name that does not resolve says no in a second, not after half a minute of retries."""
+    if os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True"):
+        return False
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True    # a proxy resolves names for us: let the library try
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
+    try:
+        socket.getaddrinfo(host, 443)
+        return True
+    except OSError:
+        return False
 
 
 def qwen3_tokenizer_dir() -> Path:

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+import yaml
+
 from studio.config import ConfigError, FineTuningConfig
 from studio.events import Event, EventLog, read_events
 
@@ -48,7 +50,8 @@ def status_path(run_dir: Path) -> Path:
 
 
 def read_status(run_dir: Path) -> dict:
-    """The run's status; a job recorded as running whose process is gone is 'interrupted'."""
+    """The run's status; a job recorded as running whose process is gone reads as 'interrupted'.
+    Reading never writes: every page tick reads this."""
     status = read_status_raw(run_dir)
     if not status:
         return {"state": "new"}
@@ -56,7 +59,6 @@ def read_status(run_dir: Path) -> dict:
         status.update(state="interrupted",
                       reason="the training process ended without finishing (server restart, "
                              "crash or kill); Resume continues from the last checkpoint")
-        write_status(run_dir, **status)
     return status
 
 
@@ -70,6 +72,15 @@ def write_status(run_dir: Path, **fields) -> dict:
     return status
 
 
+def read_status_raw(run_dir: Path) -> dict:
+    """status.json as written, {} where there is none yet or it is not a JSON object."""
+    try:
+        status = json.loads(status_path(run_dir).read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+    return status if isinstance(status, dict) else {}
+
+
 def _alive(pid) -> bool:
     if not pid:
         return False
@@ -81,6 +92,23 @@ def _alive(pid) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
     except (OSError, IndexError):
         return True
+
+
+def write_plan(run_dir: Path, **fields) -> dict:
+    """Add to plan.yaml what the backend decided to run (beside config.yaml, as asked for)."""
+    path = Path(run_dir) / "plan.yaml"
+    plan = {**read_plan(run_dir), **fields}
+    path.write_text(yaml.safe_dump(plan, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    return plan
+
+
+def read_plan(run_dir: Path) -> dict:
+    """plan.yaml, {} before the backend has planned (or for runs older than plans)."""
+    try:
+        plan = yaml.safe_load((Path(run_dir) / "plan.yaml").read_text(encoding="utf-8"))
+    except (FileNotFoundError, yaml.YAMLError):
+        return {}
+    return plan if isinstance(plan, dict) else {}
 
 
 def last_checkpoint(run_dir: Path) -> Optional[Path]:
@@ -146,17 +174,20 @@ def _nothing_to_lose(run_dir: Path) -> bool:
 
 # ---------------------------------------------------------------------------- one job, to the end
 def execute(run_dir: Path, should_stop: Callable[[], bool] = lambda: False,
-            resume: bool = False, listeners=()) -> dict:
+            resume: bool = False, listeners=(), data=None) -> dict:
     """Train the run described by run_dir/config.yaml in this process; record everything.
 
-    Never raises for a training failure: the failure is the run's outcome, written to
-    status.json and metrics.jsonl with a reason a person can act on. Returns the final status.
+    `data` is the prepared dataset when the caller already has it (the service's preflight
+    prepared it in this process); otherwise it is prepared here. Never raises for a training
+    failure: the failure is the run's outcome, written to status.json and metrics.jsonl with a
+    reason a person can act on. Returns the final status.
     """
     from backends import choose_backend, get_backend
     from studio.hardware import detect_hardware
 
     run_dir = Path(run_dir)
     log = EventLog(run_dir / "metrics.jsonl")
+    log.subscribe(lambda e: e.kind == "plan" and write_plan(run_dir, **e.data))
     for listener in listeners:
         log.subscribe(listener)
     stop_file = run_dir / "STOP"
@@ -173,7 +204,8 @@ def execute(run_dir: Path, should_stop: Callable[[], bool] = lambda: False,
         name, why = choose_backend(config.backend, hw)
         write_status(run_dir, backend=name)
         log.emit("status", 0, message=f"backend: {why}", backend=name, hardware=hw.summary())
-        data = prepare_data(config, log.emit)
+        log.emit("plan", 0, **resolved_plan(config, name))
+        data = prepare_data(config, log.emit, data)
         resume_from = last_checkpoint(run_dir) if resume else None
         if resume_from:
             log.emit("status", 0, message=f"resuming from {resume_from.name}")
@@ -200,8 +232,19 @@ def execute(run_dir: Path, should_stop: Callable[[], bool] = lambda: False,
     return write_status(run_dir, state=state, reason=reason, ended=time.time(), step=step)
 
 
-def prepare_data(config: FineTuningConfig, emit):
-    """Tokenize and mask the run's dataset with the base model's tokenizer."""
+def resolved_plan(config: FineTuningConfig, backend: str) -> dict:
+    """The plan's first fields, from the config as resolved on this hardware: where it trains,
+    in which precision, quantised or not. The backend adds its batch layout and attention."""
+    dtype = "bfloat16" if config.bf16 else "float16" if config.fp16 else "float32"
+    quantization = "4-bit NF4 (QLoRA)" if config.load_in_4bit else \
+        "8-bit" if config.load_in_8bit else "none"
+    return {"backend": backend, "device": "CPU" if config.cpu_only else "GPU", "dtype": dtype,
+            "quantization": quantization, "lora_dropout": config.lora_dropout}
+
+
+def prepare_data(config: FineTuningConfig, emit, data=None):
+    """Tokenize and mask the run's dataset with the base model's tokenizer, unless that was done
+    already (`data`), and say what it holds."""
     from transformers import AutoTokenizer
 
     from studio.data import prepare
@@ -209,9 +252,10 @@ def prepare_data(config: FineTuningConfig, emit):
 
     if not config.data_path:
         raise RunError("no dataset: give data_path (a file, a saved dataset folder or a Hub id)")
-    emit("status", 0, message=f"preparing {config.data_path}")
-    tokenizer = AutoTokenizer.from_pretrained(local_model_path(config.model_name))
-    data = prepare(config.data_path, tokenizer, config)
+    if data is None:
+        emit("status", 0, message=f"preparing {config.data_path}")
+        tokenizer = AutoTokenizer.from_pretrained(local_model_path(config.model_name))
+        data = prepare(config.data_path, tokenizer, config)
     emit("status", 0, message="data: " + data.report.summary().replace("\n", "; "),
          n_train=data.report.n_train, n_eval=data.report.n_eval, format=data.format.name)
     return data
@@ -242,10 +286,11 @@ def explain_failure(e: BaseException, run_dir: Path) -> str:
 # ---------------------------------------------------------------------------- jobs
 @dataclass
 class Job:
-    """A run being trained in a thread of this process or in a child process.
+    """A run being trained in a thread of this process or in a child process, or watched.
 
     Events are read from the run's metrics.jsonl by byte offset, so a watcher that attaches
     late (a reloaded page) still gets the whole history, and polling costs only the new lines.
+    Jobs are started by studio.service, which checks first whether they may start.
     """
     run_dir: Path
     thread: Optional[threading.Thread] = None
@@ -257,27 +302,22 @@ class Job:
 
     # ---- starting
     @classmethod
-    def start(cls, config: FineTuningConfig, run_dir: Path | None = None, *, runs_dir=None,
-              resume=False, overwrite=False, in_process=True, listeners=()) -> "Job":
-        """Create (or reopen, to resume) the run folder and start training in the background."""
-        if run_dir is None:
-            run_dir = new_run_dir(Path(runs_dir or "runs"), config)
-        prepare_run_dir(run_dir, config, resume=resume, overwrite=overwrite)
+    def start(cls, run_dir: Path, *, resume=False, in_process=True, listeners=(),
+              data=None) -> "Job":
+        """Train the prepared run folder in the background (see prepare_run_dir)."""
         job = cls(Path(run_dir))
         if in_process:
             job.thread = threading.Thread(
-                target=execute, args=(job.run_dir, job._stop.is_set, resume, listeners),
+                target=execute, args=(job.run_dir, job._stop.is_set, resume, listeners, data),
                 name=f"train-{job.run_dir.name}", daemon=True)
             job.thread.start()
         else:
             job.process = spawn(job.run_dir, resume)
             write_status(job.run_dir, pid=job.process.pid)
+            # reaped as soon as it ends, so a finished job never lingers as a zombie process
+            threading.Thread(target=job.process.wait, daemon=True,
+                             name=f"reap-{job.run_dir.name}").start()
         return job
-
-    @classmethod
-    def attach(cls, run_dir: Path) -> "Job":
-        """Watch a run started elsewhere (another process, before a server restart)."""
-        return cls(Path(run_dir))
 
     # ---- watching
     @property
@@ -285,7 +325,7 @@ class Job:
         if self.thread is not None and self.thread.is_alive():
             return {**read_status_raw(self.run_dir), "state": "running"}
         if self.process is not None:
-            self.process.poll()   # reap, so a finished child is not mistaken for a live one
+            self.process.poll()   # reap, so a finished child is not left a zombie
         return read_status(self.run_dir)
 
     @property
@@ -294,47 +334,39 @@ class Job:
 
     def events_since(self, cursor: int = 0) -> tuple[list[Event], int]:
         """Events written after byte offset `cursor`, and the next cursor."""
-        path = self.run_dir / "metrics.jsonl"
-        try:
-            with open(path, "rb") as f:
-                f.seek(cursor)
-                chunk = f.read()
-        except FileNotFoundError:
-            return [], cursor
-        end = chunk.rfind(b"\n") + 1        # leave a half-written line for next time
-        events = []
-        for line in chunk[:end].decode("utf-8", "replace").splitlines():
-            try:
-                events.append(Event.from_json(line))
-            except (ValueError, TypeError):
-                continue
-        return events, cursor + end
+        return read_events(self.run_dir / "metrics.jsonl", cursor)
 
     @property
     def events(self) -> list[Event]:
-        return read_events(self.run_dir / "metrics.jsonl")
+        return read_events(self.run_dir / "metrics.jsonl")[0]
 
     # ---- stopping
     def stop(self, timeout: float = 60) -> None:
-        """Ask the job to stop at its next step (it saves a usable adapter). A child process
-        that does not stop in time is killed, which frees all of its memory."""
+        """Ask the job to stop at its next step (it saves a usable adapter). A process that does
+        not stop in time is killed, which frees all of its memory; a thread of this process
+        cannot be killed, so it is only asked."""
         self._stop.set()
         (self.run_dir / "STOP").touch()
-        if self.process is None and self.thread is None:
-            pid = read_status_raw(self.run_dir).get("pid")
-            if pid and _alive(pid) and pid != os.getpid():
-                _wait_or_kill(int(pid), timeout)
-                read_status(self.run_dir)   # marks it interrupted if it had to be killed
+        if self.thread is not None:
             return
-        if self.process is not None:
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                _kill_group(self.process.pid)
+        pid = self.process.pid if self.process else read_status_raw(self.run_dir).get("pid")
+        if not pid or pid == os.getpid():
+            return
+        deadline = time.time() + timeout
+        while time.time() < deadline and self._process_alive(pid):
+            time.sleep(0.2)
+        if self._process_alive(pid):
+            _kill_group(int(pid))
+            if self.process is not None:
                 self.process.wait(10)
-                write_status(self.run_dir, state="stopped", ended=time.time(),
-                             reason="killed after not stopping within "
-                                    f"{timeout:.0f} s; its memory is freed")
+            write_status(self.run_dir, state="stopped", ended=time.time(),
+                         reason=f"killed after not stopping within {timeout:.0f} s; its memory "
+                                "is freed")
+
+    def _process_alive(self, pid) -> bool:
+        if self.process is not None:
+            return self.process.poll() is None
+        return _alive(pid)
 
     def wait(self, timeout: float | None = None) -> dict:
         if self.thread is not None:
@@ -345,14 +377,6 @@ class Job:
             except subprocess.TimeoutExpired:
                 pass
         return self.status
-
-
-def read_status_raw(run_dir: Path) -> dict:
-    """status.json as written, {} where there is none yet (no liveness check)."""
-    try:
-        return json.loads(status_path(run_dir).read_text())
-    except (FileNotFoundError, ValueError):
-        return {}
 
 
 def spawn(run_dir: Path, resume: bool) -> subprocess.Popen:
@@ -377,14 +401,6 @@ def _kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
-
-
-def _wait_or_kill(pid: int, timeout: float) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline and _alive(pid):
-        time.sleep(0.5)
-    if _alive(pid):
-        _kill_group(pid)
 
 
 def list_runs(runs_dir: Path) -> list[dict]:

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from studio import FineTuningConfig, generate_text, load_model_and_tokenizer, run_fine_tuning
-from studio.runs import Job, last_checkpoint, read_status
+from studio.runs import last_checkpoint, read_status
+from studio.service import Service
 from tests.conftest import QA_ROWS, write_jsonl
 
 
@@ -142,8 +143,9 @@ def test_stop_leaves_a_usable_adapter_and_resume_continues(tiny_qwen3, tmp_path,
     config = quick_config(tiny_qwen3, tmp_path / "run", max_steps=40, save_steps=3,
                           data_path=str(qa_jsonl), val_size=0)
     reached = threading.Event()
-    job = Job.start(config, tmp_path / "run",
-                    listeners=[lambda e: e.kind == "train" and e.step >= 4 and reached.set()])
+    service = Service(tmp_path)
+    job = service.start(config, tmp_path / "run", in_process=True,
+                        listeners=[lambda e: e.kind == "train" and e.step >= 4 and reached.set()])
     assert reached.wait(120), "training never reached step 4"
     job.stop()
     status = job.wait(120)
@@ -155,7 +157,7 @@ def test_stop_leaves_a_usable_adapter_and_resume_continues(tiny_qwen3, tmp_path,
     checkpoint = int(last_checkpoint(tmp_path / "run").name.split("-")[1])
     assert checkpoint == stopped_at   # a checkpoint is written at the stop
 
-    job = Job.start(config, tmp_path / "run", resume=True)
+    job = service.resume(tmp_path / "run", in_process=True)
     status = job.wait(300)
     assert status["state"] == "finished", status
     steps = [e.step for e in job.events if e.kind == "train"]

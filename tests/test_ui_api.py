@@ -75,11 +75,12 @@ def serve(runs_dir: Path, port: int | None = None) -> Server:
 
 def stop_jobs(runs_dir: Path) -> None:
     """Stop every training job left under runs_dir (tests must not leave processes behind)."""
-    from studio.runs import Job, list_runs
+    from studio.service import Service
 
-    for run in list_runs(runs_dir):
+    service = Service(runs_dir)
+    for run in service.runs():
         if run.get("state") in ("starting", "running"):
-            Job.attach(Path(run["run_dir"])).stop(timeout=10)
+            service.attach(run["run_dir"]).stop(timeout=10)
 
 
 def quick_run(model: str, data: str, **changes) -> dict:

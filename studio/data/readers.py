@@ -9,15 +9,14 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
-from urllib.parse import urlparse
 
 import datasets
 
 from studio.data.errors import DataError
+from studio.models import hub_reachable
 
 _SAVED_MARKERS = ("dataset_dict.json", "state.json", "dataset_info.json")
 _SUPPORTED = "CSV, JSON, JSONL, Parquet, or a folder written by datasets.save_to_disk"
@@ -203,7 +202,7 @@ def _read_saved(path: Path, split: str) -> datasets.Dataset:
 def _read_hub(name: str, split: str) -> datasets.Dataset:
     """A Hub dataset through datasets.load_dataset; without a network, fail in a second
     (the cache is still tried) instead of after half a minute of retries."""
-    offline_mode, online = datasets.config.HF_HUB_OFFLINE, _hub_reachable()
+    offline_mode, online = datasets.config.HF_HUB_OFFLINE, hub_reachable()
     try:
         with _hub_offline(not online):
             ds = datasets.load_dataset(name, split=split)
@@ -216,17 +215,6 @@ def _read_hub(name: str, split: str) -> datasets.Dataset:
     if isinstance(ds, datasets.DatasetDict):
         ds = ds[split]
     return ds
-
-
-def _hub_reachable() -> bool:
-    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return True    # a proxy resolves names for us: let load_dataset try
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
-    try:
-        socket.getaddrinfo(host, 443)
-        return True
-    except OSError:
-        return False
 
 
 @contextmanager

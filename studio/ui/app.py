@@ -1,4 +1,4 @@
-"""The studio's page: four tabs (data, model and hardware, train, chat) over one Studio.
+"""The studio's page: four tabs (data, model and hardware, train, chat) over one Service.
 
 Each tab module builds its components (build -> a small dataclass) and then wires its events;
 the config form is shared, since its fields are drawn across the data and model tabs. Page load
@@ -15,11 +15,12 @@ from typing import Iterator
 
 import gradio as gr
 
+from studio.catalog import default_model
 from studio.config import FineTuningConfig
+from studio.service import Refused, Service
 from studio.ui import chat_tab, data_tab, model_tab, train_tab
-from studio.ui.common import guard
+from studio.ui.common import first_line, guard
 from studio.ui.form import ConfigForm, apply_preset
-from studio.ui.state import Refused, Studio, default_model, first_line
 
 THEME = gr.themes.Soft(
     primary_hue="indigo", secondary_hue="slate", radius_size="md",
@@ -51,6 +52,9 @@ CSS = """
 #cli-command .cm-content { font-size: 12px; }
 .log-box { max-height: 280px; overflow-y: auto; display: flex; flex-direction: column-reverse;
            background: #0f172a; color: #e2e8f0; border-radius: 6px; padding: 8px 12px; }
+table.plan { font-size: 13px; border-collapse: collapse; }
+table.plan td, table.plan th { padding: 3px 10px; border-bottom: 1px solid #e5e7eb;
+                               text-align: left; }
 .log-box pre { margin: 0; white-space: pre-wrap; word-break: break-word; font-size: 12px;
                background: transparent; color: inherit; }
 """
@@ -71,11 +75,11 @@ def initial_preset() -> str:
 
 
 def build_app(runs_dir: str | Path = "runs") -> gr.Blocks:
-    studio = Studio(runs_dir)
+    service = Service(runs_dir)
     preset = initial_preset()
     form = ConfigForm(apply_preset(FineTuningConfig(model_name=default_model()), preset))
     with gr.Blocks(title="Qwen3 Studio", analytics_enabled=False) as demo:
-        gr.Markdown(HEADER.format(runs=_short_path(studio.runs_dir)), elem_id="studio-header")
+        gr.Markdown(HEADER.format(runs=_short_path(service.runs_dir)), elem_id="studio-header")
         with gr.Tabs():
             with gr.Tab("1 · Data", id="data", elem_id="tab-data") as data_page:
                 data = data_tab.build(form)
@@ -90,22 +94,22 @@ def build_app(runs_dir: str | Path = "runs") -> gr.Blocks:
             # makes it fit its container once the tab shows.
             page.select(None, js=RESIZE_CHARTS)
 
-        follow = data_tab.wire(data, form, studio)
-        for event in model_tab.wire(model, form, studio, demo):
+        follow = data_tab.wire(data, form, service)
+        for event in model_tab.wire(model, form, service, demo):
             follow(event)
-        train_tab.wire(train, form, studio)
-        chat_tab.wire(chat, studio)
+        train_tab.wire(train, form, service)
+        chat_tab.wire(chat, service)
 
         # ---- page load: hardware probe, reattach to a live run, chat sources
-        demo.load(lambda: model_tab.on_load(model, form, studio), None,
+        demo.load(lambda: model_tab.on_load(model, form, service), None,
                   [model.hardware, model.backends, model.past_run], api_name=False)
-        demo.load(lambda: train_tab.attach(studio), None, train_tab.outputs(train),
+        demo.load(lambda: train_tab.attach(service), None, train_tab.outputs(train),
                   api_name="attach")
-        demo.load(lambda: chat_tab.refresh_sources(studio), None, chat.source, api_name=False)
-        chat_page.select(lambda s: chat_tab.refresh_sources(studio, s), chat.source, chat.source,
+        demo.load(lambda: chat_tab.refresh_sources(service), None, chat.source, api_name=False)
+        chat_page.select(lambda s: chat_tab.refresh_sources(service, s), chat.source, chat.source,
                          api_name=False)
-        program_api(studio, form)
-    demo.studio = studio
+        program_api(service, form)
+    demo.service = service
     return demo
 
 
@@ -119,7 +123,7 @@ def _short_path(path: Path) -> str:
 
 
 # ---------------------------------------------------------------------------- for programs
-def program_api(studio: Studio, form: ConfigForm) -> None:
+def program_api(service: Service, form: ConfigForm) -> None:
     """Endpoints that take plain values (a path, YAML text, a run folder) for gradio_client."""
 
     def inspect_data(path: str, model_name: str = "") -> dict:
@@ -130,7 +134,7 @@ def program_api(studio: Studio, form: ConfigForm) -> None:
         config = form.defaults.replace(data_path=path,
                                        model_name=model_name or form.defaults.model_name)
         try:
-            a = studio.analyse(config)
+            a = service.data.analyse(config)
         except DataError as e:
             raise gr.Error(str(e)) from None
         r = a.report
@@ -148,18 +152,20 @@ def program_api(studio: Studio, form: ConfigForm) -> None:
 
         try:
             config = FineTuningConfig.from_dict(yaml.safe_load(config_yaml) or {})
-            job = studio.start(config, allow_over_memory=allow_over_memory)
-        except (Refused, ValueError) as e:
+            job = service.start(config, allow_over_memory=allow_over_memory)
+        except Refused as e:
+            raise gr.Error("\n".join(e.problems)) from None
+        except ValueError as e:
             raise gr.Error(str(e)) from None
         return {"run": str(job.run_dir), **job.status}
 
     def run_status(run: str = "") -> dict:
         """A run's state, reason and its train/eval points ('' = the live or latest run)."""
-        run_dir = run or str(studio.active() or next((r["run_dir"] for r in studio.runs()), ""))
+        run_dir = run or str(service.latest() or "")
         if not run_dir:
             raise gr.Error("there is no run yet")
         watch = train_tab.new_watch(run_dir)
-        job = studio.job(run_dir)
+        job = service.attach(run_dir)
         status = job.status
         events, _ = job.events_since(0)
         train_tab.absorb(watch, events)
@@ -168,15 +174,15 @@ def program_api(studio: Studio, form: ConfigForm) -> None:
 
     def stop_run(run: str = "") -> dict:
         """Ask a run to stop ('' = the live one); it saves an adapter and ends."""
-        run_dir = run or str(studio.active() or "")
+        run_dir = run or str(service.active() or "")
         if not run_dir:
             raise gr.Error("nothing is training")
-        studio.stop(run_dir)
+        service.stop(run_dir)
         return {"run": run_dir, "stopping": True}
 
     def list_runs() -> list:
         """Every run, newest first, with its state."""
-        return studio.runs()
+        return service.runs()
 
     def chat_reply(source: str, message: str, max_new_tokens: int = 64,
                    temperature: float = 0.7, thinking: bool = False) -> Iterator[str]:
@@ -184,7 +190,7 @@ def program_api(studio: Studio, form: ConfigForm) -> None:
         from studio.inference import stream_reply
 
         try:
-            loaded = studio.model(source)
+            loaded = service.model(source)
         except Exception as e:   # noqa: BLE001
             raise gr.Error(f"could not load {source}: {first_line(e)}") from None
         text = ""

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import gradio as gr
 
-from studio.catalog import CATALOG, DEMO_MODEL_ID, TINY_QWEN3_ID, hub_cache_has
+from studio.catalog import CATALOG, DEMO_MODEL_ID, TINY_QWEN3_ID, hub_cache_has, is_local_model
 from studio.config import FineTuningConfig
 from studio.runs import is_run_dir
-from studio.ui.common import guard, note, shout
-from studio.ui.state import Studio, first_line
+from studio.service import Service
+from studio.ui.common import first_line, guard, note, shout
 
 
 @dataclass
@@ -74,8 +74,11 @@ def build() -> ChatTab:
 
 
 # ---------------------------------------------------------------------------- helpers
-def sources(studio: Studio) -> list[tuple[str, str]]:
-    runs = studio.chat_sources()
+def sources(service: Service) -> list[tuple[str, str]]:
+    """(label, value) for the chat picker: runs with an adapter, then base models."""
+    runs = [(f"Fine-tuned: {r['name']} ({r.get('state')}, base "
+             f"{Path(r['base']).name if is_local_model(r['base']) else r['base']})", r["run_dir"])
+            for r in service.chat_runs()]
     bases = [DEMO_MODEL_ID, TINY_QWEN3_ID] + [m.id for m in CATALOG
                                               if "/" in m.id and hub_cache_has(m.id)]
     return runs + [(f"Base: {b}", b) for b in bases]
@@ -122,7 +125,7 @@ def describe_source(source: str) -> tuple[str, bool, str | None]:
 
 
 # ---------------------------------------------------------------------------- wiring
-def wire(t: ChatTab, studio: Studio) -> None:
+def wire(t: ChatTab, service: Service) -> None:
     """Chat events; sources are refreshed by the app on page load and tab select."""
 
     @guard
@@ -151,7 +154,7 @@ def wire(t: ChatTab, studio: Studio) -> None:
             who = "the base model" if base_of_run else Path(source).name if is_run else source
             yield tuned, base, note(f"Loading {who}…")
             try:
-                loaded = studio.model(source, base_of_run=base_of_run)
+                loaded = service.model(source, base_of_run=base_of_run)
             except Exception as e:   # noqa: BLE001 - the page says why, the server stays up
                 yield tuned, base, shout(f"Could not load {who}: {first_line(e)}. Pick a run "
                                          "with a saved adapter, or a downloaded base model.")
@@ -221,10 +224,10 @@ def wire(t: ChatTab, studio: Studio) -> None:
                     api_name=False)
 
 
-def refresh_sources(studio: Studio, current: str | None = None):
+def refresh_sources(service: Service, current: str | None = None):
     """The picker's choices now; the newest run is preselected unless a run is already picked
     (after training, the Chat tab opens on what was just trained)."""
-    choices = sources(studio)
+    choices = sources(service)
     values = [v for _, v in choices]
     runs = [v for v in values if is_run_dir(Path(v))]
     if current in runs or (current and current not in values):

@@ -1,4 +1,4 @@
-"""Small pieces every tab uses: status messages in the page and the look of the charts."""
+"""Small pieces every tab uses: status messages in the page, run pickers, the look of the charts."""
 from __future__ import annotations
 
 import html
@@ -28,6 +28,16 @@ def shout(text: str, kind: str = "error") -> str:
     else:
         gr.Info(text.splitlines()[0][:300])
     return note(text, kind)
+
+
+def first_line(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    return text.splitlines()[0]
+
+
+def run_choices(service) -> list[tuple[str, str]]:
+    """(label, run folder) of every run, newest first, for a run picker."""
+    return [(f"{r['name']} — {r.get('state', '?')}", r["run_dir"]) for r in service.runs()]
 
 
 def chart_layout(fig, height: int = 300, **kwargs):

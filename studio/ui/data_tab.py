@@ -13,9 +13,10 @@ from pathlib import Path
 
 import gradio as gr
 
+from studio.analysis import DATA_FIELDS
+from studio.service import Service
 from studio.ui.common import chart_layout, empty_chart, guard, note, shout
 from studio.ui.form import ConfigForm
-from studio.ui.state import DATA_FIELDS, Studio
 
 PAGE = 10
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
@@ -133,7 +134,7 @@ def build(form: ConfigForm) -> DataTab:
 
 
 # ---------------------------------------------------------------------------- handlers
-def describe(t: DataTab, form: ConfigForm, studio: Studio, values, page, row) -> list:
+def describe(t: DataTab, form: ConfigForm, service: Service, values, page, row) -> list:
     """Every display of the tab for the dataset and settings in the form."""
     from studio.data import DataError
 
@@ -141,7 +142,7 @@ def describe(t: DataTab, form: ConfigForm, studio: Studio, values, page, row) ->
     if not config.data_path:
         return cleared(t, note("No dataset loaded yet: drop a file above or click an example."))
     try:
-        a = studio.analyse(config)
+        a = service.data.analyse(config)
     except DataError as e:
         return cleared(t, shout(str(e)))
     ds = a.dataset
@@ -153,7 +154,7 @@ def describe(t: DataTab, form: ConfigForm, studio: Studio, values, page, row) ->
         f"`{c}` ({getattr(f, 'dtype', type(f).__name__.lower())})" for c, f in ds.features.items())
     pages = max(1, -(-len(ds) // PAGE))
     page = min(max(1, int(page or 1)), pages)
-    out[t.table] = preview(studio, a.path, page)
+    out[t.table] = preview(service, a.path, page)
     out[t.page] = page
     out.update(mapping_updates(t, a, ds.column_names))
     out.update(example_updates(t, a, config, row))
@@ -175,10 +176,10 @@ def display_outputs(t: DataTab) -> list:
             t.example_info, t.example, t.histogram, t.stats]
 
 
-def preview(studio: Studio, path: str, page: int):
+def preview(service: Service, path: str, page: int):
     from studio.ui.preview import dataset_preview
 
-    ds = studio.dataset(path)
+    ds = service.data.dataset(path)
     return dataset_preview(ds, (page - 1) * PAGE, PAGE)
 
 
@@ -270,7 +271,7 @@ def length_updates(t: DataTab, a, config) -> dict:
 
 
 # ---------------------------------------------------------------------------- wiring
-def wire(t: DataTab, form: ConfigForm, studio: Studio):
+def wire(t: DataTab, form: ConfigForm, service: Service):
     """Wire the tab; returns follow(event), which redraws the data view after an event that
     rewrote the form (a preset, a YAML file, a past run's config)."""
     mapping_state = form.widgets["column_mapping"]
@@ -280,7 +281,7 @@ def wire(t: DataTab, form: ConfigForm, studio: Studio):
 
     @guard
     def refresh(*values):
-        return describe(t, form, studio, values[:-2], values[-2], values[-1])
+        return describe(t, form, service, values[:-2], values[-2], values[-1])
 
     def fresh(path: str):
         """A new dataset: detection starts over (mappings and forced format reset)."""
@@ -291,7 +292,7 @@ def wire(t: DataTab, form: ConfigForm, studio: Studio):
         """Keep the file under the runs folder and empty the drop zone for the next one."""
         if not file:
             return [gr.skip()] * 7
-        return (*fresh(studio.keep_upload(file)), None)
+        return (*fresh(service.data.keep_upload(file)), None)
 
     role_state = form.widgets["role_mapping"]
     reset = [t.path, mapping_state, fmt_widget, t.page, t.example_row, role_state]
@@ -330,12 +331,12 @@ def wire(t: DataTab, form: ConfigForm, studio: Studio):
         if not path:
             return gr.skip(), gr.skip()
         try:
-            ds = studio.dataset(path)
+            ds = service.data.dataset(path)
         except Exception:   # noqa: BLE001 - the status line already says why
             return gr.skip(), gr.skip()
         pages = max(1, -(-len(ds) // PAGE))
         page = min(max(1, int(page or 1) + step), pages)
-        return preview(studio, path, page), page
+        return preview(service, path, page), page
 
     t.prev.click(lambda p, n: turn(p, n, -1), [t.path, t.page], [t.table, t.page], api_name=False)
     t.next.click(lambda p, n: turn(p, n, +1), [t.path, t.page], [t.table, t.page],

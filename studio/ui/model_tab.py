@@ -7,6 +7,7 @@ load back into the form.
 """
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,9 +15,10 @@ import gradio as gr
 
 from studio.catalog import CATALOG, hub_cache_has, is_local_model, parameter_count
 from studio.config import GROUPS, FineTuningConfig
-from studio.ui.common import guard, note, shout
+from studio.models import model_problem
+from studio.service import GiB, Service
+from studio.ui.common import guard, note, run_choices, shout
 from studio.ui.form import FIELDS, PRESETS, ConfigForm, apply_preset, command_line
-from studio.ui.state import GiB, Studio, model_problem
 
 
 @dataclass
@@ -106,11 +108,11 @@ def build(form: ConfigForm, preset: str) -> ModelTab:
 
 
 # ---------------------------------------------------------------------------- handlers
-def hardware_text(studio: Studio) -> tuple[str, str]:
+def hardware_text(service: Service) -> tuple[str, str]:
     """(what was detected, which backends can run here and why not)."""
     from backends import availability, choose_backend
 
-    hw = studio.hardware()
+    hw = service.hardware()
     lines = [f"- **GPU {g.index}:** {g.name} · {g.total_bytes / GiB:.0f} GiB "
              f"({g.free_bytes / GiB:.0f} GiB free) · compute {g.capability[0]}.{g.capability[1]}"
              for g in hw.gpus]
@@ -121,7 +123,7 @@ def hardware_text(studio: Studio) -> tuple[str, str]:
         lines.append("- **Apple Silicon:** yes (the mlx backend can use it)")
     lines.append(f"- **CPU:** {hw.cpu_name} · {hw.cpu_cores} cores")
     lines.append(f"- **RAM:** {hw.ram_bytes / GiB:.0f} GiB ({hw.ram_free_bytes / GiB:.0f} GiB "
-                 "free at start-up)")
+                 "free now)")
     lines.append(f"- **4-/8-bit loading (bitsandbytes):** "
                  f"{'available' if hw.bitsandbytes else 'not installed'} · **W&B:** "
                  f"{'installed' if hw.wandb else 'not installed'}")
@@ -152,28 +154,26 @@ def describe_model(name: str) -> str:
     return text + (f"\n\n**Cannot be loaded here:** {why}" if why else "")
 
 
-def last_measured(studio: Studio, model_name: str) -> str:
+def last_measured(service: Service, model_name: str) -> str:
     """The newest run of this model that logged a step: its measured peak beside its estimate."""
-    import json
+    from studio.events import read_events
 
-    for run in studio.runs():
+    for run in service.runs():
         run_dir = Path(run["run_dir"])
         try:
             if FineTuningConfig.load(run_dir / "config.yaml").model_name != model_name:
                 continue
-            with open(run_dir / "metrics.jsonl", "rb") as f:
-                f.seek(0, 2)
-                f.seek(max(0, f.tell() - 20_000))
-                lines = f.read().decode("utf-8", "replace").splitlines()
         except Exception:   # noqa: BLE001 - an unreadable old run is skipped
             continue
-        for line in reversed(lines):
-            if '"kind": "train"' in line and "peak_memory_gb" in line:
-                peak = json.loads(line)["data"]["peak_memory_gb"]
-                est = run.get("estimate_gb")
-                return (f"<div>Last run of this model ({run_dir.name}): <b>{peak:.2f} GiB</b> "
-                        f"measured peak" + (f" · {est:.2f} GiB estimated" if est else "") +
-                        "</div>")
+        events, _ = read_events(run_dir / "metrics.jsonl", tail=20_000)
+        peaks = [e.data["peak_memory_gb"] for e in events
+                 if e.kind == "train" and isinstance(e.data.get("peak_memory_gb"), (int, float))]
+        if peaks:
+            est = run.get("estimate_gb")
+            return (f"<div>Last run of this model ({html.escape(run_dir.name)}): "
+                    f"<b>{peaks[-1]:.2f} GiB</b> measured peak" +
+                    (f" · {est:.2f} GiB estimated" if isinstance(est, (int, float)) else "") +
+                    "</div>")
     return ""
 
 
@@ -196,18 +196,16 @@ def memory_html(est, free: float, where: str, measured: str = "") -> str:
             f'<div class="mem-legend">{legend}</div><div>{verdict}</div>{measured}</div>')
 
 
-def checks_html(studio: Studio, config: FineTuningConfig, resolved, notes: list) -> str:
+def checks_html(service: Service, config: FineTuningConfig, resolved, notes: list) -> str:
+    """What Start would refuse now (the service's preflight; memory has its own box above),
+    and what the automatic settings become on this machine."""
     from backends import BackendError, choose_backend
 
-    hw = studio.hardware()
-    problems = list(config.validate(hw))
+    problems = service.check(config, allow_over_memory=True)
     try:
-        backend, _ = choose_backend(config.backend, hw)
-    except BackendError as e:
+        backend, _ = choose_backend(config.backend, service.hardware())
+    except BackendError:
         backend = None
-        problems.append(str(e))
-    if (why := model_problem(config.model_name)):
-        problems.append(why)
     precision = "bfloat16" if resolved.bf16 else "float16" if resolved.fp16 else "float32"
     auto = (f"On this machine: {'CPU' if resolved.cpu_only else 'GPU'}, {precision}"
             f"{', 4-bit base (QLoRA)' if resolved.load_in_4bit else ''}"
@@ -220,26 +218,22 @@ def checks_html(studio: Studio, config: FineTuningConfig, resolved, notes: list)
     return note((text + "\n" if text else "") + "These settings can run here. " + auto, "ok")
 
 
-def past_choices(studio: Studio) -> list[tuple[str, str]]:
-    return [(f"{r['name']} — {r.get('state', '?')}", r["run_dir"]) for r in studio.runs()]
-
-
 # ---------------------------------------------------------------------------- wiring
-def wire(t: ModelTab, form: ConfigForm, studio: Studio, demo: gr.Blocks) -> list:
+def wire(t: ModelTab, form: ConfigForm, service: Service, demo: gr.Blocks) -> list:
     """Wire the tab; returns the events that rewrite the form (the data view follows them)."""
 
     @guard
     def summary(*values):
         try:
             config, notes = form.to_config(*values)
-            est, free, where, resolved = studio.estimate(config)
+            est, free, where, resolved = service.estimate(config)
         except Exception as e:   # noqa: BLE001 - a half-typed value: say so, keep serving
             return gr.skip(), gr.skip(), note(f"These settings cannot be read: {e}", "error"), \
                 gr.skip()
-        cli = command_line(config, output_dir=str(studio.runs_dir / "my-run"))
-        measured = last_measured(studio, config.model_name)
+        cli = command_line(config, output_dir=str(service.runs_dir / "my-run"))
+        measured = last_measured(service, config.model_name)
         return (describe_model(config.model_name), memory_html(est, free, where, measured),
-                checks_html(studio, config, resolved, notes), cli)
+                checks_html(service, config, resolved, notes), cli)
 
     summary_outputs = [t.model_info, t.memory, t.checks, t.cli]
     gr.on(form.triggers, summary, form.inputs, summary_outputs, trigger_mode="always_last",
@@ -268,7 +262,7 @@ def wire(t: ModelTab, form: ConfigForm, studio: Studio, demo: gr.Blocks) -> list
     @guard
     def save_yaml(*values):
         config, _ = form.to_config(*values)
-        folder = studio.runs_dir / "configs"
+        folder = service.runs_dir / "configs"
         folder.mkdir(exist_ok=True)
         path = config.save(folder / "qwen3-studio-config.yaml")
         return gr.update(value=str(path), visible=True)
@@ -304,12 +298,12 @@ def wire(t: ModelTab, form: ConfigForm, studio: Studio, demo: gr.Blocks) -> list
         t.load_yaml.upload(load_yaml, t.load_yaml, form.inputs, api_name=False),
         t.load_run.click(load_run, t.past_run, form.inputs, api_name=False),
     ]
-    t.past_run.focus(lambda: gr.update(choices=past_choices(studio)), None, t.past_run,
+    t.past_run.focus(lambda: gr.update(choices=run_choices(service)), None, t.past_run,
                      api_name=False)
     return loaders
 
 
-def on_load(t: ModelTab, form: ConfigForm, studio: Studio):
+def on_load(t: ModelTab, form: ConfigForm, service: Service):
     """Page load: hardware, backends and past runs (the probe imports torch, so not at start)."""
-    hardware, backends = hardware_text(studio)
-    return hardware, backends, gr.update(choices=past_choices(studio))
+    hardware, backends = hardware_text(service)
+    return hardware, backends, gr.update(choices=run_choices(service))

@@ -1,8 +1,9 @@
 """Train tab: start, watch and stop a run; browse every past run.
 
-The job runs as a child process that writes its events to the run folder (studio.runs), so the
-page is only a viewer: a gr.Timer polls `Job.events_since(cursor)` with the byte cursor kept in
-gr.State and draws only what is new. The timer is switched on at Start (or when the page opens
+Start, Resume and Stop go through studio.service, which refuses what the command line and the
+Python API refuse, with the same words. The job runs as a child process that writes its events
+to the run folder (studio.runs), so the page is only a viewer: a gr.Timer polls
+`Job.events_since(cursor)` with the byte cursor kept in gr.State and draws only what is new. The timer is switched on at Start (or when the page opens
 on a live run) and off once the run has ended, so a reload, a second tab or a restarted server
 shows the same run with its whole curve.
 """
@@ -16,9 +17,9 @@ from pathlib import Path
 import gradio as gr
 
 from studio.runs import ACTIVE, last_checkpoint
-from studio.ui.common import chart_layout, empty_chart, guard, note, shout
+from studio.service import Refused, Service
+from studio.ui.common import chart_layout, empty_chart, guard, note, run_choices, shout
 from studio.ui.form import ConfigForm
-from studio.ui.state import Refused, Studio
 
 POLL_SECONDS = 1.0
 LOOKOUT_SECONDS = 4.0
@@ -34,6 +35,7 @@ class TrainTab:
     run: gr.Dropdown
     status: gr.HTML
     progress: gr.HTML
+    plan: gr.HTML         # what the backend decided to run, beside the config as asked for
     chart: gr.Plot
     log: gr.HTML
     watch: gr.State
@@ -55,6 +57,8 @@ def build() -> TrainTab:
     status = gr.HTML(note("No run yet. Load data, pick a model, then press Start."),
                      elem_id="train-status")
     progress = gr.HTML("", elem_id="train-progress")
+    with gr.Accordion("Plan: what this run trains with, beside what was asked for", open=False):
+        plan = gr.HTML("", elem_id="train-plan")
     chart = gr.Plot(empty_chart("The loss curve appears here after the first logged step", 360),
                     show_label=False, elem_id="loss-chart")
     with gr.Accordion("Log (tail of the run's log.txt)", open=True):
@@ -62,14 +66,15 @@ def build() -> TrainTab:
     watch = gr.State({})
     timer = gr.Timer(POLL_SECONDS, active=False)
     lookout = gr.Timer(LOOKOUT_SECONDS)
-    return TrainTab(start, stop, resume, force, run, status, progress, chart, log, watch, timer,
-                    lookout)
+    return TrainTab(start, stop, resume, force, run, status, progress, plan, chart, log, watch,
+                    timer, lookout)
 
 
 # ---------------------------------------------------------------------------- reading a run
 def new_watch(run_dir) -> dict:
     return {"run": str(run_dir), "cursor": 0, "train": [], "eval": [], "last": {},
-            "first": None, "max_steps": None, "message": "", "done": None, "state": None}
+            "first": None, "max_steps": None, "message": "", "done": None, "state": None,
+            "plan": {}}
 
 
 def absorb(watch: dict, events) -> bool:
@@ -92,6 +97,8 @@ def absorb(watch: dict, events) -> bool:
             watch["done"] = {**d, "step": e.step}
         elif e.kind == "checkpoint":
             watch["message"] = f"checkpoint saved at step {e.step}"
+        elif e.kind == "plan":
+            watch["plan"].update(d)
         elif d.get("message"):
             watch["message"] = str(d["message"])
         if d.get("max_steps"):
@@ -199,6 +206,40 @@ def status_html(watch: dict, status: dict) -> str:
     return note(f"{name}: {state}")
 
 
+# (row label, config field or None, plan key): the config as asked for beside what ran
+PLAN_ROWS = [("backend", "backend", "backend"), ("device", "cpu_only", "device"),
+             ("precision", "bf16", "dtype"), ("quantisation", "load_in_4bit", "quantization"),
+             ("micro-batch", None, "micro_batch"), ("batch_size", "batch_size", "batch_size"),
+             ("gradient_accumulation_steps", "gradient_accumulation_steps",
+              "gradient_accumulation_steps"),
+             ("packing", "packing", "packing"),
+             ("gradient_checkpointing", "gradient_checkpointing", "gradient_checkpointing"),
+             ("attention", None, "attention"), ("lora_dropout", "lora_dropout", "lora_dropout"),
+             ("planner", None, "planner")]
+
+
+def plan_html(run_dir: str, plan: dict) -> str:
+    """The run's plan (plan.yaml, from its plan events) as a table beside its config.yaml."""
+    from studio.config import FineTuningConfig
+
+    if not plan:
+        return note("The plan appears once the training process has read the hardware.")
+    try:
+        asked = FineTuningConfig.load(Path(run_dir) / "config.yaml")
+    except Exception:   # noqa: BLE001 - the plan is still worth showing
+        asked = None
+    rows = []
+    for label, field, key in PLAN_ROWS:
+        if key not in plan:
+            continue
+        wanted = getattr(asked, field) if asked is not None and field else None
+        wanted = "—" if field is None else "auto" if wanted is None else wanted
+        rows.append(f"<tr><td>{html.escape(label)}</td><td>{html.escape(str(wanted))}</td>"
+                    f"<td><b>{html.escape(str(plan[key]))}</b></td></tr>")
+    return ('<table class="plan"><tr><th>setting</th><th>asked for (config.yaml)</th>'
+            '<th>ran with (plan.yaml)</th></tr>' + "".join(rows) + "</table>")
+
+
 def log_tail(run_dir: str) -> str:
     path = Path(run_dir) / "log.txt"
     try:
@@ -221,18 +262,15 @@ def log_html(text: str) -> str:
     return f'<div class="log-box"><pre>{body}</pre></div>'
 
 
-def run_choices(studio: Studio) -> list[tuple[str, str]]:
-    return [(f"{r['name']} — {r.get('state', '?')}", r["run_dir"]) for r in studio.runs()]
-
-
 # ---------------------------------------------------------------------------- handlers
-def poll(studio: Studio, watch: dict, force_chart: bool = False) -> list:
+def poll(service: Service, watch: dict, force_chart: bool = False) -> list:
     """Outputs for the watched run after reading what it wrote since the cursor."""
     if not watch or not watch.get("run"):
-        return [watch] + [gr.skip()] * 4 + [gr.Timer(active=False), gr.skip(), gr.skip()]
-    job = studio.job(watch["run"])
+        return [watch] + [gr.skip()] * 5 + [gr.Timer(active=False), gr.skip(), gr.skip()]
+    job = service.attach(watch["run"])
     status = job.status                  # first: once it is final, every event is on disk
     events, watch["cursor"] = job.events_since(watch["cursor"])
+    planned = dict(watch["plan"])
     new_points = absorb(watch, events)
     state = status.get("state")
     running = state in ACTIVE
@@ -241,57 +279,59 @@ def poll(studio: Studio, watch: dict, force_chart: bool = False) -> list:
     resumable = state in ("interrupted", "stopped", "failed") and \
         last_checkpoint(Path(watch["run"])) is not None
     return [watch, status_html(watch, status), progress_html(watch, status),
+            plan_html(watch["run"], watch["plan"]) if force_chart or watch["plan"] != planned
+            else gr.skip(),
             figure(watch) if new_points or force_chart else gr.skip(),
             log_html(log_tail(watch["run"])) if events or force_chart or running else gr.skip(),
             gr.Timer(active=running),
             gr.update(visible=resumable),
-            gr.update(choices=run_choices(studio), value=watch["run"])
+            gr.update(choices=run_choices(service), value=watch["run"])
             if state_changed or force_chart else gr.skip()]
 
 
 def outputs(t: TrainTab) -> list:
-    return [t.watch, t.status, t.progress, t.chart, t.log, t.timer, t.resume, t.run]
+    return [t.watch, t.status, t.progress, t.plan, t.chart, t.log, t.timer, t.resume, t.run]
 
 
-def wire(t: TrainTab, form: ConfigForm, studio: Studio) -> None:
+def wire(t: TrainTab, form: ConfigForm, service: Service) -> None:
     out = outputs(t)
 
     @guard
     def start(*values):
         config, _ = form.to_config(*values[:-1])
         try:
-            job = studio.start(config, allow_over_memory=bool(values[-1]))
+            job = service.start(config, allow_over_memory=bool(values[-1]))
         except Refused as e:
-            return [gr.skip(), shout(str(e))] + [gr.skip()] * (len(out) - 2)
+            return [gr.skip(), shout('\n'.join(e.problems))] + [gr.skip()] * (len(out) - 2)
         gr.Info(f"Started {job.run_dir.name}.")
-        return poll(studio, new_watch(job.run_dir), force_chart=True)
+        return poll(service, new_watch(job.run_dir), force_chart=True)
 
     @guard
     def stop(watch):
         if not watch or not watch.get("run") or watch.get("state") not in ACTIVE:
-            running = studio.active()
+            running = service.active()
             if not running:
                 return shout("Nothing is training, so there is nothing to stop.", "warn")
             watch = new_watch(running)
-        studio.stop(watch["run"])
+        service.stop(watch["run"])
         return note("Stopping: the run saves its adapter at the next step and ends. A job that "
                     "does not end within a minute is killed, which frees its memory.", "warn")
 
     @guard
     def resume(watch):
         try:
-            job = studio.resume(watch["run"])
+            job = service.resume(watch["run"])
         except Refused as e:
-            return [gr.skip(), shout(str(e))] + [gr.skip()] * (len(out) - 2)
+            return [gr.skip(), shout('\n'.join(e.problems))] + [gr.skip()] * (len(out) - 2)
         gr.Info(f"Resuming {job.run_dir.name} from its last checkpoint.")
         w = new_watch(job.run_dir)
-        return poll(studio, w, force_chart=True)
+        return poll(service, w, force_chart=True)
 
     @guard
     def show(run_dir):
         if not run_dir:
             return [gr.skip()] * len(out)
-        return poll(studio, new_watch(run_dir), force_chart=True)
+        return poll(service, new_watch(run_dir), force_chart=True)
 
     t.start.click(start, form.inputs + [t.force], out, api_name="start")
     t.stop.click(stop, t.watch, t.status, api_name="stop")
@@ -300,7 +340,7 @@ def wire(t: TrainTab, form: ConfigForm, studio: Studio) -> None:
 
     def tick(watch):
         try:
-            return poll(studio, watch)
+            return poll(service, watch)
         except Exception:   # noqa: BLE001 - a half-written file: try again at the next tick
             return [watch] + [gr.skip()] * (len(out) - 1)
 
@@ -309,21 +349,21 @@ def wire(t: TrainTab, form: ConfigForm, studio: Studio) -> None:
 
     def look(watch):
         """A page left on an ended run follows a run started elsewhere."""
-        running = studio.active()
+        running = service.active()
         if running is None or (watch and watch.get("state") in ACTIVE) or \
                 (watch and watch.get("run") == str(running)):
             return [gr.skip()] * len(out)
-        return poll(studio, new_watch(running), force_chart=True)
+        return poll(service, new_watch(running), force_chart=True)
 
     t.lookout.tick(look, t.watch, out, api_name=False, concurrency_limit=None,
                    show_progress="hidden")
 
 
-def attach(studio: Studio) -> list:
+def attach(service: Service) -> list:
     """Page load: watch the live run if there is one (a reload or second tab reattaches),
     else show the latest run as it ended (a dead job shows as interrupted)."""
-    run = studio.active() or next((Path(r["run_dir"]) for r in studio.runs()), None)
+    run = service.latest()
     if run is None:
-        return [{}] + [gr.skip()] * 4 + [gr.Timer(active=False), gr.skip(),
+        return [{}] + [gr.skip()] * 5 + [gr.Timer(active=False), gr.skip(),
                                          gr.update(choices=[])]
-    return poll(studio, new_watch(run), force_chart=True)
+    return poll(service, new_watch(run), force_chart=True)

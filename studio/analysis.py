@@ -1,0 +1,144 @@
+"""Datasets as the studio sees them before a run: read, shape detected, prepared and reported.
+
+The Data tab draws an analysis and the service's preflight refuses a run by one, so both read
+the same cache: a file is read once per change on disk, a tokenizer loaded once per model, and
+an analysis made once per file and data settings. Only the newest analysis keeps its prepared
+rows, which a run started in this process then trains on without preparing them again.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import shutil
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from studio.config import GROUPS, FineTuningConfig
+from studio.models import model_problem
+
+# The settings an analysis depends on (the model's tokenizer, template, lengths and split).
+DATA_FIELDS = [f.name for f in dataclasses.fields(FineTuningConfig)
+               if f.metadata["group"] == GROUPS[0]] + ["seed"]
+
+
+class ModelUnavailable(Exception):
+    """The model whose tokenizer the data needs cannot be loaded; the message says why."""
+
+
+@dataclass
+class Analysis:
+    """A dataset as the Data tab shows it: rows, detected shape, and the prepared report."""
+    path: str
+    dataset: object                  # datasets.Dataset
+    fmt: object = None               # studio.data.DetectedFormat
+    report: object = None            # studio.data.DataReport
+    tokenizer: object = None
+    error: str = ""                  # why detection, the tokenizer or preparation failed
+    prepared: object = None          # studio.data.PreparedData, on the newest analysis only
+
+
+class Analyses:
+    """The caches behind every analysis; safe to share between a server's threads."""
+
+    def __init__(self, uploads_dir: Path):
+        self.uploads_dir = Path(uploads_dir)
+        self._lock = threading.RLock()          # held briefly, never while loading
+        self._datasets: OrderedDict = OrderedDict()
+        self._tokenizers: dict = {}
+        self._analyses: OrderedDict = OrderedDict()
+
+    def keep_upload(self, tmp_path: str) -> str:
+        """Copy an uploaded file into the uploads folder, so a run's config.yaml names a file
+        that outlives gradio's temporary cache."""
+        src = Path(tmp_path)
+        self.uploads_dir.mkdir(parents=True, exist_ok=True)
+        name = re.sub(r"[^A-Za-z0-9._-]+", "_", src.name)
+        dest = self.uploads_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{name}"
+        shutil.copyfile(src, dest)
+        return str(dest)
+
+    def dataset(self, path: str):
+        """Rows of a file, folder or Hub id (DataError says what is wrong), cached by mtime."""
+        from studio.data import load_rows
+
+        key = (str(path), _mtime(path))
+        with self._lock:
+            if key in self._datasets:
+                self._datasets.move_to_end(key)
+                return self._datasets[key]
+        ds = load_rows(str(path))
+        with self._lock:
+            self._datasets[key] = ds
+            while len(self._datasets) > 4:
+                self._datasets.popitem(last=False)
+        return ds
+
+    def tokenizer(self, model_name: str):
+        """The base model's tokenizer (bundled models are built on first use)."""
+        from transformers import AutoTokenizer
+
+        from studio.models import local_model_path
+
+        with self._lock:
+            if model_name in self._tokenizers:
+                return self._tokenizers[model_name]
+        problem = model_problem(model_name)
+        if problem:
+            raise ModelUnavailable(problem)
+        tokenizer = AutoTokenizer.from_pretrained(local_model_path(model_name))
+        with self._lock:
+            self._tokenizers[model_name] = tokenizer
+        return tokenizer
+
+    def cached(self, config: FineTuningConfig) -> Optional[Analysis]:
+        if not config.data_path:
+            return None
+        with self._lock:
+            return self._analyses.get(_key(config))
+
+    def analyse(self, config: FineTuningConfig) -> Analysis:
+        """Load, detect, tokenize and report on config.data_path as training would.
+
+        Raises DataError when the rows cannot even be read; later failures (shape, tokenizer,
+        nothing to train) are kept in Analysis.error so the preview still shows the rows."""
+        from studio.data import DataError, apply_role_mapping, detect_format, prepare
+
+        cached = self.cached(config)
+        if cached:
+            return cached
+        ds = self.dataset(config.data_path)
+        a = Analysis(str(config.data_path), ds)
+        try:
+            a.fmt = apply_role_mapping(detect_format(ds, config.dataset_format,
+                                                     config.column_mapping,
+                                                     config.prompt_template),
+                                       config.role_mapping)
+            a.tokenizer = self.tokenizer(config.model_name)
+            a.prepared = prepare(ds, a.tokenizer, config)
+            a.report = a.prepared.report
+        except (DataError, ModelUnavailable) as e:
+            a.error = str(e).replace("the dataset: ", f"{Path(a.path).name}: ", 1)
+        except Exception as e:   # noqa: BLE001 - shown in the page, never a dead server
+            a.error = (f"the data could not be prepared with {config.model_name}'s tokenizer: "
+                       f"{(str(e).strip() or type(e).__name__).splitlines()[0]}")
+        with self._lock:
+            for older in self._analyses.values():
+                older.prepared = None             # one prepared dataset in memory at most
+            self._analyses[_key(config)] = a
+            while len(self._analyses) > 16:
+                self._analyses.popitem(last=False)
+        return a
+
+
+def _mtime(path) -> Optional[float]:
+    p = Path(str(path)).expanduser()
+    return p.stat().st_mtime if p.exists() else None
+
+
+def _key(config: FineTuningConfig):
+    return (str(config.data_path), _mtime(config.data_path),
+            repr([getattr(config, n) for n in DATA_FIELDS]))

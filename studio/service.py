@@ -1,0 +1,258 @@
+"""The studio's one set of actions on runs: check, start, resume, stop, list and attach.
+
+The page, the command line (`python -m studio train`) and the Python API (`run_fine_tuning`)
+all go through a `Service` for its runs folder, so a run that one of them refuses, all refuse,
+with the same words. Preflight collects every problem that would stop a run, each naming its
+fix: a job already training in this runs folder, the config, the backend, the model, the data,
+nothing to train, and the memory estimate against what is free now. One start at a time per
+runs folder, across processes (a lock on the folder), so two starts never both pass the check.
+
+Heavy libraries (torch, transformers, datasets) are imported inside the methods that need
+them, so a server that holds a Service starts in seconds.
+"""
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import gc
+import os
+import threading
+from collections import OrderedDict
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Optional
+
+from studio.analysis import Analyses
+from studio.config import FineTuningConfig
+from studio.models import model_problem
+from studio.runs import (Job, RunError, active_run, is_run_dir, last_checkpoint, list_runs,
+                         new_run_dir, prepare_run_dir, write_status)
+
+GiB = 2**30
+START_ANYWAY = ("Or start anyway: tick 'Start even if the estimate does not fit' on the page, pass "
+                "--allow-over-memory on the command line, or allow_over_memory=True in Python.")
+
+
+class Refused(RuntimeError):
+    """A run that must not start. `problems` names each reason with its fix; the message joins
+    them on one line, as the command line prints it."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("; ".join(self.problems))
+
+
+class Service:
+    """Runs under one runs folder, the caches that checking and chatting need, and the jobs
+    started from this process."""
+
+    def __init__(self, runs_dir: str | Path):
+        self.runs_dir = Path(runs_dir).expanduser().resolve()
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        self.data = Analyses(self.runs_dir / "uploads")
+        self._jobs: dict[str, Job] = {}
+        self._lock = threading.RLock()          # the dicts (held briefly)
+        self._models: OrderedDict = OrderedDict()
+
+    # ------------------------------------------------------------------ hardware and memory
+    def hardware(self):
+        from studio.hardware import detect_hardware
+
+        return detect_hardware()
+
+    def estimate(self, config: FineTuningConfig):
+        """(MemoryEstimate or None, free bytes, where, resolved config) for this config, with
+        the free memory read now and the longest row of the data when it was analysed."""
+        from studio.memory import estimate_memory
+
+        hw = self.hardware()
+        resolved = config.resolve(hw)
+        analysis = self.data.cached(config)
+        lengths = analysis.report.lengths if analysis and analysis.report else None
+        try:
+            est = estimate_memory(resolved, longest_row=max(lengths) if lengths else None)
+        except Exception:   # noqa: BLE001 - an unknown architecture: no estimate, not an error
+            est = None
+        if hw.has_cuda and not resolved.cpu_only:
+            return est, float(hw.gpus[0].free_bytes), f"GPU ({hw.gpus[0].name})", resolved
+        return est, float(hw.ram_free_bytes), "RAM", resolved
+
+    # ------------------------------------------------------------------ preflight
+    def check(self, config: FineTuningConfig, allow_over_memory: bool = False) -> list[str]:
+        """Everything that would stop this run, each naming the fix; empty: it can start."""
+        from backends import BackendError, choose_backend
+        from studio.data import DataError
+        from studio.memory import out_of_memory_advice
+
+        running = self.active()
+        if running:
+            return [f"A run is already training in {self.runs_dir}: {running.name}. One job runs "
+                    "at a time, so that two runs never fight over memory: stop it (Stop on the "
+                    f"Train tab, or python -m studio stop {running}) or wait for it to finish."]
+        hw = self.hardware()
+        problems = list(config.validate(hw))
+        try:
+            choose_backend(config.backend, hw)
+        except BackendError as e:
+            problems.append(str(e))
+        if (why := model_problem(config.model_name)):
+            problems.append(why)
+        if not config.data_path:
+            problems.append("No dataset: drop a file on the Data tab or give data_path (--data "
+                            "PATH on the command line): a file, a saved dataset folder or a Hub "
+                            "dataset id.")
+        if problems:
+            return problems
+        try:
+            analysis = self.data.analyse(config)
+        except DataError as e:
+            return [str(e)]
+        if analysis.error:
+            return [analysis.error]
+        if analysis.report.n_train == 0:
+            return ["No row has trained tokens after templating: check the column mapping (the "
+                    "response column must hold the answers)."]
+        est, free, where, resolved = self.estimate(config)
+        if est and est.total > free and not allow_over_memory:
+            advice = out_of_memory_advice(resolved).removeprefix("out of memory: ")
+            problems.append(f"The memory estimate ({est.total / GiB:.1f} GiB) is more than the "
+                            f"{free / GiB:.1f} GiB free in {where}. To fit, {advice}. "
+                            + START_ANYWAY)
+        return problems
+
+    # ------------------------------------------------------------------ starting and stopping
+    def start(self, config: FineTuningConfig, run_dir: Optional[Path] = None, *,
+              allow_over_memory: bool = False, overwrite: bool = False, in_process: bool = False,
+              listeners=()) -> Job:
+        """Check, then train in a new run folder (run_dir, else a fresh one under the runs
+        folder): in a thread of this process, or a child process that outlives a page or a
+        server. Refused says why not."""
+        with self._starting():
+            problems = self.check(config, allow_over_memory)
+            if problems:
+                raise Refused(problems)
+            est, _, _, _ = self.estimate(config)
+            run_dir = Path(run_dir) if run_dir else new_run_dir(self.runs_dir, config)
+            try:
+                prepare_run_dir(run_dir, config, overwrite=overwrite)
+            except RunError as e:
+                raise Refused([str(e)]) from None
+            write_status(run_dir, estimate_gb=round(est.total / GiB, 2) if est else None, step=0)
+            analysis = self.data.cached(config)
+            job = Job.start(run_dir, in_process=in_process, listeners=listeners,
+                            data=analysis.prepared if analysis and in_process else None)
+        with self._lock:
+            self._jobs[str(run_dir)] = job
+        return job
+
+    def resume(self, run_dir: str | Path, config: Optional[FineTuningConfig] = None, *,
+               in_process: bool = False, listeners=()) -> Job:
+        """Continue a stopped, failed or interrupted run from its last checkpoint, in its folder,
+        with its saved config or a changed one (more max_steps, say)."""
+        run_dir = Path(run_dir)
+        with self._starting():
+            running = self.active()
+            if running:
+                raise Refused([f"A run is already training in {self.runs_dir}: {running.name}. "
+                               "Stop it first; one job runs at a time."])
+            if not is_run_dir(run_dir):
+                raise Refused([f"{run_dir} holds no run to resume"])
+            if last_checkpoint(run_dir) is None:
+                raise Refused([f"{run_dir.name} has no checkpoint yet, so it cannot resume: start "
+                               "a new run (checkpoints are written every save_steps steps)."])
+            config = config or FineTuningConfig.load(run_dir / "config.yaml")
+            if (problems := config.validate(self.hardware())):
+                raise Refused(problems)
+            try:
+                prepare_run_dir(run_dir, config, resume=True)
+            except RunError as e:
+                raise Refused([str(e)]) from None
+            job = Job.start(run_dir, resume=True, in_process=in_process, listeners=listeners)
+        with self._lock:
+            self._jobs[str(run_dir)] = job
+        return job
+
+    def stop(self, run_dir: str | Path, wait: bool = False) -> None:
+        """Ask the run to stop: it saves an adapter at its next step. A job that does not stop
+        within a minute is killed, which frees its memory. Returns at once unless `wait`."""
+        job = self.attach(run_dir)
+        if wait:
+            job.stop(timeout=60)
+            return
+        threading.Thread(target=job.stop, kwargs={"timeout": 60}, daemon=True,
+                         name=f"stop-{Path(run_dir).name}").start()
+
+    @contextmanager
+    def _starting(self):
+        """One start at a time in this runs folder, whichever process asks (a lock on the
+        folder itself, so no lock file is left behind)."""
+        fd = os.open(self.runs_dir, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)          # closing releases the lock
+
+    # ------------------------------------------------------------------ watching
+    def runs(self) -> list[dict]:
+        """Every run in the runs folder, newest first, with its status."""
+        return list_runs(self.runs_dir)
+
+    def active(self) -> Optional[Path]:
+        """The run training now in this runs folder, if any."""
+        return active_run(self.runs_dir)
+
+    def attach(self, run_dir: str | Path) -> Job:
+        """The Job this process started for run_dir, or a watcher of a run started elsewhere
+        (another process, before a server restart)."""
+        key = str(run_dir)
+        with self._lock:
+            if key not in self._jobs:
+                self._jobs[key] = Job(Path(run_dir))
+            return self._jobs[key]
+
+    def latest(self) -> Optional[Path]:
+        """The run a page opens on: the live one, else the newest."""
+        return self.active() or next((Path(r["run_dir"]) for r in self.runs()), None)
+
+    # ------------------------------------------------------------------ chat
+    def model(self, source: str, base_of_run: bool = False):
+        """A LoadedModel for a run folder (base + adapter) or a model id/folder; with
+        base_of_run, the run's base model alone, prompted with the run's template and thinking
+        mode so the comparison is fair. The last two are kept loaded."""
+        from studio.inference import PromptFormat, load_model
+
+        key = (source, base_of_run)
+        with self._lock:
+            if key in self._models:
+                self._models.move_to_end(key)
+                return self._models[key]
+        if base_of_run:
+            run_config = FineTuningConfig.load(Path(source) / "config.yaml")
+            loaded = load_model(run_config.model_name, config=run_config)
+            loaded = dataclasses.replace(loaded, prompt_format=PromptFormat.of(run_config),
+                                         source=f"{run_config.model_name} (base)")
+        else:
+            if (why := model_problem(source)) and not is_run_dir(Path(source)):
+                raise Refused([why])
+            loaded = load_model(source)
+        with self._lock:
+            self._models[key] = loaded
+            while len(self._models) > 2:
+                self._models.popitem(last=False)
+        gc.collect()
+        return loaded
+
+    def chat_runs(self) -> list[dict]:
+        """Runs that can answer in a chat (an adapter or a checkpoint saved), with their base."""
+        out = []
+        for run in self.runs():
+            run_dir = Path(run["run_dir"])
+            if (run_dir / "adapter").is_dir() or last_checkpoint(run_dir):
+                try:
+                    base = FineTuningConfig.load(run_dir / "config.yaml").model_name
+                except Exception:   # noqa: BLE001 - an unreadable config still lists the run
+                    base = "?"
+                out.append({**run, "base": base})
+        return out
+

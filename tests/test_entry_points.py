@@ -1,0 +1,61 @@
+"""The ways in: `python -m studio ui` serves the page, bare `pytest` works in a checkout, and the
+example script trains and answers through the seed API."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from tests.conftest import QA_ROWS, write_jsonl
+from tests.test_ui_api import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_ui_command_serves_the_page(tmp_path):
+    """`python -m studio ui --port P --runs-dir DIR` answers on loopback (no launch.py needed)."""
+    port = free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    proc = subprocess.Popen([sys.executable, "-m", "studio", "ui", "--port", str(port),
+                             "--runs-dir", str(tmp_path / "runs")], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    try:
+        deadline, page = time.time() + 60, None
+        while page is None:
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.time() < deadline, "the page did not answer within 60 s"
+            try:
+                page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).read()
+            except OSError:
+                time.sleep(0.25)
+        assert b"Qwen3 Studio" in page
+        assert (tmp_path / "runs").is_dir()
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+def test_bare_pytest_collects_the_suite():
+    """`pytest` without `python -m` finds tests.conftest (the checkout is on its path)."""
+    pytest_cmd = shutil.which("pytest") or str(Path(sys.executable).parent / "pytest")
+    r = subprocess.run([pytest_cmd, "--collect-only", "-q", "tests/test_architecture.py"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "3 tests collected" in r.stdout
+
+
+def test_the_simple_finetune_example_trains_and_answers(tiny_qwen3, tmp_path):
+    """examples/simple_finetune.py, pointed at the tiny Qwen3, trains, saves and generates."""
+    data = write_jsonl(tmp_path / "qa.jsonl", QA_ROWS)
+    r = subprocess.run([sys.executable, str(ROOT / "examples" / "simple_finetune.py"),
+                        "--model", tiny_qwen3, "--data", str(data), "--output-dir",
+                        str(tmp_path / "runs" / "simple"), "--max-steps", "2", "--prompt", "Hi"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"adapter saved in {tmp_path / 'runs' / 'simple' / 'adapter'}" in r.stdout
+    assert (tmp_path / "runs" / "simple" / "adapter" / "adapter_model.safetensors").is_file()

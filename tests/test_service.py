@@ -1,0 +1,187 @@
+"""The service under the page, the CLI and Python: preflight, start, stop, resume, list, attach.
+
+Runs here use the scripted backend (no model: a known event sequence), so the wiring is tested
+in seconds; what needs a real model is in test_engine.py. The tiny Qwen3 still provides the
+tokenizer that prepares the data, as in any run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from backends.scripted import scripted_loss
+from studio import FineTuningConfig, Refused, run_fine_tuning
+from studio.cli import main
+from studio.events import read_events
+from studio.runs import last_checkpoint, read_plan, read_status, read_status_raw
+from studio.service import Service
+from tests.conftest import QA_ROWS, write_jsonl
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def scripted(model: str, data, out, **changes) -> FineTuningConfig:
+    """A scripted run that logs every step (0.05 s a step)."""
+    base = dict(model_name=model, data_path=str(data), output_dir=str(out), backend="scripted",
+                max_steps=6, logging_steps=1, eval_steps=3, save_steps=3, batch_size=2,
+                gradient_accumulation_steps=1, max_seq_length=128)
+    return FineTuningConfig(**{**base, **changes})
+
+
+def wait_for(condition, timeout: float = 60, what: str = "the condition"):
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+# ---------------------------------------------------------------------------- preflight
+def test_preflight_names_every_problem_that_would_stop_a_run(tiny_qwen3, tmp_path):
+    """A bad setting and a missing dataset are both named, each with what to do."""
+    problems = Service(tmp_path / "runs").check(FineTuningConfig(model_name=tiny_qwen3, lora_r=0))
+    assert any("lora_r must be at least 1" in p for p in problems)
+    assert any(p.startswith("No dataset") and "--data" in p for p in problems)
+
+
+def test_rows_with_nothing_to_train_are_refused_before_any_folder_is_made(tiny_qwen3,
+                                                                          tmp_path):
+    """The data check runs before the run folder exists: nothing is left behind."""
+    data = write_jsonl(tmp_path / "e.jsonl", [{"instruction": "q", "response": ""}] * 4)
+    service = Service(tmp_path / "runs")
+    with pytest.raises(Refused, match="empty"):
+        service.start(scripted(tiny_qwen3, data, tmp_path / "runs" / "a"), tmp_path / "runs" / "a")
+    assert service.runs() == [] and not (tmp_path / "runs" / "a").exists()
+
+
+# ---------------------------------------------------------------------------- a run
+def test_a_scripted_run_records_its_events_plan_and_adapter(tiny_qwen3, tmp_path, qa_jsonl):
+    """Events carry the known losses; plan.yaml says what ran beside config.yaml as asked."""
+    config = scripted(tiny_qwen3, qa_jsonl, tmp_path / "runs" / "a")
+    job = Service(tmp_path / "runs").start(config, tmp_path / "runs" / "a", in_process=True)
+    status = job.wait(60)
+    assert status["state"] == "finished", status
+    train = [e for e in job.events if e.kind == "train"]
+    assert [e.step for e in train] == [1, 2, 3, 4, 5, 6]
+    assert [e.data["loss"] for e in train] == [scripted_loss(s) for s in range(1, 7)]
+    assert [e.step for e in job.events if e.kind == "eval"] == [3, 6]
+    plan = read_plan(tmp_path / "runs" / "a")
+    assert plan["backend"] == "scripted" and plan["attention"] == "none (scripted)"
+    assert plan["device"] == "CPU" and plan["batch_size"] == 2
+    saved = FineTuningConfig.load(tmp_path / "runs" / "a" / "config.yaml")
+    assert saved.backend == "scripted" and saved.cpu_only is None    # as asked: auto stays auto
+    assert (tmp_path / "runs" / "a" / "adapter" / "adapter_config.json").is_file()
+
+
+def test_a_child_process_job_stops_at_a_step_and_resumes_from_there(tiny_qwen3, tmp_path,
+                                                                    qa_jsonl):
+    """Stop leaves a checkpoint at the step it stopped; Resume goes on to max_steps."""
+    service = Service(tmp_path / "runs")
+    config = scripted(tiny_qwen3, qa_jsonl, tmp_path / "runs" / "a", max_steps=120)
+    job = service.start(config, tmp_path / "runs" / "a")
+    assert job.process is not None                    # a separate process, as the page starts
+    wait_for(lambda: last_checkpoint(job.run_dir) is not None, what="a first checkpoint")
+    service.stop(job.run_dir, wait=True)
+    status = read_status(job.run_dir)
+    assert status["state"] == "stopped" and "as asked" in status["reason"]
+    stopped_at = status["step"]
+    assert last_checkpoint(job.run_dir).name == f"checkpoint-{stopped_at}"
+    assert service.active() is None
+
+    job = service.resume(job.run_dir)
+    wait_for(lambda: read_status(job.run_dir)["state"] == "finished", timeout=120,
+             what="the resumed run to finish")
+    steps = [e.step for e in job.events if e.kind == "train"]
+    assert steps[-1] == 120 and stopped_at + 1 in steps
+    assert steps.count(stopped_at + 1) == 1           # resumed after the stop, not from 0
+
+
+def test_a_killed_job_reads_as_interrupted_and_reading_writes_nothing(tiny_qwen3, tmp_path,
+                                                                     qa_jsonl):
+    """A job whose process died is shown interrupted; status.json is left as it was."""
+    service = Service(tmp_path / "runs")
+    job = service.start(scripted(tiny_qwen3, qa_jsonl, tmp_path / "a", max_steps=2000))
+    wait_for(lambda: any(e.kind == "train" for e in job.events), what="a train event")
+    os.killpg(job.process.pid, signal.SIGKILL)
+    job.process.wait(10)
+    before = (job.run_dir / "status.json").read_text()
+    assert read_status(job.run_dir)["state"] == "interrupted"
+    assert service.runs()[0]["state"] == "interrupted"
+    assert (job.run_dir / "status.json").read_text() == before
+    assert read_status_raw(job.run_dir)["state"] == "running"
+
+
+def test_the_reader_of_metrics_skips_what_is_not_an_event(tmp_path):
+    """Torn lines, JSON that is not an event and a half-written last line are all survived."""
+    path = tmp_path / "metrics.jsonl"
+    good = {"kind": "train", "step": 1, "time": 1.0, "data": {"loss": 2.0}}
+    path.write_text("\n".join([json.dumps(good), '{"kind": "tra', "[1, 2]",
+                               json.dumps({"kind": "nonsense", "step": 1}),
+                               json.dumps({**good, "step": "two"}), json.dumps(good)]) + "\n"
+                    + json.dumps(good)[:20])
+    events, offset = read_events(path)
+    assert [(e.kind, e.step) for e in events] == [("train", 1), ("train", 1)]
+    with open(path, "a") as f:
+        f.write(json.dumps(good)[20:] + "\n")
+    more, _ = read_events(path, offset)
+    assert [(e.kind, e.data) for e in more] == [("train", {"loss": 2.0})]
+
+
+# ---------------------------------------------------------------------------- one job a folder
+def test_a_second_job_is_refused_by_the_cli_and_python_with_the_same_words(tiny_qwen3,
+                                                                            tmp_path, qa_jsonl,
+                                                                            capsys):
+    """While one run trains in a runs folder, the CLI exits 2 with one line and
+    run_fine_tuning raises Refused, both with the service's message."""
+    runs = tmp_path / "runs"
+    service = Service(runs)
+    job = service.start(scripted(tiny_qwen3, qa_jsonl, runs / "a", max_steps=2000))
+    try:
+        with pytest.raises(Refused) as refused:
+            run_fine_tuning(config=scripted(tiny_qwen3, qa_jsonl, runs / "b"))
+        code = main(["train", "--data", str(qa_jsonl), "--model", tiny_qwen3, "--output-dir",
+                     str(runs / "c"), "--backend", "scripted", "--max-steps", "2"])
+        err = capsys.readouterr().err.strip()
+    finally:
+        service.stop(job.run_dir, wait=True)
+    assert code == 2 and err.count("\n") == 0
+    assert err == f"error: {refused.value}"
+    assert "already training" in err and job.run_dir.name in err
+    assert not (runs / "b").exists() and not (runs / "c").exists()
+
+
+def test_two_processes_starting_at_once_never_both_start(tiny_qwen3, tmp_path, qa_jsonl):
+    """Starts in one runs folder are serialised across processes: exactly one trains."""
+    runs = tmp_path / "runs"
+    procs = [subprocess.Popen([sys.executable, "-m", "studio", "train", "--data", str(qa_jsonl),
+                               "--model", tiny_qwen3, "--output-dir", str(runs / name),
+                               "--backend", "scripted", "--max-steps", "200"],
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for name in ("a", "b")]
+    results = [(p.wait(120), p.stderr.read()) for p in procs]
+    assert sorted(code for code, _ in results) == [0, 2], results
+    assert "already training" in next(err for code, err in results if code == 2)
+
+
+# ---------------------------------------------------------------------------- the command line
+def test_the_cli_lists_follows_and_stops_a_run_started_elsewhere(tiny_qwen3, tmp_path, qa_jsonl,
+                                                                capsys):
+    """`runs` lists it, `stop` ends it at a step, `attach` reports how it ended."""
+    runs = tmp_path / "runs"
+    job = Service(runs).start(scripted(tiny_qwen3, qa_jsonl, runs / "a", max_steps=2000),
+                              runs / "a")
+    wait_for(lambda: any(e.kind == "train" for e in job.events), what="a train event")
+    assert main(["runs", "--runs-dir", str(runs)]) == 0
+    assert "a  running" in capsys.readouterr().out
+    assert main(["stop", str(job.run_dir)]) == 0
+    assert capsys.readouterr().out.startswith("stopped: stopped at step")
+    assert main(["attach", str(job.run_dir)]) == 0
+    assert "stopped: stopped at step" in capsys.readouterr().out
+    assert main(["stop", str(job.run_dir)]) == 2
+    assert "is not training (stopped)" in capsys.readouterr().err
