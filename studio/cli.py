@@ -129,12 +129,10 @@ def cmd_runs(args) -> int:
 
 def cmd_stop(args) -> int:
     """Ask a run to stop (it saves an adapter at its next step) and wait until it has."""
-    from studio.runs import ACTIVE, RunError, is_run_dir, read_status
+    from studio.runs import ACTIVE, RunError, read_status
     from studio.service import Service
 
-    run_dir = Path(args.run).expanduser().resolve()
-    if not is_run_dir(run_dir):
-        raise RunError(f"{args.run} holds no run")
+    run_dir = _run_folder(args.run)
     if read_status(run_dir).get("state") not in ACTIVE:
         raise RunError(f"{run_dir.name} is not training ({read_status(run_dir).get('state')})")
     Service(run_dir.parent).stop(run_dir, wait=True)
@@ -147,12 +145,10 @@ def cmd_attach(args) -> int:
     """Follow a run started elsewhere (the page, another shell) until it ends."""
     import time
 
-    from studio.runs import ACTIVE, RunError, is_run_dir
+    from studio.runs import ACTIVE
     from studio.service import Service
 
-    run_dir = Path(args.run).expanduser().resolve()
-    if not is_run_dir(run_dir):
-        raise RunError(f"{args.run} holds no run")
+    run_dir = _run_folder(args.run)
     job, cursor = Service(run_dir.parent).attach(run_dir), 0
     with ProgressBar() as bar:
         while True:
@@ -165,6 +161,15 @@ def cmd_attach(args) -> int:
             time.sleep(1)
     print(f"{status.get('state')}: {status.get('reason') or ''}")
     return 0 if status.get("state") != "failed" else 1
+
+
+def _run_folder(arg: str) -> Path:
+    from studio.runs import RunError, is_run_dir
+
+    run_dir = Path(arg).expanduser().resolve()
+    if not is_run_dir(run_dir):
+        raise RunError(f"{arg} holds no run (no config.yaml in it)")
+    return run_dir
 
 
 def cmd_ui(args) -> int:

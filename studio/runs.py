@@ -4,6 +4,8 @@ A run folder is the whole truth about a run, so a reloaded page, a second tab, a
 server or the CLI can all read it:
 
     config.yaml     the FineTuningConfig, as asked for
+    plan.yaml       what actually ran: backend, device, dtype, batch layout, checkpointing,
+                    attention (from the run's "plan" events)
     status.json     state (running, finished, stopped, failed, interrupted), why, pid, times
     metrics.jsonl   every event, one JSON object a line (studio.events)
     log.txt         the job's own output when it runs as a separate process
@@ -11,9 +13,10 @@ server or the CLI can all read it:
     adapter/        the final LoRA adapter with the tokenizer and chat template used
     STOP            present when a stop was asked for; checked at every step
 
-`execute()` runs a job to its end inside the current process. `Job` starts it in a thread (the
-Python API) or in a child process whose output goes to log.txt, never to a pipe that someone
-must read (the UI: the page may go away, the job must not stall or die with it).
+`execute()` runs a job to its end inside the current process. `Job` runs it in a thread (the
+CLI and the Python API) or in a child process whose output goes to log.txt, never to a pipe that
+someone must read (the page may go away, the job must not stall or die with it). Whether a job
+may start at all is studio.service's to decide.
 """
 from __future__ import annotations
 
@@ -37,7 +40,6 @@ from studio.config import ConfigError, FineTuningConfig
 from studio.events import Event, EventLog, read_events
 
 ACTIVE = ("starting", "running")
-FINAL = ("finished", "stopped", "failed", "interrupted")
 
 
 class RunError(RuntimeError):

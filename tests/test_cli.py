@@ -58,7 +58,7 @@ def test_train_then_generate_from_the_command_line(tiny_qwen3, tmp_path, qa_json
 def test_a_second_run_never_reuses_an_existing_run_folder(tiny_qwen3, tmp_path, qa_jsonl, capsys):
     """Training into a folder that holds a finished run is refused unless asked."""
     args = ["train", "--data", qa_jsonl, "--model", tiny_qwen3, "--output-dir", tmp_path / "run",
-            "--max-steps", "1", "--val-size", "0"]
+            "--max-steps", "1", "--val-size", "0", "--backend", "scripted"]
     assert run_cli(capsys, *args)[0] == 0
     code, out, err = run_cli(capsys, *args)
     assert code == 2 and "already holds a run" in err and "--resume" in err

@@ -3,6 +3,7 @@ example script trains and answers through the seed API."""
 from __future__ import annotations
 
 import os
+import runpy
 import shutil
 import subprocess
 import sys
@@ -49,13 +50,15 @@ def test_bare_pytest_collects_the_suite():
     assert "3 tests collected" in r.stdout
 
 
-def test_the_simple_finetune_example_trains_and_answers(tiny_qwen3, tmp_path):
-    """examples/simple_finetune.py, pointed at the tiny Qwen3, trains, saves and generates."""
+def test_the_simple_finetune_example_trains_and_answers(tiny_qwen3, tmp_path, monkeypatch,
+                                                       capsys):
+    """examples/simple_finetune.py, pointed at the tiny Qwen3, trains, saves and generates
+    (run as a script, in this process: the libraries are imported already)."""
     data = write_jsonl(tmp_path / "qa.jsonl", QA_ROWS)
-    r = subprocess.run([sys.executable, str(ROOT / "examples" / "simple_finetune.py"),
-                        "--model", tiny_qwen3, "--data", str(data), "--output-dir",
-                        str(tmp_path / "runs" / "simple"), "--max-steps", "2", "--prompt", "Hi"],
-                       cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert f"adapter saved in {tmp_path / 'runs' / 'simple' / 'adapter'}" in r.stdout
-    assert (tmp_path / "runs" / "simple" / "adapter" / "adapter_model.safetensors").is_file()
+    out = tmp_path / "runs" / "simple"
+    monkeypatch.setattr(sys, "argv", ["simple_finetune.py", "--model", tiny_qwen3, "--data",
+                                      str(data), "--output-dir", str(out), "--max-steps", "2",
+                                      "--prompt", "Hi"])
+    runpy.run_path(str(ROOT / "examples" / "simple_finetune.py"), run_name="__main__")
+    assert f"adapter saved in {out / 'adapter'}" in capsys.readouterr().out
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()

@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,9 +20,7 @@ from studio.cli import main
 from studio.events import read_events
 from studio.runs import last_checkpoint, read_plan, read_status, read_status_raw
 from studio.service import Service
-from tests.conftest import QA_ROWS, write_jsonl
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import write_jsonl
 
 
 def scripted(model: str, data, out, **changes) -> FineTuningConfig:
@@ -79,27 +75,32 @@ def test_a_scripted_run_records_its_events_plan_and_adapter(tiny_qwen3, tmp_path
     assert (tmp_path / "runs" / "a" / "adapter" / "adapter_config.json").is_file()
 
 
-def test_a_child_process_job_stops_at_a_step_and_resumes_from_there(tiny_qwen3, tmp_path,
-                                                                    qa_jsonl):
-    """Stop leaves a checkpoint at the step it stopped; Resume goes on to max_steps."""
-    service = Service(tmp_path / "runs")
-    config = scripted(tiny_qwen3, qa_jsonl, tmp_path / "runs" / "a", max_steps=120)
-    job = service.start(config, tmp_path / "runs" / "a")
-    assert job.process is not None                    # a separate process, as the page starts
+def test_a_child_process_job_is_listed_stopped_followed_and_resumed_from_the_cli(
+        tiny_qwen3, tmp_path, qa_jsonl, capsys):
+    """A run started as the page starts it (a child process): `runs` lists it, `stop` ends it
+    at a step with a checkpoint there, `attach` reports how it ended, Resume goes on from that
+    step to max_steps, and `stop` then says it is not training."""
+    runs = tmp_path / "runs"
+    service = Service(runs)
+    job = service.start(scripted(tiny_qwen3, qa_jsonl, runs / "a", max_steps=120), runs / "a")
+    assert job.process is not None
     wait_for(lambda: last_checkpoint(job.run_dir) is not None, what="a first checkpoint")
-    service.stop(job.run_dir, wait=True)
-    status = read_status(job.run_dir)
-    assert status["state"] == "stopped" and "as asked" in status["reason"]
-    stopped_at = status["step"]
+    assert main(["runs", "--runs-dir", str(runs)]) == 0
+    assert "a  running" in capsys.readouterr().out
+    assert main(["stop", str(job.run_dir)]) == 0
+    assert capsys.readouterr().out.startswith("stopped: stopped at step")
+    assert main(["attach", str(job.run_dir)]) == 0
+    assert "stopped: stopped at step" in capsys.readouterr().out
+    stopped_at = read_status(job.run_dir)["step"]
     assert last_checkpoint(job.run_dir).name == f"checkpoint-{stopped_at}"
     assert service.active() is None
 
-    job = service.resume(job.run_dir)
-    wait_for(lambda: read_status(job.run_dir)["state"] == "finished", timeout=120,
-             what="the resumed run to finish")
+    job = service.resume(job.run_dir, in_process=True)
+    assert job.wait(120)["state"] == "finished"
     steps = [e.step for e in job.events if e.kind == "train"]
-    assert steps[-1] == 120 and stopped_at + 1 in steps
-    assert steps.count(stopped_at + 1) == 1           # resumed after the stop, not from 0
+    assert steps[-1] == 120 and steps.count(stopped_at + 1) == 1   # on from the stop, not 0
+    assert main(["stop", str(job.run_dir)]) == 2
+    assert "is not training (finished)" in capsys.readouterr().err
 
 
 def test_a_killed_job_reads_as_interrupted_and_reading_writes_nothing(tiny_qwen3, tmp_path,
@@ -141,7 +142,8 @@ def test_a_second_job_is_refused_by_the_cli_and_python_with_the_same_words(tiny_
     run_fine_tuning raises Refused, both with the service's message."""
     runs = tmp_path / "runs"
     service = Service(runs)
-    job = service.start(scripted(tiny_qwen3, qa_jsonl, runs / "a", max_steps=2000))
+    job = service.start(scripted(tiny_qwen3, qa_jsonl, runs / "a", max_steps=2000),
+                        in_process=True)
     try:
         with pytest.raises(Refused) as refused:
             run_fine_tuning(config=scripted(tiny_qwen3, qa_jsonl, runs / "b"))
@@ -149,39 +151,40 @@ def test_a_second_job_is_refused_by_the_cli_and_python_with_the_same_words(tiny_
                      str(runs / "c"), "--backend", "scripted", "--max-steps", "2"])
         err = capsys.readouterr().err.strip()
     finally:
-        service.stop(job.run_dir, wait=True)
+        job.stop()
+        job.wait(30)
     assert code == 2 and err.count("\n") == 0
     assert err == f"error: {refused.value}"
     assert "already training" in err and job.run_dir.name in err
     assert not (runs / "b").exists() and not (runs / "c").exists()
 
 
-def test_two_processes_starting_at_once_never_both_start(tiny_qwen3, tmp_path, qa_jsonl):
-    """Starts in one runs folder are serialised across processes: exactly one trains."""
-    runs = tmp_path / "runs"
-    procs = [subprocess.Popen([sys.executable, "-m", "studio", "train", "--data", str(qa_jsonl),
-                               "--model", tiny_qwen3, "--output-dir", str(runs / name),
-                               "--backend", "scripted", "--max-steps", "200"],
-                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for name in ("a", "b")]
-    results = [(p.wait(120), p.stderr.read()) for p in procs]
-    assert sorted(code for code, _ in results) == [0, 2], results
-    assert "already training" in next(err for code, err in results if code == 2)
+def test_two_starts_at_once_never_both_start(tiny_qwen3, tmp_path, qa_jsonl):
+    """Starts in one runs folder are serialised (a lock on the folder, which also holds across
+    processes): of two at once, exactly one trains and the other is refused."""
+    import threading
 
-
-# ---------------------------------------------------------------------------- the command line
-def test_the_cli_lists_follows_and_stops_a_run_started_elsewhere(tiny_qwen3, tmp_path, qa_jsonl,
-                                                                capsys):
-    """`runs` lists it, `stop` ends it at a step, `attach` reports how it ended."""
     runs = tmp_path / "runs"
-    job = Service(runs).start(scripted(tiny_qwen3, qa_jsonl, runs / "a", max_steps=2000),
-                              runs / "a")
-    wait_for(lambda: any(e.kind == "train" for e in job.events), what="a train event")
-    assert main(["runs", "--runs-dir", str(runs)]) == 0
-    assert "a  running" in capsys.readouterr().out
-    assert main(["stop", str(job.run_dir)]) == 0
-    assert capsys.readouterr().out.startswith("stopped: stopped at step")
-    assert main(["attach", str(job.run_dir)]) == 0
-    assert "stopped: stopped at step" in capsys.readouterr().out
-    assert main(["stop", str(job.run_dir)]) == 2
-    assert "is not training (stopped)" in capsys.readouterr().err
+    Service(runs).check(scripted(tiny_qwen3, qa_jsonl, runs / "x"))   # data analysed: both race
+    outcomes, go = {}, threading.Barrier(2)
+
+    def start(name):
+        go.wait()
+        try:
+            outcomes[name] = Service(runs).start(scripted(tiny_qwen3, qa_jsonl, runs / name,
+                                                          max_steps=100), runs / name,
+                                                 in_process=True)
+        except Refused as e:
+            outcomes[name] = e
+
+    threads = [threading.Thread(target=start, args=(n,)) for n in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    jobs = [o for o in outcomes.values() if not isinstance(o, Refused)]
+    refused = [o for o in outcomes.values() if isinstance(o, Refused)]
+    assert len(jobs) == 1 and len(refused) == 1, outcomes
+    assert "already training" in str(refused[0])
+    jobs[0].stop()
+    jobs[0].wait(30)

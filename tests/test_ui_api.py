@@ -176,11 +176,13 @@ def huge_model_folder(tiny: str, folder: Path) -> Path:
 
 def test_a_run_trains_streams_its_points_and_answers_in_chat(client, server, tmp_path,
                                                              tiny_qwen3):
-    """Start a run, see points while it runs, a second start refused, then chat with it."""
+    """Start a run, see points while it runs, a second start refused, then chat with it.
+    (Scripted backend: the API's wiring is tested here; test_ui_browser trains a real model.)"""
     from gradio_client.exceptions import AppError
 
     data = write_jsonl(tmp_path / "qa.jsonl", QA_ROWS)
-    started = client.predict(yaml.safe_dump(quick_run(tiny_qwen3, str(data), max_steps=30)),
+    started = client.predict(yaml.safe_dump(quick_run(tiny_qwen3, str(data), max_steps=60,
+                                                      backend="scripted")),
                              api_name="/start_run")
     run = started["run"]
     assert Path(run).parent == server.runs_dir
@@ -196,11 +198,11 @@ def test_a_run_trains_streams_its_points_and_answers_in_chat(client, server, tmp
         time.sleep(0.5)
     assert status["state"] == "finished", status.get("reason")
     assert points_while_running >= 1, "no loss point was visible while the run was training"
-    assert len(status["train"]) == 30 and status["eval"]
+    assert len(status["train"]) == 60 and status["eval"]
 
     job = client.submit(run, "What is 2 plus 3?", 24, 0.0, False, api_name="/chat_reply")
     partials = [text for text in job]
-    assert partials and partials[-1].strip()
+    assert partials and "from a run of 60 steps" in partials[-1]      # the run's adapter
     assert len(set(partials)) >= 2, "the reply came in one piece, not streamed"
     runs = client.predict(api_name="/list_runs")
     assert [r["state"] for r in runs] == ["finished"]
@@ -256,3 +258,50 @@ def test_thinking_is_folded_apart_from_the_answer():
     history = [{"role": "user", "content": [{"type": "text", "text": "2+3?"}]}, thinking, answer]
     assert to_messages(history, "") == [{"role": "user", "content": "2+3?"},
                                         {"role": "assistant", "content": "Five."}]
+
+
+# ---------------------------------------------------------------------------- one service
+def test_the_page_the_cli_and_python_refuse_a_run_with_the_same_words(client, server, tmp_path,
+                                                                     tiny_qwen3, capsys):
+    """An over-memory config, and any run while another trains in the same runs folder: the
+    page (an error), the CLI (exit 2, one line) and run_fine_tuning (Refused) say the same,
+    the free-memory reading aside."""
+    import re
+
+    from gradio_client.exceptions import AppError
+
+    from studio import FineTuningConfig, Refused, run_fine_tuning
+    from studio.cli import main
+
+    data = str(write_jsonl(tmp_path / "qa.jsonl", QA_ROWS))
+
+    def refusals(config: dict) -> list[str]:
+        (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+        with pytest.raises(AppError) as page:
+            client.predict(yaml.safe_dump(config), api_name="/start_run")
+        with pytest.raises(Refused) as python:
+            run_fine_tuning(config=FineTuningConfig(**config,
+                                                    output_dir=str(server.runs_dir / "py")))
+        code = main(["train", "--config", str(tmp_path / "run.yaml"), "--output-dir",
+                     str(server.runs_dir / "cli")])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and "\n" not in err, err
+        said = [str(page.value), str(python.value), err.removeprefix("error: ")]
+        assert len({re.sub(r"\d+(\.\d+)?", "#", text) for text in said}) == 1, said
+        return said
+
+    over = refusals(quick_run(str(huge_model_folder(tiny_qwen3, tmp_path / "huge")), data))
+    assert "memory estimate" in over[0] and "--allow-over-memory" in over[0]
+
+    long_run = quick_run(tiny_qwen3, data, backend="scripted", max_steps=5000)
+    run = client.predict(yaml.safe_dump(long_run), api_name="/start_run")["run"]
+    try:
+        second = refusals(quick_run(tiny_qwen3, data, backend="scripted"))
+        assert "already training" in second[0] and Path(run).name in second[0]
+    finally:
+        client.predict(run, api_name="/stop_run")
+        deadline = time.time() + 60
+        while client.predict(run, api_name="/run_status")["state"] in ("starting", "running"):
+            assert time.time() < deadline, "the scripted run did not stop"
+            time.sleep(0.5)
+    assert not any((server.runs_dir / name).exists() for name in ("py", "cli"))

@@ -249,8 +249,9 @@ def test_a_role_tag_is_re_mapped_in_the_role_table(browser, server, tiny_qwen3):
 
 def test_a_restarted_server_reattaches_or_marks_the_run_interrupted(browser, tmp_path,
                                                                     tiny_qwen3):
-    """The job outlives its server: a new server shows it training with its curve; once the
-    job dies it shows Interrupted with Resume, which continues it; Stop then ends it."""
+    """The job outlives its server: a new server shows it training with its curve and its
+    plan; once the job dies it shows Interrupted with Resume, which continues it; Stop then
+    ends it. (Scripted backend: no model, so this wiring test takes seconds of training.)"""
     from gradio_client import Client
 
     from studio.runs import _alive, last_checkpoint, read_status
@@ -259,7 +260,8 @@ def test_a_restarted_server_reattaches_or_marks_the_run_interrupted(browser, tmp
     first = serve(runs)
     try:
         data = write_jsonl(tmp_path / "qa.jsonl", QA_ROWS)
-        config = quick_run(tiny_qwen3, str(data), max_steps=2000, save_steps=3, eval_steps=1000)
+        config = quick_run(tiny_qwen3, str(data), max_steps=2000, save_steps=3, eval_steps=1000,
+                           backend="scripted")      # the wiring is what is tested here
         run = Path(Client(first.url, verbose=False).predict(yaml.safe_dump(config),
                                                             api_name="/start_run")["run"])
         deadline = time.time() + 120
@@ -276,6 +278,9 @@ def test_a_restarted_server_reattaches_or_marks_the_run_interrupted(browser, tmp
         page.wait_for_function("() => document.querySelectorAll("
                                "'#loss-chart .scatterlayer .points path').length > 0")
         assert run.name in page.locator("#run-picker input").input_value()
+        page.get_by_text("Plan: what this run trains with").click()     # the plan beside the ask
+        plan = wait_text(page, "#train-plan", "ran with (plan.yaml)")
+        assert "none (scripted)" in plan and ("float32" in plan or "bfloat16" in plan)
 
         os.killpg(int(read_status(run)["pid"]), signal.SIGKILL)    # the job dies
         wait_text(page, "#train-status", "Interrupted")
