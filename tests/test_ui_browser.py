@@ -154,6 +154,9 @@ def test_the_whole_flow_from_upload_to_chat(browser, server, tmp_path, tiny_qwen
     progress = page.locator("#train-progress").inner_text()
     assert "peak memory" in progress and "estimated" in progress
     assert "adapter" in status and run_name.split(" ")[0] in status
+    page.get_by_text("Plan: what this run trains with").click()   # what ran, beside the ask
+    plan = wait_text(page, "#train-plan", "ran with (plan.yaml)")
+    assert "transformers" in plan and "sdpa" in plan and "2 rows, padding-free" in plan
     shot(page, "train")
 
     # ---- chat: the fine-tuned run answers, token by token, beside its base model

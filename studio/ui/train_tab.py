@@ -233,11 +233,16 @@ def plan_html(run_dir: str, plan: dict) -> str:
         if key not in plan:
             continue
         wanted = getattr(asked, field) if asked is not None and field else None
-        wanted = "—" if field is None else "auto" if wanted is None else wanted
-        rows.append(f"<tr><td>{html.escape(label)}</td><td>{html.escape(str(wanted))}</td>"
-                    f"<td><b>{html.escape(str(plan[key]))}</b></td></tr>")
+        wanted = "—" if field is None else "auto" if wanted is None else _shown(wanted)
+        rows.append(f"<tr><td>{html.escape(label)}</td><td>{html.escape(wanted)}</td>"
+                    f"<td><b>{html.escape(_shown(plan[key]))}</b></td></tr>")
     return ('<table class="plan"><tr><th>setting</th><th>asked for (config.yaml)</th>'
             '<th>ran with (plan.yaml)</th></tr>' + "".join(rows) + "</table>")
+
+
+def _shown(value) -> str:
+    return {True: "on", False: "off"}.get(value, str(value)) if isinstance(value, bool) \
+        else str(value)
 
 
 def log_tail(run_dir: str) -> str:
