@@ -241,8 +241,7 @@ def plan_html(run_dir: str, plan: dict) -> str:
 
 
 def _shown(value) -> str:
-    return {True: "on", False: "off"}.get(value, str(value)) if isinstance(value, bool) \
-        else str(value)
+    return ("on" if value else "off") if isinstance(value, bool) else str(value)
 
 
 def log_tail(run_dir: str) -> str:
