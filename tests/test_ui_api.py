@@ -293,15 +293,16 @@ def test_the_page_the_cli_and_python_refuse_a_run_with_the_same_words(client, se
     over = refusals(quick_run(str(huge_model_folder(tiny_qwen3, tmp_path / "huge")), data))
     assert "memory estimate" in over[0] and "--allow-over-memory" in over[0]
 
-    long_run = quick_run(tiny_qwen3, data, backend="scripted", max_steps=5000)
-    run = client.predict(yaml.safe_dump(long_run), api_name="/start_run")["run"]
+    # a long scripted run in this process (as `python -m studio train` would hold it)
+    from studio.service import Service
+
+    job = Service(server.runs_dir).start(
+        FineTuningConfig(**quick_run(tiny_qwen3, data, backend="scripted", max_steps=5000)),
+        in_process=True)
     try:
         second = refusals(quick_run(tiny_qwen3, data, backend="scripted"))
-        assert "already training" in second[0] and Path(run).name in second[0]
+        assert "already training" in second[0] and job.run_dir.name in second[0]
     finally:
-        client.predict(run, api_name="/stop_run")
-        deadline = time.time() + 60
-        while client.predict(run, api_name="/run_status")["state"] in ("starting", "running"):
-            assert time.time() < deadline, "the scripted run did not stop"
-            time.sleep(0.5)
+        job.stop()
+        assert job.wait(60)["state"] == "stopped"
     assert not any((server.runs_dir / name).exists() for name in ("py", "cli"))
