@@ -236,3 +236,26 @@ def test_train_events_carry_the_mfu_when_flops_and_peak_are_known():
     event = log.events[-1]
     assert event.data["mfu"] == pytest.approx(event.data["tokens_per_s"] * 3e10 / 989e12)
     assert 0.25 < event.data["mfu"] < 0.31          # ~10k tokens/s of 30 GFLOP on 989 TFLOP/s
+
+
+def test_the_gpu_batch_plan_reaches_the_runs_plan(tiny_qwen3, qa_jsonl, monkeypatch):
+    """On a GPU (its free memory stood in for here), the rows an update asks for go into one
+    padding-free micro-batch, and the plan event says so beside the planner's reason."""
+    from transformers import AutoTokenizer
+
+    from studio.data import prepare
+    from studio.trl_recipe import plan_gpu_batches
+
+    config = FineTuningConfig(model_name=tiny_qwen3, batch_size=2, gradient_accumulation_steps=4,
+                              max_seq_length=128, cpu_only=False, bf16=True)
+    data = prepare(str(qa_jsonl), AutoTokenizer.from_pretrained(tiny_qwen3), config)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (80 * GiB, 80 * GiB))
+    events = []
+    planned, rows = plan_gpu_batches(config, data, lambda kind, step=0, **d: events.append(
+        (kind, d)))
+    plan = next(d for kind, d in events if kind == "plan")
+    assert (planned.batch_size, planned.gradient_accumulation_steps) == (8, 1)
+    assert plan["batch_size"] == 8 and plan["micro_batch"] == "8 rows, padding-free"
+    assert plan["gradient_checkpointing"] == "off" and rows is not None
+    assert "8 rows a micro-batch x 1 = the 8 rows an update asks for" in plan["planner"]
