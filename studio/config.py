@@ -57,6 +57,11 @@ class FineTuningConfig:
                                         "chat template.", "Model and data")
     system_prompt: Optional[str] = _f(None, "System message put before every conversation that "
                                       "has none.", "Model and data")
+    template_system_prompt: str = _f("keep", "The system prompt some chat templates add by "
+                                     "themselves to a conversation that has none (SmolLM2's "
+                                     "names it SmolLM): keep it, or drop it (an empty system "
+                                     "turn). system_prompt, when set, replaces it either way.",
+                                     "Model and data", choices=["keep", "drop"])
     enable_thinking: bool = _f(False, "Qwen3 thinking mode in the chat template (<think> blocks).",
                                "Model and data")
     train_on_prompt: bool = _f(False, "Also train on prompt tokens (default: responses only).",
