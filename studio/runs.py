@@ -165,8 +165,19 @@ def prepare_run_dir(run_dir: Path, config: FineTuningConfig, *, resume=False,
     config.replace(output_dir=str(run_dir)).save(run_dir / "config.yaml")
     (run_dir / "STOP").unlink(missing_ok=True)
     write_status(run_dir, state="starting", reason="", pid=os.getpid(), started=time.time(),
-                 ended=None, resumed=bool(resume))
+                 ended=None, resumed=bool(resume),
+                 earlier_seconds=_seconds_trained(run_dir) if resume else 0.0)
     return run_dir
+
+
+def _seconds_trained(run_dir: Path) -> float:
+    """How long the run has trained over all its legs so far (a resumed run's clock goes on
+    from there, not from 0). A killed leg ended when it last wrote its status."""
+    status = read_status_raw(run_dir)
+    if not status.get("started"):
+        return 0.0
+    ended = status.get("ended") or status_path(run_dir).stat().st_mtime
+    return float(status.get("earlier_seconds") or 0) + max(0.0, ended - status["started"])
 
 
 def _nothing_to_lose(run_dir: Path) -> bool:

@@ -15,15 +15,20 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import gc
+import math
 import os
+import shutil
+import tempfile
 import threading
 from collections import OrderedDict
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 from studio.analysis import Analyses
 from studio.config import FineTuningConfig
+from studio.events import read_events
 from studio.models import model_problem
 from studio.runs import (Job, RunError, active_run, is_run_dir, last_checkpoint, list_runs,
                          new_run_dir, prepare_run_dir, write_status)
@@ -42,6 +47,43 @@ class Refused(RuntimeError):
         super().__init__("; ".join(self.problems))
 
 
+@dataclass(frozen=True)
+class Speed:
+    """How fast a run trained: from its train events after the first (which warms up)."""
+    seconds_per_step: float
+    tokens_per_s: float
+
+    @classmethod
+    def of(cls, events) -> Optional["Speed"]:
+        train = [e for e in events if e.kind == "train"
+                 and isinstance(e.data.get("tokens"), (int, float))]
+        if len(train) < 3:
+            return None
+        first, last = train[1], train[-1]
+        seconds, steps = last.time - first.time, last.step - first.step
+        tokens = last.data["tokens"] - first.data["tokens"]
+        if seconds <= 0 or steps <= 0 or tokens <= 0:
+            return None
+        return cls(seconds / steps, tokens / seconds)
+
+
+@dataclass(frozen=True)
+class TimeEstimate:
+    steps: int
+    tokens: float
+    seconds: float
+    speed: Speed
+    source: str           # where the speed comes from, for people
+
+
+def _speed_key(config: FineTuningConfig) -> tuple:
+    """The settings a step's speed depends on."""
+    return (config.model_name, config.backend, config.cpu_only, config.bf16, config.fp16,
+            config.load_in_4bit, config.load_in_8bit, config.batch_size,
+            config.gradient_accumulation_steps, config.max_seq_length, config.lora_r,
+            tuple(config.target_modules), config.packing, config.gradient_checkpointing)
+
+
 class Service:
     """Runs under one runs folder, the caches that checking and chatting need, and the jobs
     started from this process."""
@@ -53,6 +95,7 @@ class Service:
         self._jobs: dict[str, Job] = {}
         self._lock = threading.RLock()          # the dicts (held briefly)
         self._models: OrderedDict = OrderedDict()
+        self._speeds: dict[tuple, Speed] = {}       # measured, by the settings that matter
 
     # ------------------------------------------------------------------ hardware and memory
     def hardware(self):
@@ -192,6 +235,68 @@ class Service:
             yield
         finally:
             os.close(fd)          # closing releases the lock
+
+    # ------------------------------------------------------------------ time
+    def measure_speed(self, config: FineTuningConfig, steps: int = 4) -> Speed:
+        """Train a few steps of this config on this machine, as a run would (a child process,
+        the same backend and batch plan), and time the steps after the first (which warms up).
+        Refused like a start; one job at a time still holds while it measures."""
+        with self._starting():
+            problems = self.check(config)
+            if problems:
+                raise Refused(problems)
+            work = Path(tempfile.mkdtemp(prefix="qwen3-studio-measure-"))
+            try:
+                trial = config.replace(max_steps=steps, logging_steps=1, val_size=0,
+                                       save_steps=10**6, use_wandb=False)
+                prepare_run_dir(work / "run", trial)
+                job = Job.start(work / "run", in_process=False)
+                status = job.wait(900)
+                if status.get("state") != "finished":
+                    job.stop(timeout=10)
+                    raise Refused([f"the measurement did not finish: {status.get('reason') or ''}"])
+                speed = Speed.of(job.events)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+        with self._lock:
+            self._speeds[_speed_key(config)] = speed
+        return speed
+
+    def time_estimate(self, config: FineTuningConfig) -> Optional[TimeEstimate]:
+        """How long this run would train: its tokens at the speed measured for these settings
+        (measure_speed), else at the speed of the newest run of this model; None when neither
+        or no data is known."""
+        analysis = self.data.cached(config)
+        if not analysis or not analysis.report:
+            return None
+        with self._lock:
+            speed = self._speeds.get(_speed_key(config))
+        source = "measured on this machine for these settings"
+        if speed is None:
+            speed, run = self._past_speed(config.model_name)
+            source = f"as the last run of this model went ({run})"
+        if speed is None:
+            return None
+        report = analysis.report
+        lengths = [min(n, config.max_seq_length) for n in report.lengths]
+        per_row = sum(lengths) / max(1, len(lengths))
+        per_step = config.batch_size * config.gradient_accumulation_steps
+        steps = config.max_steps or math.ceil(report.n_train * config.num_train_epochs / per_step)
+        tokens = steps * min(per_step, report.n_train) * per_row
+        return TimeEstimate(steps, tokens, tokens / speed.tokens_per_s, speed, source)
+
+    def _past_speed(self, model_name: str) -> tuple[Optional[Speed], str]:
+        for run in self.runs():
+            run_dir = Path(run["run_dir"])
+            try:
+                if FineTuningConfig.load(run_dir / "config.yaml").model_name != model_name:
+                    continue
+            except Exception:   # noqa: BLE001 - an unreadable old run is skipped
+                continue
+            speed = Speed.of(read_events(run_dir / "metrics.jsonl", tail=50_000)[0])
+            if speed:
+                return speed, run_dir.name
+        return None, ""
 
     # ------------------------------------------------------------------ watching
     def runs(self) -> list[dict]:

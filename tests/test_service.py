@@ -188,3 +188,49 @@ def test_two_starts_at_once_never_both_start(tiny_qwen3, tmp_path, qa_jsonl):
     assert "already training" in str(refused[0])
     jobs[0].stop()
     jobs[0].wait(30)
+
+
+# ---------------------------------------------------------------------------- time
+def test_a_few_measured_steps_give_the_time_a_run_would_take(tiny_qwen3, tmp_path, qa_jsonl):
+    """measure_speed trains 4 steps in a child process and forgets them; the estimate is the
+    run's steps at the measured seconds a step (scripted: 0.05 s a step)."""
+    service = Service(tmp_path / "runs")
+    config = scripted(tiny_qwen3, qa_jsonl, tmp_path / "runs" / "a", max_steps=None,
+                      num_train_epochs=2, batch_size=2)
+    assert service.time_estimate(config) is None          # nothing measured, no past run
+    speed = service.measure_speed(config)
+    assert 0.04 < speed.seconds_per_step < 0.5
+    estimate = service.time_estimate(config)
+    assert estimate.steps == 14                           # 14 of 16 rows train, 2 a step, twice
+    assert estimate.seconds == estimate.tokens / speed.tokens_per_s
+    assert "measured on this machine" in estimate.source
+    assert service.runs() == []                           # the measurement left no run behind
+
+
+def test_a_resumed_run_counts_its_earlier_training_time(tiny_qwen3, tmp_path, qa_jsonl):
+    """status.json carries the seconds of the legs before a resume (elapsed goes on)."""
+    service = Service(tmp_path / "runs")
+    job = service.start(scripted(tiny_qwen3, qa_jsonl, tmp_path / "runs" / "a", max_steps=400),
+                        tmp_path / "runs" / "a", in_process=True)
+    wait_for(lambda: last_checkpoint(job.run_dir) is not None, what="a checkpoint")
+    time.sleep(1)
+    job.stop()
+    job.wait(30)
+    first_leg = read_status(job.run_dir)
+    job = service.resume(job.run_dir, in_process=True)
+    assert read_status_raw(job.run_dir)["earlier_seconds"] >= \
+        first_leg["ended"] - first_leg["started"] > 1
+    job.stop()
+    job.wait(30)
+
+
+def test_a_finished_child_process_is_reaped_without_anyone_watching(tiny_qwen3, tmp_path,
+                                                                    qa_jsonl):
+    """The page may be closed: a finished job must not linger as a zombie process."""
+    service = Service(tmp_path / "runs")
+    job = service.start(scripted(tiny_qwen3, qa_jsonl, tmp_path / "runs" / "a", max_steps=3),
+                        tmp_path / "runs" / "a")
+    pid = job.process.pid
+    wait_for(lambda: read_status_raw(job.run_dir).get("state") == "finished", timeout=120,
+             what="the job to finish")
+    wait_for(lambda: not Path(f"/proc/{pid}").exists(), timeout=10, what="the process reaped")

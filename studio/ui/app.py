@@ -9,7 +9,6 @@ chat_reply.
 from __future__ import annotations
 
 import os
-import platform
 from pathlib import Path
 from typing import Iterator
 
@@ -17,10 +16,11 @@ import gradio as gr
 
 from studio.catalog import default_model
 from studio.config import FineTuningConfig
+from studio.presets import apply_preset, choose_preset
 from studio.service import Refused, Service
 from studio.ui import chat_tab, data_tab, model_tab, train_tab
 from studio.ui.common import first_line, guard
-from studio.ui.form import ConfigForm, apply_preset
+from studio.ui.form import ConfigForm
 
 THEME = gr.themes.Soft(
     primary_hue="indigo", secondary_hue="slate", radius_size="md",
@@ -28,7 +28,8 @@ THEME = gr.themes.Soft(
     font_mono=["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"])
 
 CSS = """
-.gradio-container { max-width: 1500px !important; margin: auto; }
+.gradio-container { max-width: 1500px !important; width: 100% !important; margin: auto; }
+#data-table th { min-width: 7em; }
 #studio-header h1 { margin-bottom: 0; }
 #studio-header p { margin-top: 2px; color: var(--body-text-color-subdued); }
 .msg { padding: 9px 13px; border-radius: 8px; border: 1px solid; font-size: 14px; margin: 2px 0; }
@@ -66,25 +67,18 @@ LoRA / QLoRA fine-tuning of Qwen3 models: **1 · Data** → **2 · Model & hardw
 **3 · Train** → **4 · Chat**. Every run is kept in its own folder under `{runs}`."""
 
 
-def initial_preset() -> str:
-    """Quick test where no GPU is likely (the form's defaults must run on what is here);
-    the real probe needs torch, so it waits for the page load."""
-    gpu = Path("/proc/driver/nvidia/version").exists() or (
-        platform.system() == "Darwin" and platform.machine() == "arm64")
-    return "Balanced" if gpu else "Quick test"
-
-
 def build_app(runs_dir: str | Path = "runs") -> gr.Blocks:
     service = Service(runs_dir)
-    preset = initial_preset()
-    form = ConfigForm(apply_preset(FineTuningConfig(model_name=default_model()), preset))
+    form = ConfigForm(apply_preset(FineTuningConfig(model_name=default_model()),
+                                   choose_preset(None)[0]))
     with gr.Blocks(title="Qwen3 Studio", analytics_enabled=False) as demo:
         gr.Markdown(HEADER.format(runs=_short_path(service.runs_dir)), elem_id="studio-header")
-        with gr.Tabs():
+        kept = gr.BrowserState({}, storage_key="qwen3-studio-form")   # the form, across reloads
+        with gr.Tabs() as tabs:
             with gr.Tab("1 · Data", id="data", elem_id="tab-data") as data_page:
                 data = data_tab.build(form)
             with gr.Tab("2 · Model & hardware", id="model", elem_id="tab-model") as model_page:
-                model = model_tab.build(form, preset)
+                model = model_tab.build(form)
             with gr.Tab("3 · Train", id="train", elem_id="tab-train") as train_page:
                 train = train_tab.build()
             with gr.Tab("4 · Chat", id="chat", elem_id="tab-chat") as chat_page:
@@ -94,13 +88,24 @@ def build_app(runs_dir: str | Path = "runs") -> gr.Blocks:
             # makes it fit its container once the tab shows.
             page.select(None, js=RESIZE_CHARTS)
 
-        follow = data_tab.wire(data, form, service)
+        follow, loaded = data_tab.wire(data, form, service)
         for event in model_tab.wire(model, form, service, demo):
             follow(event)
+        auto = model_tab.auto_preset(model, form, service)
+        for event in loaded:
+            auto(event)
         train_tab.wire(train, form, service)
         chat_tab.wire(chat, service)
 
-        # ---- page load: hardware probe, reattach to a live run, chat sources
+        # ---- the form kept in the browser: a reload keeps the dataset, mapping and settings
+        states = [w for w in form.inputs if isinstance(w, gr.State)]
+        gr.on(form.triggers + [w.change for w in states], keep_form(form), form.inputs, kept,
+              trigger_mode="always_last", show_progress="hidden", api_name=False)
+        follow(demo.load(restore_form(form), kept, form.inputs, api_name=False))
+
+        # ---- page load: hardware probe, reattach to a live run (on its tab), chat sources
+        demo.load(lambda: gr.Tabs(selected="train") if service.active() else gr.skip(), None,
+                  tabs, api_name=False)
         demo.load(lambda: model_tab.on_load(model, form, service), None,
                   [model.hardware, model.backends, model.past_run], api_name=False)
         demo.load(lambda: train_tab.attach(service), None, train_tab.outputs(train),
@@ -111,6 +116,28 @@ def build_app(runs_dir: str | Path = "runs") -> gr.Blocks:
         program_api(service, form)
     demo.service = service
     return demo
+
+
+def keep_form(form: ConfigForm):
+    """The form as a dict for the browser's storage (what a reload puts back)."""
+    def keep(*values):
+        try:
+            return form.to_config(*values)[0].to_dict()
+        except Exception:   # noqa: BLE001 - a half-typed value: keep what was kept before
+            return gr.skip()
+    return keep
+
+
+def restore_form(form: ConfigForm):
+    """The kept form back into the widgets, or nothing on a first visit (or after the config
+    fields changed in a way the kept values no longer fit)."""
+    def restore(kept):
+        try:
+            return form.values(FineTuningConfig.from_dict(kept)) if kept else \
+                [gr.skip()] * len(form.inputs)
+        except Exception:   # noqa: BLE001
+            return [gr.skip()] * len(form.inputs)
+    return restore
 
 
 def _short_path(path: Path) -> str:

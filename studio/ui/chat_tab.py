@@ -129,21 +129,26 @@ def wire(t: ChatTab, service: Service) -> None:
     """Chat events; sources are refreshed by the app on page load and tab select."""
 
     @guard
-    def pick(source, compare):
+    def pick(source, compare, switched: bool = False):
+        """Label the chat for the source; a new source starts with empty histories (a reply
+        must never sit under another model's name)."""
         if not source:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip()
         try:
             line, thinking, base = describe_source(source)
         except Exception as e:   # noqa: BLE001
             return shout(f"{source} cannot be read: {e}"), gr.skip(), gr.skip(), gr.skip()
+        cleared = {"value": []} if switched else {}
         if base is None:
-            return (note(line), thinking, gr.update(label=f"Base model: {source}"),
-                    gr.update(visible=False))
-        return (note(line), thinking, gr.update(label=f"Fine-tuned: {Path(source).name}"),
-                gr.update(visible=bool(compare), label=f"Base model: {base}"))
+            return (note(line), thinking,
+                    gr.update(label=f"Base model: {source}", **cleared),
+                    gr.update(visible=False, **cleared))
+        return (note(line), thinking,
+                gr.update(label=f"Fine-tuned: {Path(source).name}", **cleared),
+                gr.update(visible=bool(compare), label=f"Base model: {base}", **cleared))
 
-    t.source.change(pick, [t.source, t.compare], [t.status, t.thinking, t.tuned, t.base],
-                    api_name=False)
+    t.source.change(lambda s, c: pick(s, c, switched=True), [t.source, t.compare],
+                    [t.status, t.thinking, t.tuned, t.base], api_name=False)
 
     def answer(source, compare, tuned, base, system, temperature, top_p, max_new, thinking):
         """Stream the fine-tuned (or chosen) model's reply, then the base model's."""

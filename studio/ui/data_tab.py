@@ -134,13 +134,19 @@ def build(form: ConfigForm) -> DataTab:
 
 
 # ---------------------------------------------------------------------------- handlers
-def describe(t: DataTab, form: ConfigForm, service: Service, values, page, row) -> list:
+def describe(t: DataTab, form: ConfigForm, service: Service, values, page, row,
+             progress=None) -> list:
     """Every display of the tab for the dataset and settings in the form."""
     from studio.data import DataError
+    from studio.models import local_model_path, needs_building
 
     config, _ = form.to_config(*values)
     if not config.data_path:
         return cleared(t, note("No dataset loaded yet: drop a file above or click an example."))
+    if progress is not None and needs_building(config.model_name):
+        # the bundled model's tokenizer is needed to show the data: a one-time build, shown
+        local_model_path(config.model_name, lambda done, what: progress(
+            done, desc=f"Once only, about a minute: preparing {config.model_name}: {what}"))
     try:
         a = service.data.analyse(config)
     except DataError as e:
@@ -220,8 +226,9 @@ def example_updates(t: DataTab, a, config, row) -> dict:
     row = min(max(0, int(row or 0)), n - 1)
     try:
         record = a.dataset[row]
-        segments = render_segments(a.tokenizer, record, a.fmt, config)
         tok = tokenize_row(a.tokenizer, record, a.fmt, config)
+        segments = whole_characters(render_segments(a.tokenizer, record, a.fmt, config),
+                                    tok.truncated)
     except Exception as e:   # noqa: BLE001 - a row that cannot render is shown, not fatal
         return {t.example: None, t.example_info: f"Row {row} cannot be rendered: {e}"}
     trained = sum(tok.assistant_masks)
@@ -234,6 +241,14 @@ def example_updates(t: DataTab, a, config, row) -> dict:
         info += " **This row has nothing to train.**"
     return {t.example: [(text, TRAINED if on else MASKED) for text, on in segments],
             t.example_info: info}
+
+
+def whole_characters(segments: list, truncated: bool) -> list:
+    """A row cut at max_seq_length may end inside a character (Chinese takes several bytes a
+    character, a token may hold part of one): show it without the half that decodes as �."""
+    if truncated and segments:
+        segments = segments[:-1] + [(segments[-1][0].rstrip("\ufffd"), segments[-1][1])]
+    return segments
 
 
 def length_updates(t: DataTab, a, config) -> dict:
@@ -273,15 +288,16 @@ def length_updates(t: DataTab, a, config) -> dict:
 # ---------------------------------------------------------------------------- wiring
 def wire(t: DataTab, form: ConfigForm, service: Service):
     """Wire the tab; returns follow(event), which redraws the data view after an event that
-    rewrote the form (a preset, a YAML file, a past run's config)."""
+    rewrote the form (a preset, a YAML file, a past run's config), and the events that show a
+    newly loaded dataset."""
     mapping_state = form.widgets["column_mapping"]
     fmt_widget = form.widgets["dataset_format"]
     inputs = form.inputs + [t.page, t.example_row]
     outputs = display_outputs(t)
 
     @guard
-    def refresh(*values):
-        return describe(t, form, service, values[:-2], values[-2], values[-1])
+    def refresh(*values, progress=gr.Progress()):
+        return describe(t, form, service, values[:-2], values[-2], values[-1], progress)
 
     def fresh(path: str):
         """A new dataset: detection starts over (mappings and forced format reset)."""
@@ -296,13 +312,14 @@ def wire(t: DataTab, form: ConfigForm, service: Service):
 
     role_state = form.widgets["role_mapping"]
     reset = [t.path, mapping_state, fmt_widget, t.page, t.example_row, role_state]
-    t.file.upload(upload, t.file, reset + [t.file], api_name="upload_data").then(
-        refresh, inputs, outputs, api_name=False)
-    gr.on([t.load.click, t.path.submit], lambda p: fresh((p or "").strip()), t.path, reset,
-          api_name="load_data").then(refresh, inputs, outputs, api_name="describe_data")
+    loaded = [  # a new dataset is shown (the model tab's Auto preset follows these)
+        t.file.upload(upload, t.file, reset + [t.file], api_name="upload_data").then(
+            refresh, inputs, outputs, api_name=False),
+        gr.on([t.load.click, t.path.submit], lambda p: fresh((p or "").strip()), t.path, reset,
+              api_name="load_data").then(refresh, inputs, outputs, api_name="describe_data")]
     for button, p in zip(t.example_buttons, examples()):
-        button.click(lambda p=str(p): fresh(p), None, reset, api_name=False).then(
-            refresh, inputs, outputs, api_name=False)
+        loaded.append(button.click(lambda p=str(p): fresh(p), None, reset, api_name=False).then(
+            refresh, inputs, outputs, api_name=False))
 
     def remap(*values):
         return {role: v for role, v in zip(roles(), values) if v}
@@ -346,4 +363,4 @@ def wire(t: DataTab, form: ConfigForm, service: Service):
     def follow(event):
         return event.then(refresh, inputs, outputs, api_name=False)
 
-    return follow
+    return follow, loaded

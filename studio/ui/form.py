@@ -157,29 +157,6 @@ class ConfigForm:
         return [_to_widget(n, getattr(config, n)) for n in FIELDS]
 
 
-# ---------------------------------------------------------------------------- presets
-# Field overrides on top of the current form; "quick test" is the default where no GPU is found.
-PRESETS: dict[str, dict] = {
-    "Quick test": dict(max_steps=30, num_train_epochs=1, logging_steps=1, eval_steps=10,
-                       save_steps=10, lora_r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"],
-                       batch_size=2, gradient_accumulation_steps=1, max_seq_length=512,
-                       learning_rate=2e-4, lr_scheduler_type="linear", warmup_ratio=0.0),
-    "Balanced": dict(max_steps=None, num_train_epochs=2, logging_steps=5, eval_steps=50,
-                     save_steps=100, lora_r=16, lora_alpha=32,
-                     target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], batch_size=4,
-                     gradient_accumulation_steps=4, max_seq_length=1024, learning_rate=2e-4,
-                     lr_scheduler_type="linear", warmup_ratio=0.03),
-    "Quality": dict(max_steps=None, num_train_epochs=3, logging_steps=5, eval_steps=50,
-                    save_steps=100, lora_r=32, lora_alpha=64, target_modules=list(LORA_MODULES),
-                    batch_size=4, gradient_accumulation_steps=4, max_seq_length=2048,
-                    learning_rate=1e-4, lr_scheduler_type="cosine", warmup_ratio=0.05),
-}
-
-
-def apply_preset(config: FineTuningConfig, preset: str) -> FineTuningConfig:
-    return dataclasses.replace(config, **PRESETS[preset])
-
-
 # ---------------------------------------------------------------------------- command line
 def command_line(config: FineTuningConfig, output_dir: str | None = None) -> str:
     """The `python -m studio train` command that runs this config (flags for non-defaults)."""

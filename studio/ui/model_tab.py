@@ -16,9 +16,10 @@ import gradio as gr
 from studio.catalog import CATALOG, hub_cache_has, is_local_model, parameter_count
 from studio.config import GROUPS, FineTuningConfig
 from studio.models import model_problem
-from studio.service import GiB, Service
+from studio.service import GiB, Refused, Service
 from studio.ui.common import guard, note, run_choices, shout
-from studio.ui.form import FIELDS, PRESETS, ConfigForm, apply_preset, command_line
+from studio.presets import AUTO, PRESETS, apply_preset, choose_preset
+from studio.ui.form import FIELDS, ConfigForm, command_line
 
 
 @dataclass
@@ -30,7 +31,10 @@ class ModelTab:
     folder: gr.Textbox
     use_folder: gr.Button
     preset: gr.Radio
+    preset_why: gr.Markdown   # what the chosen preset is for, and why Auto chose it
     memory: gr.HTML
+    time: gr.HTML             # how long it would train, from measured steps or a past run
+    measure: gr.Button
     checks: gr.HTML
     cli: gr.Code
     save_yaml: gr.Button
@@ -52,7 +56,7 @@ def model_choices(current: str) -> list[tuple[str, str]]:
 
 
 # ---------------------------------------------------------------------------- layout
-def build(form: ConfigForm, preset: str) -> ModelTab:
+def build(form: ConfigForm) -> ModelTab:
     with gr.Row(equal_height=False):
         with gr.Column(scale=6, min_width=420):
             gr.Markdown("### Model")
@@ -72,9 +76,11 @@ def build(form: ConfigForm, preset: str) -> ModelTab:
             form.adopt("output_dir", gr.State(form.defaults.output_dir))
             backends = gr.Markdown("")
             gr.Markdown("### Settings")
-            preset_radio = gr.Radio(list(PRESETS), value=preset, label="preset",
-                                    info="Sets the fields below; change any of them after.",
+            preset_radio = gr.Radio([AUTO, *PRESETS], value=AUTO, label="preset",
+                                    info="Sets the fields below; change any of them after. Auto "
+                                    "picks one from the dataset's size when data is loaded.",
                                     elem_id="preset")
+            preset_why = gr.Markdown(why_text(AUTO, *choose_preset(None)), elem_id="preset-why")
             for group in GROUPS[1:]:
                 with gr.Accordion(group, open=group in ("LoRA", "Optimisation")):
                     with gr.Row():
@@ -88,6 +94,10 @@ def build(form: ConfigForm, preset: str) -> ModelTab:
             hardware = gr.Markdown("Detecting…", elem_id="hardware")
             gr.Markdown("### Memory")
             memory = gr.HTML("", elem_id="memory-estimate")
+            gr.Markdown("### Time")
+            time_box = gr.HTML("", elem_id="time-estimate")
+            measure = gr.Button("Measure a few steps on this machine", size="sm",
+                                elem_id="measure")
             gr.Markdown("### Checks")
             checks = gr.HTML("", elem_id="config-checks")
             gr.Markdown("### Command line")
@@ -104,7 +114,7 @@ def build(form: ConfigForm, preset: str) -> ModelTab:
                 load_run = gr.Button("Load its config", scale=1, min_width=110, size="sm",
                                      elem_id="load-run")
     return ModelTab(hardware, backends, model, model_info, folder, use_folder, preset_radio,
-                    memory, checks, cli, save_yaml, yaml_file, load_yaml, past_run, load_run)
+                    preset_why, memory, time_box, measure, checks, cli, save_yaml, yaml_file, load_yaml, past_run, load_run)
 
 
 # ---------------------------------------------------------------------------- handlers
@@ -196,6 +206,26 @@ def memory_html(est, free: float, where: str, measured: str = "") -> str:
             f'<div class="mem-legend">{legend}</div><div>{verdict}</div>{measured}</div>')
 
 
+def time_html(estimate) -> str:
+    """The time estimate, and what to change when it is long for this machine."""
+    if estimate is None:
+        return note("No time estimate yet: load a dataset and press Measure (a few steps, about "
+                    "a minute on a CPU). After a run, later runs of the same model are estimated "
+                    "from it.")
+    text = (f"<b>About {_duration(estimate.seconds)}</b> for {estimate.steps} steps "
+            f"({estimate.tokens:,.0f} tokens at {estimate.speed.tokens_per_s:,.0f} tokens/s, "
+            f"{html.escape(estimate.source)}).")
+    if estimate.seconds > 1800:
+        text += ("<br>That is long for this machine: fewer epochs or max_steps, a shorter "
+                 "max_seq_length, a smaller model, or a GPU would shorten it.")
+    return f'<div class="mem">{text}</div>'
+
+
+def _duration(seconds: float) -> str:
+    minutes = max(1, round(seconds / 60))
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
 def checks_html(service: Service, config: FineTuningConfig, resolved, notes: list) -> str:
     """What Start would refuse now (the service's preflight; memory has its own box above),
     and what the automatic settings become on this machine."""
@@ -228,17 +258,31 @@ def wire(t: ModelTab, form: ConfigForm, service: Service, demo: gr.Blocks) -> li
             config, notes = form.to_config(*values)
             est, free, where, resolved = service.estimate(config)
         except Exception as e:   # noqa: BLE001 - a half-typed value: say so, keep serving
-            return gr.skip(), gr.skip(), note(f"These settings cannot be read: {e}", "error"), \
-                gr.skip()
+            return gr.skip(), gr.skip(), gr.skip(), \
+                note(f"These settings cannot be read: {e}", "error"), gr.skip()
         cli = command_line(config, output_dir=str(service.runs_dir / "my-run"))
         measured = last_measured(service, config.model_name)
         return (describe_model(config.model_name), memory_html(est, free, where, measured),
+                time_html(service.time_estimate(config)),
                 checks_html(service, config, resolved, notes), cli)
 
-    summary_outputs = [t.model_info, t.memory, t.checks, t.cli]
+    summary_outputs = [t.model_info, t.memory, t.time, t.checks, t.cli]
     gr.on(form.triggers, summary, form.inputs, summary_outputs, trigger_mode="always_last",
           show_progress="hidden", api_name=False)
     demo.load(summary, form.inputs, summary_outputs, api_name=False)
+
+    @guard
+    def measure(*values, progress=gr.Progress()):
+        config, _ = form.to_config(*values)
+        progress(0.1, desc="Training a few steps of these settings in a separate process "
+                           "(loading the model takes most of it)")
+        try:
+            service.measure_speed(config)
+        except Refused as e:
+            return shout("\n".join(e.problems))
+        return time_html(service.time_estimate(config))
+
+    t.measure.click(measure, form.inputs, t.time, api_name="measure_speed")
 
     @guard
     def use_folder(path):
@@ -256,8 +300,9 @@ def wire(t: ModelTab, form: ConfigForm, service: Service, demo: gr.Blocks) -> li
     @guard
     def preset(name, *values):
         config, _ = form.to_config(*values)
+        config, why = with_preset(service, config, name)
         gr.Info(f"Preset '{name}' applied.")
-        return form.values(apply_preset(config, name))
+        return [why] + form.values(config)
 
     @guard
     def save_yaml(*values):
@@ -294,13 +339,45 @@ def wire(t: ModelTab, form: ConfigForm, service: Service, demo: gr.Blocks) -> li
 
     t.save_yaml.click(save_yaml, form.inputs, t.yaml_file, api_name="save_config")
     loaders = [
-        t.preset.input(preset, [t.preset] + form.inputs, form.inputs, api_name=False),
+        t.preset.input(preset, [t.preset] + form.inputs, [t.preset_why] + form.inputs,
+                       api_name=False),
         t.load_yaml.upload(load_yaml, t.load_yaml, form.inputs, api_name=False),
         t.load_run.click(load_run, t.past_run, form.inputs, api_name=False),
     ]
     t.past_run.focus(lambda: gr.update(choices=run_choices(service)), None, t.past_run,
                      api_name=False)
     return loaders
+
+
+def why_text(name: str, chosen: str, why: str) -> str:
+    if name == AUTO:
+        return f"**Auto → {chosen}:** {why}. {PRESETS[chosen].why}"
+    return f"**{name}:** {PRESETS[name].why}"
+
+
+def with_preset(service: Service, config: FineTuningConfig, name: str):
+    """The config with preset `name` applied (Auto: the one for the loaded data's size), and
+    the sentence that says why."""
+    analysis = service.data.cached(config)
+    rows = len(analysis.dataset) if analysis else None
+    chosen, why = choose_preset(rows) if name == AUTO else (name, "")
+    return apply_preset(config, chosen), why_text(name, chosen, why)
+
+
+def auto_preset(t: ModelTab, form: ConfigForm, service: Service):
+    """After a new dataset is loaded: with the picker on Auto, the preset for its size."""
+    @guard
+    def apply(name, *values):
+        if name != AUTO:
+            return [gr.skip()] * (len(form.inputs) + 1)
+        config, _ = form.to_config(*values)
+        config, why = with_preset(service, config, AUTO)
+        return [why] + form.values(config)
+
+    def follow(event):
+        return event.then(apply, [t.preset] + form.inputs, [t.preset_why] + form.inputs,
+                          api_name=False, show_progress="hidden")
+    return follow
 
 
 def on_load(t: ModelTab, form: ConfigForm, service: Service):

@@ -130,8 +130,10 @@ def figure(watch: dict):
     lo, hi = min(all_steps), max(all_steps)
     fig.update_xaxes(title_text="step", range=[lo - 0.5, hi + 0.5] if hi - lo < 2 else None)
     fig.update_yaxes(title_text="loss", secondary_y=False)
-    fig.update_yaxes(title_text="learning rate", tickformat=".1e", secondary_y=True,
-                     showgrid=False)
+    # exponent notation with as many digits as the ticks need (a fixed ".1e" printed the same
+    # value on every tick while the schedule had barely moved)
+    fig.update_yaxes(title_text="learning rate", exponentformat="e", showexponent="all",
+                     secondary_y=True, showgrid=False)
     return chart_layout(fig, 360, uirevision=watch["run"])
 
 
@@ -162,7 +164,7 @@ def progress_html(watch: dict, status: dict) -> str:
     started = status.get("started")
     if started:
         end = status.get("ended") or time.time()
-        facts.append(f"elapsed {_clock(end - started)}")
+        facts.append(f"elapsed {_clock(float(status.get('earlier_seconds') or 0) + end - started)}")
     first = watch["first"]
     if state in ACTIVE and first and total and step > first[1]:
         per_step = (last["time"] - first[0]) / (step - first[1])
@@ -193,10 +195,11 @@ def status_html(watch: dict, status: dict) -> str:
         doing = watch["message"] or "starting the training process"
         return note(f"Training {name}: {doing}", "info")
     if state == "finished":
-        return note(f"Finished {name}: {reason}. The adapter is saved in {watch['run']}/adapter: "
+        done = note(f"Finished {name}: {reason}. The adapter is saved in {watch['run']}/adapter: "
                     "try it on the Chat tab.", "ok")
-    if state == "stopped":
-        return note(f"Stopped {name}: {reason}", "warn")
+        return done + note(advice(watch["run"]), "warn")
+    if state == "stopped":     # as asked: not a warning, unless it had to be killed
+        return note(f"Stopped {name}: {reason}", "warn" if "killed" in reason else "info")
     if state == "interrupted":
         resume = " Press Resume to continue from the last checkpoint." \
             if last_checkpoint(Path(watch["run"])) else " It saved no checkpoint, so start anew."
@@ -242,6 +245,19 @@ def plan_html(run_dir: str, plan: dict) -> str:
 
 def _shown(value) -> str:
     return ("on" if value else "off") if isinstance(value, bool) else str(value)
+
+
+def advice(run_dir: str) -> str:
+    """What to change when the finished run's validation loss says it did not learn ('')."""
+    from studio.config import FineTuningConfig
+    from studio.events import read_events
+    from studio.presets import advice_after
+
+    try:
+        config = FineTuningConfig.load(Path(run_dir) / "config.yaml")
+    except Exception:   # noqa: BLE001 - no advice without the config
+        return ""
+    return advice_after(config, read_events(Path(run_dir) / "metrics.jsonl")[0]) or ""
 
 
 def log_tail(run_dir: str) -> str:

@@ -1,0 +1,83 @@
+"""What the page draws from a run or a row, and the presets it offers, checked without a browser:
+the small things a newcomer noticed (issue #12) each pinned here."""
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+from studio.config import FineTuningConfig
+from studio.presets import ALL_LINEAR, PRESETS, advice_after, choose_preset
+from studio.ui.train_tab import figure, new_watch, progress_html, status_html
+
+
+def event(kind, step=0, **data):
+    return SimpleNamespace(kind=kind, step=step, time=time.time(), data=data)
+
+
+# ---------------------------------------------------------------------------- presets
+def test_a_small_dataset_gets_the_preset_that_teaches_facts():
+    """Auto picks Teach facts up to 2,000 rows (all linear layers, a high learning rate)."""
+    name, why = choose_preset(100)
+    assert name == "Teach facts" and "100 rows" in why
+    fields = PRESETS[name].fields
+    assert fields["target_modules"] == ALL_LINEAR and fields["learning_rate"] >= 5e-4
+    assert choose_preset(50_000)[0] == "Balanced"
+    assert choose_preset(None)[0] == "Teach facts"
+
+
+def test_a_run_whose_validation_loss_stays_high_is_told_what_to_change():
+    """A small set whose eval loss is still 1.9 after a weak recipe gets concrete changes."""
+    weak = FineTuningConfig(learning_rate=2e-4, target_modules=["q_proj", "v_proj"],
+                            num_train_epochs=1, lora_r=8)
+    events = [event("status", n_train=90), event("train", 1, loss=2.5),
+              event("eval", 10, eval_loss=2.1), event("eval", 20, eval_loss=1.9)]
+    advice = advice_after(weak, events)
+    assert "still 1.90" in advice and "learning_rate 0.0002 -> 1e-3" in advice
+    assert "all seven linear layers" in advice and "lora_r 8 -> 16" in advice
+    learnt = events[:2] + [event("eval", 20, eval_loss=0.1)]
+    assert advice_after(weak, learnt) is None
+    rising = events[:2] + [event("eval", s, eval_loss=v) for s, v in
+                           ((10, 0.3), (20, 0.2), (30, 0.5))]
+    assert "rose from 0.20 to 0.50" in advice_after(weak, rising)
+
+
+# ---------------------------------------------------------------------------- the Train tab
+def test_a_stop_that_was_asked_for_is_not_a_warning():
+    """Stopped as asked reads as information; killed after not stopping is a warning."""
+    watch = new_watch("/runs/a")
+    asked = status_html(watch, {"state": "stopped", "reason": "stopped at step 4 as asked"})
+    killed = status_html(watch, {"state": "stopped", "reason": "killed after not stopping"})
+    assert "msg-info" in asked and "msg-warn" in killed
+
+
+def test_elapsed_goes_on_from_the_earlier_legs_after_resume():
+    """A run resumed after 10 minutes of training shows 10:30 after 30 more seconds."""
+    now = time.time()
+    status = {"state": "finished", "started": now - 30, "ended": now, "earlier_seconds": 600}
+    assert "elapsed 10:30" in progress_html(new_watch("/runs/a"), status)
+
+
+def test_learning_rate_ticks_are_not_rounded_to_one_value():
+    """The learning-rate axis lets plotly choose the digits (no fixed one-decimal format)."""
+    watch = new_watch("/runs/a")
+    watch["train"] = [[s, 2.0, 2e-4 - s * 1e-8] for s in range(1, 4)]
+    axis = figure(watch).layout.yaxis2
+    assert axis.tickformat is None and axis.exponentformat == "e"
+
+
+# ---------------------------------------------------------------------------- the Data tab
+def test_a_row_cut_inside_a_character_is_shown_without_a_broken_one(tiny_qwen3):
+    """Rare Chinese characters take several tokens: a cut between them shows no '�'."""
+    import datasets
+    from transformers import AutoTokenizer
+
+    from studio.data import detect_format, render_segments, tokenize_row
+    from studio.ui.data_tab import whole_characters
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_qwen3)
+    ds = datasets.Dataset.from_list([{"instruction": "你好", "response": "龘靐齉爩麤鱻" * 6}])
+    fmt, config = detect_format(ds), FineTuningConfig(max_seq_length=21)
+    segments = render_segments(tokenizer, ds[0], fmt, config)
+    assert segments[-1][0].endswith("\ufffd")     # what the decoder gives for half a character
+    shown = whole_characters(segments, tokenize_row(tokenizer, ds[0], fmt, config).truncated)
+    assert not shown[-1][0].endswith("\ufffd") and shown[-1][0].endswith("爩")
