@@ -13,7 +13,8 @@ import pytest
 
 from studio.config import FineTuningConfig
 from studio.data import DataError, detect_format, load_rows, prepare, row_messages, tokenize_row
-from studio.data import prepare_dataset, templates
+from studio.data import TemplateFeatures, prepare_dataset, system_choice, template_features
+from studio.data import templates
 from studio.ui.preview import dataset_preview
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -352,6 +353,212 @@ def test_a_role_mapping_re_assigns_tags_and_a_bad_one_is_named(qwen):
         apply_role_mapping(fmt, {"bard": "assistant"})
 
 
+# ------------------------------------------------------------------ typed parts, empty turns
+
+def test_typed_content_parts_read_text_or_value_and_count_the_parts_skipped(qwen):
+    """Content as a list of parts: {type: text} parts give their "text" or their "value"; image
+    and audio parts are skipped and counted by type."""
+    rows = [{"messages": [
+        {"role": "user", "content": [{"type": "image", "image": f"cat{i}.png"},
+                                     {"type": "text", "value": "What is this?"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "A cat."}]},
+        {"role": "user", "content": [{"type": "input_audio", "data": "..."},
+                                     {"type": "text", "value": "And this?"}]},
+        {"role": "assistant", "content": [{"type": "text", "value": "A dog."}]}]} for i in "ab"]
+    fmt = detect_format(ds_of(rows))
+    assert [m["content"] for m in row_messages(ds_of(rows)[0], fmt)[0]] == [
+        "What is this?", "A cat.", "And this?", "A dog."]
+    report = prepare(ds_of(rows), qwen, config(val_size=0)).report
+    assert report.problems == {"non-text parts skipped (image)": 2,
+                               "non-text parts skipped (input_audio)": 2}
+    assert report.examples_of_problems["non-text parts skipped (image)"] == [0, 1]
+    assert report.n_train == 2
+
+
+def test_parts_with_no_text_are_named_as_the_cause_with_one_raw_row(qwen, tmp_path):
+    """Regression: assistant parts whose text the reader could not find loaded as empty turns,
+    and the error blamed the role tags. It now names the parts and shows one raw row."""
+    rows = [{"messages": [{"role": "user", "content": "Describe it."},
+                          {"role": "assistant", "content": [{"type": "image_url",
+                                                             "image_url": {"url": "x.png"}}]}]}]
+    with pytest.raises(DataError) as e:
+        prepare(write(tmp_path, "parts.jsonl", json.dumps(rows[0])), qwen, config())
+    message = str(e.value)
+    assert "the assistant turns' content is a list of parts with no text (parts: image_url (1)" \
+        in message
+    assert "row 0: {\"messages\": [{\"role\": \"user\"" in message
+    assert "role tags" not in message
+
+
+@pytest.mark.parametrize("turn,cause", [
+    ({"role": "assistant", "content": ""}, "the assistant turns' content is empty"),
+    ({"role": "assistant", "text": "Hello."},
+     "the assistant turns have no 'content' or 'value' (their keys: role, text)"),
+    ({"role": "narrator", "content": "Hello."}, "check the role tags (seen: "),
+    ({"role": "assistant", "content": "Hello.", "weight": 0},
+     "every assistant turn is marked not to train (weight 0 or training false)"),
+])
+def test_a_dataset_with_nothing_to_train_names_the_real_cause(qwen, turn, cause):
+    """Empty content, content under another key, no assistant tag, and turns all marked not to
+    train each get their own cause, and one raw row, cut short."""
+    rows = [{"messages": [{"role": "user", "content": "Hi " + "x" * 400}, turn]}] * 2
+    with pytest.raises(DataError) as e:
+        prepare(ds_of(rows), qwen, config())
+    message = str(e.value)
+    assert "no conversation in column 'messages' has an assistant turn with content: " + cause \
+        in message
+    assert "; row 0: {" in message and message.endswith("…")
+    assert len(message.split("; row 0: ")[1]) == 301
+
+
+# ------------------------------------------------------------------ other tools' layouts
+
+def test_llama_factory_alpaca_puts_its_history_before_the_turn_and_trains_every_answer(qwen):
+    """LLaMA-Factory alpaca: system, and history pairs as earlier user/assistant turns."""
+    rows = [{"instruction": "And 3+3?", "input": "", "output": "6.", "system": "Be brief.",
+             "history": [["2+2?", "4."], ["1+1?", "2."]]}] * 2
+    fmt = detect_format(ds_of(rows))
+    assert (fmt.name, fmt.mapping) == ("alpaca", {"instruction": "instruction", "output": "output",
+                                                  "input": "input", "system": "system",
+                                                  "history": "history"})
+    messages, _ = row_messages(ds_of(rows)[0], fmt)
+    assert messages == [{"role": "system", "content": "Be brief."}] + chat(
+        "2+2?", "4.", "1+1?", "2.", "And 3+3?", "6.")
+    tok = tokenize_row(qwen, rows[0], fmt, config())
+    assert trained_runs(qwen, tok) == ["4.<|im_end|>", "2.<|im_end|>", "6.<|im_end|>"]
+
+
+def test_llama_factory_default_column_names_are_alpaca():
+    """prompt/query/response (LLaMA-Factory's own names for alpaca's columns) is alpaca, the
+    query kept as the input; history kept as text in a CSV is read too."""
+    rows = [{"prompt": "Translate.", "query": "Bonjour", "response": "Hello",
+             "history": '[["Hi", "Hello!"]]'}]
+    fmt = detect_format(ds_of(rows))
+    assert (fmt.name, fmt.mapping) == ("alpaca", {"instruction": "prompt", "output": "response",
+                                                  "input": "query", "history": "history"})
+    assert row_messages(rows[0], fmt)[0] == chat("Hi", "Hello!", "Translate.\n\nBonjour", "Hello")
+
+
+def test_a_history_that_is_not_pairs_is_refused_by_item():
+    """A history item that is not a [prompt, response] pair is named."""
+    rows = [{"instruction": "i", "input": "", "output": "o", "history": [["only one"]]}]
+    with pytest.raises(DataError, match=r"history item 0 is not a \[prompt, response\] pair"):
+        row_messages(rows[0], detect_format(ds_of(rows)))
+
+
+def test_llama_factory_sharegpt_function_calls_and_observations_render_as_tool_turns(qwen):
+    """ShareGPT function_call and observation turns and its tools column become a Qwen3 tool
+    call (trained), a tool response (not trained) and the tools in the system prompt."""
+    rows = [{"conversations": [
+        {"from": "human", "value": "Weather in Oslo?"},
+        {"from": "function_call", "value": json.dumps({"name": "get_weather",
+                                                        "arguments": {"city": "Oslo"}})},
+        {"from": "observation", "value": "3 C"},
+        {"from": "gpt", "value": "It is 3 C."}], "tools": json.dumps([WEATHER_TOOL["function"]])}]
+    fmt = detect_format(ds_of(rows))
+    assert (fmt.name, fmt.mapping) == ("sharegpt", {"messages": "conversations", "tools": "tools"})
+    tok = tokenize_row(qwen, rows[0], fmt, config())
+    text = qwen.decode(tok.input_ids)
+    assert "Weather for a city." in text.split("<|im_end|>")[0]
+    assert "<tool_response>\n3 C\n</tool_response>" in text
+    assert trained_runs(qwen, tok) == [
+        '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>'
+        '<|im_end|>', "It is 3 C.<|im_end|>"]
+
+
+@pytest.mark.parametrize("column,turns,shape", [
+    ("messages", OPENAI, "messages"), ("conversations", OPENAI, "messages"),
+    ("conversations", SHARE, "sharegpt"), ("messages", SHARE, "sharegpt")])
+def test_axolotl_chat_template_rows_load_by_either_column_and_either_key(column, turns, shape):
+    """Axolotl's chat_template rows: messages or conversations, role/content or from/value."""
+    fmt = detect_format(ds_of([{column: turns}]))
+    assert (fmt.name, fmt.mapping) == (shape, {"messages": column})
+    assert row_messages({column: turns}, fmt)[0] == chat("hi", "hello")
+
+
+def test_axolotl_input_output_segments_train_where_labelled_with_no_template(qwen):
+    """Axolotl input_output: segments are joined as they are (no chat template, no special
+    tokens added) and exactly the segments labelled true train."""
+    segments = [{"text": "<|im_start|>user\nCapital of France?<|im_end|>\n", "label": False},
+                {"text": "<|im_start|>assistant\n", "label": False},
+                {"text": "Paris.<|im_end|>", "label": True},
+                {"text": "\n", "label": False}]
+    rows = [{"segments": segments}] * 2
+    fmt = detect_format(ds_of(rows))
+    assert (fmt.name, fmt.mapping) == ("segments", {"segments": "segments"})
+    tok = tokenize_row(qwen, rows[0], fmt, config())
+    assert qwen.decode(tok.input_ids) == "".join(s["text"] for s in segments)
+    assert trained_runs(qwen, tok) == ["Paris.<|im_end|>"]
+    assert prepare(ds_of(rows), qwen, config(val_size=0)).report.n_train == 2
+
+
+def test_segments_with_nothing_labelled_true_are_refused_with_a_row(qwen):
+    """Segments none of which trains are refused with the column and one raw row."""
+    rows = [{"segments": [{"text": "Hello", "label": False}]}] * 2
+    with pytest.raises(DataError, match=r"no row has a segment labelled true with text in column "
+                                        r"'segments' \(those segments train\); row 0: "):
+        prepare(ds_of(rows), qwen, config())
+
+
+def test_axolotl_completion_rows_are_plain_text(qwen):
+    """Axolotl's completion rows ({"text": ...}) are the text shape: every token trains."""
+    fmt = detect_format(ds_of([{"text": "Once upon a time."}]))
+    assert fmt.name == "text"
+    tok = tokenize_row(qwen, {"text": "Once upon a time."}, fmt, config())
+    assert all(tok.assistant_masks)
+
+
+def test_openai_weight_zero_turns_are_not_trained(qwen):
+    """OpenAI's fine-tuning format: an assistant message with weight 0 is shown, not trained;
+    weight 1 trains, and so does a turn with no weight."""
+    messages = chat("Hi", "Hello!", "2+2?", "5.", "Sure?", "4.")
+    messages[1]["weight"], messages[3]["weight"] = 1, 0
+    rows = [{"messages": messages, "parallel_tool_calls": False}] * 2
+    fmt = detect_format(ds_of(rows))
+    assert (fmt.name, fmt.mapping) == ("messages", {"messages": "messages"})
+    for thinking in (False, True):
+        tok = tokenize_row(qwen, rows[0], fmt, config(enable_thinking=thinking))
+        assert trained_runs(qwen, tok)[0] == "Hello!<|im_end|>"
+        assert trained_runs(qwen, tok)[1:] == [
+            ("<think>\n\n</think>\n\n" if thinking else "") + "4.<|im_end|>"]
+        assert "5." in qwen.decode(tok.input_ids)
+
+
+def test_a_single_weight_zero_turn_is_masked_though_the_training_template_fits(qwen):
+    """Regression guard: a row with one assistant turn takes TRL's marker mask, which knows
+    nothing of weights; weight 0 must still mask that turn (the row is then dropped)."""
+    messages = chat("Hi", "Hello!")
+    messages[1]["weight"] = 0
+    tok = tokenize_row(qwen, {"messages": messages}, detect_format(ds_of([{"messages": messages}])),
+                       config())
+    assert not any(tok.assistant_masks)
+
+
+def test_openai_tools_tool_calls_and_legacy_function_calls_load(tmp_path, qwen):
+    """OpenAI rows with tools, tool calls whose arguments are JSON text, and the legacy
+    function_call spelling all become tool calls."""
+    rows = [{"messages": [
+        {"role": "user", "content": "Weather in Oslo?"},
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function",
+         "function": {"name": "get_weather", "arguments": "{\"city\": \"Oslo\"}"}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "3 C"},
+        {"role": "assistant", "content": "It is 3 C.", "weight": 1}],
+        "tools": [WEATHER_TOOL], "parallel_tool_calls": False},
+        {"messages": [{"role": "user", "content": "Weather in Bergen?"},
+                      {"role": "assistant", "content": None, "function_call": {
+                          "name": "get_weather", "arguments": "{\"city\": \"Bergen\"}"}}],
+         "tools": [WEATHER_TOOL], "parallel_tool_calls": False}]
+    ds = load_rows(write(tmp_path, "openai.jsonl", "\n".join(map(json.dumps, rows))))
+    fmt = detect_format(ds)
+    assert (fmt.name, fmt.mapping) == ("messages", {"messages": "messages", "tools": "tools"})
+    for row, city in zip(ds, ("Oslo", "Bergen")):
+        calls = [m for m in row_messages(row, fmt)[0] if m.get("tool_calls")]
+        assert calls[0]["tool_calls"][0]["function"] == {"name": "get_weather",
+                                                         "arguments": {"city": city}}
+    report = prepare(ds, qwen, config(val_size=0)).report
+    assert report.problems == {} and report.n_train == 2
+
+
 # ---------------------------------------------------------------------------------- masks
 
 @pytest.mark.parametrize("thinking", [False, True])
@@ -486,6 +693,98 @@ def test_render_segments_join_up_to_the_decoded_sequence(qwen):
         assert "".join(s for s, _ in segments) == qwen.decode(tok.input_ids)
         assert [t for _, t in segments][:2] == [False, True]
         assert all(a[1] != b[1] for a, b in zip(segments, segments[1:]))
+
+
+# -------------------------------------------------- what the chat template can express
+
+def test_template_features_of_qwen3_and_smollm2(qwen, smollm):
+    """Qwen3's template thinks, takes tools and renders tool calls, and adds no system prompt;
+    SmolLM2's does none of that but adds its own system prompt. Learned once per tokenizer."""
+    assert template_features(qwen) == TemplateFeatures(True, True, True, None)
+    assert template_features(smollm) == TemplateFeatures(
+        False, False, False, "You are a helpful AI assistant named SmolLM, trained by Hugging Face")
+    assert template_features(smollm).lacks() == ["thinking", "tool calls", "tool schemas"]
+    assert template_features(smollm) is template_features(smollm)
+
+
+def test_what_the_chat_template_drops_is_counted_by_row_with_advice(qwen, smollm):
+    """Tool calls, tool schemas and reasoning that SmolLM2's template cannot render are counted
+    with example rows, and the report says what to pick instead; Qwen3 loses none of it."""
+    tool_row = {"messages": [{"role": "user", "content": "Weather in Oslo?"},
+                             {"role": "assistant", "content": "", "tool_calls": [
+                                 {"type": "function", "function": {
+                                     "name": "get_weather", "arguments": {"city": "Oslo"}}}]},
+                             {"role": "tool", "content": "3 C"},
+                             {"role": "assistant", "content": "It is 3 C."}],
+                "tools": json.dumps([WEATHER_TOOL])}
+    think_row = {"messages": [{"role": "user", "content": "2+2?"},
+                              {"role": "assistant", "content": "4.", "reasoning_content": "Add."}],
+                 "tools": None}
+    plain_row = {"messages": chat("Hi", "Hello!"), "tools": None}
+    rows = ds_of([plain_row, tool_row, think_row])
+    report = prepare(rows, smollm, config(val_size=0, enable_thinking=True)).report
+    assert report.problems == {"tool calls the chat template drops": 1,
+                               "tool schemas the chat template drops": 1,
+                               "reasoning the chat template drops": 1}
+    assert report.examples_of_problems["tool calls the chat template drops"] == [1]
+    assert report.examples_of_problems["reasoning the chat template drops"] == [2]
+    assert report.advice == ["this model's chat template drops the tool calls and tool schemas "
+                             "and reasoning in the data: pick a Qwen3 model, whose chat template "
+                             "renders tool calls, tool schemas and thinking"]
+    assert report.advice[0] in report.summary()
+    qwen_report = prepare(rows, qwen, config(val_size=0, enable_thinking=True)).report
+    assert qwen_report.problems == {} and qwen_report.advice == []
+
+
+def test_reasoning_is_kept_out_of_a_template_with_no_thinking_mode(smollm):
+    """With no thinking mode, inline <think> reasoning is dropped (and counted) even with
+    enable_thinking on: only the answer trains."""
+    rows = [{"messages": chat("2+2?", "<think>\nAdd.\n</think>\n\n4.")}]
+    fmt = detect_format(ds_of(rows))
+    tok = tokenize_row(smollm, rows[0], fmt, config(enable_thinking=True))
+    assert trained_runs(smollm, tok) == ["4.<|im_end|>"]
+    assert "Add." not in smollm.decode(tok.input_ids)
+
+
+def test_system_choice_keeps_drops_or_replaces_the_templates_own_system_prompt(qwen, smollm):
+    """keep: SmolLM2 renders its default system prompt; drop: an empty system turn keeps it out;
+    system_prompt replaces it either way; a row's own system turn is left alone; Qwen3, which
+    adds none, is never given an empty one."""
+    q = chat("Hi")
+    own = [{"role": "system", "content": "Be brief."}] + q
+    assert system_choice(smollm, q, None, "keep") == q
+    assert system_choice(smollm, q, None, "drop") == [{"role": "system", "content": ""}] + q
+    assert system_choice(smollm, q, "Be kind.", "drop") == [
+        {"role": "system", "content": "Be kind."}] + q
+    assert system_choice(smollm, own, "Be kind.", "drop") == own
+    assert system_choice(smollm, own, None, "drop") == own
+    assert system_choice(qwen, q, None, "drop") == q
+
+
+@pytest.mark.parametrize("choice,shown", [("keep", True), ("drop", False)])
+def test_the_templates_own_system_prompt_in_training_and_the_report(smollm, choice, shown):
+    """template_system_prompt decides whether SmolLM2's default system prompt is in the trained
+    rows and in the example shown; the report names the prompt and whether it was kept."""
+    rows = [{"messages": chat("Hi", "Hello!")}] * 2
+    fmt = detect_format(ds_of(rows))
+    cfg = config(template_system_prompt=choice, val_size=0)
+    segments = templates.render_segments(smollm, rows[0], fmt, cfg)
+    assert ("named SmolLM" in "".join(s for s, _ in segments)) is shown
+    assert trained_runs(smollm, tokenize_row(smollm, rows[0], fmt, cfg)) == ["Hello!<|im_end|>"]
+    report = prepare(ds_of(rows), smollm, cfg).report
+    assert report.default_system.startswith("You are a helpful AI assistant named SmolLM")
+    assert report.default_system_kept is shown
+    assert f"named SmolLM, trained by Hugging Face'): {'kept' if shown else 'not used'}" in \
+        report.summary()
+    replaced = prepare(ds_of(rows), smollm, config(system_prompt="Be brief.", val_size=0)).report
+    assert replaced.default_system_kept is False
+
+
+def test_a_template_with_no_default_system_prompt_reports_none(qwen):
+    """Qwen3 adds no system prompt of its own, and a text shape uses no chat template at all."""
+    assert prepare(ds_of(QA), qwen, config()).report.default_system is None
+    text = prepare(ds_of([{"text": "Once upon a time."}] * 2), qwen, config()).report
+    assert (text.default_system, text.advice) == (None, [])
 
 
 # ---------------------------------------------------------------------------------- prepare

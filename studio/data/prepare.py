@@ -11,7 +11,7 @@ import math
 import random
 import statistics
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -20,9 +20,10 @@ from jinja2 import TemplateError
 
 from studio.data.errors import DataError
 from studio.data.readers import load_rows
-from studio.data.shapes import (SHAPES, DetectedFormat, _cell, _row_messages, apply_role_mapping,
-                                detect_format)
-from studio.data.templates import _chat_kit, _opt, _tokenize_full
+from studio.data.shapes import (SHAPES, DetectedFormat, _cell, _parse, _row_messages,
+                                _why_no_answer, apply_role_mapping, detect_format)
+from studio.data.templates import (REASONING_LOST, TOOL_CALLS_LOST, TOOLS_LOST, _chat_kit, _opt,
+                                   _tokenize_full, _trains, template_features)
 
 
 @dataclass
@@ -37,6 +38,10 @@ class DataReport:
     n_eval: int
     problems: dict[str, int]
     examples_of_problems: dict[str, list[int]]
+    default_system: Optional[str] = None   # the system prompt the chat template adds by itself
+    default_system_kept: bool = False      # rows with no system turn get it (keep, no
+    #                                        system_prompt to replace it)
+    advice: list[str] = field(default_factory=list)   # one line each: what to change, and why
 
     def summary(self) -> str:
         """A few lines for people: what was found, what trains, what was wrong."""
@@ -51,7 +56,10 @@ class DataReport:
             rows = self.examples_of_problems.get(problem, [])
             where = f" (e.g. rows {', '.join(map(str, rows))})" if rows else ""
             lines.append(f"{problem}: {n}{where}")
-        return "\n".join(lines)
+        if self.default_system:
+            lines.append(f"the chat template's own system prompt ({self.default_system!r}): "
+                         f"{'kept' if self.default_system_kept else 'not used'}")
+        return "\n".join(lines + self.advice)
 
 
 @dataclass
@@ -88,7 +96,7 @@ def prepare(source_or_dataset, tokenizer, config, prompt_template=None) -> Prepa
         _chat_kit(tokenizer)      # a tokenizer without a chat template fails here, once
     limit = _opt(config, "max_seq_length", 2048)
     notes, examples = Counter(), {}
-    kept, lengths, prompt_lengths, first_error = [], [], [], None
+    kept, lengths, prompt_lengths, first_error, first_empty = [], [], [], None, None
     seen = set()
 
     def note(problem, i, n=1):
@@ -107,6 +115,7 @@ def prepare(source_or_dataset, tokenizer, config, prompt_template=None) -> Prepa
         try:
             if _response_is_empty(row, fmt):
                 note("rows with an empty response", i)
+                first_empty = first_empty or (i, row)
                 continue
             row_notes = Counter()
             ids, mask = _tokenize_full(tokenizer, row, fmt, config, row_notes)
@@ -123,7 +132,8 @@ def prepare(source_or_dataset, tokenizer, config, prompt_template=None) -> Prepa
         lengths.append(len(ids))
         kept.append((ids[:limit], mask[:limit]))
     if not kept:
-        raise DataError(f"{name}: " + _nothing_left(fmt, notes, prompt_lengths, limit, first_error))
+        raise DataError(f"{name}: " + _nothing_left(fmt, notes, prompt_lengths, limit, first_error,
+                                                     first_empty))
 
     n_eval = _eval_count(len(kept), _opt(config, "val_size", 0.0))
     eval_rows = set(random.Random(_opt(config, "seed", 42)).sample(range(len(kept)), n_eval))
@@ -134,8 +144,27 @@ def prepare(source_or_dataset, tokenizer, config, prompt_template=None) -> Prepa
         dtypes={c: _dtype(f) for c, f in ds.features.items()}, format=fmt, lengths=lengths,
         n_truncated=sum(n > limit for n in lengths), n_train=len(train), n_eval=n_eval,
         problems=dict(notes),
-        examples_of_problems={k: v for k, v in examples.items() if k in notes})
+        examples_of_problems={k: v for k, v in examples.items() if k in notes},
+        **_template_report(tokenizer, fmt, config, notes))
     return PreparedData(train, evals, report, fmt)
+
+
+def _template_report(tokenizer, fmt, config, notes) -> dict:
+    """What the chat template adds by itself and what it cannot render, for the report."""
+    if not fmt.shape.chat_template:
+        return {}
+    features = template_features(tokenizer)
+    lost = [what for what, problem in (("tool calls", TOOL_CALLS_LOST),
+                                       ("tool schemas", TOOLS_LOST),
+                                       ("reasoning", REASONING_LOST)) if notes[problem]]
+    advice = [f"this model's chat template drops the {' and '.join(lost)} in the data: pick a "
+              f"Qwen3 model, whose chat template renders tool calls, tool schemas and thinking"
+              ] if lost else []
+    return {"default_system": features.default_system,
+            "default_system_kept": bool(features.default_system)
+            and not _opt(config, "system_prompt", None)
+            and _opt(config, "template_system_prompt", "keep") != "drop",
+            "advice": advice}
 
 
 def prepare_dataset(data_path, tokenizer, config, prompt_template=None
@@ -168,10 +197,10 @@ def _response_is_empty(row: dict, fmt: DetectedFormat) -> bool:
     """True when nothing in the row would train: no response text, or no assistant turn."""
     if fmt.name == "template":
         return not _cell(row.get(fmt.mapping[fmt.response_key])).strip()
-    if fmt.name in ("sharegpt", "messages"):
+    if fmt.shape.response in ("messages", "segments"):    # turns: one must train
         messages, _ = _row_messages(row, fmt, None, Counter())
-        return not any(m["role"] == "assistant" and (m["content"].strip() or m.get("tool_calls"))
-                       for m in messages)
+        return not any(m["role"] == "assistant" and _trains(m)
+                       and (m["content"].strip() or m.get("tool_calls")) for m in messages)
     value = row.get(fmt.mapping[SHAPES[fmt.name].response])
     if isinstance(value, list):
         return not value
@@ -182,13 +211,19 @@ _DROPS = ("empty rows", "rows with an empty response", "unmappable rows",
           "rows with no trained tokens")
 
 
-def _nothing_left(fmt, notes, prompt_lengths, limit, first_error) -> str:
+def _nothing_left(fmt, notes, prompt_lengths, limit, first_error, first_empty) -> str:
     """Why no row is left to train: the counts, and the fix for the commonest cause."""
     drops = {k: notes[k] for k in _DROPS if notes[k]}
     cause = max(drops, key=drops.get)
-    if fmt.name in ("sharegpt", "messages"):
+    if fmt.name == "segments" and first_empty:
+        empty = (f"no row has a segment labelled true with text in column "
+                 f"'{fmt.mapping['segments']}' (those segments train); row {first_empty[0]}: "
+                 f"{_shortened(first_empty[1])}")
+    elif fmt.shape.response == "messages" and first_empty:
+        i, row = first_empty
+        why = _why_no_answer(row, fmt) or f"check the role tags (seen: {fmt.role_map})"
         empty = (f"no conversation in column '{fmt.mapping['messages']}' has an assistant turn "
-                 f"with content: check the role tags (seen: {fmt.role_map})")
+                 f"with content: {why}; row {i}: {_shortened(row)}")
     else:
         role = fmt.response_key if fmt.name == "template" else SHAPES[fmt.name].response
         empty = (f"every row's response column '{fmt.mapping[role]}' is empty: fill it in, or "
@@ -206,6 +241,27 @@ def _nothing_left(fmt, notes, prompt_lengths, limit, first_error) -> str:
         return fixes[cause]
     counts = ", ".join(f"{n} {k}" for k, n in drops.items())
     return f"no row is left to train ({counts}); most: {fixes[cause]}"
+
+
+def _shortened(row: dict, limit: int = 300) -> str:
+    """One row for an error message, as JSON cut to `limit` characters, looking as it did in the
+    file: nested values the reader kept as JSON text are nested again, and the nulls Arrow pads
+    nested objects with are left out."""
+    text = json.dumps(_as_written(row), ensure_ascii=False, default=str)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _as_written(value):
+    if isinstance(value, str) and value.lstrip()[:1] in ("[", "{"):
+        try:
+            value = _parse(value)
+        except ValueError:
+            return value
+    if isinstance(value, dict):
+        return {k: _as_written(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_as_written(v) for v in value]
+    return value
 
 
 def _eval_count(n: int, val_size: float) -> int:

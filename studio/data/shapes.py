@@ -68,7 +68,8 @@ class ConversationShape(Shape):
 
 
 class PairShape(Shape):
-    """One prompt column and one response column (strings, or lists of turns)."""
+    """One prompt column and one response column (strings, or lists of turns), after any
+    earlier turns in a history column."""
 
     @property
     def prompt(self) -> str:
@@ -76,20 +77,24 @@ class PairShape(Shape):
 
     def to_messages(self, row, fmt, notes):
         m = fmt.mapping
-        return (_system_turn(row, m) + _turns(row.get(m[self.prompt]), "user", fmt, notes)
+        return (_system_turn(row, m) + _history(row, m)
+                + _turns(row.get(m[self.prompt]), "user", fmt, notes)
                 + _turns(row.get(m[self.response]), "assistant", fmt, notes)), None
 
 
 class AlpacaShape(Shape):
-    """Instruction, optional input appended to it after a blank line, and output."""
+    """Instruction, optional input appended to it after a blank line, and output; LLaMA-Factory's
+    alpaca adds a history of earlier [prompt, response] pairs and a tools column."""
 
     def to_messages(self, row, fmt, notes):
         m = fmt.mapping
         instruction, extra = _cell(row.get(m["instruction"])), _cell(row.get(m.get("input")))
         prompt = f"{instruction}\n\n{extra}" if extra.strip() else instruction
         answer = _cell(row.get(m["output"]))
-        return (_system_turn(row, m) + [{"role": "user", "content": prompt},
-                                        {"role": "assistant", "content": answer}], None)
+        tools = _tools(row.get(m["tools"])) if "tools" in m else None
+        return (_system_turn(row, m) + _history(row, m)
+                + [{"role": "user", "content": prompt},
+                   {"role": "assistant", "content": answer}], tools)
 
 
 class TextShape(Shape):
@@ -126,6 +131,34 @@ class TemplateShape(Shape):
         return list(enc["input_ids"]) + eos, mask + [1] * len(eos)
 
 
+class SegmentsShape(Shape):
+    """Axolotl's input_output: a column of [{text, label}] segments joined as they are, with no
+    chat template and no special tokens added; the segments labelled true train."""
+    chat_template = False
+
+    def to_messages(self, row, fmt, notes):
+        return [{"role": "assistant" if label else "user", "content": text}
+                for text, label in _segments(row.get(fmt.mapping["segments"]))], None
+
+    def tokens(self, tokenizer, row, fmt) -> tuple[list, list]:
+        """Each segment tokenized on its own, as Axolotl does, so a label never splits a token."""
+        ids, mask = [], []
+        for text, label in _segments(row.get(fmt.mapping["segments"])):
+            part = tokenizer(text, add_special_tokens=False)["input_ids"]
+            ids += part
+            mask += [int(label)] * len(part)
+        return ids, mask
+
+
+def _segments(value) -> list[tuple[str, bool]]:
+    out = []
+    for k, seg in enumerate(_as_list(value)):
+        if not isinstance(seg, dict) or not isinstance(seg.get("label"), bool):
+            raise DataError(f"segment {k} needs a text and a true/false label, got {seg!r:.60}")
+        out.append((_cell(seg.get("text")), seg["label"]))
+    return out
+
+
 def _eos(tokenizer) -> list:
     return [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
 
@@ -137,7 +170,9 @@ _RESPONSE_NAMES = ("response", "answer", "output", "completion", "reply", "solut
 _CONVERSATION_NAMES = ("messages", "conversations", "conversation", "chat", "dialogue", "dialog",
                        "turns")
 _SYSTEM_NAMES = ("system", "system_prompt")
-_COMMON = {"system": _SYSTEM_NAMES, "tools": _TOOLS_COLUMNS}
+# LLaMA-Factory's history: the [prompt, response] pairs before this row's turn.
+_COMMON = {"system": _SYSTEM_NAMES, "tools": _TOOLS_COLUMNS, "history": ("history",)}
+_PAIR_EXTRAS = ("system", "history")
 
 SHAPES: dict[str, Shape] = {
     "sharegpt": ConversationShape(("messages",), ("tools", "system"),
@@ -146,22 +181,27 @@ SHAPES: dict[str, Shape] = {
     "messages": ConversationShape(("messages",), ("tools", "system"),
                                   {"messages": _CONVERSATION_NAMES}, "messages",
                                   "messages: a column of [{role, content}] turns"),
-    "alpaca": AlpacaShape(("instruction", "output"), ("input", "system"),
-                          {"instruction": ("instruction",), "input": ("input", "context"),
-                           "output": ("output",)}, "output",
-                          "Alpaca: instruction, input, output", ("instruction", "input", "output")),
-    "prompt_completion": PairShape(("prompt", "completion"), ("system",),
+    # LLaMA-Factory names alpaca's columns prompt, query and response by default.
+    "alpaca": AlpacaShape(("instruction", "output"), ("input", "system", "history", "tools"),
+                          {"instruction": ("instruction", "prompt"),
+                           "input": ("input", "context", "query"),
+                           "output": ("output", "response")}, "output",
+                          "Alpaca: instruction, input, output (or prompt, query, response)",
+                          ("instruction", "input", "output")),
+    "prompt_completion": PairShape(("prompt", "completion"), _PAIR_EXTRAS,
                                    {"prompt": ("prompt",), "completion": ("completion",)},
                                    "completion", "prompt/completion"),
-    "input_output": PairShape(("input", "output"), ("system",),
+    "input_output": PairShape(("input", "output"), _PAIR_EXTRAS,
                               {"input": ("input",), "output": ("output",)}, "output",
                               "input/output"),
-    "instruction": PairShape(("instruction", "response"), ("system",),
+    "instruction": PairShape(("instruction", "response"), _PAIR_EXTRAS,
                              {"instruction": _PROMPT_NAMES, "response": _RESPONSE_NAMES},
                              "response",
                              "instruction/response (also question/answer, prompt/response, ...)"),
     "text": TextShape(("text",), (), {"text": ("text", "content", "document", "body")}, "text",
                       "plain text"),
+    "segments": SegmentsShape(("segments",), (), {"segments": ("segments",)}, "segments",
+                              "Axolotl input_output: a column of [{text, label}] segments"),
 }
 FORMATS = tuple(SHAPES)
 # Chosen by prompt_template, never detected nor a dataset_format: so not in SHAPES or FORMATS.
@@ -210,7 +250,7 @@ def _fill(name: str, ds, mapping: dict, forced: bool, by_content: bool = True
     """Map the roles of shape `name` to columns; None (auto) or DataError (forced) if it cannot."""
     shape, columns = SHAPES[name], list(ds.column_names)
     filled, used = {}, set(mapping.values())
-    pinned = forced or set(mapping) - {"system", "tools"}
+    pinned = forced or set(mapping) - {"system", "tools", "history"}
     must = shape.required if pinned else (shape.auto_required or shape.required)
     for role in shape.required + tuple(r for r in shape.optional if r not in shape.required):
         names = {**_COMMON, **shape.names}.get(role, ())
@@ -402,14 +442,31 @@ def row_messages(row: dict, fmt: DetectedFormat, system_prompt: str | None = Non
 
 def _row_messages(row, fmt, system_prompt, notes: Counter):
     messages, tools = fmt.shape.to_messages(row, fmt, notes)
+    return _with_system_prompt(messages, system_prompt), tools
+
+
+def _with_system_prompt(messages: list, system_prompt: str | None) -> list:
+    """system_prompt before a conversation that does not open with a system turn of its own."""
     if system_prompt and not (messages and messages[0]["role"] == "system"):
-        messages = [{"role": "system", "content": system_prompt}] + messages
-    return messages, tools
+        return [{"role": "system", "content": system_prompt}] + messages
+    return messages
 
 
 def _system_turn(row, mapping) -> list:
     text = _cell(row.get(mapping["system"])) if "system" in mapping else ""
     return [{"role": "system", "content": text}] if text.strip() else []
+
+
+def _history(row, mapping) -> list:
+    """LLaMA-Factory's history column: [prompt, response] pairs, as earlier user and assistant
+    turns."""
+    turns = []
+    for k, pair in enumerate(_as_list(row.get(mapping["history"])) if "history" in mapping else []):
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise DataError(f"history item {k} is not a [prompt, response] pair: {pair!r:.60}")
+        turns += [{"role": "user", "content": _cell(pair[0])},
+                  {"role": "assistant", "content": _cell(pair[1])}]
+    return turns
 
 
 def _turns(value, role, fmt, notes) -> list:
@@ -427,23 +484,26 @@ def _convert_turns(turns: list, fmt, notes: Counter) -> list:
             raise DataError(f"turn {i} is a {type(turn).__name__}, not an object with "
                             f"role/content or from/value")
         tag = str(_turn_tag(turn)).strip().lower()
-        role = fmt.role_map.get(tag) or _ROLE_TAGS.get(tag) or "user"
+        role = _role_of(turn, fmt)
         if tag not in _ROLE_TAGS and role == "user":   # unknown and not re-mapped by the user
             notes[_UNKNOWN_TAGS] += 1
-        content = turn.get("content")
-        content = turn.get("value") if content is None else content
+        content = _turn_content(turn)
         if tag in _TOOL_CALL_TAGS:
             messages.append({"role": "assistant", "content": "",
                              "tool_calls": _tool_calls(content, i)})
             continue
-        message = {"role": role, "content": _content_text(content)}
+        message = {"role": role, "content": _content_text(content, notes)}
         if role == "assistant":
-            if turn.get("tool_calls"):
-                message["tool_calls"] = _tool_calls(turn["tool_calls"], i)
+            # OpenAI's function_call is the legacy spelling of one tool call.
+            calls = turn.get("tool_calls") or turn.get("function_call")
+            if calls:
+                message["tool_calls"] = _tool_calls(calls, i)
             reasoning = next((turn[k] for k in _REASONING_KEYS if isinstance(turn.get(k), str)),
                              None)
             if reasoning:
                 message["reasoning_content"] = reasoning
+            if _untrained(turn):
+                message["weight"] = 0
         if role == "tool" and isinstance(turn.get("name"), str):
             message["name"] = turn["name"]
         messages.append(message)
@@ -454,13 +514,74 @@ def _turn_tag(turn: dict):
     return turn.get("role") if turn.get("role") is not None else turn.get("from")
 
 
-def _content_text(content) -> str:
-    """Message content as text: strings pass, lists of {type: text} parts are joined."""
+def _role_of(turn: dict, fmt: DetectedFormat) -> str:
+    tag = str(_turn_tag(turn)).strip().lower()
+    return fmt.role_map.get(tag) or _ROLE_TAGS.get(tag) or "user"
+
+
+def _turn_content(turn: dict):
+    return turn.get("value") if turn.get("content") is None else turn.get("content")
+
+
+def _untrained(turn: dict) -> bool:
+    """An assistant turn the data marks as not to be trained: OpenAI's "weight": 0, or Axolotl's
+    per-turn "training"/"train": false."""
+    return turn.get("weight") == 0 or turn.get("training") is False or turn.get("train") is False
+
+
+# Typed content parts that hold text (OpenAI chat, and its Responses API's input/output text).
+_TEXT_PARTS = ("text", "input_text", "output_text")
+
+
+def _content_text(content, notes: Counter | None = None) -> str:
+    """Message content as text: strings pass; of a list of typed parts the text ones are joined
+    (their text under "text" or "value") and the others (image, audio, file, ...) are skipped,
+    counted by type in `notes`."""
     if isinstance(content, list):
-        return "".join((p.get("text") or "") if isinstance(p, dict) else str(p) for p in content)
+        texts = []
+        for part in content:
+            if not isinstance(part, dict):
+                texts.append(str(part))
+                continue
+            kind = str(part.get("type") or "text")
+            if kind in _TEXT_PARTS:
+                texts.append(_part_text(part))
+            elif notes is not None:
+                notes[f"non-text parts skipped ({kind})"] += 1
+        return "".join(texts)
     if isinstance(content, dict):
         return json.dumps(content, ensure_ascii=False)
     return _cell(content)
+
+
+def _part_text(part: dict) -> str:
+    text = part.get("text") if part.get("text") is not None else part.get("value")
+    if isinstance(text, dict):      # OpenAI Assistants: {"text": {"value": ..., "annotations"}}
+        text = text.get("value")
+    return text if isinstance(text, str) else ""
+
+
+def _why_no_answer(row: dict, fmt: DetectedFormat) -> Optional[str]:
+    """Why a row of turns has nothing to train, read from the raw turns (the converted messages
+    no longer show it); None when no turn is an assistant's, so the role tags are the cause."""
+    turns = [t for t in _as_list(row.get(fmt.mapping["messages"])) if isinstance(t, dict)]
+    answers = [t for t in turns if _role_of(t, fmt) == "assistant"]
+    if not answers:
+        return None
+    if all(_untrained(t) for t in answers):
+        return "every assistant turn is marked not to train (weight 0 or training false)"
+    contents = [_turn_content(t) for t in answers]
+    if all(c is None for c in contents):
+        keys = sorted({k for t in answers for k, v in t.items() if v is not None})
+        return (f"the assistant turns have no 'content' or 'value' (their keys: "
+                f"{', '.join(keys)})")
+    parts = [p for c in contents if isinstance(c, list) for p in c if isinstance(p, dict)]
+    if parts:
+        kinds = Counter(str(p.get("type") or "text") for p in parts)
+        return (f"the assistant turns' content is a list of parts with no text (parts: "
+                f"{', '.join(f'{k} ({n})' for k, n in kinds.items())}; text parts need a "
+                f"'text' or 'value')")
+    return "the assistant turns' content is empty"
 
 
 def _tool_calls(value, turn: int) -> list:

@@ -2,9 +2,10 @@
 than to echo questions.
 
 Chat-shaped rows are rendered by the model's own chat template. What that template looks like
-(the assistant header, the end-of-turn token, the empty think block) is learned once per
-tokenizer by rendering probe conversations; TRL's {% generation %} marker templates give the mask
-where they render the same text, and a generic search of the rendered text does elsewhere.
+(the assistant header, the end-of-turn token, the empty think block) and what it can express
+(thinking, tools, tool calls, a system prompt of its own) are learned once per tokenizer by
+rendering probe conversations; TRL's {% generation %} marker templates give the mask where they
+render the same text, and a generic search of the rendered text does elsewhere.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from studio.data.errors import DataError
-from studio.data.shapes import DetectedFormat, _row_messages
+from studio.data.shapes import DetectedFormat, _row_messages, _with_system_prompt
 
 
 @dataclass
@@ -52,7 +53,7 @@ def _opt(config, name, default):
 def _chat_tokens(tokenizer, row, fmt, config, notes):
     """The model's chat template: the ids are always the plain template's rendering (what the
     model is shown at inference); the mask marks each assistant turn's generated text and the
-    end-of-turn token that closes it.
+    end-of-turn token that closes it, except turns the data marks not to train (weight 0).
 
     Which tokens are "generated" follows the Qwen3 generation prompt:
     - enable_thinking on: the prompt ends at "<|im_start|>assistant\\n", so the whole
@@ -61,24 +62,31 @@ def _chat_tokens(tokenizer, row, fmt, config, notes):
     - enable_thinking off: the prompt already ends with an empty "<think>\\n\\n</think>\\n\\n",
       so that block is masked and only answer + <|im_end|> train. Reasoning in the data is dropped
       (and counted): training on it would teach thinking the off-switch is meant to suppress.
-    The newline after <|im_end|> is never trained: generation stops at <|im_end|>.
+    A template with no thinking mode is always "off". The newline after <|im_end|> is never
+    trained: generation stops at <|im_end|>.
     """
-    think = bool(_opt(config, "enable_thinking", False))
-    messages, tools = _row_messages(row, fmt, _opt(config, "system_prompt", None), notes)
+    features = template_features(tokenizer)
+    think = bool(_opt(config, "enable_thinking", False)) and features.thinking
+    messages, tools = _row_messages(row, fmt, None, notes)
+    messages = system_choice(tokenizer, messages, _opt(config, "system_prompt", None),
+                             _opt(config, "template_system_prompt", "keep"))
     if not think:
-        messages = _without_reasoning(messages, notes)
+        messages = _without_reasoning(messages, notes, REASONING_OFF if features.thinking
+                                      else REASONING_LOST)
+    _note_losses(features, messages, tools, notes)
     kit = _chat_kit(tokenizer)
     kwargs = {"tools": tools, "enable_thinking": think}
     text = tokenizer.apply_chat_template(messages, tokenize=False, **kwargs)
-    n_assistant = sum(m["role"] == "assistant" for m in messages)
-    if kit.training_template and n_assistant:
+    answers = [m for m in messages if m["role"] == "assistant"]
+    if kit.training_template and answers and all(_trains(m) for m in answers):
         # TRL's training template puts {% generation %} markers round assistant turns, but it
         # differs from Qwen3's own template: it gives *every* assistant turn a <think> block,
         # while Qwen3 keeps it only after the last user message. Those extra blocks would never
         # be seen at inference (history is rendered by the plain template), so the plain ids win:
         # the marker mask is used only when both templates render the very same text (rows with
-        # one assistant turn, the common case); other rows are masked by the generic method,
-        # which tests check gives the same mask wherever both apply.
+        # one assistant turn, the common case); other rows, and rows with turns not to train,
+        # are masked by the generic method, which tests check gives the same mask wherever both
+        # apply.
         trained = tokenizer.apply_chat_template(messages, tokenize=False,
                                                 chat_template=kit.training_template, **kwargs)
         if trained == text:
@@ -90,7 +98,17 @@ def _chat_tokens(tokenizer, row, fmt, config, notes):
     return _generic_tokens(tokenizer, text, messages, kit, think)
 
 
-def _without_reasoning(messages: list, notes: Counter) -> list:
+def _trains(message: dict) -> bool:
+    return message.get("weight", 1) != 0
+
+
+REASONING_OFF = "reasoning dropped (enable_thinking is off)"
+REASONING_LOST = "reasoning the chat template drops"
+TOOL_CALLS_LOST = "tool calls the chat template drops"
+TOOLS_LOST = "tool schemas the chat template drops"
+
+
+def _without_reasoning(messages: list, notes: Counter, problem: str) -> list:
     out, dropped = [], False
     for m in messages:
         if m["role"] == "assistant" and ("reasoning_content" in m or "</think>" in m["content"]):
@@ -99,14 +117,22 @@ def _without_reasoning(messages: list, notes: Counter) -> list:
             dropped = True
         out.append(m)
     if dropped:
-        notes["reasoning dropped (enable_thinking is off)"] += 1
+        notes[problem] += 1
     return out
+
+
+def _note_losses(features: TemplateFeatures, messages: list, tools, notes: Counter) -> None:
+    """Count a row whose tool calls or tool schemas the chat template would not render."""
+    if not features.tool_calls and any(m.get("tool_calls") for m in messages):
+        notes[TOOL_CALLS_LOST] += 1
+    if tools and not features.tools:
+        notes[TOOLS_LOST] += 1
 
 
 def _generic_tokens(tokenizer, text, messages, kit, think):
     """Any chat template: find each assistant turn in the rendered text (its header, searching
     forward from a cursor), check its content is there, and mark the tokens overlapping
-    header-end .. end-of-turn token."""
+    header-end .. end-of-turn token of the turns that train."""
     spans, cursor = [], 0
     for k, m in enumerate(x for x in messages if x["role"] == "assistant"):
         answer = m["content"].split("</think>")[-1].strip()
@@ -121,7 +147,8 @@ def _generic_tokens(tokenizer, text, messages, kit, think):
         if answer and answer not in text[start:end]:
             raise DataError(f"assistant turn {k + 1}'s text was not found where the chat "
                             f"template put that turn")
-        spans.append((start, end))
+        if _trains(m):
+            spans.append((start, end))
         cursor = end
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     return list(enc["input_ids"]), _mask_from_spans(enc["offset_mapping"], spans)
@@ -177,15 +204,25 @@ def _runs(mask) -> list[tuple[int, int]]:
 _KITS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
+def _per_template(cache, tokenizer, build):
+    """build(tokenizer), once per tokenizer and chat template (a template can be swapped)."""
+    template = str(tokenizer.chat_template)
+    cached = cache.get(tokenizer)
+    if cached and cached[0] == template:
+        return cached[1]
+    value = build(tokenizer)
+    cache[tokenizer] = (template, value)
+    return value
+
+
 def _chat_kit(tokenizer) -> _ChatKit:
-    template = tokenizer.chat_template
-    if not template:
+    if not tokenizer.chat_template:
         raise DataError("the tokenizer has no chat template: set prompt_template, e.g. "
                         "'### Instruction: {instruction}\\n### Response: {response}'")
-    cached = _KITS.get(tokenizer)
-    if cached and cached[0] == str(template):
-        return cached[1]
+    return _per_template(_KITS, tokenizer, _probe_kit)
 
+
+def _probe_kit(tokenizer) -> _ChatKit:
     def render(msgs, **kw):
         return tokenizer.apply_chat_template(msgs, tokenize=False, **kw)
 
@@ -199,10 +236,8 @@ def _chat_kit(tokenizer) -> _ChatKit:
     after = full[full.rindex("PROBE_A") + len("PROBE_A"):].split() if "PROBE_A" in full else []
     end = after[0] if after else (tokenizer.eos_token or "")
     end_id = tokenizer.convert_tokens_to_ids(end) if end in tokenizer.get_vocab() else None
-    kit = _ChatKit(_training_template(tokenizer), header, no_think, end, end_id,
-                   tokenizer.encode(no_think, add_special_tokens=False) if no_think else [])
-    _KITS[tokenizer] = (str(template), kit)
-    return kit
+    return _ChatKit(_training_template(tokenizer), header, no_think, end, end_id,
+                    tokenizer.encode(no_think, add_special_tokens=False) if no_think else [])
 
 
 def _training_template(tokenizer) -> Optional[str]:
@@ -258,8 +293,94 @@ def _renders_alike(tokenizer, template: str) -> bool:
         return False
 
 
+# ------------------------------------------------------------- what a chat template can express
+
+@dataclass(frozen=True)
+class TemplateFeatures:
+    """What a chat template can express: the page turns off controls that would not take effect,
+    and prepare() says which rows lose what."""
+    thinking: bool                  # a thinking mode (enable_thinking changes the prompt, or
+    #                                 reasoning is rendered)
+    tools: bool                     # renders the tool schemas given as tools=[...]
+    tool_calls: bool                # renders an assistant turn's tool calls
+    default_system: Optional[str]   # the system prompt it adds to a conversation without one
+
+    def lacks(self) -> list[str]:
+        """What the template cannot render, in words."""
+        return [what for what, has in (("thinking", self.thinking),
+                                       ("tool calls", self.tool_calls),
+                                       ("tool schemas", self.tools)) if not has]
+
+
+_FEATURES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_PROBE_Q = [{"role": "user", "content": "PROBE_Q"}]
+_PROBE_CALL = [{"role": "assistant", "content": "", "tool_calls": [
+    {"id": "probe0001", "type": "function",     # nine characters: Mistral's templates insist
+     "function": {"name": "probe_tool", "arguments": {"probe_arg": "PROBE_VAL"}}}]},
+    {"role": "tool", "content": "PROBE_RESULT", "tool_call_id": "probe0001"}]
+_PROBE_SCHEMA = {"type": "function", "function": {"name": "probe_tool",
+                                                  "description": "PROBE_DESC",
+                                                  "parameters": {"type": "object"}}}
+
+
+def template_features(tokenizer) -> TemplateFeatures:
+    """What the tokenizer's chat template can express, learned once per tokenizer by rendering
+    probes; a tokenizer without a chat template expresses none of it."""
+    if not getattr(tokenizer, "chat_template", None):
+        return TemplateFeatures(False, False, False, None)
+    return _per_template(_FEATURES, tokenizer, _probe_features)
+
+
+def _probe_features(tokenizer) -> TemplateFeatures:
+    def render(messages, **kw) -> str:
+        try:
+            return tokenizer.apply_chat_template(messages, tokenize=False, **kw)
+        except Exception:       # noqa: BLE001 - a template that refuses a probe cannot express it
+            return ""
+
+    on, off = (render(_PROBE_Q, add_generation_prompt=True, enable_thinking=t)
+               for t in (True, False))
+    reasoning = render(_PROBE_Q + [{"role": "assistant", "content": "PROBE_A",
+                                    "reasoning_content": "PROBE_R"}], enable_thinking=True)
+    schemas = render(_PROBE_Q, tools=[_PROBE_SCHEMA])
+    calls = render(_PROBE_Q + _PROBE_CALL)
+    return TemplateFeatures(
+        thinking=on != off or "<think>" in on or "PROBE_R" in reasoning,
+        tools="probe_tool" in schemas or "PROBE_DESC" in schemas,
+        tool_calls="probe_tool" in calls and "PROBE_VAL" in calls,
+        default_system=_default_system(render))
+
+
+def _default_system(render) -> Optional[str]:
+    """The text a template puts where a system turn goes when the conversation has none: what
+    stands in the place of a probe system turn's text when that turn is left out."""
+    bare = render(_PROBE_Q)
+    with_system = render([{"role": "system", "content": "PROBE_S"}] + _PROBE_Q)
+    if "PROBE_S" not in with_system:
+        return None
+    before, after = with_system.split("PROBE_S", 1)
+    if len(bare) > len(before) + len(after) and bare.startswith(before) and bare.endswith(after):
+        return bare[len(before):len(bare) - len(after)].strip() or None
+    return None
+
+
+def system_choice(tokenizer, messages: list[dict], system_prompt: Optional[str] = None,
+                  template_system_prompt: str = "keep") -> list[dict]:
+    """The conversation with the system turn it is rendered with, the same in training and in
+    the chat: system_prompt goes before a conversation with no system turn of its own; else, with
+    template_system_prompt "drop", an empty system turn keeps the chat template from adding its
+    default one; else the messages stay as they are."""
+    if system_prompt:
+        return _with_system_prompt(messages, system_prompt)
+    if (template_system_prompt == "drop" and not (messages and messages[0]["role"] == "system")
+            and template_features(tokenizer).default_system):
+        return [{"role": "system", "content": ""}] + messages
+    return messages
+
+
 def render_segments(tokenizer, row: dict, fmt: DetectedFormat, config) -> list[tuple[str, bool]]:
-    """The example exactly as the model sees it, as (text, trained) runs for highlighting.
+    """The example exactly as the model sees it (the system turn system_choice gave it
+    included), as (text, trained) runs for highlighting.
 
     Runs are cut where decoding a prefix gives a prefix of the whole text, so the pieces always
     join up to the decoded sequence (a character split across tokens stays in one run).
