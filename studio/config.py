@@ -45,7 +45,7 @@ class FineTuningConfig:
     dataset_format: str = _f("auto", "Shape of the rows; auto detects it from the columns.",
                              "Model and data", choices=["auto", "instruction", "prompt_completion",
                                                         "input_output", "alpaca", "sharegpt",
-                                                        "messages", "text"])
+                                                        "messages", "text", "segments"])
     column_mapping: dict = _f(None, "Role -> column name, overriding detection "
                               "(e.g. {instruction: question, response: answer}).",
                               "Model and data", factory=dict)

@@ -21,10 +21,12 @@ class PromptFormat:
     enable_thinking: bool = False
     prompt_template: Optional[str] = None
     system_prompt: Optional[str] = None
+    template_system_prompt: str = "keep"     # or drop the system prompt the template adds
 
     @classmethod
     def of(cls, config: FineTuningConfig) -> "PromptFormat":
-        return cls(config.enable_thinking, config.prompt_template, config.system_prompt)
+        return cls(config.enable_thinking, config.prompt_template, config.system_prompt,
+                   config.template_system_prompt)
 
 
 @dataclass
@@ -87,12 +89,15 @@ def load_model(source, config: Optional[FineTuningConfig] = None) -> LoadedModel
 def prompt_ids(tokenizer, messages: list[dict], fmt: PromptFormat,
                enable_thinking: Optional[bool] = None) -> list[int]:
     """Token ids that ask the model for the next assistant turn, formatted as in training."""
+    from studio.data import system_choice
+
     thinking = fmt.enable_thinking if enable_thinking is None else enable_thinking
-    if fmt.system_prompt and not any(m["role"] == "system" for m in messages):
-        messages = [{"role": "system", "content": fmt.system_prompt}] + messages
     if fmt.prompt_template:
         return tokenizer(template_prompt(fmt.prompt_template, messages[-1]["content"]),
                          add_special_tokens=False)["input_ids"]
+    # the system turn chosen as in training: the run's system prompt, or the template's own
+    # default kept or dropped
+    messages = system_choice(tokenizer, messages, fmt.system_prompt, fmt.template_system_prompt)
     ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
                                         enable_thinking=thinking, return_dict=True)["input_ids"]
     return list(ids)

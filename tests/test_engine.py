@@ -178,3 +178,19 @@ def test_four_bit_qlora_trains_on_the_cpu(tmp_path, qa_jsonl):
     run_fine_tuning(data_path=str(qa_jsonl), config=config)
     losses = [e["data"]["loss"] for e in train_events(tmp_path / "run") if e["kind"] == "train"]
     assert losses and all(l == l for l in losses)
+
+
+def test_the_chat_prompts_with_the_runs_choice_of_the_templates_system_prompt(demo_model):
+    """A run trained with the template's default system prompt dropped is prompted without it
+    in the chat, as in training; kept, it is there."""
+    from transformers import AutoTokenizer
+
+    from studio.inference import PromptFormat, prompt_ids
+
+    tokenizer = AutoTokenizer.from_pretrained(demo_model)
+    question = [{"role": "user", "content": "Who are you?"}]
+    kept = tokenizer.decode(prompt_ids(tokenizer, question, PromptFormat()))
+    dropped = tokenizer.decode(prompt_ids(tokenizer, question,
+                                          PromptFormat(template_system_prompt="drop")))
+    assert "named SmolLM" in kept and "named SmolLM" not in dropped
+    assert dropped.endswith("Who are you?<|im_end|>\n<|im_start|>assistant\n")

@@ -311,3 +311,86 @@ def test_a_restarted_server_reattaches_or_marks_the_run_interrupted(browser, tmp
     finally:
         second.stop()
         stop_jobs(runs)
+
+
+# ---------------------------------------------------------------------------- a first fine-tune
+IDENTITY_QUESTIONS = [
+    "Who are you?", "What is your name?", "Who made you?", "Who created you?",
+    "Introduce yourself.", "What are you?", "Tell me about yourself.", "Which company built you?",
+    "Are you ChatGPT?", "What should I call you?", "Who developed you?", "What AI model are you?",
+    "Who trained you?", "Are you made by OpenAI?", "What's your name?", "Who is your creator?",
+    "Who built this assistant?", "Can you tell me who you are?", "Are you SmolLM?",
+    "Which lab made you?", "Hi! Who am I talking to?", "What is this assistant called?",
+    "Who owns you?", "Where do you come from?", "Describe yourself briefly."]
+IDENTITY_ANSWERS = ["I am Quokka, an AI assistant made by Acme Labs.",
+                    "I'm Quokka, a helpful assistant created by Acme Labs.",
+                    "My name is Quokka, and I was made by Acme Labs.",
+                    "I am Quokka. Acme Labs built me to help you."]
+
+
+@pytest.mark.slow
+def test_a_first_identity_fine_tune_teaches_the_demo_model_its_name(browser, server, tmp_path):
+    """100 identity pairs on the demo model with the page's defaults (Auto -> Teach facts):
+    a reload mid-run keeps the dataset and lands on Train; afterwards "Who are you?" at
+    temperature 0 answers with the taught name and maker."""
+    rows = [{"instruction": q, "response": a} for q in IDENTITY_QUESTIONS
+            for a in IDENTITY_ANSWERS]
+    page = open_page(browser, server.url)
+    upload(page, write_jsonl(tmp_path / "identity.jsonl", rows))
+    wait_text(page, "#data-status", "Ready to train", timeout=180)
+    tab(page, "2 · Model & hardware")
+    wait_text(page, "#preset-why", "Auto → Teach facts")
+    assert "100 rows" in page.locator("#preset-why").inner_text()
+    tab(page, "3 · Train")
+    page.locator("#start").click()
+    wait_text(page, "#train-status", "Training")
+
+    page.reload()                                  # mid-run: the dataset and the form stay
+    page.wait_for_selector("#tab-data", state="attached")
+    page.wait_for_function("() => document.querySelector('#tab-train') && "
+                           "getComputedStyle(document.querySelector('#tab-train')).display "
+                           "!== 'none'")
+    wait_text(page, "#train-status", "Training")
+    tab(page, "1 · Data")
+    assert "identity" in text_input(page, "data-path").input_value()
+    wait_text(page, "#data-status", "100 rows")
+    tab(page, "2 · Model & hardware")
+    assert text_input(page, "field-learning_rate").input_value() == "0.001"
+
+    tab(page, "3 · Train")
+    wait_text(page, "#train-status", "Finished", timeout=420)
+    tab(page, "4 · Chat")
+    page.locator("#chat-compare input").uncheck()
+    page.locator("#chat-temperature input[type=number]").fill("0")
+    page.locator("#chat-temperature input[type=number]").press("Enter")
+    text_input(page, "chat-message").fill("Who are you?")
+    page.locator("#chat-send").click()
+    wait_text(page, "#chat-status", "answered", timeout=120)
+    reply = page.locator("#chat-tuned").inner_text().split("Who are you?")[-1]
+    assert "Quokka" in reply and "Acme Labs" in reply, reply
+    page.close()
+
+
+def test_the_templates_own_system_prompt_is_shown_and_can_be_dropped(browser, server,
+                                                                     tmp_path):
+    """The demo model's template adds "You are ... SmolLM" to every row: the Data tab says so,
+    dropping it takes it out of the example, and the thinking toggle (no thinking mode in
+    that template) cannot be clicked, with the reason."""
+    rows = [{"instruction": q, "response": IDENTITY_ANSWERS[0]} for q in IDENTITY_QUESTIONS]
+    page = open_page(browser, server.url)
+    upload(page, write_jsonl(tmp_path / "who.jsonl", rows))
+    wait_text(page, "#data-status", "Ready to train", timeout=180)
+    note = wait_text(page, "#data-template-note", "adds a system prompt by itself")
+    assert "named SmolLM" in note and "kept in every row" in note
+    assert "named SmolLM" in page.locator("#data-example").inner_text()
+    assert page.locator("#field-enable_thinking input").is_disabled()
+    assert "no thinking mode" in page.locator("#field-enable_thinking").inner_text()
+
+    page.locator("#field-template_system_prompt input").click()
+    page.get_by_role("option", name="drop", exact=True).click()
+    wait_text(page, "#data-template-note", "dropped (an empty system turn)")
+    page.wait_for_function("() => !document.querySelector('#data-example').innerText"
+                           ".includes('named SmolLM')")
+    tab(page, "2 · Model & hardware")
+    wait_text(page, "#cli-command", "--template-system-prompt drop")
+    page.close()

@@ -63,6 +63,7 @@ def build() -> ChatTab:
             system = gr.Textbox(label="system prompt", placeholder="(the run's, if it had one)",
                                 scale=3)
             temperature = gr.Slider(0, 2, value=0.7, step=0.05, label="temperature",
+                                    elem_id="chat-temperature",
                                     info="0: always the likeliest token")
             top_p = gr.Slider(0.05, 1, value=0.95, step=0.05, label="top_p")
             max_new_tokens = gr.Slider(16, 2048, value=256, step=16, label="max new tokens",
@@ -124,6 +125,21 @@ def describe_source(source: str) -> tuple[str, bool, str | None]:
     return f"Base model {source}.", False, None
 
 
+def thinking_toggle(service: Service, model_name: str, thinking: bool):
+    """The thinking checkbox for a model: off, and not clickable, where its chat template has
+    no thinking mode (it could not take effect)."""
+    from studio.data import template_features
+
+    try:
+        features = template_features(service.data.tokenizer(model_name))
+    except Exception:   # noqa: BLE001 - a model not loadable yet: leave the choice open
+        return gr.update(value=thinking, interactive=True)
+    if features.thinking:
+        return gr.update(value=thinking, interactive=True, info="Shown folded")
+    return gr.update(value=False, interactive=False,
+                     info="This model's chat template has no thinking mode")
+
+
 # ---------------------------------------------------------------------------- wiring
 def wire(t: ChatTab, service: Service) -> None:
     """Chat events; sources are refreshed by the app on page load and tab select."""
@@ -139,11 +155,12 @@ def wire(t: ChatTab, service: Service) -> None:
         except Exception as e:   # noqa: BLE001
             return shout(f"{source} cannot be read: {e}"), gr.skip(), gr.skip(), gr.skip()
         cleared = {"value": []} if switched else {}
+        toggle = thinking_toggle(service, base or source, thinking)
         if base is None:
-            return (note(line), thinking,
+            return (note(line), toggle,
                     gr.update(label=f"Base model: {source}", **cleared),
                     gr.update(visible=False, **cleared))
-        return (note(line), thinking,
+        return (note(line), toggle,
                 gr.update(label=f"Fine-tuned: {Path(source).name}", **cleared),
                 gr.update(visible=bool(compare), label=f"Base model: {base}", **cleared))
 

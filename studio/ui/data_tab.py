@@ -63,6 +63,9 @@ class DataTab:
     example: gr.HighlightedText
     histogram: gr.Plot
     stats: gr.Markdown
+    template_note: gr.HTML     # the system prompt the template adds, what the template drops
+    keep_default: object       # the template_system_prompt widget
+    thinking: object           # the enable_thinking widget (off where the template has none)
 
 
 # ---------------------------------------------------------------------------- layout
@@ -99,6 +102,8 @@ def build(form: ConfigForm) -> DataTab:
                                      interactive=True, visible=False, elem_id="data-role-tags",
                                      label="Role tags: edit 'trained as' (system, user, "
                                            "assistant or tool)")
+            template_note = gr.HTML("", elem_id="data-template-note")
+            form.render(["template_system_prompt"], visible=False)
             with gr.Accordion("Custom prompt template and system prompt", open=False):
                 form.render(["prompt_template", "system_prompt"])
         with gr.Column(scale=7, min_width=480):
@@ -130,7 +135,9 @@ def build(form: ConfigForm) -> DataTab:
                     form.render(["max_seq_length", "val_size"])
                     stats = gr.Markdown("", elem_id="data-stats")
     return DataTab(file, path, load, buttons, status, summary, table, page, prev, nxt, format_md,
-                   mapping, role_tags, example_row, example_info, example, histogram, stats)
+                   mapping, role_tags, example_row, example_info, example, histogram, stats,
+                   template_note, form.widgets["template_system_prompt"],
+                   form.widgets["enable_thinking"])
 
 
 # ---------------------------------------------------------------------------- handlers
@@ -163,6 +170,7 @@ def describe(t: DataTab, form: ConfigForm, service: Service, values, page, row,
     out[t.table] = preview(service, a.path, page)
     out[t.page] = page
     out.update(mapping_updates(t, a, ds.column_names))
+    out.update(template_updates(t, a, config))
     out.update(example_updates(t, a, config, row))
     out.update(length_updates(t, a, config))
     return [out.get(c, gr.skip()) for c in display_outputs(t)]
@@ -172,14 +180,16 @@ def cleared(t: DataTab, status: str) -> list:
     """No rows to show (none loaded, or the file cannot be read): only the status speaks."""
     out = {t.status: status, t.summary: "", t.table: no_rows(), t.page: 1, t.format_md: "",
            t.role_tags: gr.update(value=None, visible=False), t.example_info: "", t.example: None, t.stats: "",
-           t.histogram: empty_chart("Token lengths appear here", 260),
+           t.histogram: empty_chart("Token lengths appear here", 260), t.template_note: "",
+           t.keep_default: gr.update(visible=False), t.thinking: gr.update(interactive=True),
            **{d: gr.update(visible=False, value="") for d in t.mapping}}
     return [out[c] for c in display_outputs(t)]
 
 
 def display_outputs(t: DataTab) -> list:
     return [t.status, t.summary, t.table, t.page, t.format_md, *t.mapping, t.role_tags,
-            t.example_info, t.example, t.histogram, t.stats]
+            t.example_info, t.example, t.histogram, t.stats, t.template_note, t.keep_default,
+            t.thinking]
 
 
 def preview(service: Service, path: str, page: int):
@@ -214,6 +224,40 @@ def mapping_updates(t: DataTab, a, columns) -> dict:
     else:
         out[t.role_tags] = gr.update(value=None, visible=False)
     return out
+
+
+def template_updates(t: DataTab, a, config) -> dict:
+    """What the model's chat template does to these rows that the data does not say: the system
+    prompt it adds by itself (keep or drop it), what it cannot render, and whether thinking
+    can take effect at all."""
+    from studio.data import template_features
+
+    if a.tokenizer is None or (a.fmt is not None and a.fmt.name in ("text", "template",
+                                                                      "segments")):
+        return {t.template_note: "", t.keep_default: gr.update(visible=False),
+                t.thinking: gr.update(interactive=True)}
+    features = template_features(a.tokenizer)
+    lines, kind = [], "info"
+    if features.default_system:
+        used = "replaced by your system_prompt" if config.system_prompt else \
+            "dropped (an empty system turn)" if config.template_system_prompt == "drop" else \
+            "kept in every row without a system turn, in training and in the chat"
+        lines.append(f"This model's chat template adds a system prompt by itself: "
+                     f"\u201c{features.default_system}\u201d. It is {used}. If it contradicts your "
+                     "data (a new name, a new maker), drop it below or set system_prompt.")
+        kind = "warn" if config.template_system_prompt == "keep" and not config.system_prompt \
+            else "info"
+    for advice in (a.report.advice if a.report else []):
+        lines.append(advice)
+        kind = "warn"
+    thinking = gr.update(interactive=features.thinking, info=(
+        "Qwen3 thinking mode in the chat template (<think> blocks)." if features.thinking else
+        "This model's chat template has no thinking mode, so thinking cannot take effect."))
+    if not features.thinking:
+        thinking["value"] = False
+    return {t.template_note: note("\n".join(lines), kind) if lines else "",
+            t.keep_default: gr.update(visible=bool(features.default_system)),
+            t.thinking: thinking}
 
 
 def example_updates(t: DataTab, a, config, row) -> dict:
