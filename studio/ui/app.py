@@ -21,6 +21,7 @@ from studio.service import Refused, Service
 from studio.ui import chat_tab, data_tab, model_tab, train_tab
 from studio.ui.common import first_line, guard
 from studio.ui.form import ConfigForm
+from studio.ui.i18n import T
 
 THEME = gr.themes.Soft(
     primary_hue="indigo", secondary_hue="slate", radius_size="md",
@@ -62,9 +63,11 @@ table.plan td, table.plan th { padding: 3px 10px; border-bottom: 1px solid #e5e7
 
 RESIZE_CHARTS = "() => { setTimeout(() => window.dispatchEvent(new Event('resize')), 60); }"
 
-HEADER = """# Qwen3 Studio
-LoRA / QLoRA fine-tuning of Qwen3 models: **1 · Data** → **2 · Model & hardware** → \
-**3 · Train** → **4 · Chat**. Every run is kept in its own folder under `{runs}`."""
+
+
+def header(runs: str) -> str:
+    """The page's title line; the browser translates its one catalog text."""
+    return "# Qwen3 Studio\n" + T("page.header") + f" `{runs}`"
 
 
 def build_app(runs_dir: str | Path = "runs") -> gr.Blocks:
@@ -72,16 +75,16 @@ def build_app(runs_dir: str | Path = "runs") -> gr.Blocks:
     form = ConfigForm(apply_preset(FineTuningConfig(model_name=default_model()),
                                    choose_preset(None)[0]))
     with gr.Blocks(title="Qwen3 Studio", analytics_enabled=False) as demo:
-        gr.Markdown(HEADER.format(runs=_short_path(service.runs_dir)), elem_id="studio-header")
+        gr.Markdown(header(_short_path(service.runs_dir)), elem_id="studio-header")
         kept = gr.BrowserState({}, storage_key="qwen3-studio-form")   # the form, across reloads
         with gr.Tabs() as tabs:
-            with gr.Tab("1 · Data", id="data", elem_id="tab-data") as data_page:
+            with gr.Tab(T("page.tab.data"), id="data", elem_id="tab-data") as data_page:
                 data = data_tab.build(form)
-            with gr.Tab("2 · Model & hardware", id="model", elem_id="tab-model") as model_page:
+            with gr.Tab(T("page.tab.model"), id="model", elem_id="tab-model") as model_page:
                 model = model_tab.build(form)
-            with gr.Tab("3 · Train", id="train", elem_id="tab-train") as train_page:
+            with gr.Tab(T("page.tab.train"), id="train", elem_id="tab-train") as train_page:
                 train = train_tab.build()
-            with gr.Tab("4 · Chat", id="chat", elem_id="tab-chat") as chat_page:
+            with gr.Tab(T("page.tab.chat"), id="chat", elem_id="tab-chat") as chat_page:
                 chat = chat_tab.build()
         for page in (data_page, model_page, train_page, chat_page):
             # Plotly sizes a chart drawn in a hidden tab for a 700 px box; a resize event
@@ -108,6 +111,7 @@ def build_app(runs_dir: str | Path = "runs") -> gr.Blocks:
                   tabs, api_name=False)
         demo.load(lambda: model_tab.on_load(model, form, service), None,
                   [model.hardware, model.backends, model.past_run], api_name=False)
+        demo.load(model_tab.first_why, None, model.preset_why, api_name=False)
         demo.load(lambda: train_tab.attach(service), None, train_tab.outputs(train),
                   api_name="attach")
         demo.load(lambda: chat_tab.refresh_sources(service), None, chat.source, api_name=False)

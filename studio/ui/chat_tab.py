@@ -17,6 +17,7 @@ from studio.config import FineTuningConfig
 from studio.runs import is_run_dir
 from studio.service import Service
 from studio.ui.common import first_line, guard, note, shout
+from studio.ui.i18n import T, say, state_word
 
 
 @dataclass
@@ -40,35 +41,34 @@ class ChatTab:
 # ---------------------------------------------------------------------------- layout
 def build() -> ChatTab:
     with gr.Row(equal_height=True):
-        source = gr.Dropdown([], label="talk to", allow_custom_value=True, scale=5,
-                             info="A run with a saved adapter, or a base model (id or folder).",
-                             elem_id="chat-source")
-        compare = gr.Checkbox(True, label="Compare with the base model, side by side", scale=2,
-                              elem_id="chat-compare")
-    status = gr.HTML(note("Pick a fine-tuned run or a base model, then type a message."),
-                     elem_id="chat-status")
+        source = gr.Dropdown([], label=T("chat.source"), allow_custom_value=True, scale=5,
+                             info=T("chat.source.info"), elem_id="chat-source")
+        compare = gr.Checkbox(True, label=T("chat.compare"), scale=2, elem_id="chat-compare")
+    status = gr.HTML(note(T("chat.status.empty")), elem_id="chat-status")
     with gr.Row(equal_height=True):
-        tuned = gr.Chatbot(label="Fine-tuned", height=420, elem_id="chat-tuned",
+        tuned = gr.Chatbot(label=T("chat.tuned"), height=420, elem_id="chat-tuned",
                            buttons=["copy"])
-        base = gr.Chatbot(label="Base model", height=420, elem_id="chat-base", buttons=["copy"])
+        base = gr.Chatbot(label=T("chat.base"), height=420, elem_id="chat-base",
+                          buttons=["copy"])
     with gr.Row(equal_height=True):
-        message = gr.Textbox(placeholder="Type a message and press Enter", show_label=False,
-                             scale=6, lines=1, elem_id="chat-message")
-        send = gr.Button("Send", variant="primary", scale=1, min_width=80, elem_id="chat-send")
+        message = gr.Textbox(label=T("chat.message"), placeholder=T("chat.message"),
+                             show_label=False, scale=6, lines=1, elem_id="chat-message")
+        send = gr.Button(T("chat.send"), variant="primary", scale=1, min_width=80,
+                         elem_id="chat-send")
     with gr.Row():
-        regenerate = gr.Button("↻ Regenerate", size="sm", elem_id="chat-regenerate")
-        clear = gr.Button("Clear", size="sm", elem_id="chat-clear")
-    with gr.Accordion("Generation settings", open=True):
+        regenerate = gr.Button(T("chat.regenerate"), size="sm", elem_id="chat-regenerate")
+        clear = gr.Button(T("chat.clear"), size="sm", elem_id="chat-clear")
+    with gr.Accordion(T("chat.settings"), open=True):
         with gr.Row():
-            system = gr.Textbox(label="system prompt", placeholder="(the run's, if it had one)",
+            system = gr.Textbox(label=T("chat.system"), placeholder=T("chat.system.placeholder"),
                                 scale=3)
-            temperature = gr.Slider(0, 2, value=0.7, step=0.05, label="temperature",
-                                    elem_id="chat-temperature",
-                                    info="0: always the likeliest token")
-            top_p = gr.Slider(0.05, 1, value=0.95, step=0.05, label="top_p")
-            max_new_tokens = gr.Slider(16, 2048, value=256, step=16, label="max new tokens",
+            temperature = gr.Slider(0, 2, value=0.7, step=0.05, label=T("chat.temperature"),
+                                    elem_id="chat-temperature", info=T("chat.temperature.info"))
+            top_p = gr.Slider(0.05, 1, value=0.95, step=0.05, label=T("chat.top_p"))
+            max_new_tokens = gr.Slider(16, 2048, value=256, step=16,
+                                       label=T("chat.max_new_tokens"),
                                        elem_id="chat-max-new-tokens")
-            thinking = gr.Checkbox(False, label="Qwen3 thinking", info="Shown folded",
+            thinking = gr.Checkbox(False, label=T("chat.thinking"), info=T("chat.thinking.info"),
                                    elem_id="chat-thinking")
     return ChatTab(source, compare, status, tuned, base, message, send, regenerate, clear,
                    system, temperature, top_p, max_new_tokens, thinking)
@@ -77,12 +77,12 @@ def build() -> ChatTab:
 # ---------------------------------------------------------------------------- helpers
 def sources(service: Service) -> list[tuple[str, str]]:
     """(label, value) for the chat picker: runs with an adapter, then base models."""
-    runs = [(f"Fine-tuned: {r['name']} ({r.get('state')}, base "
-             f"{Path(r['base']).name if is_local_model(r['base']) else r['base']})", r["run_dir"])
-            for r in service.chat_runs()]
+    runs = [(say("chat.run_choice", name=r["name"], state=state_word(r.get("state")),
+                 base=Path(r["base"]).name if is_local_model(r["base"]) else r["base"]),
+             r["run_dir"]) for r in service.chat_runs()]
     bases = [DEMO_MODEL_ID, TINY_QWEN3_ID] + [m.id for m in CATALOG
                                               if "/" in m.id and hub_cache_has(m.id)]
-    return runs + [(f"Base: {b}", b) for b in bases]
+    return runs + [(say("chat.base_choice", name=b), b) for b in bases]
 
 
 def text_of(content) -> str:
@@ -108,8 +108,10 @@ def reply_bubbles(text: str, done: bool) -> list[dict]:
     out = []
     if thinking:
         out.append({"role": "assistant", "content": thinking,
-                    "metadata": {"title": "Thinking", "status": "done" if done else "pending"}})
-    out.append({"role": "assistant", "content": answer or ("(empty reply)" if done else "…")})
+                    "metadata": {"title": say("chat.thinking_bubble"),
+                                 "status": "done" if done else "pending"}})
+    out.append({"role": "assistant",
+                "content": answer or (say("chat.empty_reply") if done else "…")})
     return out
 
 
@@ -117,12 +119,13 @@ def describe_source(source: str) -> tuple[str, bool, str | None]:
     """(a line about what answers, its thinking mode, the run's base model or None)."""
     if source and is_run_dir(Path(source)):
         config = FineTuningConfig.load(Path(source) / "config.yaml")
-        template = "its custom prompt template" if config.prompt_template else \
-            "the model's chat template"
-        return (f"Fine-tuned run {Path(source).name} (base {config.model_name}), prompted with "
-                f"{template} and thinking {'on' if config.enable_thinking else 'off'}, as in "
-                "training.", bool(config.enable_thinking), config.model_name)
-    return f"Base model {source}.", False, None
+        template = say("chat.custom_template" if config.prompt_template else
+                       "chat.chat_template")
+        return (say("chat.run_line", name=Path(source).name, base=config.model_name,
+                    template=template,
+                    thinking=say("choice.on" if config.enable_thinking else "choice.off")),
+                bool(config.enable_thinking), config.model_name)
+    return say("chat.base_line", name=source), False, None
 
 
 def thinking_toggle(service: Service, model_name: str, thinking: bool):
@@ -135,9 +138,8 @@ def thinking_toggle(service: Service, model_name: str, thinking: bool):
     except Exception:   # noqa: BLE001 - a model not loadable yet: leave the choice open
         return gr.update(value=thinking, interactive=True)
     if features.thinking:
-        return gr.update(value=thinking, interactive=True, info="Shown folded")
-    return gr.update(value=False, interactive=False,
-                     info="This model's chat template has no thinking mode")
+        return gr.update(value=thinking, interactive=True, info=say("chat.thinking.info"))
+    return gr.update(value=False, interactive=False, info=say("chat.no_thinking"))
 
 
 # ---------------------------------------------------------------------------- wiring
@@ -153,16 +155,18 @@ def wire(t: ChatTab, service: Service) -> None:
         try:
             line, thinking, base = describe_source(source)
         except Exception as e:   # noqa: BLE001
-            return shout(f"{source} cannot be read: {e}"), gr.skip(), gr.skip(), gr.skip()
+            return shout(say("chat.unreadable", source=source, error=e)), gr.skip(), \
+                gr.skip(), gr.skip()
         cleared = {"value": []} if switched else {}
         toggle = thinking_toggle(service, base or source, thinking)
         if base is None:
             return (note(line), toggle,
-                    gr.update(label=f"Base model: {source}", **cleared),
+                    gr.update(label=say("chat.label.base", name=source), **cleared),
                     gr.update(visible=False, **cleared))
         return (note(line), toggle,
-                gr.update(label=f"Fine-tuned: {Path(source).name}", **cleared),
-                gr.update(visible=bool(compare), label=f"Base model: {base}", **cleared))
+                gr.update(label=say("chat.label.tuned", name=Path(source).name), **cleared),
+                gr.update(visible=bool(compare), label=say("chat.label.base", name=base),
+                          **cleared))
 
     t.source.change(lambda s, c: pick(s, c, switched=True), [t.source, t.compare],
                     [t.status, t.thinking, t.tuned, t.base], api_name=False)
@@ -173,13 +177,12 @@ def wire(t: ChatTab, service: Service) -> None:
         sides = [("tuned", False)] + ([("base", True)] if compare and is_run else [])
         histories = {"tuned": tuned, "base": base}
         for side, base_of_run in sides:
-            who = "the base model" if base_of_run else Path(source).name if is_run else source
-            yield tuned, base, note(f"Loading {who}…")
+            who = say("chat.who.base") if base_of_run else Path(source).name if is_run else source
+            yield tuned, base, note(say("chat.loading", who=who))
             try:
                 loaded = service.model(source, base_of_run=base_of_run)
             except Exception as e:   # noqa: BLE001 - the page says why, the server stays up
-                yield tuned, base, shout(f"Could not load {who}: {first_line(e)}. Pick a run "
-                                         "with a saved adapter, or a downloaded base model.")
+                yield tuned, base, shout(say("chat.load_failed", who=who, error=first_line(e)))
                 return
             from studio.inference import stream_reply
 
@@ -194,23 +197,23 @@ def wire(t: ChatTab, service: Service) -> None:
                     pieces += 1
                     histories[side] = history + reply_bubbles(text, done=False)
                     tuned, base = histories["tuned"], histories["base"]
-                    yield tuned, base, note(f"{who} is answering… ({pieces} pieces)")
+                    yield tuned, base, note(say("chat.answering", who=who, pieces=pieces))
             except Exception as e:   # noqa: BLE001
-                yield tuned, base, shout(f"{who} failed while answering: {first_line(e)}")
+                yield tuned, base, shout(say("chat.failed", who=who, error=first_line(e)))
                 return
             histories[side] = history + reply_bubbles(text, done=True)
             tuned, base = histories["tuned"], histories["base"]
-            yield tuned, base, note(f"{who} answered in {time.time() - t0:.1f} s.", "ok")
+            yield tuned, base, note(say("chat.answered", who=who, seconds=time.time() - t0),
+                                    "ok")
 
     @guard
     def send(message, source, compare, tuned, base, *settings):
         message = (message or "").strip()
         if not source:
-            yield message, tuned, base, shout("Pick a fine-tuned run or a base model first.",
-                                              "warn")
+            yield message, tuned, base, shout(say("chat.pick_first"), "warn")
             return
         if not message:
-            yield message, tuned, base, shout("Type a message first.", "warn")
+            yield message, tuned, base, shout(say("chat.type_first"), "warn")
             return
         user = {"role": "user", "content": message}
         tuned = (tuned or []) + [user]
@@ -227,7 +230,7 @@ def wire(t: ChatTab, service: Service) -> None:
     def regenerate(source, compare, tuned, base, *settings):
         tuned = up_to_last_question(tuned)
         if not tuned:
-            yield tuned, base, shout("Nothing to regenerate yet: send a message first.", "warn")
+            yield tuned, base, shout(say("chat.nothing_to_redo"), "warn")
             return
         comparing = compare and is_run_dir(Path(source))
         base = up_to_last_question(base) or (list(tuned) if comparing else base)
@@ -240,7 +243,7 @@ def wire(t: ChatTab, service: Service) -> None:
           concurrency_limit=2)
     t.regenerate.click(regenerate, chat_inputs[1:], chat_outputs[1:], api_name="regenerate",
                        concurrency_limit=2)
-    t.clear.click(lambda: ([], [], note("Cleared.")), None, [t.tuned, t.base, t.status],
+    t.clear.click(lambda: ([], [], note(say("chat.cleared"))), None, [t.tuned, t.base, t.status],
                   api_name="clear_chat")
     t.compare.input(pick, [t.source, t.compare], [t.status, t.thinking, t.tuned, t.base],
                     api_name=False)

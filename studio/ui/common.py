@@ -4,19 +4,25 @@ from __future__ import annotations
 import html
 
 import gradio as gr
+from gradio.i18n import I18nData
 
-# kind -> (css class, leading word); the classes are styled in app.CSS
-KINDS = {"ok": ("msg-ok", ""), "info": ("msg-info", ""), "warn": ("msg-warn", "Check: "),
-         "error": ("msg-error", "Cannot continue: ")}
+from studio.ui.i18n import say, state_word
+
+# kind -> (css class, catalog key of its leading words); the classes are styled in app.CSS
+KINDS = {"ok": ("msg-ok", None), "info": ("msg-info", None), "warn": ("msg-warn", "msg.lead.warn"),
+         "error": ("msg-error", "msg.lead.error")}
 
 
-def note(text: str, kind: str = "info") -> str:
-    """A boxed message for a status gr.HTML: errors name the problem and the fix."""
+def note(text, kind: str = "info") -> str:
+    """A boxed message for a status gr.HTML: errors name the problem and the fix. `text` is a
+    message in the request's language, or a catalog text T(key) that the browser translates
+    (for a box's first value, drawn before any request)."""
     if not text:
         return ""
     css, lead = KINDS[kind]
-    body = "<br>".join(html.escape(line) for line in text.strip().splitlines())
-    return f'<div class="msg {css}"><b>{lead}</b>{body}</div>'
+    body = str(text) if isinstance(text, I18nData) else \
+        "<br>".join(html.escape(line) for line in text.strip().splitlines())
+    return f'<div class="msg {css}"><b>{say(lead) if lead else ""}</b>{body}</div>'
 
 
 def shout(text: str, kind: str = "error") -> str:
@@ -37,7 +43,8 @@ def first_line(e: BaseException) -> str:
 
 def run_choices(service) -> list[tuple[str, str]]:
     """(label, run folder) of every run, newest first, for a run picker."""
-    return [(f"{r['name']} — {r.get('state', '?')}", r["run_dir"]) for r in service.runs()]
+    return [(say("run.choice", name=r["name"], state=state_word(r.get("state", "?"))),
+             r["run_dir"]) for r in service.runs()]
 
 
 def chart_layout(fig, height: int = 300, **kwargs):

@@ -17,10 +17,10 @@ from studio.analysis import DATA_FIELDS
 from studio.service import Service
 from studio.ui.common import chart_layout, empty_chart, guard, note, shout
 from studio.ui.form import ConfigForm
+from studio.ui.i18n import T, field_help, say
 
 PAGE = 10
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
-TRAINED, MASKED = "trained", "not trained (prompt)"
 
 
 def roles() -> list[str]:
@@ -33,10 +33,14 @@ def roles() -> list[str]:
     return out
 
 
+def role_headers() -> list[str]:
+    return [say("data.role_tags.tag"), say("data.role_tags.role")]
+
+
 def no_rows():
     import pandas as pd
 
-    return pd.DataFrame({"no rows loaded yet": []})
+    return pd.DataFrame({say("data.no_rows"): []})
 
 
 def examples() -> list[Path]:
@@ -72,64 +76,58 @@ class DataTab:
 def build(form: ConfigForm) -> DataTab:
     with gr.Row(equal_height=False):
         with gr.Column(scale=4, min_width=340):
-            gr.Markdown("### 1 · Choose a dataset")
-            file = gr.File(label="Drop a CSV, JSON, JSONL or Parquet file here, or click to "
-                                 "upload", file_types=[".csv", ".tsv", ".json", ".jsonl",
-                                                       ".parquet"], height=130,
+            gr.Markdown(T("data.h.choose"))
+            file = gr.File(label=T("data.upload"), file_types=[".csv", ".tsv", ".json", ".jsonl",
+                                                               ".parquet"], height=130,
                            elem_id="data-upload")
             with gr.Row(equal_height=True):
-                path = gr.Textbox(label="…or a file path, saved-dataset folder or Hub dataset id",
-                                  placeholder="data/train.jsonl  or  tatsu-lab/alpaca", scale=5,
-                                  elem_id="data-path")
-                load = gr.Button("Load", scale=1, min_width=70, elem_id="data-load")
+                path = gr.Textbox(label=T("data.path"), placeholder=T("data.path.placeholder"),
+                                  scale=5, elem_id="data-path")
+                load = gr.Button(T("data.load"), scale=1, min_width=70, elem_id="data-load")
             form.adopt("data_path", path)
             with gr.Row(equal_height=True, elem_classes="examples-row"):
-                gr.Markdown("Examples:", elem_classes="inline-label")
+                gr.Markdown(T("data.examples"), elem_classes="inline-label")
                 buttons = [gr.Button(p.stem.replace("example_", ""), size="sm", min_width=60,
                                      elem_id=f"example-{p.stem}") for p in examples()]
-            status = gr.HTML(note("No dataset loaded yet: drop a file above or click an "
-                                  "example.", "info"), elem_id="data-status")
-            gr.Markdown("### 2 · Shape and column mapping")
+            status = gr.HTML(note(T("data.status.empty")), elem_id="data-status")
+            gr.Markdown(T("data.h.shape"))
             format_md = gr.Markdown("", elem_id="data-format")
             form.render(["dataset_format"])
-            mapping = [gr.Dropdown(choices=[], label=f"{role} column", visible=False,
+            mapping = [gr.Dropdown(choices=[], label=T(f"data.role.{role}"), visible=False,
                                    allow_custom_value=False, elem_id=f"map-{role}")
                        for role in roles()]
             form.adopt("column_mapping", gr.State({}))
             form.adopt("role_mapping", gr.State({}))
-            role_tags = gr.Dataframe(headers=["role tag in the data", "trained as"],
-                                     datatype=["str", "str"], col_count=(2, "fixed"),
-                                     interactive=True, visible=False, elem_id="data-role-tags",
-                                     label="Role tags: edit 'trained as' (system, user, "
-                                           "assistant or tool)")
+            role_tags = gr.Dataframe(headers=role_headers(), datatype=["str", "str"],
+                                     col_count=(2, "fixed"), interactive=True, visible=False,
+                                     elem_id="data-role-tags", label=T("data.role_tags"))
             template_note = gr.HTML("", elem_id="data-template-note")
             form.render(["template_system_prompt"], visible=False)
-            with gr.Accordion("Custom prompt template and system prompt", open=False):
+            with gr.Accordion(T("data.custom_template"), open=False):
                 form.render(["prompt_template", "system_prompt"])
         with gr.Column(scale=7, min_width=480):
-            gr.Markdown("### Rows")
+            gr.Markdown(T("data.h.rows"))
             summary = gr.Markdown("", elem_id="data-summary")
             table = gr.Dataframe(no_rows(), interactive=False, wrap=True, max_height=360,
                                  elem_id="data-table", show_label=False)
             with gr.Row(equal_height=True):
-                prev = gr.Button("◀ Previous", size="sm", min_width=90)
-                page = gr.Number(value=1, precision=0, label="page", min_width=80, scale=0,
-                                 show_label=False, container=False, elem_id="data-page")
-                nxt = gr.Button("Next ▶", size="sm", min_width=90)
-            gr.Markdown("### One example, exactly as the model sees it")
+                prev = gr.Button(T("data.prev"), size="sm", min_width=90)
+                page = gr.Number(value=1, precision=0, label=T("data.page"), min_width=80,
+                                 scale=0, show_label=False, container=False, elem_id="data-page")
+                nxt = gr.Button(T("data.next"), size="sm", min_width=90)
+            gr.Markdown(T("data.h.example"))
             with gr.Row(equal_height=True):
-                example_row = gr.Number(value=0, precision=0, label="row #", min_width=90,
+                example_row = gr.Number(value=0, precision=0, label=T("data.row"), min_width=90,
                                         scale=0)
                 form.render(["enable_thinking", "train_on_prompt"])
             example_info = gr.Markdown("", elem_id="data-example-info")
             example = gr.HighlightedText(show_legend=True, show_inline_category=False,
-                                         color_map={TRAINED: "#22c55e", MASKED: "#e5e7eb"},
-                                         combine_adjacent=True, label="rendered example",
+                                         combine_adjacent=True, label=T("data.rendered"),
                                          elem_id="data-example", show_label=False)
-            gr.Markdown("### Lengths, split and problems")
+            gr.Markdown(T("data.h.lengths"))
             with gr.Row(equal_height=False):
                 with gr.Column(scale=3):
-                    histogram = gr.Plot(empty_chart("Token lengths appear here", 260),
+                    histogram = gr.Plot(empty_chart(say("data.chart.empty"), 260),
                                         show_label=False, elem_id="data-histogram")
                 with gr.Column(scale=2, min_width=220):
                     form.render(["max_seq_length", "val_size"])
@@ -149,21 +147,21 @@ def describe(t: DataTab, form: ConfigForm, service: Service, values, page, row,
 
     config, _ = form.to_config(*values)
     if not config.data_path:
-        return cleared(t, note("No dataset loaded yet: drop a file above or click an example."))
+        return cleared(t, note(say("data.status.empty")))
     if progress is not None and needs_building(config.model_name):
         # the bundled model's tokenizer is needed to show the data: a one-time build, shown
         local_model_path(config.model_name, lambda done, what: progress(
-            done, desc=f"Once only, about a minute: preparing {config.model_name}: {what}"))
+            done, desc=say("data.preparing", model=config.model_name, what=what)))
     try:
         a = service.data.analyse(config)
     except DataError as e:
         return cleared(t, shout(str(e)))
     ds = a.dataset
-    out = {t.status: note(f"Loaded {Path(a.path).name}: {len(ds)} rows." + (
-        "" if a.error else " Ready to train."), "ok" if not a.error else "info")}
+    out = {t.status: note(say("data.loaded", name=Path(a.path).name, rows=len(ds)) + (
+        "" if a.error else say("data.ready")), "ok" if not a.error else "info")}
     if a.error:
         out[t.status] = shout(a.error)
-    out[t.summary] = f"**{len(ds)} rows** · {len(ds.column_names)} columns: " + ", ".join(
+    out[t.summary] = say("data.summary", rows=len(ds), columns=len(ds.column_names)) + ", ".join(
         f"`{c}` ({getattr(f, 'dtype', type(f).__name__.lower())})" for c, f in ds.features.items())
     pages = max(1, -(-len(ds) // PAGE))
     page = min(max(1, int(page or 1)), pages)
@@ -180,7 +178,7 @@ def cleared(t: DataTab, status: str) -> list:
     """No rows to show (none loaded, or the file cannot be read): only the status speaks."""
     out = {t.status: status, t.summary: "", t.table: no_rows(), t.page: 1, t.format_md: "",
            t.role_tags: gr.update(value=None, visible=False), t.example_info: "", t.example: None, t.stats: "",
-           t.histogram: empty_chart("Token lengths appear here", 260), t.template_note: "",
+           t.histogram: empty_chart(say("data.chart.empty"), 260), t.template_note: "",
            t.keep_default: gr.update(visible=False), t.thinking: gr.update(interactive=True),
            **{d: gr.update(visible=False, value="") for d in t.mapping}}
     return [out[c] for c in display_outputs(t)]
@@ -202,25 +200,27 @@ def preview(service: Service, path: str, page: int):
 def mapping_updates(t: DataTab, a, columns) -> dict:
     from studio.data import SHAPES
 
-    choices = [("(none)", "")] + [(c, c) for c in columns]
+    choices = [(say("data.none"), "")] + [(c, c) for c in columns]
     if a.fmt is None:            # not detected: offer the common shapes' roles to map by hand
         shown = {r for s in ("instruction", "messages", "text") for r in
                  SHAPES[s].required + SHAPES[s].optional}
-        mapping, head = {}, "**Shape not detected.** Map the columns below, or pick dataset_format."
+        mapping, head = {}, say("data.undetected")
     elif a.fmt.name == "template":
         shown, mapping = set(), {}
-        head = f"**Custom prompt template** — {a.fmt.reason}"
+        head = say("data.template_shape", reason=a.fmt.reason)
     else:
         shape = SHAPES[a.fmt.name]
         shown, mapping = set(shape.required + shape.optional), a.fmt.mapping
-        head = f"**Detected: {a.fmt.name}** — {a.fmt.reason}"
+        head = say("data.detected", name=a.fmt.name, reason=a.fmt.reason)
     out = {t.format_md: head}
     for role, dropdown in zip(roles(), t.mapping):
         out[dropdown] = gr.update(choices=choices, value=mapping.get(role, ""),
                                   visible=role in shown)
     if a.fmt is not None and a.fmt.role_map:
-        out[t.role_tags] = gr.update(value=[[tag, role] for tag, role in a.fmt.role_map.items()],
-                                     visible=True)
+        import pandas as pd
+
+        out[t.role_tags] = gr.update(value=pd.DataFrame(list(a.fmt.role_map.items()),
+                                                        columns=role_headers()), visible=True)
     else:
         out[t.role_tags] = gr.update(value=None, visible=False)
     return out
@@ -239,20 +239,17 @@ def template_updates(t: DataTab, a, config) -> dict:
     features = template_features(a.tokenizer)
     lines, kind = [], "info"
     if features.default_system:
-        used = "replaced by your system_prompt" if config.system_prompt else \
-            "dropped (an empty system turn)" if config.template_system_prompt == "drop" else \
-            "kept in every row without a system turn, in training and in the chat"
-        lines.append(f"This model's chat template adds a system prompt by itself: "
-                     f"\u201c{features.default_system}\u201d. It is {used}. If it contradicts your "
-                     "data (a new name, a new maker), drop it below or set system_prompt.")
+        used = say("data.system.replaced") if config.system_prompt else \
+            say("data.system.dropped") if config.template_system_prompt == "drop" else \
+            say("data.system.kept")
+        lines.append(say("data.system.note", prompt=features.default_system, used=used))
         kind = "warn" if config.template_system_prompt == "keep" and not config.system_prompt \
             else "info"
     for advice in (a.report.advice if a.report else []):
         lines.append(advice)
         kind = "warn"
     thinking = gr.update(interactive=features.thinking, info=(
-        "Qwen3 thinking mode in the chat template (<think> blocks)." if features.thinking else
-        "This model's chat template has no thinking mode, so thinking cannot take effect."))
+        field_help("enable_thinking") if features.thinking else say("data.no_thinking")))
     if not features.thinking:
         thinking["value"] = False
     return {t.template_note: note("\n".join(lines), kind) if lines else "",
@@ -264,8 +261,7 @@ def example_updates(t: DataTab, a, config, row) -> dict:
     from studio.data import render_segments, tokenize_row
 
     if a.fmt is None or a.tokenizer is None:
-        return {t.example: None, t.example_info: "The example appears once the shape is known "
-                "and the model's tokenizer is loaded."}
+        return {t.example: None, t.example_info: say("data.example.wait")}
     n = len(a.dataset)
     row = min(max(0, int(row or 0)), n - 1)
     try:
@@ -274,16 +270,19 @@ def example_updates(t: DataTab, a, config, row) -> dict:
         segments = whole_characters(render_segments(a.tokenizer, record, a.fmt, config),
                                     tok.truncated)
     except Exception as e:   # noqa: BLE001 - a row that cannot render is shown, not fatal
-        return {t.example: None, t.example_info: f"Row {row} cannot be rendered: {e}"}
+        return {t.example: None, t.example_info: say("data.example.broken", row=row, error=e)}
     trained = sum(tok.assistant_masks)
-    info = (f"Row {row} of {n}: **{len(tok.input_ids)} tokens, {trained} trained** (green); the "
-            f"grey part is the prompt, which the model reads but is not trained on. Thinking "
-            f"{'on' if config.enable_thinking else 'off'}.")
+    info = say("data.example.info", row=row, rows=n, tokens=len(tok.input_ids), trained=trained,
+               thinking=say("choice.on" if config.enable_thinking else "choice.off"))
     if tok.truncated:
-        info += f" Cut at max_seq_length={config.max_seq_length}."
+        info += say("data.example.cut", limit=config.max_seq_length)
     if not trained:
-        info += " **This row has nothing to train.**"
-    return {t.example: [(text, TRAINED if on else MASKED) for text, on in segments],
+        info += say("data.example.nothing")
+    kinds = {True: say("data.trained"), False: say("data.masked")}
+    # the legend names the colours in the page's language
+    colours = {kinds[True]: "#22c55e", kinds[False]: "#e5e7eb"}
+    return {t.example: gr.update(value=[(text, kinds[bool(on)]) for text, on in segments],
+                                 color_map=colours),
             t.example_info: info}
 
 
@@ -300,32 +299,29 @@ def length_updates(t: DataTab, a, config) -> dict:
 
     r = a.report
     if r is None:
-        return {t.histogram: empty_chart("Token lengths appear once the data can be prepared",
-                                         260), t.stats: ""}
+        return {t.histogram: empty_chart(say("data.chart.unprepared"), 260), t.stats: ""}
     limit = config.max_seq_length
     fig = go.Figure(go.Histogram(x=r.lengths, nbinsx=min(40, max(5, len(set(r.lengths)))),
                                  marker_color="#6366f1", name="rows"))
     fig.add_vline(x=limit, line_dash="dash", line_color="#dc2626",
                   annotation_text=f"max_seq_length {limit}", annotation_position="top")
-    chart_layout(fig, 260, title=dict(text=f"{r.n_truncated} of {len(r.lengths)} rows are longer "
-                                           f"than max_seq_length and will be cut", font_size=13),
-                 xaxis_title="tokens per row", yaxis_title="rows", bargap=0.05, showlegend=False)
+    chart_layout(fig, 260, title=dict(text=say("data.chart.title", cut=r.n_truncated,
+                                               rows=len(r.lengths)), font_size=13),
+                 xaxis_title=say("data.chart.x"), yaxis_title=say("data.chart.y"), bargap=0.05,
+                 showlegend=False)
     if max(r.lengths) < limit / 4:
         fig.update_xaxes(range=[0, max(r.lengths) * 1.3])
         fig.add_annotation(text=f"max_seq_length {limit} →", xref="paper", yref="paper", x=1,
                            y=1, showarrow=False, font_color="#dc2626")
-    lines = [f"**Split:** {r.n_train} rows train · {r.n_eval} rows evaluate "
-             f"(val_size {config.val_size:g})",
-             f"**Tokens per row:** min {min(r.lengths)} · median "
-             f"{int(statistics.median(r.lengths))} · max {max(r.lengths)} · "
-             f"**{r.n_truncated} cut** at {limit}"]
+    lines = [say("data.split", train=r.n_train, eval=r.n_eval, val_size=f"{config.val_size:g}"),
+             say("data.lengths", min=min(r.lengths), median=int(statistics.median(r.lengths)),
+                 max=max(r.lengths), cut=r.n_truncated, limit=limit)]
     if r.problems:
-        lines.append("**Problems found:**\n\n| problem | rows | e.g. rows |\n|---|---|---|\n" +
+        lines.append(say("data.problems") +
                      "\n".join(f"| {p} | {n} | {', '.join(map(str, r.examples_of_problems.get(p, [])))} |"
                                for p, n in r.problems.items()))
     else:
-        lines.append("**Problems found:** none (no empty, duplicate, unmappable or untrainable "
-                     "rows).")
+        lines.append(say("data.problems.none"))
     return {t.histogram: fig, t.stats: "\n\n".join(lines)}
 
 

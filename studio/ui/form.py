@@ -1,7 +1,8 @@
 """The run configuration as widgets, generated from FineTuningConfig's field metadata.
 
 Each field gets one component picked by its type (WIDGETS), labelled with its name and with its
-help as the info line, so the form, the YAML file and the CLI flags always name a setting alike.
+help as the info line (in Chinese, a few words before the name: studio/ui/i18n.py), so the form,
+the YAML file and the CLI flags always name a setting alike.
 `ConfigForm` keeps the components in field order: `to_config(*values)` turns the widget values
 into a FineTuningConfig and `values(config)` turns a config back into widget values (presets,
 YAML, a past run). No field is listed here by hand; a tab may draw a field its own way (the model
@@ -19,27 +20,16 @@ from typing import Any, Callable, Iterable
 import gradio as gr
 
 from studio.config import FineTuningConfig, field_kind, flag_names
-from studio.memory import QWEN3_SHAPES, Shape
+from studio.ui.i18n import T, field_info, field_label
 
 FIELDS = {f.name: f for f in fields(FineTuningConfig)}
 TRISTATE = {"auto": None, "on": True, "off": False}
-# The layers LoRA can wrap in a Qwen3 block, for the target_modules picker.
-LORA_MODULES = list(Shape(*QWEN3_SHAPES["0.6B"]).module_dims())
 
 
-def _auto_number(name: str) -> bool:
+def zero_means_automatic(name: str) -> bool:
     """A number that may be left to the studio (None). gr.Number shows None as 0 and sends it
     back as 0, so for these fields 0 (or empty) means automatic."""
     return field_kind(name) in ("int", "float") and FIELDS[name].default is None
-
-
-def _info(name: str) -> str:
-    meta, parts = FIELDS[name].metadata, [FIELDS[name].metadata["help"]]
-    if meta.get("min") is not None and meta.get("max") is not None:
-        parts.append(f"({meta['min']:g} to {meta['max']:g})")
-    if _auto_number(name):
-        parts.append("0: automatic / not set.")
-    return " ".join(parts)
 
 
 def _step(value) -> float:
@@ -48,17 +38,30 @@ def _step(value) -> float:
 
 # name-to-factory: the component for each kind of field
 WIDGETS: dict[str, Callable[[str, Any], Any]] = {
-    "bool": lambda n, v: gr.Checkbox(value=bool(v), label=n, info=_info(n)),
-    "tristate": lambda n, v: gr.Radio(list(TRISTATE), value=_tristate(v), label=n, info=_info(n)),
-    "choice": lambda n, v: gr.Dropdown(FIELDS[n].metadata["choices"], value=v, label=n,
-                                       info=_info(n)),
-    "int": lambda n, v: gr.Number(value=v, label=n, info=_info(n), precision=0),
-    "float": lambda n, v: gr.Number(value=v, label=n, info=_info(n), step=_step(v)),
-    "text": lambda n, v: gr.Textbox(value=v or "", label=n, info=_info(n), max_lines=8),
-    "list": lambda n, v: gr.Dropdown(LORA_MODULES, value=list(v or []), label=n, info=_info(n),
-                                     multiselect=True, allow_custom_value=True),
+    "bool": lambda n, v: gr.Checkbox(value=bool(v), label=field_label(n), info=field_info(n)),
+    "tristate": lambda n, v: gr.Radio([(T(f"choice.{c}"), c) for c in TRISTATE],
+                                      value=_tristate(v), label=field_label(n), info=field_info(n)),
+    "choice": lambda n, v: gr.Dropdown(_choices(n), value=v, label=field_label(n),
+                                       info=field_info(n)),
+    "int": lambda n, v: gr.Number(value=v, label=field_label(n), info=field_info(n), precision=0),
+    "float": lambda n, v: gr.Number(value=v, label=field_label(n), info=field_info(n),
+                                    step=_step(v)),
+    "text": lambda n, v: gr.Textbox(value=v or "", label=field_label(n), info=field_info(n),
+                                    max_lines=8),
+    "list": lambda n, v: gr.Dropdown(FIELDS[n].metadata["suggestions"], value=list(v or []),
+                                     label=field_label(n), info=field_info(n), multiselect=True,
+                                     allow_custom_value=True)
+    if FIELDS[n].metadata.get("suggestions") else   # a free list (prompts): one a line
+    gr.Textbox(value="\n".join(v or []), label=field_label(n), info=field_info(n), lines=3,
+               max_lines=12),
     "dict": lambda n, v: gr.State(dict(v or {})),
 }
+
+
+def _choices(name: str) -> list:
+    """A choice field's values; the few words among them (auto, keep, drop) are translated."""
+    return [(T(f"choice.{c}"), c) if c in ("auto", "keep", "drop") else c
+            for c in FIELDS[name].metadata["choices"]]
 
 
 def _tristate(value) -> str:
@@ -74,14 +77,15 @@ def _from_widget(name: str, value):
     if kind == "bool":
         return bool(value)
     if kind in ("int", "float"):
-        if value is None or value == "" or (value == 0 and _auto_number(name)):
+        if value is None or value == "" or (value == 0 and zero_means_automatic(name)):
             return None if optional else FIELDS[name].default
         return int(round(float(value))) if kind == "int" else float(value)
     if kind == "text":
         value = (value or "").strip()
         return value or (None if optional else FIELDS[name].default)
     if kind == "list":
-        return [str(v) for v in (value or [])]
+        lines = value.splitlines() if isinstance(value, str) else (value or [])
+        return [str(v).strip() for v in lines if str(v).strip()]
     if kind == "dict":
         return {k: v for k, v in (value or {}).items() if v}
     return value
@@ -94,10 +98,11 @@ def _to_widget(name: str, value):
     if kind == "text":
         return value or ""
     if kind == "list":
-        return list(value or [])
+        return list(value or []) if FIELDS[name].metadata.get("suggestions") else \
+            "\n".join(value or [])
     if kind == "dict":
         return dict(value or {})
-    if value is None and _auto_number(name):
+    if value is None and zero_means_automatic(name):
         return 0
     return value
 

@@ -20,6 +20,7 @@ from studio.service import GiB, Refused, Service
 from studio.ui.common import guard, note, run_choices, shout
 from studio.presets import AUTO, PRESETS, apply_preset, choose_preset
 from studio.ui.form import FIELDS, ConfigForm, command_line
+from studio.ui.i18n import T, auto_why, group_title, preset_name, preset_purpose, say
 
 
 @dataclass
@@ -48,10 +49,10 @@ def model_choices(current: str) -> list[tuple[str, str]]:
     out = []
     for m in CATALOG:
         where = "" if m.id.startswith("demo:") else \
-            "  ·  downloaded" if hub_cache_has(m.id) else "  ·  Hub"
+            say("model.where.downloaded") if hub_cache_has(m.id) else say("model.where.hub")
         out.append((f"{m.id}  ·  {m.note}{where}", m.id))
     if current and current not in [v for _, v in out]:
-        out.insert(0, (f"{current}  ·  local folder", current))
+        out.insert(0, (say("model.where.local", path=current), current))
     return out
 
 
@@ -59,59 +60,59 @@ def model_choices(current: str) -> list[tuple[str, str]]:
 def build(form: ConfigForm) -> ModelTab:
     with gr.Row(equal_height=False):
         with gr.Column(scale=6, min_width=420):
-            gr.Markdown("### Model")
+            gr.Markdown(T("model.h.model"))
             current = form.defaults.model_name
             model = gr.Dropdown(model_choices(current), value=current, allow_custom_value=True,
-                                label="model_name", info="A Qwen3 model from the catalog, a Hub "
-                                "id, or a local model folder. 'bundled' models work offline.",
+                                label=T("model.name"), info=T("model.name.info"),
                                 elem_id="model-name")
             form.adopt("model_name", model)
             model_info = gr.Markdown("", elem_id="model-info")
             with gr.Row(equal_height=True):
-                folder = gr.Textbox(label="…or a local model folder",
-                                    placeholder="/path/to/model (holds config.json)", scale=5,
+                folder = gr.Textbox(label=T("model.folder"),
+                                    placeholder=T("model.folder.placeholder"), scale=5,
                                     elem_id="model-folder")
-                use_folder = gr.Button("Use folder", scale=1, min_width=90, elem_id="use-folder")
+                use_folder = gr.Button(T("model.use_folder"), scale=1, min_width=90,
+                                       elem_id="use-folder")
             form.render(["backend"])
             form.adopt("output_dir", gr.State(form.defaults.output_dir))
             backends = gr.Markdown("")
-            gr.Markdown("### Settings")
-            preset_radio = gr.Radio([AUTO, *PRESETS], value=AUTO, label="preset",
-                                    info="Sets the fields below; change any of them after. Auto "
-                                    "picks one from the dataset's size when data is loaded.",
-                                    elem_id="preset")
+            gr.Markdown(T("model.h.settings"))
+            preset_radio = gr.Radio([(T(f"preset.{name}"), name) for name in [AUTO, *PRESETS]],
+                                    value=AUTO, label=T("model.preset"),
+                                    info=T("model.preset.info"), elem_id="preset")
+            # drawn again on page load, in the page's language
             preset_why = gr.Markdown(why_text(AUTO, *choose_preset(None)), elem_id="preset-why")
             for group in GROUPS[1:]:
-                with gr.Accordion(group, open=group in ("LoRA", "Optimisation")):
+                with gr.Accordion(group_title(group), open=group in ("LoRA", "Optimisation")):
                     with gr.Row():
                         form.render_group(group, min_width=190)
             leftover = [n for n in FIELDS if n not in form.widgets]
             if leftover:     # a field no tab placed still gets a widget
-                with gr.Accordion("More settings", open=False), gr.Row():
+                with gr.Accordion(T("model.more"), open=False), gr.Row():
                     form.render(leftover, min_width=190)
         with gr.Column(scale=4, min_width=340):
-            gr.Markdown("### This machine")
-            hardware = gr.Markdown("Detecting…", elem_id="hardware")
-            gr.Markdown("### Memory")
+            gr.Markdown(T("model.h.machine"))
+            hardware = gr.Markdown(T("model.detecting"), elem_id="hardware")
+            gr.Markdown(T("model.h.memory"))
             memory = gr.HTML("", elem_id="memory-estimate")
-            gr.Markdown("### Time")
+            gr.Markdown(T("model.h.time"))
             time_box = gr.HTML("", elem_id="time-estimate")
-            measure = gr.Button("Measure a few steps on this machine", size="sm",
-                                elem_id="measure")
-            gr.Markdown("### Checks")
+            measure = gr.Button(T("model.measure"), size="sm", elem_id="measure")
+            gr.Markdown(T("model.h.checks"))
             checks = gr.HTML("", elem_id="config-checks")
-            gr.Markdown("### Command line")
+            gr.Markdown(T("model.h.cli"))
             cli = gr.Code("", language="shell", buttons=["copy"], wrap_lines=True,
                           show_label=False, elem_id="cli-command", interactive=False)
-            gr.Markdown("### Config file and past runs")
+            gr.Markdown(T("model.h.config"))
             with gr.Row(equal_height=True):
-                save_yaml = gr.Button("Save config as YAML", size="sm")
-                load_yaml = gr.UploadButton("Load a YAML config", file_types=[".yaml", ".yml"],
+                save_yaml = gr.Button(T("model.save_yaml"), size="sm")
+                load_yaml = gr.UploadButton(T("model.load_yaml"), file_types=[".yaml", ".yml"],
                                             size="sm")
             yaml_file = gr.File(label="config.yaml", visible=False, interactive=False)
             with gr.Row(equal_height=True):
-                past_run = gr.Dropdown([], label="past run", scale=4, elem_id="past-run")
-                load_run = gr.Button("Load its config", scale=1, min_width=110, size="sm",
+                past_run = gr.Dropdown([], label=T("model.past_run"), scale=4,
+                                       elem_id="past-run")
+                load_run = gr.Button(T("model.load_run"), scale=1, min_width=110, size="sm",
                                      elem_id="load-run")
     return ModelTab(hardware, backends, model, model_info, folder, use_folder, preset_radio,
                     preset_why, memory, time_box, measure, checks, cli, save_yaml, yaml_file, load_yaml, past_run, load_run)
@@ -123,45 +124,43 @@ def hardware_text(service: Service) -> tuple[str, str]:
     from backends import availability, choose_backend
 
     hw = service.hardware()
-    lines = [f"- **GPU {g.index}:** {g.name} · {g.total_bytes / GiB:.0f} GiB "
-             f"({g.free_bytes / GiB:.0f} GiB free) · compute {g.capability[0]}.{g.capability[1]}"
+    lines = [say("hw.gpu", index=g.index, name=g.name, total=g.total_bytes / GiB,
+                 free=g.free_bytes / GiB, major=g.capability[0], minor=g.capability[1])
              for g in hw.gpus]
     if not hw.gpus:
-        lines.append("- **GPU:** no CUDA GPU found, so training runs on the CPU in float32 "
-                     "(slow: fine for the bundled demo models and small tests)")
+        lines.append(say("hw.no_gpu"))
     if hw.apple_silicon:
-        lines.append("- **Apple Silicon:** yes (the mlx backend can use it)")
-    lines.append(f"- **CPU:** {hw.cpu_name} · {hw.cpu_cores} cores")
-    lines.append(f"- **RAM:** {hw.ram_bytes / GiB:.0f} GiB ({hw.ram_free_bytes / GiB:.0f} GiB "
-                 "free now)")
-    lines.append(f"- **4-/8-bit loading (bitsandbytes):** "
-                 f"{'available' if hw.bitsandbytes else 'not installed'} · **W&B:** "
-                 f"{'installed' if hw.wandb else 'not installed'}")
-    rows = ["| backend | on this machine |", "|---|---|"]
+        lines.append(say("hw.apple"))
+    lines.append(say("hw.cpu", name=hw.cpu_name, cores=hw.cpu_cores))
+    lines.append(say("hw.ram", total=hw.ram_bytes / GiB, free=hw.ram_free_bytes / GiB))
+    lines.append(say("hw.extras",
+                     bnb=say("hw.available" if hw.bitsandbytes else "hw.not_installed"),
+                     wandb=say("hw.installed" if hw.wandb else "hw.not_installed")))
+    rows = [say("hw.table"), "|---|---|"]
     for name, why in availability(hw).items():
-        rows.append(f"| {name} | {'usable' if why is None else 'not usable: ' + why} |")
+        usable = say("hw.usable") if why is None else say("hw.not_usable", why=why)
+        rows.append(f"| {name} | {usable} |")
     try:
         _, reason = choose_backend("auto", hw)
-        rows.append(f"\n**auto** picks {reason}")
+        rows.append(say("hw.auto", reason=reason))
     except Exception as e:   # noqa: BLE001
-        rows.append(f"\n**auto** cannot pick a backend: {e}")
+        rows.append(say("hw.auto_fails", error=e))
     return "\n".join(lines), "\n".join(rows)
 
 
 def describe_model(name: str) -> str:
     if not name:
-        return note("Pick a model.", "warn")
+        return note(say("model.pick"), "warn")
     params = parameter_count(name)
-    size = ("size unknown" if not params else f"{params / 1e9:.2f}B parameters"
-            if params >= 1e8 else f"{params / 1e6:.1f}M parameters")
-    origin = ("bundled with the studio: works offline (built on first use)"
-              if name.startswith("demo:") else
-              "local folder" if is_local_model(name) else
-              "in the local Hub cache" if hub_cache_has(name) else
-              "downloaded from the Hub when training starts")
+    size = (say("model.size.unknown") if not params else
+            say("model.size.billions", n=params / 1e9) if params >= 1e8 else
+            say("model.size.millions", n=params / 1e6))
+    origin = say("model.origin.bundled" if name.startswith("demo:") else
+                 "model.origin.local" if is_local_model(name) else
+                 "model.origin.cache" if hub_cache_has(name) else "model.origin.hub")
     text = f"**{name}** · {size} · {origin}"
     why = model_problem(name)
-    return text + (f"\n\n**Cannot be loaded here:** {why}" if why else "")
+    return text + (say("model.cannot_load", why=why) if why else "")
 
 
 def last_measured(service: Service, model_name: str) -> str:
@@ -180,50 +179,48 @@ def last_measured(service: Service, model_name: str) -> str:
                  if e.kind == "train" and isinstance(e.data.get("peak_memory_gb"), (int, float))]
         if peaks:
             est = run.get("estimate_gb")
-            return (f"<div>Last run of this model ({html.escape(run_dir.name)}): "
-                    f"<b>{peaks[-1]:.2f} GiB</b> measured peak" +
-                    (f" · {est:.2f} GiB estimated" if isinstance(est, (int, float)) else "") +
-                    "</div>")
+            return ("<div>" + say("model.last_run", name=html.escape(run_dir.name),
+                                  peak=peaks[-1]) +
+                    (say("model.last_run.estimate", estimate=est)
+                     if isinstance(est, (int, float)) else "") + "</div>")
     return ""
 
 
 def memory_html(est, free: float, where: str, measured: str = "") -> str:
     if est is None:
-        return note("No estimate: the model's architecture is unknown until it is downloaded.")
-    parts = [("weights", est.weights, "#6366f1"), ("LoRA + optimiser", est.lora, "#22c55e"),
-             ("activations", est.activations, "#f59e0b"), ("overhead", est.overhead, "#94a3b8")]
+        return note(say("mem.none"))
+    parts = [(say("mem.weights"), est.weights, "#6366f1"), (say("mem.lora"), est.lora, "#22c55e"),
+             (say("mem.activations"), est.activations, "#f59e0b"),
+             (say("mem.overhead"), est.overhead, "#94a3b8")]
     scale = max(est.total, free) or 1
     bar = "".join(f'<span style="width:{100 * v / scale:.1f}%;background:{c}" title="{n}"></span>'
                   for n, v, c in parts)
     legend = " · ".join(f'<span style="color:{c}">■</span> {n} {v / GiB:.2f} GiB'
                         for n, v, c in parts)
     fits = est.total <= free
-    verdict = (f"<b>Estimated peak {est.total / GiB:.2f} GiB</b> of {free / GiB:.1f} GiB free "
-               f"{where}: " + ("fits." if fits else "<b>does not fit</b>; Start will warn you. "
-                               "Lower batch_size or max_seq_length, or turn on load_in_4bit."))
+    verdict = say("mem.verdict", total=est.total / GiB, free=free / GiB, where=where) + \
+        say("mem.fits" if fits else "mem.too_big")
     return (f'<div class="mem {"mem-ok" if fits else "mem-over"}"><div class="mem-bar">{bar}'
-            f'<i style="left:{100 * free / scale:.1f}%" title="free"></i></div>'
+            f'<i style="left:{100 * free / scale:.1f}%" title="{say("mem.free")}"></i></div>'
             f'<div class="mem-legend">{legend}</div><div>{verdict}</div>{measured}</div>')
 
 
 def time_html(estimate) -> str:
     """The time estimate, and what to change when it is long for this machine."""
     if estimate is None:
-        return note("No time estimate yet: load a dataset and press Measure (a few steps, about "
-                    "a minute on a CPU). After a run, later runs of the same model are estimated "
-                    "from it.")
-    text = (f"<b>About {_duration(estimate.seconds)}</b> for {estimate.steps} steps "
-            f"({estimate.tokens:,.0f} tokens at {estimate.speed.tokens_per_s:,.0f} tokens/s, "
-            f"{html.escape(estimate.source)}).")
+        return note(say("time.none"))
+    text = say("time.estimate", duration=_duration(estimate.seconds), steps=estimate.steps,
+               tokens=estimate.tokens, speed=estimate.speed.tokens_per_s,
+               source=html.escape(estimate.source))
     if estimate.seconds > 1800:
-        text += ("<br>That is long for this machine: fewer epochs or max_steps, a shorter "
-                 "max_seq_length, a smaller model, or a GPU would shorten it.")
+        text += say("time.long")
     return f'<div class="mem">{text}</div>'
 
 
 def _duration(seconds: float) -> str:
     minutes = max(1, round(seconds / 60))
-    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+    return say("time.minutes", m=minutes) if minutes < 60 else \
+        say("time.hours", h=minutes // 60, m=minutes % 60)
 
 
 def checks_html(service: Service, config: FineTuningConfig, resolved, notes: list) -> str:
@@ -237,15 +234,17 @@ def checks_html(service: Service, config: FineTuningConfig, resolved, notes: lis
     except BackendError:
         backend = None
     precision = "bfloat16" if resolved.bf16 else "float16" if resolved.fp16 else "float32"
-    auto = (f"On this machine: {'CPU' if resolved.cpu_only else 'GPU'}, {precision}"
-            f"{', 4-bit base (QLoRA)' if resolved.load_in_4bit else ''}"
-            f"{', packing' if resolved.packing else ''}"
-            f"{', gradient checkpointing' if resolved.gradient_checkpointing else ''}"
-            f"{', backend ' + backend if backend else ''}.")
+    extras = "".join(say(key) for key, on in (("checks.qlora", resolved.load_in_4bit),
+                                              ("checks.packing", resolved.packing),
+                                              ("checks.checkpointing",
+                                               resolved.gradient_checkpointing)) if on)
+    extras += say("checks.backend", backend=backend) if backend else ""
+    auto = say("checks.here", device="CPU" if resolved.cpu_only else "GPU", precision=precision,
+               extras=extras)
     text = "\n".join(notes)
     if problems:
         return note("\n".join(problems + [auto]), "error")
-    return note((text + "\n" if text else "") + "These settings can run here. " + auto, "ok")
+    return note((text + "\n" if text else "") + say("checks.ok") + auto, "ok")
 
 
 # ---------------------------------------------------------------------------- wiring
@@ -259,7 +258,7 @@ def wire(t: ModelTab, form: ConfigForm, service: Service, demo: gr.Blocks) -> li
             est, free, where, resolved = service.estimate(config)
         except Exception as e:   # noqa: BLE001 - a half-typed value: say so, keep serving
             return gr.skip(), gr.skip(), gr.skip(), \
-                note(f"These settings cannot be read: {e}", "error"), gr.skip()
+                note(say("checks.unreadable", error=e), "error"), gr.skip()
         cli = command_line(config, output_dir=str(service.runs_dir / "my-run"))
         measured = last_measured(service, config.model_name)
         return (describe_model(config.model_name), memory_html(est, free, where, measured),
@@ -274,8 +273,7 @@ def wire(t: ModelTab, form: ConfigForm, service: Service, demo: gr.Blocks) -> li
     @guard
     def measure(*values, progress=gr.Progress()):
         config, _ = form.to_config(*values)
-        progress(0.1, desc="Training a few steps of these settings in a separate process "
-                           "(loading the model takes most of it)")
+        progress(0.1, desc=say("model.measuring"))
         try:
             service.measure_speed(config)
         except Refused as e:
@@ -288,8 +286,7 @@ def wire(t: ModelTab, form: ConfigForm, service: Service, demo: gr.Blocks) -> li
     def use_folder(path):
         path = (path or "").strip()
         if not is_local_model(path):
-            shout(f"{path or 'That'} is not a model folder (it has no config.json): give the "
-                  "folder that holds the model's config.json and weights.")
+            shout(say("model.not_folder", path=path or say("model.that")))
             return gr.skip()
         path = str(Path(path).expanduser().resolve())
         return gr.update(choices=model_choices(path), value=path)
@@ -301,7 +298,7 @@ def wire(t: ModelTab, form: ConfigForm, service: Service, demo: gr.Blocks) -> li
     def preset(name, *values):
         config, _ = form.to_config(*values)
         config, why = with_preset(service, config, name)
-        gr.Info(f"Preset '{name}' applied.")
+        gr.Info(say("model.preset_applied", name=preset_name(name)))
         return [why] + form.values(config)
 
     @guard
@@ -321,20 +318,20 @@ def wire(t: ModelTab, form: ConfigForm, service: Service, demo: gr.Blocks) -> li
         except ConfigError as e:
             shout(f"{Path(file).name}: {e}")
             return [gr.skip()] * len(form.inputs)
-        gr.Info(f"Loaded {Path(file).name}.")
+        gr.Info(say("model.yaml_loaded", name=Path(file).name))
         return form.values(config)
 
     @guard
     def load_run(run_dir):
         if not run_dir:
-            shout("Pick a past run first.", "warn")
+            shout(say("model.pick_run"), "warn")
             return [gr.skip()] * len(form.inputs)
         try:
             config = FineTuningConfig.load(Path(run_dir) / "config.yaml")
         except Exception as e:   # noqa: BLE001
-            shout(f"The config of {Path(run_dir).name} cannot be read: {e}")
+            shout(say("model.run_unreadable", name=Path(run_dir).name, error=e))
             return [gr.skip()] * len(form.inputs)
-        gr.Info(f"Loaded the config of {Path(run_dir).name}.")
+        gr.Info(say("model.run_loaded", name=Path(run_dir).name))
         return form.values(config)
 
     t.save_yaml.click(save_yaml, form.inputs, t.yaml_file, api_name="save_config")
@@ -349,10 +346,17 @@ def wire(t: ModelTab, form: ConfigForm, service: Service, demo: gr.Blocks) -> li
     return loaders
 
 
-def why_text(name: str, chosen: str, why: str) -> str:
+def why_text(name: str, chosen: str, why: str, rows: int | None = None) -> str:
+    """What the preset is for (and, for Auto, why it chose it) in the request's language."""
     if name == AUTO:
-        return f"**Auto → {chosen}:** {why}. {PRESETS[chosen].why}"
-    return f"**{name}:** {PRESETS[name].why}"
+        return say("preset.why.auto", chosen=preset_name(chosen),
+                   why=auto_why(chosen, why, rows), preset_why=preset_purpose(chosen))
+    return say("preset.why", name=preset_name(name), preset_why=preset_purpose(name))
+
+
+def first_why() -> str:
+    """Page load: what Auto picks before any data, in the page's language."""
+    return why_text(AUTO, *choose_preset(None))
 
 
 def with_preset(service: Service, config: FineTuningConfig, name: str):
@@ -361,7 +365,7 @@ def with_preset(service: Service, config: FineTuningConfig, name: str):
     analysis = service.data.cached(config)
     rows = len(analysis.dataset) if analysis else None
     chosen, why = choose_preset(rows) if name == AUTO else (name, "")
-    return apply_preset(config, chosen), why_text(name, chosen, why)
+    return apply_preset(config, chosen), why_text(name, chosen, why, rows)
 
 
 def auto_preset(t: ModelTab, form: ConfigForm, service: Service):

@@ -52,14 +52,15 @@ def serve(args: argparse.Namespace) -> int:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from studio.ui.app import CSS, THEME, build_app
+    from studio.ui.i18n import SCRIPT, translations
 
     demo = build_app(args.runs_dir)
     threading.Thread(target=warm_up, daemon=True, name="warm-up").start()
     try:
         demo.queue(default_concurrency_limit=4).launch(
             server_name=args.host, server_port=args.port, share=args.share, auth=args.auth,
-            theme=THEME, css=CSS, show_error=True, ssr_mode=False, footer_links=["api"],
-            mcp_server=False)
+            theme=THEME, css=CSS, show_error=True, ssr_mode=False, mcp_server=False,
+            i18n=translations(), head=SCRIPT, footer_links=["api", "settings"])
     except OSError as e:
         print(f"error: cannot listen on {args.host}:{args.port} ({e}): pass another --port",
               file=sys.stderr)

@@ -20,6 +20,7 @@ from studio.runs import ACTIVE, last_checkpoint
 from studio.service import Refused, Service
 from studio.ui.common import chart_layout, empty_chart, guard, note, run_choices, shout
 from studio.ui.form import ConfigForm
+from studio.ui.i18n import T, say, state_word
 
 POLL_SECONDS = 2.0
 LOOKOUT_SECONDS = 10.0
@@ -46,22 +47,19 @@ class TrainTab:
 # ---------------------------------------------------------------------------- layout
 def build() -> TrainTab:
     with gr.Row(equal_height=True):
-        start = gr.Button("▶ Start training", variant="primary", scale=2, elem_id="start")
-        stop = gr.Button("■ Stop", variant="stop", scale=1, elem_id="stop")
-        resume = gr.Button("↻ Resume", scale=1, visible=False, elem_id="resume")
-        force = gr.Checkbox(False, label="Start even if the estimate does not fit", scale=2,
-                            container=False)
+        start = gr.Button(T("train.start"), variant="primary", scale=2, elem_id="start")
+        stop = gr.Button(T("train.stop"), variant="stop", scale=1, elem_id="stop")
+        resume = gr.Button(T("train.resume"), scale=1, visible=False, elem_id="resume")
+        force = gr.Checkbox(False, label=T("train.force"), scale=2, container=False)
     with gr.Row(equal_height=True):
-        run = gr.Dropdown([], label="run (every past run stays here)", scale=5,
-                          elem_id="run-picker")
-    status = gr.HTML(note("No run yet. Load data, pick a model, then press Start."),
-                     elem_id="train-status")
+        run = gr.Dropdown([], label=T("train.run"), scale=5, elem_id="run-picker")
+    status = gr.HTML(note(T("train.status.empty")), elem_id="train-status")
     progress = gr.HTML("", elem_id="train-progress")
-    with gr.Accordion("Plan: what this run trains with, beside what was asked for", open=False):
+    with gr.Accordion(T("train.plan"), open=False):
         plan = gr.HTML("", elem_id="train-plan")
-    chart = gr.Plot(empty_chart("The loss curve appears here after the first logged step", 360),
-                    show_label=False, elem_id="loss-chart")
-    with gr.Accordion("Log (tail of the run's log.txt)", open=True):
+    chart = gr.Plot(empty_chart(say("train.chart.empty"), 360), show_label=False,
+                    elem_id="loss-chart")     # drawn again on page load, in its language
+    with gr.Accordion(T("train.log"), open=True):
         log = gr.HTML(log_html(""), elem_id="train-log")
     watch = gr.State({})
     timer = gr.Timer(POLL_SECONDS, active=False)
@@ -96,7 +94,7 @@ def absorb(watch: dict, events) -> bool:
         elif e.kind == "done":
             watch["done"] = {**d, "step": e.step}
         elif e.kind == "checkpoint":
-            watch["message"] = f"checkpoint saved at step {e.step}"
+            watch["message"] = say("train.checkpoint", step=e.step)
         elif e.kind == "plan":
             watch["plan"].update(d)
         elif d.get("message"):
@@ -112,27 +110,29 @@ def figure(watch: dict):
 
     train, evals = _thin(watch["train"]), _thin(watch["eval"])
     if not train and not evals:
-        return empty_chart("The loss curve appears here after the first logged step", 360)
+        return empty_chart(say("train.chart.empty"), 360)
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     steps = [p[0] for p in train]
     fig.add_trace(go.Scatter(x=steps, y=[p[1] for p in train], mode="lines+markers",
-                             name="train loss", marker=dict(size=7), line=dict(color="#6366f1")))
+                             name=say("train.chart.loss"), marker=dict(size=7),
+                             line=dict(color="#6366f1")))
     if evals:
         fig.add_trace(go.Scatter(x=[p[0] for p in evals], y=[p[1] for p in evals],
-                                 mode="lines+markers", name="eval loss",
+                                 mode="lines+markers", name=say("train.chart.eval"),
                                  marker=dict(size=10, symbol="diamond"),
                                  line=dict(color="#f59e0b")))
     if any(p[2] is not None for p in train):
         fig.add_trace(go.Scatter(x=steps, y=[p[2] for p in train], mode="lines+markers",
-                                 name="learning rate", marker=dict(size=4),
+                                 name=say("train.chart.lr"), marker=dict(size=4),
                                  line=dict(color="#94a3b8", dash="dot")), secondary_y=True)
     all_steps = steps + [p[0] for p in evals]
     lo, hi = min(all_steps), max(all_steps)
-    fig.update_xaxes(title_text="step", range=[lo - 0.5, hi + 0.5] if hi - lo < 2 else None)
-    fig.update_yaxes(title_text="loss", secondary_y=False)
+    fig.update_xaxes(title_text=say("train.chart.step"),
+                     range=[lo - 0.5, hi + 0.5] if hi - lo < 2 else None)
+    fig.update_yaxes(title_text=say("train.chart.loss_axis"), secondary_y=False)
     # exponent notation with as many digits as the ticks need (a fixed ".1e" printed the same
     # value on every tick while the schedule had barely moved)
-    fig.update_yaxes(title_text="learning rate", exponentformat="e", showexponent="all",
+    fig.update_yaxes(title_text=say("train.chart.lr"), exponentformat="e", showexponent="all",
                      secondary_y=True, showgrid=False)
     return chart_layout(fig, 360, uirevision=watch["run"])
 
@@ -158,31 +158,32 @@ def progress_html(watch: dict, status: dict) -> str:
     pct = 100 * step / total if total else 0
     if state == "finished":
         pct = 100
-    facts = [f"step <b>{step}</b>" + (f" of {total}" if total else "")]
+    facts = [say("train.step", step=step) + (say("train.of", total=total) if total else "")]
     if last.get("loss") is not None:
-        facts.append(f"loss <b>{last['loss']:.4f}</b>")
+        facts.append(say("train.loss", loss=last["loss"]))
     started = status.get("started")
     if started:
         end = status.get("ended") or time.time()
-        facts.append(f"elapsed {_clock(float(status.get('earlier_seconds') or 0) + end - started)}")
+        facts.append(say("train.elapsed", clock=_clock(
+            float(status.get("earlier_seconds") or 0) + end - started)))
     first = watch["first"]
     if state in ACTIVE and first and total and step > first[1]:
         per_step = (last["time"] - first[0]) / (step - first[1])
-        facts.append(f"ETA <b>{_clock(per_step * (total - step))}</b>")
+        facts.append(say("train.eta", clock=_clock(per_step * (total - step))))
     if last.get("tokens_per_s"):
-        facts.append(f"{last['tokens_per_s']:,.0f} tokens/s")
+        facts.append(say("train.speed", speed=last["tokens_per_s"]))
     if last.get("mfu"):
-        facts.append(f"MFU {last['mfu']:.1%}")
+        facts.append(say("train.mfu", mfu=last["mfu"]))
     if last.get("epoch") is not None:
-        facts.append(f"epoch {last['epoch']:.2f}")
+        facts.append(say("train.epoch", epoch=last["epoch"]))
     peak, estimate = last.get("peak_memory_gb"), status.get("estimate_gb")
     if peak:
-        mem = f"peak memory <b>{peak:.2f} GiB</b> measured"
+        mem = say("train.peak", peak=peak)
         if estimate:
-            mem += f" · {estimate:.2f} GiB estimated ({peak / estimate:.0%} of the estimate)"
+            mem += say("train.peak.estimate", estimate=estimate, share=peak / estimate)
         facts.append(mem)
     elif estimate:
-        facts.append(f"memory estimate {estimate:.2f} GiB")
+        facts.append(say("train.estimate", estimate=estimate))
     return (f'<div class="progress"><div class="progress-bar"><span style="width:{pct:.1f}%">'
             f'</span></div><div class="progress-facts">{" · ".join(facts)}</div></div>')
 
@@ -192,33 +193,37 @@ def status_html(watch: dict, status: dict) -> str:
     state = status.get("state", "new")
     reason = status.get("reason") or (watch["done"] or {}).get("reason") or ""
     if state in ACTIVE:
-        doing = watch["message"] or "starting the training process"
-        return note(f"Training {name}: {doing}", "info")
+        doing = watch["message"] or say("train.starting")
+        return note(say("train.training", name=name, doing=doing), "info")
     if state == "finished":
-        done = note(f"Finished {name}: {reason}. The adapter is saved in {watch['run']}/adapter: "
-                    "try it on the Chat tab.", "ok")
+        done = note(say("train.finished", name=name, reason=reason, run=watch["run"]), "ok")
         return done + note(advice(watch["run"]), "warn")
     if state == "stopped":     # as asked: not a warning, unless it had to be killed
-        return note(f"Stopped {name}: {reason}", "warn" if "killed" in reason else "info")
+        return note(say("train.stopped", name=name, reason=reason),
+                    "warn" if "killed" in reason else "info")
     if state == "interrupted":
-        resume = " Press Resume to continue from the last checkpoint." \
-            if last_checkpoint(Path(watch["run"])) else " It saved no checkpoint, so start anew."
-        return note(f"Interrupted {name}: {reason}.{resume}", "warn")
+        resume = say("train.resume_hint" if last_checkpoint(Path(watch["run"]))
+                     else "train.no_checkpoint")
+        return note(say("train.interrupted", name=name, reason=reason, resume=resume), "warn")
     if state == "failed":
-        return note(f"Failed {name}: {reason}", "error")
-    return note(f"{name}: {state}")
+        return note(say("train.failed", name=name, reason=reason), "error")
+    return note(say("train.other_state", name=name, state=state_word(state)))
 
 
-# (row label, config field or None, plan key): the config as asked for beside what ran
-PLAN_ROWS = [("backend", "backend", "backend"), ("device", "cpu_only", "device"),
-             ("precision", "bf16", "dtype"), ("quantisation", "load_in_4bit", "quantization"),
-             ("micro-batch", None, "micro_batch"), ("batch_size", "batch_size", "batch_size"),
-             ("gradient_accumulation_steps", "gradient_accumulation_steps",
+# (row label's catalog key, config field or None, plan key): the config as asked for beside
+# what ran
+PLAN_ROWS = [("plan.backend", "backend", "backend"), ("plan.device", "cpu_only", "device"),
+             ("plan.precision", "bf16", "dtype"),
+             ("plan.quantisation", "load_in_4bit", "quantization"),
+             ("plan.micro_batch", None, "micro_batch"),
+             ("plan.batch_size", "batch_size", "batch_size"),
+             ("plan.gradient_accumulation_steps", "gradient_accumulation_steps",
               "gradient_accumulation_steps"),
-             ("packing", "packing", "packing"),
-             ("gradient_checkpointing", "gradient_checkpointing", "gradient_checkpointing"),
-             ("attention", None, "attention"), ("lora_dropout", "lora_dropout", "lora_dropout"),
-             ("planner", None, "planner")]
+             ("plan.packing", "packing", "packing"),
+             ("plan.gradient_checkpointing", "gradient_checkpointing", "gradient_checkpointing"),
+             ("plan.attention", None, "attention"),
+             ("plan.lora_dropout", "lora_dropout", "lora_dropout"),
+             ("plan.planner", None, "planner")]
 
 
 def plan_html(run_dir: str, plan: dict) -> str:
@@ -226,7 +231,7 @@ def plan_html(run_dir: str, plan: dict) -> str:
     from studio.config import FineTuningConfig
 
     if not plan:
-        return note("The plan appears once the training process has read the hardware.")
+        return note(say("plan.none"))
     try:
         asked = FineTuningConfig.load(Path(run_dir) / "config.yaml")
     except Exception:   # noqa: BLE001 - the plan is still worth showing
@@ -236,15 +241,17 @@ def plan_html(run_dir: str, plan: dict) -> str:
         if key not in plan:
             continue
         wanted = getattr(asked, field) if asked is not None and field else None
-        wanted = "—" if field is None else "auto" if wanted is None else _shown(wanted)
-        rows.append(f"<tr><td>{html.escape(label)}</td><td>{html.escape(wanted)}</td>"
+        wanted = "—" if field is None else say("choice.auto") if wanted is None else \
+            _shown(wanted)
+        rows.append(f"<tr><td>{html.escape(say(label))}</td><td>{html.escape(wanted)}</td>"
                     f"<td><b>{html.escape(_shown(plan[key]))}</b></td></tr>")
-    return ('<table class="plan"><tr><th>setting</th><th>asked for (config.yaml)</th>'
-            '<th>ran with (plan.yaml)</th></tr>' + "".join(rows) + "</table>")
+    head = "".join(f"<th>{html.escape(say(key))}</th>"
+                   for key in ("plan.setting", "plan.asked", "plan.ran"))
+    return f'<table class="plan"><tr>{head}</tr>' + "".join(rows) + "</table>"
 
 
 def _shown(value) -> str:
-    return ("on" if value else "off") if isinstance(value, bool) else str(value)
+    return say("choice.on" if value else "choice.off") if isinstance(value, bool) else str(value)
 
 
 def advice(run_dir: str) -> str:
@@ -278,7 +285,7 @@ def log_tail(run_dir: str) -> str:
 def log_html(text: str) -> str:
     """The log in a box that stays scrolled to its newest line (column-reverse keeps the
     scroll position at the bottom as lines arrive)."""
-    body = html.escape(text) if text else "(the job's output appears here)"
+    body = html.escape(text) if text else str(T("train.log.empty"))   # translated in the page
     return f'<div class="log-box"><pre>{body}</pre></div>'
 
 
@@ -342,7 +349,7 @@ def wire(t: TrainTab, form: ConfigForm, service: Service) -> None:
             job = service.start(config, allow_over_memory=bool(values[-1]))
         except Refused as e:
             return [gr.skip(), shout('\n'.join(e.problems))] + [gr.skip()] * (len(out) - 2)
-        gr.Info(f"Started {job.run_dir.name}.")
+        gr.Info(say("train.started", name=job.run_dir.name))
         return poll(service, new_watch(job.run_dir), force_chart=True)
 
     @guard
@@ -350,11 +357,10 @@ def wire(t: TrainTab, form: ConfigForm, service: Service) -> None:
         if not watch or not watch.get("run") or watch.get("state") not in ACTIVE:
             running = service.active()
             if not running:
-                return shout("Nothing is training, so there is nothing to stop.", "warn")
+                return shout(say("train.nothing"), "warn")
             watch = new_watch(running)
         service.stop(watch["run"])
-        return note("Stopping: the run saves its adapter at the next step and ends. A job that "
-                    "does not end within a minute is killed, which frees its memory.", "warn")
+        return note(say("train.stopping"), "warn")
 
     @guard
     def resume(watch):
@@ -362,7 +368,7 @@ def wire(t: TrainTab, form: ConfigForm, service: Service) -> None:
             job = service.resume(watch["run"])
         except Refused as e:
             return [gr.skip(), shout('\n'.join(e.problems))] + [gr.skip()] * (len(out) - 2)
-        gr.Info(f"Resuming {job.run_dir.name} from its last checkpoint.")
+        gr.Info(say("train.resuming", name=job.run_dir.name))
         w = new_watch(job.run_dir)
         return poll(service, w, force_chart=True)
 
@@ -403,6 +409,7 @@ def attach(service: Service) -> list:
     else show the latest run as it ended (a dead job shows as interrupted)."""
     run = service.latest()
     if run is None:
-        return [{}] + [gr.skip()] * 5 + [gr.Timer(active=False), gr.skip(), gr.skip(),
+        return [{}] + [gr.skip()] * 3 + [empty_chart(say("train.chart.empty"), 360), gr.skip(),
+                                         gr.Timer(active=False), gr.skip(), gr.skip(),
                                          gr.update(choices=[])]
     return poll(service, new_watch(run), force_chart=True)

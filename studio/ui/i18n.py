@@ -1,0 +1,632 @@
+"""The page in English and Chinese: one catalog of its texts, the two languages side by side.
+
+Static texts (tabs, headings, labels, help, buttons) go to the browser as keys, `T(key)`, and
+Gradio's I18n puts them in the browser's language, or the one picked under Settings in the
+footer. Messages the server writes with values inside (`say(key, **values)`) are formatted here
+in the language of the request being answered: the page's own, which SCRIPT keeps in a cookie,
+else the browser's Accept-Language; Chinese for zh-*, English otherwise. The config fields'
+English label and help stay in studio/config.py (the field name and its metadata); FIELDS_ZH
+holds their Chinese. What the engine says (the service's refusals, data errors, a run's reasons)
+stays English.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import fields
+
+import gradio as gr
+from gradio.i18n import I18nData
+
+from studio.config import GROUPS, FineTuningConfig
+from studio.presets import PRESETS
+
+LANGUAGES = ("en", "zh")
+COOKIE = "qwen3-studio-lang"
+
+# key -> (English, 中文). Keys have a dot: Gradio's own texts sit under single words
+# ("file", "common", ...) and a key equal to one of those shows as [object Object].
+CATALOG: dict[str, tuple[str, str]] = {
+    # ---- the page
+    "page.header": (
+        "LoRA / QLoRA fine-tuning of Qwen3 models: **1 · Data** → **2 · Model & hardware** → "
+        "**3 · Train** → **4 · Chat**. Every run is kept in its own folder under",
+        "Qwen3 模型的 LoRA / QLoRA 微调：**1 · 数据** → **2 · 模型与硬件** → **3 · 训练** → "
+        "**4 · 对话**。每次运行都单独保存在这个文件夹下："),
+    "page.tab.data": ("1 · Data", "1 · 数据"),
+    "page.tab.model": ("2 · Model & hardware", "2 · 模型与硬件"),
+    "page.tab.train": ("3 · Train", "3 · 训练"),
+    "page.tab.chat": ("4 · Chat", "4 · 对话"),
+    "msg.lead.warn": ("Check: ", "请检查："),
+    "msg.lead.error": ("Cannot continue: ", "无法继续："),
+    "run.choice": ("{name} — {state}", "{name} — {state}"),
+    "state.new": ("new", "未开始"),
+    "state.starting": ("starting", "启动中"),
+    "state.running": ("running", "训练中"),
+    "state.finished": ("finished", "已完成"),
+    "state.stopped": ("stopped", "已停止"),
+    "state.interrupted": ("interrupted", "已中断"),
+    "state.failed": ("failed", "失败"),
+    "choice.auto": ("auto", "自动"),
+    "choice.on": ("on", "开"),
+    "choice.off": ("off", "关"),
+    "choice.keep": ("keep", "保留"),
+    "choice.drop": ("drop", "去掉"),
+    "field.range": ("({min:g} to {max:g})", "（{min:g} 到 {max:g}）"),
+    "field.auto_number": ("0: automatic / not set.", "0：自动 / 不设置。"),
+
+    # ---- Data tab: layout
+    "data.h.choose": ("### 1 · Choose a dataset", "### 1 · 选择数据集"),
+    "data.upload": ("Drop a CSV, JSON, JSONL or Parquet file here, or click to upload",
+                    "把 CSV、JSON、JSONL 或 Parquet 文件拖到这里，或点击上传"),
+    "data.path": ("…or a file path, saved-dataset folder or Hub dataset id",
+                  "…或填写文件路径、已保存的数据集文件夹或 Hub 数据集 id"),
+    "data.path.placeholder": ("data/train.jsonl  or  tatsu-lab/alpaca",
+                              "data/train.jsonl  或  tatsu-lab/alpaca"),
+    "data.load": ("Load", "加载"),
+    "data.examples": ("Examples:", "示例："),
+    "data.status.empty": ("No dataset loaded yet: drop a file above or click an example.",
+                          "还没有加载数据集：把文件拖到上方，或点击一个示例。"),
+    "data.h.shape": ("### 2 · Shape and column mapping", "### 2 · 数据格式与列映射"),
+    # the column-mapping dropdowns, one per role a column can play (studio.data's shapes)
+    "data.role.messages": ("messages column", "消息列表列 (messages)"),
+    "data.role.tools": ("tools column", "工具列 (tools)"),
+    "data.role.system": ("system column", "系统提示列 (system)"),
+    "data.role.instruction": ("instruction column", "指令列 (instruction)"),
+    "data.role.output": ("output column", "输出列 (output)"),
+    "data.role.input": ("input column", "输入列 (input)"),
+    "data.role.history": ("history column", "历史对话列 (history)"),
+    "data.role.prompt": ("prompt column", "提示列 (prompt)"),
+    "data.role.completion": ("completion column", "补全列 (completion)"),
+    "data.role.response": ("response column", "回答列 (response)"),
+    "data.role.text": ("text column", "文本列 (text)"),
+    "data.role.segments": ("segments column", "分段列 (segments)"),
+    "data.role_tags": ("Role tags: edit 'trained as' (system, user, assistant or tool)",
+                       "角色标签：可修改“训练为”一栏（system、user、assistant 或 tool）"),
+    "data.role_tags.tag": ("role tag in the data", "数据中的角色标签"),
+    "data.role_tags.role": ("trained as", "训练为"),
+    "data.custom_template": ("Custom prompt template and system prompt",
+                             "自定义提示模板与系统提示词"),
+    "data.h.rows": ("### Rows", "### 数据行"),
+    "data.prev": ("◀ Previous", "◀ 上一页"),
+    "data.next": ("Next ▶", "下一页 ▶"),
+    "data.page": ("page", "页码"),
+    "data.h.example": ("### One example, exactly as the model sees it",
+                       "### 一条样例，与模型看到的完全一致"),
+    "data.row": ("row #", "行号"),
+    "data.rendered": ("rendered example", "渲染后的样例"),
+    "data.h.lengths": ("### Lengths, split and problems", "### 长度、划分与问题"),
+    "data.trained": ("trained", "参与训练"),
+    "data.masked": ("not trained (prompt)", "不训练（提示）"),
+    "data.no_rows": ("no rows loaded yet", "尚未加载数据"),
+    "data.none": ("(none)", "（无）"),
+    "data.chart.empty": ("Token lengths appear here", "token 长度分布显示在这里"),
+    "data.chart.unprepared": ("Token lengths appear once the data can be prepared",
+                              "数据能够处理后，这里会显示 token 长度"),
+    # ---- Data tab: messages
+    "data.preparing": ("Once only, about a minute: preparing {model}: {what}",
+                       "仅首次，约一分钟：正在准备 {model}：{what}"),
+    "data.loaded": ("Loaded {name}: {rows} rows.", "已加载 {name}：{rows} 行。"),
+    "data.ready": (" Ready to train.", "可以开始训练。"),
+    "data.summary": ("**{rows} rows** · {columns} columns: ", "**{rows} 行** · {columns} 列："),
+    "data.undetected": ("**Shape not detected.** Map the columns below, or pick dataset_format.",
+                        "**未识别出数据格式。** 请在下面映射各列，或选择 dataset_format。"),
+    "data.template_shape": ("**Custom prompt template** — {reason}",
+                            "**自定义提示模板** — {reason}"),
+    "data.detected": ("**Detected: {name}** — {reason}", "**识别为：{name}** — {reason}"),
+    "data.system.replaced": ("replaced by your system_prompt", "会被你的 system_prompt 替换"),
+    "data.system.dropped": ("dropped (an empty system turn)", "会被去掉（留一个空的系统轮次）"),
+    "data.system.kept": ("kept in every row without a system turn, in training and in the chat",
+                         "会保留在每一条没有系统消息的数据里，训练和对话中都是如此"),
+    "data.system.note": (
+        "This model's chat template adds a system prompt by itself: \u201c{prompt}\u201d. It is "
+        "{used}. If it contradicts your data (a new name, a new maker), drop it below or set "
+        "system_prompt.",
+        "这个模型的对话模板会自动加上一段系统提示：\u201c{prompt}\u201d。它{used}。如果它与你的"
+        "数据矛盾（比如新的名字、新的出品方），请在下面去掉它，或设置 system_prompt。"),
+    "data.no_thinking": ("This model's chat template has no thinking mode, so thinking cannot "
+                         "take effect.",
+                         "这个模型的对话模板没有思考模式，所以开启思考不会生效。"),
+    "data.example.wait": ("The example appears once the shape is known and the model's "
+                          "tokenizer is loaded.",
+                          "识别出数据格式并加载模型的 tokenizer 后，这里会显示样例。"),
+    "data.example.broken": ("Row {row} cannot be rendered: {error}", "第 {row} 行无法渲染：{error}"),
+    "data.example.info": (
+        "Row {row} of {rows}: **{tokens} tokens, {trained} trained** (green); the grey part is "
+        "the prompt, which the model reads but is not trained on. Thinking {thinking}.",
+        "第 {row} 行（共 {rows} 行）：**{tokens} 个 token，其中 {trained} 个参与训练**（绿色）；"
+        "灰色部分是提示，模型会读到，但不在上面训练。思考模式：{thinking}。"),
+    "data.example.cut": (" Cut at max_seq_length={limit}.", "在 max_seq_length={limit} 处截断。"),
+    "data.example.nothing": (" **This row has nothing to train.**",
+                             "**这一行没有可训练的内容。**"),
+    "data.chart.title": ("{cut} of {rows} rows are longer than max_seq_length and will be cut",
+                         "{rows} 行中有 {cut} 行超过 max_seq_length，会被截断"),
+    "data.chart.x": ("tokens per row", "每行 token 数"),
+    "data.chart.y": ("rows", "行数"),
+    "data.split": ("**Split:** {train} rows train · {eval} rows evaluate (val_size {val_size})",
+                   "**划分：** {train} 行训练 · {eval} 行评估（val_size {val_size}）"),
+    "data.lengths": ("**Tokens per row:** min {min} · median {median} · max {max} · **{cut} cut** "
+                     "at {limit}",
+                     "**每行 token 数：** 最少 {min} · 中位数 {median} · 最多 {max} · "
+                     "**{cut} 行**在 {limit} 处截断"),
+    "data.problems": ("**Problems found:**\n\n| problem | rows | e.g. rows |\n|---|---|---|\n",
+                      "**发现的问题：**\n\n| 问题 | 行数 | 示例行 |\n|---|---|---|\n"),
+    "data.problems.none": ("**Problems found:** none (no empty, duplicate, unmappable or "
+                           "untrainable rows).",
+                           "**发现的问题：** 无（没有空行、重复行、无法映射或无法训练的行）。"),
+
+    # ---- Model tab: layout
+    "model.h.model": ("### Model", "### 模型"),
+    "model.name": ("model_name", "模型 (model_name)"),
+    "model.name.info": ("A Qwen3 model from the catalog, a Hub id, or a local model folder. "
+                        "'bundled' models work offline.",
+                        "目录中的 Qwen3 模型、Hub id 或本地模型文件夹。标有 bundled 的模型可离线使用。"),
+    "model.folder": ("…or a local model folder", "…或本地模型文件夹"),
+    "model.folder.placeholder": ("/path/to/model (holds config.json)",
+                                 "/path/to/model（含 config.json）"),
+    "model.use_folder": ("Use folder", "使用此文件夹"),
+    "model.h.settings": ("### Settings", "### 设置"),
+    "model.preset": ("preset", "预设"),
+    "model.preset.info": ("Sets the fields below; change any of them after. Auto picks one from "
+                          "the dataset's size when data is loaded.",
+                          "设置下面的各项，之后仍可逐项修改。选“自动”时，加载数据后按数据集大小挑选。"),
+    "model.more": ("More settings", "更多设置"),
+    "model.h.machine": ("### This machine", "### 本机"),
+    "model.detecting": ("Detecting…", "正在检测…"),
+    "model.h.memory": ("### Memory", "### 内存"),
+    "model.h.time": ("### Time", "### 时间"),
+    "model.measure": ("Measure a few steps on this machine", "在本机实测几步"),
+    "model.h.checks": ("### Checks", "### 检查"),
+    "model.h.cli": ("### Command line", "### 命令行"),
+    "model.h.config": ("### Config file and past runs", "### 配置文件与历史运行"),
+    "model.save_yaml": ("Save config as YAML", "保存配置为 YAML"),
+    "model.load_yaml": ("Load a YAML config", "加载 YAML 配置"),
+    "model.past_run": ("past run", "历史运行"),
+    "model.load_run": ("Load its config", "载入其配置"),
+    # ---- Model tab: messages
+    "model.where.downloaded": ("  ·  downloaded", "  ·  已下载"),
+    "model.where.hub": ("  ·  Hub", "  ·  Hub"),
+    "model.where.local": ("{path}  ·  local folder", "{path}  ·  本地文件夹"),
+    "hw.gpu": ("- **GPU {index}:** {name} · {total:.0f} GiB ({free:.0f} GiB free) · compute "
+               "{major}.{minor}",
+               "- **GPU {index}：** {name} · {total:.0f} GiB（空闲 {free:.0f} GiB）· 计算能力 "
+               "{major}.{minor}"),
+    "hw.no_gpu": ("- **GPU:** no CUDA GPU found, so training runs on the CPU in float32 (slow: "
+                  "fine for the bundled demo models and small tests)",
+                  "- **GPU：** 没有找到 CUDA GPU，训练将在 CPU 上以 float32 运行（较慢：适合自带的"
+                  "演示模型和小测试）"),
+    "hw.apple": ("- **Apple Silicon:** yes (the mlx backend can use it)",
+                 "- **Apple Silicon：** 有（mlx 后端可以使用）"),
+    "hw.cpu": ("- **CPU:** {name} · {cores} cores", "- **CPU：** {name} · {cores} 核"),
+    "hw.ram": ("- **RAM:** {total:.0f} GiB ({free:.0f} GiB free now)",
+               "- **内存：** {total:.0f} GiB（当前空闲 {free:.0f} GiB）"),
+    "hw.extras": ("- **4-/8-bit loading (bitsandbytes):** {bnb} · **W&B:** {wandb}",
+                  "- **4/8 位加载（bitsandbytes）：** {bnb} · **W&B：** {wandb}"),
+    "hw.available": ("available", "可用"),
+    "hw.installed": ("installed", "已安装"),
+    "hw.not_installed": ("not installed", "未安装"),
+    "hw.table": ("| backend | on this machine |", "| 后端 | 在本机 |"),
+    "hw.usable": ("usable", "可用"),
+    "hw.not_usable": ("not usable: {why}", "不可用：{why}"),
+    "hw.auto": ("\n**auto** picks {reason}", "\n**auto** 的选择：{reason}"),
+    "hw.auto_fails": ("\n**auto** cannot pick a backend: {error}",
+                      "\n**auto** 无法选出后端：{error}"),
+    "model.pick": ("Pick a model.", "请选择一个模型。"),
+    "model.size.unknown": ("size unknown", "大小未知"),
+    "model.size.billions": ("{n:.2f}B parameters", "{n:.2f}B 参数"),
+    "model.size.millions": ("{n:.1f}M parameters", "{n:.1f}M 参数"),
+    "model.origin.bundled": ("bundled with the studio: works offline (built on first use)",
+                             "随 Qwen3 Studio 附带：可离线使用（首次使用时构建）"),
+    "model.origin.local": ("local folder", "本地文件夹"),
+    "model.origin.cache": ("in the local Hub cache", "在本地 Hub 缓存中"),
+    "model.origin.hub": ("downloaded from the Hub when training starts",
+                         "开始训练时从 Hub 下载"),
+    "model.cannot_load": ("\n\n**Cannot be loaded here:** {why}", "\n\n**无法在这里加载：** {why}"),
+    "model.last_run": ("Last run of this model ({name}): <b>{peak:.2f} GiB</b> measured peak",
+                       "该模型上次运行（{name}）：实测峰值 <b>{peak:.2f} GiB</b>"),
+    "model.last_run.estimate": (" · {estimate:.2f} GiB estimated", " · 估计 {estimate:.2f} GiB"),
+    "mem.none": ("No estimate: the model's architecture is unknown until it is downloaded.",
+                 "无法估计：模型下载之前还不知道它的结构。"),
+    "mem.weights": ("weights", "权重"),
+    "mem.lora": ("LoRA + optimiser", "LoRA + 优化器"),
+    "mem.activations": ("activations", "激活值"),
+    "mem.overhead": ("overhead", "其他开销"),
+    "mem.free": ("free", "空闲"),
+    "mem.verdict": ("<b>Estimated peak {total:.2f} GiB</b> of {free:.1f} GiB free {where}: ",
+                    "<b>预计峰值 {total:.2f} GiB</b>，{where} 空闲 {free:.1f} GiB："),
+    "mem.fits": ("fits.", "放得下。"),
+    "mem.too_big": ("<b>does not fit</b>; Start will warn you. Lower batch_size or "
+                    "max_seq_length, or turn on load_in_4bit.",
+                    "<b>放不下</b>；点“开始”时会提醒你。请调低 batch_size 或 max_seq_length，"
+                    "或开启 load_in_4bit。"),
+    "time.none": ("No time estimate yet: load a dataset and press Measure (a few steps, about a "
+                  "minute on a CPU). After a run, later runs of the same model are estimated from "
+                  "it.",
+                  "还没有时间估计：加载数据集后点“实测”（跑几步，CPU 上约一分钟）。跑过一次之后，"
+                  "同一模型的后续运行会据此估计。"),
+    "time.estimate": ("<b>About {duration}</b> for {steps} steps ({tokens:,.0f} tokens at "
+                      "{speed:,.0f} tokens/s, {source}).",
+                      "<b>约 {duration}</b>，共 {steps} 步（{tokens:,.0f} 个 token，每秒 "
+                      "{speed:,.0f} 个 token，{source}）。"),
+    "time.long": ("<br>That is long for this machine: fewer epochs or max_steps, a shorter "
+                  "max_seq_length, a smaller model, or a GPU would shorten it.",
+                  "<br>对这台机器来说偏长：减少轮数或 max_steps、缩短 max_seq_length、换更小的"
+                  "模型或使用 GPU 都能缩短时间。"),
+    "time.minutes": ("{m} min", "{m} 分钟"),
+    "time.hours": ("{h} h {m:02d} min", "{h} 小时 {m:02d} 分钟"),
+    "checks.here": ("On this machine: {device}, {precision}{extras}.",
+                    "在本机：{device}，{precision}{extras}。"),
+    "checks.qlora": (", 4-bit base (QLoRA)", "，4 位基座（QLoRA）"),
+    "checks.packing": (", packing", "，序列打包"),
+    "checks.checkpointing": (", gradient checkpointing", "，梯度检查点"),
+    "checks.backend": (", backend {backend}", "，后端 {backend}"),
+    "checks.ok": ("These settings can run here. ", "这些设置可以在这里运行。"),
+    "checks.unreadable": ("These settings cannot be read: {error}", "这些设置无法读取：{error}"),
+    "model.measuring": ("Training a few steps of these settings in a separate process (loading "
+                        "the model takes most of it)",
+                        "正在单独的进程里用这些设置训练几步（大部分时间花在加载模型上）"),
+    "model.not_folder": ("{path} is not a model folder (it has no config.json): give the folder "
+                         "that holds the model's config.json and weights.",
+                         "{path} 不是模型文件夹（里面没有 config.json）：请填写存放模型 config.json "
+                         "和权重的文件夹。"),
+    "model.that": ("That", "这个路径"),
+    "model.preset_applied": ("Preset '{name}' applied.", "已应用预设“{name}”。"),
+    "model.yaml_loaded": ("Loaded {name}.", "已加载 {name}。"),
+    "model.pick_run": ("Pick a past run first.", "请先选择一个历史运行。"),
+    "model.run_unreadable": ("The config of {name} cannot be read: {error}",
+                             "无法读取 {name} 的配置：{error}"),
+    "model.run_loaded": ("Loaded the config of {name}.", "已载入 {name} 的配置。"),
+    "preset.Auto": ("Auto", "自动"),
+    "preset.why.auto": ("**Auto → {chosen}:** {why}. {preset_why}",
+                        "**自动 → {chosen}：** {why}。{preset_why}"),
+    "preset.why": ("**{name}:** {preset_why}", "**{name}：** {preset_why}"),
+
+    # ---- Train tab: layout
+    "train.start": ("▶ Start training", "▶ 开始训练"),
+    "train.stop": ("■ Stop", "■ 停止"),
+    "train.resume": ("↻ Resume", "↻ 继续"),
+    "train.force": ("Start even if the estimate does not fit", "即使估计放不下也开始"),
+    "train.run": ("run (every past run stays here)", "运行（所有历史运行都在这里）"),
+    "train.status.empty": ("No run yet. Load data, pick a model, then press Start.",
+                           "还没有运行。加载数据、选择模型，然后点“开始训练”。"),
+    "train.plan": ("Plan: what this run trains with, beside what was asked for",
+                   "计划：本次运行实际使用的设置，与所要求的设置对照"),
+    "train.log": ("Log (tail of the run's log.txt)", "日志（运行的 log.txt 末尾）"),
+    "train.chart.empty": ("The loss curve appears here after the first logged step",
+                          "记录第一步之后，这里会显示 loss 曲线"),
+    "train.log.empty": ("(the job's output appears here)", "（任务的输出显示在这里）"),
+    # ---- Train tab: messages
+    "train.checkpoint": ("checkpoint saved at step {step}", "第 {step} 步已保存 checkpoint"),
+    "train.chart.loss": ("train loss", "训练 loss"),
+    "train.chart.eval": ("eval loss", "验证 loss"),
+    "train.chart.lr": ("learning rate", "学习率"),
+    "train.chart.step": ("step", "步"),
+    "train.chart.loss_axis": ("loss", "loss"),
+    "train.step": ("step <b>{step}</b>", "第 <b>{step}</b> 步"),
+    "train.of": (" of {total}", "，共 {total} 步"),
+    "train.loss": ("loss <b>{loss:.4f}</b>", "loss <b>{loss:.4f}</b>"),
+    "train.elapsed": ("elapsed {clock}", "已用 {clock}"),
+    "train.eta": ("ETA <b>{clock}</b>", "预计剩余 <b>{clock}</b>"),
+    "train.speed": ("{speed:,.0f} tokens/s", "每秒 {speed:,.0f} 个 token"),
+    "train.mfu": ("MFU {mfu:.1%}", "MFU {mfu:.1%}"),
+    "train.epoch": ("epoch {epoch:.2f}", "第 {epoch:.2f} 轮"),
+    "train.peak": ("peak memory <b>{peak:.2f} GiB</b> measured",
+                   "实测内存峰值 <b>{peak:.2f} GiB</b>"),
+    "train.peak.estimate": (" · {estimate:.2f} GiB estimated ({share:.0%} of the estimate)",
+                            " · 估计 {estimate:.2f} GiB（为估计值的 {share:.0%}）"),
+    "train.estimate": ("memory estimate {estimate:.2f} GiB", "内存估计 {estimate:.2f} GiB"),
+    "train.starting": ("starting the training process", "正在启动训练进程"),
+    "train.training": ("Training {name}: {doing}", "正在训练 {name}：{doing}"),
+    "train.finished": ("Finished {name}: {reason}. The adapter is saved in {run}/adapter: try it "
+                       "on the Chat tab.",
+                       "{name} 已完成：{reason}。适配器保存在 {run}/adapter：可以到“对话”页试试。"),
+    "train.stopped": ("Stopped {name}: {reason}", "{name} 已停止：{reason}"),
+    "train.interrupted": ("Interrupted {name}: {reason}.{resume}", "{name} 已中断：{reason}。{resume}"),
+    "train.resume_hint": (" Press Resume to continue from the last checkpoint.",
+                          "点“继续”可从最后一个 checkpoint 接着训练。"),
+    "train.no_checkpoint": (" It saved no checkpoint, so start anew.",
+                            "它没有保存 checkpoint，只能重新开始。"),
+    "train.failed": ("Failed {name}: {reason}", "{name} 失败：{reason}"),
+    "train.other_state": ("{name}: {state}", "{name}：{state}"),
+    "plan.none": ("The plan appears once the training process has read the hardware.",
+                  "训练进程读取硬件信息后，这里会显示计划。"),
+    "plan.setting": ("setting", "设置项"),
+    "plan.asked": ("asked for (config.yaml)", "要求的（config.yaml）"),
+    "plan.ran": ("ran with (plan.yaml)", "实际使用的（plan.yaml）"),
+    "plan.backend": ("backend", "后端"),
+    "plan.device": ("device", "设备"),
+    "plan.precision": ("precision", "精度"),
+    "plan.quantisation": ("quantisation", "量化"),
+    "plan.micro_batch": ("micro-batch", "微批次"),
+    "plan.batch_size": ("batch_size", "批大小 (batch_size)"),
+    "plan.gradient_accumulation_steps": ("gradient_accumulation_steps",
+                                         "梯度累积 (gradient_accumulation_steps)"),
+    "plan.packing": ("packing", "序列打包 (packing)"),
+    "plan.gradient_checkpointing": ("gradient_checkpointing",
+                                    "梯度检查点 (gradient_checkpointing)"),
+    "plan.attention": ("attention", "注意力实现"),
+    "plan.lora_dropout": ("lora_dropout", "LoRA 丢弃率 (lora_dropout)"),
+    "plan.planner": ("planner", "批次规划"),
+    "train.started": ("Started {name}.", "已开始 {name}。"),
+    "train.nothing": ("Nothing is training, so there is nothing to stop.",
+                      "当前没有在训练的任务，无需停止。"),
+    "train.stopping": ("Stopping: the run saves its adapter at the next step and ends. A job "
+                       "that does not end within a minute is killed, which frees its memory.",
+                       "正在停止：运行会在下一步保存适配器后结束。一分钟内没有结束的任务会被强制"
+                       "终止，以释放内存。"),
+    "train.resuming": ("Resuming {name} from its last checkpoint.",
+                       "正在从最后一个 checkpoint 继续 {name}。"),
+
+    # ---- Chat tab: layout
+    "chat.source": ("talk to", "对话对象"),
+    "chat.source.info": ("A run with a saved adapter, or a base model (id or folder).",
+                         "已保存适配器的运行，或基座模型（id 或文件夹）。"),
+    "chat.compare": ("Compare with the base model, side by side", "与基座模型并排对比"),
+    "chat.status.empty": ("Pick a fine-tuned run or a base model, then type a message.",
+                          "选择一个微调过的运行或基座模型，然后输入消息。"),
+    "chat.tuned": ("Fine-tuned", "微调后"),
+    "chat.base": ("Base model", "基座模型"),
+    "chat.message": ("Type a message and press Enter", "输入消息后按回车"),
+    "chat.send": ("Send", "发送"),
+    "chat.regenerate": ("↻ Regenerate", "↻ 重新生成"),
+    "chat.clear": ("Clear", "清空"),
+    "chat.settings": ("Generation settings", "生成设置"),
+    "chat.system": ("system prompt", "系统提示词"),
+    "chat.system.placeholder": ("(the run's, if it had one)", "（默认用运行自己的，如果有）"),
+    "chat.temperature": ("temperature", "温度 (temperature)"),
+    "chat.temperature.info": ("0: always the likeliest token", "0：总是选概率最高的 token"),
+    "chat.top_p": ("top_p", "核采样 (top_p)"),
+    "chat.max_new_tokens": ("max new tokens", "最多生成 token 数"),
+    "chat.thinking": ("Qwen3 thinking", "Qwen3 思考模式"),
+    "chat.thinking.info": ("Shown folded", "折叠显示"),
+    # ---- Chat tab: messages
+    "chat.run_choice": ("Fine-tuned: {name} ({state}, base {base})",
+                        "微调后：{name}（{state}，基座 {base}）"),
+    "chat.base_choice": ("Base: {name}", "基座：{name}"),
+    "chat.thinking_bubble": ("Thinking", "思考过程"),
+    "chat.empty_reply": ("(empty reply)", "（空回复）"),
+    "chat.custom_template": ("its custom prompt template", "它的自定义提示模板"),
+    "chat.chat_template": ("the model's chat template", "模型的对话模板"),
+    "chat.run_line": ("Fine-tuned run {name} (base {base}), prompted with {template} and thinking "
+                      "{thinking}, as in training.",
+                      "微调运行 {name}（基座 {base}），与训练时一样使用{template}，思考模式{thinking}。"),
+    "chat.base_line": ("Base model {name}.", "基座模型 {name}。"),
+    "chat.no_thinking": ("This model's chat template has no thinking mode",
+                         "这个模型的对话模板没有思考模式"),
+    "chat.unreadable": ("{source} cannot be read: {error}", "无法读取 {source}：{error}"),
+    "chat.label.base": ("Base model: {name}", "基座模型：{name}"),
+    "chat.label.tuned": ("Fine-tuned: {name}", "微调后：{name}"),
+    "chat.who.base": ("the base model", "基座模型"),
+    "chat.loading": ("Loading {who}…", "正在加载 {who}…"),
+    "chat.load_failed": ("Could not load {who}: {error}. Pick a run with a saved adapter, or a "
+                         "downloaded base model.",
+                         "无法加载 {who}：{error}。请选择已保存适配器的运行，或已下载的基座模型。"),
+    "chat.answering": ("{who} is answering… ({pieces} pieces)", "{who} 正在回答…（{pieces} 段）"),
+    "chat.failed": ("{who} failed while answering: {error}", "{who} 回答时出错：{error}"),
+    "chat.answered": ("{who} answered in {seconds:.1f} s.", "{who} 用时 {seconds:.1f} 秒回答完毕。"),
+    "chat.pick_first": ("Pick a fine-tuned run or a base model first.",
+                        "请先选择一个微调过的运行或基座模型。"),
+    "chat.type_first": ("Type a message first.", "请先输入消息。"),
+    "chat.nothing_to_redo": ("Nothing to regenerate yet: send a message first.",
+                             "还没有可重新生成的内容：请先发送一条消息。"),
+    "chat.cleared": ("Cleared.", "已清空。"),
+}
+
+# Config fields: Chinese label and help (English: the field name and its help in config.py).
+FIELDS_ZH: dict[str, tuple[str, str]] = {
+    "model_name": ("基座模型", "基座模型的 Hub id 或本地文件夹。"),
+    "output_dir": ("输出目录", "本次运行的文件夹：配置、指标、checkpoint 和适配器。"),
+    "data_path": ("数据路径", "CSV、JSON、JSONL、Parquet 文件，save_to_disk 保存的数据集文件夹，"
+                  "或 Hub 数据集 id。"),
+    "dataset_format": ("数据格式", "每行数据的结构；auto 会根据列名自动识别。"),
+    "column_mapping": ("列映射", "角色 -> 列名，覆盖自动识别（例如 {instruction: question, "
+                       "response: answer}）。"),
+    "role_mapping": ("角色映射", "ShareGPT 或 messages 数据中的角色标签 -> system/user/assistant/"
+                     "tool，覆盖自动识别（例如 {bot: assistant}）。"),
+    "prompt_template": ("提示模板", "带 {列名} 占位符的自定义模板；从 {response} 起的部分参与训练。"
+                        "留空则使用模型的对话模板。"),
+    "system_prompt": ("系统提示词", "加在每一段没有系统消息的对话前面的系统消息。"),
+    "template_system_prompt": ("模板自带的系统提示", "有些对话模板会给没有系统消息的对话自动加上"
+                               "系统提示（SmolLM2 的模板会自称 SmolLM）：keep 保留，drop 去掉（留一个"
+                               "空的系统轮次）。设置了 system_prompt 时，两种情况下都由它替换。"),
+    "enable_thinking": ("思考模式", "对话模板中的 Qwen3 思考模式（<think> 块）。"),
+    "train_on_prompt": ("训练提示部分", "提示部分的 token 也参与训练（默认只训练回答）。"),
+    "max_seq_length": ("最大序列长度", "序列的最大 token 数；更长的行会被截断。"),
+    "val_size": ("验证集大小", "验证集划分：小于 1 表示比例，大于等于 1 表示行数。"),
+    "backend": ("训练后端", "训练引擎；auto 在 CUDA 上选 unsloth，在 Apple Silicon 上选 mlx，否则选 "
+                "transformers。scripted 不训练模型，只回放一段固定的事件序列，用于试用本工具。"),
+    "lora_r": ("LoRA 秩", "LoRA 的秩。"),
+    "lora_alpha": ("LoRA 缩放系数", "LoRA 缩放的分子（缩放 = alpha / r）。"),
+    "target_modules": ("目标模块", "加适配器的层（q_proj k_proj v_proj o_proj gate_proj up_proj "
+                       "down_proj）。"),
+    "lora_dropout": ("LoRA 丢弃率", "LoRA 输入上的 dropout（auto：0.05；使用 unsloth 时为 0，它的"
+                     "融合 LoRA 算子要求如此）。"),
+    "bias": ("偏置", "哪些偏置参与训练。"),
+    "task_type": ("任务类型", "PEFT 任务类型；Qwen3 是仅解码器模型，所以是 CAUSAL_LM。"),
+    "lora_layers": ("LoRA 层数", "仅 MLX：最后多少层加适配器（-1：全部）。"),
+    "learning_rate": ("学习率", "峰值学习率。"),
+    "batch_size": ("批大小", "每个设备每步处理的行数。"),
+    "gradient_accumulation_steps": ("梯度累积步数", "每次优化器更新前累加的步数。"),
+    "num_train_epochs": ("训练轮数", "遍历训练数据的次数。"),
+    "max_steps": ("最大步数", "优化器更新这么多步后停止（优先于训练轮数）。"),
+    "warmup_ratio": ("预热比例", "用于学习率预热的步数占比。"),
+    "lr_scheduler_type": ("学习率调度", "预热之后的学习率变化方式。"),
+    "weight_decay": ("权重衰减", "AdamW 的权重衰减。"),
+    "max_grad_norm": ("梯度裁剪", "梯度裁剪的范数上限。"),
+    "packing": ("序列打包", "把多行打包成每批 tokens_per_batch 个 token 的微批次（auto：关闭；"
+                "两种方式下批次都不含填充）。"),
+    "tokens_per_batch": ("每批 token 数", "打包时一个微批次的 token 数（auto：空闲显存能容纳的"
+                         "最大值）。"),
+    "gradient_checkpointing": ("梯度检查点", "重算激活值以节省内存（auto：仅在内存需要时开启）。"),
+    "seed": ("随机种子", "用于数据划分、LoRA 初始化和打乱顺序的随机种子。"),
+    "fp16": ("float16 训练", "用 float16 训练（auto：在不支持 bf16 的 GPU 上开启）。"),
+    "bf16": ("bfloat16 训练", "用 bfloat16 训练（auto：GPU 或 CPU 原生支持时开启）。"),
+    "load_in_4bit": ("4 位加载", "QLoRA：以 4 位 NF4 加载基座模型（auto：仅在 16 位权重放不下时"
+                     "开启）。"),
+    "load_in_8bit": ("8 位加载", "以 8 位加载基座模型。"),
+    "cpu_only": ("仅用 CPU", "即使有 GPU 也在 CPU 上训练（auto：找不到 GPU 时开启）。"),
+    "device_map": ("设备映射", "模型各层放在哪里：auto、cpu、cuda、cuda:N。"),
+    "logging_steps": ("日志间隔", "每 N 步记录一次训练 loss。"),
+    "eval_steps": ("评估间隔", "每 N 步在验证集上评估一次。"),
+    "save_steps": ("保存间隔", "每 N 步保存一个 checkpoint。"),
+    "save_total_limit": ("checkpoint 保留数", "最多保留的 checkpoint 数（最旧的先删除）。"),
+    "num_samples": ("评估样例数", "每次评估时用贪心解码回答的验证集提示数，用来观察回答的变化"
+                    "（samples.jsonl）；0：不生成。"),
+    "sample_prompts": ("自定义样例提示", "每次评估时改为回答你自己的提示（页面中每行一条）。"),
+    "report_to": ("同时上报到", "同时上报到：wandb（Weights & Biases；没有 API key 或网络时离线记录）、"
+                  "tensorboard（run_dir/tensorboard）、trackio（本地看板：trackio show）。"),
+    "use_wandb": ("使用 W&B", "同时记录到 Weights & Biases（与在 report_to 中选 wandb 相同）。"),
+    "wandb_project": ("项目名", "W&B 和 trackio 中的项目名。"),
+    "wandb_run_name": ("运行名", "W&B 和 trackio 中的运行名（默认：运行文件夹名）。"),
+}
+
+# The settings' groups (accordion titles) and the presets (studio/presets.py) in Chinese.
+GROUPS_ZH: dict[str, str] = {
+    "Model and data": "模型与数据", "LoRA": "LoRA 参数", "Optimisation": "优化",
+    "Precision and quantisation": "精度与量化", "Logging and checkpoints": "日志与 checkpoint",
+    "Weights & Biases": "Weights & Biases 实验记录", "Tracking": "实验跟踪"}
+PRESETS_ZH: dict[str, tuple[str, str]] = {
+    "Teach facts": ("记住知识", "在全部七个线性层上做 LoRA（秩 16），学习率 1e-3，训练 3 轮，每步 "
+                    "4 行：几百行问答（名字、出品方、产品知识）就能记住。在自带的演示模型上，100 行"
+                    "身份问答在 2 核 CPU 上约 3 分钟训完，之后模型就会用它们来回答。"),
+    "Quick test": ("快速测试", "小适配器跑 30 步（只训练 q 和 v，学习率 2e-4）：一两分钟内确认数据、"
+                   "模型和这台机器能一起工作。训练量太少，学不到东西。"),
+    "Balanced": ("均衡", "在注意力层上做秩 16 的 LoRA，学习率 2e-4，训练 2 轮，每次更新 16 行："
+                 "几千行指令或对话风格数据的常用配方。"),
+    "Quality": ("高质量", "在全部线性层上做秩 32 的 LoRA，学习率 1e-4，余弦调度，训练 3 轮：更慢，"
+                "适合每一点质量都重要的大数据集。"),
+}
+# Why Auto chose a preset, in Chinese (the English sentence is the presets module's own).
+AUTO_WHY_ZH = {None: "还没有数据集：首次微调多半是几百行知识问答，这个预设正适合",
+               "Teach facts": "{rows} 行是小数据集：用较高的学习率训练几轮就能记住",
+               "Balanced": "{rows} 行是大数据集：用常规学习率训练两轮，学到风格，又不冲掉模型原有的知识"}
+
+
+# ---------------------------------------------------------------------------- the two columns
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name.lower())
+
+
+def _field_texts() -> dict[str, tuple[str, str]]:
+    """Label and info line of every config field in both languages, for the form: the help, its
+    bounds, and that 0 leaves it to the studio where it does."""
+    from studio.ui.form import zero_means_automatic
+
+    out = {}
+    for f in fields(FineTuningConfig):
+        meta, (label_zh, help_zh) = f.metadata, FIELDS_ZH.get(f.name, (f.name, f.metadata["help"]))
+        en, zh = [meta["help"]], [help_zh]
+        if meta.get("min") is not None and meta.get("max") is not None:
+            en.append(CATALOG["field.range"][0].format(**meta))
+            zh.append(CATALOG["field.range"][1].format(**meta))
+        if zero_means_automatic(f.name):
+            en.append(CATALOG["field.auto_number"][0])
+            zh.append(CATALOG["field.auto_number"][1])
+        out[f"field.{f.name}.label"] = (f.name, f"{label_zh} ({f.name})")
+        out[f"field.{f.name}.info"] = (" ".join(en), "".join(zh))
+    return out
+
+
+@functools.cache
+def texts() -> dict[str, tuple[str, str]]:
+    """Every text of the page: the catalog, the config fields, their groups and the presets."""
+    return {**CATALOG, **_field_texts(),
+            **{f"group.{_slug(g)}": (g, GROUPS_ZH.get(g, g)) for g in GROUPS},
+            **{f"preset.{name}": (name, PRESETS_ZH.get(name, (name, ""))[0]) for name in PRESETS}}
+
+
+def translations() -> gr.I18n:
+    """The page's texts for Gradio (launch(i18n=...)), which shows them in the page's language."""
+    return gr.I18n(**{lang: {key: pair[i] for key, pair in texts().items()}
+                      for i, lang in enumerate(LANGUAGES)})
+
+
+# Keeps the page's language (the browser's, or the one picked under Settings) in a cookie, so
+# the server writes its messages in it; launch(head=SCRIPT).
+SCRIPT = f"""<script>(() => {{
+  const keep = () => {{ document.cookie = "{COOKIE}=" + document.documentElement.lang +
+                                          "; path=/; SameSite=Lax"; }};
+  keep();
+  new MutationObserver(keep).observe(document.documentElement,
+                                     {{attributes: true, attributeFilter: ["lang"]}});
+}})();</script>"""
+
+
+def T(key: str) -> I18nData:
+    """A static text of the page, translated in the browser."""
+    assert key in texts(), f"not in the catalog: {key}"
+    return I18nData(key)
+
+
+def field_label(name: str):
+    return T(f"field.{name}.label")
+
+
+def field_info(name: str):
+    return T(f"field.{name}.info")
+
+
+def group_title(group: str):
+    return T(f"group.{_slug(group)}")
+
+
+# ---------------------------------------------------------------------------- the server's side
+def language(accept: str | None = None) -> str:
+    """'zh' or 'en': the page's language for the request being answered (its cookie, else the
+    browser's Accept-Language); English outside a request (the API, the tests, the CLI)."""
+    if accept is None:
+        from gradio.context import LocalContext   # the request Gradio is answering
+
+        request = LocalContext.request.get(None)
+        if request is None:
+            return "en"
+        try:
+            accept = request.cookies.get(COOKIE) or request.headers.get("accept-language") or ""
+        except Exception:   # noqa: BLE001 - a request without headers: the default
+            return "en"
+    ranked = []
+    for i, part in enumerate(accept.split(",")):
+        tag, _, q = part.strip().partition(";q=")
+        try:
+            ranked.append((-float(q or 1), i, tag.strip().lower()))
+        except ValueError:
+            continue
+    first = min(ranked)[2] if ranked else ""
+    return "zh" if first == "zh" or first.startswith("zh-") else "en"
+
+
+def say(key: str, lang: str | None = None, **values) -> str:
+    """The catalog's text for `key` in the request's language, with `values` put in."""
+    text = texts()[key][LANGUAGES.index(lang or language())]
+    return text.format(**values) if values else text
+
+
+def state_word(state: str | None) -> str:
+    """A run's state (running, finished, ...) in the request's language."""
+    key = f"state.{state}"
+    return say(key) if key in texts() else str(state)
+
+
+def field_help(name: str) -> str:
+    """A config field's help in the request's language (for an info line the server rewrites)."""
+    meta = FineTuningConfig.__dataclass_fields__[name].metadata
+    return FIELDS_ZH[name][1] if language() == "zh" and name in FIELDS_ZH else meta["help"]
+
+
+def preset_name(name: str) -> str:
+    return say(f"preset.{name}") if f"preset.{name}" in texts() else name
+
+
+def preset_purpose(name: str) -> str:
+    """What a preset is for: the presets module's sentence, or its Chinese."""
+    if language() == "zh" and name in PRESETS_ZH:
+        return PRESETS_ZH[name][1]
+    return PRESETS[name].why
+
+
+def auto_why(chosen: str, why: str, rows: int | None) -> str:
+    """Why Auto chose `chosen`: the presets module's reason, or its Chinese."""
+    if language() == "zh":
+        template = AUTO_WHY_ZH.get(None if rows is None else chosen)
+        if template:
+            return template.format(rows=rows)
+    return why
