@@ -59,12 +59,8 @@ def lora_config(config):
 # ---------------------------------------------------------------------------- training
 def make_trainer(config, data, run_dir: Path, emit, should_stop):
     """The SFTTrainer for this run, model loaded and LoRA attached, not yet trained."""
-    import os
-
     from trl import SFTTrainer
 
-    if config.use_wandb:
-        os.environ.setdefault("WANDB_PROJECT", config.wandb_project)
     config, plan = recipe.plan_gpu_batches(config, data, emit)
     emit("status", 0, message=f"loading {config.model_name}")
     model, tokenizer = load_base(config)
@@ -74,7 +70,8 @@ def make_trainer(config, data, run_dir: Path, emit, should_stop):
         model=model, args=recipe.sft_config(config, run_dir, data.eval is not None),
         train_dataset=data.train, eval_dataset=data.eval, processing_class=tokenizer,
         peft_config=lora_config(config),
-        callbacks=[recipe.event_callback(emit, should_stop, recipe.model_flops(config, data))])
+        callbacks=[recipe.event_callback(emit, should_stop, recipe.model_flops(config, data)),
+                   recipe.sample_callback(emit, tokenizer, data.samples)])
     recipe.recompute_per_micro_batch(trainer.model, plan)
     return recipe.quiet(trainer)
 

@@ -255,6 +255,7 @@ class Reporter:
         self.batches, self.eval_rows, self.run_dir = batches, eval_rows, run_dir
         self.start_step, self.total_steps, self.settings = start_step, total_steps, settings
         self.ga = config.gradient_accumulation_steps
+        self.samples, self.tokenizer = [], None     # set by train() when there are samples
         self.batches_per_epoch = batches_per_epoch
         self.step = self.saved_step = start_step
         self.window: list[tuple[float, float]] = []    # (loss, seconds) since the last event
@@ -271,6 +272,8 @@ class Reporter:
             self.report(step, info["learning_rate"])
         if self.eval_rows and (step % self.config.eval_steps == 0 or step == self.total_steps):
             self.evaluate(step)
+        if self.samples and step % self.config.eval_steps == 0:
+            self.answer_samples(step)
         if step % self.config.save_steps == 0:
             self.save_checkpoint(step)
 
@@ -297,6 +300,15 @@ class Reporter:
                         iterate_batches=eval_batches)
         self.model.train()   # evaluate() switched dropout off
         self.emit("eval", step, eval_loss=loss, epoch=self.epoch(step))
+
+    def answer_samples(self, step: int):
+        """The run's sample prompts answered greedily, as the other backends do."""
+        for sample in self.samples:
+            answer = "".join(stream(self.model, self.tokenizer, sample["ids"],
+                                    {"temperature": 0.0, "max_new_tokens": 64}))
+            self.emit("sample", step, prompt=sample["prompt"], answer=answer.strip(),
+                      reference=sample["reference"])
+        self.model.train()
 
     def save_checkpoint(self, step: int):
         """checkpoint-N/: the adapter, the optimiser state and the step, to resume from."""
@@ -403,13 +415,10 @@ def train(config, data, run_dir, emit, should_stop, resume_from=None) -> Path:
     settings = adapter_config(config, iters=total_steps * ga)
     reporter = Reporter(config, emit, model, optimizer, batches, eval_rows, run_dir,
                         start_step, total_steps, batches_per_epoch, settings)
-    callback = reporter
-    if config.use_wandb:
-        from mlx_lm.tuner.callbacks import WandBCallback
+    if getattr(data, "samples", None):
+        from mlx_lm.utils import load_tokenizer
 
-        callback = WandBCallback(config.wandb_project, str(run_dir), config.to_dict(),
-                                 wrapped_callback=reporter)
-
+        reporter.samples, reporter.tokenizer = data.samples, load_tokenizer(Path(path))
     # ---- train
     adapter.mkdir(parents=True, exist_ok=True)
     args = TrainingArgs(
@@ -421,7 +430,7 @@ def train(config, data, run_dir, emit, should_stop, resume_from=None) -> Path:
         grad_checkpoint=bool(config.gradient_checkpointing), grad_accumulation_steps=ga)
     emit("status", start_step, message="training", max_steps=total_steps)
     mlx_train(model=model, optimizer=optimizer, train_dataset=train_rows, val_dataset=None,
-              args=args, loss=masked_loss, iterate_batches=batches, training_callback=callback)
+              args=args, loss=masked_loss, iterate_batches=batches, training_callback=reporter)
 
     # ---- save: a checkpoint where training ended (Resume starts there), then the adapter
     if reporter.step > reporter.saved_step:

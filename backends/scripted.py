@@ -2,10 +2,11 @@
 line and the service can be tried and tested in seconds.
 
 Where the studio can see it, it behaves as a real backend: a plan, a train event every
-logging_steps with a loss that falls as 2 / (1 + step / 10), an eval event every eval_steps, a
-checkpoint every save_steps (checkpoint-N/trainer_state.json, so Resume goes on from there),
-stop honoured at the next step with a checkpoint and an adapter, and an adapter folder. load()
-and stream() answer a chat with a scripted sentence, word by word. auto never picks it.
+logging_steps with a loss that falls as 2 / (1 + step / 10), an eval event and the sample
+prompts answered ("scripted answer at step N") every eval_steps, a checkpoint every save_steps
+(checkpoint-N/trainer_state.json, so Resume goes on from there), stop honoured at the next step
+with a checkpoint and an adapter, and an adapter folder. load() and stream() answer a chat with
+a scripted sentence, word by word. auto never picks it.
 """
 from __future__ import annotations
 
@@ -54,6 +55,10 @@ def train(config, data, run_dir: Path, emit, should_stop, resume_from=None) -> P
                  peak_memory_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
         if data.eval is not None and step % config.eval_steps == 0:
             emit("eval", step, eval_loss=scripted_loss(step) + 0.1)
+        if step % config.eval_steps == 0:
+            for sample in getattr(data, "samples", []):
+                emit("sample", step, prompt=sample["prompt"], reference=sample["reference"],
+                     answer=f"scripted answer at step {step}")
         stop = should_stop()
         if step % config.save_steps == 0 or stop:
             _checkpoint(run_dir, step, config, emit)

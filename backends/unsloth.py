@@ -110,7 +110,8 @@ def train(config, data, run_dir: Path, emit, should_stop, resume_from=None) -> P
     trainer = SFTTrainer(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
                          processing_class=tokenizer,
                          callbacks=[recipe.event_callback(emit, should_stop,
-                                                          recipe.model_flops(config, data))])
+                                                          recipe.model_flops(config, data)),
+                                    recipe.sample_callback(emit, tokenizer, data.samples)])
     recipe.quiet(trainer)
     recipe.recompute_per_micro_batch(trainer.model, plan)
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)

@@ -20,6 +20,8 @@ import sys
 import warnings
 from pathlib import Path
 
+import yaml
+
 from studio.config import GROUPS, ConfigError, FineTuningConfig, field_kind, flag_names
 from studio.errors import Note
 from studio.presets import PRESETS, advice_after
@@ -141,16 +143,45 @@ def cmd_run_job(args) -> int:
 
 
 def cmd_runs(args) -> int:
-    """Every run in a runs folder, newest first: name, state, step and why it ended."""
+    """The runs of a runs folder: list, show one, diff several configs, rename, rm."""
+    from studio.history import config_diff, summaries, summarize
+    from studio.runs import RunError, read_plan
     from studio.service import Service
 
-    runs = Service(args.runs_dir).runs()
-    if not runs:
-        print(f"no runs in {Path(args.runs_dir).resolve()}")
-    for run in runs:
-        print(f"{run['name']}  {run.get('state', '?')}  step {run.get('step') or 0}  "
-              f"{run.get('reason') or ''}".rstrip())
+    runs = [_run_folder(r) for r in args.runs]
+    if args.action == "list":
+        rows = [s.row() for s in summaries(args.runs_dir)]
+        if not rows:
+            print(f"no runs in {Path(args.runs_dir).resolve()}")
+        for r in rows:
+            print(f"{r['name']}  {r['state']}  {r['model']}  {r['dataset']}  step {r['steps']}  "
+                  f"train {_num(r['train_loss'])}  eval {_num(r['eval_loss'])}  "
+                  f"{_num(r['tokens_per_s'], '.0f')} tokens/s  {_num(r['seconds'], '.0f')} s")
+    elif args.action == "show":
+        for run in runs:
+            print(yaml.safe_dump({"summary": summarize(run).row(), "plan": read_plan(run)},
+                                 sort_keys=False, allow_unicode=True))
+    elif args.action == "diff":
+        if len(runs) < 2:
+            raise RunError("runs diff wants two runs or more")
+        for name, values in config_diff(runs).items():
+            print(f"{name}: " + "  |  ".join(map(str, values)))
+    elif args.action == "rename":
+        if len(runs) != 1 or not args.to:
+            raise RunError("runs rename wants one run and --to NEW_NAME")
+        print(Service(runs[0].parent).rename(runs[0], args.to))
+    elif args.action == "rm":
+        for run in runs:
+            if not args.yes and input(f"delete {run} for good? [y/N] ").strip().lower() != "y":
+                print(f"kept {run.name}")
+                continue
+            Service(run.parent).delete(run)
+            print(f"deleted {run.name}")
     return 0
+
+
+def _num(value, spec: str = ".4f") -> str:
+    return "-" if value is None else format(value, spec)
 
 
 def cmd_stop(args) -> int:
@@ -333,8 +364,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ui", help="serve the studio's page (the browser UI)")
     add_server_flags(p)
     p.set_defaults(func=cmd_ui)
-    p = sub.add_parser("runs", help="list the runs in a runs folder")
-    p.add_argument("--runs-dir", "--runs_dir", default="runs", help="default: runs")
+    p = sub.add_parser("runs", help="list, show, diff, rename or delete runs")
+    p.add_argument("action", nargs="?", default="list",
+                   choices=["list", "show", "diff", "rename", "rm"])
+    p.add_argument("runs", nargs="*", help="run folders (show, diff, rename, rm)")
+    p.add_argument("--runs-dir", "--runs_dir", default="runs", help="for list (default: runs)")
+    p.add_argument("--to", help="rename: the new folder name")
+    p.add_argument("--yes", "-y", action="store_true", help="rm: do not ask")
     p.set_defaults(func=cmd_runs)
     for name, func, what in (("stop", cmd_stop, "ask a training run to stop, and wait"),
                              ("attach", cmd_attach, "follow a run started elsewhere")):

@@ -21,16 +21,21 @@ from studio.catalog import resolve_model_id
 from studio.errors import Note
 
 
-def _f(default, help: str, group: str, *, choices=None, min=None, max=None, factory=None):
-    """A config field with its help text, UI group and bounds."""
-    meta = {"help": help, "group": group, "choices": choices, "min": min, "max": max}
+def _f(default, help: str, group: str, *, choices=None, min=None, max=None, factory=None,
+       suggestions=None):
+    """A config field with its help text, UI group and bounds (and, for a list, the values to
+    offer)."""
+    meta = {"help": help, "group": group, "choices": choices, "min": min, "max": max,
+            "suggestions": suggestions}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
 
 
+# The linear layers of a Qwen3 block that LoRA can wrap.
+LINEAR_LAYERS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 GROUPS = ("Model and data", "LoRA", "Optimisation", "Precision and quantisation",
-          "Logging and checkpoints", "Weights & Biases")
+          "Logging and checkpoints", "Tracking")
 
 
 @dataclass
@@ -80,7 +85,7 @@ class FineTuningConfig:
     lora_alpha: int = _f(16, "LoRA scale numerator (scale = alpha / r).", "LoRA", min=1)
     target_modules: list = _f(None, "Layers that get adapters (q_proj k_proj v_proj o_proj "
                               "gate_proj up_proj down_proj).", "LoRA",
-                              factory=lambda: ["q_proj", "v_proj"])
+                              factory=lambda: ["q_proj", "v_proj"], suggestions=LINEAR_LAYERS)
     lora_dropout: Optional[float] = _f(None, "Dropout on the LoRA input (auto: 0.05; 0 with "
                                        "unsloth, whose fused LoRA kernels need it).", "LoRA",
                                        min=0.0, max=0.9)
@@ -136,12 +141,23 @@ class FineTuningConfig:
     save_steps: int = _f(100, "Write a checkpoint every N steps.", "Logging and checkpoints", min=1)
     save_total_limit: int = _f(3, "Checkpoints kept (oldest deleted first).",
                                "Logging and checkpoints", min=1)
+    num_samples: int = _f(3, "Validation prompts answered greedily at every evaluation, to "
+                          "watch the answers change (samples.jsonl); 0: none.",
+                          "Logging and checkpoints", min=0, max=20)
+    sample_prompts: list = _f(None, "Your own prompts to answer at every evaluation instead "
+                              "(one a line in the page).", "Logging and checkpoints",
+                              factory=list)
 
-    # ---- Weights & Biases
-    use_wandb: bool = _f(False, "Also log to Weights & Biases.", "Weights & Biases")
-    wandb_project: str = _f("qwen3-finetuning", "W&B project.", "Weights & Biases")
-    wandb_run_name: Optional[str] = _f(None, "W&B run name (default: the run folder's name).",
-                                       "Weights & Biases")
+    # ---- tracking (metrics.jsonl is always written)
+    report_to: list = _f(None, "Also report to: wandb (Weights & Biases; offline without an API "
+                         "key or network), tensorboard (run_dir/tensorboard), trackio (local "
+                         "dashboard: trackio show).", "Tracking", factory=list,
+                         suggestions=["wandb", "tensorboard", "trackio"])
+    use_wandb: bool = _f(False, "Also log to Weights & Biases (the same as wandb in report_to).",
+                         "Tracking")
+    wandb_project: str = _f("qwen3-finetuning", "Project name in W&B and trackio.", "Tracking")
+    wandb_run_name: Optional[str] = _f(None, "Run name in W&B and trackio (default: the run "
+                                       "folder's name).", "Tracking")
 
     # ------------------------------------------------------------------ construction
     def __post_init__(self):
@@ -258,8 +274,13 @@ class FineTuningConfig:
         if self.prompt_template and "{" not in self.prompt_template:
             problems.append("prompt_template has no {placeholders}: name the columns, "
                             "e.g. '{instruction}\\n{response}'")
-        if self.use_wandb and not hw.wandb:
-            problems.append("use_wandb is on but wandb is not installed: pip install wandb")
+        for tracker in self.report_to + (["wandb"] if self.use_wandb else []):
+            if tracker not in ("wandb", "tensorboard", "trackio"):
+                problems.append(f"report_to {tracker!r} is not a tracker: choose wandb, "
+                                "tensorboard or trackio")
+            elif not hw.packages.get(tracker):
+                problems.append(f"report_to {tracker} needs the {tracker} package: "
+                                f"pip install {tracker}")
         return problems
 
 

@@ -16,8 +16,9 @@ from typing import Callable, Optional
 
 # kinds: status (what the job is doing), log (a line of text), plan (what the backend decided
 # to run: batch layout, checkpointing, attention, dtype), train (step metrics), eval
-# (validation loss), checkpoint (a folder was written), done (final state and why)
-KINDS = ("status", "log", "plan", "train", "eval", "checkpoint", "done")
+# (validation loss), sample (a prompt answered greedily at an evaluation), checkpoint (a folder
+# was written), done (final state and why)
+KINDS = ("status", "log", "plan", "train", "eval", "sample", "checkpoint", "done")
 
 
 @dataclass

@@ -108,5 +108,6 @@ def _machine() -> Hardware:
             platform.system() == "Darwin" and platform.machine() == "arm64"),
         bitsandbytes=_importable("bitsandbytes"),
         wandb=_importable("wandb"),
-        packages={name: _importable(name) for name in ("unsloth", "mlx", "mlx_lm")},
+        packages={name: _importable(name) for name in ("unsloth", "mlx", "mlx_lm", "wandb",
+                                                        "tensorboard", "trackio")},
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+from studio.config import LINEAR_LAYERS as ALL_LINEAR
 AUTO = "Auto"
 SMALL = 2000      # rows: up to here a dataset is a set of facts or a style to learn by heart
 

@@ -20,6 +20,7 @@ may start at all is studio.service's to decide.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -201,12 +202,13 @@ def execute(run_dir: Path, should_stop: Callable[[], bool] = lambda: False,
     run_dir = Path(run_dir)
     log = EventLog(run_dir / "metrics.jsonl")
     log.subscribe(lambda e: e.kind == "plan" and write_plan(run_dir, **e.data))
+    log.subscribe(lambda e: e.kind == "sample" and _append(run_dir / "samples.jsonl", e))
     for listener in listeners:
         log.subscribe(listener)
     stop_file = run_dir / "STOP"
     stopped = lambda: should_stop() or stop_file.exists()   # noqa: E731
     write_status(run_dir, state="running", pid=os.getpid())
-    step = 0
+    step, trackers = 0, []
     try:
         config = FineTuningConfig.load(run_dir / "config.yaml")
         hw = detect_hardware()
@@ -214,6 +216,9 @@ def execute(run_dir: Path, should_stop: Callable[[], bool] = lambda: False,
         if problems:
             raise ConfigError("; ".join(problems))
         config = config.resolve(hw)
+        for tracker in _trackers(config, run_dir, log):
+            log.subscribe(tracker)
+            trackers.append(tracker)
         name, why = choose_backend(config.backend, hw)
         write_status(run_dir, backend=name)
         log.emit("status", 0, message=f"backend: {why}", backend=name, hardware=hw.summary())
@@ -242,7 +247,29 @@ def execute(run_dir: Path, should_stop: Callable[[], bool] = lambda: False,
         if isinstance(e, KeyboardInterrupt):
             write_status(run_dir, state=state, reason=reason, ended=time.time())
             raise
+    finally:
+        for tracker in trackers:
+            try:
+                tracker.close()
+            except Exception:   # noqa: BLE001 - a tracker's hiccup is not the run's outcome
+                pass
     return write_status(run_dir, state=state, reason=reason, ended=time.time(), step=step)
+
+
+def _trackers(config: FineTuningConfig, run_dir: Path, log: EventLog) -> list:
+    """The trackers the config asks for (studio.tracking); one that cannot start is said in the
+    log and left out, never the end of the run."""
+    from studio.tracking import TRACKERS, chosen
+
+    out = []
+    for name in chosen(config):
+        try:
+            out.append(TRACKERS[name](config, run_dir))
+            log.emit("status", 0, message=f"reporting to {name}")
+        except Exception as e:   # noqa: BLE001
+            log.emit("log", 0, message=f"{name} could not start, so this run does not report "
+                                       f"to it: {type(e).__name__}: {str(e)[:300]}")
+    return out
 
 
 def resolved_plan(config: FineTuningConfig, backend: str) -> dict:
@@ -257,7 +284,7 @@ def resolved_plan(config: FineTuningConfig, backend: str) -> dict:
 
 def prepare_data(config: FineTuningConfig, emit, data=None):
     """Tokenize and mask the run's dataset with the base model's tokenizer, unless that was done
-    already (`data`), and say what it holds."""
+    already (`data`), pick the prompts to answer at each evaluation, and say what it holds."""
     from transformers import AutoTokenizer
 
     from studio.data import prepare
@@ -265,13 +292,56 @@ def prepare_data(config: FineTuningConfig, emit, data=None):
 
     if not config.data_path:
         raise RunError("no dataset: give data_path (a file, a saved dataset folder or a Hub id)")
+    tokenizer = AutoTokenizer.from_pretrained(local_model_path(config.model_name))
     if data is None:
         emit("status", 0, message=f"preparing {config.data_path}")
-        tokenizer = AutoTokenizer.from_pretrained(local_model_path(config.model_name))
         data = prepare(config.data_path, tokenizer, config)
+    data = dataclasses.replace(data, samples=sample_prompts(config, data, tokenizer))
     emit("status", 0, message="data: " + data.report.summary().replace("\n", "; "),
          n_train=data.report.n_train, n_eval=data.report.n_eval, format=data.format.name)
     return data
+
+
+def sample_prompts(config: FineTuningConfig, data, tokenizer) -> list[dict]:
+    """What the run answers at each evaluation: the user's own prompts, prompted as the chat
+    will prompt them, or the first validation rows up to where their answer starts (exactly as
+    training sees them), with that answer as the reference."""
+    from studio.inference import PromptFormat, prompt_ids
+
+    if config.sample_prompts:
+        return [{"prompt": p, "reference": "",
+                 "ids": prompt_ids(tokenizer, [{"role": "user", "content": p}],
+                                   PromptFormat.of(config))} for p in config.sample_prompts]
+    if data.eval is None or not config.num_samples:
+        return []
+    out = []
+    for row in data.eval.select(range(min(config.num_samples, len(data.eval)))):
+        ids, mask = row["input_ids"], row["assistant_masks"]
+        start = mask.index(1) if 1 in mask else len(ids)
+        end = start + (mask[start:].index(0) if 0 in mask[start:] else len(ids) - start)
+        out.append({"prompt": _last_turn(tokenizer.decode(ids[:start], skip_special_tokens=True)),
+                    "reference": tokenizer.decode(ids[start:end], skip_special_tokens=True).strip(),
+                    "ids": list(ids[:start])})
+    return out
+
+
+def _last_turn(prompt: str) -> str:
+    """The user's last turn in a decoded prompt, for people: the lines after the last line that
+    is just "user", up to the line "assistant" (the rendered prompt's tail where there is none)."""
+    lines = prompt.strip().splitlines()
+    starts = [i for i, line in enumerate(lines) if line.strip() in ("user", "human")]
+    if not starts:
+        return prompt.strip()[-300:]
+    turn = lines[starts[-1] + 1:]
+    if "assistant" in [line.strip() for line in turn]:
+        turn = turn[:[line.strip() for line in turn].index("assistant")]
+    return "\n".join(turn).strip()
+
+
+def _append(path: Path, event: Event) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps({"step": event.step, "time": event.time, **event.data},
+                           ensure_ascii=False) + "\n")
 
 
 def explain_failure(e: BaseException, run_dir: Path) -> str:

@@ -17,6 +17,7 @@ import fcntl
 import gc
 import math
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -30,8 +31,8 @@ from studio.analysis import Analyses
 from studio.config import FineTuningConfig
 from studio.events import read_events
 from studio.models import model_problem
-from studio.runs import (Job, RunError, active_run, is_run_dir, last_checkpoint, list_runs,
-                         new_run_dir, prepare_run_dir, write_status)
+from studio.runs import (ACTIVE, Job, RunError, active_run, is_run_dir, last_checkpoint,
+                         list_runs, new_run_dir, prepare_run_dir, read_status, write_status)
 
 GiB = 2**30
 START_ANYWAY = ("Or start anyway: tick 'Start even if the estimate does not fit' on the page, pass "
@@ -297,6 +298,51 @@ class Service:
             if speed:
                 return speed, run_dir.name
         return None, ""
+
+    # ------------------------------------------------------------------ keeping runs
+    def rename(self, run_dir: str | Path, new_name: str) -> Path:
+        """Give a run a new folder name in this runs folder; never a run that is training."""
+        run_dir = self._own(run_dir)
+        new_name = new_name.strip()
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}", new_name):
+            raise Refused([f"{new_name!r} cannot name a run: use letters, digits, '.', '_' and "
+                           "'-' (up to 80, starting with a letter or digit)"])
+        target = self.runs_dir / new_name
+        if target.exists():
+            raise Refused([f"{new_name} is taken in {self.runs_dir}: choose another name"])
+        with self._starting():
+            self._not_training(run_dir, "renamed")
+            run_dir.rename(target)
+        config = FineTuningConfig.load(target / "config.yaml")
+        config.replace(output_dir=str(target)).save(target / "config.yaml")
+        self._forget(run_dir)
+        return target
+
+    def delete(self, run_dir: str | Path) -> None:
+        """Delete a run's folder for good; never a run that is training."""
+        run_dir = self._own(run_dir)
+        with self._starting():
+            self._not_training(run_dir, "deleted")
+            shutil.rmtree(run_dir)
+        self._forget(run_dir)
+
+    def _own(self, run_dir: str | Path) -> Path:
+        """A run folder directly inside this runs folder: nothing else is renamed or deleted."""
+        path = Path(run_dir).expanduser()
+        path = (path if path.is_absolute() else self.runs_dir / path).resolve()
+        if path.parent != self.runs_dir or not is_run_dir(path):
+            raise Refused([f"{run_dir} is not a run in {self.runs_dir}"])
+        return path
+
+    def _not_training(self, run_dir: Path, what: str) -> None:
+        if read_status(run_dir).get("state") in ACTIVE:
+            raise Refused([f"{run_dir.name} is training, so it cannot be {what}: stop it first"])
+
+    def _forget(self, run_dir: Path) -> None:
+        with self._lock:
+            self._jobs.pop(str(run_dir), None)
+            for key in [k for k in self._models if k[0] == str(run_dir)]:
+                self._models.pop(key)
 
     # ------------------------------------------------------------------ watching
     def runs(self) -> list[dict]:

@@ -96,6 +96,42 @@ def event_callback(emit, should_stop: Callable[[], bool], flops: tuple = (None, 
     return EventCallback()
 
 
+def sample_callback(emit, tokenizer, samples: list[dict], max_new_tokens: int = 64):
+    """A TrainerCallback that answers the run's sample prompts greedily at every evaluation
+    step, so the page shows the answers changing beside the curve (studio.runs keeps them in
+    samples.jsonl). A model that cannot generate mid-training says so once and is left be."""
+    import torch
+    from transformers import TrainerCallback
+
+    class SampleCallback(TrainerCallback):
+        def __init__(self):
+            self.failed = False
+
+        def on_step_end(self, args, state, control, model=None, **kw):
+            if self.failed or not samples or state.global_step % args.eval_steps:
+                return
+            was_training = model.training
+            model.eval()
+            try:
+                with torch.no_grad():
+                    for sample in samples:
+                        ids = torch.tensor([sample["ids"]], device=model.device)
+                        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                             max_new_tokens=max_new_tokens, do_sample=False,
+                                             pad_token_id=tokenizer.pad_token_id)
+                        answer = tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+                        emit("sample", state.global_step, prompt=sample["prompt"],
+                             answer=answer.strip(), reference=sample["reference"])
+            except Exception as e:   # noqa: BLE001 - samples are a view, never the run's end
+                self.failed = True
+                emit("log", state.global_step, message=f"samples stopped: {type(e).__name__}: "
+                                                       f"{str(e)[:200]}")
+            finally:
+                model.train(was_training)
+
+    return SampleCallback()
+
+
 # ---------------------------------------------------------------------------- GPU batches
 def plan_gpu_batches(config, data, emit, fused_loss: bool = False):
     """On a GPU, size the micro-batches to the free memory (studio.memory), unless the user set
@@ -213,8 +249,7 @@ def sft_config(config, run_dir: Path, has_eval: bool):
         fp16=bool(config.fp16),
         use_cpu=bool(config.cpu_only),
         seed=config.seed,
-        report_to=["wandb"] if config.use_wandb else [],
-        run_name=config.wandb_run_name or run_dir.name,
+        report_to=[],                       # trackers listen to our events (studio.tracking)
         # rows arrive cut to max_seq_length (studio.data); a pack holds tokens_per_batch
         max_length=(config.tokens_per_batch or config.max_seq_length) if packed else None,
         packing=packed,

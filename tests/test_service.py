@@ -234,3 +234,32 @@ def test_a_finished_child_process_is_reaped_without_anyone_watching(tiny_qwen3, 
     wait_for(lambda: read_status_raw(job.run_dir).get("state") == "finished", timeout=120,
              what="the job to finish")
     wait_for(lambda: not Path(f"/proc/{pid}").exists(), timeout=10, what="the process reaped")
+
+
+# ---------------------------------------------------------------------------- tracking
+def test_a_run_reports_to_wandb_offline_tensorboard_and_trackio(tiny_qwen3, tmp_path, qa_jsonl,
+                                                                monkeypatch):
+    """report_to lists trackers that listen to the run's events: W&B writes an offline run
+    (no key, no network here), TensorBoard an event file, trackio its local database; the
+    sample prompts are answered at each evaluation into samples.jsonl."""
+    for name in ("wandb", "tensorboard", "trackio"):
+        pytest.importorskip(name)
+    from trackio.utils import TRACKIO_DIR      # fixed when trackio is first imported
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))            # no ~/.netrc: no W&B login
+    project = f"studio-test-{os.getpid()}-{time.time_ns()}"
+    config = scripted(tiny_qwen3, qa_jsonl, tmp_path / "runs" / "a", max_steps=6,
+                      report_to=["wandb", "tensorboard", "trackio"], wandb_project=project)
+    job = Service(tmp_path / "runs").start(config, tmp_path / "runs" / "a", in_process=True)
+    assert job.wait(120)["state"] == "finished"
+    run = tmp_path / "runs" / "a"
+    assert list((run / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    written = list(Path(TRACKIO_DIR).glob(f"{project}*"))
+    for path in written:
+        path.unlink()
+    assert written
+    samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in samples] == [3, 3, 6, 6]
+    assert samples[0]["answer"] == "scripted answer at step 3" and samples[0]["reference"]

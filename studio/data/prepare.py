@@ -6,6 +6,7 @@ does prepare() fail, with the cause and the fix.
 """
 from __future__ import annotations
 
+
 import json
 import math
 import random
@@ -68,6 +69,8 @@ class PreparedData:
     eval: Optional[datasets.Dataset]
     report: DataReport
     format: DetectedFormat
+    # prompts a run answers at every evaluation: [{"prompt", "ids", "reference"}] (studio.runs)
+    samples: list = field(default_factory=list)
 
 
 _MIN_ROWS_FOR_EVAL = 4
