@@ -31,6 +31,7 @@ from typing import Callable, Iterable, Optional
 
 from studio.config import FineTuningConfig
 from studio.inference import LoadedModel, load_model, resolve_source, split_thinking, stream_reply
+from studio.runs import ACTIVE, read_status
 
 Progress = Callable[[float, str], None]
 
@@ -271,7 +272,7 @@ def _eval_row(row: dict, fmt) -> Optional[EvalRow]:
 _AS_IS = "{prompt}{response}"     # a prompt template that gives the prompt text unchanged
 
 
-def answer(loaded: LoadedModel, row: EvalRow, max_new_tokens: int = 128) -> str:
+def reply_to(loaded: LoadedModel, row: EvalRow, max_new_tokens: int = 128) -> str:
     """The model's greedy reply to one evaluation row, prompted as its run trained."""
     if row.raw:
         loaded = dataclasses.replace(loaded, prompt_format=dataclasses.replace(
@@ -355,8 +356,7 @@ def task_config(path: Path, max_new_tokens: int = 128) -> dict:
     compared by exact match, case, punctuation and outer spaces ignored) or choices plus the
     right one's index (answer: multiple choice, scored by likelihood)."""
     path = Path(path)
-    first = json.loads(next(line for line in path.read_text(encoding="utf-8").splitlines()
-                            if line.strip()))
+    first = _first_record(path)
     question = next((k for k in ("question", "query", "prompt", "instruction") if k in first),
                     None)
     target = next((k for k in ("answer", "response", "output") if k in first), None)
@@ -390,6 +390,21 @@ def task_manager(tasks):
 
     jsonl_only = all(Path(t).suffix.lower() in (".jsonl", ".json") for t in tasks)
     return TaskManager(include_defaults=not jsonl_only)
+
+
+def _first_record(path: Path) -> dict:
+    """The first row of a JSONL file (or of a JSON array)."""
+    text = path.read_text(encoding="utf-8")
+    try:
+        if text.lstrip().startswith("["):
+            first = next(iter(json.loads(text)), None)
+        else:
+            first = next((json.loads(line) for line in text.splitlines() if line.strip()), None)
+    except ValueError as e:
+        raise EvalError(f"{path}: not JSON lines ({e})") from None
+    if not isinstance(first, dict):
+        raise EvalError(f"{path}: no rows (one JSON object a line)")
+    return first
 
 
 def run_tasks(config: FineTuningConfig, adapter: Optional[Path], tasks, max_new_tokens=128,
@@ -677,6 +692,8 @@ def evaluate_run(run_dir, data=None, n_prompts: int = 20, max_new_tokens: int = 
     evalset = eval_set(run_dir, data)
     rows = evalset.rows[:max(0, n_prompts)]
     notes = []
+    if read_status(run_dir).get("state") in ACTIVE:
+        notes.append(f"the run is still training: {adapter.name} was evaluated")
     if len(evalset.rows) < len(evalset.tokens):
         notes.append(f"{len(evalset.tokens) - len(evalset.rows)} rows have no question before "
                      f"their answer (plain text) or could not be traced to the file: they count "
@@ -708,14 +725,24 @@ def evaluate_run(run_dir, data=None, n_prompts: int = 20, max_new_tokens: int = 
         if mine:
             scores[which].exact_match = sum(a.exact_match for a in mine) / len(mine)
             scores[which].rouge_l = sum(a.rouge_l for a in mine) / len(mine)
+    # what fails from here on (a task lm-eval does not know, a judge that does not answer)
+    # becomes a note in the report: the models' answers and losses above are kept
     if tasks:
-        manager = task_manager(tasks)
-        for k, (which, path) in enumerate((("base", None), ("tuned", adapter))):
-            stages("tasks", k / 2, f"lm-eval tasks: the {which} model")
-            scores[which].tasks = run_tasks(evalset.config, path, tasks, max_new_tokens, manager)
-            _free_memory()
+        try:
+            manager = task_manager(tasks)
+            for k, (which, path) in enumerate((("base", None), ("tuned", adapter))):
+                stages("tasks", k / 2, f"lm-eval tasks: the {which} model")
+                scores[which].tasks = run_tasks(evalset.config, path, tasks, max_new_tokens,
+                                                manager)
+                _free_memory()
+        except Exception as e:  # noqa: BLE001
+            notes.append(f"lm-eval tasks failed: {type(e).__name__}: {_first_line(e)}")
     if judge is not None:
-        _judge_all(judge, rows, results, scores, stages)
+        try:
+            _judge_all(judge, rows, results, scores, stages)
+        except Exception as e:  # noqa: BLE001
+            notes.append(f"the judge at {judge.base_url} failed: {type(e).__name__}: "
+                         f"{_first_line(e)}")
 
     report = EvalReport(
         run_dir=str(run_dir), folder=str(folder),
@@ -747,6 +774,11 @@ def _refuse_missing_extras(tasks, judge, adapter, config) -> None:
             path = Path(task)
             if path.suffix.lower() in (".jsonl", ".json", ".yaml", ".yml") and not path.is_file():
                 problems.append(f"task file not found: {task}")
+            elif path.suffix.lower() in (".jsonl", ".json"):
+                try:
+                    task_config(path)
+                except EvalError as e:
+                    problems.append(str(e))
     if judge is not None:
         try:
             import openai  # noqa: F401
@@ -774,12 +806,16 @@ def _measure(loaded: LoadedModel, which: str, evalset: EvalSet, rows: list[EvalR
     for i, row in enumerate(rows):
         stages(which, 0.3 + 0.7 * i / max(1, len(rows)),
                f"the {label} model answers prompt {i + 1} of {len(rows)}")
-        replies.append(answer(loaded, row, max_new_tokens))
+        replies.append(reply_to(loaded, row, max_new_tokens))
     return scores, replies
 
 
 def _scored(reply: str, row: EvalRow) -> Answer:
     return Answer(reply, exact_match(reply, row.reference), rouge_l(reply, row.reference))
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [""])[0][:300]
 
 
 def _judge_all(judge: Judge, rows, results, scores, stages) -> None:

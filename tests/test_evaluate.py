@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import socket
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -277,6 +278,20 @@ def test_a_judge_behind_an_openai_compatible_endpoint_scores_both_models(scripte
     assert report.settings["judge"] == {"base_url": judge.base_url, "model": "stub-judge"}
 
 
+def test_a_judge_that_does_not_answer_leaves_a_note_and_keeps_the_rest(scripted_run):
+    """A failing judge costs its scores, not the answers already written."""
+    pytest.importorskip("openai")
+    with socket.socket() as s:       # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    report = evaluate_run(scripted_run, n_prompts=1, max_new_tokens=10,
+                          judge=Judge(f"http://127.0.0.1:{port}/v1", "m"))
+    assert report.base.judge is None and report.tuned.judge is None
+    failed = f"the judge at http://127.0.0.1:{port}/v1 failed"
+    assert any(note.startswith(failed) for note in report.notes)
+    assert "of 3 steps" in report.prompts[0].tuned.text and report.json_path.is_file()
+
+
 def test_the_judges_prompt_holds_the_reference_and_its_score_is_read_back():
     """The rubric shows the conversation, the reference and the answer without its thinking."""
     row = EvalRow([{"role": "user", "content": "Mascot?"}], "Quillby.")
@@ -299,6 +314,14 @@ def test_missing_extras_are_refused_before_any_model_loads_with_the_pip_command(
     assert 'pip install "qwen3-studio[eval]"' in str(refused.value)
     assert 'pip install "qwen3-studio[judge]"' in str(refused.value)
     assert list(scripted_run.glob("eval/*")) == reports
+
+
+def test_a_local_task_file_without_an_answer_is_refused_by_name(tiny_run, tmp_path):
+    """A JSONL task is checked before any model loads: it needs a question and an answer."""
+    task = write_jsonl(tmp_path / "bad.jsonl", [{"question": "1 plus 1?", "label": "2"}])
+    with pytest.raises(EvalError, match="bad.jsonl: a task row needs .* the first row has "
+                                        "question, label"):
+        evaluate_run(tiny_run, tasks=[str(task)])
 
 
 def test_a_run_without_a_validation_split_asks_for_a_file(tiny_qwen3, tmp_path):
