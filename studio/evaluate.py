@@ -423,6 +423,8 @@ def run_tasks(config: FineTuningConfig, adapter: Optional[Path], tasks, max_new_
     args = {"pretrained": pretrained, "dtype": str(torch_dtype(config)).replace("torch.", ""),
             "think_end_token": "</think>", "enable_thinking": bool(config.enable_thinking)}
     if adapter is not None:
+        # lm-eval sizes the embeddings to the tokenizer before it attaches the adapter: on Qwen3
+        # that drops the padding rows no token maps to (the base keeps them; scores barely move)
         args["peft"] = str(adapter)
         if (Path(adapter) / "tokenizer_config.json").is_file():
             args["tokenizer"] = str(adapter)    # it carries the chat template used in training
