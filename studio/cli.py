@@ -4,7 +4,8 @@
     python -m studio generate --run runs/a --prompt "Hello"
     python -m studio chat --run runs/a
     python -m studio ui [--host --port --auth --runs-dir]
-    python -m studio runs | stop RUN | attach RUN
+    python -m studio runs [list|show|diff|rename|rm] | stop RUN | attach RUN
+    python -m studio eval --run RUN [--data FILE] [--tasks ...] [--judge-url URL]
     python -m studio tiny-qwen3 DIR | demo-model [DIR]
 
 Every FineTuningConfig field is a flag named after it (--lora-r, and the guide's --lora_r);
@@ -178,6 +179,45 @@ def cmd_runs(args) -> int:
             Service(run.parent).delete(run)
             print(f"deleted {run.name}")
     return 0
+
+
+def cmd_eval(args) -> int:
+    """The run's base and fine-tuned models side by side; the report goes to the run folder."""
+    from studio.evaluate import Judge, export_evalscope
+    from studio.runs import RunError
+    from studio.service import Service
+
+    run_dir = _run_folder(args.run)
+    if bool(args.judge_url) != bool(args.judge_model):
+        raise RunError("a judge wants both --judge-url and --judge-model")
+    judge = Judge(args.judge_url, args.judge_model, os.environ.get("JUDGE_API_KEY")) \
+        if args.judge_url else None
+    with tqdm_progress() as progress:
+        report = Service(run_dir.parent).evaluate(
+            run_dir, data=args.data, n_prompts=args.n_prompts, max_new_tokens=args.max_new_tokens,
+            tasks=args.tasks, judge=judge, progress=progress)
+    print(report.summary())
+    if args.export_evalscope:
+        path = export_evalscope(run_dir, args.export_evalscope, data=args.data)
+        print(f"evaluation set for EvalScope: {path}")
+    return 0
+
+
+class tqdm_progress:
+    """progress(fraction, message) as a tqdm bar on stderr."""
+
+    def __enter__(self):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=100, unit="%", file=sys.stderr, dynamic_ncols=True)
+        return self
+
+    def __call__(self, fraction: float, message: str = "") -> None:
+        self.bar.update(round(100 * fraction) - self.bar.n)
+        self.bar.set_description(message[:60], refresh=True)
+
+    def __exit__(self, *exc):
+        self.bar.close()
 
 
 def _num(value, spec: str = ".4f") -> str:
@@ -372,6 +412,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", help="rename: the new folder name")
     p.add_argument("--yes", "-y", action="store_true", help="rm: do not ask")
     p.set_defaults(func=cmd_runs)
+    p = sub.add_parser("eval", help="the base and the fine-tuned model side by side")
+    p.add_argument("--run", required=True, help="the run's folder")
+    p.add_argument("--data", help="a file to evaluate on (default: the run's validation split)")
+    p.add_argument("--n-prompts", "--n_prompts", type=int, default=20,
+                   help="rows answered by both models and scored (default 20)")
+    p.add_argument("--max-new-tokens", "--max_new_tokens", type=int, default=128)
+    p.add_argument("--tasks", nargs="+", default=[], metavar="TASK",
+                   help="lm-eval tasks: names, YAML files, or local JSONL files "
+                        "(pip install 'qwen3-studio[eval]')")
+    p.add_argument("--judge-url", help="an OpenAI-compatible endpoint whose model scores the "
+                   "answers 1-10 (its key from JUDGE_API_KEY)")
+    p.add_argument("--judge-model", help="the judge's model name at that endpoint")
+    p.add_argument("--export-evalscope", metavar="PATH",
+                   help="also write the evaluation set as EvalScope general QA JSONL")
+    p.set_defaults(func=cmd_eval)
     for name, func, what in (("stop", cmd_stop, "ask a training run to stop, and wait"),
                              ("attach", cmd_attach, "follow a run started elsewhere")):
         p = sub.add_parser(name, help=what)
@@ -414,10 +469,11 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from studio.data import DataError
     from studio.models import ModelError
     from studio.runs import RunError
+    from studio.evaluate import EvalError
     from studio.service import Refused
 
     return (ConfigError, DataError, RunError, BackendError, ModelError, TrainingError, Refused,
-            FileNotFoundError, OSError)
+            EvalError, FileNotFoundError, OSError)
 
 
 def main(argv=None) -> int:

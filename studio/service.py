@@ -1,4 +1,5 @@
-"""The studio's one set of actions on runs: check, start, resume, stop, list and attach.
+"""The studio's one set of actions on runs: check, start, resume, stop, list, attach, evaluate,
+rename and delete.
 
 The page, the command line (`python -m studio train`) and the Python API (`run_fine_tuning`)
 all go through a `Service` for its runs folder, so a run that one of them refuses, all refuse,
@@ -298,6 +299,25 @@ class Service:
             if speed:
                 return speed, run_dir.name
         return None, ""
+
+    # ------------------------------------------------------------------ evaluating
+    def evaluate(self, run_dir: str | Path, data: Optional[str] = None, **options):
+        """The run's base and fine-tuned models side by side (studio.evaluate), saved in the
+        run's folder. Two models are loaded one after the other, so nothing may train in this
+        runs folder meanwhile: refused like a second job."""
+        from studio.evaluate import EvalError, evaluate_run
+
+        run_dir = self._own(run_dir)
+        with self._starting():
+            running = self.active()
+            if running:
+                raise Refused([f"A run is already training in {self.runs_dir}: {running.name}. "
+                               "Evaluation loads two models, so it waits for that run: stop "
+                               "it or wait for it to finish."])
+            try:
+                return evaluate_run(run_dir, data=data, **options)
+            except EvalError as e:
+                raise Refused([str(e)]) from None
 
     # ------------------------------------------------------------------ keeping runs
     def rename(self, run_dir: str | Path, new_name: str) -> Path:

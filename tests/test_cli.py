@@ -53,6 +53,10 @@ def test_train_then_generate_from_the_command_line(tiny_qwen3, tmp_path, qa_json
     code, out, err = run_cli(capsys, "generate", "--run", tmp_path / "run", "--prompt", "Hi",
                              "--max-new-tokens", "5", "--temperature", "0")
     assert code == 0 and out.strip(), err
+    code, out, err = run_cli(capsys, "eval", "--run", tmp_path / "run", "--n-prompts", "1",
+                             "--max-new-tokens", "4")
+    assert code == 0 and "held-out loss" in out, err
+    assert list((tmp_path / "run" / "eval").glob("*/report.html"))
 
 
 def test_a_second_run_never_reuses_an_existing_run_folder(tiny_qwen3, tmp_path, qa_jsonl, capsys):
