@@ -296,10 +296,9 @@ def wire(t: ModelTab, form: ConfigForm, service: Service, demo: gr.Blocks) -> li
 
     @guard
     def preset(name, *values):
-        config, _ = form.to_config(*values)
-        config, why = with_preset(service, config, name)
+        outputs = with_preset(service, form, values, name)
         gr.Info(say("model.preset_applied", name=preset_name(name)))
-        return [why] + form.values(config)
+        return outputs
 
     @guard
     def save_yaml(*values):
@@ -359,13 +358,18 @@ def first_why() -> str:
     return why_text(AUTO, *choose_preset(None))
 
 
-def with_preset(service: Service, config: FineTuningConfig, name: str):
-    """The config with preset `name` applied (Auto: the one for the loaded data's size), and
-    the sentence that says why."""
+def with_preset(service: Service, form: ConfigForm, values, name: str) -> list:
+    """The sentence that says why, then the form with preset `name` applied (Auto: the one for
+    the loaded data's size). Only the fields the preset sets are written: the others are left
+    as they are, so a dataset path typed while this ran is not put back to the old one."""
+    config, _ = form.to_config(*values)
     analysis = service.data.cached(config)
     rows = len(analysis.dataset) if analysis else None
     chosen, why = choose_preset(rows) if name == AUTO else (name, "")
-    return apply_preset(config, chosen), why_text(name, chosen, why, rows)
+    sets = PRESETS[chosen].fields
+    return [why_text(name, chosen, why, rows)] + [
+        value if field in sets else gr.skip()
+        for field, value in zip(FIELDS, form.values(apply_preset(config, chosen)))]
 
 
 def auto_preset(t: ModelTab, form: ConfigForm, service: Service):
@@ -374,9 +378,7 @@ def auto_preset(t: ModelTab, form: ConfigForm, service: Service):
     def apply(name, *values):
         if name != AUTO:
             return [gr.skip()] * (len(form.inputs) + 1)
-        config, _ = form.to_config(*values)
-        config, why = with_preset(service, config, AUTO)
-        return [why] + form.values(config)
+        return with_preset(service, form, values, AUTO)
 
     def follow(event):
         return event.then(apply, [t.preset] + form.inputs, [t.preset_why] + form.inputs,
