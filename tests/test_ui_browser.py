@@ -495,3 +495,59 @@ def test_the_page_in_english_shows_no_chinese(browser, server):
     assert "1 · Data" in seen and "Load" in seen and "▶ Start training" in seen
     assert sorted(t for t in seen if CJK.search(t)) == []
     page.close()
+
+
+# ---------------------------------------------------------------------------- runs compared
+def test_runs_are_compared_and_a_deleted_run_leaves_the_disk(browser, server, tmp_path,
+                                                             tiny_qwen3):
+    """Two runs that differ in learning_rate overlay on the Runs tab and their config diff names
+    that field; deleting one from the page removes its folder, and a run still training cannot
+    be deleted. (Scripted runs: the page's wiring is what is tested.)"""
+    from studio import FineTuningConfig
+    from studio.service import Service
+
+    data = write_jsonl(tmp_path / "qa.jsonl", QA_ROWS)
+    service = Service(server.runs_dir)
+    for name, lr in (("slow", 1e-4), ("fast", 1e-3)):
+        config = FineTuningConfig(**quick_run(tiny_qwen3, str(data), backend="scripted",
+                                              max_steps=8, learning_rate=lr))
+        assert service.start(config, server.runs_dir / name, in_process=True).wait(60)[
+            "state"] == "finished"
+    page = open_page(browser, server.url)
+    tab(page, "6 · Runs")
+    wait_text(page, "#runs-table", "fast")
+    for name in ("slow", "fast"):
+        page.locator("#runs-compare").get_by_text(f"{name} — finished").click()
+    diff = wait_text(page, "#runs-diff", "learning_rate")
+    assert "0.0001" in diff and "0.001" in diff and "max_steps" not in diff
+    page.wait_for_function("() => document.querySelectorAll('#runs-chart .scatterlayer .trace')"
+                           ".length >= 4")        # both runs' train and eval curves
+
+    long_run = FineTuningConfig(**quick_run(tiny_qwen3, str(data), backend="scripted",
+                                            max_steps=5000))
+    job = service.start(long_run, server.runs_dir / "busy", in_process=True)
+    try:
+        page.locator("#runs-refresh").click()
+        wait_text(page, "#runs-table", "busy")
+        pick(page, "#runs-run", "busy")
+        page.locator("#runs-sure input").check()
+        page.locator("#runs-delete").click()
+        wait_text(page, "#runs-status", "is training, so it cannot be deleted")
+        assert (server.runs_dir / "busy").is_dir()
+    finally:
+        job.stop()
+        job.wait(30)
+    pick(page, "#runs-run", "slow")
+    page.locator("#runs-sure input").check()
+    page.locator("#runs-delete").click()
+    wait_text(page, "#runs-status", "Deleted slow")
+    assert not (server.runs_dir / "slow").exists()
+    page.wait_for_function("() => !document.querySelector('#runs-table').innerText"
+                           ".includes('slow')")
+    page.close()
+
+
+def pick(page, elem: str, label_start: str) -> None:
+    """Choose the dropdown option whose label starts with label_start."""
+    page.locator(f"{elem} input").click()
+    page.get_by_role("option").filter(has_text=label_start).first.click()

@@ -81,3 +81,16 @@ def test_a_row_cut_inside_a_character_is_shown_without_a_broken_one(tiny_qwen3):
     assert segments[-1][0].endswith("\ufffd")     # what the decoder gives for half a character
     shown = whole_characters(segments, tokenize_row(tokenizer, ds[0], fmt, config).truncated)
     assert not shown[-1][0].endswith("\ufffd") and shown[-1][0].endswith("爩")
+
+
+def test_the_sample_answers_show_newest_first_escaped():
+    """Sample events become a table: the prompt, its reference, the last three answers."""
+    from studio.ui.train_tab import absorb, samples_html
+
+    watch = new_watch("/runs/a")
+    absorb(watch, [event("sample", step, prompt="<b>Who?</b>", reference="Quokka",
+                         answer=f"answer {step}") for step in (10, 20, 30, 40)])
+    shown = samples_html(watch)
+    assert "&lt;b&gt;Who?&lt;/b&gt;" in shown and "<b>Who?</b>" not in shown
+    assert shown.index("answer 40") < shown.index("answer 30") < shown.index("answer 20")
+    assert "answer 10" not in shown

@@ -18,7 +18,7 @@ from studio.catalog import default_model
 from studio.config import FineTuningConfig
 from studio.presets import apply_preset, choose_preset
 from studio.service import Refused, Service
-from studio.ui import chat_tab, data_tab, model_tab, train_tab
+from studio.ui import chat_tab, data_tab, eval_tab, model_tab, runs_tab, train_tab
 from studio.ui.common import first_line, guard
 from studio.ui.form import ConfigForm
 from studio.ui.i18n import T
@@ -57,6 +57,7 @@ CSS = """
 table.plan { font-size: 13px; border-collapse: collapse; }
 table.plan td, table.plan th { padding: 3px 10px; border-bottom: 1px solid #e5e7eb;
                                text-align: left; }
+.sample { margin: 2px 0; }
 .log-box pre { margin: 0; white-space: pre-wrap; word-break: break-word; font-size: 12px;
                background: transparent; color: inherit; }
 """
@@ -86,7 +87,11 @@ def build_app(runs_dir: str | Path = "runs") -> gr.Blocks:
                 train = train_tab.build()
             with gr.Tab(T("page.tab.chat"), id="chat", elem_id="tab-chat") as chat_page:
                 chat = chat_tab.build()
-        for page in (data_page, model_page, train_page, chat_page):
+            with gr.Tab(T("page.tab.eval"), id="eval", elem_id="tab-eval") as eval_page:
+                evaluation = eval_tab.build()
+            with gr.Tab(T("page.tab.runs"), id="runs", elem_id="tab-runs") as runs_page:
+                runs = runs_tab.build()
+        for page in (data_page, model_page, train_page, chat_page, eval_page, runs_page):
             # Plotly sizes a chart drawn in a hidden tab for a 700 px box; a resize event
             # makes it fit its container once the tab shows.
             page.select(None, js=RESIZE_CHARTS)
@@ -99,6 +104,11 @@ def build_app(runs_dir: str | Path = "runs") -> gr.Blocks:
             auto(event)
         train_tab.wire(train, form, service)
         chat_tab.wire(chat, service)
+        eval_tab.wire(evaluation, service)
+        refresh_runs, opened, resumed = runs_tab.wire(runs, form, service, tabs)
+        follow(opened)          # a run's config went into the form: the data view follows
+        resumed.then(lambda: train_tab.attach(service), None, train_tab.outputs(train),
+                     api_name=False)
 
         # ---- the form kept in the browser: a reload keeps the dataset, mapping and settings
         states = [w for w in form.inputs if isinstance(w, gr.State)]
@@ -117,6 +127,9 @@ def build_app(runs_dir: str | Path = "runs") -> gr.Blocks:
         demo.load(lambda: chat_tab.refresh_sources(service), None, chat.source, api_name=False)
         chat_page.select(lambda s: chat_tab.refresh_sources(service, s), chat.source, chat.source,
                          api_name=False)
+        eval_page.select(lambda r: eval_tab.refresh_runs(service, r), evaluation.run,
+                         evaluation.run, api_name=False)
+        refresh_runs(runs_page.select(None, api_name=False))
         program_api(service, form)
     demo.service = service
     return demo

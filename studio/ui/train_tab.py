@@ -38,6 +38,7 @@ class TrainTab:
     progress: gr.HTML
     plan: gr.HTML         # what the backend decided to run, beside the config as asked for
     chart: gr.Plot
+    samples: gr.HTML      # the sample prompts' answers at the last evaluations
     log: gr.HTML
     watch: gr.State
     timer: gr.Timer       # polls the watched run; on while it trains
@@ -59,20 +60,22 @@ def build() -> TrainTab:
         plan = gr.HTML("", elem_id="train-plan")
     chart = gr.Plot(empty_chart(say("train.chart.empty"), 360), show_label=False,
                     elem_id="loss-chart")     # drawn again on page load, in its language
+    with gr.Accordion(T("train.samples"), open=True):
+        samples = gr.HTML("", elem_id="train-samples")
     with gr.Accordion(T("train.log"), open=True):
         log = gr.HTML(log_html(""), elem_id="train-log")
     watch = gr.State({})
     timer = gr.Timer(POLL_SECONDS, active=False)
     lookout = gr.Timer(LOOKOUT_SECONDS)
-    return TrainTab(start, stop, resume, force, run, status, progress, plan, chart, log, watch,
-                    timer, lookout)
+    return TrainTab(start, stop, resume, force, run, status, progress, plan, chart, samples, log,
+                    watch, timer, lookout)
 
 
 # ---------------------------------------------------------------------------- reading a run
 def new_watch(run_dir) -> dict:
     return {"run": str(run_dir), "cursor": 0, "train": [], "eval": [], "last": {},
             "first": None, "max_steps": None, "message": "", "done": None, "state": None,
-            "plan": {}}
+            "plan": {}, "samples": {}}
 
 
 def absorb(watch: dict, events) -> bool:
@@ -97,6 +100,10 @@ def absorb(watch: dict, events) -> bool:
             watch["message"] = say("train.checkpoint", step=e.step)
         elif e.kind == "plan":
             watch["plan"].update(d)
+        elif e.kind == "sample":
+            seen = watch["samples"].setdefault(str(d.get("prompt")), {
+                "reference": str(d.get("reference") or ""), "answers": []})
+            seen["answers"] = (seen["answers"] + [[e.step, str(d.get("answer"))]])[-3:]
         elif d.get("message"):
             watch["message"] = str(d["message"])
         if d.get("max_steps"):
@@ -293,7 +300,7 @@ def log_html(text: str) -> str:
 def poll(service: Service, watch: dict, force_chart: bool = False) -> list:
     """Outputs for the watched run after reading what it wrote since the cursor."""
     if not watch or not watch.get("run"):
-        return [watch] + [gr.skip()] * 5 + [gr.Timer(active=False), gr.skip(), gr.skip(),
+        return [watch] + [gr.skip()] * 6 + [gr.Timer(active=False), gr.skip(), gr.skip(),
                                              gr.skip()]
     job = service.attach(watch["run"])
     status = job.status                  # first: once it is final, every event is on disk
@@ -318,6 +325,8 @@ def poll(service: Service, watch: dict, force_chart: bool = False) -> list:
             plan_html(watch["run"], watch["plan"]) if force_chart or watch["plan"] != planned
             else gr.skip(),
             figure(watch) if new_points or force_chart else gr.skip(),
+            samples_html(watch) if force_chart or any(e.kind == "sample" for e in events)
+            else gr.skip(),
             log_html(log_tail(watch["run"])) if log_grew or force_chart else gr.skip(),
             gr.Timer(active=running) if state_changed or force_chart else gr.skip(),
             # nothing else can start while a run trains: no need to look out for one then
@@ -325,6 +334,23 @@ def poll(service: Service, watch: dict, force_chart: bool = False) -> list:
             gr.update(visible=resumable) if state_changed or force_chart else gr.skip(),
             gr.update(choices=run_choices(service), value=watch["run"])
             if state_changed or force_chart else gr.skip()]
+
+
+def samples_html(watch: dict) -> str:
+    """The sample prompts beside their reference and their answers at the last evaluations,
+    newest first: the answers changing is the learning, in words."""
+    if not watch["samples"]:
+        return note(say("train.samples.empty"))
+    head = "".join(f"<th>{html.escape(say(k))}</th>" for k in
+                   ("train.samples.prompt", "train.samples.reference", "train.samples.answers"))
+    rows = []
+    for prompt, seen in watch["samples"].items():
+        answers = "".join(f'<div class="sample"><i>{html.escape(say("train.samples.at", step=step))}'
+                          f"</i> {html.escape(answer)}</div>"
+                          for step, answer in reversed(seen["answers"]))
+        rows.append(f"<tr><td>{html.escape(prompt)}</td><td>{html.escape(seen['reference'])}"
+                    f"</td><td>{answers}</td></tr>")
+    return f'<table class="plan samples"><tr>{head}</tr>{"".join(rows)}</table>'
 
 
 def _size(path: Path) -> int:
@@ -335,8 +361,8 @@ def _size(path: Path) -> int:
 
 
 def outputs(t: TrainTab) -> list:
-    return [t.watch, t.status, t.progress, t.plan, t.chart, t.log, t.timer, t.lookout, t.resume,
-            t.run]
+    return [t.watch, t.status, t.progress, t.plan, t.chart, t.samples, t.log, t.timer, t.lookout,
+            t.resume, t.run]
 
 
 def wire(t: TrainTab, form: ConfigForm, service: Service) -> None:
