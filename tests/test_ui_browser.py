@@ -522,6 +522,16 @@ def test_runs_are_compared_and_a_deleted_run_leaves_the_disk(browser, server, tm
     assert "0.0001" in diff and "0.001" in diff and "max_steps" not in diff
     page.wait_for_function("() => document.querySelectorAll('#runs-chart .scatterlayer .trace')"
                            ".length >= 4")        # both runs' train and eval curves
+    shot(page, "runs")
+
+    tab(page, "5 · Evaluate")                      # base and fine-tuned side by side
+    pick(page, "#eval-run", "fast")
+    page.locator("#eval-start").click()
+    wait_text(page, "#eval-status", "Evaluated fast", timeout=120)
+    page.wait_for_selector("#eval-report iframe")
+    assert list((server.runs_dir / "fast" / "eval").glob("*/report.json"))
+    shot(page, "eval")
+    tab(page, "6 · Runs")
 
     long_run = FineTuningConfig(**quick_run(tiny_qwen3, str(data), backend="scripted",
                                             max_steps=5000))

@@ -105,14 +105,17 @@ def wire(t: EvalTab, service: Service) -> None:
                  progress=gr.Progress()):
         from studio.evaluate import Judge
 
+        # a closed accordion's text boxes arrive as None until they are first drawn
+        data, tasks, judge_url, judge_model = (
+            (text or "").strip() for text in (data, tasks, judge_url, judge_model))
         if not run_dir:
             return shout(say("eval.pick_first"), "warn"), gr.skip()
-        if bool(judge_url.strip()) != bool(judge_model.strip()):
+        if bool(judge_url) != bool(judge_model):
             return shout(say("eval.judge_both"), "warn"), gr.skip()
-        judge = Judge(judge_url.strip(), judge_model.strip()) if judge_url.strip() else None
+        judge = Judge(judge_url, judge_model) if judge_url else None
         try:
             report = service.evaluate(
-                run_dir, data=data.strip() or None, n_prompts=int(n_prompts),
+                run_dir, data=data or None, n_prompts=int(n_prompts),
                 max_new_tokens=int(max_new_tokens), tasks=tasks.split(), judge=judge,
                 progress=lambda done, what: progress(done, desc=what))
         except Refused as e:
@@ -130,7 +133,7 @@ def wire(t: EvalTab, service: Service) -> None:
         if not run_dir:
             return shout(say("eval.pick_first"), "warn"), gr.skip()
         path = Path(run_dir) / "eval" / "evalscope_general_qa.jsonl"
-        export_evalscope(run_dir, path, data=data.strip() or None)
+        export_evalscope(run_dir, path, data=(data or "").strip() or None)
         return note(say("eval.exported.note", path=str(path)), "ok"), \
             gr.update(value=str(path), visible=True)
 
