@@ -10,9 +10,11 @@ ROOT = Path(__file__).resolve().parents[1]
 # module name prefix -> layer; the longest matching prefix wins; higher imports lower
 LAYERS = {
     "studio.ui": 4, "studio.cli": 4, "studio.api": 4, "studio.__main__": 4, "launch": 4,
+    "studio.serve": 4,
     "studio.service": 3,
     "studio.runs": 2, "studio.events": 2, "studio.analysis": 2, "studio.inference": 2,
     "studio.data": 2, "studio.history": 2, "studio.tracking": 2, "studio.evaluate": 2,
+    "studio.export": 2,
     "backends": 1,
     "studio.config": 0, "studio.hardware": 0, "studio.memory": 0, "studio.models": 0,
     "studio.catalog": 0, "studio.errors": 0, "studio.trl_recipe": 0, "studio.presets": 0,
