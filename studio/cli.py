@@ -4,6 +4,7 @@
     python -m studio generate --run runs/a --prompt "Hello"
     python -m studio chat --run runs/a
     python -m studio ui [--host --port --auth --runs-dir]
+    python -m studio serve --run RUN [--host --port --auth --runs-dir]   (OpenAI-compatible /v1)
     python -m studio runs [list|show|diff|rename|rm] | stop RUN | attach RUN
     python -m studio eval --run RUN [--data FILE] [--tasks ...] [--judge-url URL]
     python -m studio tiny-qwen3 DIR | demo-model [DIR]
@@ -26,6 +27,7 @@ import yaml
 from studio.config import GROUPS, ConfigError, FineTuningConfig, field_kind, flag_names
 from studio.errors import Note
 from studio.presets import PRESETS, advice_after
+from studio.serve import add_flags as add_serve_flags
 from studio.ui.server import add_server_flags
 
 
@@ -275,6 +277,12 @@ def cmd_ui(args) -> int:
     return serve(args)
 
 
+def cmd_serve(args) -> int:
+    from studio.serve import main as serve
+
+    return serve(args)
+
+
 def cmd_generate(args) -> int:
     from studio.inference import load_model, stream_reply
 
@@ -404,6 +412,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ui", help="serve the studio's page (the browser UI)")
     add_server_flags(p)
     p.set_defaults(func=cmd_ui)
+    p = sub.add_parser("serve", help="serve runs as an OpenAI-compatible API (/v1)")
+    add_serve_flags(p)
+    p.set_defaults(func=cmd_serve)
     p = sub.add_parser("runs", help="list, show, diff, rename or delete runs")
     p.add_argument("action", nargs="?", default="list",
                    choices=["list", "show", "diff", "rename", "rm"])

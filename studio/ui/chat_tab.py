@@ -36,6 +36,9 @@ class ChatTab:
     top_p: gr.Slider
     max_new_tokens: gr.Slider
     thinking: gr.Checkbox
+    serve: gr.Checkbox
+    serve_status: gr.HTML
+    serve_code: gr.Code
 
 
 # ---------------------------------------------------------------------------- layout
@@ -70,8 +73,14 @@ def build() -> ChatTab:
                                        elem_id="chat-max-new-tokens")
             thinking = gr.Checkbox(False, label=T("chat.thinking"), info=T("chat.thinking.info"),
                                    elem_id="chat-thinking")
+    serve = gr.Checkbox(False, label=T("serve.toggle"), info=T("serve.toggle.info"),
+                        elem_id="chat-serve")
+    serve_status = gr.HTML("", elem_id="chat-serve-status")
+    serve_code = gr.Code(language="python", label=T("serve.code"), interactive=False,
+                         visible=False, elem_id="chat-serve-code")
     return ChatTab(source, compare, status, tuned, base, message, send, regenerate, clear,
-                   system, temperature, top_p, max_new_tokens, thinking)
+                   system, temperature, top_p, max_new_tokens, thinking, serve, serve_status,
+                   serve_code)
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -246,6 +255,59 @@ def wire(t: ChatTab, service: Service) -> None:
     t.clear.click(lambda: ([], [], note(say("chat.cleared"))), None, [t.tuned, t.base, t.status],
                   api_name="clear_chat")
     t.compare.input(pick, [t.source, t.compare], [t.status, t.thinking, t.tuned, t.base],
+                    api_name=False)
+    wire_serving(t, service)
+
+
+# ---------------------------------------------------------------------------- served at /v1
+def wire_serving(t: ChatTab, service: Service) -> None:
+    """The toggle that serves the chosen run at the page's /v1 (studio/serve.py): what is
+    served belongs to the server, so every tab shows it; a new choice in a tab whose box is
+    ticked is served in its place."""
+    from studio.serve import examples, model_id, served_for
+
+    served = served_for(service)
+    hidden = gr.update(visible=False)
+
+    def shown(request: gr.Request):
+        """(box, status, example) for what the server serves now."""
+        table = served.table() if served.on else {}
+        if not table:
+            return False, note(say("serve.off")), hidden
+        model, source = next(iter(table.items()))
+        url = f"{request.headers.get('x-forwarded-proto', request.request.url.scheme)}://" \
+              f"{request.headers.get('host', 'localhost')}/v1"
+        python, curl = examples(url, model, served.needs_key)
+        line = say("serve.on", source=model_id(source), url=url, model=model)
+        return (True, note(line + (" " + say("serve.key") if served.needs_key else ""), "ok"),
+                gr.update(value=f"{python}\n\n# or:\n# {curl}", visible=True))
+
+    @guard
+    def toggle(on, source, request: gr.Request):
+        """Serve the run chosen in the chat at /v1, or stop serving."""
+        why = None if served.mounted else "serve.unmounted"
+        why = why or ("serve.refused" if served.refusal else None)
+        if on and not why and not source:
+            why = "serve.pick"
+        if not on or why:
+            served.serve([])
+            return (False, shout(say(why), "warn"), hidden) if on else shown(request)
+        try:
+            served.serve([source])
+        except ValueError as e:
+            return False, shout(say("serve.failed", source=source, error=e)), hidden
+        return shown(request)
+
+    @guard
+    def follow(on, source, request: gr.Request):
+        """A new choice is served if this tab's box is ticked; else show what is served."""
+        if on and source and served.on:
+            served.serve([source])
+        return shown(request)
+
+    t.serve.input(toggle, [t.serve, t.source], [t.serve, t.serve_status, t.serve_code],
+                  api_name="serve_openai")
+    t.source.change(follow, [t.serve, t.source], [t.serve, t.serve_status, t.serve_code],
                     api_name=False)
 
 

@@ -505,6 +505,32 @@ CATALOG: dict[str, tuple[str, str]] = {
     "chat.nothing_to_redo": ("Nothing to regenerate yet: send a message first.",
                              "还没有可重新生成的内容：请先发送一条消息。"),
     "chat.cleared": ("Cleared.", "已清空。"),
+
+    # ---- Chat tab: the run served at /v1 (studio/serve.py)
+    "serve.toggle": ("Serve this run at /v1 (OpenAI-compatible)",
+                     "在 /v1 提供这个运行（兼容 OpenAI 接口）"),
+    "serve.toggle.info": ("Other tools can then use it through the openai client, at this "
+                          "page's address and behind its login.",
+                          "其他工具即可通过 openai 客户端使用它，地址与本页面相同，登录也相同。"),
+    "serve.code": ("Example client (Python; curl below)", "客户端示例（Python；下方为 curl）"),
+    "serve.on": ("Serving {source} at {url} as the model \"{model}\".",
+                 "正在 {url} 提供 {source}，模型名为 \"{model}\"。"),
+    "serve.key": ("Clients send the page's password as their API key.",
+                  "客户端把本页面的密码作为 API key 发送。"),
+    "serve.off": ("Not serving: /v1 answers 503 until the box is ticked.",
+                  "未提供服务：勾选之前，/v1 会返回 503。"),
+    "serve.pick": ("Pick a run first, then tick the box to serve it.",
+                   "请先选择一个运行，再勾选以提供服务。"),
+    "serve.refused": ("This page can be reached beyond this machine without a login, so it does "
+                      "not serve /v1: start it with --auth USER:PASS (clients then send PASS as "
+                      "their API key).",
+                      "本页面无需登录即可从其他机器访问，因此不提供 /v1：请用 --auth USER:PASS "
+                      "启动（客户端把 PASS 作为 API key 发送）。"),
+    "serve.unmounted": ("/v1 is served by the page's own server (python -m studio ui, or "
+                        "launch.py); or run python -m studio serve --run RUN_FOLDER.",
+                        "/v1 由页面自己的服务器提供（python -m studio ui 或 launch.py）；也可以运行 "
+                        "python -m studio serve --run 运行文件夹。"),
+    "serve.failed": ("Could not serve {source}: {error}", "无法提供 {source}：{error}"),
 }
 
 # Config fields: Chinese label and help (English: the field name and its help in config.py).

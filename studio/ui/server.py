@@ -51,16 +51,21 @@ def serve(args: argparse.Namespace) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from studio.serve import page_routes
     from studio.ui.app import CSS, THEME, build_app
     from studio.ui.i18n import SCRIPT, translations
 
     demo = build_app(args.runs_dir)
+    # the OpenAI-compatible /v1 (the Chat tab's toggle) on the page's own app: same port,
+    # --share tunnel and --auth; listed first, so Gradio's routes never shadow it
+    api = page_routes(demo.service, args.auth, args.host, args.share)
     threading.Thread(target=warm_up, daemon=True, name="warm-up").start()
     try:
         demo.queue(default_concurrency_limit=4).launch(
             server_name=args.host, server_port=args.port, share=args.share, auth=args.auth,
             theme=THEME, css=CSS, show_error=True, ssr_mode=False, mcp_server=False,
-            i18n=translations(), head=SCRIPT, footer_links=["api", "settings"])
+            i18n=translations(), head=SCRIPT, footer_links=["api", "settings"],
+            app_kwargs={"routes": api})
     except OSError as e:
         print(f"error: cannot listen on {args.host}:{args.port} ({e}): pass another --port",
               file=sys.stderr)
