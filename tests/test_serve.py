@@ -240,9 +240,39 @@ def test_concurrent_requests_queue_for_the_model(api):
     assert time.time() - t0 >= 3 * words * SECONDS_PER_WORD
 
 
+def test_a_client_that_leaves_midstream_does_not_block_the_next(api, runs):
+    """A stream closed after its first chunk: the server finishes that reply unseen, frees
+    the model, and answers the next request in full."""
+    request = urllib.request.Request(
+        api.url + "/chat/completions", headers={"Authorization": f"Bearer {PASS}",
+                                                "Content-Type": "application/json"},
+        data=json.dumps({"model": "answers", "messages": MESSAGES, "stream": True}).encode())
+    with urllib.request.urlopen(request, timeout=60) as r:
+        assert r.readline().startswith(b"data: ")
+    reply = openai_client(api.url).chat.completions.create(model="answers", messages=MESSAGES)
+    assert reply.choices[0].message.content == scripted_reply(runs / "answers")[0]
+
+
+def test_qwen3_thinking_goes_to_reasoning_content_piece_by_piece():
+    """<think>...</think> becomes reasoning_content and the rest content, and streamed a
+    character at a time each part only grows, ending where the whole reply's split ends."""
+    from studio.serve import split_reply
+
+    text = "<think>\nAdd 2 and 3.\n</think>\n\n2 plus 3 is 5. <b>Sure</b>"
+    assert split_reply(text) == ("Add 2 and 3.\n", "2 plus 3 is 5. <b>Sure</b>")
+    assert split_reply("Just an answer") == ("", "Just an answer")
+    shown = ("", "")
+    for n in range(len(text) + 1):
+        now = split_reply(text[:n], done=n == len(text))
+        assert all(new.startswith(old) for old, new in zip(shown, now)), (text[:n], now)
+        shown = now
+    assert shown == split_reply(text)
+
+
 def test_a_real_tiny_model_answers_as_the_studios_chat_does(api, runs):
     """The tiny Qwen3 with its trained adapter: the API's greedy text (whole and streamed) is
-    stream_reply's at temperature 0, split as Qwen3 thinking into reasoning and answer."""
+    stream_reply's at temperature 0, split as Qwen3 thinking into reasoning and answer; the
+    thinking switch in extra_body changes the prompt as the chat template does."""
     from studio.inference import load_model, stream_reply
     from studio.serve import split_reply
 
@@ -258,6 +288,10 @@ def test_a_real_tiny_model_answers_as_the_studios_chat_does(api, runs):
     streamed = client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=16,
                                               temperature=0, stream=True)
     assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == content
+    thinking = client.chat.completions.create(       # vLLM's switch reaches the chat template
+        model="tiny", messages=MESSAGES, max_tokens=1, temperature=0,
+        extra_body={"chat_template_kwargs": {"enable_thinking": True}})
+    assert thinking.usage.prompt_tokens < reply.usage.prompt_tokens   # no empty <think></think>
 
 
 def test_a_host_beyond_loopback_without_auth_is_refused(runs, capsys):

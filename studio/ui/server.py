@@ -3,7 +3,8 @@ checkout all come here, with the same flags.
 
 It listens on this machine only (127.0.0.1) unless --host says otherwise; --share also makes a
 public gradio.live link, so use it with --auth. gradio is imported only when serving, so the
-command line's --help stays fast.
+command line's --help stays fast. The page's app also carries the OpenAI-compatible /v1 of
+studio/serve.py, off until the Chat tab's toggle serves a run.
 """
 from __future__ import annotations
 
