@@ -308,7 +308,7 @@ def wire_serving(t: ChatTab, service: Service) -> None:
     t.serve.input(toggle, [t.serve, t.source], [t.serve, t.serve_status, t.serve_code],
                   api_name="serve_openai")
     t.source.change(follow, [t.serve, t.source], [t.serve, t.serve_status, t.serve_code],
-                    api_name=False)
+                    api_name=False, show_progress="hidden")
 
 
 def refresh_sources(service: Service, current: str | None = None):
