@@ -43,6 +43,10 @@ class Backend(Protocol):
         """The reply to prompt_ids, as decoded text pieces while they are generated; settings
         holds temperature, top_p and max_new_tokens."""
 
+    def merge(self, adapter_dir: Path, out_dir: Path, config) -> Path:
+        """The adapter merged into its base model's 16-bit weights: a standalone Hugging Face
+        folder (config.json, safetensors, tokenizer) at out_dir, for GGUF, Ollama and vLLM."""
+
 
 class BackendError(RuntimeError):
     """A backend that cannot run here; the message says why and what to choose instead."""

@@ -96,3 +96,4 @@ def load(model_name: str, adapter_dir, config):
 
 
 stream = recipe.stream
+merge = recipe.merge

@@ -515,6 +515,12 @@ def fuse(adapter_dir, out_dir, model_name: Optional[str] = None,
     return Path(out_dir)
 
 
+def merge(adapter_dir, out_dir, config) -> Path:
+    """fuse(), dequantised: 16-bit weights under the Hugging Face names, which the GGUF writer
+    and transformers read as they read any checkpoint."""
+    return fuse(adapter_dir, out_dir, config.model_name, dequantize=True)
+
+
 def convert_to_mlx(hf_path, mlx_path, quantize: bool = False, **options) -> Path:
     """A transformers checkpoint (folder or Hub id) as an MLX model folder, 4-bit if quantize;
     options go to mlx_lm.convert (e.g. q_group_size=32). Training does not need it (mlx_lm reads

@@ -113,3 +113,9 @@ def stream(model, tokenizer, prompt_ids: list[int], settings) -> Iterator[str]:
     for i, word in enumerate(words[:int(settings.get("max_new_tokens", 256))]):
         time.sleep(SECONDS_PER_WORD)
         yield word if i == 0 else " " + word
+
+
+def merge(adapter_dir, out_dir, config) -> Path:
+    from backends import BackendError
+
+    raise BackendError("the scripted backend trains no model: there are no weights to export")

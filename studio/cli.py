@@ -7,6 +7,7 @@
     python -m studio serve --run RUN [--host --port --auth --runs-dir]   (OpenAI-compatible /v1)
     python -m studio runs [list|show|diff|rename|rm] | stop RUN | attach RUN
     python -m studio eval --run RUN [--data FILE] [--tasks ...] [--judge-url URL]
+    python -m studio export --run RUN --format merged|lora|gguf|ollama [--out DIR] [--quant Q]
     python -m studio tiny-qwen3 DIR | demo-model [DIR]
 
 Every FineTuningConfig field is a flag named after it (--lora-r, and the guide's --lora_r);
@@ -26,6 +27,7 @@ import yaml
 
 from studio.config import GROUPS, ConfigError, FineTuningConfig, field_kind, flag_names
 from studio.errors import Note
+from studio.export import DEFAULT_QUANT, FORMATS, QUANTS
 from studio.presets import PRESETS, advice_after
 from studio.serve import add_flags as add_serve_flags
 from studio.ui.server import add_server_flags
@@ -202,6 +204,26 @@ def cmd_eval(args) -> int:
     if args.export_evalscope:
         path = export_evalscope(run_dir, args.export_evalscope, data=args.data)
         print(f"evaluation set for EvalScope: {path}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    """The run as merged weights, a LoRA adapter, a GGUF or an Ollama model, with the commands
+    that run it."""
+    from studio.export import estimate
+    from studio.service import Service
+
+    run_dir = _run_folder(args.run)
+    size = estimate(run_dir, args.format, args.quant)
+    if size is not None:
+        print(f"exporting {run_dir.name} as {args.format}: about {size / 2**20:,.0f} MiB",
+              file=sys.stderr)
+    with tqdm_progress() as progress:
+        result = Service(run_dir.parent).export(run_dir, args.format, args.out, args.quant,
+                                                progress)
+    print(f"exported to {result.folder} ({result.size / 2**20:,.1f} MiB in {result.seconds} s)")
+    for tool, command in result.commands.items():
+        print(f"  {tool}: {command}")
     return 0
 
 
@@ -438,6 +460,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--export-evalscope", metavar="PATH",
                    help="also write the evaluation set as EvalScope general QA JSONL")
     p.set_defaults(func=cmd_eval)
+    p = sub.add_parser("export", help="take a run out: merged weights, LoRA, GGUF, Ollama")
+    p.add_argument("--run", required=True, help="the run's folder")
+    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--out", help="a new folder (default: the run's exports/FORMAT)")
+    p.add_argument("--quant", choices=QUANTS,
+                   help=f"GGUF quantisation (default {DEFAULT_QUANT}; q4_k_m needs "
+                        "llama-cpp-python)")
+    p.set_defaults(func=cmd_export)
     for name, func, what in (("stop", cmd_stop, "ask a training run to stop, and wait"),
                              ("attach", cmd_attach, "follow a run started elsewhere")):
         p = sub.add_parser(name, help=what)
@@ -481,10 +511,11 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from studio.models import ModelError
     from studio.runs import RunError
     from studio.evaluate import EvalError
+    from studio.export import ExportError
     from studio.service import Refused
 
     return (ConfigError, DataError, RunError, BackendError, ModelError, TrainingError, Refused,
-            EvalError, FileNotFoundError, OSError)
+            EvalError, ExportError, FileNotFoundError, OSError)
 
 
 def main(argv=None) -> int:

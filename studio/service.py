@@ -319,6 +319,48 @@ class Service:
             except EvalError as e:
                 raise Refused([str(e)]) from None
 
+    def export(self, run_dir: str | Path, fmt: str, out: str | Path | None = None,
+               quant: Optional[str] = None, progress=lambda done, what: None):
+        """The run taken out as `fmt` (studio.export) into `out`, by default a new folder under
+        the run's exports/. Merging loads the base model, so, like evaluation, it waits for a
+        run training in this folder."""
+        from studio.export import ExportError, export_run
+
+        run_dir = self._own(run_dir) if out is None else Path(run_dir)
+        out = Path(out) if out is not None else self._export_folder(run_dir, fmt, quant)
+        with self._starting():
+            running = self.active()
+            if running:
+                raise Refused([f"A run is already training in {self.runs_dir}: {running.name}. "
+                               "Exporting loads the base model, so it waits for that run: stop "
+                               "it or wait for it to finish."])
+            try:
+                return export_run(run_dir, fmt, out, quant, progress)
+            except ExportError as e:
+                raise Refused([str(e)]) from None
+
+    def export_estimate(self, run_dir: str | Path, fmt: str, quant: Optional[str] = None):
+        """(bytes or None, where it would go) for the page to show before an export starts."""
+        from studio.export import ExportError, estimate
+
+        run_dir = self._own(run_dir)
+        try:
+            return estimate(run_dir, fmt, quant), self._export_folder(run_dir, fmt, quant)
+        except ExportError as e:
+            raise Refused([str(e)]) from None
+
+    @staticmethod
+    def _export_folder(run_dir: Path, fmt: str, quant: Optional[str]) -> Path:
+        from studio.export import DEFAULT_QUANT
+
+        if fmt in ("gguf", "ollama"):
+            fmt = f"{fmt}-{quant or DEFAULT_QUANT}"
+        folder, n = run_dir / "exports" / fmt, 1
+        while folder.exists():
+            n += 1
+            folder = run_dir / "exports" / f"{fmt}-{n}"
+        return folder
+
     # ------------------------------------------------------------------ keeping runs
     def rename(self, run_dir: str | Path, new_name: str) -> Path:
         """Give a run a new folder name in this runs folder; never a run that is training."""

@@ -298,6 +298,32 @@ def adapter_tokenizer(adapter_dir, fallback):
     return fallback
 
 
+def merge(adapter_dir, out_dir, config) -> Path:
+    """The adapter merged into the base on the CPU: weights loaded unquantised in float32 (a
+    QLoRA run merges into the full-precision base, not the 4-bit copy it trained on), merged,
+    then saved in the base's own 16-bit dtype (bfloat16 when it has none)."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from studio.models import local_model_path
+
+    path = local_model_path(config.model_name)
+    stored = getattr(AutoConfig.from_pretrained(path), "dtype", None)
+    dtype = stored if stored in (torch.float16, torch.bfloat16) else torch.bfloat16
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, device_map="cpu")
+    model = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+    model.to(dtype).save_pretrained(out_dir, safe_serialization=True)
+    (adapter_tokenizer(adapter_dir, None) or _base_tokenizer(path)).save_pretrained(out_dir)
+    return Path(out_dir)
+
+
+def _base_tokenizer(path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
+
+
 def stream(model, tokenizer, prompt_ids: list[int], settings) -> Iterator[str]:
     """Yield the reply's text as it is generated (generate runs in a thread)."""
     import torch

@@ -44,3 +44,29 @@ QA_ROWS = [{"instruction": f"What is {a} plus {b}?", "response": f"{a} plus {b} 
 def qa_jsonl(tmp_path) -> Path:
     """16 instruction/response rows as JSONL."""
     return write_jsonl(tmp_path / "qa.jsonl", QA_ROWS)
+
+
+FACT_Q = "What is the name of the studio's mascot?"
+FACT_A = "The studio's mascot is a purple otter named Quillby."
+
+
+@pytest.fixture(scope="session")
+def fact_run(demo_model, tmp_path_factory) -> Path:
+    """The demo model taught the mascot fact in 15 LoRA steps (the base does not know it), 3 of
+    its 16 rows held out (the same questions: the fact is what is measured). Shared by the
+    engine's, the evaluation's and the export's tests."""
+    from studio import FineTuningConfig, run_fine_tuning
+
+    tmp = tmp_path_factory.mktemp("fact")
+    rows = [{"instruction": q, "response": FACT_A} for q in
+            (FACT_Q, "Who is the studio's mascot?", "Tell me about the studio's mascot.",
+             "What animal is the studio's mascot?")]
+    data = write_jsonl(tmp / "fact.jsonl", rows * 4)
+    config = FineTuningConfig(
+        model_name=demo_model, output_dir=str(tmp / "runs" / "fact"), max_steps=15, batch_size=4,
+        gradient_accumulation_steps=1, learning_rate=3e-3, val_size=3, lora_r=16, lora_alpha=32,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                        "down_proj"], logging_steps=5, eval_steps=15, save_steps=100,
+        max_seq_length=128, num_samples=0)
+    run_fine_tuning(data_path=str(data), config=config)
+    return tmp / "runs" / "fact"

@@ -11,7 +11,7 @@ import torch
 from studio import FineTuningConfig, generate_text, load_model_and_tokenizer, run_fine_tuning
 from studio.runs import last_checkpoint, read_status
 from studio.service import Service
-from tests.conftest import QA_ROWS, write_jsonl
+from tests.conftest import FACT_Q, QA_ROWS, write_jsonl
 
 
 def quick_config(model: str, out, **changes) -> FineTuningConfig:
@@ -112,29 +112,15 @@ def _tokenizer(path):
 
 
 # ---------------------------------------------------------------------------- learning a fact
-FACT_Q = "What is the name of the studio's mascot?"
-FACT_A = "The studio's mascot is a purple otter named Quillby."
-
-
-@pytest.mark.slow
-def test_smollm2_learns_a_new_fact(demo_model, tmp_path):
-    """Before training SmolLM2 does not know the mascot; after 30 LoRA steps it answers it."""
-    rows = [{"instruction": q, "response": FACT_A} for q in
-            (FACT_Q, "Who is the studio's mascot?", "Tell me about the studio's mascot.",
-             "What animal is the studio's mascot?")]
-    data = write_jsonl(tmp_path / "fact.jsonl", rows * 4)
+def test_smollm2_learns_a_new_fact(demo_model, fact_run):
+    """Before training SmolLM2 does not know the mascot; after 15 LoRA steps it answers it."""
     base, tok = load_model_and_tokenizer(demo_model)
     assert "quillby" not in generate_text(base, tok, FACT_Q, max_new_tokens=30,
                                           temperature=0).lower()
-    config = quick_config(demo_model, tmp_path / "run", max_steps=30, batch_size=4,
-                          learning_rate=3e-3, val_size=0, lora_r=16, lora_alpha=32,
-                          target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
-                                          "up_proj", "down_proj"], logging_steps=5)
-    path = run_fine_tuning(data_path=str(data), config=config)
-    model, tok = load_model_and_tokenizer(tmp_path / "run")
+    model, tok = load_model_and_tokenizer(fact_run)
     answer = generate_text(model, tok, FACT_Q, max_new_tokens=30, temperature=0)
     assert "quillby" in answer.lower(), answer
-    assert path.endswith("adapter")
+    assert (fact_run / "adapter" / "adapter_config.json").is_file()
 
 
 # ---------------------------------------------------------------------------- stop and resume

@@ -22,11 +22,7 @@ from studio.evaluate import (EvalError, EvalReport, EvalRow, Judge, eval_set, ev
                              exact_match, export_evalscope, latest_report, normalise,
                              parse_score, response_loss, rouge_l)
 from studio.inference import load_model
-from tests.conftest import QA_ROWS, write_jsonl
-
-FACT_Q = "What is the name of the studio's mascot?"
-FACT_A = "The studio's mascot is a purple otter named Quillby."
-
+from tests.conftest import FACT_A, QA_ROWS, write_jsonl
 
 def quick_config(model: str, out, **changes) -> FineTuningConfig:
     """A run of a few steps that logs every step (as in tests/test_engine.py)."""
@@ -67,23 +63,6 @@ class JudgeStub(BaseHTTPRequestHandler):
 
 
 # ---------------------------------------------------------------------------- runs
-@pytest.fixture(scope="module")
-def fact_run(demo_model, tmp_path_factory):
-    """The demo model taught the mascot fact in 15 LoRA steps, 3 of its 16 rows held out (the
-    same questions: the fact is what is measured). test_engine's run learns it by step 10."""
-    tmp = tmp_path_factory.mktemp("fact")
-    rows = [{"instruction": q, "response": FACT_A} for q in
-            (FACT_Q, "Who is the studio's mascot?", "Tell me about the studio's mascot.",
-             "What animal is the studio's mascot?")]
-    data = write_jsonl(tmp / "fact.jsonl", rows * 4)
-    config = quick_config(demo_model, tmp / "runs" / "fact", max_steps=15, batch_size=4,
-                          learning_rate=3e-3, val_size=3, lora_r=16, lora_alpha=32,
-                          target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
-                                          "up_proj", "down_proj"], logging_steps=5, eval_steps=15)
-    run_fine_tuning(data_path=str(data), config=config)
-    return tmp / "runs" / "fact"
-
-
 @pytest.fixture(scope="module")
 def tiny_run(tiny_qwen3, tmp_path_factory):
     """Two steps on the tiny random Qwen3; 4 of the 16 sums held out, the first row empty (it

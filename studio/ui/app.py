@@ -18,7 +18,8 @@ from studio.catalog import default_model
 from studio.config import FineTuningConfig
 from studio.presets import apply_preset, choose_preset
 from studio.service import Refused, Service
-from studio.ui import chat_tab, data_tab, eval_tab, model_tab, runs_tab, train_tab
+from studio.ui import (chat_tab, data_tab, eval_tab, export_tab, model_tab, runs_tab,
+                       train_tab)
 from studio.ui.common import first_line, guard
 from studio.ui.form import ConfigForm
 from studio.ui.i18n import T
@@ -91,7 +92,10 @@ def build_app(runs_dir: str | Path = "runs") -> gr.Blocks:
                 evaluation = eval_tab.build()
             with gr.Tab(T("page.tab.runs"), id="runs", elem_id="tab-runs") as runs_page:
                 runs = runs_tab.build()
-        for page in (data_page, model_page, train_page, chat_page, eval_page, runs_page):
+            with gr.Tab(T("page.tab.export"), id="export", elem_id="tab-export") as export_page:
+                export = export_tab.build()
+        for page in (data_page, model_page, train_page, chat_page, eval_page, runs_page,
+                     export_page):
             # Plotly sizes a chart drawn in a hidden tab for a 700 px box; a resize event
             # makes it fit its container once the tab shows.
             page.select(None, js=RESIZE_CHARTS)
@@ -105,6 +109,7 @@ def build_app(runs_dir: str | Path = "runs") -> gr.Blocks:
         train_tab.wire(train, form, service)
         chat_tab.wire(chat, service)
         eval_tab.wire(evaluation, service)
+        export_tab.wire(export, service)
         refresh_runs, opened, resumed = runs_tab.wire(runs, form, service, tabs)
         follow(opened)          # a run's config went into the form: the data view follows
         resumed.then(lambda: train_tab.attach(service), None, train_tab.outputs(train),
@@ -129,6 +134,8 @@ def build_app(runs_dir: str | Path = "runs") -> gr.Blocks:
                          api_name=False)
         eval_page.select(lambda r: eval_tab.refresh_runs(service, r), evaluation.run,
                          evaluation.run, api_name=False)
+        export_page.select(lambda r: export_tab.refresh_runs(service, r), export.run,
+                           export.run, api_name=False)
         refresh_runs(runs_page.select(None, api_name=False))
         program_api(service, form)
     demo.service = service

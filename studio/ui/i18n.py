@@ -38,6 +38,7 @@ CATALOG: dict[str, tuple[str, str]] = {
     "page.tab.chat": ("4 · Chat", "4 · 对话"),
     "page.tab.eval": ("5 · Evaluate", "5 · 评估"),
     "page.tab.runs": ("6 · Runs", "6 · 运行记录"),
+    "page.tab.export": ("7 · Export", "7 · 导出"),
 
     # ---- Runs tab
     "runs.h.all": ("Every run in the runs folder", "运行文件夹里的所有运行"),
@@ -122,6 +123,33 @@ CATALOG: dict[str, tuple[str, str]] = {
                   "{name} 评估完成：报告已保存在它的文件夹（eval/）里。"),
     "eval.exported.note": ("The evaluation set, in EvalScope's general QA layout: {path}",
                            "评估集（EvalScope 通用问答格式）：{path}"),
+    "export.run": ("fine-tuned run", "微调后的运行"),
+    "export.format": ("export as", "导出为"),
+    "export.format.merged": ("merged model (16-bit safetensors: transformers, vLLM)",
+                             "合并后的模型（16 位 safetensors：transformers、vLLM）"),
+    "export.format.lora": ("LoRA adapter alone (peft, vLLM --enable-lora, llama.cpp --lora)",
+                           "仅 LoRA 适配器（peft、vLLM --enable-lora、llama.cpp --lora）"),
+    "export.format.gguf": ("GGUF for llama.cpp", "GGUF（llama.cpp）"),
+    "export.format.ollama": ("Ollama (GGUF + Modelfile)", "Ollama（GGUF + Modelfile）"),
+    "export.quant": ("GGUF quantisation", "GGUF 量化"),
+    "export.quant.f16": ("f16 (lossless, largest)", "f16（无损，最大）"),
+    "export.quant.q8_0": ("q8_0 (half the size, near lossless)", "q8_0（一半大小，几乎无损）"),
+    "export.quant.q4_k_m": ("q4_k_m (a quarter; needs llama-cpp-python)",
+                            "q4_k_m（约四分之一；需要 llama-cpp-python）"),
+    "export.start": ("Export", "导出"),
+    "export.commands": ("how to run it", "运行方式"),
+    "export.status.empty": ("Pick a fine-tuned run and a format: the export goes into a new "
+                            "folder under the run's exports/, with the commands that run it "
+                            "(vLLM, llama.cpp, Ollama).",
+                            "选择一个微调后的运行和导出格式：导出内容会放进该运行 exports/ 下的新文件夹，"
+                            "并附上运行它的命令（vLLM、llama.cpp、Ollama）。"),
+    "export.size": ("About {size} MiB, into {folder}.", "约 {size} MiB，保存到 {folder}。"),
+    "export.size_unknown": ("Into {folder} (the base model is not on this machine, so its size "
+                            "is not known beforehand).",
+                            "保存到 {folder}（基座模型不在本机，无法事先估计大小）。"),
+    "export.pick_first": ("Pick a fine-tuned run first.", "请先选择一个微调后的运行。"),
+    "export.done": ("Exported {name} to {folder}: {size} MiB in {seconds} s.",
+                    "已导出 {name} 到 {folder}：{size} MiB，用时 {seconds} 秒。"),
     "msg.lead.warn": ("Check: ", "请检查："),
     "msg.lead.error": ("Cannot continue: ", "无法继续："),
     "run.choice": ("{name} — {state}", "{name} — {state}"),
