@@ -557,6 +557,37 @@ def test_runs_are_compared_and_a_deleted_run_leaves_the_disk(browser, server, tm
     page.close()
 
 
+def test_a_run_is_exported_for_ollama_from_the_page(browser, server, tmp_path, tiny_qwen3):
+    """The Export tab sizes the export before it starts, writes it under the run's exports/ and
+    shows the commands that run it; a scripted run is refused with the reason."""
+    from studio import FineTuningConfig
+    from studio.service import Service
+
+    data = write_jsonl(tmp_path / "qa.jsonl", QA_ROWS)
+    service = Service(server.runs_dir)
+    for name, backend in (("tiny", "transformers"), ("dry", "scripted")):
+        config = FineTuningConfig(**quick_run(tiny_qwen3, str(data), backend=backend,
+                                              max_steps=2, num_samples=0))
+        assert service.start(config, server.runs_dir / name, in_process=True).wait(120)[
+            "state"] == "finished"
+    page = open_page(browser, server.url)
+    tab(page, "7 · Export")
+    pick(page, "#export-run", "dry")
+    wait_text(page, "#export-estimate", "a scripted run trains no model")
+    pick(page, "#export-run", "tiny")
+    page.locator("#export-format").get_by_text("Ollama").click()
+    page.locator("#export-quant").get_by_text("f16").click()
+    assert "MiB, into" in wait_text(page, "#export-estimate", "exports/ollama-f16")
+    page.locator("#export-start").click()
+    wait_text(page, "#export-status", "Exported tiny", timeout=180)
+    wait_text(page, "#export-commands", "ollama create tiny")
+    assert "tiny-f16.gguf" in page.locator("#export-files").inner_text()
+    folder = server.runs_dir / "tiny" / "exports" / "ollama-f16"
+    assert (folder / "Modelfile").is_file() and (folder / "tiny-f16.gguf").is_file()
+    shot(page, "export")
+    page.close()
+
+
 def pick(page, elem: str, label_start: str) -> None:
     """Choose the dropdown option whose label starts with label_start."""
     page.locator(f"{elem} input").click()

@@ -44,16 +44,20 @@ def build() -> ExportTab:
         with gr.Column(scale=5, min_width=480):
             status = gr.HTML(note(T("export.status.empty")), elem_id="export-status")
             commands = gr.Code(label=T("export.commands"), language="shell", interactive=False,
-                               elem_id="export-commands")
+                               wrap_lines=True, elem_id="export-commands")
             files = gr.HTML("", elem_id="export-files")
     return ExportTab(run, fmt, quant, estimate, start, status, commands, files)
 
 
 def files_table(files: dict) -> str:
     rows = "".join(f"<tr><td><code>{html.escape(name)}</code></td>"
-                   f"<td style='text-align:right'>{size / 2**20:,.1f} MiB</td></tr>"
+                   f"<td style='text-align:right'>{_size(size)}</td></tr>"
                    for name, size in files.items())
     return f"<table class='export-files'>{rows}</table>"
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:,.1f} MiB" if n >= 2**20 else f"{n / 2**10:,.1f} KiB"
 
 
 def shell_lines(commands: dict) -> str:
