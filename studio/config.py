@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
+import os
 import typing
 import warnings
 from dataclasses import dataclass, field, fields
@@ -161,6 +163,15 @@ class FineTuningConfig:
 
     # ------------------------------------------------------------------ construction
     def __post_init__(self):
+        problems = []
+        for f in fields(self):
+            value, problem = _typed(f.name, getattr(self, f.name))
+            if problem:
+                problems.append(problem)
+            else:
+                setattr(self, f.name, value)
+        if problems:   # before anything else reads a field: a wrong type fails here, named
+            raise ConfigError("; ".join(problems))
         if self.task_type == "SEQ_2_SEQ_LM":
             warnings.warn("task_type SEQ_2_SEQ_LM is for encoder-decoder models; Qwen3 is "
                           "decoder-only, so CAUSAL_LM is used.", Note, stacklevel=3)
@@ -192,7 +203,10 @@ class FineTuningConfig:
             raise ConfigError(f"{path} is not valid YAML: {e}") from None
         if not isinstance(values, dict):
             raise ConfigError(f"{path} must hold a mapping of config fields")
-        return cls.from_dict(values)
+        try:
+            return cls.from_dict(values)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -317,6 +331,64 @@ def _hints() -> dict:
 
 class ConfigError(ValueError):
     """A configuration that cannot run; the message says how to fix it."""
+
+
+def _typed(name: str, value: Any) -> tuple[Any, Optional[str]]:
+    """The field's value in its declared type, or a problem naming the field (`learning_rate:
+    fast`, `batch_size: [1, 2]`, `model_name: null` are refused here, not 60 s into a run).
+    Lossless spellings are taken: 8.0 for an int, "2e-4" for a float (YAML 1.1 reads 2e-4 as
+    text), a Path for text, null for an empty list or mapping."""
+    hint = _hints()[name]
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    base = next((a for a in args if a is not type(None)), hint)
+    if value is None:
+        if base in (list, dict):
+            return base(), None
+        return None, None if optional else f"{name}: must be {_SPELLED[base]}, got null"
+    got = f"{name}: must be {_SPELLED[base]}, got {_short(value)}"
+    if base is bool:
+        return (value, None) if isinstance(value, bool) else (None, got)
+    if base is int:
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            value = int(value)
+        return (value, None) if isinstance(value, int) and not isinstance(value, bool) \
+            else (None, got)
+    if base is float:
+        if isinstance(value, str):
+            try:
+                value = float(value.strip())
+            except ValueError:
+                return None, got
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None, got
+        return (value, None) if math.isfinite(value) else (None, f"{name}: must be a finite "
+                                                                 f"number, got {value!r}")
+    if base is str:
+        if isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        return (value, None) if isinstance(value, str) else (None, got)
+    if base is list:
+        if isinstance(value, str) and name == "target_modules":
+            return value, None            # "q_proj,v_proj" is split in __post_init__
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            return list(value), None
+        return None, f"{name}: must be a list of text, got {_short(value)}"
+    if base is dict:
+        if isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str)
+                                           for k, v in value.items()):
+            return dict(value), None
+        return None, f"{name}: must be a mapping of text to text, got {_short(value)}"
+    return value, None
+
+
+_SPELLED = {bool: "true or false", int: "a whole number", float: "a number", str: "text",
+            list: "a list", dict: "a mapping"}
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _check_bounds(f: dataclasses.Field, value: Any) -> Optional[str]:

@@ -41,7 +41,22 @@ class Event:
                         raw.get("data") or {})
         except (ValueError, TypeError, KeyError, AttributeError):
             return None
-        return event if event.kind in KINDS and isinstance(event.data, dict) else None
+        if event.kind not in KINDS or not isinstance(event.data, dict):
+            return None
+        # a value the page computes with must be a number: a hand-edited `"loss": "low"` is a
+        # line that is not an event, not a blank Train tab
+        if any(event.data.get(k) is not None and not _is_number(event.data[k]) for k in NUMBERS):
+            return None
+        return event
+
+
+# The event values that are numbers wherever they appear (train, eval, status, done).
+NUMBERS = ("loss", "eval_loss", "learning_rate", "grad_norm", "tokens", "tokens_per_s", "epoch",
+           "peak_memory_gb", "mfu", "max_steps", "n_train", "n_eval")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 Emit = Callable[..., None]   # emit(kind, step=0, **data)

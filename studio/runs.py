@@ -53,16 +53,51 @@ def status_path(run_dir: Path) -> Path:
 
 
 def read_status(run_dir: Path) -> dict:
-    """The run's status; a job recorded as running whose process is gone reads as 'interrupted'.
-    Reading never writes: every page tick reads this."""
-    status = read_status_raw(run_dir)
-    if not status:
+    """The run's status; a job recorded as running whose process is gone (or is not this
+    studio's job for this run) reads as 'interrupted'; a status.json that is not a status reads
+    as 'unreadable', with the reason. Reading never writes: every page tick reads this."""
+    try:
+        text = status_path(run_dir).read_text(encoding="utf-8")
+    except FileNotFoundError:
         return {"state": "new"}
-    if status.get("state") in ACTIVE and not _alive(status.get("pid")):
+    except (OSError, UnicodeDecodeError) as e:
+        return {"state": "unreadable", "reason": f"status.json cannot be read: {e}"}
+    status, problem = parse_status(text)
+    if problem:
+        return {"state": "unreadable", "reason": f"status.json {problem}; the run's other "
+                                                 "files are untouched"}
+    if status.get("state") in ACTIVE and not is_job_process(run_dir, status):
         status.update(state="interrupted",
                       reason="the training process ended without finishing (server restart, "
                              "crash or kill); Resume continues from the last checkpoint")
     return status
+
+
+# What each field of status.json holds; a file that breaks this is not trusted at all.
+_NUMBER = (int, float)
+STATUS_FIELDS = {"state": (str,), "reason": (str,), "pid": (int,), "pid_started": _NUMBER,
+                 "started": _NUMBER, "ended": _NUMBER, "step": (int,), "resumed": (bool,),
+                 "earlier_seconds": _NUMBER, "estimate_gb": _NUMBER, "backend": (str,)}
+STATES = ACTIVE + ("finished", "stopped", "failed", "interrupted")
+
+
+def parse_status(text: str) -> tuple[dict, Optional[str]]:
+    """(status, None) for a valid status.json text, else ({}, what is wrong with it)."""
+    try:
+        status = json.loads(text)
+    except (ValueError, RecursionError):
+        return {}, "is not JSON"
+    if not isinstance(status, dict):
+        return {}, f"holds a JSON {type(status).__name__}, not an object"
+    for key, types in STATUS_FIELDS.items():
+        value = status.get(key)
+        if value is not None and (not isinstance(value, types)
+                                  or (bool not in types and isinstance(value, bool))):
+            return {}, f"field {key} is {type(value).__name__} {str(value)[:40]!r}, not " \
+                       f"{' or '.join(t.__name__ for t in types)}"
+    if status.get("state") not in STATES:
+        return {}, f"state {str(status.get('state'))[:40]!r} is not a run state"
+    return status, None
 
 
 def write_status(run_dir: Path, **fields) -> dict:
@@ -76,12 +111,52 @@ def write_status(run_dir: Path, **fields) -> dict:
 
 
 def read_status_raw(run_dir: Path) -> dict:
-    """status.json as written, {} where there is none yet or it is not a JSON object."""
+    """status.json as written, {} where there is none yet or it is not a valid status."""
     try:
-        status = json.loads(status_path(run_dir).read_text())
-    except (FileNotFoundError, ValueError):
+        text = status_path(run_dir).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
         return {}
-    return status if isinstance(status, dict) else {}
+    return parse_status(text)[0]
+
+
+def record_pid(run_dir: Path, pid: int) -> dict:
+    """Write the job's process id with its start time, so that a reader can tell this process
+    from any other that gets the same id later (or that a hand-edited file names)."""
+    return write_status(run_dir, pid=int(pid), pid_started=_started_at(pid))
+
+
+def is_job_process(run_dir: Path, status: dict) -> bool:
+    """Whether status.json's pid is this studio's job for run_dir, alive: this very process
+    (a job in a thread), or a studio process whose start time is the one recorded with the pid
+    and whose command line is a studio command (`-m studio`, `qwen3-studio`, launch.py). Only
+    then is the run training, and only then may Stop signal or kill that process."""
+    pid = status.get("pid")
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0 or not _alive(pid):
+        return False
+    recorded, started = status.get("pid_started"), _started_at(pid)
+    if recorded is None or started is None or abs(float(recorded) - started) > 1.0:
+        return False
+    return pid == os.getpid() or _studio_command(pid)
+
+
+def _started_at(pid: int) -> Optional[float]:
+    try:
+        import psutil
+
+        return psutil.Process(int(pid)).create_time()
+    except Exception:   # noqa: BLE001 - gone, or not ours to look at
+        return None
+
+
+def _studio_command(pid: int) -> bool:
+    try:
+        import psutil
+
+        argv = psutil.Process(int(pid)).cmdline()
+    except Exception:   # noqa: BLE001
+        return False
+    return any(a == "studio" and argv[i - 1] == "-m" for i, a in enumerate(argv) if i) or \
+        any(Path(a).name in ("qwen3-studio", "launch.py") for a in argv[:3])
 
 
 def _alive(pid) -> bool:
@@ -89,7 +164,7 @@ def _alive(pid) -> bool:
         return False
     try:
         os.kill(int(pid), 0)
-    except (ProcessLookupError, PermissionError, ValueError):
+    except (ProcessLookupError, PermissionError, ValueError, OverflowError):
         return False
     try:   # a zombie child (finished, not yet reaped) is not alive
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
@@ -165,7 +240,8 @@ def prepare_run_dir(run_dir: Path, config: FineTuningConfig, *, resume=False,
     run_dir.mkdir(parents=True, exist_ok=True)
     config.replace(output_dir=str(run_dir)).save(run_dir / "config.yaml")
     (run_dir / "STOP").unlink(missing_ok=True)
-    write_status(run_dir, state="starting", reason="", pid=os.getpid(), started=time.time(),
+    write_status(run_dir, state="starting", reason="", pid=os.getpid(),
+                 pid_started=_started_at(os.getpid()), started=time.time(),
                  ended=None, resumed=bool(resume),
                  earlier_seconds=_seconds_trained(run_dir) if resume else 0.0)
     return run_dir
@@ -207,7 +283,8 @@ def execute(run_dir: Path, should_stop: Callable[[], bool] = lambda: False,
         log.subscribe(listener)
     stop_file = run_dir / "STOP"
     stopped = lambda: should_stop() or stop_file.exists()   # noqa: E731
-    write_status(run_dir, state="running", pid=os.getpid())
+    write_status(run_dir, state="running", pid=os.getpid(),
+                 pid_started=_started_at(os.getpid()))
     step, trackers = 0, []
     try:
         config = FineTuningConfig.load(run_dir / "config.yaml")
@@ -396,7 +473,7 @@ class Job:
             job.thread.start()
         else:
             job.process = spawn(job.run_dir, resume)
-            write_status(job.run_dir, pid=job.process.pid)
+            record_pid(job.run_dir, job.process.pid)
             # reaped as soon as it ends, so a finished job never lingers as a zombie process
             threading.Thread(target=job.process.wait, daemon=True,
                              name=f"reap-{job.run_dir.name}").start()
@@ -432,7 +509,11 @@ class Job:
         (self.run_dir / "STOP").touch()
         if self.thread is not None:
             return
-        pid = self.process.pid if self.process else read_status_raw(self.run_dir).get("pid")
+        if self.process is not None:
+            pid = self.process.pid
+        else:   # a job started elsewhere: only ever a process that is that job (is_job_process)
+            status = read_status_raw(self.run_dir)
+            pid = status.get("pid") if is_job_process(self.run_dir, status) else None
         if not pid or pid == os.getpid():
             return
         deadline = time.time() + timeout
@@ -449,7 +530,7 @@ class Job:
     def _process_alive(self, pid) -> bool:
         if self.process is not None:
             return self.process.poll() is None
-        return _alive(pid)
+        return is_job_process(self.run_dir, read_status_raw(self.run_dir))
 
     def wait(self, timeout: float | None = None) -> dict:
         if self.thread is not None:

@@ -97,6 +97,7 @@ class Service:
         self._jobs: dict[str, Job] = {}
         self._lock = threading.RLock()          # the dicts (held briefly)
         self._models: OrderedDict = OrderedDict()
+        self._loading: dict[tuple, threading.Lock] = {}   # one load at a time per model
         self._speeds: dict[tuple, Speed] = {}       # measured, by the settings that matter
 
     # ------------------------------------------------------------------ hardware and memory
@@ -433,13 +434,19 @@ class Service:
         """A LoadedModel for a run folder (base + adapter) or a model id/folder; with
         base_of_run, the run's base model alone, prompted with the run's template and thinking
         mode so the comparison is fair. The last two are kept loaded."""
-        from studio.inference import PromptFormat, load_model
-
         key = (source, base_of_run)
         with self._lock:
-            if key in self._models:
-                self._models.move_to_end(key)
-                return self._models[key]
+            loading = self._loading.setdefault(key, threading.Lock())
+        with loading:   # ten first requests for one model: one loads, nine wait and share it
+            with self._lock:
+                if key in self._models:
+                    self._models.move_to_end(key)
+                    return self._models[key]
+            return self._load(source, base_of_run, key)
+
+    def _load(self, source: str, base_of_run: bool, key: tuple):
+        from studio.inference import PromptFormat, load_model
+
         if base_of_run:
             run_config = FineTuningConfig.load(Path(source) / "config.yaml")
             loaded = load_model(run_config.model_name, config=run_config)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
@@ -32,7 +33,7 @@ def load_rows(source: str, split: str = "train") -> datasets.Dataset:
         if reader is None:
             raise DataError(f"{path}: unknown file type '{path.suffix or '(none)'}'; "
                             f"use {_SUPPORTED}")
-        ds = reader(path, split)
+        ds = _guarded(reader, path, split)
     elif path.suffix.lower() in _READERS or str(source).startswith((".", "/", "~")):
         raise DataError(f"file not found: {source} (working folder {os.getcwd()}); check the path")
     else:
@@ -40,6 +41,22 @@ def load_rows(source: str, split: str = "train") -> datasets.Dataset:
     if len(ds) == 0:
         raise DataError(f"{source} is empty (0 rows): add rows, or point at another file")
     return ds
+
+
+def _guarded(reader, path: Path, split: str) -> datasets.Dataset:
+    """The reader's rows; whatever else goes wrong inside a parser (nesting deeper than Python
+    recurses, a value Arrow cannot hold) is a DataError naming the file, never a raw error."""
+    try:
+        return reader(path, split)
+    except DataError:
+        raise
+    except RecursionError:
+        raise DataError(f"{path}: the JSON is nested too deeply (over {sys.getrecursionlimit()} "
+                        "levels of lists or objects): flatten the rows to a few levels") from None
+    except Exception as e:   # noqa: BLE001 - a parser's own error, said with the file's name
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        raise DataError(f"{path}: could not be read as {path.suffix.lstrip('.').upper()} "
+                        f"({type(e).__name__}: {first}); check the file or re-save it") from None
 
 
 def _read_text(path: Path) -> str:

@@ -1,0 +1,160 @@
+"""Hardening (#15): run state read as data, not trusted; configs typed on read; bounded work.
+
+Real files and real processes throughout: a status.json written by hand, an unrelated live
+process, a YAML config with wrong types, ten threads asking for one model at once.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from studio import FineTuningConfig
+from studio.config import ConfigError
+from studio.data import DataError, load_rows
+from studio.events import read_events
+from studio.history import curves, summaries
+from studio.runs import list_runs, read_status
+from studio.service import Service
+from tests.conftest import write_jsonl
+
+
+def a_run(runs: Path, name: str, status, metrics: str = "") -> Path:
+    """A run folder with a config and a status.json holding `status` as given (any JSON)."""
+    run = runs / name
+    run.mkdir(parents=True)
+    FineTuningConfig(output_dir=str(run), backend="scripted").save(run / "config.yaml")
+    (run / "status.json").write_text(json.dumps(status))
+    (run / "metrics.jsonl").write_text(metrics)
+    return run
+
+
+@pytest.fixture
+def sleeper():
+    """A live process that has nothing to do with the studio."""
+    proc = subprocess.Popen(["sleep", "120"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+# ---------------------------------------------------------------------------- run state
+@pytest.mark.parametrize("status, why", [
+    ([1, 2], "holds a JSON list"),
+    ({"state": "running", "pid": "12"}, "field pid is str"),
+    ({"state": {"x": 1}}, "field state is dict"),
+    ({"state": "flying"}, "'flying' is not a run state"),
+    ({"state": "finished", "started": "yesterday"}, "field started is str"),
+])
+def test_a_malformed_status_marks_its_run_unreadable_and_breaks_nothing(tmp_path, status, why):
+    """Regression (#15 finding 4): a JSON list in status.json broke listing, status, attach and
+    start with an AttributeError; now that run reads as unreadable, with the reason."""
+    runs = tmp_path / "runs"
+    bad = a_run(runs, "bad", status)
+    state = read_status(bad)
+    assert state["state"] == "unreadable" and why in state["reason"]
+    service = Service(runs)
+    assert [r["state"] for r in service.runs()] == ["unreadable"]
+    assert service.active() is None and service.latest() == bad
+    assert service.attach(bad).status["state"] == "unreadable"
+    assert [s.state for s in summaries(runs)] == ["unreadable"]
+
+
+def test_a_string_loss_in_metrics_is_skipped_not_drawn(tmp_path):
+    """Regression (#15 finding 4): a train event with "loss": "low" blanked the Train tab; a
+    line whose numbers are not numbers is not an event."""
+    lines = [{"kind": "train", "step": 1, "time": 1.0, "data": {"loss": 2.0}},
+             {"kind": "train", "step": 2, "time": 2.0, "data": {"loss": "low"}},
+             {"kind": "train", "step": 3, "time": 3.0, "data": {"loss": 1.5, "epoch": [1]}},
+             {"kind": "eval", "step": 3, "time": 3.0, "data": {"eval_loss": 1.2}}]
+    run = a_run(tmp_path / "runs", "r", {"state": "finished"},
+                "".join(json.dumps(x) + "\n" for x in lines))
+    events, _ = read_events(run / "metrics.jsonl")
+    assert [(e.kind, e.step) for e in events] == [("train", 1), ("eval", 3)]
+    assert [p[3] for p in curves(run).train] == [2.0]
+
+
+def test_an_unrelated_live_pid_neither_trains_nor_is_stopped(tmp_path, sleeper):
+    """Regression (#15 finding 3): a status.json naming any live process made the run look
+    training, refused Start, and Stop killed that process. Its start time is even recorded
+    right: the command line is not the studio's, so it is not the run's job."""
+    runs = tmp_path / "runs"
+    started = psutil.Process(sleeper.pid).create_time()
+    run = a_run(runs, "forged", {"state": "running", "pid": sleeper.pid, "pid_started": started,
+                                 "started": time.time()})
+    legacy = a_run(runs, "legacy", {"state": "running", "pid": sleeper.pid})
+    service = Service(runs)
+    assert read_status(run)["state"] == read_status(legacy)["state"] == "interrupted"
+    assert service.active() is None
+    service.stop(run, wait=True)
+    service.stop(legacy, wait=True)
+    assert sleeper.poll() is None, "Stop killed a process that is not the run's job"
+
+
+# ---------------------------------------------------------------------------- config typed on read
+@pytest.mark.parametrize("line, field", [
+    ("learning_rate: fast", "learning_rate"), ("batch_size: [1, 2]", "batch_size"),
+    ("model_name: null", "model_name"), ("lora_r: 8.5", "lora_r"), ("bf16: 'yes'", "bf16"),
+    ("target_modules: [q_proj, 3]", "target_modules"), ("column_mapping: [a]", "column_mapping"),
+    ("learning_rate: .nan", "learning_rate"), ("max_steps: true", "max_steps"),
+])
+def test_a_yaml_config_with_a_wrong_type_is_refused_naming_the_field(tmp_path, line, field):
+    """Regression (#15 finding 7): wrong types passed validation and failed 60-90 s into the
+    run with a TypeError; they are refused at load, the field named."""
+    path = tmp_path / "c.yaml"
+    path.write_text(line + "\n")
+    with pytest.raises(ConfigError, match=rf"{field}: must be"):
+        FineTuningConfig.load(path)
+
+
+def test_python_configs_are_typed_too_and_lossless_spellings_taken():
+    """The API gets the same check; 2e-4 as text (YAML 1.1 reads it so), 8.0 and a Path pass."""
+    with pytest.raises(ConfigError, match="learning_rate: must be a number, got 'fast'"):
+        FineTuningConfig(learning_rate="fast")
+    c = FineTuningConfig(learning_rate="2e-4", lora_r=8.0, output_dir=Path("runs/x"),
+                         column_mapping=None)
+    assert (c.learning_rate, c.lora_r, c.output_dir, c.column_mapping) == \
+        (2e-4, 8, "runs/x", {})
+
+
+# ---------------------------------------------------------------------------- bounded work
+def test_ten_first_chat_requests_load_the_model_once(tiny_qwen3, tmp_path):
+    """Regression (#15 finding 8): ten simultaneous first requests loaded the model more than
+    once; now one loads and the others share it."""
+    service = Service(tmp_path / "runs")
+    got, gate = [], threading.Barrier(10)
+
+    def ask():
+        gate.wait()
+        got.append(service.model(tiny_qwen3))
+
+    threads = [threading.Thread(target=ask) for _ in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert len(got) == 10 and len({id(m) for m in got}) == 1
+
+
+def test_deeply_nested_json_is_a_data_error(tmp_path):
+    """Regression (#15 finding 9): deep nesting gave a raw RecursionError."""
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(DataError, match="nested too deeply"):
+        load_rows(str(deep))
+    lines = write_jsonl(tmp_path / "deep.jsonl", [{"a": 1}])
+    lines.write_text('{"instruction": ' + "[" * 5000 + "]" * 5000 + "}\n")
+    with pytest.raises(DataError, match="nested too deeply"):
+        load_rows(str(lines))
+
+
+def test_list_runs_survives_a_status_that_is_not_utf8(tmp_path):
+    """Bytes that are not text in status.json: the run is listed as unreadable."""
+    run = a_run(tmp_path / "runs", "r", {})
+    (run / "status.json").write_bytes(b"\xff\xfe\x00garbage")
+    assert [r["state"] for r in list_runs(tmp_path / "runs")] == ["unreadable"]
