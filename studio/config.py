@@ -199,8 +199,13 @@ class FineTuningConfig:
             raise ConfigError(f"config file not found: {path}")
         try:
             values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{path} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at "
+                              f"offset {e.start}): save it as UTF-8") from None
         except yaml.YAMLError as e:
             raise ConfigError(f"{path} is not valid YAML: {e}") from None
+        except RecursionError:
+            raise ConfigError(f"{path} is nested too deeply to be a config") from None
         if not isinstance(values, dict):
             raise ConfigError(f"{path} must hold a mapping of config fields")
         try:

@@ -1,0 +1,121 @@
+"""Fuzzing (#15 item 7): the data readers and the config loader, fed random bytes, truncated
+JSON, wrong types, huge cells and odd encodings, raise nothing but the studio's own errors.
+
+Few examples and no deadline, so the whole file stays within seconds on two cores; hypothesis
+keeps the failing examples it finds in its database and tries them first next time.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from studio.config import ConfigError, FineTuningConfig
+from studio.data import DataError, load_rows
+
+FEW = settings(max_examples=40, deadline=None, derandomize=True,
+               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+SUFFIXES = [".json", ".jsonl", ".csv", ".tsv", ".parquet"]
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                max_size=4),
+    max_leaves=20)
+rows = st.lists(st.dictionaries(st.sampled_from(["instruction", "response", "text", "messages",
+                                                 "input", "output", "x"]), json_values,
+                                max_size=4), max_size=6)
+
+
+def read(data: bytes, suffix: str):
+    """load_rows on a file holding `data`: rows, or a DataError; anything else fails the test."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"f{suffix}"
+        path.write_bytes(data)
+        try:
+            return load_rows(str(path))
+        except DataError:
+            return None
+
+
+# ---------------------------------------------------------------------------- readers
+@FEW
+@given(st.binary(max_size=300), st.sampled_from(SUFFIXES))
+def test_random_bytes_in_any_format_give_rows_or_a_data_error(data, suffix):
+    """Random bytes under each supported suffix."""
+    read(data, suffix)
+
+
+@FEW
+@given(rows, st.floats(0, 1), st.sampled_from([".json", ".jsonl"]))
+def test_truncated_json_gives_rows_or_a_data_error(values, cut, suffix):
+    """Rows of any JSON values, cut anywhere (a crash mid-write, a partial upload)."""
+    text = json.dumps(values) if suffix == ".json" else \
+        "".join(json.dumps(v) + "\n" for v in values)
+    data = text.encode()
+    read(data[:int(len(data) * cut)], suffix)
+
+
+@FEW
+@given(rows, st.sampled_from([".json", ".jsonl"]))
+def test_rows_of_any_shape_and_type_give_rows_or_a_data_error(values, suffix):
+    """Whole JSON of wrong types: lists, numbers and objects where text is expected."""
+    text = json.dumps(values) if suffix == ".json" else \
+        "".join(json.dumps(v) + "\n" for v in values)
+    read(text.encode(), suffix)
+
+
+@FEW
+@given(st.text(max_size=60), st.sampled_from(["utf-8", "utf-16", "utf-32", "latin-1", "cp1252",
+                                               "utf-8-sig"]), st.sampled_from(SUFFIXES[:4]))
+def test_odd_encodings_give_rows_or_a_data_error(text, encoding, suffix):
+    """Text in encodings other than UTF-8 (and with a byte-order mark)."""
+    cell = text.replace('"', "'")
+    body = {".json": json.dumps([{"instruction": cell, "response": "r"}], ensure_ascii=False),
+            ".jsonl": json.dumps({"instruction": cell, "response": "r"}, ensure_ascii=False),
+            ".csv": f'instruction,response\n"{cell}",r\n',
+            ".tsv": f'instruction\tresponse\n"{cell}"\tr\n'}[suffix]
+    read(body.encode(encoding, errors="replace"), suffix)
+
+
+def test_a_huge_cell_is_read():
+    """A 20 MB cell in CSV and JSONL is data, not a crash."""
+    big = "x" * 20_000_000
+    assert len(read(f"instruction,response\n{big},r\n".encode(), ".csv")) == 1
+    assert len(read(json.dumps({"instruction": big, "response": "r"}).encode(), ".jsonl")) == 1
+
+
+# ---------------------------------------------------------------------------- the config loader
+FIELDS = list(FineTuningConfig.__dataclass_fields__)
+
+
+@FEW
+@given(st.dictionaries(st.sampled_from(FIELDS + ["not_a_field"]), json_values, max_size=5))
+def test_a_config_of_any_values_loads_or_is_a_config_error(values):
+    """Any field given any JSON value: a config, or a ConfigError naming the field."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "c.yaml"
+        path.write_text(yaml.safe_dump(values, allow_unicode=True), encoding="utf-8")
+        try:
+            config = FineTuningConfig.load(path)
+        except ConfigError as e:
+            assert any(name in str(e) for name in values), e
+            return
+        config.validate()          # and validating it says problems, never raises
+
+
+@FEW
+@given(st.binary(max_size=200) | st.text(max_size=200).map(str.encode))
+def test_random_bytes_as_a_config_file_are_a_config_error(data):
+    """Bytes that are not YAML, YAML that is not a mapping, text in another encoding."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "c.yaml"
+        path.write_bytes(data)
+        try:
+            FineTuningConfig.load(path).validate()
+        except ConfigError:
+            pass
