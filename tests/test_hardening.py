@@ -158,3 +158,20 @@ def test_list_runs_survives_a_status_that_is_not_utf8(tmp_path):
     run = a_run(tmp_path / "runs", "r", {})
     (run / "status.json").write_bytes(b"\xff\xfe\x00garbage")
     assert [r["state"] for r in list_runs(tmp_path / "runs")] == ["unreadable"]
+
+
+def test_responses_that_are_not_text_are_counted_in_the_report(tiny_qwen3, tmp_path):
+    """Regression (#15 finding 10): lists, numbers and objects as responses were trained as
+    their JSON text with no word; the report now counts them, with example rows."""
+    from transformers import AutoTokenizer
+
+    from studio.data import prepare
+    from studio.data.prepare import NOT_TEXT
+
+    answers = [[1, 2], 42, {"k": 1}, "a sentence", ["x"], 3.5]
+    data = write_jsonl(tmp_path / "t.jsonl", [{"instruction": f"q{i}", "response": a}
+                                              for i, a in enumerate(answers)])
+    report = prepare(str(data), AutoTokenizer.from_pretrained(tiny_qwen3),
+                     FineTuningConfig(model_name=tiny_qwen3, max_seq_length=128)).report
+    assert report.problems[NOT_TEXT] == 5 and report.examples_of_problems[NOT_TEXT] == [0, 1, 2, 4, 5]
+    assert f"{NOT_TEXT}: 5" in report.summary()

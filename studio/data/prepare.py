@@ -20,7 +20,7 @@ import datasets
 from jinja2 import TemplateError
 
 from studio.data.errors import DataError
-from studio.data.readers import load_rows
+from studio.data.readers import load_rows, not_text_cells
 from studio.data.shapes import (SHAPES, DetectedFormat, _cell, _parse, _row_messages,
                                 _why_no_answer, apply_role_mapping, detect_format)
 from studio.data.templates import (REASONING_LOST, TOOL_CALLS_LOST, TOOLS_LOST, _chat_kit, _opt,
@@ -107,6 +107,7 @@ def prepare(source_or_dataset, tokenizer, config, prompt_template=None) -> Prepa
         if len(examples.setdefault(problem, [])) < _EXAMPLES_KEPT:
             examples[problem].append(i)
 
+    not_text = not_text_cells(ds)
     for i, row in enumerate(_iter_rows(ds)):
         if _is_empty(row):
             note("empty rows", i)
@@ -120,6 +121,8 @@ def prepare(source_or_dataset, tokenizer, config, prompt_template=None) -> Prepa
                 note("rows with an empty response", i)
                 first_empty = first_empty or (i, row)
                 continue
+            if _response_not_text(row, fmt) or i in not_text.get(_response_column(fmt), ()):
+                note(NOT_TEXT, i)
             row_notes = Counter()
             ids, mask = _tokenize_full(tokenizer, row, fmt, config, row_notes)
         except (ValueError, TypeError, KeyError, TemplateError) as e:
@@ -208,6 +211,31 @@ def _response_is_empty(row: dict, fmt: DetectedFormat) -> bool:
     if isinstance(value, list):
         return not value
     return not _cell(value).strip()
+
+
+NOT_TEXT = "responses that are not text (a list, number or object): trained as its JSON text"
+
+
+def _response_not_text(row: dict, fmt: DetectedFormat) -> bool:
+    """True when the response cell is a list, number or object rather than text (turns aside):
+    it trains as its JSON spelling, which is rarely what was meant, so it is counted."""
+    column = _response_column(fmt)
+    if column is None:
+        return False
+    value = row.get(column)
+    if value is None or isinstance(value, str):
+        return False
+    return not (isinstance(value, (list, tuple)) and value
+                and all(isinstance(t, dict) for t in value))     # conversational turns
+
+
+def _response_column(fmt: DetectedFormat):
+    """The column holding the response text; None for rows of turns."""
+    if fmt.name == "template":
+        return fmt.mapping.get(fmt.response_key)
+    if fmt.shape.response in ("messages", "segments"):
+        return None
+    return fmt.mapping.get(SHAPES[fmt.name].response)
 
 
 _DROPS = ("empty rows", "rows with an empty response", "unmappable rows",

@@ -167,11 +167,30 @@ def _from_records(rows: list, path: Path) -> datasets.Dataset:
         return datasets.Dataset.from_list(rows)
     except Exception:   # mixed types in one column (a number here, a list there): keep as text
         columns = {k for row in rows for k in row}
+        not_text = {k: [i for i, row in enumerate(rows)
+                        if row.get(k) is not None and not isinstance(row.get(k), str)]
+                    for k in columns}
         for row in rows:
             for k in columns:
                 v = row.get(k)
                 row[k] = v if v is None or isinstance(v, str) else json.dumps(v, ensure_ascii=False)
-        return datasets.Dataset.from_list(rows)
+        ds = datasets.Dataset.from_list(rows)
+        # which cells were not text before, so the data report can still count them
+        ds.info.description = json.dumps({_NOT_TEXT_KEY: {k: v for k, v in not_text.items() if v}})
+        return ds
+
+
+_NOT_TEXT_KEY = "qwen3_studio_not_text_cells"
+
+
+def not_text_cells(ds) -> dict[str, set[int]]:
+    """Column -> rows whose cell was a list, number or object in the file but is held as its
+    JSON text (a column of mixed types); {} for anything else."""
+    try:
+        marks = json.loads(ds.info.description or "{}").get(_NOT_TEXT_KEY, {})
+        return {k: set(v) for k, v in marks.items()}
+    except (ValueError, AttributeError, TypeError):
+        return {}
 
 
 _TOOLS_COLUMNS = ("tools", "functions", "tool_schemas")
