@@ -1,6 +1,7 @@
 """Start Qwen3 Studio in the browser from a checkout (an installed wheel: `python -m studio ui`).
 
-    python launch.py [--host 127.0.0.1] [--port 7860] [--share] [--auth USER:PASS] [--runs-dir DIR]
+    python launch.py [--host 127.0.0.1] [--port 7860] [--share] [--auth-file PATH]
+                     [--insecure-no-auth] [--allow-dir DIR] [--runs-dir DIR]
 """
 from __future__ import annotations
 

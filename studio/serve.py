@@ -18,9 +18,8 @@ fix. gradio is never imported here: the API runs without the page.
 # No `from __future__ import annotations`: FastAPI reads the routes' `request: Request` hints,
 # and Request is imported inside router() (fastapi only loads when serving).
 import argparse
+import asyncio
 import base64
-import hmac
-import ipaddress
 import json
 import sys
 import threading
@@ -30,6 +29,8 @@ import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
+
+from studio.access import Logins, add_login_flags, exposure, hide_password_from_ps, logins
 
 if TYPE_CHECKING:
     from studio.service import Service
@@ -60,47 +61,52 @@ class ApiError(Exception):
 
 
 # ---------------------------------------------------------------------------- auth
-def user_and_password(text: str) -> tuple[str, str]:
-    user, sep, password = text.partition(":")
-    if not sep or not user:
-        raise argparse.ArgumentTypeError("--auth wants USER:PASS, e.g. --auth alice:s3cret")
-    return user, password
+def as_logins(auth) -> Optional[Logins]:
+    """None, a Logins, or one (user, password) pair as a Logins."""
+    return auth if auth is None or isinstance(auth, Logins) else Logins([tuple(auth)])
 
 
-def authorized(header: Optional[str], auth: Optional[tuple[str, str]]) -> bool:
-    """Whether an Authorization header passes `auth` (user, password): Bearer PASS, the way
-    API clients send a key, or Basic USER:PASS, the way curl -u and browsers send a login."""
+def authorized(header: Optional[str], auth) -> bool:
+    """Whether an Authorization header passes `auth` (Logins, or one (user, password)): Bearer
+    PASS, the way API clients send a key, or Basic USER:PASS, the way curl -u and browsers send
+    a login."""
+    auth = as_logins(auth)
     if auth is None:
         return True
     scheme, _, value = (header or "").strip().partition(" ")
     value = value.strip()
     if scheme.lower() == "bearer":
-        return hmac.compare_digest(value.encode(), auth[1].encode())
+        return auth.key(value)
     if scheme.lower() == "basic":
         try:
-            given = base64.b64decode(value, validate=True).decode()
+            user, _, password = base64.b64decode(value, validate=True).decode().partition(":")
         except ValueError:
             return False
-        return hmac.compare_digest(given.encode(), f"{auth[0]}:{auth[1]}".encode())
+        return auth.check(user, password)
     return False
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+def delay(header: Optional[str], auth) -> float:
+    """How long a request with this header waits before it is checked (failed logins slow the
+    next attempts down: Logins.delay)."""
+    auth = as_logins(auth)
+    if auth is None:
+        return 0.0
+    scheme, _, value = (header or "").strip().partition(" ")
+    if scheme.lower() == "basic":
+        try:
+            return auth.delay(base64.b64decode(value.strip(), validate=True).decode()
+                              .partition(":")[0])
+        except ValueError:
+            return auth.delay("")
+    return auth.delay("")
 
 
-def exposure_problem(host: str, auth, share: bool = False) -> Optional[str]:
-    """Why /v1 must not be served without --auth here (reachable beyond this machine), or None."""
-    if auth is not None or (is_loopback(host) and not share):
-        return None
-    where = "a public gradio.live link (--share)" if share else f"--host {host}"
-    return (f"{where} would let anyone who reaches it use the model: pass --auth USER:PASS too "
-            "(clients then send PASS as their API key), or keep --host 127.0.0.1")
+def exposure_problem(host: str, auth, share: bool = False,
+                     insecure: bool = False) -> Optional[str]:
+    """Why /v1 must not be served here without a login (reachable beyond this machine, and no
+    --insecure-no-auth), or None."""
+    return exposure(host, auth is not None, share, insecure)[0]
 
 
 # ---------------------------------------------------------------------------- the request
@@ -407,7 +413,7 @@ def count_tokens(tokenizer, text: str) -> int:
 
 
 # ---------------------------------------------------------------------------- HTTP
-def router(served: Served, auth: Optional[tuple[str, str]] = None):
+def router(served: Served, auth=None):
     """The /v1 routes over `served`, for the standalone server and for the page's app. Each
     route answers its errors itself (no app-wide handlers: the page's app is Gradio's)."""
     from fastapi import APIRouter, Request
@@ -419,7 +425,8 @@ def router(served: Served, auth: Optional[tuple[str, str]] = None):
         headers = {"WWW-Authenticate": 'Bearer realm="Qwen3 Studio"'} if e.status == 401 else None
         return JSONResponse(e.body(), status_code=e.status, headers=headers)
 
-    def admit(request: Request) -> None:
+    async def admit(request: Request) -> None:
+        await asyncio.sleep(delay(request.headers.get("authorization"), auth))
         if not authorized(request.headers.get("authorization"), auth):
             raise ApiError(401, "Wrong or missing API key: send the password given to --auth "
                            "as the API key (Authorization: Bearer PASS), or HTTP Basic "
@@ -428,7 +435,7 @@ def router(served: Served, auth: Optional[tuple[str, str]] = None):
     @api.get("/models")
     async def list_models(request: Request):
         try:
-            admit(request)
+            await admit(request)
             return JSONResponse({"object": "list", "data": served.models()})
         except ApiError as e:
             return error(e)
@@ -436,7 +443,7 @@ def router(served: Served, auth: Optional[tuple[str, str]] = None):
     @api.get("/models/{model:path}")
     async def one_model(model: str, request: Request):
         try:
-            admit(request)
+            await admit(request)
             served.source(model)
             return JSONResponse(next(m for m in served.models() if m["id"] == model))
         except ApiError as e:
@@ -445,7 +452,7 @@ def router(served: Served, auth: Optional[tuple[str, str]] = None):
     @api.post("/chat/completions")
     async def chat_completions(request: Request):
         try:
-            admit(request)
+            await admit(request)
             try:
                 body = await request.json()
             except ValueError:
@@ -540,12 +547,12 @@ class Reply:
             generation.cancel()     # the client may have gone: stop sending, finish generating
 
 
-def create_app(served: Served, auth: Optional[tuple[str, str]] = None):
+def create_app(served: Served, auth=None):
     """A FastAPI app with the /v1 routes alone: what `python -m studio serve` runs."""
     from fastapi import FastAPI
 
     app = FastAPI(title="Qwen3 Studio API", docs_url=None, redoc_url=None)
-    app.include_router(router(served, auth))
+    app.include_router(router(served, as_logins(auth)))
     return app
 
 
@@ -561,14 +568,15 @@ def served_for(service: "Service") -> Served:
     return _PAGE[service]
 
 
-def page_routes(service: "Service", auth, host: str, share: bool) -> list:
+def page_routes(service: "Service", auth, host: str, share: bool,
+                insecure: bool = False) -> list:
     """The /v1 routes for the page's own app (Gradio's launch(app_kwargs={"routes": ...})), so
     they come before Gradio's and share its port, its --share tunnel and its --auth. A page that
     others can reach without --auth refuses to serve (the toggle says why)."""
     served = served_for(service)
-    served.refusal, served.mounted = exposure_problem(host, auth, share), True
+    served.refusal, served.mounted = exposure_problem(host, auth, share, insecure), True
     served.needs_key = auth is not None
-    return list(router(served, auth).routes)
+    return list(router(served, as_logins(auth)).routes)
 
 
 def examples(base_url: str, model: str, auth: bool) -> tuple[str, str]:
@@ -600,8 +608,7 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
                              "needs --auth)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT,
                         help=f"port (default {DEFAULT_PORT})")
-    parser.add_argument("--auth", metavar="USER:PASS", type=user_and_password,
-                        help="require this login: clients send PASS as their API key")
+    add_login_flags(parser, "the API (clients send PASS as their API key)")
 
 
 def _source(arg: str, runs_dir: Path) -> str:
@@ -625,9 +632,19 @@ def main(args: argparse.Namespace) -> int:
     from studio.runs import is_run_dir
     from studio.service import Service
 
-    if (why := exposure_problem(args.host, args.auth)):
+    try:
+        who = logins(args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.auth:
+        hide_password_from_ps()
+    why, warning = exposure(args.host, who is not None, False, args.insecure_no_auth)
+    if why:
         print(f"error: {why}", file=sys.stderr)
         return 2
+    if warning:
+        print(f"WARNING: {warning}", file=sys.stderr, flush=True)
     runs_dir = Path(args.runs_dir).expanduser()
     sources = [_source(r, runs_dir) for r in args.run]
     first = Path(sources[0]) if sources else None
@@ -651,9 +668,9 @@ def main(args: argparse.Namespace) -> int:
     shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
     base_url = f"http://{shown}:{args.port}/v1"
     names = list(served.table()) or ["RUN_NAME"]
-    python, curl = examples(base_url, names[0], args.auth is not None)
+    python, curl = examples(base_url, names[0], who is not None)
     print(f"serving {', '.join(names) if sources else f'the runs in {service.runs_dir}'} at "
           f"{base_url} (OpenAI-compatible; Ctrl-C stops)\n\n{python}\n\n{curl}\n", flush=True)
-    uvicorn.run(create_app(served, args.auth), host=args.host, port=args.port,
+    uvicorn.run(create_app(served, who), host=args.host, port=args.port,
                 log_level="warning")
     return 0

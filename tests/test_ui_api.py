@@ -57,9 +57,12 @@ def serve(runs_dir: Path, port: int | None = None) -> Server:
            "HF_HUB_CACHE": str(empty_hub), "GRADIO_ANALYTICS_ENABLED": "False"}
     log = open(runs_dir.parent / f"server-{port}.log", "ab")
     t0 = time.time()
+    # the test's files (tiny model, data) lie in pytest's temporary folders: allowed, as an
+    # operator allows a folder of theirs
     proc = subprocess.Popen([sys.executable, "launch.py", "--port", str(port), "--runs-dir",
-                             str(runs_dir)], cwd=ROOT, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+                             str(runs_dir), "--allow-dir", str(runs_dir.parent.parent)],
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
     url = f"http://127.0.0.1:{port}/"
     while time.time() - t0 < 60:
         if proc.poll() is not None:

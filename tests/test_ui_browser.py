@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -592,3 +593,52 @@ def pick(page, elem: str, label_start: str) -> None:
     """Choose the dropdown option whose label starts with label_start."""
     page.locator(f"{elem} input").click()
     page.get_by_role("option").filter(has_text=label_start).first.click()
+
+
+# ---------------------------------------------------------------------------- escaped
+def evil(n: int) -> str:
+    """A name that runs a script if the page ever inserts it as HTML."""
+    return f'<img src=x onerror="window.pwned={n}">'
+
+
+def test_script_bearing_names_are_shown_as_text_and_never_run(browser, server, tmp_path,
+                                                              tiny_qwen3):
+    """A dataset file, a column (with backticks), a cell, a model folder, a run folder (made
+    from Python, as `--output-dir 'runs/<img ...>'` would) and a chat message that each carry
+    an <img onerror> show literally on every tab, and no onerror ever runs (issue #15)."""
+    from studio import FineTuningConfig
+    from studio.service import Service
+
+    column, cell = "q`` " + evil(2) + " `", "<script>window.pwned=3</script>" + evil(3)
+    data = write_jsonl(tmp_path / (evil(1) + ".jsonl"),
+                       [{**r, column: cell} for r in QA_ROWS])
+    model = tmp_path / evil(6)
+    shutil.copytree(tiny_qwen3, model)
+    run_dir = server.runs_dir / evil(4)
+    config = FineTuningConfig(**quick_run(str(model), str(data), backend="scripted", max_steps=4))
+    assert Service(server.runs_dir).start(config, run_dir, in_process=True).wait(60)[
+        "state"] == "finished"
+
+    page = open_page(browser, server.url)
+    text_input(page, "data-path").fill(str(data))
+    page.locator("#data-load").click()
+    wait_text(page, "#data-status", evil(1))
+    wait_text(page, "#data-summary", evil(2))
+    wait_text(page, "#data-table", evil(3))
+    use_model_folder(page, str(model))
+    wait_text(page, "#model-info", evil(6))
+    wait_text(page, "#memory-estimate", evil(4))
+    tab(page, "6 · Runs")
+    wait_text(page, "#runs-table", evil(4))
+    tab(page, "4 · Chat")
+    pick(page, "#chat-source", "Fine-tuned: <img")
+    page.locator("#chat-compare input").uncheck()
+    text_input(page, "chat-message").fill("hello " + evil(5))
+    page.locator("#chat-send").click()
+    wait_text(page, "#chat-tuned", "A scripted reply")
+    assert evil(5) in page.locator("#chat-tuned").inner_text()
+    tab(page, "7 · Export")
+    pick(page, "#export-run", "<img")
+    wait_text(page, "#export-estimate", "scripted")
+    assert page.evaluate("() => window.pwned") is None
+    page.close()

@@ -17,10 +17,12 @@ import gradio as gr
 from studio.catalog import default_model
 from studio.config import FineTuningConfig
 from studio.presets import apply_preset, choose_preset
-from studio.service import Refused, Service
+from studio.runs import is_run_dir
+from studio.service import Refused
 from studio.ui import (chat_tab, data_tab, eval_tab, export_tab, model_tab, runs_tab,
                        train_tab)
-from studio.ui.common import first_line, guard
+from studio.ui.common import code, first_line, guard, note
+from studio.ui.confined import ConfinedService
 from studio.ui.form import ConfigForm
 from studio.ui.i18n import T
 
@@ -69,15 +71,20 @@ RESIZE_CHARTS = "() => { setTimeout(() => window.dispatchEvent(new Event('resize
 
 def header(runs: str) -> str:
     """The page's title line; the browser translates its one catalog text."""
-    return "# Qwen3 Studio\n" + T("page.header") + f" `{runs}`"
+    return "# Qwen3 Studio\n" + T("page.header") + " " + code(runs)
 
 
-def build_app(runs_dir: str | Path = "runs") -> gr.Blocks:
-    service = Service(runs_dir)
+def build_app(runs_dir: str | Path = "runs", allow=(), warning: str | None = None) -> gr.Blocks:
+    """The page over one runs folder. What it reads and writes is confined to the runs folder,
+    the assets, the model caches and the `allow` folders (studio.access.Confinement); `warning`
+    (served without a login) shows as a banner on top."""
+    service = ConfinedService(runs_dir, allow)
     form = ConfigForm(apply_preset(FineTuningConfig(model_name=default_model()),
                                    choose_preset(None)[0]))
     with gr.Blocks(title="Qwen3 Studio", analytics_enabled=False) as demo:
         gr.Markdown(header(_short_path(service.runs_dir)), elem_id="studio-header")
+        if warning:
+            gr.HTML(note(T("page.insecure"), "warn"), elem_id="insecure-banner")
         kept = gr.BrowserState({}, storage_key="qwen3-studio-form")   # the form, across reloads
         with gr.Tabs() as tabs:
             with gr.Tab(T("page.tab.data"), id="data", elem_id="tab-data") as data_page:
@@ -174,7 +181,7 @@ def _short_path(path: Path) -> str:
 
 
 # ---------------------------------------------------------------------------- for programs
-def program_api(service: Service, form: ConfigForm) -> None:
+def program_api(service: ConfinedService, form: ConfigForm) -> None:
     """Endpoints that take plain values (a path, YAML text, a run folder) for gradio_client."""
 
     def inspect_data(path: str, model_name: str = "") -> dict:
@@ -203,6 +210,7 @@ def program_api(service: Service, form: ConfigForm) -> None:
 
         try:
             config = FineTuningConfig.from_dict(yaml.safe_load(config_yaml) or {})
+            service.config(config)
             job = service.start(config, allow_over_memory=allow_over_memory)
         except Refused as e:
             raise gr.Error("\n".join(e.problems)) from None
@@ -215,6 +223,9 @@ def program_api(service: Service, form: ConfigForm) -> None:
         run_dir = run or str(service.latest() or "")
         if not run_dir:
             raise gr.Error("there is no run yet")
+        service.path(run_dir)
+        if not is_run_dir(Path(run_dir)):
+            raise gr.Error(f"{run_dir} is not a run: no such run in the studio's folders")
         watch = train_tab.new_watch(run_dir)
         job = service.attach(run_dir)
         status = job.status
@@ -228,6 +239,9 @@ def program_api(service: Service, form: ConfigForm) -> None:
         run_dir = run or str(service.active() or "")
         if not run_dir:
             raise gr.Error("nothing is training")
+        service.path(run_dir)
+        if not is_run_dir(Path(run_dir)):
+            raise gr.Error(f"{run_dir} is not a run: no such run, so nothing to stop")
         service.stop(run_dir)
         return {"run": run_dir, "stopping": True}
 

@@ -16,7 +16,7 @@ from studio.catalog import CATALOG, DEMO_MODEL_ID, TINY_QWEN3_ID, hub_cache_has,
 from studio.config import FineTuningConfig
 from studio.runs import is_run_dir
 from studio.service import Service
-from studio.ui.common import first_line, guard, note, shout
+from studio.ui.common import first_line, guard, md, note, shout, unmd
 from studio.ui.i18n import T, say, state_word
 
 
@@ -101,12 +101,13 @@ def text_of(content) -> str:
 
 
 def to_messages(history: list, system: str) -> list[dict]:
-    """The conversation for the model: thinking bubbles left out, text only."""
+    """The conversation for the model: thinking bubbles left out, text only, as typed and
+    answered (the bubbles show it escaped: md())."""
     out = [{"role": "system", "content": system.strip()}] if system and system.strip() else []
     for m in history:
         if (m.get("metadata") or {}).get("title"):
             continue
-        out.append({"role": m["role"], "content": text_of(m.get("content"))})
+        out.append({"role": m["role"], "content": unmd(text_of(m.get("content")))})
     return out
 
 
@@ -116,11 +117,11 @@ def reply_bubbles(text: str, done: bool) -> list[dict]:
     thinking, answer = split_thinking(text)
     out = []
     if thinking:
-        out.append({"role": "assistant", "content": thinking,
+        out.append({"role": "assistant", "content": md(thinking),
                     "metadata": {"title": say("chat.thinking_bubble"),
                                  "status": "done" if done else "pending"}})
     out.append({"role": "assistant",
-                "content": answer or (say("chat.empty_reply") if done else "…")})
+                "content": md(answer) if answer else say("chat.empty_reply") if done else "…"})
     return out
 
 
@@ -224,7 +225,7 @@ def wire(t: ChatTab, service: Service) -> None:
         if not message:
             yield message, tuned, base, shout(say("chat.type_first"), "warn")
             return
-        user = {"role": "user", "content": message}
+        user = {"role": "user", "content": md(message)}      # shown as typed, never as HTML
         tuned = (tuned or []) + [user]
         if compare and is_run_dir(Path(source)):       # the base answers too
             base = (base or []) + [user]

@@ -25,6 +25,32 @@ def note(text, kind: str = "info") -> str:
     return f'<div class="msg {css}"><b>{say(lead) if lead else ""}</b>{body}</div>'
 
 
+def md(text) -> str:
+    """`text` shown literally in Markdown: its HTML escaped and Markdown's own marks
+    backslashed, so a name or a cell can neither run a script nor restyle the page."""
+    import re
+
+    return html.escape(re.sub(r"([\\`*_{}\[\]()#+!|~])", r"\\\1", str(text)), quote=False)
+
+
+def unmd(text: str) -> str:
+    """md()'s text back as it was (a chat turn shown escaped, sent to the model as typed)."""
+    import re
+
+    return re.sub(r"\\([\\`*_{}\[\]()#+!|~])", r"\1", html.unescape(text))
+
+
+def code(text) -> str:
+    """`text` as a Markdown code span that no backtick inside can end early (the fence is
+    longer than any run of backticks in it) and no newline can break."""
+    import re
+
+    text = " ".join(str(text).split("\n")).replace("\r", " ")
+    fence = "`" * (max((len(r) for r in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") or fence != "`" else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
 def shout(text: str, kind: str = "error") -> str:
     """note(), plus a toast so the message is seen wherever the person is looking."""
     if kind == "error":

@@ -15,7 +15,7 @@ import gradio as gr
 
 from studio.analysis import DATA_FIELDS
 from studio.service import Service
-from studio.ui.common import chart_layout, empty_chart, guard, note, shout
+from studio.ui.common import chart_layout, code, empty_chart, guard, md, note, shout
 from studio.ui.form import ConfigForm
 from studio.ui.i18n import T, field_help, say
 
@@ -162,7 +162,7 @@ def describe(t: DataTab, form: ConfigForm, service: Service, values, page, row,
     if a.error:
         out[t.status] = shout(a.error)
     out[t.summary] = say("data.summary", rows=len(ds), columns=len(ds.column_names)) + ", ".join(
-        f"`{c}` ({getattr(f, 'dtype', type(f).__name__.lower())})" for c, f in ds.features.items())
+        f"{code(c)} ({getattr(f, 'dtype', type(f).__name__.lower())})" for c, f in ds.features.items())
     pages = max(1, -(-len(ds) // PAGE))
     page = min(max(1, int(page or 1)), pages)
     out[t.table] = preview(service, a.path, page)
@@ -207,11 +207,11 @@ def mapping_updates(t: DataTab, a, columns) -> dict:
         mapping, head = {}, say("data.undetected")
     elif a.fmt.name == "template":
         shown, mapping = set(), {}
-        head = say("data.template_shape", reason=a.fmt.reason)
+        head = say("data.template_shape", reason=md(a.fmt.reason))
     else:
         shape = SHAPES[a.fmt.name]
         shown, mapping = set(shape.required + shape.optional), a.fmt.mapping
-        head = say("data.detected", name=a.fmt.name, reason=a.fmt.reason)
+        head = say("data.detected", name=md(a.fmt.name), reason=md(a.fmt.reason))
     out = {t.format_md: head}
     for role, dropdown in zip(roles(), t.mapping):
         out[dropdown] = gr.update(choices=choices, value=mapping.get(role, ""),
@@ -270,7 +270,7 @@ def example_updates(t: DataTab, a, config, row) -> dict:
         segments = whole_characters(render_segments(a.tokenizer, record, a.fmt, config),
                                     tok.truncated)
     except Exception as e:   # noqa: BLE001 - a row that cannot render is shown, not fatal
-        return {t.example: None, t.example_info: say("data.example.broken", row=row, error=e)}
+        return {t.example: None, t.example_info: say("data.example.broken", row=row, error=md(e))}
     trained = sum(tok.assistant_masks)
     info = say("data.example.info", row=row, rows=n, tokens=len(tok.input_ids), trained=trained,
                thinking=say("choice.on" if config.enable_thinking else "choice.off"))
@@ -318,7 +318,7 @@ def length_updates(t: DataTab, a, config) -> dict:
                  max=max(r.lengths), cut=r.n_truncated, limit=limit)]
     if r.problems:
         lines.append(say("data.problems") +
-                     "\n".join(f"| {p} | {n} | {', '.join(map(str, r.examples_of_problems.get(p, [])))} |"
+                     "\n".join(f"| {md(p)} | {n} | {', '.join(map(str, r.examples_of_problems.get(p, [])))} |"
                                for p, n in r.problems.items()))
     else:
         lines.append(say("data.problems.none"))

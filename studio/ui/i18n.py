@@ -32,6 +32,11 @@ CATALOG: dict[str, tuple[str, str]] = {
         "**3 · Train** → **4 · Chat**. Every run is kept in its own folder under",
         "Qwen3 模型的 LoRA / QLoRA 微调：**1 · 数据** → **2 · 模型与硬件** → **3 · 训练** → "
         "**4 · 对话**。每次运行都单独保存在这个文件夹下："),
+    "page.insecure": (
+        "Served without a login (--insecure-no-auth): anyone who reaches this address can use "
+        "this studio, read its runs and train on this machine.",
+        "此页面未设登录（--insecure-no-auth）：任何能访问此地址的人都可以使用本工作室、读取运行记录并在"
+        "这台机器上训练。"),
     "page.tab.data": ("1 · Data", "1 · 数据"),
     "page.tab.model": ("2 · Model & hardware", "2 · 模型与硬件"),
     "page.tab.train": ("3 · Train", "3 · 训练"),

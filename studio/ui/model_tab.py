@@ -17,7 +17,7 @@ from studio.catalog import CATALOG, hub_cache_has, is_local_model, parameter_cou
 from studio.config import GROUPS, FineTuningConfig
 from studio.models import model_problem
 from studio.service import GiB, Refused, Service
-from studio.ui.common import guard, note, run_choices, shout
+from studio.ui.common import guard, md, note, run_choices, shout
 from studio.presets import AUTO, PRESETS, apply_preset, choose_preset
 from studio.ui.form import FIELDS, ConfigForm, command_line
 from studio.ui.i18n import T, auto_why, group_title, preset_name, preset_purpose, say
@@ -158,9 +158,9 @@ def describe_model(name: str) -> str:
     origin = say("model.origin.bundled" if name.startswith("demo:") else
                  "model.origin.local" if is_local_model(name) else
                  "model.origin.cache" if hub_cache_has(name) else "model.origin.hub")
-    text = f"**{name}** · {size} · {origin}"
+    text = f"**{md(name)}** · {size} · {origin}"
     why = model_problem(name)
-    return text + (say("model.cannot_load", why=why) if why else "")
+    return text + (say("model.cannot_load", why=md(why)) if why else "")
 
 
 def last_measured(service: Service, model_name: str) -> str:
@@ -285,6 +285,11 @@ def wire(t: ModelTab, form: ConfigForm, service: Service, demo: gr.Blocks) -> li
     @guard
     def use_folder(path):
         path = (path or "").strip()
+        try:
+            service.path(path or ".")         # the page's ConfinedService: served folders only
+        except Refused as e:
+            shout("\n".join(e.problems))
+            return gr.skip()
         if not is_local_model(path):
             shout(say("model.not_folder", path=path or say("model.that")))
             return gr.skip()

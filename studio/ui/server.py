@@ -2,7 +2,10 @@
 checkout all come here, with the same flags.
 
 It listens on this machine only (127.0.0.1) unless --host says otherwise; --share also makes a
-public gradio.live link, so use it with --auth. gradio is imported only when serving, so the
+public gradio.live link. Either needs a login (--auth-file, QWEN3_STUDIO_AUTH or --auth) unless
+--insecure-no-auth says otherwise, and then the console and a banner on the page warn. The page
+reads and writes only inside its runs folder, the assets, the model caches and --allow-dir
+folders (studio.access.Confinement). gradio is imported only when serving, so the
 command line's --help stays fast. The page's app also carries the OpenAI-compatible /v1 of
 studio/serve.py, off until the Chat tab's toggle serves a run.
 """
@@ -13,25 +16,37 @@ import os
 import sys
 import threading
 
+from studio.access import add_login_flags, exposure, hide_password_from_ps, logins
+
 
 def add_server_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1",
-                        help="address to listen on (0.0.0.0: every interface; default: this "
-                             "machine)")
+                        help="address to listen on (0.0.0.0: every interface, needs a login; "
+                             "default: this machine)")
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     parser.add_argument("--share", action="store_true",
-                        help="also serve a public gradio.live link")
-    parser.add_argument("--auth", metavar="USER:PASS", type=_user_and_password,
-                        help="ask for this user name and password")
+                        help="also serve a public gradio.live link (needs a login)")
+    add_login_flags(parser)
+    parser.add_argument("--allow-dir", action="append", default=[], metavar="DIR",
+                        help="a folder the page may read datasets, models and evaluation files "
+                             "from, beside the runs folder, the assets and the model caches "
+                             "(repeat for several)")
     parser.add_argument("--runs-dir", "--runs_dir", default="runs",
                         help="folder that holds every run (default: runs)")
 
 
-def _user_and_password(text: str) -> tuple[str, str]:
-    user, sep, password = text.partition(":")
-    if not sep or not user:
-        raise argparse.ArgumentTypeError("--auth wants USER:PASS, e.g. --auth alice:s3cret")
-    return user, password
+def gate(args: argparse.Namespace):
+    """(logins, warning) for serving as `args` asks, or (None, refusal) with exit code 2 due:
+    the exposure rule of studio.access. Also blanks an --auth password out of `ps`."""
+    try:
+        who = logins(args)
+    except ValueError as e:
+        return None, None, str(e)
+    if getattr(args, "auth", None):
+        hide_password_from_ps()
+    refusal, warning = exposure(args.host, who is not None, getattr(args, "share", False),
+                                getattr(args, "insecure_no_auth", False))
+    return who, warning, refusal
 
 
 def warm_up() -> None:
@@ -52,18 +67,24 @@ def serve(args: argparse.Namespace) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    who, warning, refusal = gate(args)      # before gradio loads: a refusal comes at once
+    if refusal:
+        print(f"error: {refusal}", file=sys.stderr)
+        return 2
+    if warning:
+        print(f"WARNING: {warning}", file=sys.stderr, flush=True)
     from studio.serve import page_routes
     from studio.ui.app import CSS, THEME, build_app
     from studio.ui.i18n import SCRIPT, translations
 
-    demo = build_app(args.runs_dir)
+    demo = build_app(args.runs_dir, allow=args.allow_dir, warning=warning)
     # the OpenAI-compatible /v1 (the Chat tab's toggle) on the page's own app: same port,
-    # --share tunnel and --auth; listed first, so Gradio's routes never shadow it
-    api = page_routes(demo.service, args.auth, args.host, args.share)
+    # --share tunnel and logins; listed first, so Gradio's routes never shadow it
+    api = page_routes(demo.service, who, args.host, args.share, args.insecure_no_auth)
     threading.Thread(target=warm_up, daemon=True, name="warm-up").start()
     try:
         demo.queue(default_concurrency_limit=4).launch(
-            server_name=args.host, server_port=args.port, share=args.share, auth=args.auth,
+            server_name=args.host, server_port=args.port, share=args.share, auth=who.attempt if who else None,
             theme=THEME, css=CSS, show_error=True, ssr_mode=False, mcp_server=False,
             i18n=translations(), head=SCRIPT, footer_links=["api", "settings"],
             app_kwargs={"routes": api})

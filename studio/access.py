@@ -1,0 +1,260 @@
+"""Who may reach the studio and what it may touch when served: logins (from a file, the
+environment or argv, with failed attempts slowed down), the exposure rule (beyond this machine
+only with a login, or with an explicit --insecure-no-auth), and the folders a served page may
+read (Confinement). The Python API and the command line never go through here: the operator
+keeps full access. Nothing here imports gradio or fastapi.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hmac
+import ipaddress
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Iterable, Optional
+
+AUTH_ENV = "QWEN3_STUDIO_AUTH"
+
+
+class Outside(ValueError):
+    """A path the served page may not touch. Its message never says whether the path exists."""
+
+
+# ---------------------------------------------------------------------------- logins
+def user_and_password(text: str) -> tuple[str, str]:
+    user, sep, password = text.strip().partition(":")
+    if not sep or not user.strip():
+        raise argparse.ArgumentTypeError("a login is USER:PASS, e.g. alice:s3cret")
+    return user.strip(), password
+
+
+class Logins:
+    """The accepted USER:PASS pairs. A failed attempt makes the next one for that user name
+    wait longer (0.5 s, doubling to 8 s; a success clears it), so guessing a password over
+    HTTP takes years instead of hours. Passwords are compared in constant time."""
+
+    FIRST_DELAY, MAX_DELAY = 0.5, 8.0
+
+    def __init__(self, pairs: Iterable[tuple[str, str]]):
+        self.users = dict(pairs)
+        if not self.users:
+            raise ValueError("no login given")
+        self._failures: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def delay(self, user: str) -> float:
+        """Seconds the next attempt for `user` waits before it is checked."""
+        with self._lock:
+            n = self._failures.get(user, 0)
+        return 0.0 if n == 0 else min(self.FIRST_DELAY * 2 ** (n - 1), self.MAX_DELAY)
+
+    def check(self, user: str, password: str) -> bool:
+        """Whether the pair is a login; counts a failure against `user` (no waiting here)."""
+        expected = self.users.get(user)
+        ok = hmac.compare_digest((password or "").encode(), (expected or "").encode()) \
+            and expected is not None
+        return self._count(user, ok)
+
+    def key(self, password: str) -> bool:
+        """An API key (Authorization: Bearer PASS): the password of any login; failures are
+        counted under the user name ""."""
+        ok = any([hmac.compare_digest((password or "").encode(), p.encode())
+                  for p in self.users.values()])
+        return self._count("", ok)
+
+    def _count(self, user: str, ok: bool) -> bool:
+        with self._lock:
+            if ok:
+                self._failures.pop(user, None)
+            elif len(self._failures) < 10_000 or user in self._failures:
+                self._failures[user] = self._failures.get(user, 0) + 1
+        return ok
+
+    async def attempt(self, user: str, password: str) -> bool:
+        """A login attempt, as Gradio's auth callable (a coroutine function: Gradio awaits only
+        those): waits out the user's delay without blocking the server, then checks."""
+        await asyncio.sleep(self.delay(user))
+        return self.check(user, password)
+
+    def first(self) -> tuple[str, str]:
+        return next(iter(self.users.items()))
+
+
+def read_logins(path: str | Path) -> list[tuple[str, str]]:
+    """USER:PASS lines of a file (blank lines and # comments skipped)."""
+    pairs = []
+    for n, line in enumerate(Path(path).expanduser().read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip() and not line.lstrip().startswith("#"):
+            try:
+                pairs.append(user_and_password(line))
+            except argparse.ArgumentTypeError:
+                raise ValueError(f"{path}, line {n}: not USER:PASS") from None
+    if not pairs:
+        raise ValueError(f"{path} holds no USER:PASS line")
+    return pairs
+
+
+def logins(args: argparse.Namespace, environ=os.environ) -> Optional[Logins]:
+    """The logins asked for: --auth-file, --auth, and QWEN3_STUDIO_AUTH (USER:PASS, several
+    separated by commas), together; None when none is given. Raises ValueError with what is
+    wrong."""
+    pairs = []
+    if getattr(args, "auth_file", None):
+        try:
+            pairs += read_logins(args.auth_file)
+        except OSError as e:
+            raise ValueError(f"cannot read --auth-file {args.auth_file}: "
+                             f"{e.strerror or e}") from None
+    if getattr(args, "auth", None):
+        pairs.append(args.auth)
+    if environ.get(AUTH_ENV, "").strip():
+        try:
+            pairs += [user_and_password(p) for p in environ[AUTH_ENV].split(",") if p.strip()]
+        except argparse.ArgumentTypeError:
+            raise ValueError(f"{AUTH_ENV} wants USER:PASS (several: separated by commas)") \
+                from None
+    return Logins(pairs) if pairs else None
+
+
+def add_login_flags(parser: argparse.ArgumentParser, what: str = "the page") -> None:
+    parser.add_argument("--auth-file", metavar="PATH",
+                        help=f"ask for a login to {what}: a file of USER:PASS lines (or set "
+                             f"{AUTH_ENV}=USER:PASS); preferred over --auth, whose password "
+                             "is on the command line")
+    parser.add_argument("--auth", metavar="USER:PASS", type=user_and_password,
+                        help=f"a login on the command line (its password is blanked from `ps` "
+                             f"once started, but shell history keeps it: prefer --auth-file or "
+                             f"{AUTH_ENV})")
+    parser.add_argument("--insecure-no-auth", action="store_true",
+                        help="allow --host beyond this machine or --share without a login "
+                             "(anyone who reaches it can use the studio)")
+
+
+def hide_password_from_ps() -> bool:
+    """Overwrite the --auth password with x's in this process's own command line (what `ps`
+    and /proc/PID/cmdline show): on Linux that is the process's argument area, whose address
+    /proc/self/stat gives. Best effort (argparse has its copy already); returns whether it was
+    done."""
+    import ctypes
+
+    try:
+        with open("/proc/self/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        arg_start, arg_end = int(fields[45]), int(fields[46])    # fields 48 and 49
+        with open("/proc/self/cmdline", "rb") as f:
+            raw = f.read()
+    except (OSError, IndexError, ValueError):
+        return False
+    if arg_end - arg_start != len(raw):
+        return False
+    done, at = False, 0
+    words = raw.split(b"\0")
+    for i, word in enumerate(words):
+        login = None
+        if word == b"--auth" and i + 1 < len(words):
+            login = (at + len(word) + 1, words[i + 1])
+        elif word.startswith(b"--auth="):
+            login = (at + len(b"--auth="), word[len(b"--auth="):])
+        if login and b":" in login[1]:
+            offset = login[0] + login[1].index(b":") + 1
+            n = len(login[1]) - login[1].index(b":") - 1
+            ctypes.memmove(arg_start + offset, b"x" * n, n)
+            done = True
+        at += len(word) + 1
+    return done
+
+
+# ---------------------------------------------------------------------------- exposure
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure(host: str, has_login: bool, share: bool = False,
+             insecure: bool = False) -> tuple[Optional[str], Optional[str]]:
+    """(refusal, warning): serving beyond this machine without a login is refused unless
+    `insecure` (--insecure-no-auth), and then warned."""
+    if has_login or (is_loopback(host) and not share):
+        return None, None
+    where = "a public gradio.live link (--share)" if share else f"--host {host}"
+    if insecure:
+        return None, (f"{where} without a login (--insecure-no-auth): anyone who reaches it "
+                      "can use this studio, read its runs and train on this machine")
+    return (f"{where} would let anyone who reaches it use the studio: give a login with "
+            f"--auth-file PATH (USER:PASS lines), {AUTH_ENV}=USER:PASS or --auth USER:PASS, "
+            "or keep --host "
+            "127.0.0.1; --insecure-no-auth serves it without one anyway"), None
+
+
+# ---------------------------------------------------------------------------- confinement
+def hub_cache() -> Path:
+    """The Hugging Face hub cache (HF_HUB_CACHE, HF_HOME/hub, or ~/.cache/huggingface/hub)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME", "~/.cache"),
+                                             "huggingface")
+    return Path(home) / "hub"
+
+
+class Confinement:
+    """The folders a served page may read and write: every path it takes is resolved
+    (symlinks included) and must lie inside one of them. Refusals name the path as given and
+    the rule, never whether it exists or where the server runs."""
+
+    def __init__(self, roots: Iterable[str | Path]):
+        self.roots = []
+        for root in roots:
+            resolved = Path(root).expanduser().resolve()
+            if resolved not in self.roots:
+                self.roots.append(resolved)
+
+    @classmethod
+    def served(cls, runs_dir: str | Path, allow: Iterable[str | Path] = ()) -> "Confinement":
+        """The runs folder (uploads are under it), the studio's assets (the example data), the
+        model caches (the studio's and the HF hub's), and the operator's --allow-dir folders."""
+        from studio.models import CACHE
+
+        here = Path(__file__).resolve().parents[1]
+        return cls([runs_dir, here / "assets", CACHE, hub_cache(), *allow])
+
+    def path(self, given: str | Path) -> Path:
+        """`given` resolved, or Outside."""
+        text = str(given).strip()
+        try:
+            resolved = Path(text).expanduser().resolve()
+        except (OSError, RuntimeError, ValueError):
+            resolved = None
+        if text and resolved is not None and any(resolved == r or r in resolved.parents
+                                                 for r in self.roots):
+            return resolved
+        raise Outside(f"{_shown(text)} is outside the folders this studio serves (its runs "
+                      "folder, uploads, assets, the model cache): the operator can add a "
+                      "folder with --allow-dir")
+
+    def model(self, given: str) -> str:
+        """A model: a Hub id (owner/name, not a path on this machine) as given, else a folder
+        that must lie inside the served folders."""
+        text = str(given).strip()
+        if is_hub_id(text):
+            return text
+        return str(self.path(text))
+
+
+def is_hub_id(text: str) -> bool:
+    """owner/name (or a bare name) as the Hub spells them, and not an existing local path."""
+    import re
+
+    return bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?", text)) \
+        and ".." not in text and not Path(text).expanduser().exists()
+
+
+def _shown(text: str) -> str:
+    text = text if len(text) <= 120 else text[:117] + "..."
+    return repr(text)

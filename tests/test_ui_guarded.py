@@ -1,0 +1,247 @@
+"""The served studio as an attacker and a careless operator meet it (issue #15, items 1, 2 and
+12): no exposure without a login, logins from a file or the environment and out of `ps`, failed
+logins slowed down, and every path the page's API takes confined to the studio's folders, with
+refusals that never say whether a path exists. A real server subprocess over real HTTP."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from studio.access import Confinement, Logins, Outside
+from studio.ui.common import code
+from tests.conftest import QA_ROWS, write_jsonl
+from tests.test_ui_api import ROOT, free_port
+
+USER, PASS = "alice", "s3cret-from-a-file"
+ARGV_USER, ARGV_PASS = "bob", "argv-pass-9431"
+
+
+def launch(tmp: Path, *flags: str, env: dict | None = None) -> subprocess.Popen:
+    log = open(tmp / "server.log", "ab")
+    return subprocess.Popen([sys.executable, "launch.py", "--runs-dir", str(tmp / "runs"), *flags],
+                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1",
+                                 "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})})
+
+
+def up(proc: subprocess.Popen, url: str, log: Path) -> None:
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        assert proc.poll() is None, log.read_text()[-2000:]
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            time.sleep(0.25)
+    raise RuntimeError("the server did not answer within 60 s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory):
+    """A page with a login from --auth-file and one from --auth, on loopback, its runs folder
+    in one temporary folder (nothing else allowed)."""
+    tmp = tmp_path_factory.mktemp("guarded")
+    (tmp / "logins").write_text(f"# the studio's logins\n{USER}:{PASS}\n")
+    port = free_port()
+    proc = launch(tmp, "--port", str(port), "--auth-file", str(tmp / "logins"),
+                  "--auth", f"{ARGV_USER}:{ARGV_PASS}")
+    url = f"http://127.0.0.1:{port}/"
+    up(proc, url, tmp / "server.log")
+    yield proc, url, tmp
+    stop(proc)
+
+
+@pytest.fixture(scope="module")
+def client(guarded):
+    from gradio_client import Client
+
+    return Client(guarded[1], auth=(USER, PASS), verbose=False)
+
+
+def login(url: str, user: str, password: str) -> tuple[int, float]:
+    body = f"username={user}&password={password}".encode()
+    t0 = time.time()
+    try:
+        status = urllib.request.urlopen(urllib.request.Request(url + "login", data=body),
+                                        timeout=30).status
+    except urllib.error.HTTPError as e:
+        status = e.code
+    return status, time.time() - t0
+
+
+# ---------------------------------------------------------------------------- exposure
+@pytest.mark.parametrize("flags", [["--host", "0.0.0.0"], ["--share"]])
+def test_serving_beyond_this_machine_without_a_login_is_refused(tmp_path, flags):
+    """--host 0.0.0.0 or --share with no login: exit 2 at once, naming the ways to give one."""
+    proc = launch(tmp_path, "--port", str(free_port()), *flags)
+    assert proc.wait(30) == 2
+    said = (tmp_path / "server.log").read_text()
+    assert "--auth-file" in said and "QWEN3_STUDIO_AUTH" in said and "--insecure-no-auth" in said
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_api_server_refuses_the_same_way(tmp_path):
+    """`python -m studio serve --host 0.0.0.0` without a login: the same rule, exit 2."""
+    proc = subprocess.run([sys.executable, "-m", "studio", "serve", "--host", "0.0.0.0",
+                           "--runs-dir", str(tmp_path / "runs")], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2 and "--insecure-no-auth" in proc.stderr
+
+
+def test_insecure_no_auth_serves_with_a_warning_in_the_console_and_a_banner(tmp_path):
+    """--host 0.0.0.0 --insecure-no-auth: served, warned on the console and on the page."""
+    port = free_port()
+    proc = launch(tmp_path, "--host", "0.0.0.0", "--port", str(port), "--insecure-no-auth")
+    try:
+        up(proc, f"http://127.0.0.1:{port}/", tmp_path / "server.log")
+        config = urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=10).read()
+        assert b"insecure-banner" in config and b"page.insecure" in config
+        assert "WARNING" in (tmp_path / "server.log").read_text()
+    finally:
+        stop(proc)
+
+
+def test_a_login_from_the_environment_opens_the_page(tmp_path):
+    """QWEN3_STUDIO_AUTH=USER:PASS is a login (beyond loopback too); others get 401."""
+    port = free_port()
+    proc = launch(tmp_path, "--host", "0.0.0.0", "--port", str(port),
+                  env={"QWEN3_STUDIO_AUTH": "carol:env-pass"})
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        up(proc, url, tmp_path / "server.log")
+        assert login(url, "carol", "env-pass")[0] == 200
+        assert login(url, "carol", "nope")[0] == 400
+    finally:
+        stop(proc)
+
+
+def test_the_auth_password_is_not_in_ps(guarded):
+    """--auth USER:PASS on the command line: `ps` shows the user, not the password."""
+    proc, url, _ = guarded
+    shown = subprocess.run(["ps", "-ww", "-o", "args=", "-p", str(proc.pid)],
+                           capture_output=True, text=True).stdout
+    assert f"{ARGV_USER}:" in shown and ARGV_PASS not in shown
+    assert login(url, ARGV_USER, ARGV_PASS)[0] == 200        # still the login
+
+
+def test_failed_logins_are_slowed_down_and_a_success_clears_it(guarded):
+    """Each wrong password for a user makes the next attempt wait longer; the right one
+    still gets in (after its wait) and clears the count."""
+    _, url, _ = guarded
+    first = login(url, USER, "wrong-1")
+    second = login(url, USER, "wrong-2")
+    third = login(url, USER, "wrong-3")
+    assert first[0] == second[0] == third[0] == 400
+    assert second[1] >= 0.45 and third[1] >= 0.95
+    assert login(url, USER, PASS)[0] == 200
+    assert login(url, USER, PASS)[1] < 0.45
+
+
+def test_logins_wait_longer_after_each_failure_up_to_a_bound():
+    """Logins.delay doubles per failure from 0.5 s to 8 s; other users are not slowed."""
+    logins = Logins([(USER, PASS)])
+    delays = []
+    for _ in range(7):
+        assert not logins.check(USER, "guess")
+        delays.append(logins.delay(USER))
+    assert delays == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0, 8.0] and logins.delay("bob") == 0
+    assert logins.check(USER, PASS) and logins.delay(USER) == 0
+
+
+# ---------------------------------------------------------------------------- paths confined
+def refusal(client, *args, api_name: str) -> str:
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError) as refused:
+        client.predict(*args, api_name=api_name)
+    return str(refused.value)
+
+
+def test_paths_outside_the_studio_are_refused_alike_whether_they_exist_or_not(client, guarded,
+                                                                             tmp_path):
+    """A dataset, a page of rows, a run to stop or watch, a chat model outside the served
+    folders: refused with the same words for a real file and a missing one, and the server's
+    working folder is never printed."""
+    secret = write_jsonl(tmp_path / "secret.jsonl", QA_ROWS)
+    missing = tmp_path / "missing.jsonl"
+    for api_name in ("/inspect_data", "/stop_run", "/run_status", "/chat_reply"):
+        extra = ["hi"] if api_name == "/chat_reply" else []
+        said = [refusal(client, str(p), *extra, api_name=api_name).replace(str(p), "PATH")
+                for p in (secret, missing)]
+        assert said[0] == said[1] and "outside the folders" in said[0], (api_name, said)
+        assert str(ROOT) not in said[0]
+    assert "outside" in refusal(client, "/etc", "hi", api_name="/chat_reply")
+    rows = client.predict(str(secret), 1, api_name="/next_page")     # the page stays as it was
+    assert "instruction" not in json.dumps(rows)
+
+
+def test_a_symlink_in_the_runs_folder_is_followed_before_the_check(client, guarded, tmp_path):
+    """runs/link.jsonl -> a file outside: refused, as the file itself would be."""
+    outside = write_jsonl(tmp_path / "outside.jsonl", QA_ROWS)
+    link = guarded[2] / "runs" / "link.jsonl"
+    link.symlink_to(outside)
+    assert "outside the folders" in refusal(client, str(link), api_name="/inspect_data")
+
+
+def test_a_run_whose_paths_lie_outside_is_not_started(client, tmp_path):
+    """start_run with a data_path outside: refused before anything starts."""
+    import yaml
+
+    data = write_jsonl(tmp_path / "d.jsonl", QA_ROWS)
+    said = refusal(client, yaml.safe_dump({"data_path": str(data)}), api_name="/start_run")
+    assert "outside the folders" in said
+
+
+def test_files_inside_the_studio_and_hub_ids_are_still_taken(client, guarded):
+    """The bundled example data is read; a Hub id is taken as an id, not a path."""
+    example = ROOT / "assets" / "example_alpaca.jsonl"
+    info = client.predict(str(example), "", api_name="/inspect_data")
+    assert info["rows"] > 0
+
+
+def test_stopping_a_run_that_does_not_exist_says_so(client, guarded):
+    """stop_run on a deleted run's folder: 'no such run', not a cheerful 'stopping'."""
+    said = refusal(client, str(guarded[2] / "runs" / "gone"), api_name="/stop_run")
+    assert "not a run" in said
+    assert not (guarded[2] / "runs" / "gone").exists()     # no STOP file made a folder
+
+
+def test_the_confinement_resolves_symlinks_and_dot_dots(tmp_path):
+    """Confinement.path: inside is the resolved path; ../ and links out are Outside."""
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "out").symlink_to(tmp_path)
+    confine = Confinement([root])
+    assert confine.path(root / "a.csv") == (root / "a.csv").resolve()
+    for escape in (root / ".." / "x.csv", root / "out" / "x.csv", "/etc/passwd", ""):
+        with pytest.raises(Outside):
+            confine.path(escape)
+    assert confine.model("Qwen/Qwen3-0.6B") == "Qwen/Qwen3-0.6B"
+
+
+# ---------------------------------------------------------------------------- markdown
+def test_a_column_name_cannot_end_its_code_span():
+    """code(): the fence is longer than any backtick run inside; newlines cannot break it."""
+    assert code("plain") == "`plain`"
+    assert code("a`b") == "`` a`b ``"
+    assert code("x``<img src=x onerror=alert(1)>") == "``` x``<img src=x onerror=alert(1)> ```"
+    assert "\n" not in code("two\nlines")
