@@ -245,3 +245,30 @@ def test_a_column_name_cannot_end_its_code_span():
     assert code("a`b") == "`` a`b ``"
     assert code("x``<img src=x onerror=alert(1)>") == "``` x``<img src=x onerror=alert(1)> ```"
     assert "\n" not in code("two\nlines")
+
+
+def test_evaluating_exporting_or_resuming_a_folder_outside_is_refused(client, tmp_path):
+    """A run-shaped folder outside the studio: /evaluate and /export_run refuse it (Gradio's
+    check of the run picker's choices answers first), and the page's service behind them
+    refuses it too, for every action; nothing is written there."""
+    from gradio_client.exceptions import AppError
+
+    from studio import FineTuningConfig
+    from studio.ui.confined import ConfinedService
+
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    FineTuningConfig().save(outside / "config.yaml")
+    with pytest.raises(AppError):
+        client.predict(str(outside), "", 2, 8, "", "", "", api_name="/evaluate")
+    with pytest.raises(AppError):
+        client.predict(str(outside), "adapter", "q8_0", api_name="/export_run")
+    service = ConfinedService(tmp_path / "runs")
+    for action in (lambda: service.evaluate(outside), lambda: service.export(outside, "adapter"),
+                   lambda: service.export_estimate(outside, "adapter"),
+                   lambda: service.resume(outside), lambda: service.stop(outside),
+                   lambda: service.model(str(outside)), lambda: service.data.dataset(outside),
+                   lambda: service.data.tokenizer(str(outside))):
+        with pytest.raises(Exception, match="outside the folders"):
+            action()
+    assert sorted(p.name for p in outside.iterdir()) == ["config.yaml"]

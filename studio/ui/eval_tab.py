@@ -68,7 +68,9 @@ def report_frame(report) -> str:
     from studio.evaluate import report_html
 
     page = html.escape(report_html(report), quote=True)
-    return (f'<iframe srcdoc="{page}" title="evaluation report" '
+    # sandboxed: a srcdoc frame shares the studio's origin, so no script may run in it even if
+    # a model's answer ever got through unescaped
+    return (f'<iframe sandbox srcdoc="{page}" title="evaluation report" '
             'style="width:100%;height:900px;border:1px solid #e5e7eb;border-radius:6px">'
             "</iframe>")
 
