@@ -58,12 +58,12 @@ class Logins:
             and expected is not None
         return self._count(user, ok)
 
-    def key(self, password: str) -> bool:
+    def key(self, password: str, client: str = "") -> bool:
         """An API key (Authorization: Bearer PASS): the password of any login; failures are
-        counted under the user name ""."""
+        counted under "key@CLIENT" (the client's address), so one guesser slows only itself."""
         ok = any([hmac.compare_digest((password or "").encode(), p.encode())
                   for p in self.users.values()])
-        return self._count("", ok)
+        return self._count(f"key@{client}", ok)
 
     def _count(self, user: str, ok: bool) -> bool:
         with self._lock:

@@ -66,7 +66,7 @@ def as_logins(auth) -> Optional[Logins]:
     return auth if auth is None or isinstance(auth, Logins) else Logins([tuple(auth)])
 
 
-def authorized(header: Optional[str], auth) -> bool:
+def authorized(header: Optional[str], auth, client: str = "") -> bool:
     """Whether an Authorization header passes `auth` (Logins, or one (user, password)): Bearer
     PASS, the way API clients send a key, or Basic USER:PASS, the way curl -u and browsers send
     a login."""
@@ -76,7 +76,7 @@ def authorized(header: Optional[str], auth) -> bool:
     scheme, _, value = (header or "").strip().partition(" ")
     value = value.strip()
     if scheme.lower() == "bearer":
-        return auth.key(value)
+        return auth.key(value, client)
     if scheme.lower() == "basic":
         try:
             user, _, password = base64.b64decode(value, validate=True).decode().partition(":")
@@ -86,7 +86,7 @@ def authorized(header: Optional[str], auth) -> bool:
     return False
 
 
-def delay(header: Optional[str], auth) -> float:
+def delay(header: Optional[str], auth, client: str = "") -> float:
     """How long a request with this header waits before it is checked (failed logins slow the
     next attempts down: Logins.delay)."""
     auth = as_logins(auth)
@@ -98,8 +98,8 @@ def delay(header: Optional[str], auth) -> float:
             return auth.delay(base64.b64decode(value.strip(), validate=True).decode()
                               .partition(":")[0])
         except ValueError:
-            return auth.delay("")
-    return auth.delay("")
+            pass
+    return auth.delay(f"key@{client}")
 
 
 def exposure_problem(host: str, auth, share: bool = False,
@@ -426,8 +426,9 @@ def router(served: Served, auth=None):
         return JSONResponse(e.body(), status_code=e.status, headers=headers)
 
     async def admit(request: Request) -> None:
-        await asyncio.sleep(delay(request.headers.get("authorization"), auth))
-        if not authorized(request.headers.get("authorization"), auth):
+        header, client = request.headers.get("authorization"), getattr(request.client, "host", "")
+        await asyncio.sleep(delay(header, auth, client))
+        if not authorized(header, auth, client):
             raise ApiError(401, "Wrong or missing API key: send the password given to --auth "
                            "as the API key (Authorization: Bearer PASS), or HTTP Basic "
                            "USER:PASS", code="invalid_api_key")

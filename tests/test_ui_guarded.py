@@ -272,3 +272,22 @@ def test_evaluating_exporting_or_resuming_a_folder_outside_is_refused(client, tm
         with pytest.raises(Exception, match="outside the folders"):
             action()
     assert sorted(p.name for p in outside.iterdir()) == ["config.yaml"]
+
+
+def test_wrong_api_keys_on_v1_are_slowed_down_too(guarded):
+    """The page's /v1 shares its logins: a wrong Bearer key is 401 and the next one waits."""
+    _, url, _ = guarded
+
+    def ask(key: str) -> tuple[int, float]:
+        request = urllib.request.Request(url + "v1/models",
+                                         headers={"Authorization": f"Bearer {key}"})
+        t0 = time.time()
+        try:
+            status = urllib.request.urlopen(request, timeout=30).status
+        except urllib.error.HTTPError as e:
+            status = e.code
+        return status, time.time() - t0
+
+    first, second = ask("guess-1"), ask("guess-2")
+    assert first[0] == second[0] == 401 and second[1] >= 0.45
+    assert ask(PASS)[0] == 503          # let in: nothing is served at /v1 yet
