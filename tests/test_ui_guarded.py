@@ -57,13 +57,14 @@ def stop(proc: subprocess.Popen) -> None:
 
 @pytest.fixture(scope="module")
 def guarded(tmp_path_factory):
-    """A page with a login from --auth-file and one from --auth, on loopback, its runs folder
-    in one temporary folder (nothing else allowed)."""
+    """A page on every interface with logins from --auth-file, --auth and QWEN3_STUDIO_AUTH,
+    its runs folder in one temporary folder (nothing else allowed)."""
     tmp = tmp_path_factory.mktemp("guarded")
     (tmp / "logins").write_text(f"# the studio's logins\n{USER}:{PASS}\n")
     port = free_port()
-    proc = launch(tmp, "--port", str(port), "--auth-file", str(tmp / "logins"),
-                  "--auth", f"{ARGV_USER}:{ARGV_PASS}")
+    proc = launch(tmp, "--host", "0.0.0.0", "--port", str(port), "--auth-file",
+                  str(tmp / "logins"), "--auth", f"{ARGV_USER}:{ARGV_PASS}",
+                  env={"QWEN3_STUDIO_AUTH": "carol:env-pass"})
     url = f"http://127.0.0.1:{port}/"
     up(proc, url, tmp / "server.log")
     yield proc, url, tmp
@@ -120,18 +121,11 @@ def test_insecure_no_auth_serves_with_a_warning_in_the_console_and_a_banner(tmp_
         stop(proc)
 
 
-def test_a_login_from_the_environment_opens_the_page(tmp_path):
-    """QWEN3_STUDIO_AUTH=USER:PASS is a login (beyond loopback too); others get 401."""
-    port = free_port()
-    proc = launch(tmp_path, "--host", "0.0.0.0", "--port", str(port),
-                  env={"QWEN3_STUDIO_AUTH": "carol:env-pass"})
-    try:
-        url = f"http://127.0.0.1:{port}/"
-        up(proc, url, tmp_path / "server.log")
-        assert login(url, "carol", "env-pass")[0] == 200
-        assert login(url, "carol", "nope")[0] == 400
-    finally:
-        stop(proc)
+def test_a_login_from_the_environment_opens_the_page(guarded):
+    """QWEN3_STUDIO_AUTH=USER:PASS is a login beside the file's; a wrong password is not."""
+    _, url, _ = guarded
+    assert login(url, "carol", "env-pass")[0] == 200
+    assert login(url, "carol", "nope")[0] == 400
 
 
 def test_the_auth_password_is_not_in_ps(guarded):
