@@ -39,27 +39,76 @@ class Analysis:
     tokenizer: object = None
     error: str = ""                  # why detection, the tokenizer or preparation failed
     prepared: object = None          # studio.data.PreparedData, on the newest analysis only
+    sampled: Optional[tuple] = None  # (rows analysed, rows in the file) when a sample was used
+
+    @property
+    def scale(self) -> float:
+        """Rows in the file per row analysed (1 unless a sample was)."""
+        return self.sampled[1] / self.sampled[0] if self.sampled else 1.0
+
+
+MAX_UPLOAD_BYTES = 2**30          # the default upload limit (1 GiB); --max-file-size
+UPLOAD_KEPT_SECONDS = 24 * 3600   # an upload no run uses is deleted after a day
+
+# A bigger file is analysed on evenly spaced rows, so the Data tab answers in seconds; a run
+# still prepares every row.
+ANALYSIS_ROWS = 5000
+ANALYSIS_SECONDS = 30.0      # and tokenizes for at most this long (huge cells), saying so
 
 
 class Analyses:
     """The caches behind every analysis; safe to share between a server's threads."""
 
-    def __init__(self, uploads_dir: Path):
+    def __init__(self, uploads_dir: Path, max_upload_bytes: int = MAX_UPLOAD_BYTES):
         self.uploads_dir = Path(uploads_dir)
+        self.max_upload_bytes = max_upload_bytes
         self._lock = threading.RLock()          # held briefly, never while loading
         self._datasets: OrderedDict = OrderedDict()
         self._tokenizers: dict = {}
         self._analyses: OrderedDict = OrderedDict()
 
     def keep_upload(self, tmp_path: str) -> str:
-        """Copy an uploaded file into the uploads folder, so a run's config.yaml names a file
-        that outlives gradio's temporary cache."""
+        """Move an uploaded file into the uploads folder, so a run's config.yaml names a file
+        that outlives gradio's temporary cache (moved, not copied: one copy on disk). A file
+        over the upload limit is deleted and refused."""
+        from studio.data import DataError
+
         src = Path(tmp_path)
+        size = src.stat().st_size
+        if size > self.max_upload_bytes:
+            src.unlink(missing_ok=True)
+            raise DataError(f"{src.name} is {size / 2**20:,.0f} MiB, over the upload limit of "
+                            f"{self.max_upload_bytes / 2**20:,.0f} MiB: give its path instead, "
+                            "or serve with a higher --max-file-size")
         self.uploads_dir.mkdir(parents=True, exist_ok=True)
         name = re.sub(r"[^A-Za-z0-9._-]+", "_", src.name)
         dest = self.uploads_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{name}"
-        shutil.copyfile(src, dest)
+        try:
+            shutil.move(src, dest)
+        except OSError:      # gradio's cache not ours to move from: copy
+            shutil.copyfile(src, dest)
         return str(dest)
+
+    def clean_uploads(self, runs_dir: Path, older_than: float = UPLOAD_KEPT_SECONDS) -> list[Path]:
+        """Delete uploads older than `older_than` seconds that no run's config names as its
+        data (or its evaluation data); returns what was deleted."""
+        from studio.runs import list_runs
+
+        if not self.uploads_dir.is_dir():
+            return []
+        used = set()
+        for run in list_runs(runs_dir):
+            try:
+                text = (Path(run["run_dir"]) / "config.yaml").read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                continue
+            used.update(f.name for f in self.uploads_dir.iterdir() if f.name in text)
+        deleted, now = [], time.time()
+        for f in self.uploads_dir.iterdir():
+            if f.is_file() and f.name not in used and now - f.stat().st_mtime > older_than:
+                f.unlink(missing_ok=True)
+                deleted.append(f)
+        return deleted
 
     def dataset(self, path: str):
         """Rows of a file, folder or Hub id (DataError says what is wrong), cached by mtime."""
@@ -110,21 +159,40 @@ class Analyses:
         cached = self.cached(config)
         if cached:
             return cached
+        from studio.data.readers import MAX_COLUMNS, columns_left_out
+
         ds = self.dataset(config.data_path)
         a = Analysis(str(config.data_path), ds)
+        rows, said = ds, []
+        if len(ds) > ANALYSIS_ROWS:
+            every = -(-len(ds) // ANALYSIS_ROWS)
+            rows = ds.select(range(0, len(ds), every))
+            a.sampled = (len(rows), len(ds))
+            said.append(f"analysed a sample: every {every}th row, {len(rows):,} of "
+                        f"{len(ds):,} (a run prepares them all)")
+        if (left := columns_left_out(ds)):
+            said.append(f"the file has {MAX_COLUMNS + left:,} columns: only the first "
+                        f"{MAX_COLUMNS} were read")
         try:
-            a.fmt = apply_role_mapping(detect_format(ds, config.dataset_format,
+            a.fmt = apply_role_mapping(detect_format(rows, config.dataset_format,
                                                      config.column_mapping,
                                                      config.prompt_template),
                                        config.role_mapping)
             a.tokenizer = self.tokenizer(config.model_name)
-            a.prepared = prepare(ds, a.tokenizer, config)
+            a.prepared = prepare(rows, a.tokenizer, config, seconds=ANALYSIS_SECONDS)
             a.report = a.prepared.report
+            a.report.advice.extend(said)
+            if a.report.rows_read:
+                a.sampled = (a.report.rows_read, len(ds) if a.sampled is None else a.sampled[1])
         except (DataError, ModelUnavailable) as e:
             a.error = str(e).replace("the dataset: ", f"{Path(a.path).name}: ", 1)
         except Exception as e:   # noqa: BLE001 - shown in the page, never a dead server
             a.error = (f"the data could not be prepared with {config.model_name}'s tokenizer: "
                        f"{(str(e).strip() or type(e).__name__).splitlines()[0]}")
+        if a.error and said:
+            a.error += " (" + "; ".join(said) + ")"
+        if a.sampled:
+            a.prepared = None       # a sample is not the run's data: a run prepares every row
         with self._lock:
             for older in self._analyses.values():
                 older.prepared = None             # one prepared dataset in memory at most

@@ -99,14 +99,24 @@ def _preset_fields(name: str, data_path: str | None) -> dict:
 
 
 # ---------------------------------------------------------------------------- commands
+DEFAULT_RUNS_DIR = "runs"      # the page's default runs folder (python -m studio ui)
+
+
 def cmd_train(args) -> int:
     """Check, then train in this process with a progress bar, through the same service as the
     page: the runs folder is --output-dir's parent, where one job trains at a time."""
     from studio.inference import generate_text, load_model_and_tokenizer
+    from studio.runs import new_run_dir
     from studio.service import Service
 
     saved = Path(getattr(args, "output_dir", FineTuningConfig.output_dir)) / "config.yaml"
     config = config_from_args(args, saved if args.resume and saved.is_file() else None)
+    if config.output_dir == FineTuningConfig.output_dir and not args.resume:
+        # No folder asked for: a new run in the page's runs folder, so the one-job rule holds
+        # against the page's job (the old default, ./qwen3-finetuned, was a runs folder of its
+        # own: the current folder).
+        config = config.replace(output_dir=str(new_run_dir(Path(DEFAULT_RUNS_DIR), config)))
+        print(f"note: no --output-dir: this run goes to {config.output_dir}", file=sys.stderr)
     run_dir = Path(config.output_dir).expanduser().resolve()
     service = Service(run_dir.parent)
     with ProgressBar() as bar:

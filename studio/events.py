@@ -8,6 +8,7 @@ as the CLI progress bar.
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -39,13 +40,14 @@ class Event:
             raw = json.loads(line)
             event = cls(str(raw["kind"]), int(raw.get("step", 0)), float(raw.get("time", 0)),
                         raw.get("data") or {})
-        except (ValueError, TypeError, KeyError, AttributeError):
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError, RecursionError):
             return None
         if event.kind not in KINDS or not isinstance(event.data, dict):
             return None
         # a value the page computes with must be a number: a hand-edited `"loss": "low"` is a
         # line that is not an event, not a blank Train tab
-        if any(event.data.get(k) is not None and not _is_number(event.data[k]) for k in NUMBERS):
+        if any(event.data.get(k) is not None and not _is_number(event.data[k], k)
+               for k in NUMBERS):
             return None
         return event
 
@@ -55,8 +57,11 @@ NUMBERS = ("loss", "eval_loss", "learning_rate", "grad_norm", "tokens", "tokens_
            "peak_memory_gb", "mfu", "max_steps", "n_train", "n_eval")
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def _is_number(value, key: str) -> bool:
+    """A real number; finite, but for the losses (a diverged run logs nan or inf)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    return key in ("loss", "eval_loss", "grad_norm") or math.isfinite(value)
 
 
 Emit = Callable[..., None]   # emit(kind, step=0, **data)

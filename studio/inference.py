@@ -74,10 +74,11 @@ def load_model(source, config: Optional[FineTuningConfig] = None) -> LoadedModel
 
     run_config, adapter = resolve_source(source)
     config = (config or run_config).resolve()
+    from studio.models import ModelError, model_problem
+
+    if (why := model_problem(config.model_name)):    # a file, a missing folder, no network
+        raise ModelError(why)
     name = local_model_path(config.model_name)
-    if not Path(name).exists() and "/" not in name:
-        raise FileNotFoundError(f"model not found: {config.model_name} is neither a folder nor "
-                                "a Hub id (owner/name)")
     backend = run_config.backend
     if adapter is not None and (adapter / "adapters.safetensors").is_file():
         backend = "mlx"     # an MLX adapter runs only on MLX, whatever the config said

@@ -34,9 +34,17 @@ def model_problem(name: str) -> str | None:
     if name.startswith("demo:") or is_local_model(name):
         return None
     path = Path(name).expanduser()
-    if name.startswith((".", "/", "~")) or path.exists():
+    if path.is_file():
+        return (f"{name} is a file, not a model folder: give the folder that holds the model's "
+                "config.json and weights, or a Hub id (owner/name)")
+    if path.exists():
         return (f"{name} is not a model folder (no config.json in it): pick a folder that holds "
                 "a saved model, or a model from the list")
+    # a path that is not there: said as such, not as a Hub id that cannot be downloaded
+    if name.startswith((".", "/", "~", "\\")) or name.count("/") > 1 or \
+            ("/" in name and Path(name.split("/")[0]).expanduser().is_dir()):
+        return (f"{name}: no such model folder: check the path (a model folder holds "
+                "config.json), or give a Hub id (owner/name)")
     if "/" not in name:
         return f"{name} is neither a local folder nor a Hub id (owner/name): pick one from the list"
     if not hub_cache_has(name) and not hub_reachable():

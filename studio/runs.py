@@ -93,10 +93,17 @@ def parse_status(text: str) -> tuple[dict, Optional[str]]:
         value = status.get(key)
         if value is not None and (not isinstance(value, types)
                                   or (bool not in types and isinstance(value, bool))):
-            return {}, f"field {key} is {type(value).__name__} {str(value)[:40]!r}, not " \
+            return {}, f"field {key} is {type(value).__name__} {_plain(value)!r}, not " \
                        f"{' or '.join(t.__name__ for t in types)}"
     if status.get("state") not in STATES:
-        return {}, f"state {str(status.get('state'))[:40]!r} is not a run state"
+        return {}, f"state {_plain(status.get('state'))!r} is not a run state"
+    return status, None
+
+
+def _plain(value) -> str:
+    """A value from the file, quoted for a reason: letters, digits and a few marks only (the
+    reason is shown on the page; what the file holds is not markup)."""
+    return re.sub(r"[^\w .:-]", "?", str(value))[:40]
     return status, None
 
 

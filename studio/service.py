@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from studio.analysis import Analyses
+from studio.analysis import MAX_UPLOAD_BYTES, Analyses
 from studio.config import FineTuningConfig
 from studio.events import read_events
 from studio.models import model_problem
@@ -90,10 +90,14 @@ class Service:
     """Runs under one runs folder, the caches that checking and chatting need, and the jobs
     started from this process."""
 
-    def __init__(self, runs_dir: str | Path):
+    def __init__(self, runs_dir: str | Path, max_upload_bytes: int = MAX_UPLOAD_BYTES):
         self.runs_dir = Path(runs_dir).expanduser().resolve()
         self.runs_dir.mkdir(parents=True, exist_ok=True)
-        self.data = Analyses(self.runs_dir / "uploads")
+        self.data = Analyses(self.runs_dir / "uploads", max_upload_bytes)
+        try:      # uploads a day old that no run uses are not kept forever
+            self.data.clean_uploads(self.runs_dir)
+        except OSError:
+            pass
         self._jobs: dict[str, Job] = {}
         self._lock = threading.RLock()          # the dicts (held briefly)
         self._models: OrderedDict = OrderedDict()
@@ -284,8 +288,9 @@ class Service:
         lengths = [min(n, config.max_seq_length) for n in report.lengths]
         per_row = sum(lengths) / max(1, len(lengths))
         per_step = config.batch_size * config.gradient_accumulation_steps
-        steps = config.max_steps or math.ceil(report.n_train * config.num_train_epochs / per_step)
-        tokens = steps * min(per_step, report.n_train) * per_row
+        n_train = report.n_train * analysis.scale        # a sampled analysis: the whole file
+        steps = config.max_steps or math.ceil(n_train * config.num_train_epochs / per_step)
+        tokens = steps * min(per_step, n_train) * per_row
         return TimeEstimate(steps, tokens, tokens / speed.tokens_per_s, speed, source)
 
     def _past_speed(self, model_name: str) -> tuple[Optional[Speed], str]:

@@ -119,3 +119,36 @@ def test_random_bytes_as_a_config_file_are_a_config_error(data):
             FineTuningConfig.load(path).validate()
         except ConfigError:
             pass
+
+
+# ---------------------------------------------------------------------------- run state
+event_lines = st.lists(st.one_of(
+    st.binary(max_size=40).map(lambda b: b.decode("latin-1")),
+    st.fixed_dictionaries({"kind": st.sampled_from(["train", "eval", "done", "status", "x"]),
+                           "step": json_values, "time": json_values,
+                           "data": st.dictionaries(st.sampled_from(
+                               ["loss", "eval_loss", "max_steps", "tokens_per_s", "message",
+                                "epoch", "state"]), json_values | st.just(float("inf")),
+                               max_size=4) | json_values}).map(json.dumps)), max_size=6)
+
+
+@FEW
+@given(event_lines, st.binary(max_size=80) | json_values.map(lambda v: json.dumps(v).encode())
+       | st.dictionaries(st.sampled_from(["state", "pid", "pid_started", "started", "ended",
+                                          "step", "reason"]), json_values
+                         ).map(lambda v: json.dumps(v).encode()))
+def test_any_status_and_metrics_files_are_read_without_an_error(lines, status):
+    """Whatever status.json and metrics.jsonl hold, listing, summing up, drawing the curves and
+    watching the run go on."""
+    from studio.history import curves, summarize
+    from studio.runs import Job, list_runs
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Path(tmp) / "run"
+        run.mkdir()
+        FineTuningConfig(backend="scripted").save(run / "config.yaml")
+        (run / "status.json").write_bytes(status)
+        (run / "metrics.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8",
+                                           errors="replace")
+        assert list_runs(Path(tmp))[0]["state"]
+        summarize(run), curves(run), Job(run).events_since(0), Job(run).status

@@ -175,3 +175,125 @@ def test_responses_that_are_not_text_are_counted_in_the_report(tiny_qwen3, tmp_p
                      FineTuningConfig(model_name=tiny_qwen3, max_seq_length=128)).report
     assert report.problems[NOT_TEXT] == 5 and report.examples_of_problems[NOT_TEXT] == [0, 1, 2, 4, 5]
     assert f"{NOT_TEXT}: 5" in report.summary()
+
+
+def test_a_very_wide_file_is_read_to_its_first_columns_and_says_so(tiny_qwen3, tmp_path):
+    """Regression (#15 finding 5): 10,002 columns took 296 s to analyse; only the first
+    MAX_COLUMNS are read (CSV, JSONL and Parquet alike), and the analysis says so."""
+    import pandas as pd
+
+    from studio.analysis import Analyses
+    from studio.data.readers import MAX_COLUMNS, columns_left_out
+
+    columns = ["instruction", "response"] + [f"c{i}" for i in range(600)]
+    frame = pd.DataFrame([[f"q{r}", f"a{r}"] + ["x"] * 600 for r in range(8)], columns=columns)
+    frame.to_csv(tmp_path / "wide.csv", index=False)
+    frame.to_parquet(tmp_path / "wide.parquet")
+    write_jsonl(tmp_path / "wide.jsonl", frame.to_dict("records"))
+    for name in ("wide.csv", "wide.parquet", "wide.jsonl"):
+        ds = load_rows(str(tmp_path / name))
+        assert ds.num_columns == MAX_COLUMNS and columns_left_out(ds) == 602 - MAX_COLUMNS, name
+    a = Analyses(tmp_path / "up").analyse(FineTuningConfig(
+        model_name=tiny_qwen3, data_path=str(tmp_path / "wide.csv"), max_seq_length=64))
+    assert f"the file has 602 columns: only the first {MAX_COLUMNS} were read" in \
+        a.report.summary()
+
+
+def test_a_big_file_is_analysed_on_a_sample_and_says_so(tiny_qwen3, tmp_path, monkeypatch):
+    """The Data tab analyses evenly spaced rows of a big file (ANALYSIS_ROWS, made small here)
+    and keeps no prepared rows from it: a run prepares every row."""
+    from studio import analysis
+
+    monkeypatch.setattr(analysis, "ANALYSIS_ROWS", 50)
+    data = write_jsonl(tmp_path / "big.jsonl", [{"instruction": f"q{i}", "response": f"a{i}"}
+                                                for i in range(240)])
+    a = analysis.Analyses(tmp_path / "up").analyse(FineTuningConfig(
+        model_name=tiny_qwen3, data_path=str(data), max_seq_length=64, val_size=0))
+    assert a.sampled == (48, 240) and a.report.n_train == 48 and a.prepared is None
+    assert "every 5th row, 48 of 240 (a run prepares them all)" in a.report.summary()
+
+
+def test_uploads_are_bounded_moved_and_cleaned_when_no_run_uses_them(tmp_path, qa_jsonl):
+    """Regression (#15 finding 5): no size limit, every upload copied again, and kept forever.
+    Over the limit: refused and the temporary file deleted; else moved (one copy); a day later
+    the uploads no run's config names are deleted, the used ones kept."""
+    import os
+
+    from studio.analysis import Analyses
+
+    runs = tmp_path / "runs"
+    service = Service(runs, max_upload_bytes=10_000)
+    big = tmp_path / "big.jsonl"
+    big.write_bytes(b"x" * 10_001)
+    with pytest.raises(DataError, match="over the upload limit"):
+        service.data.keep_upload(str(big))
+    assert not big.exists()
+    used, unused = (Path(service.data.keep_upload(str(write_jsonl(tmp_path / n, [{"a": n}]))))
+                    for n in ("used.jsonl", "unused.jsonl"))
+    assert not (tmp_path / "used.jsonl").exists() and used.parent == runs / "uploads"
+    fresh = Path(service.data.keep_upload(str(write_jsonl(tmp_path / "fresh.jsonl", [{}]))))
+    FineTuningConfig(data_path=str(used)).save(runs / "r" / "config.yaml")
+    day_ago = time.time() - 25 * 3600
+    for f in (used, unused):
+        os.utime(f, (day_ago, day_ago))
+    assert Analyses(runs / "uploads").clean_uploads(runs) == [unused]
+    assert used.exists() and fresh.exists()
+
+
+# ---------------------------------------------------------------------------- the command line
+def test_the_cli_without_an_output_dir_obeys_the_pages_one_job_rule(tiny_qwen3, tmp_path,
+                                                                     qa_jsonl, monkeypatch,
+                                                                     capsys):
+    """Regression (#15 finding 6): the CLI started a second job while the page's trained. With
+    no --output-dir its run went to ./qwen3-finetuned, a runs folder of its own (the current
+    folder); it now goes under ./runs, the page's, where the service refuses a second job."""
+    from studio.cli import main
+    from tests.test_service import scripted, wait_for
+
+    monkeypatch.chdir(tmp_path)
+    page = Service("runs")
+    job = page.start(scripted(tiny_qwen3, qa_jsonl, "runs/page", max_steps=400), "runs/page",
+                     in_process=True)
+    wait_for(lambda: job.status["state"] == "running", what="the page's job")
+    code = main(["train", "--backend", "scripted", "--model", tiny_qwen3, "--data",
+                 str(qa_jsonl), "--max-steps", "2"])
+    err = capsys.readouterr().err
+    job.stop()
+    assert code != 0 and "already training" in err and "page" in err, err
+    assert [p.name for p in Path("runs").iterdir() if p.name != "uploads"] == ["page"]
+    assert not Path("qwen3-finetuned").exists()
+    job.wait(30)
+
+
+@pytest.mark.parametrize("model, said", [("file", "is a file, not a model folder"),
+                                         ("missing", "no such model folder")])
+def test_cli_model_errors_say_what_the_path_is(tmp_path, qa_jsonl, capsys, model, said):
+    """Regression (#15 finding 11): a file given as the model, or a folder that is not there,
+    gave raw transformers messages (the folder as a bad repo id); train and generate now say
+    what the path is, on one error line."""
+    from studio.cli import main
+
+    path = str(qa_jsonl) if model == "file" else str(tmp_path / "models" / "no" / "such")
+    for argv in (["train", "--model", path, "--data", str(qa_jsonl), "--output-dir",
+                  str(tmp_path / "runs" / "a")],
+                 ["generate", "--run", path, "--prompt", "hi"]):
+        code = main(argv)
+        err = capsys.readouterr().err
+        errors = [line for line in err.splitlines() if line.startswith("error:")]
+        assert code != 0 and len(errors) == 1 and said in errors[0], err
+        assert "Traceback" not in err
+
+
+def test_an_analysis_stops_at_its_time_budget_and_says_so(tiny_qwen3, tmp_path, monkeypatch):
+    """Rows with huge cells cannot keep the Data tab busy for minutes: the analysis reports on
+    the rows read within ANALYSIS_SECONDS (made tiny here) and keeps none of them for a run."""
+    from studio import analysis
+
+    monkeypatch.setattr(analysis, "ANALYSIS_SECONDS", 1e-6)
+    data = write_jsonl(tmp_path / "d.jsonl", [{"instruction": f"q{i}", "response": f"a{i}"}
+                                              for i in range(20)])
+    a = analysis.Analyses(tmp_path / "up").analyse(FineTuningConfig(
+        model_name=tiny_qwen3, data_path=str(data), max_seq_length=64, val_size=0))
+    assert a.report.rows_read == 1 and a.sampled == (1, 20) and a.prepared is None
+    assert "analysed the first 1 of 20 rows within 0 s (a run prepares them all)" in \
+        a.report.summary()

@@ -11,6 +11,7 @@ import json
 import math
 import random
 import statistics
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,7 @@ class DataReport:
     default_system_kept: bool = False      # rows with no system turn get it (keep, no
     #                                        system_prompt to replace it)
     advice: list[str] = field(default_factory=list)   # one line each: what to change, and why
+    rows_read: Optional[int] = None    # rows looked at when a time budget cut the analysis short
 
     def summary(self) -> str:
         """A few lines for people: what was found, what trains, what was wrong."""
@@ -77,12 +79,14 @@ _MIN_ROWS_FOR_EVAL = 4
 _EXAMPLES_KEPT = 5
 
 
-def prepare(source_or_dataset, tokenizer, config, prompt_template=None) -> PreparedData:
+def prepare(source_or_dataset, tokenizer, config, prompt_template=None,
+            seconds: Optional[float] = None) -> PreparedData:
     """Load, detect, tokenize and mask every row, split off eval rows, and report problems.
 
     Rows that cannot train are dropped and counted (empty, empty response, unmappable, no trained
     tokens left after truncation); duplicates are reported but kept. When nothing is left, the
-    DataError says why and how to fix it.
+    DataError says why and how to fix it. With `seconds` (an analysis, never a run), the rows
+    read within that time are prepared and the report says how many (report.rows_read).
     """
     name = str(source_or_dataset) if isinstance(source_or_dataset, (str, Path)) else "the dataset"
     ds = load_rows(name) if isinstance(source_or_dataset, (str, Path)) else source_or_dataset
@@ -108,7 +112,11 @@ def prepare(source_or_dataset, tokenizer, config, prompt_template=None) -> Prepa
             examples[problem].append(i)
 
     not_text = not_text_cells(ds)
+    deadline, rows_read = time.monotonic() + seconds if seconds else None, None
     for i, row in enumerate(_iter_rows(ds)):
+        if deadline and i and time.monotonic() > deadline:
+            rows_read = i           # the time budget is spent: report on the rows read so far
+            break
         if _is_empty(row):
             note("empty rows", i)
             continue
@@ -151,7 +159,10 @@ def prepare(source_or_dataset, tokenizer, config, prompt_template=None) -> Prepa
         n_truncated=sum(n > limit for n in lengths), n_train=len(train), n_eval=n_eval,
         problems=dict(notes),
         examples_of_problems={k: v for k, v in examples.items() if k in notes},
-        **_template_report(tokenizer, fmt, config, notes))
+        rows_read=rows_read, **_template_report(tokenizer, fmt, config, notes))
+    if rows_read:
+        report.advice.append(f"analysed the first {rows_read:,} of {len(ds):,} rows within "
+                             f"{seconds:.0f} s (a run prepares them all)")
     return PreparedData(train, evals, report, fmt)
 
 

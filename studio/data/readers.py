@@ -88,13 +88,17 @@ def _read_csv(path: Path, split: str, sep: str = ",") -> datasets.Dataset:
     text = _read_text(path)
     try:
         # Every cell as text, and an empty cell as "" not NaN: these are prompts, not numbers.
-        df = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
+        # At most MAX_COLUMNS columns: a very wide file would take minutes to hold in Arrow.
+        total = len(pd.read_csv(io.StringIO(text), sep=sep, dtype=str, nrows=0).columns)
+        df = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False,
+                         usecols=range(MAX_COLUMNS) if total > MAX_COLUMNS else None)
     except pd.errors.EmptyDataError:
         raise DataError(f"{path} is empty (0 rows): add rows, or point at another file") from None
     except pd.errors.ParserError as e:
         raise DataError(f"{path}: malformed CSV: {str(e).strip()}; check quoting on that line"
                         ) from None
-    return datasets.Dataset.from_pandas(df, preserve_index=False)
+    ds = datasets.Dataset.from_pandas(df, preserve_index=False)
+    return _mark(ds, columns_total=total) if total > MAX_COLUMNS else ds
 
 
 def _read_tsv(path: Path, split: str) -> datasets.Dataset:
@@ -163,6 +167,15 @@ def _from_records(rows: list, path: Path) -> datasets.Dataset:
         _freeze_free_form(row)
     if not rows:
         raise DataError(f"{path} is empty (0 rows): add rows, or point at another file")
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    if len(keys) > MAX_COLUMNS:    # a very wide file would take minutes to hold in Arrow
+        kept = set(keys[:MAX_COLUMNS])
+        rows = [{k: v for k, v in row.items() if k in kept} for row in rows]
+        return _mark(_from_rows(rows), columns_total=len(keys))
+    return _from_rows(rows)
+
+
+def _from_rows(rows: list) -> datasets.Dataset:
     try:
         return datasets.Dataset.from_list(rows)
     except Exception:   # mixed types in one column (a number here, a list there): keep as text
@@ -174,23 +187,42 @@ def _from_records(rows: list, path: Path) -> datasets.Dataset:
             for k in columns:
                 v = row.get(k)
                 row[k] = v if v is None or isinstance(v, str) else json.dumps(v, ensure_ascii=False)
-        ds = datasets.Dataset.from_list(rows)
         # which cells were not text before, so the data report can still count them
-        ds.info.description = json.dumps({_NOT_TEXT_KEY: {k: v for k, v in not_text.items() if v}})
-        return ds
+        return _mark(datasets.Dataset.from_list(rows),
+                     not_text={k: v for k, v in not_text.items() if v})
 
 
-_NOT_TEXT_KEY = "qwen3_studio_not_text_cells"
+# ---------------------------------------------------------------------------- what reading changed
+MAX_COLUMNS = 256       # columns read from a file; the rest are left out, and said so
+
+
+def _mark(ds: datasets.Dataset, **facts) -> datasets.Dataset:
+    """Note on the dataset what reading it changed (columns left out, cells kept as text)."""
+    ds.info.description = json.dumps({_MARKS: {**read_marks(ds), **facts}})
+    return ds
+
+
+_MARKS = "qwen3_studio_reader"
+
+
+def read_marks(ds) -> dict:
+    try:
+        marks = json.loads(ds.info.description or "{}").get(_MARKS, {})
+    except (ValueError, AttributeError, TypeError):
+        return {}
+    return marks if isinstance(marks, dict) else {}
 
 
 def not_text_cells(ds) -> dict[str, set[int]]:
     """Column -> rows whose cell was a list, number or object in the file but is held as its
     JSON text (a column of mixed types); {} for anything else."""
-    try:
-        marks = json.loads(ds.info.description or "{}").get(_NOT_TEXT_KEY, {})
-        return {k: set(v) for k, v in marks.items()}
-    except (ValueError, AttributeError, TypeError):
-        return {}
+    return {k: set(v) for k, v in (read_marks(ds).get("not_text") or {}).items()}
+
+
+def columns_left_out(ds) -> int:
+    """How many of the file's columns were not read (over MAX_COLUMNS)."""
+    total = read_marks(ds).get("columns_total") or 0
+    return max(0, total - MAX_COLUMNS)
 
 
 _TOOLS_COLUMNS = ("tools", "functions", "tool_schemas")
@@ -213,10 +245,12 @@ def _read_parquet(path: Path, split: str) -> datasets.Dataset:
     from datasets.table import InMemoryTable
 
     try:
-        table = pq.read_table(path)
+        names = pq.read_schema(path).names
+        table = pq.read_table(path, columns=names[:MAX_COLUMNS])
     except Exception as e:
         raise DataError(f"{path}: not a readable Parquet file ({e})") from None
-    return datasets.Dataset(InMemoryTable(table))
+    ds = datasets.Dataset(InMemoryTable(table))
+    return _mark(ds, columns_total=len(names)) if len(names) > MAX_COLUMNS else ds
 
 
 def _read_saved(path: Path, split: str) -> datasets.Dataset:
