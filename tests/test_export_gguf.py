@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 import torch
 
-from studio.export.gguf import GGUFExportError, gguf_size, write_gguf, write_lora_gguf
+from studio.export.gguf import (GGUFExportError, gguf_size, pre_tokenizer_name, write_gguf,
+                                write_lora_gguf)
 
 PROMPT = [{"role": "user", "content": "What is the capital of France?"}]
-# digits, spaces before digits, a run of spaces, accents, CJK and an emoji: where pre-tokenizers
-# differ
-TEXT = [{"role": "user", "content": "In 2024,  3 cats ate 12345 fish.\n\tCafé 東京 🦙 it's done"}]
+# digits, spaces running into a digit, tabs, accents, CJK and an emoji: where pre-tokenizers differ
+TEXT = [{"role": "user", "content": "In 2024,  3 cats ate 12345 fish.\n\tCafé 東京 🦙 it's"}]
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -66,15 +66,36 @@ def greedy(model, ids: list[int], n: int = 12) -> list[int]:
     return out[0, len(ids):].tolist()
 
 
-def make_adapter(base, out: Path, **lora) -> Path:
-    """A PEFT LoRA on every linear layer with random (non-zero) A and B, saved as training does."""
+def make_adapter(base, out: Path, b_scale: float = 1.0, **lora) -> Path:
+    """A PEFT LoRA on every linear layer with random (non-zero) A and B (B times b_scale), saved
+    as training does."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    config = LoraConfig(target_modules=ALL_LINEAR, init_lora_weights=False, **lora)
-    get_peft_model(model, config).save_pretrained(out)
+    tuned = get_peft_model(model, LoraConfig(target_modules=ALL_LINEAR, init_lora_weights=False,
+                                             **lora))
+    with torch.no_grad():
+        for name, weight in tuned.named_parameters():
+            if "lora_B" in name:
+                weight.mul_(b_scale)
+    tuned.save_pretrained(out)
+    return out
+
+
+def smollm2_split(demo_model, out: Path) -> Path:
+    """The demo model with SmolLM2's own pre-tokenizer (digits split one by one before GPT-2's
+    split), which the bundled demo's tokenizer.json lost; its weights are links, not copies."""
+    out.mkdir()
+    for path in Path(demo_model).iterdir():
+        (out / path.name).symlink_to(path)
+    (out / "tokenizer.json").unlink()
+    tokenizer = json.loads((Path(demo_model) / "tokenizer.json").read_text())
+    tokenizer["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+        {"type": "Digits", "individual_digits": True},
+        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}]}
+    (out / "tokenizer.json").write_text(json.dumps(tokenizer))
     return out
 
 
@@ -141,6 +162,7 @@ def test_tiny_qwen3_gguf_says_what_llama_cpp_reads(tiny_qwen3, qwen3_gguf):
     types = dict(zip(tokens, meta["tokenizer.ggml.token_type"]))
     template = (Path(tiny_qwen3) / "chat_template.jinja").read_text()
     assert meta["general.architecture"] == "qwen3" and meta["general.type"] == "model"
+    assert meta["general.name"] == "tiny-qwen3-f16"     # the file's name, shown by llama.cpp
     assert meta["qwen3.attention.key_length"] == config["head_dim"] == 8
     assert meta["qwen3.block_count"] == 2 and meta["qwen3.attention.head_count_kv"] == 2
     assert meta["tokenizer.ggml.model"] == "gpt2" and meta["tokenizer.ggml.pre"] == "qwen2"
@@ -170,12 +192,13 @@ def test_demo_model_gguf_answers_as_the_source_does(demo_ggufs, demo_source):
 
 
 def test_demo_model_gguf_metadata_and_quantised_types(demo_model, demo_ggufs):
-    """SmolLM2 splits digits one by one before merging: llama.cpp's "smollm" pre-tokenizer, even
-    though the demo's tokenizer.json (re-made from a GGUF) lost that step; q8_0 quantises the
-    matrices and keeps norms in f32."""
+    """Llama's keys, the ids and template of SmolLM2's chat, the pre-tokenizer its tokenizer.json
+    describes; q8_0 quantises the matrices (the embedding too) and keeps norms in f32."""
     meta = metadata(demo_ggufs["q8_0"])
     held = tensors(demo_ggufs["q8_0"])
-    assert meta["general.architecture"] == "llama" and meta["tokenizer.ggml.pre"] == "smollm"
+    split = json.loads((Path(demo_model) / "tokenizer.json").read_text())["pre_tokenizer"]
+    assert meta["general.architecture"] == "llama"
+    assert meta["tokenizer.ggml.pre"] == ("smollm" if "Digits" in json.dumps(split) else "gpt-2")
     assert meta["llama.rope.dimension_count"] == 64 and meta["llama.rope.freq_base"] == 100000.0
     assert (meta["tokenizer.ggml.bos_token_id"], meta["tokenizer.ggml.eos_token_id"]) == (1, 2)
     assert meta["tokenizer.ggml.add_bos_token"] is False
@@ -198,6 +221,21 @@ def test_tokenizer_from_the_gguf_encodes_chat_like_the_original(demo_model, demo
     assert rebuilt(text, add_special_tokens=False).input_ids == \
         original(text, add_special_tokens=False).input_ids
     assert rebuilt.chat_template == original.chat_template
+
+
+def test_pre_tokenizer_is_named_from_how_the_tokenizer_splits(tiny_qwen3, demo_model, tmp_path):
+    """Qwen's split is llama.cpp's "qwen2", SmolLM2's (digits alone, then GPT-2's) "smollm", GPT-2's
+    alone "gpt-2"; a split llama.cpp has no name for is refused, naming the ones written."""
+    def split_of(folder):
+        return json.loads((Path(folder) / "tokenizer.json").read_text())
+
+    assert pre_tokenizer_name(split_of(tiny_qwen3)) == "qwen2"
+    assert pre_tokenizer_name(split_of(smollm2_split(demo_model, tmp_path / "smol"))) == "smollm"
+    demo = split_of(demo_model)
+    assert pre_tokenizer_name(demo) == "gpt-2"
+    demo["pre_tokenizer"] = {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first"}
+    with pytest.raises(GGUFExportError, match="Metaspace.*gpt-2, llama-bpe, qwen2, smollm"):
+        pre_tokenizer_name(demo)
 
 
 # ---------------------------------------------------------------------------- LoRA
@@ -305,17 +343,27 @@ def llama(path: Path, lora: Path | None = None, logits_all: bool = False):
 
 
 def llama_greedy(model, ids: list[int], n: int = 12) -> list[int]:
+    """Up to n greedy tokens, the end token included (as transformers' generate has them)."""
     out = []
     for token in model.generate(ids, temp=0.0, top_k=1, reset=True):
-        if len(out) == n or token == model.token_eos():
-            break
         out.append(token)
-    return out
+        if len(out) == n or token == model.token_eos():
+            return out
+
+
+def answer_nll(model, ids: list[int], answer: list[int]) -> float:
+    """The mean negative log-likelihood llama.cpp gives `answer` after `ids` (teacher-forced)."""
+    model.reset()
+    model.eval(ids + answer)
+    logits = np.array(model.scores[len(ids) - 1:len(ids) + len(answer) - 1], dtype=np.float64)
+    logp = logits - logits.max(-1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
+    return float(-logp[np.arange(len(answer)), answer].mean())
 
 
 def test_llama_cpp_tokenizes_and_answers_as_transformers(demo_ggufs, demo_source):
-    """llama.cpp (with the "smollm" pre-tokenizer) turns chat text into the source tokenizer's
-    ids and answers with the source's greedy tokens."""
+    """llama.cpp turns chat text into the source tokenizer's ids and answers with the source's
+    greedy tokens."""
     model = llama(demo_ggufs["f16"])
     source, tokenizer = demo_source
     for messages in (PROMPT, TEXT):
@@ -324,6 +372,21 @@ def test_llama_cpp_tokenizes_and_answers_as_transformers(demo_ggufs, demo_source
             chat_ids(tokenizer, messages)
     ids = chat_ids(tokenizer)
     assert llama_greedy(model, ids) == greedy(source, ids)
+
+
+def test_llama_cpp_splits_as_smollm2s_own_tokenizer(demo_model, tmp_path):
+    """With SmolLM2's own tokenizer.json (digits alone first) the GGUF says "smollm", and
+    llama.cpp splits "  3" as that tokenizer does, not as GPT-2's split would."""
+    from transformers import AutoTokenizer
+
+    pytest.importorskip("llama_cpp")
+    folder = smollm2_split(demo_model, tmp_path / "smol")
+    path = write_gguf(folder, tmp_path / "smol.gguf")
+    assert metadata(path)["tokenizer.ggml.pre"] == "smollm"
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    text = tokenizer.apply_chat_template(TEXT, add_generation_prompt=True, tokenize=False)
+    assert llama(path).tokenize(text.encode(), add_bos=False, special=True) == \
+        chat_ids(tokenizer, TEXT) != chat_ids(AutoTokenizer.from_pretrained(demo_model), TEXT)
 
 
 def test_llama_cpp_runs_tiny_qwen3_with_its_tokens_and_logits(tiny_qwen3, qwen3_gguf):
@@ -343,28 +406,43 @@ def test_llama_cpp_runs_tiny_qwen3_with_its_tokens_and_logits(tiny_qwen3, qwen3_
 
 
 def test_llama_cpp_applies_the_lora_gguf_as_peft_does(demo_model, demo_ggufs, tmp_path):
-    """Base GGUF + LoRA GGUF in llama.cpp answer as the PEFT model does in transformers."""
+    """Base GGUF + LoRA GGUF in llama.cpp move the logits as the PEFT adapter moves them in
+    transformers (to f16's noise; without the q/k re-ordering the error is as large as the
+    change), and pick the same tokens."""
     from peft import PeftModel
 
     pytest.importorskip("llama_cpp")
     source, tokenizer = load_source(demo_model)
-    adapter = make_adapter(demo_model, tmp_path / "adapter", r=8, lora_alpha=64)
+    adapter = make_adapter(demo_model, tmp_path / "adapter", b_scale=0.05, r=8, lora_alpha=16)
     lora = write_lora_gguf(adapter, tmp_path / "lora.gguf")
     ids = chat_ids(tokenizer)
-    before = greedy(source, ids, 8)
-    expected = greedy(PeftModel.from_pretrained(source, adapter).eval(), ids, 8)
-    assert expected != before       # the adapter changes the answer
-    assert llama_greedy(llama(demo_ggufs["f16"], lora), ids, 8) == expected
+    with torch.no_grad():
+        before = source(torch.tensor([ids])).logits[0].numpy()
+        after = PeftModel.from_pretrained(source, adapter)(torch.tensor([ids])).logits[0].numpy()
+    scores = []
+    for model in (llama(demo_ggufs["f16"], logits_all=True),
+                  llama(demo_ggufs["f16"], lora, logits_all=True)):
+        model.eval(ids)
+        scores.append(np.array(model.scores[:len(ids)]))
+    change, llama_change = after - before, scores[1] - scores[0]
+    assert np.abs(change).max() > 1.0       # the adapter matters
+    assert np.abs(llama_change - change).max() < 0.25 * np.abs(change).max()
+    assert (scores[1].argmax(-1) == after.argmax(-1)).all()
 
 
-def test_q4_k_m_is_quantised_by_llama_cpp_and_sized_beforehand(demo_model, demo_source, tmp_path):
-    """q4_k_m goes through llama.cpp's quantiser: it loads, still answers the question, and
-    its size was estimated within a few percent."""
+def test_q4_k_m_is_quantised_by_llama_cpp_and_sized_beforehand(demo_model, demo_ggufs,
+                                                               demo_source, tmp_path):
+    """q4_k_m goes through llama.cpp's quantiser: its size was estimated within a few percent,
+    and it still finds the source's answer likely (SmolLM2-135M's first words are a near-tie
+    that 4 bits can flip, so likelihood is compared, not the greedy text)."""
     pytest.importorskip("llama_cpp")
     path = write_gguf(demo_model, tmp_path / "model-q4_k_m.gguf", "q4_k_m")
     assert metadata(path)["general.file_type"] == gguf.LlamaFileType.MOSTLY_Q4_K_M
     assert gguf_size(demo_model, "q4_k_m") == pytest.approx(path.stat().st_size, rel=0.05)
-    _, tokenizer = demo_source
-    answer = llama_greedy(llama(path), chat_ids(tokenizer))
-    assert "Paris" in tokenizer.decode(answer)
+    assert path.stat().st_size < 0.45 * demo_ggufs["f16"].stat().st_size
+    source, tokenizer = demo_source
+    ids = chat_ids(tokenizer)
+    answer = greedy(source, ids)
+    f16 = answer_nll(llama(demo_ggufs["f16"], logits_all=True), ids, answer)
+    assert answer_nll(llama(path, logits_all=True), ids, answer) < 1.5 * f16
     assert [p.name for p in tmp_path.iterdir()] == [path.name]

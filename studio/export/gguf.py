@@ -239,9 +239,12 @@ _LLAMA3_SPLIT = _QWEN2_SPLIT.replace(r"|\p{N}|", r"|\p{N}{1,3}|")
 PRE_TOKENIZERS = {
     (("Split", _QWEN2_SPLIT), ("ByteLevel", False)): "qwen2",          # Qwen2, Qwen2.5, Qwen3
     (("Split", _LLAMA3_SPLIT), ("ByteLevel", False)): "llama-bpe",     # Llama 3.x
-    (("Digits", True), ("ByteLevel", True)): "smollm",     # SmolLM/SmolLM2: digits one by one
-    (("ByteLevel", True),): "gpt-2",
+    (("Digits", True), ("ByteLevel", True)): "smollm",     # SmolLM2: digits alone, then GPT-2
+    (("ByteLevel", True),): "gpt-2",                        # GPT-2's split alone
 }
+# The bundled demo's tokenizer.json was re-made from SmolLM2's GGUF by transformers, which drops
+# the Digits step: its GGUF says "gpt-2", the split the studio trained it with (the two differ
+# only where spaces run into a digit: "  3").
 
 
 def _split_steps(pre: Optional[dict]) -> tuple:
@@ -263,7 +266,9 @@ def _split_steps(pre: Optional[dict]) -> tuple:
 
 
 def pre_tokenizer_name(tokenizer_json: dict) -> str:
-    """llama.cpp's name for the tokenizer's pre-tokenizer, or a GGUFExportError."""
+    """llama.cpp's name for the way the tokenizer splits text before merging, read from its
+    structure (not from the model's name: a folder's tokenizer is what its model trained with),
+    or a GGUFExportError."""
     steps = _split_steps(tokenizer_json.get("pre_tokenizer"))
     name = PRE_TOKENIZERS.get(steps)
     if name is None:
@@ -271,13 +276,6 @@ def pre_tokenizer_name(tokenizer_json: dict) -> str:
             f"this tokenizer's pre-tokenizer ({' + '.join(s[0] for s in steps) or 'none'}) is not "
             f"one llama.cpp is known to split text the same way as: the studio writes "
             f"{', '.join(sorted(set(PRE_TOKENIZERS.values())))}")
-    # GPT-2's split merges digits into numbers ("Ġ2019"); a vocabulary in which no token of two
-    # or more characters holds a digit was trained on digits split one by one, which is
-    # llama.cpp's "smollm" split. A tokenizer.json re-made from a GGUF by transformers (the
-    # bundled SmolLM2 demo's) lost that Digits step, and its vocabulary still shows it.
-    if name == "gpt-2" and not any(len(t) > 1 and re.search("[0-9]", t)
-                                   for t in tokenizer_json["model"]["vocab"]):
-        name = "smollm"
     return name
 
 
@@ -346,10 +344,10 @@ def _add_tokenizer(writer: gguf.GGUFWriter, folder: Path, n_vocab: int) -> None:
 
 
 # ---------------------------------------------------------------------------- model files
-def _add_hyperparameters(writer: gguf.GGUFWriter, folder: Path, config: dict,
+def _add_hyperparameters(writer: gguf.GGUFWriter, name: str, config: dict,
                          arch: Architecture, file_type: gguf.LlamaFileType) -> None:
     writer.add_type(gguf.GGUFType.MODEL)
-    writer.add_name(folder.name)
+    writer.add_name(name)       # what llama.cpp and Ollama show as the model's name
     heads = config["num_attention_heads"]
     head_dim = config.get("head_dim") or config["hidden_size"] // heads
     writer.add_context_length(config["max_position_embeddings"])
@@ -382,11 +380,11 @@ def _source(model_dir, quant: str):
 
 
 def _writer(folder: Path, config: dict, arch: Architecture, file_type: gguf.LlamaFileType,
-            plan: list[_Tensor]) -> gguf.GGUFWriter:
+            plan: list[_Tensor], name: str) -> gguf.GGUFWriter:
     """A writer holding every key, and every tensor declared (names, shapes, types) so that the
     weights can then be streamed one at a time, never all in memory."""
     writer = gguf.GGUFWriter(None, gguf.MODEL_ARCH_NAMES[arch.gguf_arch])
-    _add_hyperparameters(writer, folder, config, arch, file_type)
+    _add_hyperparameters(writer, name, config, arch, file_type)
     embed = next(t for t in plan if t.name == "token_embd.weight")
     _add_tokenizer(writer, folder, embed.shape[0])
     for t in plan:
@@ -431,7 +429,8 @@ def write_gguf(model_dir, out_file, quant: str = "f16",
         raise GGUFExportError(f"q4_k_m is made by llama.cpp's quantiser, which is not installed: "
                               f"{LLAMA_CPP_HINT}; or export f16 or q8_0")
     folder, config, arch, file_type, plan = _source(model_dir, quant)
-    writer = _writer(folder, config, arch, file_type, plan)
+    out_file = Path(out_file).expanduser()
+    writer = _writer(folder, config, arch, file_type, plan, name=out_file.stem)
     total = sum(t.nbytes for t in plan) or 1
     share = 0.6 if quant == "q4_k_m" else 1.0      # the quantiser does the rest
 
@@ -448,7 +447,6 @@ def write_gguf(model_dir, out_file, quant: str = "f16",
         finally:
             writer.close()
 
-    out_file = Path(out_file).expanduser()
     if quant != "q4_k_m":
         _replace_atomically(out_file, write_to)
     else:
@@ -464,13 +462,22 @@ def write_gguf(model_dir, out_file, quant: str = "f16",
 
 def _llama_cpp_quantize(src: Path, dst: Path, quant: str) -> None:
     import ctypes
+    import logging
 
     import llama_cpp
 
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = {"q4_k_m": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M}[quant]
-    if llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(),
-                                      ctypes.byref(params)) != 0:
+    # llama.cpp logs a line per tensor (and a warning per fallback type) through this logger
+    log = logging.getLogger("llama-cpp-python")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        failed = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(),
+                                                ctypes.byref(params))
+    finally:
+        log.setLevel(level)
+    if failed:
         raise GGUFExportError(f"llama.cpp could not quantise {src.name} to {quant}")
 
 
@@ -498,7 +505,8 @@ def _q4_k_m_type(t: _Tensor, n_layers: int, tied: bool) -> Q:
 def gguf_size(model_dir, quant: str = "f16") -> int:
     """The bytes write_gguf(model_dir, ..., quant) will write, from the tensor shapes in the
     safetensors headers and the tokenizer files (no weights are read): exact for f16, bf16 and
-    q8_0, within a few percent for q4_k_m (llama.cpp picks its types per tensor)."""
+    q8_0 but for the length of the file's name (written inside as the model's name), within a
+    few percent for q4_k_m (llama.cpp picks its types per tensor)."""
     folder, config, arch, file_type, plan = _source(model_dir, quant)
     stamp = tuple(p.stat().st_mtime_ns for p in sorted(folder.iterdir()) if p.is_file())
     head = _head_bytes(folder, stamp)
@@ -517,7 +525,7 @@ def _head_bytes(folder: Path, stamp: tuple) -> int:
     the same for every quant (a type is a number), remembered while the folder's files stay as
     they are (stamp), since packing a 150k-token vocabulary takes seconds."""
     _, config, arch, file_type, plan = _source(folder, "f16")
-    writer = _writer(folder, config, arch, file_type, plan)
+    writer = _writer(folder, config, arch, file_type, plan, name=folder.name)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "head.gguf"
         writer.write_header_to_file(path)
