@@ -33,6 +33,18 @@ def add_server_flags(parser: argparse.ArgumentParser) -> None:
                              "(repeat for several)")
     parser.add_argument("--runs-dir", "--runs_dir", default="runs",
                         help="folder that holds every run (default: runs)")
+    parser.add_argument("--max-file-size", "--max_file_size", type=file_size, default="1gb",
+                        metavar="SIZE", help="largest upload, e.g. 500mb or 2gb (default: 1gb)")
+
+
+def file_size(text: str) -> int:
+    """Bytes from 500mb, 2gb, 1.5g or 1048576."""
+    import re
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*", str(text).lower())
+    if not m:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size: write e.g. 500mb or 2gb")
+    return int(float(m.group(1)) * 1024 ** " kmgt".index(m.group(2) or " "))
 
 
 def gate(args: argparse.Namespace):
@@ -78,6 +90,7 @@ def serve(args: argparse.Namespace) -> int:
     from studio.ui.i18n import SCRIPT, translations
 
     demo = build_app(args.runs_dir, allow=args.allow_dir, warning=warning)
+    demo.service.data.max_upload_bytes = args.max_file_size     # kept uploads obey it too
     # the OpenAI-compatible /v1 (the Chat tab's toggle) on the page's own app: same port,
     # --share tunnel and logins; listed first, so Gradio's routes never shadow it
     api = page_routes(demo.service, who, args.host, args.share, args.insecure_no_auth)
@@ -87,7 +100,7 @@ def serve(args: argparse.Namespace) -> int:
             server_name=args.host, server_port=args.port, share=args.share, auth=who.attempt if who else None,
             theme=THEME, css=CSS, show_error=True, ssr_mode=False, mcp_server=False,
             i18n=translations(), head=SCRIPT, footer_links=["api", "settings"],
-            app_kwargs={"routes": api})
+            app_kwargs={"routes": api}, max_file_size=args.max_file_size)
     except OSError as e:
         print(f"error: cannot listen on {args.host}:{args.port} ({e}): pass another --port",
               file=sys.stderr)
