@@ -303,6 +303,17 @@ def test_rslora_and_alpha_pattern_keep_peft_scale(tiny_qwen3, tmp_path):
                                        rtol=1e-6)
 
 
+@pytest.mark.parametrize("lora", [{"use_dora": True}, {"modules_to_save": ["lm_head"]}],
+                         ids=["dora", "modules_to_save"])
+def test_an_adapter_llama_cpp_cannot_carry_is_refused(tiny_qwen3, tmp_path, lora):
+    """DoRA and fully trained modules are no LoRA pairs: the message points at the merged GGUF,
+    and no file is left."""
+    adapter = make_adapter(tiny_qwen3, tmp_path / "adapter", r=4, lora_alpha=8, **lora)
+    with pytest.raises(GGUFExportError, match="export the merged model as GGUF instead"):
+        write_lora_gguf(adapter, tmp_path / "lora.gguf")
+    assert not (tmp_path / "lora.gguf").exists()
+
+
 # ---------------------------------------------------------------------------- sizes, refusals
 def test_gguf_size_is_known_before_writing(tiny_qwen3, qwen3_gguf, demo_model, demo_ggufs):
     """The size from shapes alone is the file's, within half a percent."""

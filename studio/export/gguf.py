@@ -344,7 +344,7 @@ def _add_tokenizer(writer: gguf.GGUFWriter, folder: Path, n_vocab: int) -> None:
 
 
 # ---------------------------------------------------------------------------- model files
-def _add_hyperparameters(writer: gguf.GGUFWriter, name: str, config: dict,
+def _add_hyperparameters(writer: gguf.GGUFWriter, name: str, config: dict, n_vocab: int,
                          arch: Architecture, file_type: gguf.LlamaFileType) -> None:
     writer.add_type(gguf.GGUFType.MODEL)
     writer.add_name(name)       # what llama.cpp and Ollama show as the model's name
@@ -362,7 +362,7 @@ def _add_hyperparameters(writer: gguf.GGUFWriter, name: str, config: dict,
     writer.add_value_length(head_dim)
     writer.add_rope_dimension_count(head_dim)
     _add_rope(writer, config, arch)
-    writer.add_vocab_size(config["vocab_size"])
+    writer.add_vocab_size(n_vocab)
     writer.add_file_type(file_type)
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
 
@@ -384,9 +384,9 @@ def _writer(folder: Path, config: dict, arch: Architecture, file_type: gguf.Llam
     """A writer holding every key, and every tensor declared (names, shapes, types) so that the
     weights can then be streamed one at a time, never all in memory."""
     writer = gguf.GGUFWriter(None, gguf.MODEL_ARCH_NAMES[arch.gguf_arch])
-    _add_hyperparameters(writer, name, config, arch, file_type)
-    embed = next(t for t in plan if t.name == "token_embd.weight")
-    _add_tokenizer(writer, folder, embed.shape[0])
+    n_vocab = next(t.shape[0] for t in plan if t.name == "token_embd.weight")
+    _add_hyperparameters(writer, name, config, n_vocab, arch, file_type)
+    _add_tokenizer(writer, folder, n_vocab)
     for t in plan:
         writer.add_tensor_info(t.name, t.shape, np.dtype(np.float32), t.nbytes, raw_dtype=t.qtype)
     return writer
@@ -628,9 +628,8 @@ def write_lora_gguf(adapter_dir, out_file, base_model=None) -> Path:
                                   "): export the merged model as GGUF instead")
         a, b = pair["A"], pair["B"]
         rank = a.shape[0]
-        m_alpha = float(patterns[get_pattern_key(patterns.keys(), module)]) \
-            if patterns and get_pattern_key(patterns.keys(), module) in patterns else alpha
-        peft_scale = m_alpha / (math.sqrt(rank) if rslora else rank)
+        module_alpha = float(patterns.get(get_pattern_key(patterns.keys(), module), alpha))
+        peft_scale = module_alpha / (math.sqrt(rank) if rslora else rank)
         llama_scale = written_alpha / rank
         if not math.isclose(peft_scale, llama_scale, rel_tol=1e-6):
             b = b * (peft_scale / llama_scale)
@@ -639,17 +638,19 @@ def write_lora_gguf(adapter_dir, out_file, base_model=None) -> Path:
             b = _interleave_rotary_halves(b, heads if "attn_q" in name else kv_heads)
         tensors += [(name + ".lora_a", a), (name + ".lora_b", b)]
 
-    def write(path: Path) -> None:
+    def write_to(path: Path) -> None:
         writer = gguf.GGUFWriter(path, gguf.MODEL_ARCH_NAMES[arch.gguf_arch])
         writer.add_type(gguf.GGUFType.ADAPTER)
         writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
         writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, written_alpha)
-        writer.add_name(adapter.name)
+        writer.add_name(Path(out_file).stem)
         for name, t in tensors:
             writer.add_tensor(name, t.contiguous().numpy())
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
+        try:
+            writer.write_header_to_file()
+            writer.write_kv_data_to_file()
+            writer.write_tensors_to_file()
+        finally:
+            writer.close()
 
-    return _replace_atomically(out_file, write)
+    return _replace_atomically(out_file, write_to)
