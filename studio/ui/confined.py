@@ -96,6 +96,12 @@ class ConfinedAnalyses:
     def __getattr__(self, name):
         return getattr(self._analyses, name)
 
+    def __setattr__(self, name, value):      # settings (max_upload_bytes) go to the Analyses
+        if name.startswith("_"):
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self._analyses, name, value)
+
     def _data(self, path):
         from studio.data import DataError
 
