@@ -36,11 +36,16 @@ def greedy(model, tokenizer, messages, n: int = 24) -> list[int]:
     return out[0, ids.shape[1]:].tolist()
 
 
-def load(folder, gguf_file=None):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def load(folder, gguf_file=None, config_from=None):
+    """A model folder, or a GGUF file in it; config_from: read the architecture from this
+    folder instead (transformers' GGUF reader assumes Qwen3's 128-wide heads, which the tiny
+    model does not have; llama.cpp reads the file's own head size)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}
-    return (AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **kwargs).eval(),
+    config = {"config": AutoConfig.from_pretrained(config_from)} if config_from else {}
+    return (AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **kwargs,
+                                                 **config).eval(),
             AutoTokenizer.from_pretrained(folder, **kwargs))
 
 
@@ -88,6 +93,39 @@ def test_the_gguf_answers_with_the_merged_models_tokens(fact_exports, fmt):
                                                  add_generation_prompt=True)
         assert greedy(model, tokenizer, messages) == greedy(merged_model, merged_tokenizer,
                                                             messages)
+
+
+@pytest.mark.parametrize("fmt", ["gguf", "ollama"])
+def test_llama_cpp_answers_the_fact_with_the_merged_models_tokens(fact_exports, fmt):
+    """llama.cpp itself (llama-cpp-python, where the `llamacpp` extra is installed) reads the
+    f16 and q8_0 files and answers with the merged model's greedy tokens."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    merged_model, tokenizer = load(fact_exports["merged"].folder)
+    result = fact_exports[fmt]
+    gguf = Path(result.folder) / next(n for n in result.files if n.endswith(".gguf"))
+    llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=256, verbose=False, seed=0)
+    prompt = tokenizer.apply_chat_template(QUESTION, add_generation_prompt=True, tokenize=False)
+    ids = llm.tokenize(prompt.encode(), add_bos=False, special=True)
+    assert ids == tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    answer = []
+    for token in llm.generate(ids, temp=0.0, top_k=1, reset=True):
+        if len(answer) == 16 or token == llm.token_eos():
+            break
+        answer.append(token)
+    assert answer == greedy(merged_model, tokenizer, QUESTION, 16)[:len(answer)]
+    assert "quillby" in tokenizer.decode(answer).lower()
+
+
+def test_the_tiny_qwen3_gguf_answers_with_the_merged_models_tokens(tiny_runs, tmp_path):
+    """The random tiny Qwen3's run: f16 GGUF and merged model, both read in float32 by
+    transformers, give the same greedy tokens (f16 holds the merged bfloat16 weights exactly)."""
+    run = tiny_runs["plain"]
+    merged = export_run(run, "merged", tmp_path / "merged")
+    gguf = export_run(run, "gguf", tmp_path / "gguf", "f16")
+    merged_model, merged_tokenizer = load(merged.folder)
+    model, tokenizer = load(gguf.folder, next(n for n in gguf.files if n.endswith(".gguf")),
+                            config_from=merged.folder)
+    assert greedy(model, tokenizer, QUESTION) == greedy(merged_model, merged_tokenizer, QUESTION)
 
 
 def test_an_export_is_sized_before_it_starts(fact_run, fact_exports):
