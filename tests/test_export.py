@@ -118,14 +118,17 @@ def test_llama_cpp_answers_the_fact_with_the_merged_models_tokens(fact_exports, 
 
 def test_the_tiny_qwen3_gguf_answers_with_the_merged_models_tokens(tiny_runs, tmp_path):
     """The random tiny Qwen3's run: f16 GGUF and merged model, both read in float32 by
-    transformers, give the same greedy tokens (f16 holds the merged bfloat16 weights exactly)."""
+    transformers, give the same greedy tokens (f16 holds the merged bfloat16 weights exactly).
+    Both are prompted with the merged tokenizer's ids: transformers rebuilds a Qwen tokenizer
+    from a GGUF with <|endoftext|> as its end token (llama.cpp reads the file's <|im_end|>, and
+    its tokenization is checked where it is installed)."""
     run = tiny_runs["plain"]
     merged = export_run(run, "merged", tmp_path / "merged")
     gguf = export_run(run, "gguf", tmp_path / "gguf", "f16")
-    merged_model, merged_tokenizer = load(merged.folder)
-    model, tokenizer = load(gguf.folder, next(n for n in gguf.files if n.endswith(".gguf")),
-                            config_from=merged.folder)
-    assert greedy(model, tokenizer, QUESTION) == greedy(merged_model, merged_tokenizer, QUESTION)
+    merged_model, tokenizer = load(merged.folder)
+    model, _ = load(gguf.folder, next(n for n in gguf.files if n.endswith(".gguf")),
+                    config_from=merged.folder)
+    assert greedy(model, tokenizer, QUESTION) == greedy(merged_model, tokenizer, QUESTION)
 
 
 def test_an_export_is_sized_before_it_starts(fact_run, fact_exports):
