@@ -132,18 +132,40 @@ def record_pid(run_dir: Path, pid: int) -> dict:
     return write_status(run_dir, pid=int(pid), pid_started=_started_at(pid))
 
 
+JOB_FILE = ".job"    # held open by the process that trains the run, for as long as it trains
+
+
 def is_job_process(run_dir: Path, status: dict) -> bool:
-    """Whether status.json's pid is this studio's job for run_dir, alive: this very process
-    (a job in a thread), or a studio process whose start time is the one recorded with the pid
-    and whose command line is a studio command (`-m studio`, `qwen3-studio`, launch.py). Only
-    then is the run training, and only then may Stop signal or kill that process."""
+    """Whether status.json's pid is this studio's job for run_dir, alive: the very process that
+    was recorded (its start time is the one written with the pid), and this process, a studio
+    command (`-m studio`, `qwen3-studio`, launch.py), or a program that holds the run's job file
+    open (run_fine_tuning in a user's script trains in a thread of it). Only then is the run
+    training."""
     pid = status.get("pid")
     if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0 or not _alive(pid):
         return False
     recorded, started = status.get("pid_started"), _started_at(pid)
     if recorded is None or started is None or abs(float(recorded) - started) > 1.0:
         return False
-    return pid == os.getpid() or _studio_command(pid)
+    return pid == os.getpid() or _studio_command(pid) or _holds(pid, Path(run_dir) / JOB_FILE)
+
+
+def _holds(pid: int, path: Path) -> bool:
+    try:
+        import psutil
+
+        target = os.path.realpath(path)
+        return any(f.path == target for f in psutil.Process(int(pid)).open_files())
+    except Exception:   # noqa: BLE001 - gone, or not ours to look at
+        return False
+
+
+def may_signal(run_dir: Path, status: dict) -> bool:
+    """Whether Stop may signal or kill status.json's pid: the recorded job process, and a
+    studio command (`-m studio`, `qwen3-studio`, launch.py), never this process. A job in a
+    thread of another program is only asked to stop (the STOP file)."""
+    pid = status.get("pid")
+    return is_job_process(run_dir, status) and pid != os.getpid() and _studio_command(pid)
 
 
 def _started_at(pid: int) -> Optional[float]:
@@ -290,6 +312,7 @@ def execute(run_dir: Path, should_stop: Callable[[], bool] = lambda: False,
         log.subscribe(listener)
     stop_file = run_dir / "STOP"
     stopped = lambda: should_stop() or stop_file.exists()   # noqa: E731
+    held = open(run_dir / JOB_FILE, "a")        # is_job_process: this process trains the run
     write_status(run_dir, state="running", pid=os.getpid(),
                  pid_started=_started_at(os.getpid()))
     step, trackers = 0, []
@@ -337,6 +360,7 @@ def execute(run_dir: Path, should_stop: Callable[[], bool] = lambda: False,
                 tracker.close()
             except Exception:   # noqa: BLE001 - a tracker's hiccup is not the run's outcome
                 pass
+        held.close()
     return write_status(run_dir, state=state, reason=reason, ended=time.time(), step=step)
 
 
@@ -520,7 +544,7 @@ class Job:
             pid = self.process.pid
         else:   # a job started elsewhere: only ever a process that is that job (is_job_process)
             status = read_status_raw(self.run_dir)
-            pid = status.get("pid") if is_job_process(self.run_dir, status) else None
+            pid = status.get("pid") if may_signal(self.run_dir, status) else None
         if not pid or pid == os.getpid():
             return
         deadline = time.time() + timeout
