@@ -315,11 +315,7 @@ class Service:
 
         run_dir = self._own(run_dir)
         with self._starting():
-            running = self.active()
-            if running:
-                raise Refused([f"A run is already training in {self.runs_dir}: {running.name}. "
-                               "Evaluation loads two models, so it waits for that run: stop "
-                               "it or wait for it to finish."])
+            self._waits_for_training("Evaluation loads two models")
             try:
                 return evaluate_run(run_dir, data=data, **options)
             except EvalError as e:
@@ -335,11 +331,7 @@ class Service:
         run_dir = self._own(run_dir) if out is None else Path(run_dir)
         out = Path(out) if out is not None else self._export_folder(run_dir, fmt, quant)
         with self._starting():
-            running = self.active()
-            if running:
-                raise Refused([f"A run is already training in {self.runs_dir}: {running.name}. "
-                               "Exporting loads the base model, so it waits for that run: stop "
-                               "it or wait for it to finish."])
+            self._waits_for_training("Exporting loads the base model")
             try:
                 return export_run(run_dir, fmt, out, quant, progress)
             except ExportError as e:
@@ -393,6 +385,14 @@ class Service:
             self._not_training(run_dir, "deleted")
             shutil.rmtree(run_dir)
         self._forget(run_dir)
+
+    def _waits_for_training(self, why: str) -> None:
+        """Refuse work that loads a model while a run trains in this folder (memory)."""
+        running = self.active()
+        if running:
+            raise Refused([f"A run is already training in {self.runs_dir}: {running.name}. "
+                           f"{why}, so it waits for that run: stop it or wait for it to "
+                           "finish."])
 
     def _own(self, run_dir: str | Path) -> Path:
         """A run folder directly inside this runs folder: nothing else is renamed or deleted."""

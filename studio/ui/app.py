@@ -141,7 +141,7 @@ def build_app(runs_dir: str | Path = "runs", allow=(), warning: str | None = Non
                          api_name=False)
         eval_page.select(lambda r: eval_tab.refresh_runs(service, r), evaluation.run,
                          evaluation.run, api_name=False)
-        export_page.select(lambda r: export_tab.refresh_runs(service, r), export.run,
+        export_page.select(lambda r: eval_tab.refresh_runs(service, r), export.run,
                            export.run, api_name=False)
         refresh_runs(runs_page.select(None, api_name=False))
         program_api(service, form)

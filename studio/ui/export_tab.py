@@ -13,7 +13,6 @@ import gradio as gr
 from studio.export import DEFAULT_QUANT, FORMATS, QUANTS
 from studio.service import Refused, Service
 from studio.ui.common import guard, note, shout
-from studio.ui.eval_tab import run_choices
 from studio.ui.i18n import T, say
 
 
@@ -106,10 +105,3 @@ def wire(t: ExportTab, service: Service) -> None:
     t.start.click(export, [t.run, t.format, t.quant], [t.status, t.commands, t.files],
                   api_name="export_run", concurrency_limit=1).then(
         sized, [t.run, t.format, t.quant], t.estimate, api_name=False)
-
-
-def refresh_runs(service: Service, current: str | None = None):
-    choices = run_choices(service)
-    values = [v for _, v in choices]
-    return gr.update(choices=choices, value=current if current in values else
-                     (values[0] if values else None))
