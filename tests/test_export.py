@@ -318,3 +318,27 @@ def test_what_cannot_be_exported_is_refused_with_the_reason(tiny_qwen3, tmp_path
                            str(tmp_path / "runs" / "scripted"), "--format", "merged"],
                           capture_output=True, text=True)
     assert done.returncode == 2 and "error: a scripted run trains no model" in done.stderr
+
+
+def test_an_mlx_run_exports_weights_that_transformers_and_gguf_read(tiny_qwen3, tmp_path):
+    """An MLX run (mlx[cpu] here) merges through MLX's fuse into 16-bit weights under the
+    Hugging Face names: transformers reads them, and their f16 GGUF answers as they do. Its LoRA
+    export is the MLX adapter as it is (llama.cpp cannot take it: no GGUF LoRA)."""
+    pytest.importorskip("mlx_lm")
+    data = write_jsonl(tmp_path / "qa.jsonl", QA_ROWS)
+    config = FineTuningConfig(model_name=tiny_qwen3, output_dir=str(tmp_path / "runs" / "mlx"),
+                              backend="mlx", max_steps=2, batch_size=2,
+                              gradient_accumulation_steps=1, logging_steps=1, save_steps=100,
+                              eval_steps=100, max_seq_length=128, num_samples=0)
+    run_fine_tuning(data_path=str(data), config=config)
+    run = tmp_path / "runs" / "mlx"
+    merged = export_run(run, "merged", tmp_path / "merged")
+    gguf = export_run(run, "gguf", tmp_path / "gguf", "f16")
+    merged_model, tokenizer = load(merged.folder)
+    model, _ = load(gguf.folder, next(n for n in gguf.files if n.endswith(".gguf")),
+                    config_from=merged.folder)
+    assert greedy(model, tokenizer, QUESTION) == greedy(merged_model, tokenizer, QUESTION)
+    lora = export_run(run, "lora", tmp_path / "lora")
+    assert "adapters.safetensors" in lora.files
+    assert not any(name.endswith(".gguf") for name in lora.files)
+    assert "llama.cpp" not in lora.commands
