@@ -49,6 +49,17 @@ def load(folder, gguf_file=None, config_from=None):
             AutoTokenizer.from_pretrained(folder, **kwargs))
 
 
+def gguf_answers_as_merged(run, tmp_path) -> None:
+    """The run's f16 GGUF and merged model, both read in float32 by transformers and prompted
+    with the merged tokenizer's ids, give the same greedy tokens."""
+    merged = export_run(run, "merged", tmp_path / "merged")
+    gguf = export_run(run, "gguf", tmp_path / "gguf", "f16")
+    merged_model, tokenizer = load(merged.folder)
+    model, _ = load(gguf.folder, next(n for n in gguf.files if n.endswith(".gguf")),
+                    config_from=merged.folder)
+    assert greedy(model, tokenizer, QUESTION) == greedy(merged_model, tokenizer, QUESTION)
+
+
 QUESTION = [{"role": "user", "content": FACT_Q}]
 
 
@@ -123,12 +134,7 @@ def test_the_tiny_qwen3_gguf_answers_with_the_merged_models_tokens(tiny_runs, tm
     from a GGUF with <|endoftext|> as its end token (llama.cpp reads the file's <|im_end|>, and
     its tokenization is checked where it is installed)."""
     run = tiny_runs["plain"]
-    merged = export_run(run, "merged", tmp_path / "merged")
-    gguf = export_run(run, "gguf", tmp_path / "gguf", "f16")
-    merged_model, tokenizer = load(merged.folder)
-    model, _ = load(gguf.folder, next(n for n in gguf.files if n.endswith(".gguf")),
-                    config_from=merged.folder)
-    assert greedy(model, tokenizer, QUESTION) == greedy(merged_model, tokenizer, QUESTION)
+    gguf_answers_as_merged(run, tmp_path)
 
 
 def test_an_export_is_sized_before_it_starts(fact_run, fact_exports):
@@ -332,12 +338,7 @@ def test_an_mlx_run_exports_weights_that_transformers_and_gguf_read(tiny_qwen3, 
                               eval_steps=100, max_seq_length=128, num_samples=0)
     run_fine_tuning(data_path=str(data), config=config)
     run = tmp_path / "runs" / "mlx"
-    merged = export_run(run, "merged", tmp_path / "merged")
-    gguf = export_run(run, "gguf", tmp_path / "gguf", "f16")
-    merged_model, tokenizer = load(merged.folder)
-    model, _ = load(gguf.folder, next(n for n in gguf.files if n.endswith(".gguf")),
-                    config_from=merged.folder)
-    assert greedy(model, tokenizer, QUESTION) == greedy(merged_model, tokenizer, QUESTION)
+    gguf_answers_as_merged(run, tmp_path)
     lora = export_run(run, "lora", tmp_path / "lora")
     assert "adapters.safetensors" in lora.files
     assert not any(name.endswith(".gguf") for name in lora.files)
