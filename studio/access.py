@@ -12,7 +12,6 @@ import hmac
 import ipaddress
 import os
 import threading
-import time
 from pathlib import Path
 from typing import Iterable, Optional
 
@@ -238,21 +237,13 @@ class Confinement:
                       "folder, uploads, assets, the model cache): the operator can add a "
                       "folder with --allow-dir")
 
-    def model(self, given: str) -> str:
-        """A model: a Hub id (owner/name, not a path on this machine) as given, else a folder
-        that must lie inside the served folders."""
-        text = str(given).strip()
-        if is_hub_id(text):
-            return text
-        return str(self.path(text))
 
-
-def is_hub_id(text: str) -> bool:
-    """owner/name (or a bare name) as the Hub spells them, and not an existing local path."""
+def hub_shaped(text: str) -> bool:
+    """owner/name (or a bare name) as the Hub spells them."""
     import re
 
     return bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?", text)) \
-        and ".." not in text and not Path(text).expanduser().exists()
+        and ".." not in text
 
 
 def _shown(text: str) -> str:

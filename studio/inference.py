@@ -78,7 +78,7 @@ def load_model(source, config: Optional[FineTuningConfig] = None) -> LoadedModel
 
     if (why := model_problem(config.model_name)):    # a file, a missing folder, no network
         raise ModelError(why)
-    name = local_model_path(config.model_name)
+    local_model_path(config.model_name)      # the bundled models are built on first use
     backend = run_config.backend
     if adapter is not None and (adapter / "adapters.safetensors").is_file():
         backend = "mlx"     # an MLX adapter runs only on MLX, whatever the config said

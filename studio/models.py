@@ -45,6 +45,12 @@ def model_problem(name: str) -> str | None:
             ("/" in name and Path(name.split("/")[0]).expanduser().is_dir()):
         return (f"{name}: no such model folder: check the path (a model folder holds "
                 "config.json), or give a Hub id (owner/name)")
+    return hub_model_problem(name)
+
+
+def hub_model_problem(name: str) -> str | None:
+    """Why `name`, taken as a Hub id, cannot be loaded here (not owner/name, not downloaded and
+    the Hub unreachable), or None."""
     if "/" not in name:
         return f"{name} is neither a local folder nor a Hub id (owner/name): pick one from the list"
     if not hub_cache_has(name) and not hub_reachable():

@@ -104,7 +104,6 @@ def _plain(value) -> str:
     """A value from the file, quoted for a reason: letters, digits and a few marks only (the
     reason is shown on the page; what the file holds is not markup)."""
     return re.sub(r"[^\w .:-]", "?", str(value))[:40]
-    return status, None
 
 
 def write_status(run_dir: Path, **fields) -> dict:

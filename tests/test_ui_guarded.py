@@ -229,7 +229,49 @@ def test_the_confinement_resolves_symlinks_and_dot_dots(tmp_path):
     for escape in (root / ".." / "x.csv", root / "out" / "x.csv", "/etc/passwd", ""):
         with pytest.raises(Outside):
             confine.path(escape)
-    assert confine.model("Qwen/Qwen3-0.6B") == "Qwen/Qwen3-0.6B"
+
+
+def test_the_page_asks_a_judge_only_on_this_machine_or_an_allowed_host(tmp_path):
+    """Evaluate's judge URL makes the server call it: an address inside its network (a cloud
+    metadata service) is refused before anything is loaded; loopback and --allow-judge hosts
+    pass the check."""
+    from studio.evaluate import Judge
+    from studio.service import Refused
+    from studio.ui.confined import ConfinedService
+
+    served = ConfinedService(tmp_path / "runs")
+    served.judge_hosts = {"api.openai.com"}
+    for url in ("http://169.254.169.254/latest", "http://10.0.0.5:8000/v1", "not a url"):
+        with pytest.raises(Refused, match="--allow-judge"):
+            served.evaluate(tmp_path / "runs" / "any", judge=Judge(url, "m"))
+    for url in ("http://127.0.0.1:8000/v1", "http://localhost:11434/v1",
+                "https://api.openai.com/v1"):
+        served.judge(url)
+
+
+def test_an_owner_name_path_where_the_server_runs_is_not_told_from_a_hub_id(tmp_path,
+                                                                            monkeypatch):
+    """`etc/pw` exists where the server runs, `foo/bar` does not; both are Hub-shaped and
+    outside the served folders: the page gets the same Hub refusal for both, as a dataset, a
+    model and a bare name, and never the local file's rows."""
+    from studio.data import DataError
+    from studio.service import Refused
+    from studio.ui.confined import ConfinedService
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "etc").mkdir()
+    write_jsonl(tmp_path / "etc" / "pw", QA_ROWS)
+    served = ConfinedService(tmp_path / "runs")
+
+    def said(call, name):
+        with pytest.raises((DataError, Refused)) as refused:
+            call(name)
+        return str(refused.value).replace(name, "NAME")
+
+    for call in (served.data.dataset, served.model):
+        for real, missing in (("etc/pw", "foo/bar"), ("etc", "foo")):
+            assert said(call, real) == said(call, missing), (call, real)
 
 
 # ---------------------------------------------------------------------------- markdown

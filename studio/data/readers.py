@@ -12,7 +12,7 @@ import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import datasets
 
@@ -277,14 +277,20 @@ def _read_hub(name: str, split: str) -> datasets.Dataset:
         with _hub_offline(not online):
             ds = datasets.load_dataset(name, split=split)
     except Exception as e:
-        why = ("offline mode (HF_HUB_OFFLINE is set) and it is not in the local cache"
-               if offline_mode else "no network (the Hub cannot be reached)" if not online else
-               f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-        raise DataError(f"could not load Hub dataset {name}: {why}; no local file or folder has "
-                        f"that name either: give a local file ({_SUPPORTED})") from None
+        raise DataError(hub_dataset_problem(name, offline_mode, online, e)) from None
     if isinstance(ds, datasets.DatasetDict):
         ds = ds[split]
     return ds
+
+
+def hub_dataset_problem(name: str, offline_mode: bool, online: bool,
+                        error: Optional[Exception] = None) -> str:
+    """Why the Hub dataset `name` could not be loaded, in the words every caller uses."""
+    why = ("offline mode (HF_HUB_OFFLINE is set) and it is not in the local cache"
+           if offline_mode else "no network (the Hub cannot be reached)" if not online else
+           f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+    return (f"could not load Hub dataset {name}: {why}; no local file or folder has "
+            f"that name either: give a local file ({_SUPPORTED})")
 
 
 @contextmanager

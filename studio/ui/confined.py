@@ -5,9 +5,10 @@ command line use the plain Service and keep full access.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
-from studio.access import Confinement, Outside, is_hub_id
+from studio.access import Confinement, Outside, hub_shaped
 from studio.catalog import DEMO_MODEL_ID, TINY_QWEN3_ID
 from studio.config import FineTuningConfig
 from studio.service import Refused, Service
@@ -23,6 +24,7 @@ class ConfinedService(Service):
     def __init__(self, runs_dir, allow=()):
         super().__init__(runs_dir)
         self.confine = Confinement.served(self.runs_dir, allow)
+        self.judge_hosts: set[str] = set()     # --allow-judge: hosts a judge may be asked on
         self.data = ConfinedAnalyses(self.data, self)
 
     # ------------------------------------------------------------------ the checks
@@ -34,19 +36,56 @@ class ConfinedService(Service):
             raise Refused([str(e)]) from None
         return given
 
-    def source(self, given: Optional[str]) -> Optional[str]:
-        """A model or dataset: a Hub id (owner/name) as given, else a served path."""
+    def source(self, given: Optional[str], kind: str = "model") -> Optional[str]:
+        """A model or dataset: a served path, or a Hub id (owner/name) as given."""
         if not given or not str(given).strip():
             return given
         text = str(given).strip()
-        if text in BUNDLED or is_hub_id(text):     # not a path on this machine
+        if text in BUNDLED:
+            return given
+        if hub_shaped(text):
+            try:
+                self.confine.path(text)            # a relative path inside the served folders
+                return given
+            except Outside:
+                pass
+            if Path(text).expanduser().exists():   # and a path outside them: never read it
+                return self._hub_only(text, kind)
             return given
         return self.path(given)
 
+    def _hub_only(self, name: str, kind: str) -> str:
+        """`name` is a Hub id and also a path outside the served folders (relative to where the
+        server runs). The page gets the Hub's copy (downloaded into its cache, which is served)
+        or the refusal a Hub id that is not there gets, so nothing tells that the path exists.
+        A Hub dataset of such a name is loaded only from the CLI: said only with a network."""
+        from studio.data import DataError
+        from studio.data.readers import hub_dataset_problem
+        from studio.models import hub_model_problem, hub_reachable
+
+        online = hub_reachable()
+        if kind == "dataset":
+            import datasets
+
+            raise DataError(hub_dataset_problem(name, datasets.config.HF_HUB_OFFLINE, online, Refused([
+                "a Hub dataset whose name is also a path where the server runs is loaded from "
+                "the command line only"])))
+        problem = hub_model_problem(name)
+        if problem:
+            raise Refused([problem])
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(name, local_files_only=not online)
+
     def config(self, config: FineTuningConfig) -> FineTuningConfig:
-        self.source(config.data_path)      # (output_dir is not used: runs go in the runs folder)
-        self.source(config.model_name)
-        return config
+        """The config with its sources checked (output_dir is not used: runs go in the runs
+        folder); a model named like a path outside is replaced by its Hub copy."""
+        import dataclasses
+
+        self.source(config.data_path, "dataset")
+        model = self.source(config.model_name)
+        return config if model == config.model_name else \
+            dataclasses.replace(config, model_name=model)
 
     # ------------------------------------------------------------------ the service, checked
     def check(self, config, *args, **kwargs):
@@ -72,8 +111,26 @@ class ConfinedService(Service):
     def attach(self, run_dir):
         return super().attach(self.path(run_dir))
 
+    def judge(self, url: str) -> None:
+        """A judge endpoint the page may make this server call: on this machine, or on a host
+        the operator named with --allow-judge (else the page could reach any address the
+        server can, inside its network included)."""
+        from urllib.parse import urlparse
+
+        from studio.access import is_loopback
+
+        try:
+            host = urlparse(url).hostname or ""
+        except ValueError:
+            host = ""
+        if not (is_loopback(host) or host.lower() in self.judge_hosts):
+            raise Refused([f"the judge at {url[:120]!r} is not on this machine: the operator "
+                           "can allow its host with --allow-judge HOST"])
+
     def evaluate(self, run_dir, data=None, **options):
-        return super().evaluate(self.path(run_dir), self.source(data), **options)
+        if options.get("judge") is not None:
+            self.judge(options["judge"].base_url)
+        return super().evaluate(self.path(run_dir), self.source(data, "dataset"), **options)
 
     def export(self, run_dir, fmt, out=None, *args, **kwargs):
         if out is not None:
@@ -106,7 +163,7 @@ class ConfinedAnalyses:
         from studio.data import DataError
 
         try:
-            return self._service.source(path)
+            return self._service.source(path, "dataset")
         except Refused as e:
             raise DataError(str(e)) from None
 
@@ -118,5 +175,4 @@ class ConfinedAnalyses:
 
     def analyse(self, config):
         self._data(config.data_path)
-        self._service.source(config.model_name)
-        return self._analyses.analyse(config)
+        return self._analyses.analyse(self._service.config(config))

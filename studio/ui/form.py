@@ -10,7 +10,6 @@ picker, the column-mapping dropdowns) and hand the component over with `adopt`.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import shlex
 import warnings

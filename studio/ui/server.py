@@ -31,6 +31,9 @@ def add_server_flags(parser: argparse.ArgumentParser) -> None:
                         help="a folder the page may read datasets, models and evaluation files "
                              "from, beside the runs folder, the assets and the model caches "
                              "(repeat for several)")
+    parser.add_argument("--allow-judge", action="append", default=[], metavar="HOST",
+                        help="a host the Evaluate tab's judge endpoint may be on, beside this "
+                             "machine, e.g. api.openai.com (repeat for several)")
     parser.add_argument("--runs-dir", "--runs_dir", default="runs",
                         help="folder that holds every run (default: runs)")
     parser.add_argument("--max-file-size", "--max_file_size", type=file_size, default="1gb",
@@ -91,6 +94,7 @@ def serve(args: argparse.Namespace) -> int:
 
     demo = build_app(args.runs_dir, allow=args.allow_dir, warning=warning)
     demo.service.data.max_upload_bytes = args.max_file_size     # kept uploads obey it too
+    demo.service.judge_hosts = {host.lower() for host in args.allow_judge}
     # the OpenAI-compatible /v1 (the Chat tab's toggle) on the page's own app: same port,
     # --share tunnel and logins; listed first, so Gradio's routes never shadow it
     api = page_routes(demo.service, who, args.host, args.share, args.insecure_no_auth)
