@@ -66,6 +66,13 @@ class Analyses:
         self._datasets: OrderedDict = OrderedDict()
         self._tokenizers: dict = {}
         self._analyses: OrderedDict = OrderedDict()
+        self._cancels = 0                        # cancel() ends every analysis begun before
+
+    def cancel(self) -> None:
+        """End the analyses under way (the Data tab's Cancel): each stops at its next row and
+        raises a DataError; nothing of it is kept."""
+        with self._lock:
+            self._cancels += 1
 
     def keep_upload(self, tmp_path: str) -> str:
         """Move an uploaded file into the uploads folder, so a run's config.yaml names a file
@@ -161,6 +168,11 @@ class Analyses:
             return cached
         from studio.data.readers import MAX_COLUMNS, columns_left_out
 
+        begun = self._cancels
+
+        def cancelled() -> bool:
+            return self._cancels != begun
+
         ds = self.dataset(config.data_path)
         a = Analysis(str(config.data_path), ds)
         rows, said = ds, []
@@ -179,7 +191,8 @@ class Analyses:
                                                      config.prompt_template),
                                        config.role_mapping)
             a.tokenizer = self.tokenizer(config.model_name)
-            a.prepared = prepare(rows, a.tokenizer, config, seconds=ANALYSIS_SECONDS)
+            a.prepared = prepare(rows, a.tokenizer, config, seconds=ANALYSIS_SECONDS,
+                                 cancelled=cancelled)
             a.report = a.prepared.report
             a.report.advice.extend(said)
             if a.report.rows_read:
@@ -189,6 +202,8 @@ class Analyses:
         except Exception as e:   # noqa: BLE001 - shown in the page, never a dead server
             a.error = (f"the data could not be prepared with {config.model_name}'s tokenizer: "
                        f"{(str(e).strip() or type(e).__name__).splitlines()[0]}")
+        if cancelled():
+            raise DataError(f"{Path(a.path).name}: the analysis was cancelled")
         if a.error and said:
             a.error += " (" + "; ".join(said) + ")"
         if a.sampled:

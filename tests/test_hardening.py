@@ -213,6 +213,26 @@ def test_a_big_file_is_analysed_on_a_sample_and_says_so(tiny_qwen3, tmp_path, mo
     assert "every 5th row, 48 of 240 (a run prepares them all)" in a.report.summary()
 
 
+def test_an_analysis_under_way_is_cancelled_and_nothing_of_it_kept(tiny_qwen3, tmp_path):
+    """The Data tab's Cancel: Analyses.cancel() from another thread ends the analysis at its
+    next row with a DataError, the cache keeps nothing, and the next analysis runs whole."""
+    from studio import analysis
+
+    data = write_jsonl(tmp_path / "big.jsonl", [{"instruction": f"question {i} " * 20,
+                                                 "response": f"answer {i} " * 20}
+                                                for i in range(4000)])
+    config = FineTuningConfig(model_name=tiny_qwen3, data_path=str(data), max_seq_length=256)
+    analyses = analysis.Analyses(tmp_path / "up")
+    analyses.tokenizer(tiny_qwen3)
+    timer = threading.Timer(0.5, analyses.cancel)
+    timer.start()
+    began = time.monotonic()
+    with pytest.raises(DataError, match="cancelled"):
+        analyses.analyse(config)
+    assert time.monotonic() - began < 5 and analyses.cached(config) is None
+    assert analyses.analyse(config).report.n_train > 3000
+
+
 def test_uploads_are_bounded_moved_and_cleaned_when_no_run_uses_them(tmp_path, qa_jsonl):
     """Regression (#15 finding 5): no size limit, every upload copied again, and kept forever.
     Over the limit: refused and the temporary file deleted; else moved (one copy); a day later

@@ -242,6 +242,25 @@ def test_bad_input_is_answered_in_the_page_and_the_server_keeps_serving(browser,
     tab(page, "1 · Data")
     page.locator("#example-example_alpaca").click()
     wait_text(page, "#data-status", "example_alpaca.jsonl: 24 rows")
+    assert "staying focused" in page.locator("#data-table").inner_text()
+
+    # a failed load after a good one: nothing of the previous file stays on the tab
+    text_input(page, "data-path").fill(str(tmp_path / "gone.jsonl"))
+    page.locator("#data-load").click()
+    wait_text(page, "#data-status", "file not found")
+    assert "staying focused" not in page.locator("#data-table").inner_text()
+    assert page.locator("#data-summary").inner_text().strip() == ""
+
+    # Cancel ends an analysis under way; its result never lands afterwards
+    big = write_jsonl(tmp_path / "big.jsonl", [{"instruction": f"question {i} " * 30,
+                                                "response": f"answer {i} " * 30}
+                                               for i in range(5000)])
+    page.locator("#data-upload input[type=file]").set_input_files(str(big))
+    page.wait_for_timeout(1500)
+    page.locator("#data-cancel").click()
+    wait_text(page, "#data-status", "cancelled")
+    page.wait_for_timeout(8000)
+    assert "cancelled" in page.locator("#data-status").inner_text()
     page.close()
 
 

@@ -50,6 +50,19 @@ def test_a_stop_that_was_asked_for_is_not_a_warning():
     assert "msg-info" in asked and "msg-warn" in killed
 
 
+def test_an_unreadable_run_says_why_in_the_train_tab(tmp_path):
+    """A status.json that is not a status: the Train tab names the reason, as text, not a bare
+    'unreadable' (finding 4 of #15)."""
+    from studio.runs import read_status
+
+    run = tmp_path / "<img src=x>run"
+    run.mkdir()
+    (run / "status.json").write_text('["a", "list"]')
+    shown = status_html(new_watch(run), read_status(run))
+    assert "msg-error" in shown and "cannot be read" in shown and "status.json" in shown
+    assert "&lt;img src=x&gt;run" in shown and "<img" not in shown
+
+
 def test_elapsed_goes_on_from_the_earlier_legs_after_resume():
     """A run resumed after 10 minutes of training shows 10:30 after 30 more seconds."""
     now = time.time()

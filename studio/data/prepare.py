@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import datasets
 from jinja2 import TemplateError
@@ -80,13 +80,15 @@ _EXAMPLES_KEPT = 5
 
 
 def prepare(source_or_dataset, tokenizer, config, prompt_template=None,
-            seconds: Optional[float] = None) -> PreparedData:
+            seconds: Optional[float] = None,
+            cancelled: Optional[Callable[[], bool]] = None) -> PreparedData:
     """Load, detect, tokenize and mask every row, split off eval rows, and report problems.
 
     Rows that cannot train are dropped and counted (empty, empty response, unmappable, no trained
     tokens left after truncation); duplicates are reported but kept. When nothing is left, the
     DataError says why and how to fix it. With `seconds` (an analysis, never a run), the rows
-    read within that time are prepared and the report says how many (report.rows_read).
+    read within that time are prepared and the report says how many (report.rows_read); once
+    `cancelled()` is true, a DataError ends it.
     """
     name = str(source_or_dataset) if isinstance(source_or_dataset, (str, Path)) else "the dataset"
     ds = load_rows(name) if isinstance(source_or_dataset, (str, Path)) else source_or_dataset
@@ -117,6 +119,8 @@ def prepare(source_or_dataset, tokenizer, config, prompt_template=None,
         if deadline and i and time.monotonic() > deadline:
             rows_read = i           # the time budget is spent: report on the rows read so far
             break
+        if cancelled is not None and cancelled():
+            raise DataError(f"{name}: the analysis was cancelled after {i:,} rows")
         if _is_empty(row):
             note("empty rows", i)
             continue

@@ -52,6 +52,7 @@ class DataTab:
     file: gr.File
     path: gr.Textbox
     load: gr.Button
+    cancel: gr.Button          # ends an analysis under way
     example_buttons: list
     status: gr.HTML
     summary: gr.Markdown
@@ -84,6 +85,8 @@ def build(form: ConfigForm) -> DataTab:
                 path = gr.Textbox(label=T("data.path"), placeholder=T("data.path.placeholder"),
                                   scale=5, elem_id="data-path")
                 load = gr.Button(T("data.load"), scale=1, min_width=70, elem_id="data-load")
+                cancel = gr.Button(T("data.cancel"), scale=1, min_width=70, variant="stop",
+                                   elem_id="data-cancel")
             form.adopt("data_path", path)
             with gr.Row(equal_height=True, elem_classes="examples-row"):
                 gr.Markdown(T("data.examples"), elem_classes="inline-label")
@@ -132,7 +135,7 @@ def build(form: ConfigForm) -> DataTab:
                 with gr.Column(scale=2, min_width=220):
                     form.render(["max_seq_length", "val_size"])
                     stats = gr.Markdown("", elem_id="data-stats")
-    return DataTab(file, path, load, buttons, status, summary, table, page, prev, nxt, format_md,
+    return DataTab(file, path, load, cancel, buttons, status, summary, table, page, prev, nxt, format_md,
                    mapping, role_tags, example_row, example_info, example, histogram, stats,
                    template_note, form.widgets["template_system_prompt"],
                    form.widgets["enable_thinking"])
@@ -335,9 +338,13 @@ def wire(t: DataTab, form: ConfigForm, service: Service):
     inputs = form.inputs + [t.page, t.example_row]
     outputs = display_outputs(t)
 
-    @guard
     def refresh(*values, progress=gr.Progress()):
-        return describe(t, form, service, values[:-2], values[-2], values[-1], progress)
+        """The displays for the form's dataset; a failure clears the previous file's rows and
+        status, saying why, so nothing on the tab belongs to another file."""
+        try:
+            return describe(t, form, service, values[:-2], values[-2], values[-1], progress)
+        except Exception as e:   # noqa: BLE001 - said in the status line, never a dead tab
+            return cleared(t, shout(str(e).strip() or type(e).__name__))
 
     def fresh(path: str):
         """A new dataset: detection starts over (mappings and forced format reset)."""
@@ -360,28 +367,37 @@ def wire(t: DataTab, form: ConfigForm, service: Service):
     for button, p in zip(t.example_buttons, examples()):
         loaded.append(button.click(lambda p=str(p): fresh(p), None, reset, api_name=False).then(
             refresh, inputs, outputs, api_name=False))
+    analyses = list(loaded)      # every event that analyses: what Cancel ends
 
     def remap(*values):
         return {role: v for role, v in zip(roles(), values) if v}
 
-    gr.on([d.input for d in t.mapping], remap, t.mapping, mapping_state,
-          api_name=False).then(refresh, inputs, outputs, api_name=False)
-    fmt_widget.input(lambda: {}, None, mapping_state, api_name=False).then(
-        refresh, inputs, outputs, api_name=False)
+    analyses.append(gr.on([d.input for d in t.mapping], remap, t.mapping, mapping_state,
+                          api_name=False).then(refresh, inputs, outputs, api_name=False))
+    analyses.append(fmt_widget.input(lambda: {}, None, mapping_state, api_name=False).then(
+        refresh, inputs, outputs, api_name=False))
 
     def retag(table):
         """The role table as edited: tag -> role (an unknown role is refused by the engine)."""
         rows = table.values.tolist() if hasattr(table, "values") else (table or [])
         return {str(tag): str(role) for tag, role in rows if str(tag).strip()}
 
-    t.role_tags.input(retag, t.role_tags, role_state, api_name=False).then(
-        refresh, inputs, outputs, api_name=False)
+    analyses.append(t.role_tags.input(retag, t.role_tags, role_state, api_name=False).then(
+        refresh, inputs, outputs, api_name=False))
     # Any other setting the preview depends on (template, thinking, lengths, split, model).
     changes = [form.widgets[n].change for n in DATA_FIELDS
                if n not in ("data_path", "dataset_format")
                and not isinstance(form.widgets[n], gr.State)]
-    gr.on(changes + [t.example_row.submit, t.example_row.input], refresh, inputs, outputs,
-          trigger_mode="always_last", api_name=False, show_progress="minimal")
+    analyses.append(gr.on(changes + [t.example_row.submit, t.example_row.input], refresh,
+                          inputs, outputs, trigger_mode="always_last", api_name=False,
+                          show_progress="minimal"))
+
+    def cancel():
+        """End the analysis in the engine too (it stops at its next row), not only the wait."""
+        service.data.cancel()
+        return cleared(t, note(say("data.cancelled"), "warn"))
+
+    t.cancel.click(cancel, None, outputs, cancels=analyses, api_name="cancel_analysis")
 
     @guard
     def turn(path, page, step):
@@ -401,6 +417,8 @@ def wire(t: DataTab, form: ConfigForm, service: Service):
     t.page.submit(lambda p, n: turn(p, n, 0), [t.path, t.page], [t.table, t.page], api_name=False)
 
     def follow(event):
-        return event.then(refresh, inputs, outputs, api_name=False)
+        followed = event.then(refresh, inputs, outputs, api_name=False)
+        t.cancel.click(None, None, None, cancels=[followed], api_name=False)   # Cancel ends it too
+        return followed
 
     return follow, loaded

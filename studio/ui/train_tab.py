@@ -214,6 +214,8 @@ def status_html(watch: dict, status: dict) -> str:
         return note(say("train.interrupted", name=name, reason=reason, resume=resume), "warn")
     if state == "failed":
         return note(say("train.failed", name=name, reason=reason), "error")
+    if state == "unreadable":      # a status.json that is not a status: the reason, as text
+        return note(say("train.unreadable", name=name, reason=reason), "error")
     return note(say("train.other_state", name=name, state=state_word(state)))
 
 
