@@ -1,5 +1,5 @@
 """The served studio as an attacker and a careless operator meet it (issue #15, items 1, 2 and
-12): no exposure without a login, logins from a file or the environment and out of `ps`, failed
+12 and 7): no exposure without a login, logins from a file or the environment and out of `ps`, failed
 logins slowed down, and every path the page's API takes confined to the studio's folders, with
 refusals that never say whether a path exists. A real server subprocess over real HTTP."""
 from __future__ import annotations
@@ -308,6 +308,107 @@ def test_evaluating_exporting_or_resuming_a_folder_outside_is_refused(client, tm
         with pytest.raises(Exception, match="outside the folders"):
             action()
     assert sorted(p.name for p in outside.iterdir()) == ["config.yaml"]
+
+
+# Gradio's published file-route attacks (its security advisories, 2023-2025): traversal in
+# /file=, encoded dots, the temporary cache's parent, static and asset routes, the component
+# server calling a method with a path (CVE-2024-1561), the proxy route (SSRF).
+FILE_ROUTE_ATTACKS = [
+    "file={secret}", "gradio_api/file={secret}", "file=/etc/passwd", "gradio_api/file=/etc/passwd",
+    "gradio_api/file=..%2F..%2F..%2F..%2F..%2F..%2F..%2F..%2F..%2F..{secret}",
+    "gradio_api/file=%2e%2e/%2e%2e/%2e%2e/%2e%2e/%2e%2e/%2e%2e/%2e%2e/%2e%2e{secret}",
+    "gradio_api/file=/tmp/gradio/../../../../../../../..{secret}",
+    "gradio_api/file={runs}/../logins", "gradio_api/file={runs}/uploads/../../logins",
+    "static/../../../../../../../..{secret}", "assets/..%2F..%2F..%2F..%2F..%2F..%2F..{secret}",
+    "gradio_api/static/..%2F..%2F..%2F..%2F..%2F..%2F..{secret}",
+    "gradio_api/proxy=http://169.254.169.254/latest/meta-data/",
+    "gradio_api/file=http://169.254.169.254/latest/meta-data/",
+]
+
+
+def test_gradios_published_file_route_attacks_read_nothing(guarded):
+    """Each published attack, with and without a login: never the login file's contents (it
+    lies beside the runs folder), never /etc/passwd, never a 5xx; a FileData naming a file
+    outside the cache is not taken as an upload (the Data tab moves uploads); the component
+    server copies nothing; the server keeps serving."""
+    import http.cookiejar
+
+    _, url, tmp = guarded
+    secret, runs = tmp / "logins", tmp / "runs"
+    jar = http.cookiejar.CookieJar()
+    signed_in = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    signed_in.open(urllib.request.Request(url + "login", data=(
+        f"username={USER}&password={PASS}").encode()), timeout=30)
+    anonymous = urllib.request.build_opener()
+
+    def body(opener, path: str, data: bytes | None = None) -> tuple[int, str]:
+        headers = {"Content-Type": "application/json"} if data else {}
+        try:
+            with opener.open(urllib.request.Request(url + path, data=data, headers=headers),
+                             timeout=30) as answer:
+                return answer.status, answer.read().decode(errors="replace")
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode(errors="replace")
+
+    for attack in FILE_ROUTE_ATTACKS:
+        path = attack.format(secret=secret, runs=runs)
+        for opener in (signed_in, anonymous):
+            status, text = body(opener, path)
+            assert PASS not in text and "root:x:0" not in text, (attack, status)
+            assert status < 500, (attack, status, text[:200])
+            assert status != 401 or opener is anonymous, (attack, "the login did not hold")
+
+    # a FileData that names the login file, given to the upload endpoint
+    filedata = {"path": str(secret), "meta": {"_type": "gradio.FileData"},
+                "orig_name": "logins.jsonl"}
+    status, text = body(signed_in, "gradio_api/call/upload_data",
+                        json.dumps({"data": [filedata]}).encode())
+    if status == 200:
+        event = json.loads(text)["event_id"]
+        status, text = body(signed_in, f"gradio_api/call/upload_data/{event}")
+    assert PASS not in text and secret.read_text().count(PASS) == 1
+    assert not any("logins" in p.name for p in runs.rglob("*"))
+    # the component server asked to pull the login file into the cache (CVE-2024-1561)
+    config = json.loads(body(signed_in, "config")[1])
+    for component in config["components"][:60]:
+        status, text = body(signed_in, "gradio_api/component_server", json.dumps({
+            "component_id": component["id"], "fn_name": "move_resource_to_block_cache",
+            "data": str(secret), "session_hash": "attack"}).encode())
+        assert PASS not in text and status < 500, (component.get("type"), status, text[:200])
+    assert body(signed_in, "config")[0] == 200                  # still serving
+    assert secret.read_text().count(PASS) == 1
+
+
+def test_random_files_sent_to_the_running_server_get_messages_and_it_keeps_serving(client,
+                                                                                  guarded):
+    """Fuzzed through HTTP: random bytes under every data suffix, uploaded and described. Each
+    answer is rows or an error message in words (never a bare exception name or an empty
+    error), and the server answers the next request."""
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    folder = guarded[2] / "fuzz"
+    folder.mkdir(exist_ok=True)
+
+    @settings(max_examples=25, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.binary(max_size=400) | st.text(max_size=200).map(str.encode),
+           st.sampled_from([".csv", ".tsv", ".json", ".jsonl", ".parquet"]))
+    def upload_and_describe(data, suffix):
+        sent = folder / f"data{suffix}"
+        sent.write_bytes(data)
+        try:
+            kept = client.predict(handle_file(str(sent)), api_name="/upload_data")[0]
+            info = client.predict(kept, "", api_name="/inspect_data")
+            assert info["rows"] >= 1
+        except AppError as e:
+            said = str(e).strip()
+            assert len(said) > 12 and not said.endswith("Error"), said
+
+    upload_and_describe()
+    assert isinstance(client.predict(api_name="/list_runs"), list)
 
 
 def test_wrong_api_keys_on_v1_are_slowed_down_too(guarded):
