@@ -1,7 +1,8 @@
-"""The served studio as an attacker and a careless operator meet it (issue #15, items 1, 2 and
-12 and 7): no exposure without a login, logins from a file or the environment and out of `ps`, failed
-logins slowed down, and every path the page's API takes confined to the studio's folders, with
-refusals that never say whether a path exists. A real server subprocess over real HTTP."""
+"""The served studio as an attacker and a careless operator meet it (issue #15, items 1, 2, 7
+and 12): no exposure without a login, logins from a file or the environment and out of `ps`,
+failed logins slowed down, every path the page's API takes confined to the studio's folders with
+refusals that never say whether a path exists, Gradio's published file-route attacks replayed,
+and random files fuzzed through the server. A real server subprocess over real HTTP."""
 from __future__ import annotations
 
 import json
