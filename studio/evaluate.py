@@ -16,13 +16,11 @@ and the judge's client are optional extras, refused up front with the pip comman
 from __future__ import annotations
 
 import dataclasses
-import gc
 import html
 import json
 import math
 import random
 import re
-import sys
 import time
 import unicodedata
 from dataclasses import dataclass, field
@@ -30,6 +28,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Optional
 
 from studio.config import FineTuningConfig
+from studio.hardware import release_memory
 from studio.inference import LoadedModel, load_model, resolve_source, split_thinking, stream_reply
 from studio.runs import ACTIVE, read_status
 
@@ -708,7 +707,7 @@ def evaluate_run(run_dir, data=None, n_prompts: int = 20, max_new_tokens: int = 
     scores["tuned"], replies["tuned"] = _measure(tuned, "tuned", evalset, rows, max_new_tokens,
                                                  stages, notes)
     del tuned
-    _free_memory()
+    release_memory()
     # the base alone, on the same backend and prompted as the run was: a config whose
     # output_dir holds no adapter (the report's folder, not made yet) makes load_model load
     # the base
@@ -717,7 +716,7 @@ def evaluate_run(run_dir, data=None, n_prompts: int = 20, max_new_tokens: int = 
     scores["base"], replies["base"] = _measure(base, "base", evalset, rows, max_new_tokens,
                                                stages, notes)
     del base
-    _free_memory()
+    release_memory()
 
     results = [PromptResult(row.messages, row.reference,
                             _scored(replies["base"][i], row), _scored(replies["tuned"][i], row))
@@ -736,7 +735,7 @@ def evaluate_run(run_dir, data=None, n_prompts: int = 20, max_new_tokens: int = 
                 stages("tasks", k / 2, f"lm-eval tasks: the {which} model")
                 scores[which].tasks = run_tasks(evalset.config, path, tasks, max_new_tokens,
                                                 manager)
-                _free_memory()
+                release_memory()
         except Exception as e:  # noqa: BLE001
             notes.append(f"lm-eval tasks failed: {type(e).__name__}: {_first_line(e)}")
     if judge is not None:
@@ -839,14 +838,6 @@ def _new_folder(run_dir: Path) -> Path:
         n += 1
         folder = run_dir / "eval" / f"{stamp}-{n}"
     return folder
-
-
-def _free_memory() -> None:
-    """Give back what a model held before the next one loads."""
-    gc.collect()
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 # ---------------------------------------------------------------------------- EvalScope export

@@ -67,6 +67,20 @@ def _cpuinfo(key: str) -> str:
     return ""
 
 
+def release_memory() -> None:
+    """Give back what finished work held: objects in reference cycles (a trainer and its model
+    are one) collected now, and the GPU's cached blocks returned, so the next run or model
+    plans with, and gets, the memory the card has."""
+    import gc
+    import sys
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+
+
 def detect_hardware() -> Hardware:
     """What this machine has, with free GPU memory and RAM read now: a decision that depends on
     free memory (4-bit or not, the batch plan, the memory check) must not use a start-up reading."""

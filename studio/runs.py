@@ -360,6 +360,9 @@ def execute(run_dir: Path, should_stop: Callable[[], bool] = lambda: False,
             except Exception:   # noqa: BLE001 - a tracker's hiccup is not the run's outcome
                 pass
         held.close()
+        from studio.hardware import release_memory
+
+        release_memory()      # the model and trainer go now, not at some later collection
     return write_status(run_dir, state=state, reason=reason, ended=time.time(), step=step)
 
 

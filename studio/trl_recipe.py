@@ -143,6 +143,7 @@ def plan_gpu_batches(config, data, emit, fused_loss: bool = False):
     """
     import torch
 
+    from studio.hardware import release_memory
     from studio.memory import plan_batch, plan_rows
 
     if config.cpu_only or not torch.cuda.is_available():
@@ -152,6 +153,7 @@ def plan_gpu_batches(config, data, emit, fused_loss: bool = False):
     # micro-batches change length every step: let the allocator grow segments, not fragment
     os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     lengths = [len(ids) for ids in data.train["input_ids"]]
+    release_memory()          # plan with what the card has, not what a cache still holds
     free, _ = torch.cuda.mem_get_info()
     if config.packing:
         plan = plan_batch(config.replace(gradient_checkpointing=None), free,

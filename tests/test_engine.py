@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import threading
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -180,3 +181,27 @@ def test_the_chat_prompts_with_the_runs_choice_of_the_templates_system_prompt(de
                                           PromptFormat(template_system_prompt="drop")))
     assert "named SmolLM" in kept and "named SmolLM" not in dropped
     assert dropped.endswith("Who are you?<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_nothing_of_a_finished_run_stays_in_memory(tiny_qwen3, tmp_path, qa_jsonl):
+    """After run_fine_tuning returns, the model, its LoRA layers and the trainer it built are
+    unreachable (on a GPU their memory is then free for the next run: issue #16, item 5).
+    Checked by every live object, before and after: nothing new of these kinds survives."""
+    import gc
+
+    from peft import PeftModel
+    from transformers import PreTrainedModel, Trainer
+
+    kinds = (PreTrainedModel, PeftModel, Trainer, torch.optim.Optimizer)
+
+    def alive() -> set[int]:
+        gc.collect()
+        return {id(o) for o in gc.get_objects() if isinstance(o, kinds)}
+
+    before = alive()
+    adapter = run_fine_tuning(config=quick_config(tiny_qwen3, tmp_path / "run",
+                                                  data_path=str(qa_jsonl)))
+    assert (Path(adapter) / "adapter_config.json").is_file()
+    left = {type(o).__name__ for o in gc.get_objects()
+            if isinstance(o, kinds) and id(o) not in before}
+    assert not left, f"still reachable after the run: {sorted(left)}"
