@@ -84,14 +84,18 @@ def train(config, data, run_dir: Path, emit, should_stop, resume_from=None) -> P
 
 # ---------------------------------------------------------------------------- inference
 def load(model_name: str, adapter_dir, config):
-    """Base model plus adapter (or the base alone), in eval mode."""
+    """Base model plus adapter (or the base alone), in eval mode; on a GPU merged and with its
+    decode step compiled before the first reply (studio.decode)."""
+    from studio import decode
+
     model, tokenizer = load_base(config, for_training=False)
     if adapter_dir:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, str(adapter_dir))
+        model = decode.merged_for_chat(PeftModel.from_pretrained(model, str(adapter_dir)))
         tokenizer = recipe.adapter_tokenizer(adapter_dir, tokenizer)
     model.eval()
+    decode.warm_up(model, tokenizer)
     return model, tokenizer
 
 

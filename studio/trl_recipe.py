@@ -327,16 +327,21 @@ def _base_tokenizer(path):
 
 
 def stream(model, tokenizer, prompt_ids: list[int], settings) -> Iterator[str]:
-    """Yield the reply's text as it is generated (generate runs in a thread)."""
+    """Yield the reply's text as it is generated (generate runs in a thread); on a GPU with
+    the model's static cache, so the decode step is compiled once (studio.decode)."""
     import torch
     from transformers import TextIteratorStreamer
+
+    from studio.decode import cache_kwargs
 
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
     ids = torch.tensor([prompt_ids], device=model.device)
     temperature = float(settings.get("temperature", 0.7))
+    new_tokens = int(settings.get("max_new_tokens", 256))
     kwargs = dict(input_ids=ids, attention_mask=torch.ones_like(ids), streamer=streamer,
-                  max_new_tokens=int(settings.get("max_new_tokens", 256)),
-                  do_sample=temperature > 0, pad_token_id=tokenizer.pad_token_id)
+                  max_new_tokens=new_tokens, do_sample=temperature > 0,
+                  pad_token_id=tokenizer.pad_token_id,
+                  **cache_kwargs(model, len(prompt_ids) + new_tokens))
     if temperature > 0:
         kwargs.update(temperature=temperature, top_p=float(settings.get("top_p", 0.95)))
     errors = []

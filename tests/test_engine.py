@@ -205,3 +205,27 @@ def test_nothing_of_a_finished_run_stays_in_memory(tiny_qwen3, tmp_path, qa_json
     left = {type(o).__name__ for o in gc.get_objects()
             if isinstance(o, kinds) and id(o) not in before}
     assert not left, f"still reachable after the run: {sorted(left)}"
+
+
+def test_the_reused_static_cache_answers_as_the_plain_cache(tiny_qwen3):
+    """The GPU chat's static cache (studio.decode), forced on the CPU: two replies in a row
+    through the one reused cache give the greedy tokens of plain generate, token for token (a
+    cache not reset between replies would answer the second from the first's keys)."""
+    from transformers import AutoModelForCausalLM
+
+    from studio.decode import _CACHES, cache_kwargs
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_qwen3, dtype=torch.float32).eval()
+    tok = _tokenizer(tiny_qwen3)
+
+    def reply(text: str, **cache) -> list[int]:
+        ids = torch.tensor([tok(text)["input_ids"]])
+        with torch.no_grad():
+            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                 max_new_tokens=12, do_sample=False,
+                                 pad_token_id=tok.pad_token_id or tok.eos_token_id, **cache)
+        return out[0, ids.shape[1]:].tolist()
+
+    for text in ("What is 2 plus 2?", "Name a colour."):
+        assert reply(text, **cache_kwargs(model, 64, force=True)) == reply(text)
+    assert len(_CACHES) >= 1 and _CACHES[model].max_cache_len == 2048
