@@ -13,8 +13,12 @@ must never share a process with it), on one synthetic chat dataset of mixed leng
     c   the studio with its defaults (studio.runs.execute: unsloth, the row planner's
         padding-free micro-batches, recomputation only where a micro-batch needs it)
     d   the studio with load_in_4bit
-    chat  the studio's chat path (studio.inference, Unsloth's fast inference) on the adapter
-        the 0.6B (c) run saved: generated tokens/s
+    c16, c64  the studio at a user's 16 or 64 rows an update (4 x 4, 16 x 4), r16 on all 7
+    guide     the studio at the guide's defaults: r8 on q/v, 4 rows x 4 accumulation
+    chat  the chat on a random LoRA adapter of this size: plain transformers + peft generate
+        (dynamic cache) against the studio's chat path (studio.inference: merged, static
+        cache, compiled decode step), in one process: tokens/s, first-token latency, and
+        whether the studio's greedy tokens are the plain model's (teacher-forced check)
 
 Each size runs (c) first, so (b') can take its rows a micro-batch. Extra runs take knobs,
 size:variant[:tokens[:on|off]], e.g. 8B:c::on is the studio with checkpointing forced on, for
@@ -145,26 +149,33 @@ def run_plain_unsloth(model_path, data_path, args, batch=2, accumulation=4, four
     return log.events
 
 
+# a user's settings: (rows a micro-batch, accumulation, LoRA r, target modules)
+USER_SETTINGS = {"c16": (4, 4, 16, ALL7), "c64": (16, 4, 16, ALL7),
+                 "guide": (4, 4, 8, ["q_proj", "v_proj"])}
+
+
 def run_studio(model_path, data_path, args, four_bit=False, profile_to=None, tokens=None,
-               checkpointing=None):
+               checkpointing=None, setting=(8, 1, 16, ALL7)):
     import shutil
 
     from studio.config import FineTuningConfig
     from studio.runs import execute, prepare_run_dir
 
+    rows, accumulation, r, targets = setting
     config = FineTuningConfig(
-        model_name=str(model_path), data_path=str(data_path), output_dir="", lora_r=16,
-        lora_alpha=16, target_modules=ALL7, logging_steps=1,
+        model_name=str(model_path), data_path=str(data_path), output_dir="", lora_r=r,
+        lora_alpha=r, target_modules=targets, logging_steps=1,
         max_steps=args.warmup + args.steps + (2 if profile_to else 0),  # profiled after timing
-        save_steps=10**6, val_size=0, max_seq_length=2048, batch_size=8,
-        gradient_accumulation_steps=1, load_in_4bit=four_bit or None, backend="auto",
-        packing=True if tokens else None, tokens_per_batch=tokens,
+        save_steps=10**6, val_size=0, max_seq_length=2048, batch_size=rows,
+        gradient_accumulation_steps=accumulation, load_in_4bit=four_bit or None,
+        backend="auto", packing=True if tokens else None, tokens_per_batch=tokens,
         gradient_checkpointing=checkpointing)
     run = Path(args.run_dir or tempfile.mkdtemp())
     shutil.rmtree(run, ignore_errors=True)
     run = prepare_run_dir(run, config)
     listeners = [Profiler(args.warmup + args.steps, profile_to)] if profile_to else []
     status = execute(run, listeners=listeners)
+    left = _allocated_gib()         # what the finished run still holds on the GPU
     events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     if status["state"] != "finished":
         raise RuntimeError(status["reason"])
@@ -174,27 +185,103 @@ def run_studio(model_path, data_path, args, four_bit=False, profile_to=None, tok
         if message.startswith(("batch plan:", "packed attention:")):
             plan.update({k: v for k, v in e["data"].items() if k != "message"})
             plan[message.split(":")[0]] = message.split(":", 1)[1].strip()
+    plan["left_gib"] = left
     return events, plan
 
 
-def run_chat(run_dir, new_tokens=128) -> dict:
-    """The chat playground's path on a trained run: load it (Unsloth's fast inference on
-    CUDA) and stream a reply; the weights are random, so only speed and plumbing count."""
-    from studio.inference import load_model, stream_reply
+def _allocated_gib() -> float | None:
+    import torch
 
-    t = time.perf_counter()
-    loaded = load_model(run_dir)
-    loaded_s = time.perf_counter() - t
+    return torch.cuda.memory_allocated() / 2**30 if torch.cuda.is_available() else None
+
+
+def random_adapter_run(model_path: Path, folder: Path) -> Path:
+    """A run folder holding a random LoRA adapter (r16, all 7 projections, B not zero) on the
+    model: what a trained run's chat loads, without training one."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from studio.config import FineTuningConfig
+
+    if (folder / "adapter" / "adapter_config.json").is_file():
+        return folder
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.bfloat16)
+    lora = LoraConfig(r=16, lora_alpha=16, target_modules=ALL7, init_lora_weights=False,
+                      task_type="CAUSAL_LM")
+    get_peft_model(model, lora).save_pretrained(folder / "adapter")
+    FineTuningConfig(model_name=str(model_path), lora_r=16, lora_alpha=16,
+                     target_modules=ALL7).save(folder / "config.yaml")
+    return folder
+
+
+def run_chat(model_path, work: Path, new_tokens=256) -> dict:
+    """The chat on one adapter, in one process: plain transformers + peft generate (dynamic
+    cache, adapter unmerged) against the studio's path (studio.inference.load_model: merged,
+    static cache, compiled decode step warmed at load). Greedy, `new_tokens` tokens, the end
+    token suppressed so both run the full length. The studio's tokens are checked against the
+    plain model by teacher forcing: each must be the plain model's argmax or within bf16
+    rounding of it (random weights make near-ties common, so exact equality over 256 tokens
+    is also reported)."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from studio.inference import load_model, prompt_ids, stream_reply
+
+    run = random_adapter_run(Path(model_path), work / f"chat-{Path(model_path).name}")
     messages = [{"role": "user", "content": "Write a haiku about GPUs."}]
-    text = "".join(stream_reply(loaded, messages, max_new_tokens=8))          # warm-up
+    base = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.bfloat16,
+                                                device_map="cuda")
+    plain = PeftModel.from_pretrained(base, str(run / "adapter")).eval()
     t = time.perf_counter()
-    text = "".join(stream_reply(loaded, messages, max_new_tokens=new_tokens, temperature=0))
-    seconds = time.perf_counter() - t
-    # re-tokenizing the text undercounts (random weights repeat "...", which merges): a
-    # reply that never met the end token ran the full new_tokens
+    loaded = load_model(run)
+    load_s = time.perf_counter() - t
+    ids = prompt_ids(loaded.tokenizer, messages, loaded.prompt_format)
+    never_end = [[loaded.tokenizer.eos_token_id]]
+
+    from studio.decode import cache_kwargs
+
+    def timed(model, **cache) -> tuple[list[int], float]:
+        """Greedy, the end token suppressed: both paths write exactly new_tokens tokens."""
+        x = torch.tensor([ids], device="cuda")
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        with torch.no_grad():
+            out = model.generate(input_ids=x, attention_mask=torch.ones_like(x),
+                                 max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                                 do_sample=False, bad_words_ids=never_end, **cache)
+        torch.cuda.synchronize()
+        return out[0, len(ids):].tolist(), time.perf_counter() - t
+
+    def studio():
+        return timed(loaded.model, **cache_kwargs(loaded.model, len(ids) + new_tokens))
+
+    timed(plain), studio()                                       # warm-ups
+    plain_tokens, plain_s = timed(plain)
+    studio_tokens, studio_s = studio()
+    # the first token as the chat shows it: prompt formatting, prefill, streamer
+    t = time.perf_counter()
+    pieces = stream_reply(loaded, messages, max_new_tokens=16, temperature=0)
+    text = next(pieces, "")
+    first_s = time.perf_counter() - t
+    text += "".join(pieces)
+    # teacher forcing: the plain model's logits along the studio's tokens
+    with torch.no_grad():
+        seq = torch.tensor([ids + studio_tokens], device="cuda")
+        logits = plain(input_ids=seq).logits[0, len(ids) - 1:-1].float()
+    chosen = logits.gather(1, torch.tensor(studio_tokens, device="cuda")[:, None])[:, 0]
+    gap = logits.max(1).values - chosen
     return {"backend": loaded.backend, "model_class": type(loaded.model).__name__,
-            "load_s": loaded_s, "max_new_tokens": new_tokens, "generate_s": seconds,
-            "generate_tokens_per_s": new_tokens / seconds, "sample": text[:80]}
+            "load_s": load_s, "new_tokens": new_tokens,
+            "plain_tokens_per_s": new_tokens / plain_s,
+            "generate_tokens_per_s": new_tokens / studio_s, "first_token_s": first_s,
+            "same_tokens": sum(a == b for a, b in zip(plain_tokens, studio_tokens)),
+            "same_prefix": next((i for i, (a, b) in enumerate(zip(plain_tokens, studio_tokens))
+                                 if a != b), len(studio_tokens)),
+            "greedy_within_bf16": bool((gap <= 0.0625 * logits.max(1).values.abs().clamp(min=1)
+                                        ).all()),
+            "max_logit_gap": float(gap.max()), "sample": text[:60]}
 
 
 class Profiler:
@@ -227,7 +314,7 @@ def run_one(args) -> dict:
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     if args.one == "chat":
-        return run_chat(args.model_path)
+        return run_chat(args.model_path, Path(args.run_dir).parent)
     model_path, data_path = Path(args.model_path), Path(args.data)
     plan = {}
     if args.one == "a":
@@ -240,7 +327,9 @@ def run_one(args) -> dict:
     else:
         events, plan = run_studio(model_path, data_path, args, four_bit=args.one == "d",
                                   profile_to=args.profile, tokens=args.tokens,
-                                  checkpointing={"on": True, "off": False}.get(args.ckpt))
+                                  checkpointing={"on": True, "off": False}.get(args.ckpt),
+                                  **({"setting": USER_SETTINGS[args.one]}
+                                     if args.one in USER_SETTINGS else {}))
     if events and not isinstance(events[0], dict):
         events = [dict(kind=e.kind, step=e.step, time=e.time, data=e.data) for e in events]
     result = throughput(events, args.warmup, args.warmup + args.steps)
@@ -294,14 +383,12 @@ def main():
     jobs.sort(key=lambda job: order.index(job[0]) if job[0] in order else len(order))
     built = {}
     for size, variant, *knobs in jobs:
-        if size not in built and variant != "chat":
+        if size not in built:
             built[size] = _build(size, work, args.tokenizer)
         studio_rows = next((r["plan"].get("batch_size") for r in results["runs"]
                             if r["size"] == size and r["variant"] == "c" and r.get("plan")), None)
         name = "-".join([size, variant] + [k or "auto" for k in knobs])
-        # the chat loads the run that this size's (c) trained
-        model = work / "runs" / f"{size}-c" if variant == "chat" else built[size]
-        cmd = [sys.executable, __file__, "--one", variant, "--model-path", str(model),
+        cmd = [sys.executable, __file__, "--one", variant, "--model-path", str(built[size]),
                "--data", str(data), "--warmup", str(args.warmup), "--steps", str(args.steps),
                "--batch-rows", str(studio_rows or 8), "--run-dir", str(work / "runs" / name)]
         if knobs:
@@ -360,7 +447,9 @@ def _last_error(stderr: str) -> str:
 
 
 NAMES = {"a": "(a) transformers+peft+trl", "b": "(b) Unsloth notebook", "b2": "(b') Unsloth, studio batch",
-         "b4": "Unsloth notebook, 4-bit", "c": "(c) studio defaults", "d": "(d) studio 4-bit QLoRA"}
+         "b4": "Unsloth notebook, 4-bit", "c": "(c) studio defaults", "d": "(d) studio 4-bit QLoRA",
+         "c16": "studio, 16 rows an update (4 x 4)", "c64": "studio, 64 rows an update (16 x 4)",
+         "guide": "studio, guide's defaults (r8 q/v, 4 x 4)"}
 
 
 def _plan_cell(plan: dict) -> str:
@@ -368,7 +457,8 @@ def _plan_cell(plan: dict) -> str:
             else f"{plan['batch_size']} rows" if plan.get("batch_size") else "")
     attention = "varlen" if "varlen" in plan.get("packed attention", "") else \
         ("per-row SDPA" if plan.get("packed attention") else "")
-    return ", ".join(x for x in (size, attention) if x)
+    left = f"{plan['left_gib']:.2f} GiB left after" if plan.get("left_gib") is not None else ""
+    return ", ".join(x for x in (size, attention, left) if x)
 
 
 def markdown(results: dict) -> str:
@@ -380,8 +470,12 @@ def markdown(results: dict) -> str:
     by = {(r["size"], r["variant"]): r for r in results["runs"]}
     for r in results["runs"]:
         if r["variant"] == "chat" and "generate_tokens_per_s" in r:
-            lines.append(f"| {r['size']} | chat ({r['backend']}, {r['model_class']}) | "
-                         f"{r['generate_tokens_per_s']:,.0f} generated |" + " |" * 9)
+            lines.append(
+                f"| {r['size']} | chat, studio / plain generate | "
+                f"{r['generate_tokens_per_s']:,.0f} / {r['plain_tokens_per_s']:,.0f} generated, "
+                f"{r['generate_tokens_per_s'] / r['plain_tokens_per_s']:.1f}x, first token "
+                f"{r['first_token_s'] * 1000:.0f} ms | | | | | | | | greedy within bf16: "
+                f"{r['greedy_within_bf16']}, same first {r['same_prefix']} tokens | |")
             continue
         if "tokens_per_s" not in r:
             lines.append(f"| {r['size']} | {NAMES.get(r['variant'], r['variant'])} | "
