@@ -95,7 +95,8 @@ def load(model_name: str, adapter_dir, config):
         model = decode.merged_for_chat(PeftModel.from_pretrained(model, str(adapter_dir)))
         tokenizer = recipe.adapter_tokenizer(adapter_dir, tokenizer)
     model.eval()
-    decode.warm_up(model, tokenizer)
+    if decode.compiles(model):
+        decode.decoder(model).warm_up()
     return model, tokenizer
 
 

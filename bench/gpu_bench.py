@@ -176,6 +176,7 @@ def run_studio(model_path, data_path, args, four_bit=False, profile_to=None, tok
     listeners = [Profiler(args.warmup + args.steps, profile_to)] if profile_to else []
     status = execute(run, listeners=listeners)
     left = _allocated_gib()         # what the finished run still holds on the GPU
+    holders = _holders() if left and left > 0.1 else None
     events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     if status["state"] != "finished":
         raise RuntimeError(status["reason"])
@@ -186,7 +187,34 @@ def run_studio(model_path, data_path, args, four_bit=False, profile_to=None, tok
             plan.update({k: v for k, v in e["data"].items() if k != "message"})
             plan[message.split(":")[0]] = message.split(":", 1)[1].strip()
     plan["left_gib"] = left
+    if holders is not None:
+        import torch
+
+        plan["left_holders"] = holders
+        torch._dynamo.reset()
+        import gc
+
+        gc.collect()
+        torch.cuda.empty_cache()
+        plan["left_after_dynamo_reset_gib"] = _allocated_gib()
     return events, plan
+
+
+def _holders() -> list[str]:
+    """The largest CUDA tensors still alive, each with what refers to it (a leak's trail)."""
+    import gc
+
+    import torch
+
+    tensors = [o for o in gc.get_objects() if isinstance(o, torch.Tensor) and o.is_cuda]
+    tensors.sort(key=lambda t: -t.numel() * t.element_size())
+    out = []
+    for t in tensors[:6]:
+        refs = [type(r).__name__ + (f":{list(r)[:3]}" if isinstance(r, dict) else "")
+                for r in gc.get_referrers(t) if r is not tensors][:4]
+        out.append(f"{tuple(t.shape)} {t.dtype} {t.numel() * t.element_size() / 2**20:.0f} MiB "
+                   f"<- {refs}")
+    return out
 
 
 def _allocated_gib() -> float | None:
@@ -240,22 +268,25 @@ def run_chat(model_path, work: Path, new_tokens=256) -> dict:
     ids = prompt_ids(loaded.tokenizer, messages, loaded.prompt_format)
     never_end = [[loaded.tokenizer.eos_token_id]]
 
-    from studio.decode import cache_kwargs
+    from studio.decode import decoder
 
-    def timed(model, **cache) -> tuple[list[int], float]:
-        """Greedy, the end token suppressed: both paths write exactly new_tokens tokens."""
+    def timed(model) -> tuple[list[int], float]:
+        """Greedy, the end token suppressed: writes exactly new_tokens tokens."""
         x = torch.tensor([ids], device="cuda")
         torch.cuda.synchronize()
         t = time.perf_counter()
         with torch.no_grad():
             out = model.generate(input_ids=x, attention_mask=torch.ones_like(x),
                                  max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                                 do_sample=False, bad_words_ids=never_end, **cache)
+                                 do_sample=False, bad_words_ids=never_end)
         torch.cuda.synchronize()
         return out[0, len(ids):].tolist(), time.perf_counter() - t
 
-    def studio():
-        return timed(loaded.model, **cache_kwargs(loaded.model, len(ids) + new_tokens))
+    def studio() -> tuple[list[int], float]:
+        """The chat's loop with no stop token: also exactly new_tokens tokens."""
+        t = time.perf_counter()
+        tokens = sum(decoder(loaded.model).stream(ids, new_tokens, 0.0, 1.0), [])
+        return tokens, time.perf_counter() - t
 
     timed(plain), studio()                                       # warm-ups
     plain_tokens, plain_s = timed(plain)

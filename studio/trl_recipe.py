@@ -327,21 +327,25 @@ def _base_tokenizer(path):
 
 
 def stream(model, tokenizer, prompt_ids: list[int], settings) -> Iterator[str]:
-    """Yield the reply's text as it is generated (generate runs in a thread); on a GPU with
-    the model's static cache, so the decode step is compiled once (studio.decode)."""
+    """Yield the reply's text as it is generated: on a GPU through studio.decode's compiled
+    loop, elsewhere through generate in a thread."""
     import torch
     from transformers import TextIteratorStreamer
 
-    from studio.decode import cache_kwargs
+    from studio import decode
 
-    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-    ids = torch.tensor([prompt_ids], device=model.device)
     temperature = float(settings.get("temperature", 0.7))
     new_tokens = int(settings.get("max_new_tokens", 256))
+    if decode.compiles(model):
+        yield from _decoded_text(tokenizer, decode.decoder(model).stream(
+            prompt_ids, new_tokens, temperature, float(settings.get("top_p", 0.95)),
+            stop_ids(model, tokenizer)))
+        return
+    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    ids = torch.tensor([prompt_ids], device=model.device)
     kwargs = dict(input_ids=ids, attention_mask=torch.ones_like(ids), streamer=streamer,
                   max_new_tokens=new_tokens, do_sample=temperature > 0,
-                  pad_token_id=tokenizer.pad_token_id,
-                  **cache_kwargs(model, len(prompt_ids) + new_tokens))
+                  pad_token_id=tokenizer.pad_token_id)
     if temperature > 0:
         kwargs.update(temperature=temperature, top_p=float(settings.get("top_p", 0.95)))
     errors = []
@@ -360,3 +364,27 @@ def stream(model, tokenizer, prompt_ids: list[int], settings) -> Iterator[str]:
     thread.join()
     if errors:
         raise errors[0]
+
+
+def stop_ids(model, tokenizer) -> set[int]:
+    """The tokens that end a reply: the generation config's end tokens and the tokenizer's."""
+    ends = getattr(model.generation_config, "eos_token_id", None)
+    ends = set(ends if isinstance(ends, (list, tuple)) else [ends])
+    return {t for t in ends | {tokenizer.eos_token_id} if t is not None}
+
+
+def _decoded_text(tokenizer, chunks: Iterator[list[int]]) -> Iterator[str]:
+    """Text pieces from chunks of token ids; a piece that ends inside a character waits for
+    the rest of it."""
+    ids, shown = [], ""
+    for chunk in chunks:
+        ids += chunk
+        text = tokenizer.decode(ids, skip_special_tokens=True)
+        if text.endswith("\ufffd"):
+            continue
+        if len(text) > len(shown):
+            yield text[len(shown):]
+        shown = text
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    if len(text) > len(shown):
+        yield text[len(shown):]

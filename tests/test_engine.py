@@ -207,25 +207,32 @@ def test_nothing_of_a_finished_run_stays_in_memory(tiny_qwen3, tmp_path, qa_json
     assert not left, f"still reachable after the run: {sorted(left)}"
 
 
-def test_the_reused_static_cache_answers_as_the_plain_cache(tiny_qwen3):
-    """The GPU chat's static cache (studio.decode), forced on the CPU: two replies in a row
-    through the one reused cache give the greedy tokens of plain generate, token for token (a
-    cache not reset between replies would answer the second from the first's keys)."""
+def test_the_gpu_chat_loop_answers_as_plain_generate(tiny_qwen3):
+    """The GPU chat's decode loop (studio.decode: static cache reused between replies, tokens
+    looked at a chunk at a time), run uncompiled on the CPU: two replies in a row give plain
+    generate's greedy tokens, token for token (a cache not reset between replies would answer
+    the second from the first's keys), and a reply ends before its stop token."""
     from transformers import AutoModelForCausalLM
 
-    from studio.decode import _CACHES, cache_kwargs
+    from studio.decode import CHUNK, Decoder
 
     model = AutoModelForCausalLM.from_pretrained(tiny_qwen3, dtype=torch.float32).eval()
     tok = _tokenizer(tiny_qwen3)
+    loop = Decoder(model, compile=False)
 
-    def reply(text: str, **cache) -> list[int]:
-        ids = torch.tensor([tok(text)["input_ids"]])
+    def plain(ids: list[int], n: int) -> list[int]:
+        x = torch.tensor([ids])
         with torch.no_grad():
-            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
-                                 max_new_tokens=12, do_sample=False,
-                                 pad_token_id=tok.pad_token_id or tok.eos_token_id, **cache)
-        return out[0, ids.shape[1]:].tolist()
+            out = model.generate(input_ids=x, attention_mask=torch.ones_like(x),
+                                 max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                                 pad_token_id=tok.eos_token_id, eos_token_id=None)
+        return out[0, len(ids):].tolist()
 
     for text in ("What is 2 plus 2?", "Name a colour."):
-        assert reply(text, **cache_kwargs(model, 64, force=True)) == reply(text)
-    assert len(_CACHES) >= 1 and _CACHES[model].max_cache_len == 2048
+        ids = tok(text)["input_ids"]
+        chunks = list(loop.stream(ids, 2 * CHUNK + 3))
+        assert [len(c) for c in chunks] == [CHUNK, CHUNK, 3]
+        assert sum(chunks, []) == plain(ids, 2 * CHUNK + 3)
+    expected = plain(ids, 12)
+    stop = expected[5]                   # the reply ends before its first occurrence
+    assert sum(loop.stream(ids, 12, stop_ids={stop}), []) == expected[:expected.index(stop)]
