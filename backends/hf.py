@@ -79,7 +79,9 @@ def make_trainer(config, data, run_dir: Path, emit, should_stop):
 def train(config, data, run_dir: Path, emit, should_stop, resume_from=None) -> Path:
     trainer = make_trainer(config, data, run_dir, emit, should_stop)
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    return recipe.save_adapter(trainer, run_dir)
+    adapter = recipe.save_adapter(trainer, run_dir)
+    recipe.release_weights(trainer.model)
+    return adapter
 
 
 # ---------------------------------------------------------------------------- inference

@@ -115,7 +115,9 @@ def train(config, data, run_dir: Path, emit, should_stop, resume_from=None) -> P
     recipe.quiet(trainer)
     recipe.recompute_per_micro_batch(trainer.model, plan)
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    return recipe.save_adapter(trainer, run_dir)
+    adapter = recipe.save_adapter(trainer, run_dir)
+    recipe.release_weights(trainer.model)
+    return adapter
 
 
 def load(model_name: str, adapter_dir, config):

@@ -7,8 +7,8 @@ bandwidth allows about 290. With a cache whose shapes never change, the one-toke
 compiled once (torch.compile's CUDA graphs, as transformers' own generate does) and replayed;
 `generate` itself still waits for the GPU after every token to decide whether to stop, so its
 Python work between tokens stays on the clock (107 tokens/s at 8B). The loop here keeps the
-chosen tokens on the GPU and looks at them every CHUNK tokens, so the host queues the next steps
-while the GPU runs. Merging the LoRA weights removes its extra small matmuls per layer. The CPU
+chosen tokens on the GPU and looks at them after the first token and then every CHUNK tokens,
+so the host queues the next steps while the GPU runs. Merging the LoRA weights removes its extra small matmuls per layer. The CPU
 keeps the plain path; nothing here applies to it.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, Iterator
 
 CACHE_STEP = 2048       # cache lengths are rounded up to this, so few shapes ever compile
-CHUNK = 8               # tokens decoded between two looks from the host (and two stream pieces)
+CHUNK = 16              # tokens decoded between two looks from the host (and two stream pieces)
 
 # the decoder of each loaded model: kept while the model lives
 _DECODERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -124,7 +124,7 @@ class Decoder:
             sent = 0
             for i in range(max_new_tokens):
                 chosen[i:i + 1].copy_(token)
-                if (i + 1) % CHUNK == 0 or i + 1 == max_new_tokens:
+                if i == 0 or (i + 1) % CHUNK == 0 or i + 1 == max_new_tokens:   # the first at once
                     ids = chosen[sent:i + 1].tolist()      # the one wait for the GPU a chunk
                     sent = i + 1
                     end = next((k for k, t in enumerate(ids) if t in stop_ids), None)

@@ -290,6 +290,16 @@ def save_adapter(trainer, run_dir: Path) -> Path:
     return adapter
 
 
+def release_weights(model) -> None:
+    """Empty the trained model's tensors in place once its adapter is saved. A library may keep
+    a module of it past the run (after Unsloth, the 8B's 1.2 GiB embedding stayed on the GPU,
+    held from outside the studio); emptied, whatever holds it holds nothing."""
+    import torch
+
+    for tensor in [*model.parameters(), *model.buffers()]:
+        tensor.data = torch.empty(0, dtype=tensor.dtype, device=tensor.device)
+
+
 # ---------------------------------------------------------------------------- inference
 def adapter_tokenizer(adapter_dir, fallback):
     """The tokenizer saved with the adapter carries the chat template used in training."""
