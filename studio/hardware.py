@@ -76,7 +76,7 @@ def release_memory() -> None:
 
     gc.collect()
     torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available():
+    if torch is not None and torch.cuda.is_initialized():     # (nothing cached otherwise)
         torch.cuda.synchronize()
         torch.cuda.empty_cache()
 

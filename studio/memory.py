@@ -219,10 +219,18 @@ def plan_batch(config, free_bytes: float, mean_row_tokens: float, shape: Optiona
     # optimisation (fewer steps for the same data), which a speed-up must not do.
     wanted = config.batch_size * config.gradient_accumulation_steps * mean_row_tokens
     enough = max(floor, 256 * math.ceil(wanted / 256))
-    if enough < tokens:
+    if config.tokens_per_batch:          # the user's size is kept, and estimated as such
+        tokens = config.tokens_per_batch
+        if config.gradient_checkpointing is not None:
+            use_ckpt = config.gradient_checkpointing
+        est = estimate_memory(dataclasses.replace(
+            config, batch_size=1, max_seq_length=tokens, gradient_checkpointing=use_ckpt,
+            packing=True), shape, fused_loss=fused_loss)
+    elif enough < tokens:
         tokens, est = enough, fits(enough, use_ckpt)
     accumulation = max(1, round(wanted / tokens))
-    why = (f"{tokens} packed tokens a micro-batch {'with' if use_ckpt else 'without'} gradient "
+    why = (f"{tokens} packed tokens a micro-batch{', as set,' if config.tokens_per_batch else ''} "
+           f"{'with' if use_ckpt else 'without'} gradient "
            f"checkpointing ({est.total / GiB:.0f} of {free_bytes / GiB:.0f} GiB free), "
            f"{accumulation} a step: about the {wanted:.0f} tokens an update that batch_size x "
            f"gradient_accumulation_steps ask for")

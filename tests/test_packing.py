@@ -96,6 +96,18 @@ def test_planner_never_packs_more_tokens_than_an_update_asks_for():
     assert (plan.tokens_per_batch, plan.gradient_accumulation_steps) == (4096, 2)
 
 
+def test_a_micro_batch_size_the_user_set_is_the_one_planned_and_estimated():
+    """tokens_per_batch 8192 with checkpointing off: the plan says and estimates 8192 tokens
+    without recomputation (it used to describe the 3.6k it would have chosen itself)."""
+    config = _gpu_config(batch_size=8, gradient_accumulation_steps=1, tokens_per_batch=8192,
+                         gradient_checkpointing=False, packing=True)
+    plan = plan_batch(config, 138 * GiB, 422, shape=QWEN3_8B, fused_loss=True)
+    assert plan.tokens_per_batch == 8192 and plan.gradient_checkpointing is False
+    assert "8192 packed tokens a micro-batch, as set, without" in plan.reason
+    assert plan.estimate.total == estimate_memory(config.replace(
+        batch_size=1, max_seq_length=8192), QWEN3_8B, fused_loss=True).total
+
+
 def test_planner_keeps_the_tokens_per_update_the_user_asked_for():
     """Accumulation is chosen so an update sees about batch_size x accumulation rows of tokens."""
     plan = plan_batch(_gpu_config(batch_size=16, gradient_accumulation_steps=8), 78 * GiB, 500,
