@@ -11,41 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from studio import trl_recipe as recipe
-from studio.models import local_model_path
 
 
 def unavailable(hw) -> str | None:
     return None   # transformers is a core dependency: it always runs
-
-
-# ---------------------------------------------------------------------------- loading
-def _quantization(config):
-    from transformers import BitsAndBytesConfig
-
-    if config.load_in_4bit:
-        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                  bnb_4bit_use_double_quant=True,
-                                  bnb_4bit_compute_dtype=recipe.torch_dtype(config))
-    if config.load_in_8bit:
-        return BitsAndBytesConfig(load_in_8bit=True)
-    return None
-
-
-def load_base(config, for_training: bool = True):
-    """The base model and tokenizer, placed and quantised as the config says."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path = local_model_path(config.model_name)
-    device_map = "cpu" if config.cpu_only else config.device_map
-    model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=recipe.torch_dtype(config), device_map=device_map,
-        quantization_config=_quantization(config))
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    if for_training:
-        model.config.use_cache = False
-    return model, tokenizer
 
 
 def lora_config(config):
@@ -63,7 +32,7 @@ def make_trainer(config, data, run_dir: Path, emit, should_stop):
 
     config, plan = recipe.plan_gpu_batches(config, data, emit)
     emit("status", 0, message=f"loading {config.model_name}")
-    model, tokenizer = load_base(config)
+    model, tokenizer = recipe.load_base(config)
     emit("plan", 0, attention=f"{model.config._attn_implementation} (transformers)")
     emit("status", 0, message="attaching LoRA adapters")
     trainer = SFTTrainer(
@@ -86,20 +55,7 @@ def train(config, data, run_dir: Path, emit, should_stop, resume_from=None) -> P
 
 # ---------------------------------------------------------------------------- inference
 def load(model_name: str, adapter_dir, config):
-    """Base model plus adapter (or the base alone), in eval mode; on a GPU merged and with its
-    decode step compiled before the first reply (studio.decode)."""
-    from studio import decode
-
-    model, tokenizer = load_base(config, for_training=False)
-    if adapter_dir:
-        from peft import PeftModel
-
-        model = decode.merged_for_chat(PeftModel.from_pretrained(model, str(adapter_dir)))
-        tokenizer = recipe.adapter_tokenizer(adapter_dir, tokenizer)
-    model.eval()
-    if decode.compiles(model):
-        decode.decoder(model).warm_up()
-    return model, tokenizer
+    return recipe.load_for_chat(config, adapter_dir)
 
 
 stream = recipe.stream

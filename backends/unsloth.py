@@ -124,9 +124,7 @@ def load(model_name: str, adapter_dir, config):
     """A 16-bit run chats through transformers' compiled decode step (studio.decode; faster
     than Unsloth's own inference, BENCHMARKS.md); a quantised one through Unsloth."""
     if not (config.load_in_4bit or config.load_in_8bit):
-        from backends import hf
-
-        return hf.load(model_name, adapter_dir, config)
+        return recipe.load_for_chat(config, adapter_dir)
     fast, model, tokenizer = _load(config)
     if adapter_dir:
         from peft import PeftModel

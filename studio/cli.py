@@ -150,10 +150,15 @@ def _until_done(job) -> dict:
 
 
 def cmd_run_job(args) -> int:
-    """The training process the page starts: output goes to the run's log.txt."""
+    """The training process the page starts: output goes to the run's log.txt. A run over
+    several processes is handed to torchrun, whose workers run this same command a rank each."""
+    from studio import distributed, torchrun
     from studio.runs import execute
 
-    status = execute(Path(args.run_dir), resume=args.resume, listeners=[_print_event])
+    run_dir = Path(args.run_dir)
+    if not distributed.in_worker() and (config := torchrun.spread(run_dir)):
+        return torchrun.supervise(run_dir, config, args.resume)
+    status = execute(run_dir, resume=args.resume, listeners=[_print_event])
     return 0 if status["state"] != "failed" else 1
 
 

@@ -37,7 +37,8 @@ def _f(default, help: str, group: str, *, choices=None, min=None, max=None, fact
 # The linear layers of a Qwen3 block that LoRA can wrap.
 LINEAR_LAYERS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 GROUPS = ("Model and data", "LoRA", "Optimisation", "Precision and quantisation",
-          "Logging and checkpoints", "Tracking")
+          "Several GPUs", "Logging and checkpoints", "Tracking")
+DISTRIBUTED = ["auto", "ddp", "fsdp", "deepspeed"]
 
 
 @dataclass
@@ -135,6 +136,24 @@ class FineTuningConfig:
                                   "(auto: when no GPU is found).", "Precision and quantisation")
     device_map: str = _f("auto", "Where the model's layers go: auto, cpu, cuda, cuda:N.",
                          "Precision and quantisation")
+
+    # ---- several GPUs and machines (torch.distributed, launched by torchrun)
+    num_gpus: Optional[int] = _f(None, "GPUs this machine trains on, one process each (auto: "
+                                 "every visible GPU). With cpu_only: that many CPU processes "
+                                 "(gloo), for trying the distributed path without a GPU.",
+                                 "Several GPUs", min=1, max=64)
+    distributed: str = _f("auto", "How several processes share the work: ddp (each holds the "
+                          "model, data split), fsdp (FSDP2: frozen base and LoRA sharded) or "
+                          "deepspeed (ZeRO-3); auto: ddp when the model fits one GPU, else fsdp.",
+                          "Several GPUs", choices=DISTRIBUTED)
+    nnodes: int = _f(1, "Machines in the run (each runs this same command).", "Several GPUs",
+                     min=1, max=1024)
+    node_rank: int = _f(0, "This machine's number among them (0 writes the run folder).",
+                        "Several GPUs", min=0)
+    master_addr: str = _f("127.0.0.1", "Address of machine 0, where the processes meet.",
+                          "Several GPUs")
+    master_port: int = _f(29500, "Port on machine 0 where the processes meet.", "Several GPUs",
+                          min=1024, max=65535)
 
     # ---- logging and checkpoints
     logging_steps: int = _f(10, "Log train loss every N steps.", "Logging and checkpoints", min=1)
@@ -250,9 +269,21 @@ class FineTuningConfig:
         if dropout is None:
             dropout = 0.0 if self.backend == "unsloth" or (self.backend == "auto" and on_gpu
                                                            and hw.packages.get("unsloth")) else 0.05
+        num_gpus = self.num_gpus or (len(hw.gpus) if on_gpu else 1)
+        distributed = self.distributed
+        if distributed == "auto":     # a copy a GPU when the weights fit one, else sharded
+            distributed = "fsdp" if on_gpu and num_gpus * self.nnodes > 1 and \
+                _weights_would_not_fit(self, hw) else "ddp"
+        if distributed == "fsdp" and self.load_in_4bit is None:
+            load_in_4bit = False      # sharding replaces 4-bit loading (QLoRA + FSDP is refused)
         return self.replace(cpu_only=cpu_only, bf16=bf16, fp16=fp16, load_in_4bit=load_in_4bit,
                             packing=packing, gradient_checkpointing=checkpointing,
-                            lora_dropout=dropout)
+                            lora_dropout=dropout, num_gpus=num_gpus, distributed=distributed)
+
+    @property
+    def world_size(self) -> int:
+        """Training processes in all (num_gpus auto counts as 1 until resolved)."""
+        return (self.num_gpus or 1) * self.nnodes
 
     def validate(self, hw=None) -> list[str]:
         """Every problem that would stop this run, each saying how to fix it. Empty: it can run."""
@@ -290,6 +321,7 @@ class FineTuningConfig:
         if self.backend == "mlx" and (self.load_in_8bit or self.load_in_4bit):
             problems.append("the mlx backend loads quantised models by their id "
                             "(e.g. mlx-community/Qwen3-0.6B-4bit): turn load_in_4bit/8bit off")
+        problems += self._distributed_problems(hw, on_gpu)
         if self.prompt_template and "{" not in self.prompt_template:
             problems.append("prompt_template has no {placeholders}: name the columns, "
                             "e.g. '{instruction}\\n{response}'")
@@ -300,6 +332,32 @@ class FineTuningConfig:
             elif not hw.packages.get(tracker):
                 problems.append(f"report_to {tracker} needs the {tracker} package: "
                                 f"pip install {tracker}")
+        return problems
+
+
+    def _distributed_problems(self, hw, on_gpu: bool) -> list[str]:
+        if self.node_rank >= self.nnodes:
+            return [f"node_rank {self.node_rank} is not below nnodes {self.nnodes}: machines are "
+                    "numbered from 0"]
+        if on_gpu and self.num_gpus and self.num_gpus > len(hw.gpus):
+            return [f"num_gpus is {self.num_gpus} but this machine has {len(hw.gpus)} GPU(s): "
+                    f"use at most {len(hw.gpus)}"]
+        resolved = self.num_gpus or (len(hw.gpus) if on_gpu else 1)
+        if resolved * self.nnodes == 1:
+            return []
+        if self.backend in ("mlx", "scripted"):
+            return [f"the {self.backend} backend trains in one process: set num_gpus 1 and "
+                    "nnodes 1, or choose transformers"]
+        problems = []
+        if self.distributed == "fsdp" and (self.load_in_4bit or self.load_in_8bit):
+            problems.append("QLoRA (4-/8-bit weights) does not shard with FSDP here: use "
+                            "distributed ddp (each GPU holds the quantised model) or 16-bit "
+                            "weights with fsdp")
+        if self.distributed in ("fsdp", "deepspeed") and not on_gpu:
+            problems.append(f"{self.distributed} needs GPUs; processes on the CPU use ddp")
+        if self.distributed == "deepspeed" and not hw.packages.get("deepspeed"):
+            problems.append("distributed deepspeed needs DeepSpeed: pip install deepspeed, or "
+                            "choose fsdp")
         return problems
 
 

@@ -301,19 +301,26 @@ def execute(run_dir: Path, should_stop: Callable[[], bool] = lambda: False,
     reason a person can act on. Returns the final status.
     """
     from backends import choose_backend, get_backend
+    from studio import distributed
     from studio.hardware import detect_hardware
 
     run_dir = Path(run_dir)
+    distributed.bind_device()
+    if not distributed.is_main():      # another rank of a multi-GPU run: rank 0 records it
+        return _execute_as_rank(run_dir, should_stop, resume, data)
     log = EventLog(run_dir / "metrics.jsonl")
     log.subscribe(lambda e: e.kind == "plan" and write_plan(run_dir, **e.data))
     log.subscribe(lambda e: e.kind == "sample" and _append(run_dir / "samples.jsonl", e))
     for listener in listeners:
         log.subscribe(listener)
     stop_file = run_dir / "STOP"
-    stopped = lambda: should_stop() or stop_file.exists()   # noqa: E731
+    stopped = distributed.agreed(lambda: should_stop() or stop_file.exists())
     held = open(run_dir / JOB_FILE, "a")        # is_job_process: this process trains the run
-    write_status(run_dir, state="running", pid=os.getpid(),
-                 pid_started=_started_at(os.getpid()))
+    if distributed.in_worker():       # the supervisor's pid stays the job's (it ends every rank)
+        write_status(run_dir, state="running")
+    else:
+        write_status(run_dir, state="running", pid=os.getpid(),
+                     pid_started=_started_at(os.getpid()))
     step, trackers = 0, []
     try:
         config = FineTuningConfig.load(run_dir / "config.yaml")
@@ -325,7 +332,7 @@ def execute(run_dir: Path, should_stop: Callable[[], bool] = lambda: False,
         for tracker in _trackers(config, run_dir, log):
             log.subscribe(tracker)
             trackers.append(tracker)
-        name, why = choose_backend(config.backend, hw)
+        name, why = choose_backend(config.backend, hw, config.world_size)
         write_status(run_dir, backend=name)
         log.emit("status", 0, message=f"backend: {why}", backend=name, hardware=hw.summary())
         log.emit("plan", 0, **resolved_plan(config, name))
@@ -364,6 +371,25 @@ def execute(run_dir: Path, should_stop: Callable[[], bool] = lambda: False,
 
         release_memory()      # the model and trainer go now, not at some later collection
     return write_status(run_dir, state=state, reason=reason, ended=time.time(), step=step)
+
+
+def _execute_as_rank(run_dir: Path, should_stop, resume: bool, data) -> dict:
+    """A rank above 0 trains the same config on its share of the data and writes nothing: its
+    events go nowhere, and a failure is raised for torchrun to report (the supervisor writes it
+    as the run's reason)."""
+    from backends import choose_backend, get_backend
+    from studio import distributed
+    from studio.hardware import detect_hardware
+
+    hw = detect_hardware()
+    config = FineTuningConfig.load(run_dir / "config.yaml").resolve(hw)
+    name, _ = choose_backend(config.backend, hw, config.world_size)
+    emit = EventLog().emit
+    stopped = distributed.agreed(lambda: should_stop() or (run_dir / "STOP").exists())
+    get_backend(name).train(config, prepare_data(config, emit, data), run_dir, emit, stopped,
+                            last_checkpoint(run_dir) if resume else None)
+    stopped()          # rank 0 asks once more after training (stopped or finished): answer it
+    return {"state": "finished"}
 
 
 def _trackers(config: FineTuningConfig, run_dir: Path, log: EventLog) -> list:
@@ -498,7 +524,13 @@ class Job:
     def start(cls, run_dir: Path, *, resume=False, in_process=True, listeners=(),
               data=None) -> "Job":
         """Train the prepared run folder in the background (see prepare_run_dir)."""
+        from studio.torchrun import spread
+
         job = cls(Path(run_dir))
+        if in_process and spread(job.run_dir):
+            in_process = False        # torchrun's workers are processes: follow their events
+            threading.Thread(target=job._follow, args=(listeners,), daemon=True,
+                             name=f"follow-{job.run_dir.name}").start()
         if in_process:
             job.thread = threading.Thread(
                 target=execute, args=(job.run_dir, job._stop.is_set, resume, listeners, data),
@@ -513,6 +545,18 @@ class Job:
         return job
 
     # ---- watching
+    def _follow(self, listeners) -> None:
+        """Hand a job's events to `listeners` as its metrics file grows, until it ends (a run
+        trained in other processes, watched by an in-process caller such as the CLI)."""
+        cursor, ended = 0, False
+        while not ended:
+            time.sleep(0.5)
+            ended = self.process is not None and self.process.poll() is not None
+            events, cursor = self.events_since(cursor)
+            for event in events:
+                for listener in listeners:
+                    listener(event)
+
     @property
     def status(self) -> dict:
         if self.thread is not None and self.thread.is_alive():

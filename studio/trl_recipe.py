@@ -27,6 +27,41 @@ def torch_dtype(config):
     return torch.float32
 
 
+
+def quantization(config):
+    """bitsandbytes settings for 4-bit NF4 (QLoRA) or 8-bit loading, else None."""
+    from transformers import BitsAndBytesConfig
+
+    if config.load_in_4bit:
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                  bnb_4bit_use_double_quant=True,
+                                  bnb_4bit_compute_dtype=torch_dtype(config))
+    if config.load_in_8bit:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return None
+
+
+def load_base(config, for_training: bool = True):
+    """The base model and tokenizer, placed and quantised as the config says."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from studio import distributed
+    from studio.models import local_model_path
+
+    path = local_model_path(config.model_name)
+    device_map = "cpu" if config.cpu_only else config.device_map
+    if distributed.in_worker() and not config.cpu_only:     # a rank: its own GPU, or sharded
+        device_map = None if config.distributed == "fsdp" else {"": distributed.local_rank()}
+    model = AutoModelForCausalLM.from_pretrained(
+        path, dtype=torch_dtype(config), device_map=device_map,
+        quantization_config=quantization(config))
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if for_training:
+        model.config.use_cache = False
+    return model, tokenizer
+
 def peak_memory_gb() -> float:
     """The peak memory of this process so far: GPU allocations on a GPU, else resident RAM."""
     import torch
@@ -110,6 +145,8 @@ def sample_callback(emit, tokenizer, samples: list[dict], max_new_tokens: int = 
         def on_step_end(self, args, state, control, model=None, **kw):
             if self.failed or not samples or state.global_step % args.eval_steps:
                 return
+            if args.world_size > 1 and (not state.is_world_process_zero or args.fsdp):
+                return     # rank 0 answers; sharded weights would need every rank: skipped
             was_training = model.training
             model.eval()
             try:
@@ -226,6 +263,8 @@ def sft_config(config, run_dir: Path, has_eval: bool):
     """
     from trl import SFTConfig
 
+    from studio import distributed
+
     packed = bool(config.packing)
     batch = 1 if packed else config.batch_size
     return SFTConfig(
@@ -261,6 +300,7 @@ def sft_config(config, run_dir: Path, has_eval: bool):
         dataloader_num_workers=0,
         disable_tqdm=True,
         save_only_model=False,
+        **distributed.trainer_arguments(config),
     )
 
 
@@ -285,6 +325,9 @@ logging.getLogger("trl.trainer.sft_trainer").addFilter(_not_the_padding_free_war
 def save_adapter(trainer, run_dir: Path) -> Path:
     """The trained LoRA weights and the tokenizer (with the chat template used) in run_dir/adapter."""
     adapter = run_dir / "adapter"
+    if trainer.args.world_size > 1:     # gathered from every rank, written by rank 0 alone
+        trainer.save_model(str(adapter))
+        return adapter
     trainer.model.save_pretrained(adapter)
     trainer.processing_class.save_pretrained(adapter)
     return adapter
@@ -301,6 +344,23 @@ def release_weights(model) -> None:
 
 
 # ---------------------------------------------------------------------------- inference
+def load_for_chat(config, adapter_dir):
+    """Base model plus adapter (or the base alone) through transformers, in eval mode; on a GPU
+    merged and with its decode step compiled before the first reply (studio.decode)."""
+    from studio import decode
+
+    model, tokenizer = load_base(config, for_training=False)
+    if adapter_dir:
+        from peft import PeftModel
+
+        model = decode.merged_for_chat(PeftModel.from_pretrained(model, str(adapter_dir)))
+        tokenizer = adapter_tokenizer(adapter_dir, tokenizer)
+    model.eval()
+    if decode.compiles(model):
+        decode.decoder(model).warm_up()
+    return model, tokenizer
+
+
 def adapter_tokenizer(adapter_dir, fallback):
     """The tokenizer saved with the adapter carries the chat template used in training."""
     from transformers import AutoTokenizer

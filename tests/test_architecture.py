@@ -14,11 +14,11 @@ LAYERS = {
     "studio.service": 3,
     "studio.runs": 2, "studio.events": 2, "studio.analysis": 2, "studio.inference": 2,
     "studio.data": 2, "studio.history": 2, "studio.tracking": 2, "studio.evaluate": 2,
-    "studio.export": 2,
+    "studio.export": 2, "studio.torchrun": 2,
     "backends": 1,
     "studio.config": 0, "studio.hardware": 0, "studio.memory": 0, "studio.models": 0,
     "studio.catalog": 0, "studio.errors": 0, "studio.trl_recipe": 0, "studio.presets": 0,
-    "studio.access": 0,
+    "studio.access": 0, "studio.decode": 0, "studio.distributed": 0,
 }
 NAMES = {4: "surfaces", 3: "service", 2: "engine", 1: "backends", 0: "foundation"}
 

@@ -625,6 +625,15 @@ FIELDS_ZH: dict[str, tuple[str, str]] = {
     "load_in_8bit": ("8 位加载", "以 8 位加载基座模型。"),
     "cpu_only": ("仅用 CPU", "即使有 GPU 也在 CPU 上训练（auto：找不到 GPU 时开启）。"),
     "device_map": ("设备映射", "模型各层放在哪里：auto、cpu、cuda、cuda:N。"),
+    "num_gpus": ("GPU 数", "本机用于训练的 GPU 数，每个一个进程（auto：全部可见 GPU）。开启 cpu_only "
+                 "时为 CPU 进程数（gloo），用于在没有 GPU 时试用分布式训练。"),
+    "distributed": ("分布式方式", "多个进程如何分担：ddp（每个进程一份模型，数据切分）、fsdp（FSDP2："
+                    "冻结的基座与 LoRA 分片）或 deepspeed（ZeRO-3）；auto：模型放得进一张 GPU 时用 "
+                    "ddp，否则 fsdp。"),
+    "nnodes": ("机器数", "参与训练的机器数（每台运行同一条命令）。"),
+    "node_rank": ("本机序号", "本机在其中的序号（0 号写运行文件夹）。"),
+    "master_addr": ("主节点地址", "0 号机器的地址，各进程在此汇合。"),
+    "master_port": ("主节点端口", "0 号机器上各进程汇合的端口。"),
     "logging_steps": ("日志间隔", "每 N 步记录一次训练 loss。"),
     "eval_steps": ("评估间隔", "每 N 步在验证集上评估一次。"),
     "save_steps": ("保存间隔", "每 N 步保存一个 checkpoint。"),
@@ -643,7 +652,8 @@ FIELDS_ZH: dict[str, tuple[str, str]] = {
 GROUPS_ZH: dict[str, str] = {
     "Model and data": "模型与数据", "LoRA": "LoRA 参数", "Optimisation": "优化",
     "Precision and quantisation": "精度与量化", "Logging and checkpoints": "日志与 checkpoint",
-    "Weights & Biases": "Weights & Biases 实验记录", "Tracking": "实验跟踪"}
+    "Weights & Biases": "Weights & Biases 实验记录", "Tracking": "实验跟踪",
+    "Several GPUs": "多 GPU 与多机"}
 PRESETS_ZH: dict[str, tuple[str, str]] = {
     "Teach facts": ("记住知识", "在全部七个线性层上做 LoRA（秩 16），学习率 1e-3，训练 3 轮，每步 "
                     "4 行：几百行问答（名字、出品方、产品知识）就能记住。在自带的演示模型上，100 行"

@@ -1,0 +1,66 @@
+"""One run over several processes: several GPUs of a machine, or several machines, launched by
+torchrun (studio.distributed is what each process does inside).
+
+The job the service starts (`python -m studio run-job RUN_DIR`) becomes a supervisor: it starts
+torchrun, which starts one worker per GPU, each running the same `run-job` as a rank. Rank 0
+alone writes the run folder (status, metrics.jsonl, plan, samples, the adapter), so the page,
+the CLI progress bar and the metrics file read a multi-GPU run as they read any other. A stop
+is agreed by all ranks at the same step; a rank that fails makes torchrun end the others, and
+the supervisor writes that rank's error as the run's reason.
+"""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def spread(run_dir: Path):
+    """The run's resolved config when it trains over several processes, else None (a config
+    that cannot be read is left for the training itself to report)."""
+    from studio.config import FineTuningConfig
+
+    try:
+        config = FineTuningConfig.load(Path(run_dir) / "config.yaml").resolve()
+    except Exception:   # noqa: BLE001 - execute says what is wrong with it, in the run's status
+        return None
+    return config if config.world_size > 1 else None
+
+
+def launch_command(run_dir: Path, config, resume: bool) -> list[str]:
+    """torchrun with the config's processes and rendezvous, running this run's job a rank each."""
+    cmd = [sys.executable, "-m", "torch.distributed.run",
+           f"--nproc-per-node={config.num_gpus or 1}", f"--nnodes={config.nnodes}",
+           f"--node-rank={config.node_rank}", f"--master-addr={config.master_addr}",
+           f"--master-port={config.master_port}", "--max-restarts=0",
+           "-m", "studio", "run-job", str(run_dir)]
+    return cmd + (["--resume"] if resume else [])
+
+
+def supervise(run_dir: Path, config, resume: bool) -> int:
+    """Run the job as torchrun's workers and wait. When torchrun fails, the run fails with the
+    failing rank's error (a killed rank 0 leaves none of its own); returns torchrun's code."""
+    from studio.runs import ACTIVE, read_status, write_status
+
+    log = Path(run_dir) / "log.txt"
+    start = log.stat().st_size if log.exists() else 0
+    code = subprocess.call(launch_command(Path(run_dir).resolve(), config, resume),
+                           stdin=subprocess.DEVNULL)
+    if code != 0 and read_status(run_dir).get("state") in ACTIVE + ("interrupted",):
+        text = log.read_bytes()[start:].decode(errors="replace") if log.exists() else ""
+        write_status(run_dir, state="failed", ended=time.time(),
+                     reason=failure_reason(text, code))
+    return code
+
+
+def failure_reason(log_text: str, code: int) -> str:
+    """The failing rank and its error, from torchrun's report and the workers' tracebacks."""
+    failed = re.search(r"rank\s*:\s*(\d+)", log_text.split("Root Cause", 1)[-1])
+    errors = [line.strip() for line in log_text.splitlines()
+              if re.match(r"\s*[\w.]*(Error|Exception|Interrupt)\b.*:", line)
+              and "ChildFailedError" not in line]
+    who = f"rank {failed.group(1)}" if failed else "a training process"
+    what = errors[-1] if errors else f"it exited with code {code}"
+    return f"{who} failed: {what[:400]} (the other ranks were stopped; log.txt has the rest)"
