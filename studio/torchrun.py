@@ -41,26 +41,34 @@ def launch_command(run_dir: Path, config, resume: bool) -> list[str]:
 
 def supervise(run_dir: Path, config, resume: bool) -> int:
     """Run the job as torchrun's workers and wait. When torchrun fails, the run fails with the
-    failing rank's error (a killed rank 0 leaves none of its own); returns torchrun's code."""
+    failing rank's error: rank 0's own reason stands when rank 0 failed first, another rank's
+    replaces the symptom rank 0 saw (a peer that closed). Returns torchrun's code."""
     from studio.runs import ACTIVE, read_status, write_status
 
     log = Path(run_dir) / "log.txt"
     start = log.stat().st_size if log.exists() else 0
     code = subprocess.call(launch_command(Path(run_dir).resolve(), config, resume),
                            stdin=subprocess.DEVNULL)
-    if code != 0 and read_status(run_dir).get("state") in ACTIVE + ("interrupted",):
+    if code != 0:
         text = log.read_bytes()[start:].decode(errors="replace") if log.exists() else ""
-        write_status(run_dir, state="failed", ended=time.time(),
-                     reason=failure_reason(text, code))
+        failed_rank, reason = failure_reason(text, code)
+        if failed_rank != 0 or read_status(run_dir).get("state") in ACTIVE + ("interrupted",):
+            write_status(run_dir, state="failed", ended=time.time(), reason=reason)
     return code
 
 
-def failure_reason(log_text: str, code: int) -> str:
-    """The failing rank and its error, from torchrun's report and the workers' tracebacks."""
-    failed = re.search(r"rank\s*:\s*(\d+)", log_text.split("Root Cause", 1)[-1])
+def failure_reason(log_text: str, code: int) -> tuple[int | None, str]:
+    """(the rank that failed first, why), from torchrun's report and the workers' output."""
+    cause = log_text.split("Root Cause", 1)[-1]
+    rank = re.search(r"rank\s*:\s*(\d+)", cause)
+    exit_code = re.search(r"exitcode\s*:\s*(-?\d+)", cause)
     errors = [line.strip() for line in log_text.splitlines()
               if re.match(r"\s*[\w.]*(Error|Exception|Interrupt)\b.*:", line)
-              and "ChildFailedError" not in line]
-    who = f"rank {failed.group(1)}" if failed else "a training process"
-    what = errors[-1] if errors else f"it exited with code {code}"
-    return f"{who} failed: {what[:400]} (the other ranks were stopped; log.txt has the rest)"
+              and "ChildFailedError" not in line and "closed by peer" not in line]
+    who = f"rank {rank.group(1)}" if rank else "a training process"
+    if exit_code and int(exit_code.group(1)) < 0:
+        what = f"it was killed (signal {-int(exit_code.group(1))})"
+    else:
+        what = errors[-1][:400] if errors else f"it exited with code {code}"
+    return (int(rank.group(1)) if rank else None,
+            f"{who} failed: {what}; the other ranks were stopped (log.txt has the rest)")

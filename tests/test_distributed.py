@@ -1,0 +1,87 @@
+"""A run over several processes (issue #17), on the CPU: torchrun starts two workers that train
+the tiny Qwen3 over gloo, through the service's real launcher, as a multi-GPU run would."""
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from studio import FineTuningConfig
+from studio.inference import load_model, stream_reply
+from studio.service import Service
+from tests.conftest import QA_ROWS, write_jsonl
+from tests.test_ui_api import free_port
+
+
+def two_rank_config(model: str, data: Path, **changes) -> FineTuningConfig:
+    base = dict(model_name=model, data_path=str(data), max_steps=4, batch_size=2,
+                gradient_accumulation_steps=1, logging_steps=1, save_steps=2, eval_steps=100,
+                max_seq_length=128, val_size=0, learning_rate=1e-3, cpu_only=True, bf16=False,
+                num_gpus=2, master_port=free_port(), seed=7)
+    return FineTuningConfig(**{**base, **changes})
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    train = [e for e in events if e["kind"] == "train"]
+    steps = [e["step"] for e in train]
+    assert len(steps) == len(set(steps)), f"a step was reported twice: {steps}"
+    return {e["step"]: e["data"]["loss"] for e in train}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return write_jsonl(tmp_path_factory.mktemp("dist") / "qa.jsonl", QA_ROWS)
+
+
+def test_two_processes_train_as_one_with_the_same_global_batch(tiny_qwen3, data, tmp_path):
+    """Two ranks of 2 rows each against one process of 4 rows, same seed: the same loss at
+    every step (float32; measured 7e-5 apart at most, bf16 noise is 4e-3), each step reported once (rank 0 writes), one adapter
+    that loads and answers like any other."""
+    service = Service(tmp_path / "runs")
+    two = service.start(two_rank_config(tiny_qwen3, data), in_process=False)
+    assert two.wait(300)["state"] == "finished", (two.run_dir / "log.txt").read_text()[-3000:]
+    one = service.start(two_rank_config(tiny_qwen3, data, num_gpus=1, batch_size=4),
+                        in_process=True)
+    assert one.wait(300)["state"] == "finished"
+    spread, single = losses(two.run_dir), losses(one.run_dir)
+    assert sorted(spread) == sorted(single) == [1, 2, 3, 4]
+    for step in single:
+        assert spread[step] == pytest.approx(single[step], rel=1e-3), (step, spread, single)
+    assert "torch.distributed" in (two.run_dir / "metrics.jsonl").read_text()
+    reply = "".join(stream_reply(load_model(two.run_dir), [{"role": "user", "content": "Hi"}],
+                                 max_new_tokens=4, temperature=0))
+    assert isinstance(reply, str)
+    # resumed on one process from the two-process checkpoint, for two more steps
+    resumed = service.resume(two.run_dir, two_rank_config(tiny_qwen3, data, num_gpus=1,
+                                                          batch_size=4, max_steps=6),
+                             in_process=True)
+    assert resumed.wait(300)["state"] == "finished"
+    assert sorted(losses(two.run_dir))[-1] == 6
+
+
+def test_a_rank_killed_mid_run_fails_the_run_within_seconds(tiny_qwen3, data, tmp_path):
+    """SIGKILL to rank 1 while training: torchrun ends rank 0, the supervisor writes the run as
+    failed naming the rank, within seconds; the service still answers."""
+    service = Service(tmp_path / "runs")
+    job = service.start(two_rank_config(tiny_qwen3, data, max_steps=10_000, save_steps=10_000),
+                        in_process=False)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if (job.run_dir / "metrics.jsonl").exists() and losses(job.run_dir):
+            break           # training: both ranks are past their start
+        time.sleep(0.5)
+    ranks = [p for p in psutil.Process(job.process.pid).children(recursive=True)
+             if p.environ().get("RANK") == "1"]
+    assert ranks, "no rank 1 found under the job"
+    ranks[0].send_signal(signal.SIGKILL)
+    killed = time.time()
+    status = job.wait(60)
+    assert status["state"] == "failed", status
+    assert status["reason"].startswith("rank 1 failed: it was killed (signal 9)"), status
+    assert time.time() - killed < 30
+    assert [r["state"] for r in service.runs()] == ["failed"]
