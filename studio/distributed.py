@@ -52,6 +52,24 @@ def agreed(flag: Callable[[], bool]) -> Callable[[], bool]:
     return ask
 
 
+def describe(config, asked: str) -> str:
+    """How a resolved config spreads over its processes, and why (`asked`: the setting before
+    resolving), for the run's log and plan."""
+    where = (f"{config.world_size} processes on {config.nnodes} machines" if config.nnodes > 1
+             else f"{config.world_size} processes")
+    if config.cpu_only:
+        return f"ddp over {where} on the CPU (gloo): each holds the model and a share of a batch"
+    if config.distributed == "fsdp":
+        why = ("as set" if asked == "fsdp" else
+               "the 16-bit weights would not fit one GPU beside its activations")
+        return (f"fsdp (FSDP2) over {where}: the frozen base and the LoRA weights are sharded "
+                f"({why})")
+    if config.distributed == "deepspeed":
+        return f"deepspeed ZeRO-3 over {where} (as set)"
+    why = "as set" if asked == "ddp" else "the model and its activations fit one GPU"
+    return f"ddp over {where}: each GPU holds the whole model and a share of a batch ({why})"
+
+
 def trainer_arguments(config) -> dict:
     """What transformers' Trainer needs to train this config over several processes."""
     if config.world_size <= 1:

@@ -328,7 +328,12 @@ def execute(run_dir: Path, should_stop: Callable[[], bool] = lambda: False,
         problems = config.validate(hw)
         if problems:
             raise ConfigError("; ".join(problems))
+        asked = config.distributed
         config = config.resolve(hw)
+        if config.world_size > 1:
+            spread = distributed.describe(config, asked)
+            log.emit("status", 0, message="processes: " + spread)
+            log.emit("plan", 0, processes=config.world_size, distributed=spread)
         for tracker in _trackers(config, run_dir, log):
             log.subscribe(tracker)
             trackers.append(tracker)
