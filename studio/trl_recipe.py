@@ -52,6 +52,13 @@ def load_base(config, for_training: bool = True):
     device_map = "cpu" if config.cpu_only else config.device_map
     if distributed.in_worker() and not config.cpu_only:     # a rank: its own GPU, or sharded
         device_map = None if config.distributed == "fsdp" else {"": distributed.local_rank()}
+    elif for_training and device_map == "auto" and not config.cpu_only:
+        # one process trains on one GPU (several GPUs are several processes: num_gpus). "auto"
+        # would split the layers over every GPU of the machine behind accelerate's hooks,
+        # which trl's chunked loss cannot patch (it failed so on two H200s)
+        import torch
+
+        device_map = {"": torch.cuda.current_device()}
     model = AutoModelForCausalLM.from_pretrained(
         path, dtype=torch_dtype(config), device_map=device_map,
         quantization_config=quantization(config))
