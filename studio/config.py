@@ -271,9 +271,11 @@ class FineTuningConfig:
                                                            and hw.packages.get("unsloth")) else 0.05
         num_gpus = self.num_gpus or (len(hw.gpus) if on_gpu else 1)
         distributed = self.distributed
-        if distributed == "auto":     # a copy a GPU when the weights fit one, else sharded
+        if distributed == "auto":     # a copy a GPU when the run fits one, else sharded
             distributed = "fsdp" if on_gpu and num_gpus * self.nnodes > 1 and \
-                _weights_would_not_fit(self, hw) else "ddp"
+                not _fits_one_gpu(self.replace(bf16=bf16, fp16=fp16, cpu_only=False,
+                                               load_in_4bit=False, packing=packing), hw) \
+                else "ddp"
         if distributed == "fsdp" and self.load_in_4bit is None:
             load_in_4bit = False      # sharding replaces 4-bit loading (QLoRA + FSDP is refused)
         return self.replace(cpu_only=cpu_only, bf16=bf16, fp16=fp16, load_in_4bit=load_in_4bit,
@@ -468,6 +470,18 @@ def _check_bounds(f: dataclasses.Field, value: Any) -> Optional[str]:
         if meta.get("max") is not None and value > meta["max"]:
             return f"{f.name} must be at most {meta['max']} (got {value})"
     return None
+
+
+def _fits_one_gpu(config: FineTuningConfig, hw) -> bool:
+    """Whether the run fits one GPU at its batch, recomputing every layer if it must (the
+    smallest the planner can make it): then each GPU holds a copy (DDP), else shards (FSDP)."""
+    from studio.memory import estimate_memory, model_shape
+
+    shape = model_shape(config.model_name)
+    if shape is None:
+        return not _weights_would_not_fit(config, hw)
+    est = estimate_memory(config, shape, recompute_layers=shape.layers)
+    return est.total <= 0.92 * hw.gpus[0].free_bytes
 
 
 def _weights_would_not_fit(config: FineTuningConfig, hw) -> bool:

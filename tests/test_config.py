@@ -72,6 +72,38 @@ def test_impossible_settings_are_refused_with_a_clear_message(changes, message):
     assert any(message in p for p in problems), problems
 
 
+TWO_H200 = Hardware(gpus=tuple(GPU(i, "NVIDIA H200", 140 * 2**30, 139 * 2**30, (9, 0))
+                                for i in range(2)), bitsandbytes=True)
+TWO_L40S = Hardware(gpus=tuple(GPU(i, "NVIDIA L40S", 48 * 2**30, 47 * 2**30, (8, 9))
+                                for i in range(2)), bitsandbytes=True)
+
+
+def test_several_gpus_resolve_to_ddp_when_the_model_fits_one_and_fsdp_when_not():
+    """num_gpus auto takes every GPU; auto picks ddp where the run fits one GPU (8B on an
+    H200, recomputing if it must) and fsdp where not (32B on 48 GB cards), without 4-bit."""
+    small = FineTuningConfig(model_name="Qwen/Qwen3-8B").resolve(TWO_H200)
+    assert (small.num_gpus, small.world_size, small.distributed) == (2, 2, "ddp")
+    big = FineTuningConfig(model_name="Qwen/Qwen3-32B").resolve(TWO_L40S)
+    assert (big.distributed, big.load_in_4bit) == ("fsdp", False)
+    one = FineTuningConfig(model_name="Qwen/Qwen3-8B", num_gpus=1).resolve(TWO_H200)
+    assert (one.world_size, one.distributed) == (1, "ddp")
+    assert FineTuningConfig().resolve(CPU).world_size == 1
+
+
+@pytest.mark.parametrize("hw,changes,message", [
+    (TWO_H200, dict(num_gpus=3), "num_gpus is 3 but this machine has 2 GPU(s)"),
+    (TWO_H200, dict(distributed="fsdp", load_in_4bit=True), "QLoRA (4-/8-bit weights) does not "
+                                                             "shard with FSDP"),
+    (TWO_H200, dict(distributed="deepspeed"), "needs DeepSpeed: pip install deepspeed"),
+    (TWO_H200, dict(backend="scripted"), "the scripted backend trains in one process"),
+    (CPU, dict(num_gpus=2, distributed="fsdp"), "fsdp needs GPUs"),
+    (CPU, dict(nnodes=2, node_rank=2), "node_rank 2 is not below nnodes 2"),
+])
+def test_impossible_multi_process_settings_are_refused(hw, changes, message):
+    problems = FineTuningConfig(**changes).validate(hw)
+    assert any(message in p for p in problems), problems
+
+
 def test_quantisation_on_the_cpu_is_allowed():
     """bitsandbytes 0.50 trains 4-bit and 8-bit models on the CPU, so they are not refused."""
     assert FineTuningConfig(cpu_only=True, load_in_4bit=True).validate(CPU) == []
