@@ -107,3 +107,17 @@ def test_the_sample_answers_show_newest_first_escaped():
     assert "&lt;b&gt;Who?&lt;/b&gt;" in shown and "<b>Who?</b>" not in shown
     assert shown.index("answer 40") < shown.index("answer 30") < shown.index("answer 20")
     assert "answer 10" not in shown
+
+
+def test_the_memory_box_says_how_a_run_spreads_over_its_processes():
+    """Several GPUs: the Model tab's estimate is per GPU and says ddp or fsdp and why."""
+    from studio.config import FineTuningConfig
+    from studio.distributed import describe
+    from studio.memory import GiB, MemoryEstimate
+    from studio.ui.model_tab import memory_html
+
+    config = FineTuningConfig(num_gpus=2, distributed="ddp", cpu_only=False)
+    shown = memory_html(MemoryEstimate(GiB, GiB, GiB, GiB, "GPU"), 100 * GiB, "GPU",
+                        spread=describe(config, "auto"))
+    assert "ddp over 2 processes: each GPU holds the whole model" in shown
+    assert "the model and its activations fit one GPU" in shown

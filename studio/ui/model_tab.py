@@ -15,6 +15,7 @@ import gradio as gr
 
 from studio.catalog import CATALOG, hub_cache_has, is_local_model, parameter_count
 from studio.config import GROUPS, FineTuningConfig
+from studio.distributed import describe as describe_spread
 from studio.models import model_problem
 from studio.service import GiB, Refused, Service
 from studio.ui.common import guard, md, note, run_choices, shout
@@ -186,9 +187,13 @@ def last_measured(service: Service, model_name: str) -> str:
     return ""
 
 
-def memory_html(est, free: float, where: str, measured: str = "") -> str:
+def memory_html(est, free: float, where: str, measured: str = "", spread: str = "") -> str:
+    """The estimate against free memory; `spread`: how a run over several processes shares the
+    work (the estimate is then per GPU)."""
     if est is None:
         return note(say("mem.none"))
+    if spread:
+        measured += f"<div>{html.escape(spread)}</div>"
     parts = [(say("mem.weights"), est.weights, "#6366f1"), (say("mem.lora"), est.lora, "#22c55e"),
              (say("mem.activations"), est.activations, "#f59e0b"),
              (say("mem.overhead"), est.overhead, "#94a3b8")]
@@ -261,7 +266,8 @@ def wire(t: ModelTab, form: ConfigForm, service: Service, demo: gr.Blocks) -> li
                 note(say("checks.unreadable", error=e), "error"), gr.skip()
         cli = command_line(config, output_dir=str(service.runs_dir / "my-run"))
         measured = last_measured(service, config.model_name)
-        return (describe_model(config.model_name), memory_html(est, free, where, measured),
+        spread = describe_spread(resolved, config.distributed) if resolved.world_size > 1 else ""
+        return (describe_model(config.model_name), memory_html(est, free, where, measured, spread),
                 time_html(service.time_estimate(config)),
                 checks_html(service, config, resolved, notes), cli)
 
