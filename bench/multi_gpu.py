@@ -2,6 +2,7 @@
 loss at each step (the same global batch on both, so the curves should agree).
 
     python bench/multi_gpu.py --size 0.6B --gpus 2 [--rows 16] [--steps 12] [--out DIR]
+    python bench/multi_gpu.py --size 32B --gpus 2 --distributed fsdp --spread-only
 
 Each run is the studio's own job (studio.service, the transformers backend under torchrun for
 N > 1), on the synthetic chat rows of bench/gpu_bench.py and a random-weight Qwen3 of the
@@ -32,7 +33,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def one(model: Path, data: Path, runs: Path, gpus: int, rows: int, steps: int) -> dict:
+def one(model: Path, data: Path, runs: Path, gpus: int, rows: int, steps: int,
+        distributed: str = "auto") -> dict:
     from studio.config import FineTuningConfig
     from studio.service import Service
 
@@ -40,7 +42,8 @@ def one(model: Path, data: Path, runs: Path, gpus: int, rows: int, steps: int) -
         model_name=str(model), data_path=str(data), num_gpus=gpus, batch_size=rows // gpus,
         gradient_accumulation_steps=1, max_steps=steps, logging_steps=1, save_steps=10**6,
         val_size=0, lora_r=16, lora_alpha=16, target_modules=ALL7, max_seq_length=2048,
-        backend="transformers", master_port=free_port(), seed=3)
+        backend="transformers", master_port=free_port(), seed=3,
+        distributed=distributed if gpus > 1 else "auto")
     t = time.time()
     job = Service(runs).start(config, in_process=False, allow_over_memory=True)
     status = job.wait()
@@ -63,17 +66,21 @@ def main():
     p.add_argument("--gpus", type=int, default=2)
     p.add_argument("--rows", type=int, default=16, help="rows an update (the global batch)")
     p.add_argument("--steps", type=int, default=12)
+    p.add_argument("--distributed", default="auto", choices=["auto", "ddp", "fsdp", "deepspeed"])
+    p.add_argument("--spread-only", action="store_true",
+                   help="only the N-GPU run (a model that does not fit one GPU)")
     p.add_argument("--tokenizer", default="/tmp/qwen3-tok")
     p.add_argument("--out", default=os.environ.get("OUT", "bench-out"))
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="multi-gpu-"))
     model = build_random_qwen3(args.size, work / f"qwen3-{args.size}", Path(args.tokenizer))
     data = write_jsonl(chat_rows(800, seed=0), work / "chat.jsonl")
-    results = [one(model, data, work / "runs", n, args.rows, args.steps)
-               for n in (1, args.gpus)]
-    single, spread = results
+    counts = (args.gpus,) if args.spread_only else (1, args.gpus)
+    results = [one(model, data, work / "runs", n, args.rows, args.steps, args.distributed)
+               for n in counts]
+    single, spread = results[0], results[-1]
     summary = {"size": args.size, "rows_an_update": args.rows, "runs": results}
-    if "tokens_per_s" in single and "tokens_per_s" in spread:
+    if len(results) == 2 and "tokens_per_s" in single and "tokens_per_s" in spread:
         summary["scaling"] = spread["tokens_per_s"] / single["tokens_per_s"]
         common = sorted(set(single["loss"]) & set(spread["loss"]))
         summary["largest_loss_gap"] = max(abs(single["loss"][s] - spread["loss"][s])

@@ -55,7 +55,8 @@ def write_jsonl(rows: list[dict], path: Path) -> Path:
 
 # Published Qwen3 shapes (see ../shared/gpu/README.md)
 SIZES = {"0.6B": (1024, 3072, 28, 16, 8, True), "1.7B": (2048, 6144, 28, 16, 8, True),
-         "4B": (2560, 9728, 36, 32, 8, True), "8B": (4096, 12288, 36, 32, 8, False)}
+         "4B": (2560, 9728, 36, 32, 8, True), "8B": (4096, 12288, 36, 32, 8, False),
+         "14B": (5120, 17408, 40, 40, 8, False), "32B": (5120, 25600, 64, 64, 8, False)}
 
 
 def build_random_qwen3(size: str, out: Path, tokenizer_dir: Path, device: str = "cuda") -> Path:
