@@ -74,6 +74,9 @@ def main():
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="multi-gpu-"))
     model = build_random_qwen3(args.size, work / f"qwen3-{args.size}", Path(args.tokenizer))
+    from studio.hardware import release_memory
+
+    release_memory()             # the build's GPU memory goes back before the runs start
     data = write_jsonl(chat_rows(800, seed=0), work / "chat.jsonl")
     counts = (args.gpus,) if args.spread_only else (1, args.gpus)
     results = [one(model, data, work / "runs", n, args.rows, args.steps, args.distributed)
