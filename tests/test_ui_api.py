@@ -309,3 +309,22 @@ def test_the_page_the_cli_and_python_refuse_a_run_with_the_same_words(client, se
         job.stop()
         assert job.wait(60)["state"] == "stopped"
     assert not any((server.runs_dir / name).exists() for name in ("py", "cli"))
+
+
+def test_a_two_process_run_started_from_the_page_reads_as_any_other(client, server, tmp_path,
+                                                                   tiny_qwen3):
+    """num_gpus 2 from the page (on the CPU: two gloo ranks under torchrun, issue #17): the
+    page's status follows it to finished, each step once, and its plan says how it spread."""
+    data = write_jsonl(tmp_path / "qa.jsonl", QA_ROWS)
+    started = client.predict(yaml.safe_dump(quick_run(
+        tiny_qwen3, str(data), max_steps=4, num_gpus=2, cpu_only=True, bf16=False, val_size=0,
+        master_port=free_port())), api_name="/start_run")
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        status = client.predict(started["run"], api_name="/run_status")
+        if status["state"] not in ("starting", "running"):
+            break
+        time.sleep(1)
+    assert status["state"] == "finished", status.get("reason")
+    assert [point[0] for point in status["train"]] == [1, 2, 3, 4], status["train"]
+    assert "ddp over 2 processes" in (Path(started["run"]) / "plan.yaml").read_text()
