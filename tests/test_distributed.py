@@ -33,6 +33,16 @@ def losses(run_dir: Path) -> dict[int, float]:
     return {e["step"]: e["data"]["loss"] for e in train}
 
 
+def training(job, timeout: float = 120) -> None:
+    """Wait until the job has reported a step: both ranks are past their start."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if (job.run_dir / "metrics.jsonl").exists() and losses(job.run_dir):
+            return
+        time.sleep(0.5)
+    raise AssertionError((job.run_dir / "log.txt").read_text()[-3000:])
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     return write_jsonl(tmp_path_factory.mktemp("dist") / "qa.jsonl", QA_ROWS)
@@ -71,11 +81,7 @@ def test_a_rank_killed_mid_run_fails_the_run_within_seconds(tiny_qwen3, data, tm
     service = Service(tmp_path / "runs")
     job = service.start(two_rank_config(tiny_qwen3, data, max_steps=10_000, save_steps=10_000),
                         in_process=False)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if (job.run_dir / "metrics.jsonl").exists() and losses(job.run_dir):
-            break           # training: both ranks are past their start
-        time.sleep(0.5)
+    training(job)
     ranks = [p for p in psutil.Process(job.process.pid).children(recursive=True)
              if p.environ().get("RANK") == "1"]
     assert ranks, "no rank 1 found under the job"
@@ -94,11 +100,7 @@ def test_stop_ends_every_rank_at_the_same_step(tiny_qwen3, data, tmp_path):
     service = Service(tmp_path / "runs")
     job = service.start(two_rank_config(tiny_qwen3, data, max_steps=10_000, save_steps=10_000),
                         in_process=False)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if (job.run_dir / "metrics.jsonl").exists() and losses(job.run_dir):
-            break
-        time.sleep(0.5)
+    training(job)
     workers = psutil.Process(job.process.pid).children(recursive=True)
     service.stop(job.run_dir, wait=True)
     status = job.wait(30)
