@@ -236,3 +236,23 @@ def test_the_gpu_chat_loop_answers_as_plain_generate(tiny_qwen3):
     expected = plain(ids, 12)
     stop = expected[5]                   # the reply ends before its first occurrence
     assert sum(loop.stream(ids, 12, stop_ids={stop}), []) == expected[:expected.index(stop)]
+
+
+def test_the_chat_loop_samples_inside_the_nucleus_and_streams_whole_characters(tiny_qwen3):
+    """studio.decode.pick keeps to the top_p nucleus (a tiny top_p is greedy) and samples only
+    real tokens; the text pieces from chunks of ids never end inside a character (Chinese takes
+    several tokens a character here) and join to the whole decoded reply."""
+    from studio.decode import pick
+    from studio.trl_recipe import _decoded_text
+
+    torch.manual_seed(0)
+    logits = torch.randn(1, 50)
+    logits[0, 7] = 8.0
+    assert {int(pick(logits, 1.0, 0.01)) for _ in range(20)} == {7}
+    assert {int(pick(logits, 0.0, 1.0))} == {7}
+    assert all(0 <= int(pick(logits, 1.5, 0.9)) < 50 for _ in range(20))
+    tok = _tokenizer(tiny_qwen3)
+    ids = tok("你好，世界！Quokka 来自 Acme Labs。")["input_ids"]
+    pieces = list(_decoded_text(tok, ([i] for i in ids)))
+    assert "".join(pieces) == tok.decode(ids, skip_special_tokens=True)
+    assert not any("\ufffd" in p for p in pieces)
