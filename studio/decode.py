@@ -8,8 +8,8 @@ compiled once (torch.compile's CUDA graphs, as transformers' own generate does) 
 `generate` itself still waits for the GPU after every token to decide whether to stop, so its
 Python work between tokens stays on the clock (107 tokens/s at 8B). The loop here keeps the
 chosen tokens on the GPU and looks at them after the first token and then every CHUNK tokens,
-so the host queues the next steps while the GPU runs. Merging the LoRA weights removes its extra small matmuls per layer. The CPU
-keeps the plain path; nothing here applies to it.
+so the host queues the next steps while the GPU runs. Merging the LoRA weights removes its
+extra small matmuls per layer. The CPU keeps the plain path; nothing here applies to it.
 """
 from __future__ import annotations
 

@@ -27,7 +27,6 @@ def torch_dtype(config):
     return torch.float32
 
 
-
 def quantization(config):
     """bitsandbytes settings for 4-bit NF4 (QLoRA) or 8-bit loading, else None."""
     from transformers import BitsAndBytesConfig
@@ -68,6 +67,7 @@ def load_base(config, for_training: bool = True):
     if for_training:
         model.config.use_cache = False
     return model, tokenizer
+
 
 def peak_memory_gb() -> float:
     """The peak memory of this process so far: GPU allocations on a GPU, else resident RAM."""
