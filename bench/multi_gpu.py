@@ -51,6 +51,11 @@ def one(model: Path, data: Path, runs: Path, gpus: int, rows: int, steps: int,
     result = {"gpus": gpus, "state": status["state"], "reason": status.get("reason"),
               "wall_s": round(time.time() - t, 1),
               "loss": {e.step: e.data["loss"] for e in events}}
+    if events:
+        result["peak_memory_gb"] = max(e.data.get("peak_memory_gb") or 0 for e in events)
+        done = [e for e in job.events if e.kind == "done"]
+        if done:     # the adapter's save, gathered from every rank
+            result["save_s"] = round(done[-1].time - events[-1].time, 1)
     timed = [e for e in events if e.step >= 3]
     if len(timed) >= 2:
         tokens = timed[-1].data["tokens"] - timed[0].data["tokens"]

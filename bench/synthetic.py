@@ -72,9 +72,13 @@ def build_random_qwen3(size: str, out: Path, tokenizer_dir: Path, device: str = 
                          num_key_value_heads=kv, head_dim=128, rope_theta=1e6, rms_norm_eps=1e-6,
                          max_position_embeddings=40960, tie_word_embeddings=tied,
                          torch_dtype="bfloat16", eos_token_id=151645, pad_token_id=151643)
-    with torch.device(device):
+    with torch.device(device):      # built in bf16 from the start: 32B in fp32 fills an H200
         torch.manual_seed(0)
-        model = Qwen3ForCausalLM(config).to(torch.bfloat16)
+        torch.set_default_dtype(torch.bfloat16)
+        try:
+            model = Qwen3ForCausalLM(config)
+        finally:
+            torch.set_default_dtype(torch.float32)
     model.save_pretrained(out)
     AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(out)
     del model

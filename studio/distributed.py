@@ -77,10 +77,15 @@ def trainer_arguments(config) -> dict:
     args = {"ddp_find_unused_parameters": False,
             "ddp_backend": "gloo" if config.cpu_only else "nccl"}
     if config.distributed == "fsdp":
-        args.update(fsdp="full_shard auto_wrap",
+        # FSDP2, a unit per decoder layer (the model's _no_split_modules), resharded after each
+        # forward; rank 0 alone reads the weights and broadcasts them. The full state dict is
+        # what lets a checkpoint resume on another number of GPUs (trl_recipe gathers only the
+        # LoRA weights into it, never the frozen base)
+        args.update(fsdp=True,
                     fsdp_config={"version": 2, "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+                                 "reshard_after_forward": True,
                                  "cpu_ram_efficient_loading": True,
-                                 "state_dict_type": "SHARDED_STATE_DICT"})
+                                 "state_dict_type": "FULL_STATE_DICT"})
     elif config.distributed == "deepspeed":
         args.update(deepspeed={"zero_optimization": {"stage": 3}, "bf16": {"enabled": "auto"},
                                "train_micro_batch_size_per_gpu": "auto",

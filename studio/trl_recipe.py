@@ -340,12 +340,39 @@ def save_adapter(trainer, run_dir: Path) -> Path:
     return adapter
 
 
+def lora_gathered_alone(trainer):
+    """Under FSDP the Trainer saves an adapter by gathering the whole model, frozen base and
+    all (64 GB at 32B), on rank 0, at every checkpoint and at the end. An adapter is only the
+    LoRA weights: every rank gathers those alone and rank 0 writes them, as one ordinary
+    adapter (loadable anywhere, and what a resume on another number of GPUs reads)."""
+    if not trainer.is_fsdp_enabled:
+        return trainer
+
+    def save_model(output_dir=None, _internal_call=False):
+        from torch.distributed.tensor import DTensor
+
+        out = output_dir or trainer.args.output_dir
+        lora = {name: (p.full_tensor() if isinstance(p, DTensor) else p).detach().cpu()
+                for name, p in trainer.model.named_parameters() if p.requires_grad}
+        if trainer.args.should_save:
+            trainer.model.save_pretrained(out, state_dict=lora)
+            trainer.processing_class.save_pretrained(out)
+
+    trainer.save_model = save_model
+    return trainer
+
+
 def release_weights(model) -> None:
     """Empty the trained model's tensors in place once its adapter is saved. A library may keep
     a module of it past the run (after Unsloth, the 8B's 1.2 GiB embedding stayed on the GPU,
-    held from outside the studio); emptied, whatever holds it holds nothing."""
+    held from outside the studio); emptied, whatever holds it holds nothing. A rank of a
+    multi-process run needs none of this: its process ends with the run."""
     import torch
 
+    from studio import distributed
+
+    if distributed.in_worker():
+        return
     for tensor in [*model.parameters(), *model.buffers()]:
         tensor.data = torch.empty(0, dtype=tensor.dtype, device=tensor.device)
 

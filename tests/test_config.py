@@ -90,6 +90,20 @@ def test_several_gpus_resolve_to_ddp_when_the_model_fits_one_and_fsdp_when_not()
     assert FineTuningConfig().resolve(CPU).world_size == 1
 
 
+def test_fsdp_plans_a_gpu_for_its_shard_of_the_weights():
+    """32B over two GPUs with fsdp: each GPU is planned for half the weights and LoRA state
+    (plus the two layers gathered whole), not the whole model as under ddp."""
+    from studio.memory import estimate_memory
+
+    ddp = FineTuningConfig(model_name="Qwen/Qwen3-32B", num_gpus=2, distributed="ddp",
+                           load_in_4bit=False).resolve(TWO_L40S)
+    fsdp = ddp.replace(distributed="fsdp")
+    whole, shard = estimate_memory(ddp), estimate_memory(fsdp)
+    assert 0.5 * whole.weights < shard.weights < 0.55 * whole.weights
+    assert shard.lora == whole.lora / 2
+    assert shard.activations == whole.activations
+
+
 @pytest.mark.parametrize("hw,changes,message", [
     (TWO_H200, dict(num_gpus=3), "num_gpus is 3 but this machine has 2 GPU(s)"),
     (TWO_H200, dict(distributed="fsdp", load_in_4bit=True), "QLoRA (4-/8-bit weights) does not "
