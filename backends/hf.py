@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from studio import packed_attention
 from studio import trl_recipe as recipe
 
 
@@ -33,7 +34,7 @@ def make_trainer(config, data, run_dir: Path, emit, should_stop):
     config, plan = recipe.plan_gpu_batches(config, data, emit)
     emit("status", 0, message=f"loading {config.model_name}")
     model, tokenizer = recipe.load_base(config)
-    emit("plan", 0, attention=f"{model.config._attn_implementation} (transformers)")
+    emit("plan", 0, attention=packed_attention.describe(model))
     emit("status", 0, message="attaching LoRA adapters")
     trainer = SFTTrainer(
         model=model, args=recipe.sft_config(config, run_dir, data.eval is not None),

@@ -58,9 +58,14 @@ def load_base(config, for_training: bool = True):
         import torch
 
         device_map = {"": torch.cuda.current_device()}
+    attention = {}
+    if for_training and not config.cpu_only:    # padding-free rows, each attending to itself
+        from studio import packed_attention
+
+        attention = {"attn_implementation": packed_attention.install()[0]}
     model = AutoModelForCausalLM.from_pretrained(
         path, dtype=torch_dtype(config), device_map=device_map,
-        quantization_config=quantization(config))
+        quantization_config=quantization(config), **attention)
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

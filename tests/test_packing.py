@@ -12,25 +12,41 @@ from studio.memory import GiB, Shape, estimate_memory, plan_batch
 ALL7 = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-def test_packed_rows_never_attend_across_row_boundaries(tiny_qwen3):
-    """Logits of rows packed padding-free with restarting position ids equal each row alone."""
+@pytest.mark.parametrize("attention", ["sdpa", "studio_varlen"])
+def test_packed_rows_never_attend_across_row_boundaries(tiny_qwen3, attention):
+    """Logits of rows packed padding-free with restarting position ids equal each row alone:
+    through transformers' SDPA with its block mask, and through the studio's row-by-row
+    attention (studio.packed_attention; on the CPU its SDPA-a-row path, on a GPU varlen flash
+    attention checked the same way at install), gradients included."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
+    from studio import packed_attention
+
+    packed_attention.install()
     tok = AutoTokenizer.from_pretrained(tiny_qwen3)
-    model = AutoModelForCausalLM.from_pretrained(tiny_qwen3, dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(tiny_qwen3, dtype=torch.float32,
+                                                 attn_implementation=attention).eval()
+    assert model.config._attn_implementation == attention
+    sdpa = AutoModelForCausalLM.from_pretrained(tiny_qwen3, dtype=torch.float32).eval()
     rows = [tok(t)["input_ids"] for t in ("Hello there, how are you today?",
                                           "The quick brown fox jumps over the lazy dog.",
                                           "One more row.")]
     batch = DataCollatorForLanguageModeling(pad_token_id=tok.pad_token_id, padding_free=True)(
         [{"input_ids": r} for r in rows])
     assert batch["input_ids"].shape == (1, sum(map(len, rows)))
-    with torch.no_grad():
-        packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
-                       use_cache=False).logits[0]
-        alone = torch.cat([model(input_ids=torch.tensor([r]), use_cache=False).logits[0]
-                           for r in rows])
+    packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
+                   use_cache=False).logits[0]
+    packed_grad = torch.autograd.grad(packed.square().mean(), model.lm_head.weight)[0]
+    alone = torch.cat([sdpa(input_ids=torch.tensor([r]), use_cache=False).logits[0]
+                       for r in rows])
+    alone_grad = torch.autograd.grad(alone.square().mean(), sdpa.lm_head.weight)[0]
     torch.testing.assert_close(packed, alone, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(packed_grad, alone_grad, atol=1e-6, rtol=1e-4)
+    if attention == "studio_varlen":     # and it answers a prompt as SDPA does (the cache path)
+        ids = torch.tensor([rows[0]])
+        assert model.generate(ids, max_new_tokens=5, do_sample=False).tolist() == \
+            sdpa.generate(ids, max_new_tokens=5, do_sample=False).tolist()
 
 
 def test_studio_trains_packed_batches_and_counts_only_real_tokens(tiny_qwen3, tmp_path, qa_jsonl):

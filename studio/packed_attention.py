@@ -1,0 +1,130 @@
+"""Padding-free rows attended each to itself, behind transformers' attention interface, for the
+transformers backend (which runs over several GPUs and wherever Unsloth does not).
+
+A padding-free micro-batch is one long row of rows whose position ids restart at each row.
+transformers' SDPA path attends it through a block-diagonal mask over the whole micro-batch,
+so its work grows with the square of the micro-batch's length. Here each row attends only to
+itself: through torch's varlen flash attention on a CUDA GPU in 16-bit (checked once against
+SDPA row by row, as Unsloth's path is in backends.unsloth), and through SDPA one row at a time
+elsewhere, which is slower and gives the same answer (tests/test_packing.py).
+
+It serves training and the trainer's own sample answers (one row, no padding); a model loaded
+for the chat keeps SDPA.
+"""
+from __future__ import annotations
+
+import inspect
+
+NAME = "studio_varlen"
+_rows: dict = {"position_ids": None}   # the micro-batch in flight: its row boundaries, once
+_said: dict = {}                       # implementation -> what install() found it to be
+
+
+def install() -> tuple[str, str]:
+    """Register the attention and say which implementation a training model loads with, and
+    what attends its rows: varlen flash attention where it is here and passes the check, else
+    transformers' SDPA with its block mask."""
+    import torch
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(NAME, attention)
+    found = (NAME, "torch varlen flash attention, row by row (transformers)")
+    if not torch.cuda.is_available():
+        found = ("sdpa", "sdpa (transformers)")
+    else:
+        try:
+            check(lambda q, k, v, cu, longest, scale=None, **_: _varlen(q, k, v, cu, longest,
+                                                                        scale))
+        except Exception as e:   # noqa: BLE001 - SDPA with a mask is slower, never wrong
+            found = ("sdpa", f"sdpa (transformers; varlen flash attention unusable here: "
+                             f"{str(e)[:160]})")
+    _said[found[0]] = found[1]
+    return found
+
+
+def describe(model) -> str:
+    """What attends a loaded model's rows, for the run's plan."""
+    name = model.config._attn_implementation
+    return _said.get(name, f"{name} (transformers)")
+
+
+def attention(module, query, key, value, attention_mask, dropout: float = 0.0,
+              scaling=None, position_ids=None, **kwargs):
+    """transformers' attention call: query (1, heads, tokens, dim) of a padding-free
+    micro-batch, position ids restarting at each row. Generation steps (fewer queries than
+    keys) and masked calls go to SDPA, which is exact for them."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if position_ids is None or attention_mask is not None or query.shape[2] != key.shape[2]:
+        return sdpa_attention_forward(module, query, key, value, attention_mask,
+                                      dropout=dropout, scaling=scaling, **kwargs)
+    if query.shape[0] != 1:
+        raise ValueError(f"{NAME} attends padding-free micro-batches (one row of rows), "
+                         f"not a batch of {query.shape[0]}")
+    cu, longest = row_bounds(position_ids)
+    q, k, v = (x[0].transpose(0, 1).contiguous() for x in (query, key, value))
+    fast = q.is_cuda and q.dtype in (torch.bfloat16, torch.float16) and not dropout
+    out = _varlen(q, k, v, cu, longest, scaling) if fast else _row_by_row(q, k, v, cu, scaling)
+    return out.unsqueeze(0), None
+
+
+def row_bounds(position_ids):
+    """(cumulative row starts as int32, the longest row) of the micro-batch in flight. Every
+    layer gets the same position_ids tensor, so the host waits for the longest row once a
+    forward, not once a layer."""
+    import torch
+
+    if _rows["position_ids"] is not position_ids:
+        positions = position_ids[0]
+        starts = torch.nonzero(positions == 0).flatten()
+        cu = torch.cat([starts, starts.new_tensor([positions.numel()])]).to(torch.int32)
+        _rows.update(position_ids=position_ids, cu=cu, longest=int((cu[1:] - cu[:-1]).max()))
+    return _rows["cu"], _rows["longest"]
+
+
+def _varlen(q, k, v, cu, longest: int, scale):
+    from torch.nn.attention.varlen import varlen_attn
+
+    # torch 2.12 and later ask for grouped KV heads by name; the kernel of 2.11 takes them as is
+    gqa = {"enable_gqa": True} if "enable_gqa" in inspect.signature(varlen_attn).parameters \
+        else {}
+    return varlen_attn(q, k, v, cu, cu, longest, longest, scale=scale, window_size=(-1, 0),
+                       **gqa)
+
+
+def _row_by_row(q, k, v, cu, scale):
+    import torch
+    import torch.nn.functional as F
+
+    bounds = cu.tolist()
+    rows = [F.scaled_dot_product_attention(*(x[a:b].transpose(0, 1) for x in (q, k, v)),
+                                           is_causal=True, scale=scale, enable_gqa=True)
+            for a, b in zip(bounds, bounds[1:])]
+    return torch.cat([r.transpose(0, 1) for r in rows])
+
+
+def check(call) -> None:
+    """Two packed rows through a varlen call against causal SDPA on each row: outputs and input
+    gradients must agree (grouped KV heads, bf16). `call(q, k, v, cu, longest, scale=None,
+    window_size=(-1, 0), enable_gqa=True)`; raises when they differ."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    lengths, heads, kv_heads, dim = (37, 91), 4, 2, 128
+    q, k, v = (torch.randn(sum(lengths), h, dim, device="cuda", dtype=torch.bfloat16,
+                           requires_grad=True) for h in (heads, kv_heads, kv_heads))
+    cu = torch.tensor([0, lengths[0], sum(lengths)], device="cuda", dtype=torch.int32)
+    packed = call(q, k, v, cu, max(lengths), scale=None, window_size=(-1, 0), enable_gqa=True)
+    grads = torch.autograd.grad(packed.float().square().sum(), (q, k, v))
+    rows = []
+    for start, n in ((0, lengths[0]), (lengths[0], lengths[1])):
+        qs, ks, vs = (x[start:start + n].transpose(0, 1)[None] for x in (q, k, v))
+        ks, vs = (x.repeat_interleave(heads // kv_heads, dim=1) for x in (ks, vs))
+        rows.append(F.scaled_dot_product_attention(qs, ks, vs, is_causal=True)[0].transpose(0, 1))
+    plain = torch.cat(rows)
+    expected = torch.autograd.grad(plain.float().square().sum(), (q, k, v))
+    torch.testing.assert_close(packed, plain, atol=2e-2, rtol=2e-2)
+    for got, want in zip(grads, expected):
+        torch.testing.assert_close(got, want, atol=5e-2, rtol=5e-2)
