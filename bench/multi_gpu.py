@@ -51,6 +51,8 @@ def one(model: Path, data: Path, runs: Path, gpus: int, rows: int, steps: int,
     result = {"gpus": gpus, "state": status["state"], "reason": status.get("reason"),
               "wall_s": round(time.time() - t, 1),
               "loss": {e.step: e.data["loss"] for e in events}}
+    result["attention"] = next((e.data["attention"] for e in job.events
+                                if e.kind == "plan" and "attention" in e.data), None)
     if events:
         result["peak_memory_gb"] = max(e.data.get("peak_memory_gb") or 0 for e in events)
         done = [e for e in job.events if e.kind == "done"]
