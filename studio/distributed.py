@@ -62,12 +62,18 @@ def describe(config, asked: str) -> str:
     if config.distributed == "fsdp":
         why = ("as set" if asked == "fsdp" else
                "the 16-bit weights would not fit one GPU beside its activations")
-        return (f"fsdp (FSDP2) over {where}: the frozen base and the LoRA weights are sharded "
-                f"({why})")
-    if config.distributed == "deepspeed":
-        return f"deepspeed ZeRO-3 over {where} (as set)"
-    why = "as set" if asked == "ddp" else "the model and its activations fit one GPU"
-    return f"ddp over {where}: each GPU holds the whole model and a share of a batch ({why})"
+        how = (f"fsdp (FSDP2) over {where}: the frozen base and the LoRA weights are sharded "
+               f"({why})")
+    elif config.distributed == "deepspeed":
+        how = f"deepspeed ZeRO-3 over {where} (as set)"
+    else:
+        why = "as set" if asked == "ddp" else "the model and its activations fit one GPU"
+        how = f"ddp over {where}: each GPU holds the whole model and a share of a batch ({why})"
+    rows = config.batch_size * config.gradient_accumulation_steps
+    if rows < 16:     # two H200s: 8B 1.47x at 8 rows a GPU, 2.00x at 16 (BENCHMARKS.md)
+        how += (f"; {rows} rows a GPU an update make short, host-bound steps that spread "
+                "poorly: 16 or more keep each GPU busy")
+    return how
 
 
 def trainer_arguments(config) -> dict:

@@ -107,3 +107,34 @@ def test_stop_ends_every_rank_at_the_same_step(tiny_qwen3, data, tmp_path):
     assert status["state"] == "stopped" and "as asked" in status["reason"], status
     assert (job.run_dir / "adapter" / "adapter_model.safetensors").is_file()
     assert not [p for p in workers if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_an_fsdp_adapter_holds_the_lora_weights_alone_and_loads(tiny_qwen3, tmp_path):
+    """Under FSDP the adapter is written from the LoRA parameters alone, gathered from their
+    shards (trl_recipe.lora_gathered_alone), never from the whole model. Here in one CPU process,
+    where the parameters are whole tensors: the file holds exactly what peft's own save holds,
+    with the tokenizer beside it, and loads as an adapter."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
+
+    from studio.trl_recipe import lora_gathered_alone
+
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_qwen3),
+                           LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
+                                      init_lora_weights=False))
+    trainer = Trainer(model=model, args=TrainingArguments(output_dir=str(tmp_path / "out"),
+                                                          use_cpu=True, report_to=[]),
+                      processing_class=AutoTokenizer.from_pretrained(tiny_qwen3))
+    trainer.is_fsdp_enabled = True
+    lora_gathered_alone(trainer).save_model(str(tmp_path / "gathered"))
+    model.save_pretrained(tmp_path / "plain")
+    gathered = load_file(tmp_path / "gathered" / "adapter_model.safetensors")
+    plain = load_file(tmp_path / "plain" / "adapter_model.safetensors")
+    assert sorted(gathered) == sorted(plain) and len(plain) == 8
+    for name in plain:
+        assert gathered[name].equal(plain[name])
+    assert (tmp_path / "gathered" / "tokenizer_config.json").is_file()
+    loaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_qwen3),
+                                       str(tmp_path / "gathered"))
+    assert loaded.peft_config["default"].r == 4
