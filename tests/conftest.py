@@ -3,15 +3,40 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 import warnings
 from pathlib import Path
 
+import psutil
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 warnings.filterwarnings("ignore")
+
+
+@pytest.fixture(autouse=True)
+def no_training_left_running():
+    """A test's training ends with the test, in a thread here or in a job process: one left
+    running takes the CPU from every later test (a full suite once trained 8x slower for
+    minutes). A job stopped at the end of a test gets 30 s to wind down."""
+    yield
+    deadline = time.time() + 30
+    while (left := training_left()) and time.time() < deadline:
+        time.sleep(0.5)
+    assert not left, f"training still running after the test: {left}"
+
+
+def training_left() -> list[str]:
+    threads = [t.name for t in threading.enumerate() if t.name.startswith("train-")]
+    jobs = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = proc.info["cmdline"] or []
+        if "run-job" in cmd and "studio" in cmd:
+            jobs.append(" ".join(cmd[cmd.index("run-job"):])[-120:])
+    return threads + jobs
 
 
 @pytest.fixture(scope="session")
