@@ -13,6 +13,7 @@ for the chat keeps SDPA.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 
 NAME = "studio_varlen"
@@ -86,11 +87,18 @@ def row_bounds(position_ids):
 def _varlen(q, k, v, cu, longest: int, scale):
     from torch.nn.attention.varlen import varlen_attn
 
-    # torch 2.12 and later ask for grouped KV heads by name; the kernel of 2.11 takes them as is
-    gqa = {"enable_gqa": True} if "enable_gqa" in inspect.signature(varlen_attn).parameters \
-        else {}
     return varlen_attn(q, k, v, cu, cu, longest, longest, scale=scale, window_size=(-1, 0),
-                       **gqa)
+                       **_grouped_kv())
+
+
+@functools.cache
+def _grouped_kv() -> dict:
+    """torch 2.12 and later ask for grouped KV heads by name; the kernel of 2.11 takes them as
+    they are. Read once, not at every layer of every step."""
+    from torch.nn.attention.varlen import varlen_attn
+
+    return {"enable_gqa": True} if "enable_gqa" in inspect.signature(varlen_attn).parameters \
+        else {}
 
 
 def _row_by_row(q, k, v, cu, scale):
