@@ -316,8 +316,8 @@ def sft_config(config, run_dir: Path, has_eval: bool):
     )
     if config.world_size == 1 and args.n_gpu > 1:
         # one process trains on one GPU. On a machine with several, the Trainer would wrap the
-        # model in DataParallel over all of them: 3x slower than one H200 alone, with the loss
-        # reported 2x (measured on two H200s). Several GPUs are several processes (num_gpus)
+        # model in DataParallel over all of them: 1.4x slower than one H200 alone, with the
+        # loss reported 2x (measured on two H200s). Several GPUs are several processes
         args._n_gpu = 1
     return args
 
