@@ -21,8 +21,9 @@ must never share a process with it), on one synthetic chat dataset of mixed leng
         whether the studio's greedy tokens are the plain model's (teacher-forced check)
 
 Each size runs (c) first, so (b') can take its rows a micro-batch. Extra runs take knobs,
-size:variant[:tokens[:on|off]], e.g. 8B:c::on is the studio with checkpointing forced on, for
-memory at the same batch as (b').
+size:variant[:tokens[:on|off]][:backend=NAME][:compile=on|off]: 8B:c::on is the studio with
+checkpointing forced on, for memory at the same batch as (b'); 8B:c:backend=transformers:compile=on
+is the transformers backend with compiled decoder layers.
 
 Reported: real (non-padding) tokens/s over the steps after warm-up, peak GPU memory, MFU and
 the gradient norm. MFU counts 4N + 12·L·H·d·c FLOPs a token: forward and input-gradient
@@ -155,7 +156,7 @@ USER_SETTINGS = {"c16": (4, 4, 16, ALL7), "c64": (16, 4, 16, ALL7),
 
 
 def run_studio(model_path, data_path, args, four_bit=False, profile_to=None, tokens=None,
-               checkpointing=None, setting=(8, 1, 16, ALL7)):
+               checkpointing=None, setting=(8, 1, 16, ALL7), backend="auto", compiled=None):
     import shutil
 
     from studio.config import FineTuningConfig
@@ -168,8 +169,8 @@ def run_studio(model_path, data_path, args, four_bit=False, profile_to=None, tok
         max_steps=args.warmup + args.steps + (2 if profile_to else 0),  # profiled after timing
         save_steps=10**6, val_size=0, max_seq_length=2048, batch_size=rows,
         gradient_accumulation_steps=accumulation, load_in_4bit=four_bit or None,
-        backend="auto", packing=True if tokens else None, tokens_per_batch=tokens,
-        gradient_checkpointing=checkpointing)
+        backend=backend, packing=True if tokens else None, tokens_per_batch=tokens,
+        gradient_checkpointing=checkpointing, compile_layers=compiled)
     run = Path(args.run_dir or tempfile.mkdtemp())
     shutil.rmtree(run, ignore_errors=True)
     run = prepare_run_dir(run, config)
@@ -187,6 +188,10 @@ def run_studio(model_path, data_path, args, four_bit=False, profile_to=None, tok
             plan.update({k: v for k, v in e["data"].items() if k != "message"})
             plan[message.split(":")[0]] = message.split(":", 1)[1].strip()
     plan["left_gib"] = left
+    if compiled:
+        import torch
+
+        plan["compiled_graphs"] = dict(torch._dynamo.utils.counters["stats"])
     if holders is not None:
         import torch
 
@@ -359,6 +364,8 @@ def run_one(args) -> dict:
         events, plan = run_studio(model_path, data_path, args, four_bit=args.one == "d",
                                   profile_to=args.profile, tokens=args.tokens,
                                   checkpointing={"on": True, "off": False}.get(args.ckpt),
+                                  backend=args.backend,
+                                  compiled={"on": True, "off": False}.get(args.compile),
                                   **({"setting": USER_SETTINGS[args.one]}
                                      if args.one in USER_SETTINGS else {}))
     if events and not isinstance(events[0], dict):
@@ -377,7 +384,8 @@ def main():
     p.add_argument("--sizes", default="8B,0.6B,1.7B,4B")
     p.add_argument("--variants", default="c,b2,a,b,d")
     p.add_argument("--extra", default="8B:b4,8B:c::on,0.6B:chat",
-                   help="size:variant[:tokens[:on|off]] runs besides the grid")
+                   help="size:variant[:tokens[:on|off]][:backend=B][:compile=on|off] runs "
+                        "besides the grid")
     p.add_argument("--rows", type=int, default=800)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--steps", type=int, default=8)
@@ -391,6 +399,8 @@ def main():
     p.add_argument("--run-dir", help="studio variants: the run folder to train into")
     p.add_argument("--tokens", type=int, help="studio variants: tokens a micro-batch (default: planned)")
     p.add_argument("--ckpt", choices=["on", "off"], help="studio variants: force checkpointing")
+    p.add_argument("--backend", default="auto", help="studio variants: the training backend")
+    p.add_argument("--compile", choices=["on", "off"], help="studio variants: compile_layers")
     args = p.parse_args()
     if args.one:
         print("RESULT " + json.dumps(run_one(args)), flush=True)
@@ -408,7 +418,7 @@ def main():
     print(json.dumps(header), flush=True)
     results = {"header": header, "runs": []}
     jobs = [(s, v) for s in args.sizes.split(",") if s for v in args.variants.split(",") if v]
-    # extra entries: size:variant[:tokens[:on|off]] (tokens and checkpointing for c and d)
+    # extra entries: size:variant[:tokens[:on|off]][:backend=NAME][:compile=on|off] (studio runs)
     jobs += [tuple(x.split(":")) for x in args.extra.split(",") if x]
     order = args.sizes.split(",")     # each size's extra runs right after its grid
     jobs.sort(key=lambda job: order.index(job[0]) if job[0] in order else len(order))
@@ -418,13 +428,16 @@ def main():
             built[size] = _build(size, work, args.tokenizer)
         studio_rows = next((r["plan"].get("batch_size") for r in results["runs"]
                             if r["size"] == size and r["variant"] == "c" and r.get("plan")), None)
-        name = "-".join([size, variant] + [k or "auto" for k in knobs])
+        name = "-".join([size, variant] + [(k or "auto").replace("=", "_") for k in knobs])
         cmd = [sys.executable, __file__, "--one", variant, "--model-path", str(built[size]),
                "--data", str(data), "--warmup", str(args.warmup), "--steps", str(args.steps),
                "--batch-rows", str(studio_rows or 8), "--run-dir", str(work / "runs" / name)]
         if knobs:
-            cmd += (["--tokens", knobs[0]] if knobs[0] else []) + \
-                (["--ckpt", knobs[1]] if len(knobs) > 1 else [])
+            named = [k.split("=", 1) for k in knobs if "=" in k]
+            cmd += [arg for key, value in named for arg in (f"--{key}", value)]
+            tokens_ckpt = [k for k in knobs if "=" not in k]
+            cmd += (["--tokens", tokens_ckpt[0]] if tokens_ckpt and tokens_ckpt[0] else []) + \
+                (["--ckpt", tokens_ckpt[1]] if len(tokens_ckpt) > 1 else [])
             variant = f"{variant}:{':'.join(knobs)}"
         if variant == "c" and size == args.profile_size:
             cmd += ["--profile", str(out / f"profile-{name}.txt")]

@@ -121,6 +121,10 @@ class FineTuningConfig:
     gradient_checkpointing: Optional[bool] = _f(None, "Recompute activations to save memory "
                                                 "(auto: only where memory needs it).",
                                                 "Optimisation")
+    compile_layers: Optional[bool] = _f(None, "Compile each decoder layer with torch.compile "
+                                        "(transformers backend): fewer, fused kernels a step; "
+                                        "the first steps wait for it (auto: off).",
+                                        "Optimisation")
     seed: int = _f(42, "Random seed for the split, LoRA init and shuffling.", "Optimisation")
 
     # ---- precision and quantisation
@@ -320,6 +324,9 @@ class FineTuningConfig:
             problems.append("4-bit/8-bit loading needs bitsandbytes: pip install bitsandbytes")
         if self.backend == "unsloth" and not on_gpu:
             problems.append("the unsloth backend needs an NVIDIA GPU: choose transformers")
+        if self.compile_layers and self.backend in ("unsloth", "mlx"):
+            problems.append(f"compile_layers applies to the transformers backend; {self.backend} "
+                            "runs its own kernels: leave compile_layers auto or off")
         if self.backend == "mlx" and (self.load_in_8bit or self.load_in_4bit):
             problems.append("the mlx backend loads quantised models by their id "
                             "(e.g. mlx-community/Qwen3-0.6B-4bit): turn load_in_4bit/8bit off")

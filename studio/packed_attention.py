@@ -28,7 +28,7 @@ def install() -> tuple[str, str]:
     import torch
     from transformers import AttentionInterface
 
-    AttentionInterface.register(NAME, attention)
+    AttentionInterface.register(NAME, torch.compiler.disable(attention))   # see compile_layers
     found = (NAME, "torch varlen flash attention, row by row (transformers)")
     if not torch.cuda.is_available():
         found = ("sdpa", "sdpa (transformers)")

@@ -265,6 +265,21 @@ def recompute_per_micro_batch(model, plan):
     return model.register_forward_pre_hook(before_forward, with_kwargs=True)
 
 
+def compile_layers(model, config) -> None:
+    """Each decoder layer compiled by torch.compile, where the config asks: a step then launches
+    a few fused kernels a layer instead of dozens of small ones (norms, rotary, SwiGLU, LoRA's
+    scaling and casts), and small updates are bound by those launches on a GPU (#16's profile:
+    0.65 s of host work against 0.33 s of GPU work over two 8B steps). All layers share one
+    compiled graph, with the token count dynamic from the start so that micro-batches of any
+    length reuse it; attention stays outside it (packed_attention runs its own kernel)."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    if config.compile_layers:
+        for layer in model.modules():
+            if isinstance(layer, GradientCheckpointingLayer):
+                layer.compile(dynamic=True)
+
+
 # ---------------------------------------------------------------------------- the trainer
 def sft_config(config, run_dir: Path, has_eval: bool):
     """trl's SFTConfig from ours; every training knob is decided here and nowhere else.

@@ -617,6 +617,8 @@ FIELDS_ZH: dict[str, tuple[str, str]] = {
     "tokens_per_batch": ("每批 token 数", "打包时一个微批次的 token 数（auto：空闲显存能容纳的"
                          "最大值）。"),
     "gradient_checkpointing": ("梯度检查点", "重算激活值以节省内存（auto：仅在内存需要时开启）。"),
+    "compile_layers": ("编译解码层", "用 torch.compile 编译每个解码层（transformers 后端）：每步更少、"
+                       "融合的内核；前几步需等待编译（auto：关闭）。"),
     "seed": ("随机种子", "用于数据划分、LoRA 初始化和打乱顺序的随机种子。"),
     "fp16": ("float16 训练", "用 float16 训练（auto：在不支持 bf16 的 GPU 上开启）。"),
     "bf16": ("bfloat16 训练", "用 bfloat16 训练（auto：GPU 或 CPU 原生支持时开启）。"),
