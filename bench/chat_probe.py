@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("model")
-    p.add_argument("--mode", default="reduce-overhead")
+    p.add_argument("--mode", default="max-autotune")
     p.add_argument("--out", default=".")
     args = p.parse_args()
     import torch
