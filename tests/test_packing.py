@@ -246,6 +246,53 @@ def test_per_micro_batch_recomputation_on_a_real_model(tiny_qwen3):
             torch.testing.assert_close(got[name], want[name], atol=1e-6, rtol=1e-5)
 
 
+def test_compiled_layers_train_as_the_eager_ones_at_any_micro_batch_length(tiny_qwen3):
+    """compile_layers: the LoRA gradients of packed micro-batches through compiled decoder layers
+    (with recomputation on) are those of the eager model, and a micro-batch of another length
+    reuses the compiled graphs instead of compiling again."""
+    from peft import LoraConfig, get_peft_model
+    from torch._dynamo.utils import counters
+    from transformers import AutoModelForCausalLM
+
+    from studio.trl_recipe import compile_layers
+
+    def lora_model():
+        torch.manual_seed(0)
+        base = AutoModelForCausalLM.from_pretrained(tiny_qwen3, dtype=torch.float32)
+        model = get_peft_model(base, LoraConfig(r=4, target_modules=ALL7, init_lora_weights=False))
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        return model.train()
+
+    def grads(model, lengths):
+        model.zero_grad()
+        ids = torch.randint(0, 1000, (1, sum(lengths)), generator=torch.Generator().manual_seed(1))
+        positions = torch.cat([torch.arange(n) for n in lengths])[None]
+        model(input_ids=ids, position_ids=positions, labels=ids).loss.backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    eager, compiled = lora_model(), lora_model()
+    compile_layers(compiled, _gpu_config(compile_layers=True))
+    torch._dynamo.reset()
+    graphs = []
+    for lengths in ((30, 50), (7, 90, 21)):
+        want, got = grads(eager, lengths), grads(compiled, lengths)
+        graphs.append(counters["stats"]["unique_graphs"])
+        for name in want:
+            torch.testing.assert_close(got[name], want[name], atol=1e-5, rtol=1e-4)
+    assert graphs[0] > 0 and graphs[1] == graphs[0]
+
+
+def test_compile_layers_is_refused_where_another_engine_runs_its_own_kernels():
+    from studio.config import FineTuningConfig
+    from studio.hardware import detect_hardware
+
+    hw = detect_hardware()
+    assert any("compile_layers" in p for p in
+               FineTuningConfig(backend="mlx", compile_layers=True).validate(hw))
+    assert not any("compile_layers" in p for p in
+                   FineTuningConfig(backend="transformers", compile_layers=True).validate(hw))
+
+
 def test_train_events_carry_the_mfu_when_flops_and_peak_are_known():
     """tokens/s x FLOPs a token / peak: what the Train tab shows live on a GPU."""
     import time
