@@ -449,6 +449,11 @@ class Service:
                     return self._models[key]
             return self._load(source, base_of_run, key)
 
+    def loaded(self, source: str, base_of_run: bool = False) -> bool:
+        """Whether model(source, base_of_run) answers from memory, without loading."""
+        with self._lock:
+            return (source, base_of_run) in self._models
+
     def _load(self, source: str, base_of_run: bool, key: tuple):
         from studio.inference import PromptFormat, load_model
 

@@ -127,6 +127,7 @@ def test_ten_first_chat_requests_load_the_model_once(tiny_qwen3, tmp_path):
     """Regression (#15 finding 8): ten simultaneous first requests loaded the model more than
     once; now one loads and the others share it."""
     service = Service(tmp_path / "runs")
+    assert not service.loaded(tiny_qwen3)        # the chat says "Loading" only then
     got, gate = [], threading.Barrier(10)
 
     def ask():
@@ -139,6 +140,7 @@ def test_ten_first_chat_requests_load_the_model_once(tiny_qwen3, tmp_path):
     for t in threads:
         t.join(120)
     assert len(got) == 10 and len({id(m) for m in got}) == 1
+    assert service.loaded(tiny_qwen3) and not service.loaded(tiny_qwen3, base_of_run=True)
 
 
 def test_deeply_nested_json_is_a_data_error(tmp_path):

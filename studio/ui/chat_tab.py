@@ -188,7 +188,10 @@ def wire(t: ChatTab, service: Service) -> None:
         histories = {"tuned": tuned, "base": base}
         for side, base_of_run in sides:
             who = say("chat.who.base") if base_of_run else Path(source).name if is_run else source
-            yield tuned, base, note(say("chat.loading", who=who))
+            if not service.loaded(source, base_of_run=base_of_run):
+                compiles = service.hardware().has_cuda    # the decode step compiles at load
+                yield tuned, base, note(say("chat.loading_gpu" if compiles else "chat.loading",
+                                            who=who))
             try:
                 loaded = service.model(source, base_of_run=base_of_run)
             except Exception as e:   # noqa: BLE001 - the page says why, the server stays up

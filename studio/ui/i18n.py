@@ -531,6 +531,10 @@ CATALOG: dict[str, tuple[str, str]] = {
     "chat.label.tuned": ("Fine-tuned: {name}", "微调后：{name}"),
     "chat.who.base": ("the base model", "基座模型"),
     "chat.loading": ("Loading {who}…", "正在加载 {who}…"),
+    "chat.loading_gpu": ("Loading {who}… On a GPU its decode step compiles once as it loads: "
+                         "about two minutes at 8B, then replies stream at once.",
+                         "正在加载 {who}… 在 GPU 上加载时会编译一次解码步骤：8B 约需两分钟，"
+                         "之后回复即时流式输出。"),
     "chat.load_failed": ("Could not load {who}: {error}. Pick a run with a saved adapter, or a "
                          "downloaded base model.",
                          "无法加载 {who}：{error}。请选择已保存适配器的运行，或已下载的基座模型。"),
