@@ -36,17 +36,25 @@ def greedy(model, tokenizer, messages, n: int = 24) -> list[int]:
     return out[0, ids.shape[1]:].tolist()
 
 
-def load(folder, gguf_file=None, config_from=None):
-    """A model folder, or a GGUF file in it; config_from: read the architecture from this
+def load(folder, gguf_file=None):
+    """The model and tokenizer of a model folder, or of a GGUF file in it."""
+    from transformers import AutoTokenizer
+
+    kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+    return load_model(folder, gguf_file), AutoTokenizer.from_pretrained(folder, **kwargs)
+
+
+def load_model(folder, gguf_file=None, config_from=None):
+    """The model alone (reading a GGUF's 150k-token vocabulary for its tokenizer takes
+    transformers' Python reader about 18 s a time); config_from: read the architecture from this
     folder instead (transformers' GGUF reader assumes Qwen3's 128-wide heads, which the tiny
     model does not have; llama.cpp reads the file's own head size)."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}
     config = {"config": AutoConfig.from_pretrained(config_from)} if config_from else {}
-    return (AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **kwargs,
-                                                 **config).eval(),
-            AutoTokenizer.from_pretrained(folder, **kwargs))
+    return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **kwargs,
+                                                **config).eval()
 
 
 def gguf_answers_as_merged(run, tmp_path) -> None:
@@ -55,8 +63,8 @@ def gguf_answers_as_merged(run, tmp_path) -> None:
     merged = export_run(run, "merged", tmp_path / "merged")
     gguf = export_run(run, "gguf", tmp_path / "gguf", "f16")
     merged_model, tokenizer = load(merged.folder)
-    model, _ = load(gguf.folder, next(n for n in gguf.files if n.endswith(".gguf")),
-                    config_from=merged.folder)
+    model = load_model(gguf.folder, next(n for n in gguf.files if n.endswith(".gguf")),
+                       config_from=merged.folder)
     assert greedy(model, tokenizer, QUESTION) == greedy(merged_model, tokenizer, QUESTION)
 
 
