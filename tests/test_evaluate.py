@@ -18,9 +18,9 @@ import pytest
 import torch
 
 from studio import FineTuningConfig, run_fine_tuning
-from studio.evaluate import (EvalError, EvalReport, EvalRow, Judge, eval_set, evaluate_run,
-                             exact_match, export_evalscope, latest_report, normalise,
-                             parse_score, response_loss, rouge_l)
+from studio.eval_report import EvalReport, latest_report
+from studio.evaluate import (EvalError, EvalRow, Judge, eval_set, evaluate_run, exact_match,
+                             export_evalscope, normalise, parse_score, response_loss, rouge_l)
 from studio.inference import load_model
 from tests.conftest import FACT_A, QA_ROWS, write_jsonl
 

@@ -65,7 +65,7 @@ def build() -> EvalTab:
 
 def report_frame(report) -> str:
     """The saved report page, framed: its own styles stay out of the studio's."""
-    from studio.evaluate import report_html
+    from studio.eval_report import report_html
 
     page = html.escape(report_html(report), quote=True)
     # sandboxed: a srcdoc frame shares the studio's origin, so no script may run in it even if
@@ -84,7 +84,7 @@ def run_choices(service: Service) -> list[tuple[str, str]]:
 def wire(t: EvalTab, service: Service) -> None:
     @guard
     def picked(run_dir):
-        from studio.evaluate import latest_report
+        from studio.eval_report import latest_report
 
         if not run_dir:
             return gr.skip(), ""
