@@ -77,7 +77,8 @@ class Decoder:
         from transformers import CompileConfig
 
         self.model = model
-        self.step = model.get_compiled_call(CompileConfig(**COMPILED)) if compile else model.__call__
+        self.step = (model.get_compiled_call(CompileConfig(**COMPILED)) if compile
+                     else model.__call__)
         self.cache = None
         self.worker = ThreadPoolExecutor(1, thread_name_prefix="decode")
 
