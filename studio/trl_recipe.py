@@ -248,12 +248,10 @@ def recompute_per_micro_batch(model, plan):
     before a training forward, the first plan.layers_for(tokens) decoder layers recompute and
     the others keep their activations. Short micro-batches, the common case, recompute nothing.
     The trainer must have checkpointing on (it installs the recompute function in each layer)."""
-    from transformers.modeling_layers import GradientCheckpointingLayer
-
     adaptive = plan is not None and plan.config.gradient_checkpointing is None
     if not (adaptive and plan.gradient_checkpointing):
         return None
-    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    layers = decoder_layers(model)
 
     def before_forward(module, args, kwargs):
         ids = kwargs.get("input_ids", args[0] if args else None)
@@ -272,12 +270,16 @@ def compile_layers(model, config) -> None:
     0.65 s of host work against 0.33 s of GPU work over two 8B steps). All layers share one
     compiled graph, with the token count dynamic from the start so that micro-batches of any
     length reuse it; attention stays outside it (packed_attention runs its own kernel)."""
+    if config.compile_layers:
+        for layer in decoder_layers(model):
+            layer.compile(dynamic=True)
+
+
+def decoder_layers(model) -> list:
+    """The model's decoder layers, first to last (those transformers can checkpoint)."""
     from transformers.modeling_layers import GradientCheckpointingLayer
 
-    if config.compile_layers:
-        for layer in model.modules():
-            if isinstance(layer, GradientCheckpointingLayer):
-                layer.compile(dynamic=True)
+    return [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
 
 
 # ---------------------------------------------------------------------------- the trainer
