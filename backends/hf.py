@@ -52,6 +52,8 @@ def train(config, data, run_dir: Path, emit, should_stop, resume_from=None) -> P
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     adapter = recipe.save_adapter(trainer, run_dir)
     recipe.release_weights(trainer.model)
+    if recipe.layer_graphs(config):
+        recipe.release_layer_graphs()
     return adapter
 
 

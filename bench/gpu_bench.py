@@ -21,9 +21,11 @@ must never share a process with it), on one synthetic chat dataset of mixed leng
         whether the studio's greedy tokens are the plain model's (teacher-forced check)
 
 Each size runs (c) first, so (b') can take its rows a micro-batch. Extra runs take knobs,
-size:variant[:tokens[:on|off]][:backend=NAME][:compile=on|off]: 8B:c::on is the studio with
-checkpointing forced on, for memory at the same batch as (b'); 8B:c:backend=transformers:compile=on
-is the transformers backend with compiled decoder layers.
+size:variant[:tokens[:on|off]][:NAME=VALUE...]: 8B:c::on is the studio with checkpointing forced
+on, for memory at the same batch as (b'). Named knobs: backend=transformers; compile=on (compiled
+decoder layers) or compile=graphs (the same, replayed as CUDA graphs: experimental);
+adam=fused; profile=on (two steps after the timed ones, host and GPU time); graph-logs=on
+(torch's CUDA graph logs); warmup=N and steps=N for that run alone.
 
 Reported: real (non-padding) tokens/s over the steps after warm-up, peak GPU memory, MFU and
 the gradient norm. MFU counts 4N + 12·L·H·d·c FLOPs a token: forward and input-gradient
@@ -211,7 +213,10 @@ def _holders() -> list[str]:
 
     import torch
 
-    tensors = [o for o in gc.get_objects() if isinstance(o, torch.Tensor) and o.is_cuda]
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    tensors = [o for o in gc.get_objects() if isinstance(o, torch.Tensor) and o.is_cuda
+               and not isinstance(o, FakeTensor)]     # compile's tensors hold symbolic shapes
     tensors.sort(key=lambda t: -t.numel() * t.element_size())
     out = []
     for t in tensors[:6]:
@@ -338,8 +343,13 @@ class Profiler:
         elif self.prof is not None and event.step == self.start + 2:
             torch.cuda.synchronize()
             self.prof.__exit__(None, None, None)
-            table = self.prof.key_averages().table(sort_by="cuda_time_total", row_limit=40)
-            Path(self.path).write_text(table)
+            averages = self.prof.key_averages()
+            cpu = sum(e.self_cpu_time_total for e in averages) / 1e3
+            gpu = sum(e.self_device_time_total for e in averages) / 1e3
+            Path(self.path).write_text(
+                f"two steps: {cpu:.0f} ms of host time, {gpu:.0f} ms of GPU time\n\n"
+                + averages.table(sort_by="cuda_time_total", row_limit=40) + "\n\nby host time\n"
+                + averages.table(sort_by="self_cpu_time_total", row_limit=40))
             self.prof = None
 
 
@@ -349,6 +359,23 @@ def run_one(args) -> dict:
     cuda = torch.cuda.is_available()     # the CPU runs the same plumbing on tiny models
     if cuda:
         torch.cuda.reset_peak_memory_stats()
+    if args.compile == "graphs":
+        os.environ["STUDIO_LAYER_GRAPHS"] = "1"      # compiled layers replayed as CUDA graphs
+    if args.adam == "fused":                         # AdamW in one kernel (#16, round four)
+        from transformers.training_args import OptimizerNames
+
+        from studio import trl_recipe
+
+        plain = trl_recipe.sft_config
+
+        def fused(*args, **kwargs):
+            trainer_args = plain(*args, **kwargs)
+            trainer_args.optim = OptimizerNames.ADAMW_TORCH_FUSED
+            return trainer_args
+
+        trl_recipe.sft_config = fused
+    if args.graph_logs == "on":
+        torch._logging.set_logs(cudagraphs=True, perf_hints=True)
     if args.one == "chat":
         return run_chat(args.model_path, Path(args.run_dir).parent)
     model_path, data_path = Path(args.model_path), Path(args.data)
@@ -365,7 +392,8 @@ def run_one(args) -> dict:
                                   profile_to=args.profile, tokens=args.tokens,
                                   checkpointing={"on": True, "off": False}.get(args.ckpt),
                                   backend=args.backend,
-                                  compiled={"on": True, "off": False}.get(args.compile),
+                                  compiled={"on": True, "graphs": True,
+                                            "off": False}.get(args.compile),
                                   **({"setting": USER_SETTINGS[args.one]}
                                      if args.one in USER_SETTINGS else {}))
     if events and not isinstance(events[0], dict):
@@ -384,8 +412,8 @@ def main():
     p.add_argument("--sizes", default="8B,0.6B,1.7B,4B")
     p.add_argument("--variants", default="c,b2,a,b,d")
     p.add_argument("--extra", default="8B:b4,8B:c::on,0.6B:chat",
-                   help="size:variant[:tokens[:on|off]][:backend=B][:compile=on|off] runs "
-                        "besides the grid")
+                   help="size:variant[:tokens[:on|off]][:NAME=VALUE...] runs besides the grid "
+                        "(knobs: see the module's docstring)")
     p.add_argument("--rows", type=int, default=800)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--steps", type=int, default=8)
@@ -400,7 +428,10 @@ def main():
     p.add_argument("--tokens", type=int, help="studio variants: tokens a micro-batch (default: planned)")
     p.add_argument("--ckpt", choices=["on", "off"], help="studio variants: force checkpointing")
     p.add_argument("--backend", default="auto", help="studio variants: the training backend")
-    p.add_argument("--compile", choices=["on", "off"], help="studio variants: compile_layers")
+    p.add_argument("--adam", choices=["fused"], help="studio variants: fused AdamW (default foreach)")
+    p.add_argument("--graph-logs", choices=["on"], help="torch's CUDA graph logs")
+    p.add_argument("--compile", choices=["on", "off", "graphs"],
+                   help="studio variants: compile_layers (on: without CUDA graphs)")
     args = p.parse_args()
     if args.one:
         print("RESULT " + json.dumps(run_one(args)), flush=True)
@@ -418,7 +449,7 @@ def main():
     print(json.dumps(header), flush=True)
     results = {"header": header, "runs": []}
     jobs = [(s, v) for s in args.sizes.split(",") if s for v in args.variants.split(",") if v]
-    # extra entries: size:variant[:tokens[:on|off]][:backend=NAME][:compile=on|off] (studio runs)
+    # extra entries: size:variant[:tokens[:on|off]][:NAME=VALUE...] (studio runs)
     jobs += [tuple(x.split(":")) for x in args.extra.split(",") if x]
     order = args.sizes.split(",")     # each size's extra runs right after its grid
     jobs.sort(key=lambda job: order.index(job[0]) if job[0] in order else len(order))
@@ -433,7 +464,9 @@ def main():
                "--data", str(data), "--warmup", str(args.warmup), "--steps", str(args.steps),
                "--batch-rows", str(studio_rows or 8), "--run-dir", str(work / "runs" / name)]
         if knobs:
-            named = [k.split("=", 1) for k in knobs if "=" in k]
+            if "profile=on" in knobs:
+                cmd += ["--profile", str(out / f"profile-{name}.txt")]
+            named = [k.split("=", 1) for k in knobs if "=" in k and k != "profile=on"]
             cmd += [arg for key, value in named for arg in (f"--{key}", value)]
             tokens_ckpt = [k for k in knobs if "=" not in k]
             cmd += (["--tokens", tokens_ckpt[0]] if tokens_ckpt and tokens_ckpt[0] else []) + \
@@ -446,7 +479,8 @@ def main():
             r = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
             (out / f"log-{name}.txt").write_text(r.stdout[-20000:] + r.stderr[-30000:])
             line = next((l for l in r.stdout.splitlines() if l.startswith("RESULT ")), None)
-            res = json.loads(line[7:]) if line else {"error": _last_error(r.stderr)}
+            res = json.loads(line[7:]) if line else {"error": _last_error(r.stderr),
+                                                     "returncode": r.returncode}
         except subprocess.TimeoutExpired as e:
             (out / f"log-{name}.txt").write_text(str(e.stderr or "")[-30000:])
             res = {"error": f"timed out after {args.timeout} s"}
@@ -483,7 +517,8 @@ def _build(size: str, work: Path, tokenizer_dir: str) -> Path:
 
 
 def _last_error(stderr: str) -> str:
-    lines = [l for l in stderr.strip().splitlines() if l.strip()]
+    lines = [l for l in stderr.replace("\r", "\n").splitlines()
+             if l.strip() and not l.rstrip().endswith(("it/s]", "examples/s]", "s/it]"))]
     for l in reversed(lines):
         if "Error" in l or "error" in l:
             return l[-300:]

@@ -162,7 +162,8 @@ def sample_callback(emit, tokenizer, samples: list[dict], max_new_tokens: int = 
             was_training = model.training
             model.eval()
             try:
-                with torch.no_grad():
+                # eager: compiled layers would compile (and record) again for each new length
+                with torch.no_grad(), torch.compiler.set_stance("force_eager"):
                     for sample in samples:
                         ids = torch.tensor([sample["ids"]], device=model.device)
                         out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
@@ -270,9 +271,58 @@ def compile_layers(model, config) -> None:
     0.65 s of host work against 0.33 s of GPU work over two 8B steps). All layers share one
     compiled graph, with the token count dynamic from the start so that micro-batches of any
     length reuse it; attention stays outside it (packed_attention runs its own kernel)."""
-    if config.compile_layers:
-        for layer in decoder_layers(model):
-            layer.compile(dynamic=True)
+    if not config.compile_layers:
+        return
+    import torch
+
+    # a layer's Python floats (RMSNorm's eps, LoRA's scaling) are the same in every layer: as
+    # constants, not as CPU scalars handed in at each call (CPU work that CUDA graphs cannot hold)
+    torch._dynamo.config.specialize_float = True
+    graphs = layer_graphs(config)
+    for layer in decoder_layers(model):
+        layer.compile(dynamic=True, mode="reduce-overhead" if graphs else None)
+    if graphs:
+        keep_grads(model)
+
+
+GRAPH_BUCKET = 512   # tokens: micro-batches padded to a multiple, so few lengths are recorded
+
+
+def layer_graphs(config) -> bool:
+    """Whether compiled layers also replay as CUDA graphs, one recording for each micro-batch
+    length (padded up to a multiple of GRAPH_BUCKET), so that a step's launches cost the host
+    almost nothing. Experimental, for the benchmark alone (STUDIO_LAYER_GRAPHS=1, on a GPU):
+    it trains, but its speed and memory are not measured yet (#16, BENCHMARKS.md)."""
+    import torch
+
+    return (bool(config.compile_layers) and os.environ.get("STUDIO_LAYER_GRAPHS") == "1"
+            and not config.cpu_only and torch.cuda.is_available())
+
+
+def keep_grads(model) -> None:
+    """LoRA gradients held in memory of their own, zeroed in place between updates. A gradient
+    that autograd first creates inside a CUDA graph's replay lives in the graphs' memory pool,
+    which the next micro-batch overwrites; accumulated into a tensor allocated here, it is safe
+    (torch's cudagraph trees ask for exactly this)."""
+    import functools
+
+    import torch
+
+    for param in model.parameters():
+        if param.requires_grad:
+            param.grad = torch.zeros_like(param)
+    model.zero_grad = functools.partial(model.zero_grad, set_to_none=False)
+
+
+def release_layer_graphs() -> None:
+    """Give back the memory that this thread's CUDA graphs recorded (layer_graphs). The trees
+    belong to the thread that trained: a chat decoding on its own thread keeps its graphs."""
+    import torch
+
+    if torch.cuda.is_available():
+        from torch._inductor.cudagraph_trees import reset_cudagraph_trees
+
+        reset_cudagraph_trees()
 
 
 def decoder_layers(model) -> list:
@@ -324,6 +374,8 @@ def sft_config(config, run_dir: Path, has_eval: bool):
         max_length=(config.tokens_per_batch or config.max_seq_length) if packed else None,
         packing=packed,
         padding_free=True,   # rows are concatenated, never padded: no work on pad tokens
+        # ... except where CUDA graphs replay compiled layers: a few lengths, each recorded once
+        pad_to_multiple_of=GRAPH_BUCKET if layer_graphs(config) else None,
         gradient_checkpointing=bool(config.gradient_checkpointing),
         include_num_input_tokens_seen="non_padding",
         dataloader_num_workers=0,

@@ -282,6 +282,80 @@ def test_compiled_layers_train_as_the_eager_ones_at_any_micro_batch_length(tiny_
     assert graphs[0] > 0 and graphs[1] == graphs[0]
 
 
+def test_micro_batches_padded_to_a_recorded_length_train_as_unpadded(tiny_qwen3):
+    """Layer graphs (trl_recipe.layer_graphs) pad each padding-free micro-batch up to a multiple
+    of GRAPH_BUCKET tokens, so that CUDA graphs are recorded for few lengths. The padding must
+    change nothing that trains: same loss, same LoRA gradients, and the trainer's count of real
+    tokens leaves it out (trl's collator pads with one-token rows whose labels are ignored)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    from studio import packed_attention
+    from studio.trl_recipe import GRAPH_BUCKET
+
+    packed_attention.install()
+    tok = AutoTokenizer.from_pretrained(tiny_qwen3)
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(tiny_qwen3, dtype=torch.float32,
+                                                attn_implementation=packed_attention.NAME)
+    model = get_peft_model(base, LoraConfig(r=4, target_modules=ALL7, init_lora_weights=False))
+    rows = [{"input_ids": tok(t)["input_ids"]} for t in ("Hello there, how are you today?",
+                                                         "The quick brown fox jumps.")]
+
+    def loss_and_grads(pad_to):
+        batch = DataCollatorForLanguageModeling(pad_token_id=tok.pad_token_id, padding_free=True,
+                                                pad_to_multiple_of=pad_to)(rows)
+        model.zero_grad()
+        loss = model(**batch).loss
+        loss.backward()
+        return batch, loss, {n: p.grad.clone() for n, p in model.named_parameters()
+                             if p.requires_grad}
+
+    plain, plain_loss, plain_grads = loss_and_grads(None)
+    padded, padded_loss, padded_grads = loss_and_grads(GRAPH_BUCKET)
+    assert padded["input_ids"].shape == (1, GRAPH_BUCKET) != plain["input_ids"].shape
+    torch.testing.assert_close(padded_loss, plain_loss)
+    for name in plain_grads:
+        torch.testing.assert_close(padded_grads[name], plain_grads[name], atol=1e-6, rtol=1e-5)
+    real = int((padded["input_ids"] != tok.pad_token_id).sum())   # what the trainer counts
+    assert real == sum(len(r["input_ids"]) for r in rows)
+
+
+def test_kept_grads_accumulate_and_zero_as_fresh_ones(tiny_qwen3):
+    """keep_grads (for CUDA graphs, whose own memory the next replay overwrites): gradients live
+    in tensors of their own from the start, accumulate over micro-batches and are zeroed in
+    place by the trainer's zero_grad, giving exactly what freshly allocated gradients give."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from studio.trl_recipe import keep_grads
+
+    def lora_model():
+        torch.manual_seed(0)
+        base = AutoModelForCausalLM.from_pretrained(tiny_qwen3, dtype=torch.float32)
+        return get_peft_model(base, LoraConfig(r=4, target_modules=ALL7,
+                                               init_lora_weights=False)).train()
+
+    def micro_batch(model, seed):
+        ids = torch.randint(0, 1000, (1, 40), generator=torch.Generator().manual_seed(seed))
+        model(input_ids=ids, labels=ids).loss.backward()
+
+    fresh, kept = lora_model(), lora_model()
+    keep_grads(kept)
+    held = {n: p.grad for n, p in kept.named_parameters() if p.requires_grad}
+    assert held and all(g is not None and not g.any() for g in held.values())
+    for update in ((1, 2), (3,)):
+        fresh.zero_grad()
+        kept.zero_grad()
+        for seed in update:
+            micro_batch(fresh, seed), micro_batch(kept, seed)
+        for name, param in kept.named_parameters():
+            if param.requires_grad:
+                assert param.grad is held[name]            # the same tensor, never replaced
+                torch.testing.assert_close(param.grad, fresh.get_parameter(name).grad)
+
+
 def test_compile_layers_is_refused_where_another_engine_runs_its_own_kernels():
     from studio.config import FineTuningConfig
     from studio.hardware import detect_hardware
