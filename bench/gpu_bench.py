@@ -178,11 +178,14 @@ def run_studio(model_path, data_path, args, four_bit=False, profile_to=None, tok
     run = prepare_run_dir(run, config)
     listeners = [Profiler(args.warmup + args.steps, profile_to)] if profile_to else []
     status = execute(run, listeners=listeners)
-    left = _allocated_gib()         # what the finished run still holds on the GPU
-    holders = _holders() if left and left > 0.1 else None
     events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     if status["state"] != "finished":
         raise RuntimeError(status["reason"])
+    left = _allocated_gib()         # what the finished run still holds on the GPU
+    try:
+        holders = _holders() if left and left > 0.1 else None
+    except Exception as e:          # noqa: BLE001 - a trail is a clue, never the result
+        holders = [f"could not list: {type(e).__name__}: {str(e)[:200]}"]
     plan = {}
     for e in events:
         message = e["data"].get("message", "")
