@@ -44,6 +44,9 @@ def make_trainer(config, data, run_dir: Path, emit, should_stop):
                    recipe.sample_callback(emit, tokenizer, data.samples)])
     recipe.recompute_per_micro_batch(trainer.model, plan)
     recipe.compile_layers(trainer.model, config)
+    if recipe.layer_graphs(config):
+        trainer.data_collator = packed_attention.bucketed(trainer.data_collator,
+                                                          tokenizer.pad_token_id)
     return recipe.quiet(recipe.lora_gathered_alone(trainer))
 
 

@@ -28,7 +28,10 @@ def install() -> tuple[str, str]:
     import torch
     from transformers import AttentionInterface
 
-    AttentionInterface.register(NAME, torch.compiler.disable(attention))   # see compile_layers
+    global _host_bounded
+    if not hasattr(_host_bounded, "__wrapped__"):   # once: the host's part stays out of graphs
+        _host_bounded = torch.compiler.disable(_host_bounded)
+    AttentionInterface.register(NAME, attention)
     found = (NAME, "torch varlen flash attention, row by row (transformers)")
     if not torch.cuda.is_available():
         found = ("sdpa", "sdpa (transformers)")
@@ -50,10 +53,27 @@ def describe(model) -> str:
 
 
 def attention(module, query, key, value, attention_mask, dropout: float = 0.0,
-              scaling=None, position_ids=None, **kwargs):
+              scaling=None, position_ids=None, cu_seq_lens_q=None, **kwargs):
     """transformers' attention call: query (1, heads, tokens, dim) of a padding-free
     micro-batch, position ids restarting at each row. Generation steps (fewer queries than
-    keys) and masked calls go to SDPA, which is exact for them."""
+    keys) and masked calls go to SDPA, which is exact for them.
+
+    Row bounds handed in by `bucketed` (cu_seq_lens_q) go straight to the varlen kernel, which
+    torch.compile traces, so a compiled decoder layer is one graph. Otherwise the bounds are
+    read from the position ids, which needs the host (outside any compiled graph)."""
+    import torch
+
+    fast = query.is_cuda and query.dtype in (torch.bfloat16, torch.float16) and not dropout
+    if cu_seq_lens_q is not None and fast and query.shape[2] == key.shape[2]:
+        q, k, v = (x[0].transpose(0, 1).contiguous() for x in (query, key, value))
+        tokens = q.shape[0]     # no row is longer than the micro-batch: no host sync for it
+        return _varlen(q, k, v, cu_seq_lens_q, tokens, scaling).unsqueeze(0), None
+    return _host_bounded(module, query, key, value, attention_mask, dropout, scaling,
+                         position_ids, cu_seq_lens_q, **kwargs)
+
+
+def _host_bounded(module, query, key, value, attention_mask, dropout, scaling, position_ids,
+                  cu_seq_lens_q, **kwargs):
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
@@ -63,11 +83,50 @@ def attention(module, query, key, value, attention_mask, dropout: float = 0.0,
     if query.shape[0] != 1:
         raise ValueError(f"{NAME} attends padding-free micro-batches (one row of rows), "
                          f"not a batch of {query.shape[0]}")
-    cu, longest = row_bounds(position_ids)
+    if cu_seq_lens_q is None:
+        cu, longest = row_bounds(position_ids)
+    else:
+        cu, longest = cu_seq_lens_q, int((cu_seq_lens_q[1:] - cu_seq_lens_q[:-1]).max())
     q, k, v = (x[0].transpose(0, 1).contiguous() for x in (query, key, value))
     fast = q.is_cuda and q.dtype in (torch.bfloat16, torch.float16) and not dropout
     out = _varlen(q, k, v, cu, longest, scaling) if fast else _row_by_row(q, k, v, cu, scaling)
     return out.unsqueeze(0), None
+
+
+BUCKET = 512      # tokens: micro-batches are padded up to a multiple of this (`bucketed`)
+ROWS_STEP = 16    # and their count of rows, padding included, up to a multiple of this
+
+
+def bucketed(collate, pad_id: int):
+    """trl's padding-free collator, made to give micro-batches of few shapes, for CUDA graphs
+    (one recording a shape): tokens padded up to a multiple of BUCKET and rows up to a
+    multiple of ROWS_STEP, and the row bounds handed to `attention` as cu_seq_lens_q, so that
+    no layer asks the host for them.
+
+    The padding is rows of their own with ignored labels (one long row, then one-token rows to
+    make up the count), so the loss, the gradients and the trainer's count of real tokens (those
+    that are not pad_id) stay as they were (tests/test_packing.py)."""
+    import torch
+
+    fill = {"input_ids": pad_id, "labels": -100}
+
+    def collate_bucketed(examples):
+        batch = collate(examples)
+        positions = batch["position_ids"][0]
+        tokens = positions.numel()
+        starts = (positions == 0).nonzero().flatten().tolist()
+        lengths = [end - start for start, end in zip(starts, starts[1:] + [tokens])]
+        fillers = -(-(len(lengths) + 1) // ROWS_STEP) * ROWS_STEP - len(lengths)   # >= 1 row
+        pad = -(-(tokens + fillers) // BUCKET) * BUCKET - tokens                   # >= fillers
+        pad_rows = [pad - fillers + 1] + [1] * (fillers - 1)
+        for key, value in batch.items():
+            if key != "position_ids" and torch.is_tensor(value) and value.shape == (1, tokens):
+                batch[key] = torch.cat([value, value.new_full((1, pad), fill.get(key, 0))], 1)
+        batch["position_ids"] = torch.cat([positions] + [torch.arange(n) for n in pad_rows])[None]
+        batch["cu_seq_lens_q"] = torch.tensor([0] + lengths + pad_rows).cumsum(0).to(torch.int32)
+        return batch
+
+    return collate_bucketed
 
 
 def row_bounds(position_ids):

@@ -285,12 +285,9 @@ def compile_layers(model, config) -> None:
         keep_grads(model)
 
 
-GRAPH_BUCKET = 512   # tokens: micro-batches padded to a multiple, so few lengths are recorded
-
-
 def layer_graphs(config) -> bool:
     """Whether compiled layers also replay as CUDA graphs, one recording for each micro-batch
-    length (padded up to a multiple of GRAPH_BUCKET), so that a step's launches cost the host
+    shape (packed_attention.bucketed pads them to few), so that a step's launches cost the host
     almost nothing. Experimental, for the benchmark alone (STUDIO_LAYER_GRAPHS=1, on a GPU):
     it trains, but its speed and memory are not measured yet (#16, BENCHMARKS.md)."""
     import torch
@@ -374,8 +371,6 @@ def sft_config(config, run_dir: Path, has_eval: bool):
         max_length=(config.tokens_per_batch or config.max_seq_length) if packed else None,
         packing=packed,
         padding_free=True,   # rows are concatenated, never padded: no work on pad tokens
-        # ... except where CUDA graphs replay compiled layers: a few lengths, each recorded once
-        pad_to_multiple_of=GRAPH_BUCKET if layer_graphs(config) else None,
         gradient_checkpointing=bool(config.gradient_checkpointing),
         include_num_input_tokens_seen="non_padding",
         dataloader_num_workers=0,

@@ -282,17 +282,19 @@ def test_compiled_layers_train_as_the_eager_ones_at_any_micro_batch_length(tiny_
     assert graphs[0] > 0 and graphs[1] == graphs[0]
 
 
-def test_micro_batches_padded_to_a_recorded_length_train_as_unpadded(tiny_qwen3):
-    """Layer graphs (trl_recipe.layer_graphs) pad each padding-free micro-batch up to a multiple
-    of GRAPH_BUCKET tokens, so that CUDA graphs are recorded for few lengths. The padding must
-    change nothing that trains: same loss, same LoRA gradients, and the trainer's count of real
-    tokens leaves it out (trl's collator pads with one-token rows whose labels are ignored)."""
+def test_bucketed_micro_batches_come_in_few_shapes_and_train_as_unpadded(tiny_qwen3):
+    """For CUDA graphs (trl_recipe.layer_graphs), packed_attention.bucketed pads each
+    padding-free micro-batch to a multiple of BUCKET tokens and ROWS_STEP rows, and hands the
+    row bounds to the attention. Micro-batches of different rows then share one shape, and the
+    padding changes nothing that trains: the same loss and LoRA gradients through the model
+    (the bounds travelling as transformers' attention kwargs), and the trainer's count of real
+    tokens leaves it out."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
     from studio import packed_attention
-    from studio.trl_recipe import GRAPH_BUCKET
+    from studio.packed_attention import BUCKET, ROWS_STEP, bucketed
 
     packed_attention.install()
     tok = AutoTokenizer.from_pretrained(tiny_qwen3)
@@ -300,26 +302,39 @@ def test_micro_batches_padded_to_a_recorded_length_train_as_unpadded(tiny_qwen3)
     base = AutoModelForCausalLM.from_pretrained(tiny_qwen3, dtype=torch.float32,
                                                 attn_implementation=packed_attention.NAME)
     model = get_peft_model(base, LoraConfig(r=4, target_modules=ALL7, init_lora_weights=False))
-    rows = [{"input_ids": tok(t)["input_ids"]} for t in ("Hello there, how are you today?",
-                                                         "The quick brown fox jumps.")]
+    plain = DataCollatorForLanguageModeling(pad_token_id=tok.pad_token_id, padding_free=True)
+    padded = bucketed(plain, tok.pad_token_id)
+    two = [{"input_ids": tok(t)["input_ids"]} for t in ("Hello there, how are you today?",
+                                                        "The quick brown fox jumps.")]
+    three = two + [{"input_ids": tok("One more row, a little longer than the others.")
+                    ["input_ids"]}]
 
-    def loss_and_grads(pad_to):
-        batch = DataCollatorForLanguageModeling(pad_token_id=tok.pad_token_id, padding_free=True,
-                                                pad_to_multiple_of=pad_to)(rows)
+    def loss_and_grads(batch):
         model.zero_grad()
         loss = model(**batch).loss
         loss.backward()
-        return batch, loss, {n: p.grad.clone() for n, p in model.named_parameters()
-                             if p.requires_grad}
+        return loss, {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
 
-    plain, plain_loss, plain_grads = loss_and_grads(None)
-    padded, padded_loss, padded_grads = loss_and_grads(GRAPH_BUCKET)
-    assert padded["input_ids"].shape == (1, GRAPH_BUCKET) != plain["input_ids"].shape
-    torch.testing.assert_close(padded_loss, plain_loss)
-    for name in plain_grads:
-        torch.testing.assert_close(padded_grads[name], plain_grads[name], atol=1e-6, rtol=1e-5)
-    real = int((padded["input_ids"] != tok.pad_token_id).sum())   # what the trainer counts
-    assert real == sum(len(r["input_ids"]) for r in rows)
+    shapes = set()
+    for rows in (two, three):
+        want, got = plain(rows), padded(rows)
+        shapes.add((got["input_ids"].shape, got["cu_seq_lens_q"].shape))
+        bounds = got["cu_seq_lens_q"].tolist()
+        starts = (got["position_ids"][0] == 0).nonzero().flatten().tolist()
+        assert bounds == starts + [BUCKET] and len(bounds) - 1 == ROWS_STEP
+        assert bounds[:len(rows) + 1] == [0, *torch.tensor([len(r["input_ids"]) for r in rows])
+                                          .cumsum(0).tolist()]
+        want_loss, want_grads = loss_and_grads(want)
+        got_loss, got_grads = loss_and_grads(got)
+        torch.testing.assert_close(got_loss, want_loss)
+        for name in want_grads:
+            torch.testing.assert_close(got_grads[name], want_grads[name], atol=1e-6, rtol=1e-5)
+        real = int((got["input_ids"] != tok.pad_token_id).sum())   # what the trainer counts
+        assert real == sum(len(r["input_ids"]) for r in rows)
+    assert shapes == {((1, BUCKET), (ROWS_STEP + 1,))}
+    # the attention reads the bounds it is handed: rows merged into one attend across each other
+    merged = dict(got, cu_seq_lens_q=torch.tensor([0, *bounds[len(rows):]], dtype=torch.int32))
+    assert not torch.allclose(loss_and_grads(merged)[0], got_loss)
 
 
 def test_kept_grads_accumulate_and_zero_as_fresh_ones(tiny_qwen3):
