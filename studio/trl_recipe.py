@@ -270,7 +270,8 @@ def compile_layers(model, config) -> None:
     scaling and casts), and small updates are bound by those launches on a GPU (#16's profile:
     0.65 s of host work against 0.33 s of GPU work over two 8B steps). All layers share one
     compiled graph, with the token count dynamic from the start so that micro-batches of any
-    length reuse it; attention stays outside it (packed_attention runs its own kernel)."""
+    length reuse it. Attention stays outside it (packed_attention asks the host for the rows'
+    bounds), except with layer graphs, whose micro-batches bring their bounds along."""
     if not config.compile_layers:
         return
     import torch
@@ -314,12 +315,9 @@ def keep_grads(model) -> None:
 def release_layer_graphs() -> None:
     """Give back the memory that this thread's CUDA graphs recorded (layer_graphs). The trees
     belong to the thread that trained: a chat decoding on its own thread keeps its graphs."""
-    import torch
+    from torch._inductor.cudagraph_trees import reset_cudagraph_trees
 
-    if torch.cuda.is_available():
-        from torch._inductor.cudagraph_trees import reset_cudagraph_trees
-
-        reset_cudagraph_trees()
+    reset_cudagraph_trees()
 
 
 def decoder_layers(model) -> list:

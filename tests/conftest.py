@@ -14,27 +14,42 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # two workers on two cores (README's test command): one thread each, here and in the
+    # processes a test starts, or four threads would spin on two cores
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 warnings.filterwarnings("ignore")
 
 
+def pytest_collection_modifyitems(config, items):
+    """With two workers, the longest tests go first (the identity fine-tune, then the browser's),
+    so that the short ones fill in around them and no worker ends the suite alone on one."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items.sort(key=lambda item: 0 if item.get_closest_marker("slow") else
+                   1 if item.get_closest_marker("browser") else 2)
+
+
 @pytest.fixture(autouse=True)
-def no_training_left_running():
+def no_training_left_running(tmp_path_factory):
     """A test's training ends with the test, in a thread here or in a job process: one left
     running takes the CPU from every later test (a full suite once trained 8x slower for
     minutes). A job stopped at the end of a test gets 30 s to wind down."""
     yield
+    # with two workers, the other one's jobs are its own business: only this one's folders count
+    mine = str(tmp_path_factory.getbasetemp()) if os.environ.get("PYTEST_XDIST_WORKER") else ""
     deadline = time.time() + 30
-    while (left := training_left()) and time.time() < deadline:
+    while (left := training_left(mine)) and time.time() < deadline:
         time.sleep(0.5)
     assert not left, f"training still running after the test: {left}"
 
 
-def training_left() -> list[str]:
+def training_left(folder: str = "") -> list[str]:
+    """Training threads in this process, and job processes (those training under `folder`)."""
     threads = [t.name for t in threading.enumerate() if t.name.startswith("train-")]
     jobs = []
     for proc in psutil.process_iter(["cmdline"]):
         cmd = proc.info["cmdline"] or []
-        if "run-job" in cmd and "studio" in cmd:
+        if "run-job" in cmd and "studio" in cmd and any(folder in arg for arg in cmd):
             jobs.append(" ".join(cmd[cmd.index("run-job"):])[-120:])
     return threads + jobs
 
