@@ -61,10 +61,7 @@ def attention(module, query, key, value, attention_mask, dropout: float = 0.0,
     Row bounds handed in by `bucketed` (cu_seq_lens_q) go straight to the varlen kernel, which
     torch.compile traces, so a compiled decoder layer is one graph. Otherwise the bounds are
     read from the position ids, which needs the host (outside any compiled graph)."""
-    import torch
-
-    fast = query.is_cuda and query.dtype in (torch.bfloat16, torch.float16) and not dropout
-    if cu_seq_lens_q is not None and fast and query.shape[2] == key.shape[2]:
+    if cu_seq_lens_q is not None and _flash(query, dropout) and query.shape[2] == key.shape[2]:
         q, k, v = (x[0].transpose(0, 1).contiguous() for x in (query, key, value))
         tokens = q.shape[0]     # no row is longer than the micro-batch: no host sync for it
         return _varlen(q, k, v, cu_seq_lens_q, tokens, scaling).unsqueeze(0), None
@@ -74,7 +71,6 @@ def attention(module, query, key, value, attention_mask, dropout: float = 0.0,
 
 def _host_bounded(module, query, key, value, attention_mask, dropout, scaling, position_ids,
                   cu_seq_lens_q, **kwargs):
-    import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     if position_ids is None or attention_mask is not None or query.shape[2] != key.shape[2]:
@@ -88,9 +84,16 @@ def _host_bounded(module, query, key, value, attention_mask, dropout, scaling, p
     else:
         cu, longest = cu_seq_lens_q, int((cu_seq_lens_q[1:] - cu_seq_lens_q[:-1]).max())
     q, k, v = (x[0].transpose(0, 1).contiguous() for x in (query, key, value))
-    fast = q.is_cuda and q.dtype in (torch.bfloat16, torch.float16) and not dropout
-    out = _varlen(q, k, v, cu, longest, scaling) if fast else _row_by_row(q, k, v, cu, scaling)
+    out = (_varlen(q, k, v, cu, longest, scaling) if _flash(query, dropout)
+           else _row_by_row(q, k, v, cu, scaling))
     return out.unsqueeze(0), None
+
+
+def _flash(query, dropout: float) -> bool:
+    """Whether the varlen flash kernel takes these queries: 16-bit on a CUDA GPU, no dropout."""
+    import torch
+
+    return query.is_cuda and query.dtype in (torch.bfloat16, torch.float16) and not dropout
 
 
 BUCKET = 512      # tokens: micro-batches are padded up to a multiple of this (`bucketed`)
