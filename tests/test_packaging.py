@@ -7,6 +7,7 @@ which is kept under ~/.cache/qwen3-studio so reruns skip the download. See packa
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -108,12 +109,14 @@ def our_wheel(tmp_path_factory) -> Path:
 def unsloth_wheel() -> Path:
     """unsloth's real wheel from PyPI, downloaded once per machine."""
     version = UNSLOTH.split("==")[1]
-    found = sorted(CACHE.glob(f"unsloth-{version}-*.whl"))
-    if not found:
-        CACHE.mkdir(parents=True, exist_ok=True)
-        run(sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary", ":all:",
-            "-d", CACHE, UNSLOTH)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / "unsloth-wheel.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)     # two test workers: one downloads, the other waits
         found = sorted(CACHE.glob(f"unsloth-{version}-*.whl"))
+        if not found:
+            run(sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary",
+                ":all:", "-d", CACHE, UNSLOTH)
+            found = sorted(CACHE.glob(f"unsloth-{version}-*.whl"))
     return found[0]
 
 
