@@ -43,8 +43,7 @@ def make_trainer(config, data, run_dir: Path, emit, should_stop):
         callbacks=[recipe.event_callback(emit, should_stop, recipe.model_flops(config, data)),
                    recipe.sample_callback(emit, tokenizer, data.samples)])
     recipe.recompute_per_micro_batch(trainer.model, plan)
-    recipe.compile_layers(trainer.model, config)
-    if recipe.layer_graphs(config):
+    if recipe.compile_layers(trainer.model, config):    # replayed as CUDA graphs: few shapes
         trainer.data_collator = packed_attention.bucketed(trainer.data_collator,
                                                           tokenizer.pad_token_id)
     return recipe.quiet(recipe.lora_gathered_alone(trainer))

@@ -264,16 +264,18 @@ def recompute_per_micro_batch(model, plan):
     return model.register_forward_pre_hook(before_forward, with_kwargs=True)
 
 
-def compile_layers(model, config) -> None:
+def compile_layers(model, config) -> bool:
     """Each decoder layer compiled by torch.compile, where the config asks: a step then launches
     a few fused kernels a layer instead of dozens of small ones (norms, rotary, SwiGLU, LoRA's
     scaling and casts), and small updates are bound by those launches on a GPU (#16's profile:
     0.65 s of host work against 0.33 s of GPU work over two 8B steps). All layers share one
     compiled graph, with the token count dynamic from the start so that micro-batches of any
     length reuse it. Attention stays outside it (packed_attention asks the host for the rows'
-    bounds), except with layer graphs, whose micro-batches bring their bounds along."""
+    bounds), except with layer graphs, whose micro-batches bring their bounds along.
+
+    Returns whether the layers replay as CUDA graphs (`layer_graphs`)."""
     if not config.compile_layers:
-        return
+        return False
     import torch
 
     # a layer's Python floats (RMSNorm's eps, LoRA's scaling) are the same in every layer: as
@@ -284,6 +286,7 @@ def compile_layers(model, config) -> None:
         layer.compile(dynamic=True, mode="reduce-overhead" if graphs else None)
     if graphs:
         keep_grads(model)
+    return graphs
 
 
 def layer_graphs(config) -> bool:
