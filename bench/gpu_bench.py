@@ -24,8 +24,11 @@ Each size runs (c) first, so (b') can take its rows a micro-batch. Extra runs ta
 size:variant[:tokens[:on|off]][:NAME=VALUE...]: 8B:c::on is the studio with checkpointing forced
 on, for memory at the same batch as (b'). Named knobs: backend=transformers; compile=on (compiled
 decoder layers) or compile=graphs (the same, replayed as CUDA graphs: experimental);
-adam=fused; profile=on (two steps after the timed ones, host and GPU time); graph-logs=on
-(torch's CUDA graph logs); warmup=N and steps=N for that run alone.
+adam=fused; profile=on (two steps after the timed ones, host and GPU time) or profile=py (the
+same steps under cProfile); graph-logs=on (torch's CUDA graph logs); warmup=N and steps=N for
+that run alone; loss=trl (round four's loss: trl's chunked cross-entropy and its reads from the
+GPU each micro-batch) or loss=trl-lean (the same loss without those reads); liger=all (all of
+liger's kernels, not only its fused loss).
 
 Reported: real (non-padding) tokens/s over the steps after warm-up, peak GPU memory, MFU and
 the gradient norm. MFU counts 4N + 12·L·H·d·c FLOPs a token: forward and input-gradient
@@ -176,7 +179,8 @@ def run_studio(model_path, data_path, args, four_bit=False, profile_to=None, tok
     run = Path(args.run_dir or tempfile.mkdtemp())
     shutil.rmtree(run, ignore_errors=True)
     run = prepare_run_dir(run, config)
-    listeners = [Profiler(args.warmup + args.steps, profile_to)] if profile_to else []
+    listeners = ([Profiler(args.warmup + args.steps, profile_to, python=args.profile_python)]
+                 if profile_to else [])
     status = execute(run, listeners=listeners)
     events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     if status["state"] != "finished":
@@ -329,10 +333,12 @@ def run_chat(model_path, work: Path, new_tokens=256) -> dict:
 
 
 class Profiler:
-    """Profiles two steps from `start` on (a listener on the studio's event stream)."""
+    """Profiles two steps from `start` on (a listener on the studio's event stream): torch's
+    profiler (host and GPU time by op), or with `python` cProfile (where the host's Python goes,
+    ops or not)."""
 
-    def __init__(self, start, path):
-        self.start, self.path, self.prof = start, path, None
+    def __init__(self, start, path, python=False):
+        self.start, self.path, self.python, self.prof = start, path, python, None
 
     def __call__(self, event):
         import torch
@@ -340,20 +346,44 @@ class Profiler:
         if event.kind != "train":
             return
         if event.step == self.start:
+            if self.python:
+                import cProfile
+
+                self.prof = cProfile.Profile()
+                self.prof.enable()
+                return
             self.prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
                                                            torch.profiler.ProfilerActivity.CUDA])
             self.prof.__enter__()
         elif self.prof is not None and event.step == self.start + 2:
-            torch.cuda.synchronize()
+            if torch.cuda.is_available():       # the CPU runs this plumbing on tiny models
+                torch.cuda.synchronize()
+            if self.python:
+                self.prof.disable()
+                Path(self.path).write_text(_python_profile(self.prof))
+                self.prof = None
+                return
             self.prof.__exit__(None, None, None)
             averages = self.prof.key_averages()
             cpu = sum(e.self_cpu_time_total for e in averages) / 1e3
-            gpu = sum(e.self_device_time_total for e in averages) / 1e3
+            gpu = sum(e.self_device_time_total for e in averages
+                      if e.device_type == torch.autograd.DeviceType.CUDA) / 1e3   # kernels
             Path(self.path).write_text(
-                f"two steps: {cpu:.0f} ms of host time, {gpu:.0f} ms of GPU time\n\n"
+                f"two steps: {cpu:.0f} ms of host time in ops, {gpu:.0f} ms of GPU kernels\n\n"
                 + averages.table(sort_by="cuda_time_total", row_limit=40) + "\n\nby host time\n"
                 + averages.table(sort_by="self_cpu_time_total", row_limit=40))
             self.prof = None
+
+
+def _python_profile(prof) -> str:
+    import io
+    import pstats
+
+    out = io.StringIO()
+    stats = pstats.Stats(prof, stream=out)
+    stats.sort_stats("tottime").print_stats(50)
+    stats.sort_stats("cumulative").print_stats(60)
+    return out.getvalue()
 
 
 def run_one(args) -> dict:
@@ -377,6 +407,16 @@ def run_one(args) -> dict:
             return trainer_args
 
         trl_recipe.sft_config = fused
+    if args.loss:                                    # round four's loss (#16, round five)
+        from studio import trl_recipe
+
+        trl_recipe.fused_loss = lambda config: False
+        if args.loss == "trl":
+            trl_recipe.host_free_steps = lambda trainer_class: trainer_class
+    if args.liger == "all":                          # rope, norms and SwiGLU too
+        from studio import trl_recipe
+
+        trl_recipe.LIGER_LOSS_ONLY = {"fused_linear_cross_entropy": True}
     if args.graph_logs == "on":
         torch._logging.set_logs(cudagraphs=True, perf_hints=True)
     if args.one == "chat":
@@ -427,6 +467,11 @@ def main():
     # a single variant, in its own process
     p.add_argument("--one"), p.add_argument("--model-path"), p.add_argument("--data")
     p.add_argument("--batch-rows", type=int, default=8), p.add_argument("--profile")
+    p.add_argument("--profile-python", action="store_true", help="cProfile, not torch's profiler")
+    p.add_argument("--loss", choices=["trl", "trl-lean"],
+                   help="studio variants: round four's loss (trl's chunked; trl-lean: without "
+                        "its reads from the GPU each micro-batch)")
+    p.add_argument("--liger", choices=["all"], help="studio variants: all of liger's kernels")
     p.add_argument("--run-dir", help="studio variants: the run folder to train into")
     p.add_argument("--tokens", type=int, help="studio variants: tokens a micro-batch (default: planned)")
     p.add_argument("--ckpt", choices=["on", "off"], help="studio variants: force checkpointing")
@@ -467,9 +512,10 @@ def main():
                "--data", str(data), "--warmup", str(args.warmup), "--steps", str(args.steps),
                "--batch-rows", str(studio_rows or 8), "--run-dir", str(work / "runs" / name)]
         if knobs:
-            if "profile=on" in knobs:
+            if "profile=on" in knobs or "profile=py" in knobs:
                 cmd += ["--profile", str(out / f"profile-{name}.txt")]
-            named = [k.split("=", 1) for k in knobs if "=" in k and k != "profile=on"]
+                cmd += ["--profile-python"] if "profile=py" in knobs else []
+            named = [k.split("=", 1) for k in knobs if "=" in k and not k.startswith("profile=")]
             cmd += [arg for key, value in named for arg in (f"--{key}", value)]
             tokens_ckpt = [k for k in knobs if "=" not in k]
             cmd += (["--tokens", tokens_ckpt[0]] if tokens_ckpt and tokens_ckpt[0] else []) + \

@@ -331,7 +331,70 @@ def decoder_layers(model) -> list:
 
 
 # ---------------------------------------------------------------------------- the trainer
-def sft_config(config, run_dir: Path, has_eval: bool):
+# ---------------------------------------------------------------------------- loss
+LIGER_LOSS_ONLY = {"fused_linear_cross_entropy": True, "cross_entropy": False, "rope": False,
+                   "rms_norm": False, "swiglu": False}
+
+
+def fused_loss(config) -> bool:
+    """Whether liger-kernel's fused linear cross-entropy computes the loss: on a CUDA GPU, with
+    liger-kernel installed (the `cuda` extra) and a model it knows. It projects, scores and
+    differentiates the logits a chunk at a time within the forward pass, so a micro-batch never
+    holds them whole (the planner counts them so) and no chunk is projected twice. trl's own
+    chunked loss projects each chunk again in the backward, and adds entropy and accuracy
+    passes over the whole vocabulary that the studio never shows."""
+    import importlib.util
+
+    import torch
+
+    if config.cpu_only or not torch.cuda.is_available():
+        return False
+    if importlib.util.find_spec("liger_kernel") is None:
+        return False
+    from liger_kernel.transformers.monkey_patch import MODEL_TYPE_TO_APPLY_LIGER_FN
+    from transformers import AutoConfig
+
+    from studio.models import local_model_path
+
+    model_type = AutoConfig.from_pretrained(local_model_path(config.model_name)).model_type
+    return model_type in MODEL_TYPE_TO_APPLY_LIGER_FN
+
+
+def host_free_steps(trainer_class):
+    """trainer_class reading nothing back from the GPU between two logs. trl's SFTTrainer reads
+    the entropy, the token accuracy and the token count of every micro-batch with .item(), and
+    the Trainer its count of tokens seen: each read makes the host wait for the GPU to finish,
+    so the host cannot queue the next work while the GPU runs. The studio shows none of these
+    per micro-batch; the token count stays on the GPU until the next log reads it."""
+    from transformers import Trainer
+
+    class HostFreeSteps(trainer_class):
+        _unread_tokens = None       # on the GPU: the tokens counted since the last log
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            inputs.pop("_prediction_loss_only", None)   # trl's note to its own compute_loss
+            inputs["use_cache"] = False
+            return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+
+        def _track_num_input_tokens(self, inputs):    # the Trainer's hook for this count
+            mask = inputs.get("attention_mask")
+            if mask is None:
+                mask = inputs["input_ids"] != self.processing_class.pad_token_id
+            count = mask.sum()
+            self._unread_tokens = count if self._unread_tokens is None else self._unread_tokens + count
+
+        def log(self, logs, start_time=None):
+            if self._unread_tokens is not None:
+                seen = self.accelerator.gather(self._unread_tokens).sum()
+                self.state.num_input_tokens_seen += int(seen)
+                self._unread_tokens = None
+            super().log(logs, start_time)
+
+    return HostFreeSteps
+
+
+def sft_config(config, run_dir: Path, has_eval: bool,
+               fused_loss: bool = False):
     """trl's SFTConfig from ours; every training knob is decided here and nowhere else.
 
     With packing, one micro-batch is one pack of up to tokens_per_batch tokens (rows were
@@ -374,6 +437,8 @@ def sft_config(config, run_dir: Path, has_eval: bool):
         padding_free=True,   # rows are concatenated, never padded: no work on pad tokens
         gradient_checkpointing=bool(config.gradient_checkpointing),
         include_num_input_tokens_seen="non_padding",
+        use_liger_kernel=fused_loss,
+        liger_kernel_config=LIGER_LOSS_ONLY if fused_loss else None,
         dataloader_num_workers=0,
         disable_tqdm=True,
         save_only_model=False,
