@@ -31,14 +31,13 @@ def make_trainer(config, data, run_dir: Path, emit, should_stop):
     """The SFTTrainer for this run, model loaded and LoRA attached, not yet trained."""
     from trl import SFTTrainer
 
-    fused_loss = recipe.fused_loss(config)
-    config, plan = recipe.plan_gpu_batches(config, data, emit, fused_loss=fused_loss)
+    config, plan = recipe.plan_gpu_batches(config, data, emit, fused_loss=True)  # chunked_nll
     emit("status", 0, message=f"loading {config.model_name}")
     model, tokenizer = recipe.load_base(config)
     emit("plan", 0, attention=packed_attention.describe(model))
     emit("status", 0, message="attaching LoRA adapters")
-    trainer = recipe.host_free_steps(SFTTrainer)(
-        model=model, args=recipe.sft_config(config, run_dir, data.eval is not None, fused_loss),
+    trainer = recipe.lean_steps(SFTTrainer)(
+        model=model, args=recipe.sft_config(config, run_dir, data.eval is not None),
         train_dataset=data.train, eval_dataset=data.eval, processing_class=tokenizer,
         peft_config=lora_config(config),
         callbacks=[recipe.event_callback(emit, should_stop, recipe.model_flops(config, data)),

@@ -26,9 +26,8 @@ on, for memory at the same batch as (b'). Named knobs: backend=transformers; com
 decoder layers) or compile=graphs (the same, replayed as CUDA graphs: experimental);
 adam=fused; profile=on (two steps after the timed ones, host and GPU time) or profile=py (the
 same steps under cProfile); graph-logs=on (torch's CUDA graph logs); warmup=N and steps=N for
-that run alone; loss=trl (round four's loss: trl's chunked cross-entropy and its reads from the
-GPU each micro-batch) or loss=trl-lean (the same loss without those reads); liger=all (all of
-liger's kernels, not only its fused loss).
+that run alone; trainer=trl (trl's SFTTrainer as it comes, as in round four, without the
+studio's lean_steps).
 
 Reported: real (non-padding) tokens/s over the steps after warm-up, peak GPU memory, MFU and
 the gradient norm. MFU counts 4N + 12·L·H·d·c FLOPs a token: forward and input-gradient
@@ -407,16 +406,10 @@ def run_one(args) -> dict:
             return trainer_args
 
         trl_recipe.sft_config = fused
-    if args.loss:                                    # round four's loss (#16, round five)
+    if args.trainer == "trl":                        # round four's trainer (#16, round five)
         from studio import trl_recipe
 
-        trl_recipe.fused_loss = lambda config: False
-        if args.loss == "trl":
-            trl_recipe.host_free_steps = lambda trainer_class: trainer_class
-    if args.liger == "all":                          # rope, norms and SwiGLU too
-        from studio import trl_recipe
-
-        trl_recipe.LIGER_LOSS_ONLY = {"fused_linear_cross_entropy": True}
+        trl_recipe.lean_steps = lambda trainer_class: trainer_class
     if args.graph_logs == "on":
         torch._logging.set_logs(cudagraphs=True, perf_hints=True)
     if args.one == "chat":
@@ -468,10 +461,8 @@ def main():
     p.add_argument("--one"), p.add_argument("--model-path"), p.add_argument("--data")
     p.add_argument("--batch-rows", type=int, default=8), p.add_argument("--profile")
     p.add_argument("--profile-python", action="store_true", help="cProfile, not torch's profiler")
-    p.add_argument("--loss", choices=["trl", "trl-lean"],
-                   help="studio variants: round four's loss (trl's chunked; trl-lean: without "
-                        "its reads from the GPU each micro-batch)")
-    p.add_argument("--liger", choices=["all"], help="studio variants: all of liger's kernels")
+    p.add_argument("--trainer", choices=["trl"],
+                   help="studio variants: trl's SFTTrainer as it comes (round four), not lean_steps")
     p.add_argument("--run-dir", help="studio variants: the run folder to train into")
     p.add_argument("--tokens", type=int, help="studio variants: tokens a micro-batch (default: planned)")
     p.add_argument("--ckpt", choices=["on", "off"], help="studio variants: force checkpointing")
