@@ -29,6 +29,7 @@ def lora_config(config):
 # ---------------------------------------------------------------------------- training
 def make_trainer(config, data, run_dir: Path, emit, should_stop):
     """The SFTTrainer for this run, model loaded and LoRA attached, not yet trained."""
+    from transformers import set_seed
     from trl import SFTTrainer
 
     config, plan = recipe.plan_gpu_batches(config, data, emit, fused_loss=True)  # chunked_nll
@@ -36,6 +37,9 @@ def make_trainer(config, data, run_dir: Path, emit, should_stop):
     model, tokenizer = recipe.load_base(config)
     emit("plan", 0, attention=packed_attention.describe(model))
     emit("status", 0, message="attaching LoRA adapters")
+    # trl draws LoRA's A matrices before the Trainer seeds anything: without this, the same
+    # config trained a different adapter in a fresh process than in a second run of one
+    set_seed(config.seed)
     trainer = recipe.lean_steps(SFTTrainer)(
         model=model, args=recipe.sft_config(config, run_dir, data.eval is not None),
         train_dataset=data.train, eval_dataset=data.eval, processing_class=tokenizer,

@@ -207,6 +207,40 @@ def test_nothing_of_a_finished_run_stays_in_memory(tiny_qwen3, tmp_path, qa_json
     assert not left, f"still reachable after the run: {sorted(left)}"
 
 
+def test_lean_steps_train_as_trls_own_trainer(tiny_qwen3, tmp_path, qa_jsonl, monkeypatch):
+    """trl_recipe.lean_steps changes the trainer's bookkeeping alone (gradients zeroed through
+    the optimiser, clipping over its parameters, mode switches that return at once, the token
+    count read at the log, trl's per-micro-batch metrics left out). What trains must not
+    change: the same run through trl's SFTTrainer as it comes gives the same losses, gradient
+    norms, token counts, eval losses and adapter, over updates that accumulate and clip. (The
+    first of two runs in one process: equal only since the hf backend seeds LoRA's init.)"""
+    from safetensors.torch import load_file
+
+    from studio import trl_recipe
+
+    def run(name):
+        config = quick_config(tiny_qwen3, tmp_path / name, data_path=str(qa_jsonl), max_steps=3,
+                              gradient_accumulation_steps=2, max_grad_norm=0.05)
+        adapter = Path(run_fine_tuning(config=config))
+        events = train_events(tmp_path / name)
+        return ([(e["data"]["loss"], e["data"]["grad_norm"], e["data"]["tokens"])
+                 for e in events if e["kind"] == "train"],
+                [e["data"]["eval_loss"] for e in events if e["kind"] == "eval"],
+                load_file(adapter / "adapter_model.safetensors"))
+
+    lean = run("lean")
+    monkeypatch.setattr(trl_recipe, "lean_steps", lambda trainer_class: trainer_class)
+    plain = run("plain")
+    assert len(lean[0]) == 3 and len(lean[1]) == 3
+    assert all(norm > 0.05 for _, norm, _ in lean[0])       # every update was clipped
+    assert [tokens for *_, tokens in lean[0]] == [tokens for *_, tokens in plain[0]]
+    torch.testing.assert_close([row[:2] for row in lean[0]], [row[:2] for row in plain[0]])
+    torch.testing.assert_close(lean[1], plain[1])
+    assert lean[2].keys() == plain[2].keys()
+    for name in lean[2]:
+        torch.testing.assert_close(lean[2][name], plain[2][name])
+
+
 def test_the_gpu_chat_loop_answers_as_plain_generate(tiny_qwen3):
     """The GPU chat's decode loop (studio.decode: static cache reused between replies, tokens
     looked at a chunk at a time), run uncompiled on the CPU: two replies in a row give plain
