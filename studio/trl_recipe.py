@@ -293,7 +293,8 @@ def layer_graphs(config) -> bool:
     """Whether compiled layers also replay as CUDA graphs, one recording for each micro-batch
     shape (packed_attention.bucketed pads them to few), so that a step's launches cost the host
     almost nothing. Experimental, for the benchmark alone (STUDIO_LAYER_GRAPHS=1, on a GPU):
-    it trains, but its speed and memory are not measured yet (#16, BENCHMARKS.md)."""
+    1.59x at 0.6B and 8 rows an update, but 1,583 tokens/s at 8B and 16 rows, where layers
+    recompute and buckets run to 28k tokens (#16, BENCHMARKS.md round five)."""
     import torch
 
     return (bool(config.compile_layers) and os.environ.get("STUDIO_LAYER_GRAPHS") == "1"
