@@ -332,7 +332,6 @@ def decoder_layers(model) -> list:
 
 
 # ---------------------------------------------------------------------------- the trainer
-# ---------------------------------------------------------------------------- steps
 def lean_steps(trainer_class):
     """trainer_class with little host work between a step's GPU kernels. At 8 rows an update
     a 0.6B step on an H200 is bound by the host (#16), and the Trainer spent a third of it
@@ -381,8 +380,8 @@ def lean_steps(trainer_class):
             mask = inputs.get("attention_mask")
             if mask is None:
                 mask = inputs["input_ids"] != self.processing_class.pad_token_id
-            count = mask.sum()
-            self._unread_tokens = count if self._unread_tokens is None else self._unread_tokens + count
+            before = 0 if self._unread_tokens is None else self._unread_tokens
+            self._unread_tokens = before + mask.sum()
 
         def log(self, logs, start_time=None):
             if self._unread_tokens is not None:
