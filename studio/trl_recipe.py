@@ -393,6 +393,29 @@ def lean_steps(trainer_class):
     return LeanSteps
 
 
+WHOLE_LOGITS_ON_CPU = 2 * 2**30   # bytes: a CPU micro-batch's logits, their float copy and gradient
+
+
+def loss_type(config) -> str:
+    """trl's loss for this run. trl's chunked loss (the default) scores the response tokens 256
+    at a time and never holds a micro-batch's whole logits, which the GPU planner counts on. On
+    a CPU it projects each chunk twice (forward, then again in the backward) and adds entropy
+    and accuracy passes over the vocabulary: where the whole logits of the longest micro-batch
+    stay small, the model's own loss ("nll", the same math) trains 1.11x as fast (SmolLM2,
+    BENCHMARKS.md)."""
+    import torch
+
+    from studio.memory import model_shape
+
+    if not config.cpu_only and torch.cuda.is_available():
+        return "chunked_nll"
+    shape = model_shape(config.model_name)
+    tokens = (config.tokens_per_batch or config.max_seq_length) if config.packing else \
+        config.batch_size * config.max_seq_length
+    small = shape is not None and tokens * shape.vocab * 12 <= WHOLE_LOGITS_ON_CPU
+    return "nll" if small else "chunked_nll"
+
+
 def sft_config(config, run_dir: Path, has_eval: bool):
     """trl's SFTConfig from ours; every training knob is decided here and nowhere else.
 
@@ -436,9 +459,7 @@ def sft_config(config, run_dir: Path, has_eval: bool):
         padding_free=True,   # rows are concatenated, never padded: no work on pad tokens
         gradient_checkpointing=bool(config.gradient_checkpointing),
         include_num_input_tokens_seen="non_padding",
-        # the loss over the response tokens alone, in chunks of 256 that never hold the whole
-        # logits (the planner's fused_loss), with no .item() when lean_steps computes it
-        loss_type="chunked_nll",
+        loss_type=loss_type(config),
         dataloader_num_workers=0,
         disable_tqdm=True,
         save_only_model=False,
