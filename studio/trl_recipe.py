@@ -332,7 +332,7 @@ def decoder_layers(model) -> list:
 
 
 # ---------------------------------------------------------------------------- the trainer
-def lean_steps(trainer_class):
+def lean_steps(trainer_class, own_loss: bool = True):
     """trainer_class with little host work between a step's GPU kernels. At 8 rows an update
     a 0.6B step on an H200 is bound by the host (#16), and the Trainer spent a third of it
     walking the model's ~4,800 modules (LoRA's included): for model.train() at every
@@ -341,56 +341,65 @@ def lean_steps(trainer_class):
     returns at once. And nothing is read back from the GPU between two logs: trl reads the
     entropy, token accuracy and token count of every micro-batch with .item(), the Trainer its
     count of tokens seen, and each read makes the host wait for the GPU instead of queuing the
-    next work. The studio shows none of these; the token count waits on the GPU for the log."""
-    from transformers import Trainer
+    next work. The studio shows none of these; the token count waits on the GPU for the log.
+    With own_loss False the trainer's compute_loss stays as it is (Unsloth patches it)."""
+    bases = (_LossWithoutReads, _LeanSteps) if own_loss else (_LeanSteps,)
+    return type("LeanSteps", (*bases, trainer_class), {})
 
-    class LeanSteps(trainer_class):
-        _unread_tokens = None       # on the GPU: the tokens counted since the last log
-        _flops_per_token = None
 
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            model, walk = self.model, self.model.train
-            model.train = lambda mode=True: model if model.training == mode else walk(mode)
-            model.zero_grad = self._zero_grad
+class _LeanSteps:
+    """lean_steps' bookkeeping: fewer walks over the model, no reads of the token count."""
+    _unread_tokens = None       # on the GPU: the tokens counted since the last log
+    _flops_per_token = None
 
-        def _zero_grad(self, set_to_none: bool = True):
-            if self.optimizer is None:
-                return type(self.model).zero_grad(self.model, set_to_none)
-            self.optimizer.zero_grad(set_to_none=set_to_none)
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        model, walk = self.model, self.model.train
+        model.train = lambda mode=True: model if model.training == mode else walk(mode)
+        model.zero_grad = self._zero_grad
 
-        def _clip_grad_norm(self, model):           # the Trainer's hook
-            if self.args.world_size > 1:            # sharded: the parameters as the ranks see them
-                return super()._clip_grad_norm(model)
-            params = [p for group in self.optimizer.param_groups for p in group["params"]]
-            return self.accelerator.clip_grad_norm_(params, self.args.max_grad_norm)
+    def _zero_grad(self, set_to_none: bool = True):
+        if self.optimizer is None:
+            return type(self.model).zero_grad(self.model, set_to_none)
+        self.optimizer.zero_grad(set_to_none=set_to_none)
 
-        def floating_point_ops(self, inputs):       # the library's count, made once a token
-            tokens = inputs["input_ids"].numel()
-            if self._flops_per_token is None:
-                self._flops_per_token = super().floating_point_ops(inputs) / max(tokens, 1)
-            return int(self._flops_per_token * tokens)
+    def _clip_grad_norm(self, model):           # the Trainer's hook
+        if self.args.world_size > 1:            # sharded: the parameters as the ranks see them
+            return super()._clip_grad_norm(model)
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        return self.accelerator.clip_grad_norm_(params, self.args.max_grad_norm)
 
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            inputs.pop("_prediction_loss_only", None)   # trl's note to its own compute_loss
-            inputs["use_cache"] = False
-            return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+    def floating_point_ops(self, inputs):       # the library's count, made once a token
+        tokens = inputs["input_ids"].numel()
+        if self._flops_per_token is None:
+            self._flops_per_token = super().floating_point_ops(inputs) / max(tokens, 1)
+        return int(self._flops_per_token * tokens)
 
-        def _track_num_input_tokens(self, inputs):    # the Trainer's hook for this count
-            mask = inputs.get("attention_mask")
-            if mask is None:
-                mask = inputs["input_ids"] != self.processing_class.pad_token_id
-            before = 0 if self._unread_tokens is None else self._unread_tokens
-            self._unread_tokens = before + mask.sum()
+    def _track_num_input_tokens(self, inputs):    # the Trainer's hook for this count
+        mask = inputs.get("attention_mask")
+        if mask is None:
+            mask = inputs["input_ids"] != self.processing_class.pad_token_id
+        before = 0 if self._unread_tokens is None else self._unread_tokens
+        self._unread_tokens = before + mask.sum()
 
-        def log(self, logs, start_time=None):
-            if self._unread_tokens is not None:
-                seen = self.accelerator.gather(self._unread_tokens).sum()
-                self.state.num_input_tokens_seen += int(seen)
-                self._unread_tokens = None
-            super().log(logs, start_time)
+    def log(self, logs, start_time=None):
+        if self._unread_tokens is not None:
+            seen = self.accelerator.gather(self._unread_tokens).sum()
+            self.state.num_input_tokens_seen += int(seen)
+            self._unread_tokens = None
+        super().log(logs, start_time)
 
-    return LeanSteps
+
+class _LossWithoutReads:
+    """The Trainer's compute_loss, not trl's: the loss alone, without trl's per-micro-batch
+    entropy, accuracy and token count, each read with .item()."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        from transformers import Trainer
+
+        inputs.pop("_prediction_loss_only", None)   # trl's note to its own compute_loss
+        inputs["use_cache"] = False
+        return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
 
 
 WHOLE_LOGITS_ON_CPU = 2 * 2**30   # bytes: a CPU micro-batch's logits, their float copy and gradient
