@@ -83,11 +83,12 @@ def train(config, data, run_dir: Path, emit, should_stop, resume_from=None) -> P
         random_state=config.seed)
     args = recipe.sft_config(config, run_dir, data.eval is not None)
     args.gradient_checkpointing = False    # unsloth's own checkpointing is already in the model
-    trainer = SFTTrainer(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
-                         processing_class=tokenizer,
-                         callbacks=[recipe.event_callback(emit, should_stop,
-                                                          recipe.model_flops(config, data)),
-                                    recipe.sample_callback(emit, tokenizer, data.samples)])
+    # lean_steps' bookkeeping, Unsloth's own loss kept: 1.07x at 8B, 1.11x at 0.6B on an H200
+    trainer = recipe.lean_steps(SFTTrainer, own_loss=False)(
+        model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
+        processing_class=tokenizer,
+        callbacks=[recipe.event_callback(emit, should_stop, recipe.model_flops(config, data)),
+                   recipe.sample_callback(emit, tokenizer, data.samples)])
     recipe.quiet(trainer)
     recipe.recompute_per_micro_batch(trainer.model, plan)
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)

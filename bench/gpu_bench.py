@@ -27,8 +27,7 @@ decoder layers) or compile=graphs (the same, replayed as CUDA graphs: experiment
 adam=fused; profile=on (two steps after the timed ones, host and GPU time) or profile=py (the
 same steps under cProfile); graph-logs=on (torch's CUDA graph logs); warmup=N and steps=N for
 that run alone; trainer=trl (trl's SFTTrainer as it comes, as in round four, without the
-studio's lean_steps) or trainer=lean (lean_steps for the Unsloth backend too, keeping the loss
-Unsloth patches in: not yet measured).
+studio's lean_steps); bucket=N (layer graphs: micro-batches padded to a multiple of N tokens).
 
 Reported: real (non-padding) tokens/s over the steps after warm-up, peak GPU memory, MFU and
 the gradient norm. MFU counts 4N + 12·L·H·d·c FLOPs a token: forward and input-gradient
@@ -410,14 +409,11 @@ def run_one(args) -> dict:
     if args.trainer == "trl":                        # round four's trainer (#16, round five)
         from studio import trl_recipe
 
-        trl_recipe.lean_steps = lambda trainer_class: trainer_class
-    if args.trainer == "lean":                       # Unsloth's trainer, made lean (its loss kept)
-        import unsloth  # noqa: F401  (it patches trl first)
-        import trl
+        trl_recipe.lean_steps = lambda trainer_class, own_loss=True: trainer_class
+    if args.bucket:                                  # layer graphs' shapes (#16, round six)
+        from studio import packed_attention
 
-        from studio import trl_recipe
-
-        trl.SFTTrainer = trl_recipe.lean_steps(trl.SFTTrainer, own_loss=False)
+        packed_attention.BUCKET = args.bucket
     if args.graph_logs == "on":
         torch._logging.set_logs(cudagraphs=True, perf_hints=True)
     if args.one == "chat":
@@ -469,9 +465,12 @@ def main():
     p.add_argument("--one"), p.add_argument("--model-path"), p.add_argument("--data")
     p.add_argument("--batch-rows", type=int, default=8), p.add_argument("--profile")
     p.add_argument("--profile-python", action="store_true", help="cProfile, not torch's profiler")
-    p.add_argument("--trainer", choices=["trl", "lean"],
+    p.add_argument("--trainer", choices=["trl"],
                    help="studio variants: trl's SFTTrainer as it comes (round four), not "
-                        "lean_steps; lean: lean_steps for the Unsloth backend too, its loss kept")
+                        "lean_steps")
+    p.add_argument("--bucket", type=int,
+                   help="studio variants with layer graphs: tokens a micro-batch is padded to a "
+                        "multiple of (packed_attention.BUCKET)")
     p.add_argument("--run-dir", help="studio variants: the run folder to train into")
     p.add_argument("--tokens", type=int, help="studio variants: tokens a micro-batch (default: planned)")
     p.add_argument("--ckpt", choices=["on", "off"], help="studio variants: force checkpointing")
