@@ -4,8 +4,9 @@ The estimate adds up what training keeps alive at its peak: the base weights (16
 NF4), the LoRA weights with their gradients and AdamW state, the activations saved for the
 backward pass (all layers, or one layer's inputs each with gradient checkpointing), the logits
 over the vocabulary in float32, and a fixed framework overhead. The constants were fitted to
-peaks measured on the CPU here and on an H100 (BENCHMARKS.md); the UI shows the estimate next
-to the measured peak after each run.
+peaks measured on the CPU here and on an H100, Unsloth's activations counted from its kernels
+and checked on an H200 (BENCHMARKS.md); the UI shows the estimate next to the measured peak
+after each run.
 """
 from __future__ import annotations
 
@@ -111,13 +112,32 @@ def lora_params(shape: Shape, config) -> int:
     return per_layer * shape.layers
 
 
+def saved_per_token(shape: Shape, act_bytes: int, kernels: str = "transformers") -> float:
+    """Bytes one decoder layer keeps per token for the backward pass, LoRA on its projections.
+
+    transformers + peft: (16 hidden + 8 intermediate) activations, fitted to peaks on the CPU
+    and an H100; on an H200 it is within 5% of the measured peaks at 0.6B (BENCHMARKS.md).
+    Unsloth's fused kernels keep less, and this counts them one by one: each RMSNorm its input
+    alone (2 hidden, q, kv), the attention its q, k, v and output, the QKV and MLP projections
+    their inputs, the MLP its gate and up (it recomputes SiLU and their product in the backward).
+    With it the estimate is 1.02-1.10x the H200's peaks at 0.6B and 8B; the formula above
+    counts 2.1-2.9x what Unsloth's layers keep (tests/test_packing.py checks both estimates
+    against those runs)."""
+    h, i = shape.hidden, shape.intermediate
+    if kernels == "unsloth":
+        q, kv = shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
+        return (4 * h + 3 * q + 3 * kv + 2 * i) * act_bytes
+    return (16 * h + 8 * i) * act_bytes
+
+
 def estimate_memory(config, shape: Optional[Shape] = None, longest_row: Optional[int] = None,
-                    fused_loss: bool = False,
-                    recompute_layers: Optional[int] = None) -> Optional[MemoryEstimate]:
+                    fused_loss: bool = False, recompute_layers: Optional[int] = None,
+                    kernels: str = "transformers") -> Optional[MemoryEstimate]:
     """Peak memory of training `config` (resolved: cpu_only, bf16, 4-bit decided). Without
     packing, a batch is as long as its longest row: pass the data's longest, if known.
     `recompute_layers` (default: all with gradient checkpointing, else none) is how many decoder
-    layers keep only their input and recompute the rest in the backward pass."""
+    layers keep only their input and recompute the rest in the backward pass. `kernels` is
+    whose layers train ("transformers" or "unsloth"): they keep different activations."""
     shape = shape or model_shape(config.model_name)
     if shape is None:
         return None
@@ -140,7 +160,7 @@ def estimate_memory(config, shape: Optional[Shape] = None, longest_row: Optional
     if longest_row and not config.packing:
         length = min(length, longest_row)
     tokens = config.batch_size * length
-    per_layer_token = (16 * shape.hidden + 8 * shape.intermediate) * act_bytes
+    per_layer_token = saved_per_token(shape, act_bytes, kernels)
     if recompute_layers is None:
         recompute_layers = shape.layers if config.gradient_checkpointing else 0
     kept = shape.layers - recompute_layers
@@ -189,7 +209,8 @@ _CANDIDATES = (16384, 12288, 8192, 6144, 4096, 3072, 2048, 1024, 512)
 
 
 def plan_batch(config, free_bytes: float, mean_row_tokens: float, shape: Optional[Shape] = None,
-               fused_loss: bool = False, longest_row: Optional[int] = None) -> Optional[BatchPlan]:
+               fused_loss: bool = False, longest_row: Optional[int] = None,
+               kernels: str = "transformers") -> Optional[BatchPlan]:
     """The packed micro-batch for a GPU: as large as an update asks for, as fits `free_bytes`.
 
     Gradient checkpointing costs a third more arithmetic, so it is used only when without it
@@ -205,7 +226,7 @@ def plan_batch(config, free_bytes: float, mean_row_tokens: float, shape: Optiona
     def fits(tokens: int, ckpt: bool):
         trial = dataclasses.replace(config, batch_size=1, max_seq_length=tokens,
                                     gradient_checkpointing=ckpt, packing=True)
-        est = estimate_memory(trial, shape, fused_loss=fused_loss)
+        est = estimate_memory(trial, shape, fused_loss=fused_loss, kernels=kernels)
         return est if est.total <= 0.92 * free_bytes else None
 
     def largest(ckpt: bool):
@@ -229,7 +250,7 @@ def plan_batch(config, free_bytes: float, mean_row_tokens: float, shape: Optiona
             use_ckpt = config.gradient_checkpointing
         est = estimate_memory(dataclasses.replace(
             config, batch_size=1, max_seq_length=tokens, gradient_checkpointing=use_ckpt,
-            packing=True), shape, fused_loss=fused_loss)
+            packing=True), shape, fused_loss=fused_loss, kernels=kernels)
     elif enough < tokens:
         tokens, est = enough, fits(enough, use_ckpt)
     accumulation = max(1, round(wanted / tokens))
@@ -242,28 +263,28 @@ def plan_batch(config, free_bytes: float, mean_row_tokens: float, shape: Optiona
 
 
 def layers_to_recompute(config, tokens: int, budget: float, shape: Shape,
-                        fused_loss: bool = False) -> Optional[int]:
+                        fused_loss: bool = False, kernels: str = "transformers") -> Optional[int]:
     """The fewest decoder layers that must recompute their activations (gradient checkpointing)
     for a micro-batch of `tokens` to fit in `budget` bytes: 0 when everything fits, None when
     even recomputing every layer does not."""
     trial = dataclasses.replace(config, batch_size=1, max_seq_length=tokens, packing=True)
     for layers in range(shape.layers + 1):
-        if estimate_memory(trial, shape, fused_loss=fused_loss,
-                           recompute_layers=layers).total <= budget:
+        if estimate_memory(trial, shape, fused_loss=fused_loss, recompute_layers=layers,
+                           kernels=kernels).total <= budget:
             return layers
     return None
 
 
 def _recompute_as_set(config, tokens: int, budget: float, shape: Shape,
-                      fused_loss: bool) -> Optional[int]:
+                      fused_loss: bool, kernels: str) -> Optional[int]:
     """Layers a micro-batch of `tokens` recomputes under the config's gradient_checkpointing:
     every one (on), none (off) or as few as fit (auto); None when that does not fit."""
     if config.gradient_checkpointing is None:
-        return layers_to_recompute(config, tokens, budget, shape, fused_loss)
+        return layers_to_recompute(config, tokens, budget, shape, fused_loss, kernels)
     layers = shape.layers if config.gradient_checkpointing else 0
     trial = dataclasses.replace(config, batch_size=1, max_seq_length=tokens, packing=True)
-    fits = estimate_memory(trial, shape, fused_loss=fused_loss,
-                           recompute_layers=layers).total <= budget
+    fits = estimate_memory(trial, shape, fused_loss=fused_loss, recompute_layers=layers,
+                           kernels=kernels).total <= budget
     return layers if fits else None
 
 
@@ -278,18 +299,20 @@ class RowPlan:
     shape: Shape
     budget: float                  # bytes a micro-batch may use
     fused_loss: bool
+    kernels: str
 
     def layers_for(self, tokens: int) -> int:
         """Decoder layers to recompute for a micro-batch of `tokens`: every one or none when
         the user said so, else as few as fit (checkpointing decided per micro-batch)."""
-        layers = _recompute_as_set(self.config, tokens, self.budget, self.shape, self.fused_loss)
+        layers = _recompute_as_set(self.config, tokens, self.budget, self.shape, self.fused_loss,
+                                   self.kernels)
         if layers is None:    # too long to fit: recompute all that is allowed
             return 0 if self.config.gradient_checkpointing is False else self.shape.layers
         return layers
 
 
 def plan_rows(config, free_bytes: float, lengths: list[int], shape: Optional[Shape] = None,
-              fused_loss: bool = False) -> Optional[RowPlan]:
+              fused_loss: bool = False, kernels: str = "transformers") -> Optional[RowPlan]:
     """Padding-free micro-batches of whole rows: as many of the rows an update asks for
     (batch_size x gradient_accumulation_steps, a divisor of it) as fit even when the longest
     rows come together.
@@ -307,7 +330,7 @@ def plan_rows(config, free_bytes: float, lengths: list[int], shape: Optional[Sha
     worst = list(itertools.accumulate(sorted(lengths, reverse=True)[:wanted]))
 
     def need(tokens: int) -> Optional[int]:
-        return _recompute_as_set(config, tokens, budget, shape, fused_loss)
+        return _recompute_as_set(config, tokens, budget, shape, fused_loss, kernels)
 
     for rows in (d for d in range(wanted, 0, -1) if wanted % d == 0):
         longest = worst[min(rows, len(worst)) - 1]
@@ -316,7 +339,8 @@ def plan_rows(config, free_bytes: float, lengths: list[int], shape: Optional[Sha
     else:
         return None
     trial = dataclasses.replace(config, batch_size=1, max_seq_length=longest, packing=True)
-    estimate = estimate_memory(trial, shape, fused_loss=fused_loss, recompute_layers=layers)
+    estimate = estimate_memory(trial, shape, fused_loss=fused_loss, recompute_layers=layers,
+                               kernels=kernels)
     if config.gradient_checkpointing is not None:
         how = f"gradient checkpointing {'on' if config.gradient_checkpointing else 'off'}, as set"
     elif layers == 0:
@@ -329,7 +353,7 @@ def plan_rows(config, free_bytes: float, lengths: list[int], shape: Optional[Sha
            f"for; padding-free, up to {longest} tokens; {how} ({estimate.total / GiB:.0f} GiB "
            f"of {free_bytes / GiB:.0f} GiB free at most)")
     return RowPlan(rows, wanted // rows, layers > 0, estimate, why, config, shape, budget,
-                   fused_loss)
+                   fused_loss, kernels)
 
 
 # ---------------------------------------------------------------------------- model FLOPs

@@ -113,17 +113,25 @@ class Service:
     def estimate(self, config: FineTuningConfig):
         """(MemoryEstimate or None, free bytes, where, resolved config) for this config, with
         the free memory read now and the longest row of the data when it was analysed."""
+        from backends import BackendError, choose_backend
         from studio.memory import estimate_memory
 
         hw = self.hardware()
         resolved = config.resolve(hw)
         analysis = self.data.cached(config)
         lengths = analysis.report.lengths if analysis and analysis.report else None
+        on_gpu = hw.has_cuda and not resolved.cpu_only
         try:
-            est = estimate_memory(resolved, longest_row=max(lengths) if lengths else None)
+            backend, _ = choose_backend(resolved.backend, hw, resolved.world_size)
+        except BackendError:    # the preflight says why; the estimate counts the fallback's layers
+            backend = "transformers"
+        try:
+            # as the backend will train: both use a chunked loss on a GPU (trl_recipe.loss_type)
+            est = estimate_memory(resolved, longest_row=max(lengths) if lengths else None,
+                                  fused_loss=on_gpu, kernels=backend)
         except Exception:   # noqa: BLE001 - an unknown architecture: no estimate, not an error
             est = None
-        if hw.has_cuda and not resolved.cpu_only:
+        if on_gpu:
             return est, float(hw.gpus[0].free_bytes), f"GPU ({hw.gpus[0].name})", resolved
         return est, float(hw.ram_free_bytes), "RAM", resolved
 
