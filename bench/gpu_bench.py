@@ -27,7 +27,9 @@ decoder layers) or compile=graphs (the same, replayed as CUDA graphs: experiment
 adam=fused; profile=on (two steps after the timed ones, host and GPU time) or profile=py (the
 same steps under cProfile); graph-logs=on (torch's CUDA graph logs); warmup=N and steps=N for
 that run alone; trainer=trl (trl's SFTTrainer as it comes, as in round four, without the
-studio's lean_steps); bucket=N (layer graphs: micro-batches padded to a multiple of N tokens).
+studio's lean_steps); bucket=N (layer graphs: micro-batches padded to a multiple of N tokens);
+free=GiB (plan for that much free memory and allocate no more: a smaller card on a larger one);
+estimate=one-count (plan with round five's estimate, one activation count for both backends).
 
 Reported: real (non-padding) tokens/s over the steps after warm-up, peak GPU memory, MFU and
 the gradient norm. MFU counts 4N + 12·L·H·d·c FLOPs a token: forward and input-gradient
@@ -414,6 +416,16 @@ def run_one(args) -> dict:
         from studio import packed_attention
 
         packed_attention.BUCKET = args.bucket
+    if args.free:                                    # a smaller card: plan for it, held to it
+        total = torch.cuda.mem_get_info()[1]
+        cap = args.free * 2**30
+        torch.cuda.set_per_process_memory_fraction(cap / total)
+        torch.cuda.mem_get_info = lambda device=None: (cap, total)
+    if args.estimate == "one-count":                 # round five's estimate: one count for both
+        from studio import trl_recipe
+
+        planned = trl_recipe.plan_gpu_batches
+        trl_recipe.plan_gpu_batches = lambda *a, kernels=None, **kw: planned(*a, **kw)
     if args.graph_logs == "on":
         torch._logging.set_logs(cudagraphs=True, perf_hints=True)
     if args.one == "chat":
@@ -476,6 +488,12 @@ def main():
     p.add_argument("--ckpt", choices=["on", "off"], help="studio variants: force checkpointing")
     p.add_argument("--backend", default="auto", help="studio variants: the training backend")
     p.add_argument("--adam", choices=["fused"], help="studio variants: fused AdamW (default foreach)")
+    p.add_argument("--free", type=float,
+                   help="studio variants: GiB of the GPU to plan with and allocate at most (an "
+                        "80 GB card is free=78)")
+    p.add_argument("--estimate", choices=["one-count"],
+                   help="studio variants: plan with round five's estimate, one count of saved "
+                        "activations for both backends")
     p.add_argument("--graph-logs", choices=["on"], help="torch's CUDA graph logs")
     p.add_argument("--compile", choices=["on", "off", "graphs"],
                    help="studio variants: compile_layers (on: without CUDA graphs)")
