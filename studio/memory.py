@@ -130,6 +130,17 @@ def saved_per_token(shape: Shape, act_bytes: int, kernels: str = "transformers")
     return (16 * h + 8 * i) * act_bytes
 
 
+def activation_bytes(config) -> int:
+    """Bytes of one activation value: 16-bit or float32 training."""
+    return 2 if (config.bf16 or config.fp16) else 4
+
+
+def logits_bytes(config, shape: Shape, tokens: int) -> float:
+    """A micro-batch's whole logits over the vocabulary, their float32 upcast and its gradient:
+    what a loss that is not chunked holds at once (a chunked one, about a sixteenth)."""
+    return tokens * shape.vocab * (activation_bytes(config) + 8)
+
+
 def estimate_memory(config, shape: Optional[Shape] = None, longest_row: Optional[int] = None,
                     fused_loss: bool = False, recompute_layers: Optional[int] = None,
                     kernels: str = "transformers") -> Optional[MemoryEstimate]:
@@ -142,7 +153,7 @@ def estimate_memory(config, shape: Optional[Shape] = None, longest_row: Optional
     if shape is None:
         return None
     on_gpu = not config.cpu_only
-    act_bytes = 2 if (config.bf16 or config.fp16) else 4
+    act_bytes = activation_bytes(config)
     body = shape.params - shape.embed_params * (1 if shape.tied else 2)
     embeds = shape.params - body
     if config.load_in_4bit:
@@ -167,8 +178,7 @@ def estimate_memory(config, shape: Optional[Shape] = None, longest_row: Optional
     # a recomputed layer keeps its input; while it is recomputed, one layer's full set lives
     saved = tokens * (recompute_layers * shape.hidden * act_bytes + kept * per_layer_token
                       + (per_layer_token if recompute_layers else 0))
-    # logits, their float32 upcast and its gradient; a fused (chunked) loss never holds them all
-    logits = tokens * shape.vocab * (act_bytes + 8) / (16 if fused_loss else 1)
+    logits = logits_bytes(config, shape, tokens) / (16 if fused_loss else 1)
     overhead = (1.0 if on_gpu else 0.9) * GiB
     return MemoryEstimate(weights, lora, saved + logits, overhead, "GPU" if on_gpu else "CPU")
 

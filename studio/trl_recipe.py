@@ -403,7 +403,7 @@ class _LossWithoutReads:
         return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
 
 
-WHOLE_LOGITS_ON_CPU = 2 * 2**30   # bytes: a CPU micro-batch's logits, their float copy and gradient
+WHOLE_LOGITS_ON_CPU = 2 * 2**30   # bytes: memory.logits_bytes of a CPU micro-batch
 
 
 def loss_type(config) -> str:
@@ -415,14 +415,14 @@ def loss_type(config) -> str:
     BENCHMARKS.md)."""
     import torch
 
-    from studio.memory import model_shape
+    from studio.memory import logits_bytes, model_shape
 
     if not config.cpu_only and torch.cuda.is_available():
         return "chunked_nll"
     shape = model_shape(config.model_name)
     tokens = (config.tokens_per_batch or config.max_seq_length) if config.packing else \
         config.batch_size * config.max_seq_length
-    small = shape is not None and tokens * shape.vocab * 12 <= WHOLE_LOGITS_ON_CPU
+    small = shape is not None and logits_bytes(config, shape, tokens) <= WHOLE_LOGITS_ON_CPU
     return "nll" if small else "chunked_nll"
 
 
