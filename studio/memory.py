@@ -112,7 +112,7 @@ def lora_params(shape: Shape, config) -> int:
     return per_layer * shape.layers
 
 
-def saved_per_token(shape: Shape, act_bytes: int, kernels: str = "transformers") -> float:
+def saved_per_token(config, shape: Shape, kernels: str = "transformers") -> float:
     """Bytes one decoder layer keeps per token for the backward pass, LoRA on its projections.
 
     transformers + peft: (16 hidden + 8 intermediate) activations, fitted to peaks on the CPU
@@ -122,9 +122,14 @@ def saved_per_token(shape: Shape, act_bytes: int, kernels: str = "transformers")
     their inputs, the MLP its gate and up (it recomputes SiLU and their product in the backward).
     With it the estimate is 1.02-1.10x the H200's peaks at 0.6B and 8B; the formula above
     counts 2.1-2.9x what Unsloth's layers keep (tests/test_packing.py checks both estimates
-    against those runs)."""
-    h, i = shape.hidden, shape.intermediate
-    if kernels == "unsloth":
+    against those runs). Unsloth fuses a layer's LoRA only with adapters on all seven
+    projections, no dropout and no bias; any other Unsloth run is counted as transformers'."""
+    from studio.config import LINEAR_LAYERS
+
+    h, i, act_bytes = shape.hidden, shape.intermediate, activation_bytes(config)
+    fused = (kernels == "unsloth" and set(LINEAR_LAYERS) <= set(config.target_modules)
+             and not config.lora_dropout and config.bias == "none")
+    if fused:
         q, kv = shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
         return (4 * h + 3 * q + 3 * kv + 2 * i) * act_bytes
     return (16 * h + 8 * i) * act_bytes
@@ -171,7 +176,7 @@ def estimate_memory(config, shape: Optional[Shape] = None, longest_row: Optional
     if longest_row and not config.packing:
         length = min(length, longest_row)
     tokens = config.batch_size * length
-    per_layer_token = saved_per_token(shape, act_bytes, kernels)
+    per_layer_token = saved_per_token(config, shape, kernels)
     if recompute_layers is None:
         recompute_layers = shape.layers if config.gradient_checkpointing else 0
     kept = shape.layers - recompute_layers
