@@ -32,7 +32,7 @@ def make_trainer(config, data, run_dir: Path, emit, should_stop):
     from transformers import set_seed
     from trl import SFTTrainer
 
-    config, plan = recipe.plan_gpu_batches(config, data, emit, fused_loss=True)  # chunked_nll
+    config, plan = recipe.plan_gpu_batches(config, data, emit)
     emit("status", 0, message=f"loading {config.model_name}")
     model, tokenizer = recipe.load_base(config)
     emit("plan", 0, attention=packed_attention.describe(model))

@@ -70,7 +70,7 @@ def _load(config):
 def train(config, data, run_dir: Path, emit, should_stop, resume_from=None) -> Path:
     from trl import SFTTrainer
 
-    config, plan = recipe.plan_gpu_batches(config, data, emit, fused_loss=True, kernels="unsloth")
+    config, plan = recipe.plan_gpu_batches(config, data, emit, kernels="unsloth")
     emit("status", 0, message=f"loading {config.model_name} with unsloth")
     fast, model, tokenizer = _load(config)
     attention = varlen_attention()

@@ -183,14 +183,15 @@ def sample_callback(emit, tokenizer, samples: list[dict], max_new_tokens: int = 
 
 
 # ---------------------------------------------------------------------------- GPU batches
-def plan_gpu_batches(config, data, emit, fused_loss: bool = False, kernels: str = "transformers"):
+def plan_gpu_batches(config, data, emit, kernels: str = "transformers"):
     """On a GPU, size the micro-batches to the free memory (studio.memory), unless the user set
     them: whole rows padding-free by default, or packs of tokens_per_batch with packing on.
 
     Returns the config to train with, and the row plan (None for packs or off the GPU): with
     checkpointing left to auto, `recompute_per_micro_batch` applies the plan to each step. The
     layout chosen goes into the run's plan (a "plan" event), beside the config as asked for.
-    `fused_loss` and `kernels` say what the backend's training keeps (memory.estimate_memory).
+    `kernels` says whose layers train (memory.saved_per_token); the loss on a GPU is always
+    trl's chunked one (loss_type), which never holds a micro-batch's whole logits.
     """
     import torch
 
@@ -208,11 +209,11 @@ def plan_gpu_batches(config, data, emit, fused_loss: bool = False, kernels: str 
     free, _ = torch.cuda.mem_get_info()
     if config.packing:
         plan = plan_batch(config.replace(gradient_checkpointing=None), free,
-                          sum(lengths) / max(1, len(lengths)), fused_loss=fused_loss,
+                          sum(lengths) / max(1, len(lengths)), fused_loss=True,
                           longest_row=max(lengths, default=None), kernels=kernels)
         changes = plan and dict(tokens_per_batch=config.tokens_per_batch or plan.tokens_per_batch)
     else:
-        plan = plan_rows(config, free, lengths, fused_loss=fused_loss, kernels=kernels)
+        plan = plan_rows(config, free, lengths, fused_loss=True, kernels=kernels)
         changes = plan and dict(batch_size=plan.rows)
     if plan is None:   # an unknown architecture: keep what was asked, recompute to be safe
         planned = config.replace(gradient_checkpointing=config.gradient_checkpointing is not False)
