@@ -24,9 +24,10 @@ Each size runs (c) first, so (b') can take its rows a micro-batch. Extra runs ta
 size:variant[:tokens[:on|off]][:NAME=VALUE...]: 8B:c::on is the studio with checkpointing forced
 on, for memory at the same batch as (b'). Named knobs: backend=transformers; compile=on (compiled
 decoder layers) or compile=graphs (the same, replayed as CUDA graphs: experimental);
-adam=fused; profile=on (two steps after the timed ones, host and GPU time) or profile=py (the
-same steps under cProfile); graph-logs=on (torch's CUDA graph logs); warmup=N and steps=N for
-that run alone; trainer=trl (trl's SFTTrainer as it comes, as in round four, without the
+adam=8bit (bitsandbytes' 8-bit AdamW, which Unsloth's SFTConfig chose until round seven; the
+studio sets torch's fused AdamW); profile=on (two steps after the timed ones, host and GPU
+time) or profile=py (the same steps under cProfile); graph-logs=on (torch's CUDA graph
+logs); warmup=N and steps=N for that run alone; trainer=trl (trl's SFTTrainer as it comes, as in round four, without the
 studio's lean_steps); bucket=N (layer graphs: micro-batches padded to a multiple of N tokens);
 free=GiB (plan for that much free memory and allocate no more: a smaller card on a larger one);
 estimate=one-count (plan with round five's estimate, one activation count for both backends).
@@ -395,19 +396,19 @@ def run_one(args) -> dict:
         torch.cuda.reset_peak_memory_stats()
     if args.compile == "graphs":
         os.environ["STUDIO_LAYER_GRAPHS"] = "1"      # compiled layers replayed as CUDA graphs
-    if args.adam == "fused":                         # AdamW in one kernel (#16, round four)
+    if args.adam == "8bit":                          # Unsloth's default optimiser (#16, round 7)
         from transformers.training_args import OptimizerNames
 
         from studio import trl_recipe
 
         plain = trl_recipe.sft_config
 
-        def fused(*args, **kwargs):
+        def eight_bit(*args, **kwargs):
             trainer_args = plain(*args, **kwargs)
-            trainer_args.optim = OptimizerNames.ADAMW_TORCH_FUSED
+            trainer_args.optim = OptimizerNames.ADAMW_8BIT
             return trainer_args
 
-        trl_recipe.sft_config = fused
+        trl_recipe.sft_config = eight_bit
     if args.trainer == "trl":                        # round four's trainer (#16, round five)
         from studio import trl_recipe
 
@@ -487,7 +488,9 @@ def main():
     p.add_argument("--tokens", type=int, help="studio variants: tokens a micro-batch (default: planned)")
     p.add_argument("--ckpt", choices=["on", "off"], help="studio variants: force checkpointing")
     p.add_argument("--backend", default="auto", help="studio variants: the training backend")
-    p.add_argument("--adam", choices=["fused"], help="studio variants: fused AdamW (default foreach)")
+    p.add_argument("--adam", choices=["8bit"],
+                   help="studio variants: bitsandbytes' 8-bit AdamW (Unsloth's default), not "
+                        "torch's fused AdamW")
     p.add_argument("--free", type=float,
                    help="studio variants: GiB of the GPU to plan with and allocate at most (an "
                         "80 GB card is free=78)")
