@@ -357,7 +357,20 @@ class _LeanSteps:
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         model, walk = self.model, self.model.train
-        model.train = lambda mode=True: model if model.training == mode else walk(mode)
+        layers = decoder_layers(model)
+
+        def train(mode=True):
+            # the walk is skipped only where it would change nothing: the wrapper and every
+            # decoder layer already in that mode. from_pretrained leaves the layers in eval
+            # mode under a wrapper that is not, and a layer recomputes (gradient
+            # checkpointing) only in training mode: skipped on the wrapper's word alone, no
+            # layer recomputed before the first evaluation, and a long micro-batch ran out
+            # of memory (#16, round seven)
+            if model.training == mode and all(layer.training == mode for layer in layers):
+                return model
+            return walk(mode)
+
+        model.train = train
         model.zero_grad = self._zero_grad
 
     def _zero_grad(self, set_to_none: bool = True):
