@@ -265,6 +265,53 @@ def test_per_micro_batch_recomputation_on_a_real_model(tiny_qwen3):
             torch.testing.assert_close(got[name], want[name], atol=1e-6, rtol=1e-5)
 
 
+def test_the_trainer_recomputes_layers_from_its_first_step(tmp_path):
+    """Through the studio's trainer, gradient checkpointing keeps a fraction of the activations
+    from the first step on: every decoder layer trains in training mode, where a layer
+    recomputes. (lean_steps once skipped model.train() on the wrapper's word: the layers stayed
+    in from_pretrained's eval mode until the first evaluation, kept everything, and an 8B run
+    of 64 rows an update ran out of memory on an H200.)"""
+    from backends import hf
+    from studio.models import build_tiny_qwen3
+    from studio.runs import prepare_data
+    from studio.trl_recipe import decoder_layers
+
+    model = build_tiny_qwen3(tmp_path / "model", hidden_size=128, layers=6)
+    rows = [{"instruction": f"Tell me about number {i}.", "response": "It is a number. " * 60}
+            for i in range(4)]
+    data_path = tmp_path / "long.jsonl"
+    data_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    def first_step(checkpointing: bool):
+        config = FineTuningConfig(
+            model_name=str(model), data_path=str(data_path), output_dir="", cpu_only=True,
+            bf16=False, max_steps=1, batch_size=4, gradient_accumulation_steps=1, val_size=0,
+            save_steps=100, logging_steps=1, gradient_checkpointing=checkpointing).resolve()
+        quiet = lambda *a, **k: None                      # noqa: E731 - events are not the point
+        data = prepare_data(config, quiet)
+        trainer = hf.make_trainer(config, data, tmp_path / f"run-{checkpointing}", quiet,
+                                  lambda: False)
+        saved, seen = {}, []
+
+        def keep(tensor):                                 # bytes autograd keeps for backward
+            saved[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+            return tensor
+
+        def at_forward_end(module, args, output):
+            seen.append((sum(saved.values()),
+                         all(layer.training for layer in decoder_layers(module))))
+
+        trainer.model.register_forward_hook(at_forward_end)
+        with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
+            trainer.train()
+        return seen[0]
+
+    kept_all, layers_training = first_step(False)
+    kept_recomputing, layers_training_too = first_step(True)
+    assert layers_training and layers_training_too
+    assert kept_recomputing < 0.5 * kept_all
+
+
 def test_compiled_layers_train_as_the_eager_ones_at_any_micro_batch_length(tiny_qwen3):
     """compile_layers: the LoRA gradients of packed micro-batches through compiled decoder layers
     (with recomputation on) are those of the eager model, and a micro-batch of another length
