@@ -115,6 +115,7 @@ class Service:
         the free memory read now and the longest row of the data when it was analysed."""
         from backends import BackendError, choose_backend
         from studio.memory import estimate_memory
+        from studio.trl_recipe import loss_type
 
         hw = self.hardware()
         resolved = config.resolve(hw)
@@ -126,9 +127,10 @@ class Service:
         except BackendError:    # the preflight says why; the estimate counts the fallback's layers
             backend = "transformers"
         try:
-            # as the backend will train: both use a chunked loss on a GPU (trl_recipe.loss_type)
+            # with the loss the run will use: chunked on a GPU, and on a CPU where whole logits
+            # would be large
             est = estimate_memory(resolved, longest_row=max(lengths) if lengths else None,
-                                  fused_loss=on_gpu, kernels=backend)
+                                  fused_loss=loss_type(resolved) == "chunked_nll", kernels=backend)
         except Exception:   # noqa: BLE001 - an unknown architecture: no estimate, not an error
             est = None
         if on_gpu:
