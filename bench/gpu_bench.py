@@ -30,7 +30,8 @@ time) or profile=py (the same steps under cProfile); graph-logs=on (torch's CUDA
 logs); warmup=N and steps=N for that run alone; trainer=trl (trl's SFTTrainer as it comes, as in round four, without the
 studio's lean_steps); bucket=N (layer graphs: micro-batches padded to a multiple of N tokens);
 free=GiB (plan for that much free memory and allocate no more: a smaller card on a larger one);
-estimate=one-count (plan with round five's estimate, one activation count for both backends).
+estimate=one-count (plan with round five's estimate, one activation count for both backends);
+alloc=expandable or alloc=fixed (the allocator's segments, set before CUDA starts).
 
 Reported: real (non-padding) tokens/s over the steps after warm-up, peak GPU memory, MFU and
 the gradient norm. MFU counts 4N + 12·L·H·d·c FLOPs a token: forward and input-gradient
@@ -52,7 +53,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.synthetic import SIZES, build_random_qwen3, chat_rows, write_jsonl  # noqa: E402
+from bench.synthetic import SIZES, chat_rows, write_jsonl  # noqa: E402
 
 ALL7 = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 H100_PEAK = 989e12     # datasheet bf16 dense
@@ -389,6 +390,9 @@ def _python_profile(prof) -> str:
 
 
 def run_one(args) -> dict:
+    if args.alloc:          # read once, when CUDA starts: before anything touches the GPU
+        os.environ["PYTORCH_CUDA_ALLOC_CONF"] = {"expandable": "expandable_segments:True",
+                                                 "fixed": "expandable_segments:False"}[args.alloc]
     import torch
 
     cuda = torch.cuda.is_available()     # the CPU runs the same plumbing on tiny models
@@ -498,6 +502,9 @@ def main():
                    help="studio variants: plan with round five's estimate, one count of saved "
                         "activations for both backends")
     p.add_argument("--graph-logs", choices=["on"], help="torch's CUDA graph logs")
+    p.add_argument("--alloc", choices=["expandable", "fixed"],
+                   help="the caching allocator's segments, set before CUDA starts (the studio "
+                        "asks for expandable ones too late: after CUDA has started)")
     p.add_argument("--compile", choices=["on", "off", "graphs"],
                    help="studio variants: compile_layers (on: without CUDA graphs)")
     args = p.parse_args()
