@@ -362,12 +362,10 @@ class _LeanSteps:
         layers = decoder_layers(model)
 
         def train(mode=True):
-            # the walk is skipped only where it would change nothing: the wrapper and every
-            # decoder layer already in that mode. from_pretrained leaves the layers in eval
-            # mode under a wrapper that is not, and a layer recomputes (gradient
-            # checkpointing) only in training mode: skipped on the wrapper's word alone, no
-            # layer recomputed before the first evaluation, and a long micro-batch ran out
-            # of memory (#16, round seven)
+            # skipped only where the walk would change nothing. from_pretrained leaves the
+            # decoder layers in eval mode under a wrapper that is not, and a layer recomputes
+            # only in training mode: judged by the wrapper alone, no layer recomputed until
+            # the first evaluation (#16, round seven)
             if model.training == mode and all(layer.training == mode for layer in layers):
                 return model
             return walk(mode)
@@ -467,8 +465,8 @@ def sft_config(config, run_dir: Path, has_eval: bool):
         warmup_steps=config.warmup_ratio,   # a ratio below 1 is read as a fraction of the steps
         weight_decay=config.weight_decay,
         # decided here for both backends: Unsloth's SFTConfig would default to bitsandbytes'
-        # 8-bit AdamW, stepped tensor by tensor (1,008 launches a step at 8B), to save memory
-        # that LoRA's few moments do not need (the estimate counts fp32 moments)
+        # 8-bit AdamW, a launch for each of the 504 LoRA tensors at 8B, to save memory that
+        # LoRA's few moments do not need (the estimate counts fp32 moments)
         optim="adamw_torch_fused",
         max_grad_norm=config.max_grad_norm,
         logging_steps=config.logging_steps,
