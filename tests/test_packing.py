@@ -297,7 +297,7 @@ def test_the_trainer_recomputes_layers_from_its_first_step(tmp_path):
     from studio.runs import prepare_data
     from studio.trl_recipe import decoder_layers
 
-    model = build_tiny_qwen3(tmp_path / "model", hidden_size=128, layers=6)
+    model = build_tiny_qwen3(tmp_path / "model", hidden_size=128, layers=12)
     rows = [{"instruction": f"Tell me about number {i}.", "response": "It is a number. " * 60}
             for i in range(4)]
     data_path = tmp_path / "long.jsonl"
