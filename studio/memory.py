@@ -188,6 +188,15 @@ def estimate_memory(config, shape: Optional[Shape] = None, longest_row: Optional
     return MemoryEstimate(weights, lora, saved + logits, overhead, "GPU" if on_gpu else "CPU")
 
 
+def micro_batch_estimate(config, tokens: int, shape: Shape, fused_loss: bool, kernels: str,
+                         recompute_layers: int) -> MemoryEstimate:
+    """One padding-free micro-batch of `tokens` tokens with `recompute_layers` of its layers
+    recomputed: the unit every planner below weighs."""
+    trial = dataclasses.replace(config, batch_size=1, max_seq_length=tokens, packing=True)
+    return estimate_memory(trial, shape, fused_loss=fused_loss, recompute_layers=recompute_layers,
+                           kernels=kernels)
+
+
 def out_of_memory_advice(config) -> str:
     """What to change so the run fits: halve the batch (doubling accumulation keeps the
     effective batch), cut the length, or load the base in 4-bit."""
@@ -238,10 +247,12 @@ def plan_batch(config, free_bytes: float, mean_row_tokens: float, shape: Optiona
         return None
     floor = min(config.max_seq_length, longest_row or config.max_seq_length)   # a pack holds any row
 
+    def estimate(tokens: int, ckpt: bool) -> MemoryEstimate:
+        return micro_batch_estimate(config, tokens, shape, fused_loss, kernels,
+                                    shape.layers if ckpt else 0)
+
     def fits(tokens: int, ckpt: bool):
-        trial = dataclasses.replace(config, batch_size=1, max_seq_length=tokens,
-                                    gradient_checkpointing=ckpt, packing=True)
-        est = estimate_memory(trial, shape, fused_loss=fused_loss, kernels=kernels)
+        est = estimate(tokens, ckpt)
         return est if est.total <= 0.92 * free_bytes else None
 
     def largest(ckpt: bool):
@@ -263,9 +274,7 @@ def plan_batch(config, free_bytes: float, mean_row_tokens: float, shape: Optiona
         tokens = config.tokens_per_batch
         if config.gradient_checkpointing is not None:
             use_ckpt = config.gradient_checkpointing
-        est = estimate_memory(dataclasses.replace(
-            config, batch_size=1, max_seq_length=tokens, gradient_checkpointing=use_ckpt,
-            packing=True), shape, fused_loss=fused_loss, kernels=kernels)
+        est = estimate(tokens, use_ckpt)
     elif enough < tokens:
         tokens, est = enough, fits(enough, use_ckpt)
     accumulation = max(1, round(wanted / tokens))
@@ -282,10 +291,9 @@ def layers_to_recompute(config, tokens: int, budget: float, shape: Shape,
     """The fewest decoder layers that must recompute their activations (gradient checkpointing)
     for a micro-batch of `tokens` to fit in `budget` bytes: 0 when everything fits, None when
     even recomputing every layer does not."""
-    trial = dataclasses.replace(config, batch_size=1, max_seq_length=tokens, packing=True)
     for layers in range(shape.layers + 1):
-        if estimate_memory(trial, shape, fused_loss=fused_loss, recompute_layers=layers,
-                           kernels=kernels).total <= budget:
+        if micro_batch_estimate(config, tokens, shape, fused_loss, kernels,
+                                layers).total <= budget:
             return layers
     return None
 
@@ -297,9 +305,8 @@ def _recompute_as_set(config, tokens: int, budget: float, shape: Shape,
     if config.gradient_checkpointing is None:
         return layers_to_recompute(config, tokens, budget, shape, fused_loss, kernels)
     layers = shape.layers if config.gradient_checkpointing else 0
-    trial = dataclasses.replace(config, batch_size=1, max_seq_length=tokens, packing=True)
-    fits = estimate_memory(trial, shape, fused_loss=fused_loss, recompute_layers=layers,
-                           kernels=kernels).total <= budget
+    fits = micro_batch_estimate(config, tokens, shape, fused_loss, kernels,
+                                layers).total <= budget
     return layers if fits else None
 
 
@@ -354,9 +361,7 @@ def plan_rows(config, free_bytes: float, lengths: list[int], shape: Optional[Sha
     else:
         return None
     def estimate(tokens: int, recompute: int) -> MemoryEstimate:
-        trial = dataclasses.replace(config, batch_size=1, max_seq_length=tokens, packing=True)
-        return estimate_memory(trial, shape, fused_loss=fused_loss, recompute_layers=recompute,
-                               kernels=kernels)
+        return micro_batch_estimate(config, tokens, shape, fused_loss, kernels, recompute)
 
     heaviest = estimate(longest, layers)
     if config.gradient_checkpointing is not None:
