@@ -202,10 +202,6 @@ def plan_gpu_batches(config, data, emit, kernels: str = "transformers"):
         planned = config.replace(gradient_checkpointing=bool(config.gradient_checkpointing))
         emit("plan", 0, **batch_layout(planned))
         return planned, None
-    # micro-batches change length every step: let the allocator grow segments, not fragment.
-    # Read only when CUDA starts, and detect_hardware has started it in a studio run: moving
-    # this earlier waits on a GPU measurement (the bench's alloc=expandable; #16, round seven)
-    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     lengths = [len(ids) for ids in data.train["input_ids"]]
     release_memory()          # plan with what the card has, not what a cache still holds
     free, _ = torch.cuda.mem_get_info()

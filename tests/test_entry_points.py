@@ -62,3 +62,19 @@ def test_the_simple_finetune_example_trains_and_answers(tiny_qwen3, tmp_path, mo
     runpy.run_path(str(ROOT / "examples" / "simple_finetune.py"), run_name="__main__")
     assert f"adapter saved in {out / 'adapter'}" in capsys.readouterr().out
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_importing_the_studio_gives_torch_growing_allocator_segments():
+    """`import studio` asks torch's allocator for expandable segments before anything starts CUDA
+    (micro-batches change length every step; fixed segments fragmented until out of memory on
+    the H200), and a user's own setting stands."""
+    probe = "import studio, torch; print(torch._C._accelerator_getAllocatorSettings())"
+    unset = {k: v for k, v in os.environ.items()
+             if k not in ("PYTORCH_ALLOC_CONF", "PYTORCH_CUDA_ALLOC_CONF")}
+    for env, expected in ((unset, "expandable_segments:True"),
+                          ({**unset, "PYTORCH_ALLOC_CONF": "max_split_size_mb:256"},
+                           "max_split_size_mb:256")):
+        r = subprocess.run([sys.executable, "-c", probe], env=env, cwd=ROOT, capture_output=True,
+                           text=True, timeout=120)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert r.stdout.strip() == expected
