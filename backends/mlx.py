@@ -270,9 +270,10 @@ class Reporter:
         if step % self.config.logging_steps == 0 or step in (self.start_step + 1,
                                                              self.total_steps):
             self.report(step, info["learning_rate"])
-        if self.eval_rows and (step % self.config.eval_steps == 0 or step == self.total_steps):
+        due = step % self.config.eval_steps == 0 or step == self.total_steps
+        if self.eval_rows and due:
             self.evaluate(step)
-        if self.samples and step % self.config.eval_steps == 0:
+        if self.samples and due:
             self.answer_samples(step)
         if step % self.config.save_steps == 0:
             self.save_checkpoint(step)

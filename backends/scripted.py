@@ -3,7 +3,8 @@ line and the service can be tried and tested in seconds.
 
 Where the studio can see it, it behaves as a real backend: a plan, a train event every
 logging_steps with a loss that falls as 2 / (1 + step / 10), an eval event and the sample
-prompts answered ("scripted answer at step N") every eval_steps, a checkpoint every save_steps
+prompts answered ("scripted answer at step N") every eval_steps and at the last step, a
+checkpoint every save_steps
 (checkpoint-N/trainer_state.json, so Resume goes on from there), stop honoured at the next step
 with a checkpoint and an adapter, and an adapter folder. load() and stream() answer a chat with
 a scripted sentence, word by word. auto never picks it.
@@ -53,9 +54,10 @@ def train(config, data, run_dir: Path, emit, should_stop, resume_from=None) -> P
                  epoch=step * per_update / max(1, len(data.train)), tokens=step * per_update * 64,
                  tokens_per_s=per_update * 64 / SECONDS_PER_STEP, grad_norm=1.0,
                  peak_memory_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
-        if data.eval is not None and step % config.eval_steps == 0:
+        due = step % config.eval_steps == 0 or step == total     # as transformers evaluates
+        if data.eval is not None and due:
             emit("eval", step, eval_loss=scripted_loss(step) + 0.1)
-        if step % config.eval_steps == 0:
+        if due:
             for sample in getattr(data, "samples", []):
                 emit("sample", step, prompt=sample["prompt"], reference=sample["reference"],
                      answer=f"scripted answer at step {step}")

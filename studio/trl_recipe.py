@@ -144,8 +144,9 @@ def event_callback(emit, should_stop: Callable[[], bool], flops: tuple = (None, 
 
 
 def sample_callback(emit, tokenizer, samples: list[dict], max_new_tokens: int = 64):
-    """A TrainerCallback that answers the run's sample prompts greedily at every evaluation
-    step, so the page shows the answers changing beside the curve (studio.runs keeps them in
+    """A TrainerCallback that answers the run's sample prompts greedily every eval_steps and at
+    the last step, where transformers evaluates too, so the page shows the answers changing
+    beside the curve, even for a run shorter than eval_steps (studio.runs keeps them in
     samples.jsonl). A model that cannot generate mid-training says so once and is left be."""
     import torch
     from transformers import TrainerCallback
@@ -155,7 +156,9 @@ def sample_callback(emit, tokenizer, samples: list[dict], max_new_tokens: int = 
             self.failed = False
 
         def on_step_end(self, args, state, control, model=None, **kw):
-            if self.failed or not samples or state.global_step % args.eval_steps:
+            due = (state.global_step % args.eval_steps == 0
+                   or state.global_step >= state.max_steps)
+            if self.failed or not samples or not due:
                 return
             if args.world_size > 1 and (not state.is_world_process_zero or args.fsdp):
                 return     # rank 0 answers; sharded weights would need every rank: skipped

@@ -241,6 +241,22 @@ def test_lean_steps_train_as_trls_own_trainer(tiny_qwen3, tmp_path, qa_jsonl, mo
         torch.testing.assert_close(lean[2][name], plain[2][name])
 
 
+def test_a_run_shorter_than_eval_steps_answers_its_sample_prompts_at_its_end(tiny_qwen3,
+                                                                              tmp_path, qa_jsonl):
+    """transformers evaluates at the last step of a run shorter than eval_steps; the sample
+    prompts are answered there too, so the page's "answers appear at the first evaluation"
+    holds for the short runs people try first."""
+    config = quick_config(tiny_qwen3, tmp_path / "run", data_path=str(qa_jsonl), max_steps=3,
+                          eval_steps=100, num_samples=2)
+    run_fine_tuning(config=config)
+    events = train_events(tmp_path / "run")
+    assert [e["step"] for e in events if e["kind"] == "eval"] == [3]
+    samples = [e for e in events if e["kind"] == "sample"]
+    assert [e["step"] for e in samples] == [3, 3]
+    assert all(e["data"]["prompt"] and e["data"]["reference"] and e["data"]["answer"]
+               for e in samples)
+
+
 def test_the_gpu_chat_loop_answers_as_plain_generate(tiny_qwen3):
     """The GPU chat's decode loop (studio.decode: static cache reused between replies, tokens
     looked at a chunk at a time), run uncompiled on the CPU: two replies in a row give plain

@@ -219,6 +219,24 @@ def test_a_short_run_reports_train_losses_and_eval_losses_as_events(trained):
     assert events.of("status")[0][1]["message"].startswith("loading")
 
 
+def test_a_run_shorter_than_eval_steps_answers_its_sample_prompts_at_its_end(tiny_qwen3, data,
+                                                                              hf_tokenizer,
+                                                                              tmp_path):
+    """As transformers does, the last step evaluates and answers the sample prompts, however far
+    off eval_steps is: a short run shows its answers on the page too."""
+    text = hf_tokenizer.apply_chat_template([{"role": "user", "content": "2 plus 2?"}],
+                                            add_generation_prompt=True, tokenize=False)
+    sample = {"prompt": "2 plus 2?", "reference": "4.", "ids": hf_tokenizer(text)["input_ids"]}
+    with_samples = SimpleNamespace(train=data.train, eval=data.eval, samples=[sample])
+    events = Recorder()
+    mlx_backend.train(make_config(tiny_qwen3, max_steps=2, eval_steps=10, save_steps=10),
+                      with_samples, tmp_path, events, lambda: False)
+    assert [step for step, _ in events.of("eval")] == [2]
+    answers = events.of("sample")
+    assert [step for step, _ in answers] == [2] and answers[0][1]["reference"] == "4."
+    assert isinstance(answers[0][1]["answer"], str)
+
+
 def test_the_adapter_lands_in_mlx_lm_format_with_the_tokenizer(trained):
     """run_dir/adapter holds adapters.safetensors, mlx_lm's adapter_config.json, the tokenizer."""
     config, run_dir, adapter, _ = trained
