@@ -168,6 +168,11 @@ def test_the_whole_flow_from_upload_to_chat(browser, server, tmp_path, tiny_qwen
     page.get_by_text("Plan: what this run trains with").click()   # what ran, beside the ask
     plan = wait_text(page, "#train-plan", "ran with (plan.yaml)")
     assert "transformers" in plan and "sdpa" in plan and re.search(r"\d rows, padding-free", plan)
+    # a run shorter than eval_steps answers its sample prompts at its last step, inside the page
+    samples = wait_text(page, "#train-samples", "step 12:")
+    assert "What is 1 plus 1?" in samples
+    assert page.evaluate("() => { const e = document.querySelector('#train-samples');"
+                         " return e.scrollWidth <= e.clientWidth; }"), "the answers overflow"
     shot(page, "train")
 
     # ---- chat: the fine-tuned run answers, token by token, beside its base model

@@ -61,6 +61,9 @@ table.plan { font-size: 13px; border-collapse: collapse; }
 table.plan td, table.plan th { padding: 3px 10px; border-bottom: 1px solid #e5e7eb;
                                text-align: left; }
 .sample { margin: 2px 0; }
+table.samples { width: 100%; table-layout: fixed; }     /* a long unbroken answer wraps */
+table.samples th:nth-child(-n+2) { width: 22%; }
+table.samples td { overflow-wrap: anywhere; vertical-align: top; }
 .log-box pre { margin: 0; white-space: pre-wrap; word-break: break-word; font-size: 12px;
                background: transparent; color: inherit; }
 """
