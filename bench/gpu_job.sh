@@ -20,4 +20,7 @@ dest="${OUT:-/tmp/gpu-grid-out}"
 mkdir -p "$dest"
 cp "$GRID"/*.json "$GRID"/*.md "$GRID"/*.csv "$GRID"/driver.log "$GRID"/profile-*.txt "$dest"/ 2> /dev/null
 tar -czf "$dest/logs.tar.gz" -C "$GRID" $(cd "$GRID" && ls log-*.txt 2> /dev/null)
+# and each studio run's per-step metrics (never the runs themselves: adapters are gigabytes)
+runs=/tmp/gpu-bench/runs
+[ -d "$runs" ] && tar -czf "$dest/metrics.tar.gz" -C "$runs" $(cd "$runs" && ls */metrics.jsonl 2> /dev/null)
 grep -v "^Loading\|it/s\]" "$GRID/driver.log" | tail -40
