@@ -4,10 +4,9 @@ line and the service can be tried and tested in seconds.
 Where the studio can see it, it behaves as a real backend: a plan, a train event every
 logging_steps with a loss that falls as 2 / (1 + step / 10), an eval event and the sample
 prompts answered ("scripted answer at step N") every eval_steps and at the last step, a
-checkpoint every save_steps
-(checkpoint-N/trainer_state.json, so Resume goes on from there), stop honoured at the next step
-with a checkpoint and an adapter, and an adapter folder. load() and stream() answer a chat with
-a scripted sentence, word by word. auto never picks it.
+checkpoint every save_steps (checkpoint-N/trainer_state.json, so Resume goes on from there), stop
+honoured at the next step with a checkpoint and an adapter, and an adapter folder. load() and
+stream() answer a chat with a scripted sentence, word by word. auto never picks it.
 """
 from __future__ import annotations
 
