@@ -32,7 +32,8 @@ studio's lean_steps); bucket=N (layer graphs: micro-batches padded to a multiple
 free=GiB (plan for that much free memory and allocate no more: a smaller card on a larger one);
 estimate=one-count (plan with round five's estimate, one activation count for both backends);
 alloc=expandable or alloc=fixed (the allocator's segments, set before CUDA starts; the studio
-asks for expandable ones on import since round eight).
+asks for expandable ones on import since round eight); adapters=fp32 (LoRA adapters in fp32, cast
+at each use, as peft and Unsloth make them: the studio holds them in bf16 since round nine).
 
 Reported: real (non-padding) tokens/s over the steps after warm-up, peak GPU memory, MFU and
 the gradient norm. MFU counts 4N + 12·L·H·d·c FLOPs a token: forward and input-gradient
@@ -374,10 +375,48 @@ class Profiler:
             gpu = sum(e.self_device_time_total for e in averages
                       if e.device_type == torch.autograd.DeviceType.CUDA) / 1e3   # kernels
             Path(self.path).write_text(
-                f"two steps: {cpu:.0f} ms of host time in ops, {gpu:.0f} ms of GPU kernels\n\n"
+                f"two steps: {cpu:.0f} ms of host time in ops, {gpu:.0f} ms of GPU kernels\n"
+                + _gpu_idle(self.prof.events()) + "\n\n"
                 + averages.table(sort_by="cuda_time_total", row_limit=40) + "\n\nby host time\n"
                 + averages.table(sort_by="self_cpu_time_total", row_limit=40))
             self.prof = None
+
+
+def _gpu_idle(events) -> str:
+    """Where the GPU waited: busy share between the first and the last kernel, the host's waits
+    on the GPU (synchronising calls), and the longest gaps between kernels with the host ops
+    running meanwhile (what kept the next kernel from being queued)."""
+    import torch
+
+    kernels = sorted((e.time_range.start, e.time_range.end) for e in events
+                     if e.device_type == torch.autograd.DeviceType.CUDA)
+    if not kernels:
+        return "no GPU kernels"
+    busy, gaps, (start, end) = 0.0, [], kernels[0]
+    for k_start, k_end in kernels[1:]:
+        if k_start > end:
+            busy += end - start
+            gaps.append((k_start - end, end, k_start))
+            start = k_start
+        end = max(end, k_end)
+    busy += end - start
+    span = end - kernels[0][0]
+    host = [e for e in events if e.device_type == torch.autograd.DeviceType.CPU]
+    waits = [e for e in host if "Synchronize" in e.name or e.name == "cudaMemcpyAsync"]
+    lines = [f"GPU busy {busy / 1e3:.0f} of {span / 1e3:.0f} ms ({busy / span:.0%}); "
+             f"{len(gaps)} gaps, {sum(g for g, *_ in gaps) / 1e3:.0f} ms idle, "
+             f"{sum(g for g, *_ in gaps if g >= 100) / 1e3:.0f} ms of it in gaps of 100 us or more",
+             f"host waits on the GPU: {len(waits)} calls, "
+             f"{sum(e.cpu_time_total for e in waits) / 1e3:.1f} ms "
+             f"({', '.join(sorted({e.name for e in waits})) or 'none'})",
+             "longest gaps (us, what the host ran meanwhile, outermost first):"]
+    for gap, g_start, g_end in sorted(gaps, reverse=True)[:12]:
+        during = [e for e in host if e.time_range.start < g_end and e.time_range.end > g_start
+                  and not e.name.startswith("cuda")]
+        names = [e.name for e in sorted(during, key=lambda e: e.time_range.start)
+                 if e.cpu_parent is None or e.cpu_parent not in during][:4]
+        lines.append(f"  {gap:8.0f}  {' | '.join(n[:60] for n in names) or '-'}")
+    return "\n".join(lines)
 
 
 def _python_profile(prof) -> str:
@@ -416,6 +455,10 @@ def run_one(args) -> dict:
             return trainer_args
 
         trl_recipe.sft_config = eight_bit
+    if args.adapters == "fp32":                      # as peft makes them (#16, round nine)
+        from studio import adapter_precision
+
+        adapter_precision.hold_in_compute_dtype = lambda trainer: False
     if args.trainer == "trl":                        # round four's trainer (#16, round five)
         from studio import trl_recipe
 
@@ -508,6 +551,9 @@ def main():
     p.add_argument("--alloc", choices=["expandable", "fixed"],
                    help="the caching allocator's segments, set before CUDA starts (the studio "
                         "asks for expandable ones on import)")
+    p.add_argument("--adapters", choices=["fp32"],
+                   help="studio variants: LoRA adapters in fp32, cast at each use (peft's and "
+                        "Unsloth's default), not held in bf16 with fp32 copies in the optimiser")
     p.add_argument("--compile", choices=["on", "off", "graphs"],
                    help="studio variants: compile_layers (on: without CUDA graphs)")
     args = p.parse_args()

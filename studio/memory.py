@@ -168,6 +168,8 @@ def estimate_memory(config, shape: Optional[Shape] = None, longest_row: Optional
     else:
         weights = shape.params * act_bytes
     lora = lora_params(shape, config) * 16           # fp32 weight + grad + 2 AdamW moments
+    if config.bf16 and config.world_size == 1:       # and the bf16 adapter trained, its grad
+        lora += lora_params(shape, config) * 4       # (studio.adapter_precision)
     if config.distributed == "fsdp" and config.world_size > 1:
         # a GPU keeps its shard, plus the layer being computed and the next one, gathered whole
         weights = weights / config.world_size + 2 * shape.layer_params * act_bytes

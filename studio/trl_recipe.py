@@ -340,8 +340,9 @@ def lean_steps(trainer_class, own_loss: bool = True):
     a 0.6B step on an H200 is bound by the host (#16), and the Trainer spent a third of it
     walking the model's ~4,800 modules (LoRA's included): for model.train() at every
     micro-batch, for zero_grad and the gradient clipping over every parameter, frozen or not,
-    and for a FLOP count nobody reads. Here each touches only the optimiser's parameters or
-    returns at once. And nothing is read back from the GPU between two logs: trl reads the
+    and for a FLOP count nobody reads. Here each touches only the trained parameters or
+    returns at once. In bf16 the adapters are held in bf16, so that no matmul casts them
+    (studio.adapter_precision). And nothing is read back from the GPU between two logs: trl reads the
     entropy, token accuracy and token count of every micro-batch with .item(), the Trainer its
     count of tokens seen, and each read makes the host wait for the GPU instead of queuing the
     next work. The studio shows none of these; the token count waits on the GPU for the log.
@@ -356,8 +357,12 @@ class _LeanSteps:
     _flops_per_token = None
 
     def __init__(self, *args, **kwargs):
+        from studio import adapter_precision
+
         super().__init__(*args, **kwargs)
+        adapter_precision.hold_in_compute_dtype(self)   # no cast at each use of an adapter
         model, walk = self.model, self.model.train
+        self._trained = [p for p in model.parameters() if p.requires_grad]
         layers = decoder_layers(model)
 
         def train(mode=True):
@@ -380,8 +385,8 @@ class _LeanSteps:
     def _clip_grad_norm(self, model):           # the Trainer's hook
         if self.args.world_size > 1:            # sharded: the parameters as the ranks see them
             return super()._clip_grad_norm(model)
-        params = [p for group in self.optimizer.param_groups for p in group["params"]]
-        return self.accelerator.clip_grad_norm_(params, self.args.max_grad_norm)
+        # the model's own: the optimiser may step fp32 copies (adapter_precision)
+        return self.accelerator.clip_grad_norm_(self._trained, self.args.max_grad_norm)
 
     def floating_point_ops(self, inputs):       # the library's count, made once a token
         tokens = inputs["input_ids"].numel()
