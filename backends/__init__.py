@@ -71,14 +71,19 @@ def availability(hw) -> dict[str, str | None]:
     return out
 
 
-def choose_backend(requested: str, hw, world_size: int = 1) -> tuple[str, str]:
+def choose_backend(requested: str, hw, world_size: int = 1,
+                   compiled: bool = False) -> tuple[str, str]:
     """The backend to use and a sentence saying why. Several processes train through the
-    transformers backend (Unsloth runs on one GPU), with the same padding-free batches."""
+    transformers backend (Unsloth runs on one GPU), with the same padding-free batches; so do
+    compiled layers (`compiled`: compile_layers on), which are that backend's."""
     reasons = availability(hw)
     if world_size > 1 and requested in ("auto", "unsloth"):
         return "transformers", (f"transformers: {world_size} processes train through "
                                 "torch.distributed, which Unsloth does not run; the batches are "
                                 "the same padding-free ones")
+    if compiled and requested == "auto":
+        return "transformers", ("transformers: compile_layers compiles its decoder layers "
+                                "(Unsloth and MLX run kernels of their own)")
     if requested != "auto":
         if requested not in reasons:
             get_backend(requested)   # raises the unknown-name message

@@ -337,7 +337,8 @@ def execute(run_dir: Path, should_stop: Callable[[], bool] = lambda: False,
         for tracker in _trackers(config, run_dir, log):
             log.subscribe(tracker)
             trackers.append(tracker)
-        name, why = choose_backend(config.backend, hw, config.world_size)
+        name, why = choose_backend(config.backend, hw, config.world_size,
+                                   compiled=bool(config.compile_layers))
         write_status(run_dir, backend=name)
         log.emit("status", 0, message=f"backend: {why}", backend=name, hardware=hw.summary())
         log.emit("plan", 0, **resolved_plan(config, name))

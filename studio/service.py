@@ -123,7 +123,8 @@ class Service:
         lengths = analysis.report.lengths if analysis and analysis.report else None
         on_gpu = hw.has_cuda and not resolved.cpu_only
         try:
-            backend, _ = choose_backend(resolved.backend, hw, resolved.world_size)
+            backend, _ = choose_backend(resolved.backend, hw, resolved.world_size,
+                                        compiled=bool(resolved.compile_layers))
         except BackendError:    # the preflight says why; the estimate counts the fallback's layers
             backend = "transformers"
         try:

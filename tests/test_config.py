@@ -131,6 +131,19 @@ def test_impossible_multi_process_settings_are_refused(hw, changes, message):
     assert any(message in p for p in problems), problems
 
 
+def test_compiled_layers_train_on_the_backend_that_compiles_them():
+    """compile_layers is the transformers backend's: with the backend left to pick, a machine
+    where another backend would win trains on transformers instead of ignoring the setting
+    (the GPU bench's compiled runs of round eight had got Unsloth)."""
+    from backends import choose_backend
+
+    apple = dataclasses.replace(CPU, apple_silicon=True)     # mlx[cpu] is installed for tests
+    assert choose_backend("auto", apple)[0] == "mlx"
+    name, why = choose_backend("auto", apple, compiled=True)
+    assert name == "transformers" and "compile_layers" in why
+    assert choose_backend("mlx", apple, compiled=True)[0] == "mlx"   # asked for: validate says
+
+
 def test_quantisation_on_the_cpu_is_allowed():
     """bitsandbytes 0.50 trains 4-bit and 8-bit models on the CPU, so they are not refused."""
     assert FineTuningConfig(cpu_only=True, load_in_4bit=True).validate(CPU) == []
