@@ -3,10 +3,10 @@
 peft and Unsloth keep adapters in fp32 under a bf16 model, so every use casts. Unsloth casts
 each A and B at every matmul, forward and backward: about 1,600 casts a step at 8B, each a
 launch the host must issue (#16). peft casts each projection's input up to fp32 and multiplies
-in fp32. Held in bf16, the adapters cast nothing; the optimiser keeps an fp32 copy of each, steps
-the copies as AdamW on fp32 adapters would, and writes them back once a step, all tensors in one
-launch. Gradients are what they were: computed in bf16 by the same matmuls (summed over a step's
-micro-batches in bf16 now, not fp32), read into fp32 for the step.
+in fp32. Held in bf16, the adapters cast nothing; the optimiser keeps an fp32 copy of each,
+steps the copies as AdamW on fp32 adapters would, and writes them back once a step, all tensors
+in one foreach copy. Gradients are what they were: computed in bf16 by the same matmuls (summed
+over a step's micro-batches in bf16 now, not fp32), read into fp32 for the step.
 
 Only for bf16 in one process: fp16 scales its gradients through the optimiser's own tensors, and
 a sharded model's parameters are not the tensors the optimiser would copy.
