@@ -75,7 +75,17 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="demo:SmolLM2-135M-Instruct")
     p.add_argument("--epochs", type=float, default=2)
+    p.add_argument("--bf16", action="store_true",
+                   help="both in bf16: the plain recipe with peft's fp32 adapters, the studio with "
+                        "bf16 adapters stepped through fp32 copies (studio.adapter_precision)")
     args = p.parse_args()
+    if args.bf16:   # a CPU without bf16 instructions computes it too, slowly: the studio refuses
+        import dataclasses
+
+        from studio import hardware
+
+        real = hardware.detect_hardware()
+        hardware.detect_hardware = lambda: dataclasses.replace(real, cpu_bf16=True)
     model = local_model_path(args.model)
     rows = [json.loads(l) for l in (ROOT / "assets" / "example_alpaca.jsonl").read_text().splitlines()]
     rows = rows * 4
@@ -87,7 +97,8 @@ def main():
     config = FineTuningConfig(model_name=model, data_path=str(train), batch_size=8,
                               gradient_accumulation_steps=1, num_train_epochs=args.epochs,
                               max_seq_length=512, logging_steps=5, save_steps=10**6,
-                              val_size=0, learning_rate=2e-4, cpu_only=True).resolve()
+                              val_size=0, learning_rate=2e-4, cpu_only=True,
+                              bf16=args.bf16).resolve()
 
     from transformers import AutoTokenizer
 
