@@ -79,7 +79,8 @@ def test_a_bf16_run_trains_bf16_adapters_as_the_fp32_adapter_recipe(tiny_qwen3, 
     over updates that accumulate two micro-batches and clip, eval losses too."""
     def run(name):
         config = quick_config(tiny_qwen3, tmp_path / name, data_path=str(qa_jsonl), max_steps=3,
-                              gradient_accumulation_steps=2, max_grad_norm=0.05, bf16=True)
+                              gradient_accumulation_steps=2, max_grad_norm=0.05, bf16=True,
+                              num_samples=0)
         adapter = Path(run_fine_tuning(config=config))
         events = train_events(tmp_path / name)
         return ([(e["data"]["loss"], e["data"]["grad_norm"]) for e in events
@@ -107,7 +108,7 @@ def test_a_resumed_bf16_run_goes_on_from_its_fp32_weights(tiny_qwen3, tmp_path, 
     def config(name, steps):
         return quick_config(tiny_qwen3, tmp_path / name, data_path=str(qa_jsonl),
                             max_steps=steps, save_steps=2, bf16=True, val_size=0,
-                            lr_scheduler_type="constant", warmup_ratio=0.0)
+                            num_samples=0, lr_scheduler_type="constant", warmup_ratio=0.0)
 
     whole = load_file(Path(run_fine_tuning(config=config("whole", 4)))
                       / "adapter_model.safetensors")
