@@ -167,9 +167,9 @@ def estimate_memory(config, shape: Optional[Shape] = None, longest_row: Optional
         weights = body * 1.07 + embeds * act_bytes
     else:
         weights = shape.params * act_bytes
-    lora = lora_params(shape, config) * 16           # fp32 weight + grad + 2 AdamW moments
-    if config.bf16 and config.world_size == 1:       # and the bf16 adapter trained, its grad
-        lora += lora_params(shape, config) * 4       # (studio.adapter_precision)
+    # fp32 weight + grad + 2 AdamW moments; in bf16 in one process, the fp32 weight and grad are
+    # the optimiser's copies of a bf16 adapter and its grad (studio.adapter_precision)
+    lora = lora_params(shape, config) * (20 if config.bf16 and config.world_size == 1 else 16)
     if config.distributed == "fsdp" and config.world_size > 1:
         # a GPU keeps its shard, plus the layer being computed and the next one, gathered whole
         weights = weights / config.world_size + 2 * shape.layer_params * act_bytes
