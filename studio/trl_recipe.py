@@ -342,10 +342,10 @@ def lean_steps(trainer_class, own_loss: bool = True):
     micro-batch, for zero_grad and the gradient clipping over every parameter, frozen or not,
     and for a FLOP count nobody reads. Here each touches only the trained parameters or
     returns at once. In bf16 the adapters are held in bf16, so that no matmul casts them
-    (studio.adapter_precision). And nothing is read back from the GPU between two logs: trl reads the
-    entropy, token accuracy and token count of every micro-batch with .item(), the Trainer its
-    count of tokens seen, and each read makes the host wait for the GPU instead of queuing the
-    next work. The studio shows none of these; the token count waits on the GPU for the log.
+    (studio.adapter_precision). And nothing is read back from the GPU between two logs: trl
+    reads the entropy, token accuracy and token count of every micro-batch with .item(), the
+    Trainer its count of tokens seen, and each read makes the host wait for the GPU instead of
+    queuing the next work. The studio shows none of these; the token count waits on the GPU for the log.
     With own_loss False the trainer's compute_loss stays as it is (Unsloth patches it)."""
     bases = (_LossWithoutReads, _LeanSteps) if own_loss else (_LeanSteps,)
     return type("LeanSteps", (*bases, trainer_class), {})
