@@ -341,8 +341,9 @@ def lean_steps(trainer_class, own_loss: bool = True):
     walking the model's ~4,800 modules (LoRA's included): for model.train() at every
     micro-batch, for zero_grad and the gradient clipping over every parameter, frozen or not,
     and for a FLOP count nobody reads. Here each touches only the trained parameters or
-    returns at once. In bf16 the adapters are held in bf16, so that no matmul casts them
-    (studio.adapter_precision). And nothing is read back from the GPU between two logs: trl
+    returns at once. In bf16 the adapters are held in bf16, so that no matmul casts them, and
+    their gradients in one flat buffer that the norm, clipping and AdamW each read in one
+    kernel (studio.adapter_precision). And nothing is read back from the GPU between two logs: trl
     reads the entropy, token accuracy and token count of every micro-batch with .item(), the
     Trainer its count of tokens seen, and each read makes the host wait for the GPU instead of
     queuing the next work. The studio shows none of these; the token count waits on the GPU for the log.
@@ -385,8 +386,22 @@ class _LeanSteps:
     def _clip_grad_norm(self, model):           # the Trainer's hook
         if self.args.world_size > 1:            # sharded: the parameters as the ranks see them
             return super()._clip_grad_norm(model)
-        # the model's own: the optimiser may step fp32 copies (adapter_precision)
-        return self.accelerator.clip_grad_norm_(self._trained, self.args.max_grad_norm)
+        return self._norm(self.args.max_grad_norm)
+
+    def _get_grad_norm(self, model, grad_norm=None):    # the Trainer's, where nothing clips
+        if grad_norm is not None or self.args.world_size > 1:
+            return super()._get_grad_norm(model, grad_norm)
+        return self._norm(float("inf"))
+
+    def _norm(self, max_norm: float):
+        """The trained tensors' gradient norm, clipped to max_norm: the model's own, or the fp32
+        copies' where the optimiser steps copies (adapter_precision), in one flat buffer."""
+        from studio.adapter_precision import AdamWOnFloat32Copies
+
+        optimizer = getattr(self.optimizer, "optimizer", self.optimizer)   # accelerate's wrapper
+        if isinstance(optimizer, AdamWOnFloat32Copies):
+            return optimizer.clip_grad_norm_(max_norm)
+        return self.accelerator.clip_grad_norm_(self._trained, max_norm)
 
     def floating_point_ops(self, inputs):       # the library's count, made once a token
         tokens = inputs["input_ids"].numel()

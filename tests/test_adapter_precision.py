@@ -25,21 +25,38 @@ def bf16_cpu(monkeypatch):
                         lambda: dataclasses.replace(real, cpu_bf16=True))
 
 
-def test_adamw_on_fp32_copies_steps_as_adamw_on_fp32_tensors():
-    """Same gradients, same updates: the fp32 copies equal AdamW's fp32 tensors after every
-    step (learning rate changed midway, two weight-decay groups, a tensor left without a
-    gradient), and the trained bf16 tensors are those copies rounded once."""
-    torch.manual_seed(0)
-    shapes = [(16, 8), (8,), (4, 16)]
-    start = [torch.randn(s).bfloat16().float() for s in shapes]   # what bf16 holds exactly
+def _adamw_pair(shapes, **kwargs):
+    """torch's AdamW on fp32 tensors and AdamWOnFloat32Copies on their bf16 twins, with two
+    weight-decay groups, starting from values bf16 holds exactly."""
+    start = [torch.randn(s).bfloat16().float() for s in shapes]
     reference = [torch.nn.Parameter(t.clone()) for t in start]
     trained = [torch.nn.Parameter(t.bfloat16()) for t in start]
-    kwargs = dict(lr=1e-2, betas=(0.9, 0.99), eps=1e-8, foreach=False)
+    kwargs = dict(lr=1e-2, betas=(0.9, 0.99), eps=1e-8, foreach=False, **kwargs)
     plain = torch.optim.AdamW([{"params": reference[:2], "weight_decay": 0.1},
                                {"params": reference[2:], "weight_decay": 0.0}], **kwargs)
     ours = adapter_precision.AdamWOnFloat32Copies(
         [{"params": trained[:2], "weight_decay": 0.1},
          {"params": trained[2:], "weight_decay": 0.0}], **kwargs)
+    return reference, plain, trained, ours
+
+
+def _same_weights(reference, ours, trained):
+    """The fp32 copies are AdamW's fp32 tensors, and the bf16 tensors those rounded once."""
+    for r, c, t in zip(reference, adapter_precision._views(torch.cat(ours.copies), trained),
+                       trained):
+        assert c.dtype == torch.float32 and t.dtype == torch.bfloat16
+        assert torch.equal(c, r.detach())
+        assert torch.equal(t.detach(), r.detach().bfloat16())
+
+
+def test_adamw_on_fp32_copies_steps_as_adamw_on_fp32_tensors():
+    """Same gradients, same updates, to the bit, after every step: gradients accumulated into
+    the flat buffer's views as autograd does, or handed in as new tensors, a tensor left
+    without one (a zero gradient), a learning rate changed midway. A resumed optimiser, built
+    on the checkpoint's rounded tensors, goes on from the copies."""
+    torch.manual_seed(0)
+    shapes = [(16, 8), (8,), (4, 16)]
+    reference, plain, trained, ours = _adamw_pair(shapes)
     for step in range(4):
         grads = [torch.randn(s).bfloat16() for s in shapes]
         if step == 2:
@@ -47,28 +64,76 @@ def test_adamw_on_fp32_copies_steps_as_adamw_on_fp32_tensors():
             for group in plain.param_groups + ours.param_groups:
                 group["lr"] = 3e-3
         for r, t, g in zip(reference, trained, grads):
-            r.grad = None if g is None else g.float()
-            t.grad = g
+            r.grad = torch.zeros_like(r) if g is None else g.float()
+            if g is None:
+                t.grad = None
+            elif step % 2:
+                t.grad.add_(g)          # into the zeroed view, as autograd accumulates
+            else:
+                t.grad = g
         plain.step()
         ours.step()
-        for r, c, t in zip(reference, ours.copies, trained):
-            assert c.dtype == torch.float32 and t.dtype == torch.bfloat16
-            assert torch.equal(c, r.detach())
-            assert torch.equal(t.detach(), r.detach().bfloat16())
+        _same_weights(reference, ours, trained)
         ours.zero_grad()
-        assert all(t.grad is None for t in trained)
+        assert all(not t.grad.any() for t in trained)
 
-    # a resumed optimiser, built on the checkpoint's rounded tensors, goes on from the copies
     saved = ours.state_dict()
     rounded = [torch.nn.Parameter(t.detach().clone()) for t in trained]
     resumed = adapter_precision.AdamWOnFloat32Copies(
         [{"params": rounded[:2], "weight_decay": 0.1},
-         {"params": rounded[2:], "weight_decay": 0.0}], **kwargs)
+         {"params": rounded[2:], "weight_decay": 0.0}], lr=3e-3, foreach=False)
     resumed.load_state_dict(saved)
     assert any(not torch.equal(t.detach().float(), r.detach())
                for t, r in zip(trained, reference))    # rounding lost something to restore
-    for c, r in zip(resumed.copies, reference):
-        assert torch.equal(c, r.detach())
+    _same_weights(reference, resumed, rounded)
+
+
+def test_clipping_in_the_flat_buffer_is_torchs():
+    """The norm and the clipped update as torch.nn.utils.clip_grad_norm_ gives them on fp32
+    tensors, within fp32's rounding (one reduction over the buffer, not a norm of norms)."""
+    torch.manual_seed(1)
+    shapes = [(32, 8), (8,), (4, 32)]
+    reference, plain, trained, ours = _adamw_pair(shapes)
+    for r, t in zip(reference, trained):
+        t.grad = torch.randn(r.shape).bfloat16()
+        r.grad = t.grad.float()
+    expected = torch.nn.utils.clip_grad_norm_(reference, 0.5)
+    norm = ours.clip_grad_norm_(0.5)
+    torch.testing.assert_close(norm, expected, rtol=1e-6, atol=0)
+    assert norm > 0.5                                           # it did clip
+    plain.step()
+    ours.step()
+    for r, c in zip(reference, adapter_precision._views(torch.cat(ours.copies), trained)):
+        torch.testing.assert_close(c, r.detach(), rtol=1e-6, atol=1e-7)
+
+
+def test_a_checkpoint_of_per_tensor_adamw_resumes_into_the_flat_buffers():
+    """A run checkpointed before the buffers were flat (torch's AdamW on fp32 adapters, one
+    state a tensor) resumes: its moments land in the flat state and the steps go on as that
+    AdamW's would, to the bit."""
+    torch.manual_seed(2)
+    shapes = [(16, 8), (8,), (4, 16)]
+    reference, plain, _, _ = _adamw_pair(shapes)
+    for _ in range(2):
+        for r in reference:
+            r.grad = torch.randn(r.shape).bfloat16().float()
+        plain.step()
+    exact = [r.detach().bfloat16().float() for r in reference]     # what bf16 can resume from
+    for r, e in zip(reference, exact):
+        r.data.copy_(e)
+    trained = [torch.nn.Parameter(e.clone()) for e in exact]       # fp32, as peft loads them
+    ours = adapter_precision.AdamWOnFloat32Copies(
+        [{"params": trained[:2], "weight_decay": 0.1},
+         {"params": trained[2:], "weight_decay": 0.0}], lr=1e-2, betas=(0.9, 0.99), eps=1e-8,
+        foreach=False)
+    ours.load_state_dict(plain.state_dict())
+    for _ in range(2):
+        for r, t in zip(reference, trained):
+            t.grad = torch.randn(r.shape).bfloat16()
+            r.grad = t.grad.float()
+        plain.step()
+        ours.step()
+        _same_weights(reference, ours, trained)
 
 
 def test_a_bf16_run_trains_bf16_adapters_as_the_fp32_adapter_recipe(tiny_qwen3, tmp_path,
