@@ -33,7 +33,9 @@ free=GiB (plan for that much free memory and allocate no more: a smaller card on
 estimate=one-count (plan with round five's estimate, one activation count for both backends);
 alloc=expandable or alloc=fixed (the allocator's segments, set before CUDA starts; the studio
 asks for expandable ones on import since round eight); adapters=fp32 (LoRA adapters in fp32, cast
-at each use, as peft and Unsloth make them: the studio holds them in bf16 since round nine).
+at each use, as peft and Unsloth make them: the studio holds them in bf16 since round nine);
+loss=nll (transformers backend: the model's own loss over whole logits, not trl's chunked one);
+ce-chunk=GB (Unsloth's fused loss: GB of logits a chunk, UNSLOTH_LOGPROB_CHUNK_GB).
 
 Reported: real (non-padding) tokens/s over the steps after warm-up, peak GPU memory, MFU and
 the gradient norm. MFU counts 4N + 12·L·H·d·c FLOPs a token: forward and input-gradient
@@ -368,6 +370,12 @@ def run_one(args) -> dict:
         from studio import adapter_precision
 
         adapter_precision.hold_in_compute_dtype = lambda trainer: False
+    if args.loss == "nll":                           # whole logits (#16, round ten)
+        from studio import trl_recipe
+
+        trl_recipe.loss_type = lambda config: "nll"
+    if args.ce_chunk:                                # read when Unsloth's loss is imported
+        os.environ["UNSLOTH_LOGPROB_CHUNK_GB"] = str(args.ce_chunk)
     if args.trainer == "trl":                        # round four's trainer (#16, round five)
         from studio import trl_recipe
 
@@ -463,6 +471,12 @@ def main():
     p.add_argument("--adapters", choices=["fp32"],
                    help="studio variants: LoRA adapters in fp32, cast at each use (peft's and "
                         "Unsloth's default), not held in bf16 with fp32 copies in the optimiser")
+    p.add_argument("--loss", choices=["nll"],
+                   help="studio variants, transformers backend: the model's own loss over whole "
+                        "logits, not trl's chunked one")
+    p.add_argument("--ce-chunk", type=float,
+                   help="studio variants, Unsloth: GB of logits a chunk of its fused loss "
+                        "(UNSLOTH_LOGPROB_CHUNK_GB, by default 2)")
     p.add_argument("--compile", choices=["on", "off", "graphs"],
                    help="studio variants: compile_layers (on: without CUDA graphs)")
     args = p.parse_args()
