@@ -72,18 +72,18 @@ def availability(hw) -> dict[str, str | None]:
 
 
 def choose_backend(requested: str, hw, world_size: int = 1,
-                   compiled: bool = False) -> tuple[str, str]:
+                   needs: tuple = ()) -> tuple[str, str]:
     """The backend to use and a sentence saying why. Several processes train through the
     transformers backend (Unsloth runs on one GPU), with the same padding-free batches; so do
-    compiled layers (`compiled`: compile_layers on), which are that backend's."""
+    settings that only that backend honours (`needs`: FineTuningConfig.transformers_only)."""
     reasons = availability(hw)
     if world_size > 1 and requested in ("auto", "unsloth"):
         return "transformers", (f"transformers: {world_size} processes train through "
                                 "torch.distributed, which Unsloth does not run; the batches are "
                                 "the same padding-free ones")
-    if compiled and requested == "auto":
-        return "transformers", ("transformers: compile_layers compiles its decoder layers "
-                                "(Unsloth and MLX run kernels of their own)")
+    if needs and requested == "auto":
+        return "transformers", (f"transformers: {' and '.join(needs)} asked for, which only it "
+                                "honours (Unsloth and MLX run kernels of their own)")
     if requested != "auto":
         if requested not in reasons:
             get_backend(requested)   # raises the unknown-name message

@@ -34,7 +34,8 @@ estimate=one-count (plan with round five's estimate, one activation count for bo
 alloc=expandable or alloc=fixed (the allocator's segments, set before CUDA starts; the studio
 asks for expandable ones on import since round eight); adapters=fp32 (LoRA adapters in fp32, cast
 at each use, as peft and Unsloth make them: the studio holds them in bf16 since round nine);
-loss=nll (transformers backend: the model's own loss over whole logits, not trl's chunked one);
+loss=nll or loss=chunked (transformers backend: the model's own loss over whole logits, or trl's
+chunked one, whatever the planner picks: since round ten it takes whole logits where they fit);
 ce-chunk=GB (Unsloth's fused loss: GB of logits a chunk, UNSLOTH_LOGPROB_CHUNK_GB).
 
 Reported: real (non-padding) tokens/s over the steps after warm-up, peak GPU memory, MFU and
@@ -370,10 +371,10 @@ def run_one(args) -> dict:
         from studio import adapter_precision
 
         adapter_precision.hold_in_compute_dtype = lambda trainer: False
-    if args.loss == "nll":                           # whole logits (#16, round ten)
+    if args.loss:                                    # whole logits or not (#16, round ten)
         from studio import trl_recipe
 
-        trl_recipe.loss_type = lambda config: "nll"
+        trl_recipe.loss_type = lambda config: {"nll": "nll", "chunked": "chunked_nll"}[args.loss]
     if args.ce_chunk:                                # read when Unsloth's loss is imported
         os.environ["UNSLOTH_LOGPROB_CHUNK_GB"] = str(args.ce_chunk)
     if args.trainer == "trl":                        # round four's trainer (#16, round five)
@@ -471,9 +472,9 @@ def main():
     p.add_argument("--adapters", choices=["fp32"],
                    help="studio variants: LoRA adapters in fp32, cast at each use (peft's and "
                         "Unsloth's default), not held in bf16 with fp32 copies in the optimiser")
-    p.add_argument("--loss", choices=["nll"],
+    p.add_argument("--loss", choices=["nll", "chunked"],
                    help="studio variants, transformers backend: the model's own loss over whole "
-                        "logits, not trl's chunked one")
+                        "logits or trl's chunked one, whatever the planner would pick")
     p.add_argument("--ce-chunk", type=float,
                    help="studio variants, Unsloth: GB of logits a chunk of its fused loss "
                         "(UNSLOTH_LOGPROB_CHUNK_GB, by default 2)")

@@ -125,6 +125,11 @@ class FineTuningConfig:
                                         "(transformers backend): fewer, fused kernels a step; "
                                         "the first steps wait for it (auto: off).",
                                         "Optimisation")
+    whole_logits: Optional[bool] = _f(None, "Score the loss over a micro-batch's whole logits "
+                                      "at once, not in chunks (transformers backend): faster, "
+                                      "where they fit (auto: on a GPU where the batch plan fits "
+                                      "them with no layer recomputed; on a CPU under 2 GiB).",
+                                      "Optimisation")
     seed: int = _f(42, "Random seed for the split, LoRA init and shuffling.", "Optimisation")
 
     # ---- precision and quantisation
@@ -291,6 +296,10 @@ class FineTuningConfig:
         """Training processes in all (num_gpus auto counts as 1 until resolved)."""
         return (self.num_gpus or 1) * self.nnodes
 
+    def transformers_only(self) -> tuple:
+        """The settings asked for here that only the transformers backend honours."""
+        return tuple(name for name in ("compile_layers", "whole_logits") if getattr(self, name))
+
     def validate(self, hw=None) -> list[str]:
         """Every problem that would stop this run, each saying how to fix it. Empty: it can run."""
         from studio.hardware import detect_hardware
@@ -324,9 +333,9 @@ class FineTuningConfig:
             problems.append("4-bit/8-bit loading needs bitsandbytes: pip install bitsandbytes")
         if self.backend == "unsloth" and not on_gpu:
             problems.append("the unsloth backend needs an NVIDIA GPU: choose transformers")
-        if self.compile_layers and self.backend in ("unsloth", "mlx"):
-            problems.append(f"compile_layers applies to the transformers backend; {self.backend} "
-                            "runs its own kernels: leave compile_layers auto or off")
+        for name in self.transformers_only() if self.backend in ("unsloth", "mlx") else ():
+            problems.append(f"{name} applies to the transformers backend; {self.backend} "
+                            f"runs its own kernels: leave {name} auto or off")
         if self.backend == "mlx" and (self.load_in_8bit or self.load_in_4bit):
             problems.append("the mlx backend loads quantised models by their id "
                             "(e.g. mlx-community/Qwen3-0.6B-4bit): turn load_in_4bit/8bit off")
@@ -482,13 +491,13 @@ def _check_bounds(f: dataclasses.Field, value: Any) -> Optional[str]:
 def _fits_one_gpu(config: FineTuningConfig, hw) -> bool:
     """Whether the run fits one GPU at its batch, recomputing every layer if it must (the
     smallest the planner can make it): then each GPU holds a copy (DDP), else shards (FSDP)."""
-    from studio.memory import estimate_memory, model_shape
+    from studio.memory import USABLE, estimate_memory, model_shape
 
     shape = model_shape(config.model_name)
     if shape is None:
         return not _weights_would_not_fit(config, hw)
     est = estimate_memory(config, shape, recompute_layers=shape.layers)
-    return est.total <= 0.92 * hw.gpus[0].free_bytes
+    return est.total <= USABLE * hw.gpus[0].free_bytes
 
 
 def _weights_would_not_fit(config: FineTuningConfig, hw) -> bool:

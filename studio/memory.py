@@ -231,6 +231,8 @@ class BatchPlan:
 # Up to 16k tokens: where no varlen kernel runs, Unsloth runs packed attention one row segment
 # at a time, and its backward cost grows with segments x tokens (measured on an H100: 8B at 32k
 # tokens with checkpointing, 1.1k tokens/s; at 4k without, 4.6k; BENCHMARKS.md).
+USABLE = 0.92    # the share of free GPU memory a plan may fill: the rest absorbs fragmentation
+
 _CANDIDATES = (16384, 12288, 8192, 6144, 4096, 3072, 2048, 1024, 512)
 
 
@@ -255,7 +257,7 @@ def plan_batch(config, free_bytes: float, mean_row_tokens: float, shape: Optiona
 
     def fits(tokens: int, ckpt: bool):
         est = estimate(tokens, ckpt)
-        return est if est.total <= 0.92 * free_bytes else None
+        return est if est.total <= USABLE * free_bytes else None
 
     def largest(ckpt: bool):
         for tokens in _CANDIDATES:
@@ -349,7 +351,7 @@ def plan_rows(config, free_bytes: float, lengths: list[int], shape: Optional[Sha
     shape = shape or model_shape(config.model_name)
     if shape is None or not lengths:
         return None
-    budget = 0.92 * free_bytes
+    budget = USABLE * free_bytes
     wanted = config.batch_size * config.gradient_accumulation_steps
     worst = list(itertools.accumulate(sorted(lengths, reverse=True)[:wanted]))
 

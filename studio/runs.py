@@ -338,7 +338,7 @@ def execute(run_dir: Path, should_stop: Callable[[], bool] = lambda: False,
             log.subscribe(tracker)
             trackers.append(tracker)
         name, why = choose_backend(config.backend, hw, config.world_size,
-                                   compiled=bool(config.compile_layers))
+                                   needs=config.transformers_only())
         write_status(run_dir, backend=name)
         log.emit("status", 0, message=f"backend: {why}", backend=name, hardware=hw.summary())
         log.emit("plan", 0, **resolved_plan(config, name))

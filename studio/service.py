@@ -114,7 +114,7 @@ class Service:
         """(MemoryEstimate or None, free bytes, where, resolved config) for this config, with
         the free memory read now and the longest row of the data when it was analysed."""
         from backends import BackendError, choose_backend
-        from studio.memory import estimate_memory
+        from studio.memory import USABLE, estimate_memory
         from studio.trl_recipe import loss_type
 
         hw = self.hardware()
@@ -124,14 +124,21 @@ class Service:
         on_gpu = hw.has_cuda and not resolved.cpu_only
         try:
             backend, _ = choose_backend(resolved.backend, hw, resolved.world_size,
-                                        compiled=bool(resolved.compile_layers))
+                                        needs=resolved.transformers_only())
         except BackendError:    # the preflight says why; the estimate counts the fallback's layers
             backend = "transformers"
+        longest = max(lengths) if lengths else None
         try:
-            # with the loss the run will use: chunked on a GPU, and on a CPU where whole logits
-            # would be large
-            est = estimate_memory(resolved, longest_row=max(lengths) if lengths else None,
+            # with the loss the run will use: as set, else chunked on a GPU and on a CPU where
+            # whole logits would be large
+            est = estimate_memory(resolved, longest_row=longest,
                                   fused_loss=loss_type(resolved) == "chunked_nll", kernels=backend)
+            if on_gpu and backend == "transformers" and resolved.whole_logits is None \
+                    and not resolved.packing:
+                # as the planner (trl_recipe.plan_gpu_batches): whole logits where they fit
+                whole = estimate_memory(resolved, longest_row=longest, kernels=backend)
+                fits = whole.total <= USABLE * hw.gpus[0].free_bytes
+                est = whole if fits else est
         except Exception:   # noqa: BLE001 - an unknown architecture: no estimate, not an error
             est = None
         if on_gpu:

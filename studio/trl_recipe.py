@@ -193,8 +193,10 @@ def plan_gpu_batches(config, data, emit, kernels: str = "transformers"):
     Returns the config to train with, and the row plan (None for packs or off the GPU): with
     checkpointing left to auto, `recompute_per_micro_batch` applies the plan to each step. The
     layout chosen goes into the run's plan (a "plan" event), beside the config as asked for.
-    `kernels` says whose layers train (memory.saved_per_token); the loss on a GPU is always
-    trl's chunked one (loss_type), which never holds a micro-batch's whole logits.
+    `kernels` says whose layers train (memory.saved_per_token). The transformers backend's
+    loss takes whole logits where they fit beside the same rows with no layer recomputed
+    (whole_logits left to auto), else trl's chunked one, which never holds them (loss_type);
+    Unsloth's layers come with a chunked loss of their own.
     """
     import torch
 
@@ -208,13 +210,22 @@ def plan_gpu_batches(config, data, emit, kernels: str = "transformers"):
     lengths = [len(ids) for ids in data.train["input_ids"]]
     release_memory()          # plan with what the card has, not what a cache still holds
     free, _ = torch.cuda.mem_get_info()
-    if config.packing:
+    ours = kernels == "transformers"              # Unsloth's layers bring their own loss
+    if config.packing:   # packs fill the memory: whole logits only where asked for
         plan = plan_batch(config.replace(gradient_checkpointing=None), free,
-                          sum(lengths) / max(1, len(lengths)), fused_loss=True,
+                          sum(lengths) / max(1, len(lengths)),
+                          fused_loss=not (ours and config.whole_logits),
                           longest_row=max(lengths, default=None), kernels=kernels)
         changes = plan and dict(tokens_per_batch=config.tokens_per_batch or plan.tokens_per_batch)
     else:
-        plan = plan_rows(config, free, lengths, fused_loss=True, kernels=kernels)
+        plan = plan_rows(config, free, lengths, fused_loss=not (ours and config.whole_logits),
+                         kernels=kernels)
+        if ours and config.whole_logits is None and plan is not None:
+            whole = plan_rows(config, free, lengths, fused_loss=False, kernels=kernels)
+            fits = whole is not None and whole.rows == plan.rows and \
+                not whole.gradient_checkpointing
+            plan = whole if fits else plan
+            config = config.replace(whole_logits=fits)
         changes = plan and dict(batch_size=plan.rows)
     if plan is None:   # an unknown architecture: keep what was asked, recompute to be safe
         planned = config.replace(gradient_checkpointing=config.gradient_checkpointing is not False)
@@ -243,7 +254,7 @@ def batch_layout(config) -> dict:
         micro = f"{config.batch_size} rows, padding-free"
     return {"micro_batch": micro, "batch_size": config.batch_size,
             "gradient_accumulation_steps": config.gradient_accumulation_steps,
-            "packing": bool(config.packing),
+            "packing": bool(config.packing), "whole_logits": loss_type(config) == "nll",
             "gradient_checkpointing": "on" if config.gradient_checkpointing else "off"}
 
 
@@ -441,15 +452,19 @@ WHOLE_LOGITS_ON_CPU = 2 * 2**30   # bytes: memory.logits_bytes of a CPU micro-ba
 
 def loss_type(config) -> str:
     """trl's loss for this run. trl's chunked loss (the default) scores the response tokens 256
-    at a time and never holds a micro-batch's whole logits, which the GPU planner counts on. On
-    a CPU it projects each chunk twice (forward, then again in the backward) and adds entropy
-    and accuracy passes over the vocabulary: where the whole logits of the longest micro-batch
-    stay small, the model's own loss ("nll", the same math) trains 1.11x as fast (SmolLM2,
-    BENCHMARKS.md)."""
+    at a time and never holds a micro-batch's whole logits. It projects each chunk twice
+    (forward, then again in the backward), launches a dozen small kernels a chunk, and adds
+    entropy and accuracy passes over the vocabulary: where the whole logits fit, the model's own
+    loss ("nll", the same math) is faster: 1.11x on a CPU (SmolLM2), 1.14-1.30x for 0.6B at 8
+    rows an update on an H200 (BENCHMARKS.md). config.whole_logits decides; left to auto, a GPU
+    run's planner decides (plan_gpu_batches) and a CPU run takes whole logits where the longest
+    micro-batch's stay small."""
     import torch
 
     from studio.memory import logits_bytes, model_shape
 
+    if config.whole_logits is not None:
+        return "nll" if config.whole_logits else "chunked_nll"
     if not config.cpu_only and torch.cuda.is_available():
         return "chunked_nll"
     shape = model_shape(config.model_name)

@@ -139,9 +139,11 @@ def test_compiled_layers_train_on_the_backend_that_compiles_them():
 
     apple = dataclasses.replace(CPU, apple_silicon=True)     # mlx[cpu] is installed for tests
     assert choose_backend("auto", apple)[0] == "mlx"
-    name, why = choose_backend("auto", apple, compiled=True)
-    assert name == "transformers" and "compile_layers" in why
-    assert choose_backend("mlx", apple, compiled=True)[0] == "mlx"   # asked for: validate says
+    needs = FineTuningConfig(compile_layers=True, whole_logits=True).transformers_only()
+    name, why = choose_backend("auto", apple, needs=needs)
+    assert name == "transformers" and "compile_layers and whole_logits" in why
+    assert choose_backend("mlx", apple, needs=needs)[0] == "mlx"     # asked for: validate says
+    assert FineTuningConfig(whole_logits=False).transformers_only() == ()
 
 
 def test_quantisation_on_the_cpu_is_allowed():

@@ -467,6 +467,9 @@ def test_compile_layers_is_refused_where_another_engine_runs_its_own_kernels():
                FineTuningConfig(backend="mlx", compile_layers=True).validate(hw))
     assert not any("compile_layers" in p for p in
                    FineTuningConfig(backend="transformers", compile_layers=True).validate(hw))
+    assert any("whole_logits applies to the transformers backend" in p for p in
+               FineTuningConfig(backend="mlx", whole_logits=True).validate(hw))
+    assert not FineTuningConfig(backend="mlx", whole_logits=False).transformers_only()
 
 
 def test_train_events_carry_the_mfu_when_flops_and_peak_are_known():
@@ -510,3 +513,46 @@ def test_the_gpu_batch_plan_reaches_the_runs_plan(tiny_qwen3, qa_jsonl, monkeypa
     assert plan["batch_size"] == 8 and plan["micro_batch"] == "8 rows, padding-free"
     assert plan["gradient_checkpointing"] == "off" and rows is not None
     assert "8 rows a micro-batch x 1 = the 8 rows an update asks for" in plan["planner"]
+
+
+def test_the_loss_takes_whole_logits_where_they_fit_without_recomputing(tiny_qwen3, qa_jsonl,
+                                                                         monkeypatch):
+    """On a GPU (its free memory stood in for), the transformers backend scores the loss over
+    whole logits where they fit beside the same rows with no layer recomputed (1.14-1.30x at
+    0.6B on an H200), and in trl's chunks where only the chunks fit; asked for, whole logits
+    are kept and counted, and a long micro-batch recomputes to make room for them."""
+    from transformers import AutoTokenizer
+
+    from studio.data import prepare
+    from studio.memory import USABLE, micro_batch_estimate, model_shape
+    from studio.trl_recipe import loss_type, plan_gpu_batches
+
+    config = FineTuningConfig(model_name=tiny_qwen3, batch_size=2, gradient_accumulation_steps=4,
+                              max_seq_length=128, cpu_only=False, bf16=True)
+    data = prepare(str(qa_jsonl), AutoTokenizer.from_pretrained(tiny_qwen3), config)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+
+    def planned(config, free):
+        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (free, 80 * GiB))
+        events = []
+        planned, rows = plan_gpu_batches(config, data, lambda kind, step=0, **d: events.append(
+            (kind, d)))
+        return planned, rows, next(d for kind, d in events if kind == "plan")
+
+    roomy, _, plan = planned(config, 80 * GiB)
+    assert roomy.whole_logits is True and plan["whole_logits"] is True
+    assert loss_type(roomy) == "nll" and plan["gradient_checkpointing"] == "off"
+
+    longest = sum(sorted((len(ids) for ids in data.train["input_ids"]), reverse=True)[:8])
+    shape = model_shape(tiny_qwen3)
+    chunked, whole = (micro_batch_estimate(config, longest, shape, fused, "transformers", 0).total
+                      for fused in (True, False))
+    between = (chunked + whole) / 2 / USABLE        # the planner fills this share of free memory
+    tight, _, plan = planned(config, between)
+    assert tight.whole_logits is False and plan["whole_logits"] is False
+    assert loss_type(tight) == "chunked_nll" and plan["gradient_checkpointing"] == "off"
+    assert tight.batch_size == roomy.batch_size == 8
+
+    asked, rows, plan = planned(config.replace(whole_logits=True), between)
+    assert loss_type(asked) == "nll" and plan["whole_logits"] is True
+    assert rows.layers_for(longest) > 0             # the longest micro-batch recomputes for them

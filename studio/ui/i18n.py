@@ -467,6 +467,7 @@ CATALOG: dict[str, tuple[str, str]] = {
     "plan.packing": ("packing", "序列打包 (packing)"),
     "plan.gradient_checkpointing": ("gradient_checkpointing",
                                     "梯度检查点 (gradient_checkpointing)"),
+    "plan.whole_logits": ("whole_logits", "整段 logits 损失 (whole_logits)"),
     "plan.attention": ("attention", "注意力实现"),
     "plan.lora_dropout": ("lora_dropout", "LoRA 丢弃率 (lora_dropout)"),
     "plan.planner": ("planner", "批次规划"),
@@ -623,6 +624,9 @@ FIELDS_ZH: dict[str, tuple[str, str]] = {
     "gradient_checkpointing": ("梯度检查点", "重算激活值以节省内存（auto：仅在内存需要时开启）。"),
     "compile_layers": ("编译解码层", "用 torch.compile 编译每个解码层（transformers 后端）：每步更少、"
                        "融合的内核；前几步需等待编译（auto：关闭）。"),
+    "whole_logits": ("整段 logits 损失", "一次对微批次的全部 logits 计算损失，而不分块（transformers "
+                     "后端）：放得下时更快（auto：GPU 上在批次规划无需重算任何层时开启；CPU 上在 "
+                     "2 GiB 以内时开启）。"),
     "seed": ("随机种子", "用于数据划分、LoRA 初始化和打乱顺序的随机种子。"),
     "fp16": ("float16 训练", "用 float16 训练（auto：在不支持 bf16 的 GPU 上开启）。"),
     "bf16": ("bfloat16 训练", "用 bfloat16 训练（auto：GPU 或 CPU 原生支持时开启）。"),

@@ -236,7 +236,7 @@ def checks_html(service: Service, config: FineTuningConfig, resolved, notes: lis
     problems = service.check(config, allow_over_memory=True)
     try:
         backend, _ = choose_backend(config.backend, service.hardware(),
-                                    compiled=bool(config.compile_layers))
+                                    needs=config.transformers_only())
     except BackendError:
         backend = None
     precision = "bfloat16" if resolved.bf16 else "float16" if resolved.fp16 else "float32"
