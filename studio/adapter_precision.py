@@ -7,12 +7,13 @@ in fp32. Held in bf16, the adapters cast nothing; the optimiser keeps an fp32 co
 steps the copies as AdamW on fp32 adapters would. Gradients are computed in bf16 by the same
 matmuls (summed over a step's micro-batches in bf16, not fp32), read into fp32 for the step.
 
-The copies, and the gradients on both sides, live in flat buffers: each adapter's gradient is a
-view into one bf16 buffer that autograd accumulates into, so reading them into fp32, the
-gradient norm, clipping and AdamW are one kernel each instead of one launch per tensor in
-foreach lists of 504 (8B, r16 on all seven projections), whose host work kept the GPU waiting
-(#16: 2 ms a step for the norm alone). The weights go back to the bf16 adapters in one foreach
-copy.
+The copies and their gradients live in one flat fp32 buffer each: the step's gradients are read
+into it in one foreach copy, and the gradient norm, clipping and AdamW are then one kernel each
+instead of a launch per tensor in foreach lists of 504 (8B, r16 on all seven projections), whose
+host work kept the GPU waiting (#16: 2 ms a step for the norm alone). The weights go back to the
+bf16 adapters in one foreach copy. The bf16 gradients themselves stay where autograd makes them:
+accumulated into a buffer of ours they would cost an add kernel per tensor per micro-batch, where
+autograd otherwise hands its tensor over.
 
 Only for bf16 in one process on one device: fp16 scales its gradients through the optimiser's
 own tensors, and a sharded model's parameters are not the tensors the optimiser would copy.
@@ -29,24 +30,21 @@ class AdamWOnFloat32Copies(torch.optim.AdamW):
     state are the copies', and state_dict carries the copies themselves, so a resumed run goes on
     from the same fp32 weights, not from their rounded 16-bit values in the checkpoint.
 
-    Unlike AdamW, a trained tensor always has a gradient, zero where backward gave it none (the
-    flat buffer is zeroed between updates, not dropped): AdamW then still moves it by its
-    momentum and weight decay. Every LoRA tensor gets a gradient at every step."""
+    Unlike AdamW, a tensor left without a gradient in a step gets a zero one (the flat buffer
+    holds a gradient for every tensor): AdamW then still moves it by its momentum and weight
+    decay. Every LoRA tensor gets a gradient at every step."""
 
     def __init__(self, params, dtype=torch.bfloat16, **kwargs):
         groups = [dict(g) if isinstance(g, dict) else {"params": list(g)} for g in params]
         self.trained = [p for g in groups for p in g["params"]]
-        device = self.trained[0].device
-        sizes = [p.numel() for p in self.trained]
         # the copies are taken before the cast: a resumed run's adapter, which peft loads back
         # into fp32, keeps its fp32 values
         master = torch.cat([p.detach().float().reshape(-1) for p in self.trained])
         self.master_grads = torch.zeros_like(master)
-        self.grads = torch.zeros(sum(sizes), dtype=dtype, device=device)
         self._master_views = _views(master, self.trained)
-        self._grad_views = _views(self.grads, self.trained)
+        self._grad_views = _views(self.master_grads, self.trained)
         start = 0
-        for g in groups:            # a group's tensors are contiguous in every buffer
+        for g in groups:            # a group's tensors are contiguous in both buffers
             end = start + sum(p.numel() for p in g["params"])
             copy = master[start:end]
             copy.grad = self.master_grads[start:end]
@@ -54,30 +52,28 @@ class AdamWOnFloat32Copies(torch.optim.AdamW):
             start = end
         super().__init__(groups, **kwargs)
         self.copies = [c for g in self.param_groups for c in g["params"]]
-        for p, grad in zip(self.trained, self._grad_views):
+        for p in self.trained:
             p.data = p.data.to(dtype)
-            p.grad = grad
         self._gathered = False
 
     def zero_grad(self, set_to_none: bool = True):
-        """Zeroes the gradient buffer in place, whatever set_to_none asks: autograd accumulates
-        into its views."""
-        self.grads.zero_()
+        if set_to_none:
+            for p in self.trained:
+                p.grad = None
+        else:       # layer graphs keep gradients in memory of their own (trl_recipe.keep_grads)
+            torch._foreach_zero_([p.grad for p in self.trained if p.grad is not None])
 
     @torch.no_grad()
     def _gather(self):
-        """The step's gradients, read into the fp32 buffer once. A gradient someone replaced
-        (set to None, or a fresh tensor) is brought back into its view first."""
+        """The step's gradients, read into the fp32 buffer once (clipping reads them first)."""
         if self._gathered:
             return
-        for p, view in zip(self.trained, self._grad_views):
-            if p.grad is not view:
-                if p.grad is None:
-                    view.zero_()
-                else:
-                    view.copy_(p.grad)
-                p.grad = view
-        self.master_grads.copy_(self.grads)
+        pairs = [(p.grad, view) for p, view in zip(self.trained, self._grad_views)
+                 if p.grad is not None]
+        if len(pairs) < len(self.trained):
+            self.master_grads.zero_()
+        if pairs:
+            torch._foreach_copy_([view for _, view in pairs], [grad for grad, _ in pairs])
         self._gathered = True
 
     @torch.no_grad()
