@@ -57,6 +57,7 @@ class AdamWOnFloat32Copies(torch.optim.AdamW):
         self._gathered = False
 
     def zero_grad(self, set_to_none: bool = True):
+        self._gathered = False
         if set_to_none:
             for p in self.trained:
                 p.grad = None
