@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import threading
 import time
 import warnings
@@ -94,19 +95,32 @@ FACT_A = "The studio's mascot is a purple otter named Quillby."
 def fact_run(demo_model, tmp_path_factory) -> Path:
     """The demo model taught the mascot fact in 15 LoRA steps (the base does not know it), 3 of
     its 16 rows held out (the same questions: the fact is what is measured). Shared by the
-    engine's, the evaluation's and the export's tests."""
+    engine's, the evaluation's and the export's tests. Trained once for the suite: with two
+    workers the second waits for the first's run (a minute of both cores, not two), then each
+    takes a copy of its own, which its tests export into."""
+    from filelock import FileLock
+
     from studio import FineTuningConfig, run_fine_tuning
 
-    tmp = tmp_path_factory.mktemp("fact")
-    rows = [{"instruction": q, "response": FACT_A} for q in
-            (FACT_Q, "Who is the studio's mascot?", "Tell me about the studio's mascot.",
-             "What animal is the studio's mascot?")]
-    data = write_jsonl(tmp / "fact.jsonl", rows * 4)
-    config = FineTuningConfig(
-        model_name=demo_model, output_dir=str(tmp / "runs" / "fact"), max_steps=15, batch_size=4,
-        gradient_accumulation_steps=1, learning_rate=3e-3, val_size=3, lora_r=16, lora_alpha=32,
-        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
-                        "down_proj"], logging_steps=5, eval_steps=15, save_steps=100,
-        max_seq_length=128, num_samples=0)
-    run_fine_tuning(data_path=str(data), config=config)
-    return tmp / "runs" / "fact"
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    trained = shared / "fact-trained"
+    with FileLock(str(shared / "fact-trained.lock")):
+        if not (trained / "done").exists():
+            rows = [{"instruction": q, "response": FACT_A} for q in
+                    (FACT_Q, "Who is the studio's mascot?", "Tell me about the studio's mascot.",
+                     "What animal is the studio's mascot?")]
+            trained.mkdir(exist_ok=True)
+            data = write_jsonl(trained / "fact.jsonl", rows * 4)
+            config = FineTuningConfig(
+                model_name=demo_model, output_dir=str(trained / "runs" / "fact"), max_steps=15,
+                batch_size=4, gradient_accumulation_steps=1, learning_rate=3e-3, val_size=3,
+                lora_r=16, lora_alpha=32,
+                target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                "down_proj"], logging_steps=5, eval_steps=15, save_steps=100,
+                max_seq_length=128, num_samples=0)
+            run_fine_tuning(data_path=str(data), config=config)
+            (trained / "done").touch()
+    mine = tmp_path_factory.mktemp("fact")
+    shutil.copytree(trained / "runs", mine / "runs")
+    return mine / "runs" / "fact"
