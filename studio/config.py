@@ -127,7 +127,7 @@ class FineTuningConfig:
                                         "Optimisation")
     whole_logits: Optional[bool] = _f(None, "Score the loss over a micro-batch's whole logits "
                                       "at once, not in chunks (transformers backend): faster, "
-                                      "where they fit (auto: on a GPU where the batch plan fits "
+                                      "where they fit (auto: on one GPU where the batch plan fits "
                                       "them with no layer recomputed; on a CPU under 2 GiB).",
                                       "Optimisation")
     seed: int = _f(42, "Random seed for the split, LoRA init and shuffling.", "Optimisation")

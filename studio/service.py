@@ -134,7 +134,7 @@ class Service:
             est = estimate_memory(resolved, longest_row=longest,
                                   fused_loss=loss_type(resolved) == "chunked_nll", kernels=backend)
             if on_gpu and backend == "transformers" and resolved.whole_logits is None \
-                    and not resolved.packing:
+                    and not resolved.packing and resolved.world_size == 1:
                 # as the planner (trl_recipe.plan_gpu_batches): whole logits where they fit
                 whole = estimate_memory(resolved, longest_row=longest, kernels=backend)
                 fits = whole.total <= USABLE * hw.gpus[0].free_bytes

@@ -195,7 +195,8 @@ def plan_gpu_batches(config, data, emit, kernels: str = "transformers"):
     layout chosen goes into the run's plan (a "plan" event), beside the config as asked for.
     `kernels` says whose layers train (memory.saved_per_token). The transformers backend's
     loss takes whole logits where they fit beside the same rows with no layer recomputed
-    (whole_logits left to auto), else trl's chunked one, which never holds them (loss_type);
+    (whole_logits left to auto, one process), else trl's chunked one, which never holds them
+    (loss_type);
     Unsloth's layers come with a chunked loss of their own.
     """
     import torch
@@ -220,7 +221,9 @@ def plan_gpu_batches(config, data, emit, kernels: str = "transformers"):
     else:
         plan = plan_rows(config, free, lengths, fused_loss=not (ours and config.whole_logits),
                          kernels=kernels)
-        if ours and config.whole_logits is None and plan is not None:
+        # in one process only: each rank plans on its own GPU's free memory, and ranks that read
+        # slightly different amounts must not pick different losses (several GPUs measured chunks)
+        if ours and config.whole_logits is None and plan is not None and config.world_size == 1:
             whole = plan_rows(config, free, lengths, fused_loss=False, kernels=kernels)
             fits = whole is not None and whole.rows == plan.rows and \
                 not whole.gradient_checkpointing

@@ -519,8 +519,9 @@ def test_the_loss_takes_whole_logits_where_they_fit_without_recomputing(tiny_qwe
                                                                          monkeypatch):
     """On a GPU (its free memory stood in for), the transformers backend scores the loss over
     whole logits where they fit beside the same rows with no layer recomputed (1.14-1.30x at
-    0.6B on an H200), and in trl's chunks where only the chunks fit; asked for, whole logits
-    are kept and counted, and a long micro-batch recomputes to make room for them."""
+    0.6B on an H200), and in trl's chunks where only the chunks fit or several processes train;
+    asked for, whole logits are kept and counted, and a long micro-batch recomputes to make room
+    for them."""
     from transformers import AutoTokenizer
 
     from studio.data import prepare
@@ -542,6 +543,8 @@ def test_the_loss_takes_whole_logits_where_they_fit_without_recomputing(tiny_qwe
     roomy, _, plan = planned(config, 80 * GiB)
     assert roomy.whole_logits is True and plan["whole_logits"] is True
     assert loss_type(roomy) == "nll" and plan["gradient_checkpointing"] == "off"
+    ranks, _, plan = planned(config.replace(num_gpus=2), 80 * GiB)   # each rank plans alone
+    assert ranks.whole_logits is False and plan["whole_logits"] is False
 
     longest = sum(sorted((len(ids) for ids in data.train["input_ids"]), reverse=True)[:8])
     shape = model_shape(tiny_qwen3)

@@ -625,7 +625,7 @@ FIELDS_ZH: dict[str, tuple[str, str]] = {
     "compile_layers": ("编译解码层", "用 torch.compile 编译每个解码层（transformers 后端）：每步更少、"
                        "融合的内核；前几步需等待编译（auto：关闭）。"),
     "whole_logits": ("整段 logits 损失", "一次对微批次的全部 logits 计算损失，而不分块（transformers "
-                     "后端）：放得下时更快（auto：GPU 上在批次规划无需重算任何层时开启；CPU 上在 "
+                     "后端）：放得下时更快（auto：单 GPU 上在批次规划无需重算任何层时开启；CPU 上在 "
                      "2 GiB 以内时开启）。"),
     "seed": ("随机种子", "用于数据划分、LoRA 初始化和打乱顺序的随机种子。"),
     "fp16": ("float16 训练", "用 float16 训练（auto：在不支持 bf16 的 GPU 上开启）。"),
