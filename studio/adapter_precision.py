@@ -42,7 +42,7 @@ class AdamWOnFloat32Copies(torch.optim.AdamW):
         master = torch.cat([p.detach().float().reshape(-1) for p in self.trained])
         self.master_grads = torch.zeros_like(master)
         self._master_views = _views(master, self.trained)
-        self._grad_views = _views(self.master_grads, self.trained)
+        self._master_grad_views = _views(self.master_grads, self.trained)
         start = 0
         for g in groups:            # a group's tensors are contiguous in both buffers
             end = start + sum(p.numel() for p in g["params"])
@@ -69,7 +69,7 @@ class AdamWOnFloat32Copies(torch.optim.AdamW):
         """The step's gradients, read into the fp32 buffer once (clipping reads them first)."""
         if self._gathered:
             return
-        pairs = [(p.grad, view) for p, view in zip(self.trained, self._grad_views)
+        pairs = [(p.grad, view) for p, view in zip(self.trained, self._master_grad_views)
                  if p.grad is not None]
         if len(pairs) < len(self.trained):
             self.master_grads.zero_()
