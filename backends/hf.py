@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from studio import packed_attention
+from studio import lean_trainer, packed_attention
 from studio import trl_recipe as recipe
 
 
@@ -40,7 +40,7 @@ def make_trainer(config, data, run_dir: Path, emit, should_stop):
     # trl draws LoRA's A matrices before the Trainer seeds anything: without this, the same
     # config trained a different adapter in a fresh process than in a second run of one
     set_seed(config.seed)
-    trainer = recipe.lean_steps(SFTTrainer)(
+    trainer = lean_trainer.lean_steps(SFTTrainer)(
         model=model, args=recipe.sft_config(config, run_dir, data.eval is not None),
         train_dataset=data.train, eval_dataset=data.eval, processing_class=tokenizer,
         peft_config=lora_config(config),

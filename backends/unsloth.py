@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from studio import packed_attention
+from studio import lean_trainer, packed_attention
 from studio import trl_recipe as recipe
 from studio.models import local_model_path
 
@@ -84,7 +84,7 @@ def train(config, data, run_dir: Path, emit, should_stop, resume_from=None) -> P
     args = recipe.sft_config(config, run_dir, data.eval is not None)
     args.gradient_checkpointing = False    # unsloth's own checkpointing is already in the model
     # lean_steps' bookkeeping, Unsloth's own loss kept: 1.07x at 8B, 1.11x at 0.6B on an H200
-    trainer = recipe.lean_steps(SFTTrainer, own_loss=False)(
+    trainer = lean_trainer.lean_steps(SFTTrainer, own_loss=False)(
         model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
         processing_class=tokenizer,
         callbacks=[recipe.event_callback(emit, should_stop, recipe.model_flops(config, data)),

@@ -378,9 +378,9 @@ def run_one(args) -> dict:
     if args.ce_chunk:                                # read when Unsloth's loss is imported
         os.environ["UNSLOTH_LOGPROB_CHUNK_GB"] = str(args.ce_chunk)
     if args.trainer == "trl":                        # round four's trainer (#16, round five)
-        from studio import trl_recipe
+        from studio import lean_trainer
 
-        trl_recipe.lean_steps = lambda trainer_class, own_loss=True: trainer_class
+        lean_trainer.lean_steps = lambda trainer_class, own_loss=True: trainer_class
     if args.bucket:                                  # layer graphs' shapes (#16, round six)
         from studio import packed_attention
 

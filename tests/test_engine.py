@@ -208,7 +208,7 @@ def test_nothing_of_a_finished_run_stays_in_memory(tiny_qwen3, tmp_path, qa_json
 
 
 def test_lean_steps_train_as_trls_own_trainer(tiny_qwen3, tmp_path, qa_jsonl, monkeypatch):
-    """trl_recipe.lean_steps changes the trainer's bookkeeping alone (gradients zeroed through
+    """lean_trainer.lean_steps changes the trainer's bookkeeping alone (gradients zeroed through
     the optimiser, clipping over its parameters, mode switches that return at once, the token
     count read at the log, trl's per-micro-batch metrics left out). What trains must not
     change: the same run through trl's SFTTrainer as it comes gives the same losses, gradient
@@ -216,7 +216,7 @@ def test_lean_steps_train_as_trls_own_trainer(tiny_qwen3, tmp_path, qa_jsonl, mo
     first of two runs in one process: equal only since the hf backend seeds LoRA's init.)"""
     from safetensors.torch import load_file
 
-    from studio import trl_recipe
+    from studio import lean_trainer
 
     def run(name):
         config = quick_config(tiny_qwen3, tmp_path / name, data_path=str(qa_jsonl), max_steps=3,
@@ -229,7 +229,7 @@ def test_lean_steps_train_as_trls_own_trainer(tiny_qwen3, tmp_path, qa_jsonl, mo
                 load_file(adapter / "adapter_model.safetensors"))
 
     lean = run("lean")
-    monkeypatch.setattr(trl_recipe, "lean_steps", lambda trainer_class: trainer_class)
+    monkeypatch.setattr(lean_trainer, "lean_steps", lambda trainer_class: trainer_class)
     plain = run("plain")
     assert len(lean[0]) == 3 and len(lean[1]) == 3
     assert all(norm > 0.05 for _, norm, _ in lean[0])       # every update was clipped
