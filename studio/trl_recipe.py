@@ -196,8 +196,7 @@ def plan_gpu_batches(config, data, emit, kernels: str = "transformers"):
     `kernels` says whose layers train (memory.saved_per_token). The transformers backend's
     loss takes whole logits where they fit beside the same rows with no layer recomputed
     (whole_logits left to auto, one process), else trl's chunked one, which never holds them
-    (loss_type);
-    Unsloth's layers come with a chunked loss of their own.
+    (loss_type); Unsloth's layers come with a chunked loss of their own.
     """
     import torch
 
@@ -212,15 +211,15 @@ def plan_gpu_batches(config, data, emit, kernels: str = "transformers"):
     release_memory()          # plan with what the card has, not what a cache still holds
     free, _ = torch.cuda.mem_get_info()
     ours = kernels == "transformers"              # Unsloth's layers bring their own loss
+    chunked = not (ours and config.whole_logits)  # the loss the plan counts, unless auto picks
     if config.packing:   # packs fill the memory: whole logits only where asked for
         plan = plan_batch(config.replace(gradient_checkpointing=None), free,
                           sum(lengths) / max(1, len(lengths)),
-                          fused_loss=not (ours and config.whole_logits),
+                          fused_loss=chunked,
                           longest_row=max(lengths, default=None), kernels=kernels)
         changes = plan and dict(tokens_per_batch=config.tokens_per_batch or plan.tokens_per_batch)
     else:
-        plan = plan_rows(config, free, lengths, fused_loss=not (ours and config.whole_logits),
-                         kernels=kernels)
+        plan = plan_rows(config, free, lengths, fused_loss=chunked, kernels=kernels)
         # in one process only: each rank plans on its own GPU's free memory, and ranks that read
         # slightly different amounts must not pick different losses (several GPUs measured chunks)
         if ours and config.whole_logits is None and plan is not None and config.world_size == 1:
