@@ -47,7 +47,8 @@ def make_trainer(config, data, run_dir: Path, emit, should_stop):
         callbacks=[recipe.event_callback(emit, should_stop, recipe.model_flops(config, data)),
                    recipe.sample_callback(emit, tokenizer, data.samples)])
     recipe.recompute_per_micro_batch(trainer.model, plan)
-    if recipe.compile_layers(trainer.model, config):    # replayed as CUDA graphs: few shapes
+    recipe.compile_layers(trainer.model, config)
+    if config.layer_graphs:       # a recording for each micro-batch shape: make them few
         trainer.data_collator = packed_attention.bucketed(trainer.data_collator,
                                                           tokenizer.pad_token_id)
     return recipe.quiet(recipe.lora_gathered_alone(trainer))
@@ -58,7 +59,7 @@ def train(config, data, run_dir: Path, emit, should_stop, resume_from=None) -> P
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     adapter = recipe.save_adapter(trainer, run_dir)
     recipe.release_weights(trainer.model)
-    if recipe.layer_graphs(config):
+    if config.compile_layers:     # the graphs it may have recorded (none: nothing to give back)
         recipe.release_layer_graphs()
     return adapter
 

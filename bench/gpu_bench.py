@@ -23,7 +23,8 @@ must never share a process with it), on one synthetic chat dataset of mixed leng
 Each size runs (c) first, so (b') can take its rows a micro-batch. Extra runs take knobs,
 size:variant[:tokens[:on|off]][:NAME=VALUE...]: 8B:c::on is the studio with checkpointing forced
 on, for memory at the same batch as (b'). Named knobs: backend=transformers; compile=on (compiled
-decoder layers) or compile=graphs (the same, replayed as CUDA graphs: experimental);
+decoder layers, no CUDA graphs), compile=graphs (the same, replayed as CUDA graphs) or
+compile=auto (graphs where the plan recomputes no layer, as the studio decides);
 adam=8bit (bitsandbytes' 8-bit AdamW, which Unsloth's SFTConfig chose until round seven; the
 studio sets torch's fused AdamW); profile=on (two steps after the timed ones, host and GPU
 time) or profile=py (the same steps under cProfile); graph-logs=on (torch's CUDA graph
@@ -36,7 +37,9 @@ asks for expandable ones on import since round eight); adapters=fp32 (LoRA adapt
 at each use, as peft and Unsloth make them: the studio holds them in bf16 since round nine);
 loss=nll or loss=chunked (transformers backend: the model's own loss over whole logits, or trl's
 chunked one, whatever the planner picks: since round ten it takes whole logits where they fit);
-ce-chunk=GB (Unsloth's fused loss: GB of logits a chunk, UNSLOTH_LOGPROB_CHUNK_GB).
+ce-chunk=GB (Unsloth's fused loss: GB of logits a chunk, UNSLOTH_LOGPROB_CHUNK_GB); workers=N
+(the data loader collates in N worker processes, two batches ahead; the studio collates in the
+training thread).
 
 Reported: real (non-padding) tokens/s over the steps after warm-up, peak GPU memory, MFU and
 the gradient norm. MFU counts 4N + 12·L·H·d·c FLOPs a token: forward and input-gradient
@@ -172,6 +175,7 @@ USER_SETTINGS = {"c16": (4, 4, 16, ALL7), "c64": (16, 4, 16, ALL7),
 
 def run_studio(model_path, data_path, args, four_bit=False, profile_to=None, tokens=None,
                checkpointing=None, setting=(8, 1, 16, ALL7), backend="auto", compiled=None):
+    """compiled: None, "on" (no CUDA graphs), "graphs" or "auto" (graphs as the plan decides)."""
     import shutil
 
     from studio.config import FineTuningConfig
@@ -185,7 +189,8 @@ def run_studio(model_path, data_path, args, four_bit=False, profile_to=None, tok
         save_steps=10**6, val_size=0, max_seq_length=2048, batch_size=rows,
         gradient_accumulation_steps=accumulation, load_in_4bit=four_bit or None,
         backend=backend, packing=True if tokens else None, tokens_per_batch=tokens,
-        gradient_checkpointing=checkpointing, compile_layers=compiled)
+        gradient_checkpointing=checkpointing, compile_layers=compiled is not None or None,
+        layer_graphs={"on": False, "graphs": True}.get(compiled))
     run = Path(args.run_dir or tempfile.mkdtemp())
     shutil.rmtree(run, ignore_errors=True)
     run = prepare_run_dir(run, config)
@@ -202,6 +207,9 @@ def run_studio(model_path, data_path, args, four_bit=False, profile_to=None, tok
         holders = [f"could not list: {type(e).__name__}: {str(e)[:200]}"]
     plan = {}
     for e in events:
+        if e["kind"] == "plan":     # the losses and graphs the planner decided
+            plan.update({k: e["data"][k] for k in ("whole_logits", "layer_graphs", "batch_size",
+                                                    "gradient_checkpointing") if k in e["data"]})
         message = e["data"].get("message", "")
         if message.startswith(("batch plan:", "packed attention:")):
             plan.update({k: v for k, v in e["data"].items() if k != "message"})
@@ -352,8 +360,6 @@ def run_one(args) -> dict:
     cuda = torch.cuda.is_available()     # the CPU runs the same plumbing on tiny models
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    if args.compile == "graphs":
-        os.environ["STUDIO_LAYER_GRAPHS"] = "1"      # compiled layers replayed as CUDA graphs
     if args.adam == "8bit":                          # Unsloth's default optimiser (#16, round 7)
         from transformers.training_args import OptimizerNames
 
@@ -375,6 +381,19 @@ def run_one(args) -> dict:
         from studio import trl_recipe
 
         trl_recipe.loss_type = lambda config: {"nll": "nll", "chunked": "chunked_nll"}[args.loss]
+    if args.workers:                                 # collated ahead (#16, round eleven)
+        from studio import trl_recipe
+
+        collated_here = trl_recipe.sft_config
+
+        def ahead(*args_, **kwargs):
+            trainer_args = collated_here(*args_, **kwargs)
+            trainer_args.dataloader_num_workers = args.workers
+            trainer_args.dataloader_prefetch_factor = 2
+            trainer_args.dataloader_persistent_workers = True
+            return trainer_args
+
+        trl_recipe.sft_config = ahead
     if args.ce_chunk:                                # read when Unsloth's loss is imported
         os.environ["UNSLOTH_LOGPROB_CHUNK_GB"] = str(args.ce_chunk)
     if args.trainer == "trl":                        # round four's trainer (#16, round five)
@@ -413,8 +432,7 @@ def run_one(args) -> dict:
                                   profile_to=args.profile, tokens=args.tokens,
                                   checkpointing={"on": True, "off": False}.get(args.ckpt),
                                   backend=args.backend,
-                                  compiled={"on": True, "graphs": True,
-                                            "off": False}.get(args.compile),
+                                  compiled=None if args.compile == "off" else args.compile,
                                   **({"setting": USER_SETTINGS[args.one]}
                                      if args.one in USER_SETTINGS else {}))
     if events and not isinstance(events[0], dict):
@@ -478,8 +496,11 @@ def main():
     p.add_argument("--ce-chunk", type=float,
                    help="studio variants, Unsloth: GB of logits a chunk of its fused loss "
                         "(UNSLOTH_LOGPROB_CHUNK_GB, by default 2)")
-    p.add_argument("--compile", choices=["on", "off", "graphs"],
-                   help="studio variants: compile_layers (on: without CUDA graphs)")
+    p.add_argument("--compile", choices=["on", "off", "graphs", "auto"],
+                   help="studio variants: compile_layers (on: without CUDA graphs; auto: graphs "
+                        "where the plan recomputes no layer)")
+    p.add_argument("--workers", type=int,
+                   help="studio variants: data loader worker processes, two batches ahead")
     args = p.parse_args()
     if args.one:
         print("RESULT " + json.dumps(run_one(args)), flush=True)

@@ -125,6 +125,11 @@ class FineTuningConfig:
                                         "(transformers backend): fewer, fused kernels a step; "
                                         "the first steps wait for it (auto: off).",
                                         "Optimisation")
+    layer_graphs: Optional[bool] = _f(None, "Replay the compiled layers as CUDA graphs (with "
+                                      "compile_layers, one GPU): a step costs the host almost "
+                                      "nothing; each micro-batch length is recorded once (auto: "
+                                      "on where the batch plan recomputes no layer).",
+                                      "Optimisation")
     whole_logits: Optional[bool] = _f(None, "Score the loss over a micro-batch's whole logits "
                                       "at once, not in chunks (transformers backend): faster, "
                                       "where they fit (auto: on one GPU where the batch plan fits "
@@ -298,7 +303,8 @@ class FineTuningConfig:
 
     def transformers_only(self) -> tuple:
         """The settings asked for here that only the transformers backend honours."""
-        return tuple(name for name in ("compile_layers", "whole_logits") if getattr(self, name))
+        return tuple(name for name in ("compile_layers", "layer_graphs", "whole_logits")
+                     if getattr(self, name))
 
     def validate(self, hw=None) -> list[str]:
         """Every problem that would stop this run, each saying how to fix it. Empty: it can run."""
@@ -336,6 +342,11 @@ class FineTuningConfig:
         for name in self.transformers_only() if self.backend in ("unsloth", "mlx") else ():
             problems.append(f"{name} applies to the transformers backend; {self.backend} "
                             f"runs its own kernels: leave {name} auto or off")
+        if self.layer_graphs and not self.compile_layers:
+            problems.append("layer_graphs replays the compiled layers: turn compile_layers on")
+        if self.layer_graphs and (not on_gpu or self.world_size > 1):
+            problems.append("layer_graphs records CUDA graphs on one GPU: leave it auto or off "
+                            "on a CPU or with several GPUs")
         if self.backend == "mlx" and (self.load_in_8bit or self.load_in_4bit):
             problems.append("the mlx backend loads quantised models by their id "
                             "(e.g. mlx-community/Qwen3-0.6B-4bit): turn load_in_4bit/8bit off")

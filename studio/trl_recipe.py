@@ -8,7 +8,6 @@ patching differ, and those stay in each backend. No backend imports another: bot
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 from threading import Thread
@@ -204,7 +203,8 @@ def plan_gpu_batches(config, data, emit, kernels: str = "transformers"):
     from studio.memory import plan_batch, plan_rows
 
     if config.cpu_only or not torch.cuda.is_available():
-        planned = config.replace(gradient_checkpointing=bool(config.gradient_checkpointing))
+        planned = config.replace(gradient_checkpointing=bool(config.gradient_checkpointing),
+                                 layer_graphs=False)
         emit("plan", 0, **batch_layout(planned))
         return planned, None
     lengths = [len(ids) for ids in data.train["input_ids"]]
@@ -230,7 +230,8 @@ def plan_gpu_batches(config, data, emit, kernels: str = "transformers"):
             config = config.replace(whole_logits=fits)
         changes = plan and dict(batch_size=plan.rows)
     if plan is None:   # an unknown architecture: keep what was asked, recompute to be safe
-        planned = config.replace(gradient_checkpointing=config.gradient_checkpointing is not False)
+        planned = config.replace(gradient_checkpointing=config.gradient_checkpointing is not False,
+                                 layer_graphs=bool(config.layer_graphs))
         emit("plan", 0, **batch_layout(planned), planner="unknown architecture: the batch as "
              "asked for, with gradient checkpointing")
         return planned, None
@@ -238,7 +239,11 @@ def plan_gpu_batches(config, data, emit, kernels: str = "transformers"):
          estimate_gb=round(plan.estimate.total / 2**30, 2), **changes)
     checkpointing = (plan.gradient_checkpointing if config.gradient_checkpointing is None
                      else config.gradient_checkpointing)
-    planned = config.replace(**changes, gradient_checkpointing=checkpointing,
+    # graphs where no layer recomputes: 8B at 16 rows, recomputing in long micro-batches,
+    # collapsed to 1,583 tokens/s with them (BENCHMARKS.md round five)
+    graphs = config.layer_graphs if config.layer_graphs is not None else \
+        bool(ours and config.compile_layers and config.world_size == 1 and not checkpointing)
+    planned = config.replace(**changes, gradient_checkpointing=checkpointing, layer_graphs=graphs,
                              gradient_accumulation_steps=plan.gradient_accumulation_steps)
     adaptive = not config.packing and config.gradient_checkpointing is None and checkpointing
     layout = batch_layout(planned)
@@ -257,6 +262,7 @@ def batch_layout(config) -> dict:
     return {"micro_batch": micro, "batch_size": config.batch_size,
             "gradient_accumulation_steps": config.gradient_accumulation_steps,
             "packing": bool(config.packing), "whole_logits": loss_type(config) == "nll",
+            "layer_graphs": bool(config.layer_graphs),
             "gradient_checkpointing": "on" if config.gradient_checkpointing else "off"}
 
 
@@ -280,7 +286,7 @@ def recompute_per_micro_batch(model, plan):
     return model.register_forward_pre_hook(before_forward, with_kwargs=True)
 
 
-def compile_layers(model, config) -> bool:
+def compile_layers(model, config) -> None:
     """Each decoder layer compiled by torch.compile, where the config asks: a step then launches
     a few fused kernels a layer instead of dozens of small ones (norms, rotary, SwiGLU, LoRA's
     scaling and casts), and small updates are bound by those launches on a GPU (#16's profile:
@@ -289,32 +295,21 @@ def compile_layers(model, config) -> bool:
     length reuse it. Attention stays outside it (packed_attention asks the host for the rows'
     bounds), except with layer graphs, whose micro-batches bring their bounds along.
 
-    Returns whether the layers replay as CUDA graphs (`layer_graphs`)."""
+    With config.layer_graphs (plan_gpu_batches decides it), the layers also replay as CUDA
+    graphs, one recording for each micro-batch shape (packed_attention.bucketed pads them to
+    few), so that a step's launches cost the host almost nothing: 1.59x at 0.6B and 8 rows an
+    update (BENCHMARKS.md round five)."""
     if not config.compile_layers:
-        return False
+        return
     import torch
 
     # a layer's Python floats (RMSNorm's eps, LoRA's scaling) are the same in every layer: as
     # constants, not as CPU scalars handed in at each call (CPU work that CUDA graphs cannot hold)
     torch._dynamo.config.specialize_float = True
-    graphs = layer_graphs(config)
     for layer in decoder_layers(model):
-        layer.compile(dynamic=True, mode="reduce-overhead" if graphs else None)
-    if graphs:
+        layer.compile(dynamic=True, mode="reduce-overhead" if config.layer_graphs else None)
+    if config.layer_graphs:
         keep_grads(model)
-    return graphs
-
-
-def layer_graphs(config) -> bool:
-    """Whether compiled layers also replay as CUDA graphs, one recording for each micro-batch
-    shape (packed_attention.bucketed pads them to few), so that a step's launches cost the host
-    almost nothing. Experimental, for the benchmark alone (STUDIO_LAYER_GRAPHS=1, on a GPU):
-    1.59x at 0.6B and 8 rows an update, but 1,583 tokens/s at 8B and 16 rows, where layers
-    recompute and buckets run to 28k tokens (#16, BENCHMARKS.md round five)."""
-    import torch
-
-    return (bool(config.compile_layers) and os.environ.get("STUDIO_LAYER_GRAPHS") == "1"
-            and not config.cpu_only and torch.cuda.is_available())
 
 
 def keep_grads(model) -> None:
@@ -333,7 +328,7 @@ def keep_grads(model) -> None:
 
 
 def release_layer_graphs() -> None:
-    """Give back the memory that this thread's CUDA graphs recorded (layer_graphs). The trees
+    """Give back the memory that this thread's CUDA graphs recorded (compile_layers). The trees
     belong to the thread that trained: a chat decoding on its own thread keeps its graphs."""
     from torch._inductor.cudagraph_trees import reset_cudagraph_trees
 

@@ -231,6 +231,7 @@ PLAN_ROWS = [("plan.backend", "backend", "backend"), ("plan.device", "cpu_only",
              ("plan.packing", "packing", "packing"),
              ("plan.gradient_checkpointing", "gradient_checkpointing", "gradient_checkpointing"),
              ("plan.whole_logits", "whole_logits", "whole_logits"),
+             ("plan.layer_graphs", "layer_graphs", "layer_graphs"),
              ("plan.attention", None, "attention"),
              ("plan.lora_dropout", "lora_dropout", "lora_dropout"),
              ("plan.planner", None, "planner")]
