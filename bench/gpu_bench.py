@@ -38,8 +38,8 @@ at each use, as peft and Unsloth make them: the studio holds them in bf16 since 
 loss=nll or loss=chunked (transformers backend: the model's own loss over whole logits, or trl's
 chunked one, whatever the planner picks: since round ten it takes whole logits where they fit);
 ce-chunk=GB (Unsloth's fused loss: GB of logits a chunk, UNSLOTH_LOGPROB_CHUNK_GB); workers=N
-(the data loader collates in N worker processes, two batches ahead; the studio collates in the
-training thread).
+(the data loader collates in N worker processes, two batches ahead: the studio's default on a
+GPU is 1 since round eleven; workers=0 collates in the training thread, as before).
 
 Reported: real (non-padding) tokens/s over the steps after warm-up, peak GPU memory, MFU and
 the gradient norm. MFU counts 4N + 12·L·H·d·c FLOPs a token: forward and input-gradient
@@ -381,19 +381,10 @@ def run_one(args) -> dict:
         from studio import trl_recipe
 
         trl_recipe.loss_type = lambda config: {"nll": "nll", "chunked": "chunked_nll"}[args.loss]
-    if args.workers:                                 # collated ahead (#16, round eleven)
+    if args.workers is not None:                     # collated ahead (#16, round eleven)
         from studio import trl_recipe
 
-        collated_here = trl_recipe.sft_config
-
-        def ahead(*args_, **kwargs):
-            trainer_args = collated_here(*args_, **kwargs)
-            trainer_args.dataloader_num_workers = args.workers
-            trainer_args.dataloader_prefetch_factor = 2
-            trainer_args.dataloader_persistent_workers = True
-            return trainer_args
-
-        trl_recipe.sft_config = ahead
+        trl_recipe.COLLATE_AHEAD = args.workers
     if args.ce_chunk:                                # read when Unsloth's loss is imported
         os.environ["UNSLOTH_LOGPROB_CHUNK_GB"] = str(args.ce_chunk)
     if args.trainer == "trl":                        # round four's trainer (#16, round five)
@@ -500,7 +491,8 @@ def main():
                    help="studio variants: compile_layers (on: without CUDA graphs; auto: graphs "
                         "where the plan recomputes no layer)")
     p.add_argument("--workers", type=int,
-                   help="studio variants: data loader worker processes, two batches ahead")
+                   help="studio variants: data loader worker processes, two batches ahead "
+                        "(0: in the training thread)")
     args = p.parse_args()
     if args.one:
         print("RESULT " + json.dumps(run_one(args)), flush=True)

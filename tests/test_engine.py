@@ -106,6 +106,42 @@ def test_saved_adapter_reloads_with_the_same_logits(tiny_qwen3, tmp_path, qa_jso
     assert not torch.allclose(a, c), "training changed nothing"
 
 
+def test_micro_batches_collated_ahead_in_a_worker_train_the_same(tiny_qwen3, tmp_path, qa_jsonl):
+    """On a GPU the next micro-batches are collated in a worker process (trl_recipe.
+    loader_arguments): forked with the layer graphs' bucketing collator, it hands over the same
+    micro-batches in the same order, so the run trains to the same losses and adapter."""
+    from backends import hf
+    from studio import packed_attention
+    from studio.data import prepare
+    from studio.events import EventLog
+    from studio.trl_recipe import loader_arguments
+
+    config = quick_config(tiny_qwen3, tmp_path / "run", max_steps=4, learning_rate=5e-2,
+                          bf16=False, val_size=0).resolve()
+    data = prepare(str(qa_jsonl), _tokenizer(tiny_qwen3), config)
+    assert loader_arguments(config) == {"dataloader_num_workers": 0}    # a CPU trains here
+
+    def trained(ahead: bool):
+        log = EventLog()
+        trainer = hf.make_trainer(config, data, tmp_path / f"run-{ahead}", log.emit, lambda: False)
+        trainer.data_collator = packed_attention.bucketed(trainer.data_collator,
+                                                          _tokenizer(tiny_qwen3).pad_token_id)
+        if ahead:                                                   # as sft_config does on a GPU
+            for name, value in loader_arguments(config.replace(cpu_only=False)).items():
+                setattr(trainer.args, name, value)
+        workers = trainer.get_train_dataloader().num_workers
+        trainer.train()
+        losses = [e.data["loss"] for e in log.events if e.kind == "train"]
+        lora = {k: v.clone() for k, v in trainer.model.state_dict().items() if "lora_B" in k}
+        return workers, losses, lora
+
+    (alone, losses, lora), (ahead, losses_ahead, lora_ahead) = trained(False), trained(True)
+    assert (alone, ahead) == (0, 1) and len(losses) == 4
+    assert losses_ahead == losses
+    torch.testing.assert_close(lora_ahead, lora, rtol=0, atol=0)
+    assert any(v.abs().sum() > 0 for v in lora.values()), "training changed nothing"
+
+
 def _tokenizer(path):
     from transformers import AutoTokenizer
 
