@@ -14,6 +14,7 @@ import dataclasses
 import itertools
 import json
 import math
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -335,6 +336,19 @@ class RowPlan:
         if layers is None:    # too long to fit: recompute all that is allowed
             return 0 if self.config.gradient_checkpointing is False else self.shape.layers
         return layers
+
+    def share_recomputing(self, lengths: list[int], draws: int = 2000) -> float:
+        """The share of micro-batches, of `rows` rows drawn at random from rows of these
+        lengths, that recompute any layer: the longest may, while nearly none do."""
+        if not self.gradient_checkpointing:
+            return 0.0
+        low, high = 0, sum(sorted(lengths, reverse=True)[:self.rows])
+        while low < high:           # the most tokens a micro-batch holds with none recomputed
+            mid = (low + high + 1) // 2
+            low, high = (mid, high) if self.layers_for(mid) == 0 else (low, mid - 1)
+        rng = random.Random(0)
+        rows = min(self.rows, len(lengths))
+        return sum(sum(rng.sample(lengths, rows)) > low for _ in range(draws)) / draws
 
 
 def plan_rows(config, free_bytes: float, lengths: list[int], shape: Optional[Shape] = None,

@@ -185,6 +185,13 @@ def sample_callback(emit, tokenizer, samples: list[dict], max_new_tokens: int = 
 
 
 # ---------------------------------------------------------------------------- GPU batches
+# Layer graphs where at most this share of micro-batches recomputes layers: each recomputed layer
+# records graphs of its own. 8B at 8 rows an update (none of the bench's micro-batches over the
+# 9,728 tokens that recompute) ran 1.05x Unsloth with graphs; at 16 rows (3% over) graphs
+# collapsed to 1,583-6,200 tokens/s and 103 GiB (BENCHMARKS.md rounds five, nine, eleven).
+GRAPHS_RECOMPUTING = 0.01
+
+
 def plan_gpu_batches(config, data, emit, kernels: str = "transformers"):
     """On a GPU, size the micro-batches to the free memory (studio.memory), unless the user set
     them: whole rows padding-free by default, or packs of tokens_per_batch with packing on.
@@ -239,10 +246,10 @@ def plan_gpu_batches(config, data, emit, kernels: str = "transformers"):
          estimate_gb=round(plan.estimate.total / 2**30, 2), **changes)
     checkpointing = (plan.gradient_checkpointing if config.gradient_checkpointing is None
                      else config.gradient_checkpointing)
-    # graphs where no layer recomputes: 8B at 16 rows, recomputing in long micro-batches,
-    # collapsed to 1,583 tokens/s with them (BENCHMARKS.md round five)
-    graphs = config.layer_graphs if config.layer_graphs is not None else \
-        bool(ours and config.compile_layers and config.world_size == 1 and not checkpointing)
+    graphs = config.layer_graphs if config.layer_graphs is not None else bool(
+        ours and config.compile_layers and config.world_size == 1 and not (
+            checkpointing if config.packing or config.gradient_checkpointing is not None
+            else plan.share_recomputing(lengths) > GRAPHS_RECOMPUTING))
     planned = config.replace(**changes, gradient_checkpointing=checkpointing, layer_graphs=graphs,
                              gradient_accumulation_steps=plan.gradient_accumulation_steps)
     adaptive = not config.packing and config.gradient_checkpointing is None and checkpointing

@@ -219,6 +219,25 @@ def test_recomputation_is_decided_per_micro_batch_by_its_length():
                      shape=QWEN3_8B, fused_loss=True).layers_for(100) == QWEN3_8B.layers
 
 
+def test_the_share_of_micro_batches_that_recompute_is_counted_from_the_rows():
+    """Layer graphs need micro-batches that (nearly) never recompute: the plan counts the share
+    of micro-batches of random rows that would, against the odds of drawing enough long rows
+    into one micro-batch (hypergeometric), and none where nothing recomputes."""
+    import math
+
+    from studio.memory import plan_rows
+
+    lengths = [100] * 200 + [2000] * 10
+    plan = plan_rows(_gpu_config(), 78 * GiB, lengths, shape=QWEN3_8B, fused_loss=True)
+    need = next(k for k in range(17) if plan.layers_for(100 * (16 - k) + 2000 * k) > 0)
+    odds = sum(math.comb(10, k) * math.comb(200, 16 - k) for k in range(need, 11)) \
+        / math.comb(210, 16)
+    assert 0.02 < odds < 0.98                                 # some micro-batches, not all
+    assert plan.share_recomputing(lengths) == pytest.approx(odds, abs=0.03)
+    roomy = plan_rows(_gpu_config(), 138 * GiB, [100] * 200, shape=QWEN3_8B, fused_loss=True)
+    assert not roomy.gradient_checkpointing and roomy.share_recomputing([100] * 200) == 0
+
+
 def test_the_planned_estimate_is_the_heaviest_micro_batchs():
     """The plan's estimate (shown on the page, written to status.json) covers every micro-batch
     it may meet, not only the longest: one just short of needing another recomputed layer
@@ -562,10 +581,10 @@ def test_the_loss_takes_whole_logits_where_they_fit_without_recomputing(tiny_qwe
 
 
 def test_layer_graphs_are_recorded_where_no_layer_recomputes(tiny_qwen3, qa_jsonl, monkeypatch):
-    """Compiled layers replay as CUDA graphs (1.59x at 0.6B, 8 rows an update) where the batch
-    plan recomputes no layer, in one process; where long micro-batches recompute (8B at 16 rows
-    collapsed to 1,583 tokens/s with graphs), or several processes train, they compile without
-    them. Asked for, graphs are kept; they need compile_layers and one GPU."""
+    """Compiled layers replay as CUDA graphs (1.78x Unsloth at 0.6B, 8 rows an update) where
+    nearly no micro-batch recomputes a layer, in one process; where many recompute (8B at 16
+    rows collapsed to 1,583-6,200 tokens/s with graphs), or several processes train, they
+    compile without them. Asked for, graphs are kept; they need compile_layers and one GPU."""
     from transformers import AutoTokenizer
 
     from studio.data import prepare
@@ -594,7 +613,7 @@ def test_layer_graphs_are_recorded_where_no_layer_recomputes(tiny_qwen3, qa_json
     longest = sum(sorted((len(ids) for ids in data.train["input_ids"]), reverse=True)[:8])
     needed = micro_batch_estimate(config, longest, model_shape(tiny_qwen3), True,
                                   "transformers", 0).total
-    tight = planned(config, needed * 0.9 / USABLE)   # the longest micro-batches recompute
+    tight = planned(config, needed * 0.9 / USABLE)   # the rows are alike: most recompute
     assert tight.gradient_checkpointing and tight.layer_graphs is False
     assert planned(config.replace(layer_graphs=True), needed * 0.9 / USABLE).layer_graphs is True
     assert planned(config.replace(layer_graphs=False)).layer_graphs is False
