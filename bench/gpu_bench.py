@@ -24,7 +24,7 @@ Each size runs (c) first, so (b') can take its rows a micro-batch. Extra runs ta
 size:variant[:tokens[:on|off]][:NAME=VALUE...]: 8B:c::on is the studio with checkpointing forced
 on, for memory at the same batch as (b'). Named knobs: backend=transformers; compile=on (compiled
 decoder layers, no CUDA graphs), compile=graphs (the same, replayed as CUDA graphs) or
-compile=auto (graphs where the plan recomputes no layer, as the studio decides);
+compile=auto (graphs where nearly no micro-batch recomputes a layer, as the studio decides);
 adam=8bit (bitsandbytes' 8-bit AdamW, which Unsloth's SFTConfig chose until round seven; the
 studio sets torch's fused AdamW); profile=on (two steps after the timed ones, host and GPU
 time) or profile=py (the same steps under cProfile); graph-logs=on (torch's CUDA graph
@@ -189,7 +189,7 @@ def run_studio(model_path, data_path, args, four_bit=False, profile_to=None, tok
         save_steps=10**6, val_size=0, max_seq_length=2048, batch_size=rows,
         gradient_accumulation_steps=accumulation, load_in_4bit=four_bit or None,
         backend=backend, packing=True if tokens else None, tokens_per_batch=tokens,
-        gradient_checkpointing=checkpointing, compile_layers=compiled is not None or None,
+        gradient_checkpointing=checkpointing, compile_layers=True if compiled else None,
         layer_graphs={"on": False, "graphs": True}.get(compiled))
     run = Path(args.run_dir or tempfile.mkdtemp())
     shutil.rmtree(run, ignore_errors=True)
@@ -489,7 +489,7 @@ def main():
                         "(UNSLOTH_LOGPROB_CHUNK_GB, by default 2)")
     p.add_argument("--compile", choices=["on", "off", "graphs", "auto"],
                    help="studio variants: compile_layers (on: without CUDA graphs; auto: graphs "
-                        "where the plan recomputes no layer)")
+                        "as the studio decides)")
     p.add_argument("--workers", type=int,
                    help="studio variants: data loader worker processes, two batches ahead "
                         "(0: in the training thread)")

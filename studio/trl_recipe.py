@@ -246,10 +246,11 @@ def plan_gpu_batches(config, data, emit, kernels: str = "transformers"):
          estimate_gb=round(plan.estimate.total / 2**30, 2), **changes)
     checkpointing = (plan.gradient_checkpointing if config.gradient_checkpointing is None
                      else config.gradient_checkpointing)
-    graphs = config.layer_graphs if config.layer_graphs is not None else bool(
-        ours and config.compile_layers and config.world_size == 1 and not (
+    graphs = config.layer_graphs
+    if graphs is None:    # packs are all one size; rows make micro-batches of many
+        graphs = bool(ours and config.compile_layers and config.world_size == 1) and not (
             checkpointing if config.packing or config.gradient_checkpointing is not None
-            else plan.share_recomputing(lengths) > GRAPHS_RECOMPUTING))
+            else plan.share_recomputing(lengths) > GRAPHS_RECOMPUTING)
     planned = config.replace(**changes, gradient_checkpointing=checkpointing, layer_graphs=graphs,
                              gradient_accumulation_steps=plan.gradient_accumulation_steps)
     adaptive = not config.packing and config.gradient_checkpointing is None and checkpointing
