@@ -24,7 +24,7 @@ Each size runs (c) first, so (b') can take its rows a micro-batch. Extra runs ta
 size:variant[:tokens[:on|off]][:NAME=VALUE...]: 8B:c::on is the studio with checkpointing forced
 on, for memory at the same batch as (b'). Named knobs: backend=transformers; compile=on (compiled
 decoder layers, no CUDA graphs), compile=graphs (the same, replayed as CUDA graphs) or
-compile=auto (graphs where nearly no micro-batch recomputes a layer, as the studio decides);
+compile=auto (graphs as the studio decides: few shapes, nearly no recomputation);
 adam=8bit (bitsandbytes' 8-bit AdamW, which Unsloth's SFTConfig chose until round seven; the
 studio sets torch's fused AdamW); profile=on (two steps after the timed ones, host and GPU
 time) or profile=py (the same steps under cProfile); graph-logs=on (torch's CUDA graph

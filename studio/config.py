@@ -128,7 +128,8 @@ class FineTuningConfig:
     layer_graphs: Optional[bool] = _f(None, "Replay the compiled layers as CUDA graphs (with "
                                       "compile_layers, one GPU): a step costs the host almost "
                                       "nothing; each micro-batch length is recorded once (auto: "
-                                      "on where nearly no micro-batch recomputes a layer).",
+                                      "on where micro-batches come in few lengths and nearly "
+                                      "none recomputes a layer).",
                                       "Optimisation")
     whole_logits: Optional[bool] = _f(None, "Score the loss over a micro-batch's whole logits "
                                       "at once, not in chunks (transformers backend): faster, "

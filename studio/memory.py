@@ -337,18 +337,20 @@ class RowPlan:
             return 0 if self.config.gradient_checkpointing is False else self.shape.layers
         return layers
 
-    def share_recomputing(self, lengths: list[int], draws: int = 2000) -> float:
-        """The share of micro-batches, of `rows` rows drawn at random from rows of these
-        lengths, that recompute any layer: the longest may, while nearly none do."""
-        if not self.gradient_checkpointing:
-            return 0.0
+    def tokens_recomputing_nothing(self, lengths: list[int]) -> int:
+        """The most tokens a micro-batch of these rows holds with no layer recomputed."""
         low, high = 0, sum(sorted(lengths, reverse=True)[:self.rows])
-        while low < high:           # the most tokens a micro-batch holds with none recomputed
+        while low < high:
             mid = (low + high + 1) // 2
             low, high = (mid, high) if self.layers_for(mid) == 0 else (low, mid - 1)
+        return low
+
+    def sample_micro_batches(self, lengths: list[int], draws: int = 2000) -> list[int]:
+        """The tokens of `draws` micro-batches of `rows` rows drawn at random from rows of these
+        lengths (seeded): what a shuffled epoch makes, to weigh its rare micro-batches."""
         rng = random.Random(0)
         rows = min(self.rows, len(lengths))
-        return sum(sum(rng.sample(lengths, rows)) > low for _ in range(draws)) / draws
+        return [sum(rng.sample(lengths, rows)) for _ in range(draws)]
 
 
 def plan_rows(config, free_bytes: float, lengths: list[int], shape: Optional[Shape] = None,

@@ -185,11 +185,30 @@ def sample_callback(emit, tokenizer, samples: list[dict], max_new_tokens: int = 
 
 
 # ---------------------------------------------------------------------------- GPU batches
-# Layer graphs where at most this share of micro-batches recomputes layers: each recomputed layer
-# records graphs of its own. 8B at 8 rows an update (none of the bench's micro-batches over the
-# 9,728 tokens that recompute) ran 1.05x Unsloth with graphs; at 16 rows (3% over) graphs
-# collapsed to 1,583-6,200 tokens/s and 103 GiB (BENCHMARKS.md rounds five, nine, eleven).
+# Layer graphs where at most this share of micro-batches recomputes layers (each recomputed layer
+# records graphs of its own), and 99% of them come in at most this many shapes (each new one is
+# recorded while training waits). 8B at 8 rows an update (no micro-batch of the bench's rows over
+# the 9,728 tokens that recompute; 99% in 10 shapes) ran 1.05x Unsloth with graphs, 0.6B 1.78x;
+# at 16 rows (3% over) graphs collapsed to 1,583-6,200 tokens/s and 103 GiB; 0.6B at 64 rows
+# (none over, 28 shapes) to 15,776 (BENCHMARKS.md rounds five, nine, eleven).
 GRAPHS_RECOMPUTING = 0.01
+GRAPHS_SHAPES = 12
+
+
+def layer_graphs_pay(plan, lengths: list[int]) -> bool:
+    """Whether a run's micro-batches of whole rows suit layer graphs: nearly none recomputes a
+    layer, and they come in few shapes (packed_attention.bucketed's multiples of BUCKET)."""
+    from collections import Counter
+
+    from studio.packed_attention import BUCKET
+
+    sampled = plan.sample_micro_batches(lengths)
+    limit = plan.tokens_recomputing_nothing(lengths) if plan.gradient_checkpointing else None
+    recomputing = 0 if limit is None else sum(t > limit for t in sampled) / len(sampled)
+    counts = sorted(Counter(-(-t // BUCKET) for t in sampled).values(), reverse=True)
+    shapes = next(n for n in range(1, len(counts) + 1)
+                  if sum(counts[:n]) >= 0.99 * len(sampled))
+    return recomputing <= GRAPHS_RECOMPUTING and shapes <= GRAPHS_SHAPES
 
 
 def plan_gpu_batches(config, data, emit, kernels: str = "transformers"):
@@ -250,7 +269,7 @@ def plan_gpu_batches(config, data, emit, kernels: str = "transformers"):
     if graphs is None:    # packs are all one size; rows make micro-batches of many
         graphs = bool(ours and config.compile_layers and config.world_size == 1) and not (
             checkpointing if config.packing or config.gradient_checkpointing is not None
-            else plan.share_recomputing(lengths) > GRAPHS_RECOMPUTING)
+            else not layer_graphs_pay(plan, lengths))
     planned = config.replace(**changes, gradient_checkpointing=checkpointing, layer_graphs=graphs,
                              gradient_accumulation_steps=plan.gradient_accumulation_steps)
     adaptive = not config.packing and config.gradient_checkpointing is None and checkpointing

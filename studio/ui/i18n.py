@@ -626,8 +626,8 @@ FIELDS_ZH: dict[str, tuple[str, str]] = {
     "compile_layers": ("编译解码层", "用 torch.compile 编译每个解码层（transformers 后端）：每步更少、"
                        "融合的内核；前几步需等待编译（auto：关闭）。"),
     "layer_graphs": ("CUDA 图重放", "把编译后的解码层作为 CUDA 图重放（需开启 compile_layers，单 GPU）："
-                     "每步几乎不占用主机时间；每种微批次长度只录制一次（auto：在几乎没有微批次需要重算任何层时"
-                     "开启）。"),
+                     "每步几乎不占用主机时间；每种微批次长度只录制一次（auto：在微批次长度种类少、且几乎没有微批次"
+                     "需要重算任何层时开启）。"),
     "whole_logits": ("整段 logits 损失", "一次对微批次的全部 logits 计算损失，而不分块（transformers "
                      "后端）：放得下时更快（auto：单 GPU 上在批次规划无需重算任何层时开启；CPU 上在 "
                      "2 GiB 以内时开启）。"),
