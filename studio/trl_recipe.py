@@ -267,9 +267,8 @@ def plan_gpu_batches(config, data, emit, kernels: str = "transformers"):
                      else config.gradient_checkpointing)
     graphs = config.layer_graphs
     if graphs is None:    # packs are all one size; rows make micro-batches of many
-        graphs = bool(ours and config.compile_layers and config.world_size == 1) and not (
-            checkpointing if config.packing or config.gradient_checkpointing is not None
-            else not layer_graphs_pay(plan, lengths))
+        graphs = bool(ours and config.compile_layers and config.world_size == 1) and (
+            not checkpointing if config.packing else layer_graphs_pay(plan, lengths))
     planned = config.replace(**changes, gradient_checkpointing=checkpointing, layer_graphs=graphs,
                              gradient_accumulation_steps=plan.gradient_accumulation_steps)
     adaptive = not config.packing and config.gradient_checkpointing is None and checkpointing

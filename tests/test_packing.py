@@ -638,6 +638,7 @@ def test_layer_graphs_are_recorded_where_no_layer_recomputes(tiny_qwen3, qa_json
     assert planned(config.replace(compile_layers=None)).layer_graphs is False
     assert planned(config.replace(num_gpus=2)).layer_graphs is False
     assert planned(config.replace(gradient_checkpointing=True)).layer_graphs is False
+    assert planned(config.replace(gradient_checkpointing=False)).layer_graphs is True
     longest = sum(sorted((len(ids) for ids in data.train["input_ids"]), reverse=True)[:8])
     needed = micro_batch_estimate(config, longest, model_shape(tiny_qwen3), True,
                                   "transformers", 0).total
