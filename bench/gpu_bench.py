@@ -208,7 +208,7 @@ def run_studio(model_path, data_path, args, four_bit=False, profile_to=None, tok
     plan = {}
     for e in events:
         if e["kind"] == "plan":     # the losses and graphs the planner decided
-            plan.update({k: e["data"][k] for k in ("whole_logits", "layer_graphs", "batch_size",
+            plan.update({k: e["data"][k] for k in ("whole_logits", "layer_graphs",
                                                     "gradient_checkpointing") if k in e["data"]})
         message = e["data"].get("message", "")
         if message.startswith(("batch plan:", "packed attention:")):

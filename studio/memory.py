@@ -339,11 +339,8 @@ class RowPlan:
 
     def tokens_recomputing_nothing(self, lengths: list[int]) -> int:
         """The most tokens a micro-batch of these rows holds with no layer recomputed."""
-        low, high = 0, sum(sorted(lengths, reverse=True)[:self.rows])
-        while low < high:
-            mid = (low + high + 1) // 2
-            low, high = (mid, high) if self.layers_for(mid) == 0 else (low, mid - 1)
-        return low
+        return _most_tokens(lambda tokens: self.layers_for(tokens) == 0,
+                            sum(sorted(lengths, reverse=True)[:self.rows]))
 
     def sample_micro_batches(self, lengths: list[int], draws: int = 2000) -> list[int]:
         """The tokens of `draws` micro-batches of `rows` rows drawn at random from rows of these
@@ -351,6 +348,16 @@ class RowPlan:
         rng = random.Random(0)
         rows = min(self.rows, len(lengths))
         return [sum(rng.sample(lengths, rows)) for _ in range(draws)]
+
+
+def _most_tokens(fits, high: int) -> int:
+    """The most tokens, up to `high`, for which fits(tokens) holds (0 if none): fits holds up to
+    some count and not beyond, so a binary search finds it."""
+    low = 0
+    while low < high:
+        mid = (low + high + 1) // 2
+        low, high = (mid, high) if fits(mid) else (low, mid - 1)
+    return low
 
 
 def plan_rows(config, free_bytes: float, lengths: list[int], shape: Optional[Shape] = None,
@@ -393,15 +400,13 @@ def plan_rows(config, free_bytes: float, lengths: list[int], shape: Optional[Sha
         # layer recomputed keeps nearly the whole budget (8B, 64 rows on an H200: 123 GiB
         # estimated at the longest, 125.5 measured at 28k tokens)
         def heaviest_with(k: int) -> Optional[MemoryEstimate]:
-            low, high = 0, longest          # the most tokens that fit with k layers recomputed
-            while low < high:
-                mid = (low + high + 1) // 2
-                low, high = (mid, high) if estimate(mid, k).total <= budget else (low, mid - 1)
+            # the most tokens that fit with k layers recomputed
+            low = _most_tokens(lambda tokens: estimate(tokens, k).total <= budget, longest)
             return estimate(low, k) if low and need(low) == k else None
 
         heaviest = max(filter(None, map(heaviest_with, range(layers + 1))),
                        key=lambda e: e.total)
-        free_up_to = max((t for t in range(256, longest, 256) if need(t) == 0), default=0)
+        free_up_to = _most_tokens(lambda tokens: need(tokens) == 0, longest) // 256 * 256
         how = (f"layers recompute only in micro-batches over about {free_up_to} tokens, "
                f"{layers} of {shape.layers} at the longest")
     why = (f"{rows} rows a micro-batch x {wanted // rows} = the {wanted} rows an update asks "
