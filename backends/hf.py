@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from studio import lean_trainer, packed_attention
+from studio import compiled_layers, lean_trainer, packed_attention
 from studio import trl_recipe as recipe
 
 
@@ -47,7 +47,7 @@ def make_trainer(config, data, run_dir: Path, emit, should_stop):
         callbacks=[recipe.event_callback(emit, should_stop, recipe.model_flops(config, data)),
                    recipe.sample_callback(emit, tokenizer, data.samples)])
     recipe.recompute_per_micro_batch(trainer.model, plan)
-    recipe.compile_layers(trainer.model, config)
+    compiled_layers.compile_layers(trainer.model, config)
     if config.layer_graphs:       # a recording for each micro-batch shape: make them few
         trainer.data_collator = packed_attention.bucketed(trainer.data_collator,
                                                           tokenizer.pad_token_id)
@@ -60,7 +60,7 @@ def train(config, data, run_dir: Path, emit, should_stop, resume_from=None) -> P
     adapter = recipe.save_adapter(trainer, run_dir)
     recipe.release_weights(trainer.model)
     if config.compile_layers:     # the graphs it may have recorded (none: nothing to give back)
-        recipe.release_layer_graphs()
+        compiled_layers.release_layer_graphs()
     return adapter
 
 

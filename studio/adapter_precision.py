@@ -61,7 +61,7 @@ class AdamWOnFloat32Copies(torch.optim.AdamW):
         if set_to_none:
             for p in self.trained:
                 p.grad = None
-        else:       # layer graphs keep gradients in memory of their own (trl_recipe.keep_grads)
+        else:       # layer graphs keep gradients in memory of their own (compiled_layers.keep_grads)
             torch._foreach_zero_([p.grad for p in self.trained if p.grad is not None])
 
     @torch.no_grad()

@@ -3,7 +3,7 @@ update on a GPU is bound by the host (#16), and trl's trainer spends much of it 
 the studio never shows."""
 from __future__ import annotations
 
-from studio.trl_recipe import decoder_layers
+from studio.compiled_layers import decoder_layers
 
 
 def lean_steps(trainer_class, own_loss: bool = True):

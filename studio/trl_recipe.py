@@ -13,6 +13,8 @@ from pathlib import Path
 from threading import Thread
 from typing import Callable, Iterator, Optional
 
+from studio.compiled_layers import decoder_layers, layer_graphs_pay
+
 
 # ---------------------------------------------------------------------------- precision
 def torch_dtype(config):
@@ -185,32 +187,6 @@ def sample_callback(emit, tokenizer, samples: list[dict], max_new_tokens: int = 
 
 
 # ---------------------------------------------------------------------------- GPU batches
-# Layer graphs where at most this share of micro-batches recomputes layers (each recomputed layer
-# records graphs of its own), and 99% of them come in at most this many shapes (each new one is
-# recorded while training waits). 8B at 8 rows an update (no micro-batch of the bench's rows over
-# the 9,728 tokens that recompute; 99% in 10 shapes) ran 1.05x Unsloth with graphs, 0.6B 1.78x;
-# at 16 rows (3% over) graphs collapsed to 1,583-6,200 tokens/s and 103 GiB; 0.6B at 64 rows
-# (none over, 28 shapes) to 15,776 (BENCHMARKS.md rounds five, nine, eleven).
-GRAPHS_RECOMPUTING = 0.01
-GRAPHS_SHAPES = 12
-
-
-def layer_graphs_pay(plan, lengths: list[int]) -> bool:
-    """Whether a run's micro-batches of whole rows suit layer graphs: nearly none recomputes a
-    layer, and they come in few shapes (packed_attention.bucketed's multiples of BUCKET)."""
-    from collections import Counter
-
-    from studio.packed_attention import BUCKET
-
-    sampled = plan.sample_micro_batches(lengths)
-    limit = plan.tokens_recomputing_nothing(lengths) if plan.gradient_checkpointing else None
-    recomputing = 0 if limit is None else sum(t > limit for t in sampled) / len(sampled)
-    counts = sorted(Counter(-(-t // BUCKET) for t in sampled).values(), reverse=True)
-    shapes = next(n for n in range(1, len(counts) + 1)
-                  if sum(counts[:n]) >= 0.99 * len(sampled))
-    return recomputing <= GRAPHS_RECOMPUTING and shapes <= GRAPHS_SHAPES
-
-
 def plan_gpu_batches(config, data, emit, kernels: str = "transformers"):
     """On a GPU, size the micro-batches to the free memory (studio.memory), unless the user set
     them: whole rows padding-free by default, or packs of tokens_per_batch with packing on.
@@ -310,62 +286,6 @@ def recompute_per_micro_batch(model, plan):
                 layer.gradient_checkpointing = index < recompute
 
     return model.register_forward_pre_hook(before_forward, with_kwargs=True)
-
-
-def compile_layers(model, config) -> None:
-    """Each decoder layer compiled by torch.compile, where the config asks: a step then launches
-    a few fused kernels a layer instead of dozens of small ones (norms, rotary, SwiGLU, LoRA's
-    scaling and casts), and small updates are bound by those launches on a GPU (#16's profile:
-    0.65 s of host work against 0.33 s of GPU work over two 8B steps). All layers share one
-    compiled graph, with the token count dynamic from the start so that micro-batches of any
-    length reuse it. Attention stays outside it (packed_attention asks the host for the rows'
-    bounds), except with layer graphs, whose micro-batches bring their bounds along.
-
-    With config.layer_graphs (plan_gpu_batches decides it), the layers also replay as CUDA
-    graphs, one recording for each micro-batch shape (packed_attention.bucketed pads them to
-    few), so that a step's launches cost the host almost nothing: 1.59x at 0.6B and 8 rows an
-    update (BENCHMARKS.md round five)."""
-    if not config.compile_layers:
-        return
-    import torch
-
-    # a layer's Python floats (RMSNorm's eps, LoRA's scaling) are the same in every layer: as
-    # constants, not as CPU scalars handed in at each call (CPU work that CUDA graphs cannot hold)
-    torch._dynamo.config.specialize_float = True
-    for layer in decoder_layers(model):
-        layer.compile(dynamic=True, mode="reduce-overhead" if config.layer_graphs else None)
-    if config.layer_graphs:
-        keep_grads(model)
-
-
-def keep_grads(model) -> None:
-    """LoRA gradients held in memory of their own, zeroed in place between updates. A gradient
-    that autograd first creates inside a CUDA graph's replay lives in the graphs' memory pool,
-    which the next micro-batch overwrites; accumulated into a tensor allocated here, it is safe
-    (torch's cudagraph trees ask for exactly this)."""
-    import functools
-
-    import torch
-
-    for param in model.parameters():
-        if param.requires_grad:
-            param.grad = torch.zeros_like(param)
-    model.zero_grad = functools.partial(model.zero_grad, set_to_none=False)
-
-
-def release_layer_graphs() -> None:
-    """Give back the memory that this thread's CUDA graphs recorded (compile_layers). The trees
-    belong to the thread that trained: a chat decoding on its own thread keeps its graphs."""
-    from torch._inductor.cudagraph_trees import reset_cudagraph_trees
-
-    reset_cudagraph_trees()
-
-
-def decoder_layers(model) -> list:
-    """The model's decoder layers, first to last (those transformers can checkpoint)."""
-    from transformers.modeling_layers import GradientCheckpointingLayer
-
-    return [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
 
 
 # ---------------------------------------------------------------------------- trainer arguments

@@ -247,7 +247,7 @@ def test_layer_graphs_pay_where_micro_batches_rarely_recompute_and_come_in_few_s
     import random
 
     from studio.memory import QWEN3_SHAPES, Shape, plan_rows
-    from studio.trl_recipe import layer_graphs_pay
+    from studio.compiled_layers import layer_graphs_pay
 
     rng = random.Random(1)
     chat = [min(2048, int(rng.lognormvariate(5.8, 0.6))) for _ in range(2000)]   # mean ~400
@@ -342,7 +342,7 @@ def test_the_trainer_recomputes_layers_from_its_first_step(tmp_path):
     from backends import hf
     from studio.models import build_tiny_qwen3
     from studio.runs import prepare_data
-    from studio.trl_recipe import decoder_layers
+    from studio.compiled_layers import decoder_layers
 
     model = build_tiny_qwen3(tmp_path / "model", hidden_size=128, layers=12)
     rows = [{"instruction": f"Tell me about number {i}.", "response": "It is a number. " * 60}
@@ -388,7 +388,7 @@ def test_compiled_layers_train_as_the_eager_ones_at_any_micro_batch_length(tiny_
     from torch._dynamo.utils import counters
     from transformers import AutoModelForCausalLM
 
-    from studio.trl_recipe import compile_layers
+    from studio.compiled_layers import compile_layers
 
     def lora_model():
         torch.manual_seed(0)
@@ -417,7 +417,7 @@ def test_compiled_layers_train_as_the_eager_ones_at_any_micro_batch_length(tiny_
 
 
 def test_bucketed_micro_batches_come_in_few_shapes_and_train_as_unpadded(tiny_qwen3):
-    """For CUDA graphs (trl_recipe.layer_graphs), packed_attention.bucketed pads each
+    """For CUDA graphs (compiled_layers.compile_layers), packed_attention.bucketed pads each
     padding-free micro-batch to a multiple of BUCKET tokens and ROWS_STEP rows, and hands the
     row bounds to the attention. Micro-batches of different rows then share one shape, and the
     padding changes nothing that trains: the same loss and LoRA gradients through the model
@@ -478,7 +478,7 @@ def test_kept_grads_accumulate_and_zero_as_fresh_ones(tiny_qwen3):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from studio.trl_recipe import keep_grads
+    from studio.compiled_layers import keep_grads
 
     def lora_model():
         torch.manual_seed(0)
