@@ -37,7 +37,9 @@ asks for expandable ones on import since round eight); adapters=fp32 (LoRA adapt
 at each use, as peft and Unsloth make them: the studio holds them in bf16 since round nine);
 loss=nll or loss=chunked (transformers backend: the model's own loss over whole logits, or trl's
 chunked one, whatever the planner picks: since round ten it takes whole logits where they fit);
-ce-chunk=GB (Unsloth's fused loss: GB of logits a chunk, UNSLOTH_LOGPROB_CHUNK_GB); workers=N
+ce-rows=N (Unsloth's fused loss: at least N rows of logits a chunk, where it picks about
+hidden/vocab of the micro-batch, 512 at 0.6B; round eleven's ce-chunk=GB raised only a cap that
+was never reached); workers=N
 (the data loader collates in N worker processes, two batches ahead: the studio's default on a
 GPU is 1 since round eleven; workers=0 collates in the training thread, as before).
 
@@ -385,8 +387,10 @@ def run_one(args) -> dict:
         from studio import trl_recipe
 
         trl_recipe.COLLATE_AHEAD = args.workers
-    if args.ce_chunk:                                # read when Unsloth's loss is imported
-        os.environ["UNSLOTH_LOGPROB_CHUNK_GB"] = str(args.ce_chunk)
+    if args.ce_rows:                                 # read when Unsloth's loss is imported
+        os.environ["UNSLOTH_FUSED_LINEAR_MIN_ROWS"] = str(args.ce_rows)
+        # room for that many rows of fp32 logits (151,936 a row): its cap, 2 GB by default
+        os.environ["UNSLOTH_LOGPROB_CHUNK_GB"] = str(args.ce_rows * 151936 * 4 / 2**30 + 1)
     if args.trainer == "trl":                        # round four's trainer (#16, round five)
         from studio import lean_trainer
 
@@ -484,9 +488,9 @@ def main():
     p.add_argument("--loss", choices=["nll", "chunked"],
                    help="studio variants, transformers backend: the model's own loss over whole "
                         "logits or trl's chunked one, whatever the planner would pick")
-    p.add_argument("--ce-chunk", type=float,
-                   help="studio variants, Unsloth: GB of logits a chunk of its fused loss "
-                        "(UNSLOTH_LOGPROB_CHUNK_GB, by default 2)")
+    p.add_argument("--ce-rows", type=int,
+                   help="studio variants, Unsloth: at least this many rows of logits a chunk of "
+                        "its fused loss (UNSLOTH_FUSED_LINEAR_MIN_ROWS)")
     p.add_argument("--compile", choices=["on", "off", "graphs", "auto"],
                    help="studio variants: compile_layers (on: without CUDA graphs; auto: graphs "
                         "as the studio decides)")
