@@ -51,10 +51,29 @@ def compile_layers(model, config) -> None:
     # a layer's Python floats (RMSNorm's eps, LoRA's scaling) are the same in every layer: as
     # constants, not as CPU scalars handed in at each call (CPU work that CUDA graphs cannot hold)
     torch._dynamo.config.specialize_float = True
-    for layer in decoder_layers(model):
+    layers = decoder_layers(model)
+    for layer in layers:
         layer.compile(dynamic=True, mode="reduce-overhead" if config.layer_graphs else None)
     if config.layer_graphs:
         keep_grads(model)
+        recompute_outside_graphs(model, layers)
+
+
+def recompute_outside_graphs(model, layers) -> None:
+    """A layer that recomputes in this micro-batch (trl_recipe.recompute_per_micro_batch, whose
+    hook runs first) runs eagerly, outside the graphs: a graph's outputs live in memory that its
+    next replay overwrites, and a recomputed layer replays in the backward, after the forward's
+    outputs it needs were overwritten. 8B at 16 rows an update, 3% of micro-batches recomputing,
+    failed at the first such micro-batch (BENCHMARKS.md round twelve). Such micro-batches are
+    rare where graphs are taken (layer_graphs_pay)."""
+    compiled = [layer._compiled_call_impl for layer in layers]
+
+    def before_forward(module, args, kwargs):
+        if module.training:
+            for layer, graphs in zip(layers, compiled):
+                layer._compiled_call_impl = None if layer.gradient_checkpointing else graphs
+
+    model.register_forward_pre_hook(before_forward, with_kwargs=True)
 
 
 def keep_grads(model) -> None:

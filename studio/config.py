@@ -345,6 +345,10 @@ class FineTuningConfig:
                             f"runs its own kernels: leave {name} auto or off")
         if self.layer_graphs and not self.compile_layers:
             problems.append("layer_graphs replays the compiled layers: turn compile_layers on")
+        if self.layer_graphs and self.gradient_checkpointing:
+            problems.append("layer_graphs replays layers that keep their activations, and with "
+                            "gradient_checkpointing on every layer recomputes: leave one of "
+                            "them auto or off")
         if self.layer_graphs and (not on_gpu or self.world_size > 1):
             problems.append("layer_graphs records CUDA graphs on one GPU: leave it auto or off "
                             "on a CPU or with several GPUs")

@@ -416,6 +416,42 @@ def test_compiled_layers_train_as_the_eager_ones_at_any_micro_batch_length(tiny_
     assert graphs[0] > 0 and graphs[1] == graphs[0]
 
 
+def test_layers_that_recompute_run_outside_the_layer_graphs(tiny_qwen3):
+    """With layer graphs, the layers a micro-batch recomputes run eagerly and the others
+    through their compiled graphs: a CUDA graph's outputs are overwritten by its next replay,
+    and a recomputed layer replays in the backward (8B at 16 rows an update failed at its first
+    recomputing micro-batch). The gradients stay the eager model's."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from studio.compiled_layers import compile_layers, decoder_layers
+
+    def lora_model():
+        torch.manual_seed(0)
+        base = AutoModelForCausalLM.from_pretrained(tiny_qwen3, dtype=torch.float32)
+        model = get_peft_model(base, LoraConfig(r=4, target_modules=ALL7, init_lora_weights=False))
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        for index, layer in enumerate(decoder_layers(model)):   # as a long micro-batch's plan
+            layer.gradient_checkpointing = index == 0
+        return model.train()
+
+    def grads(model):
+        ids = torch.randint(0, 1000, (1, 80), generator=torch.Generator().manual_seed(1))
+        model(input_ids=ids, labels=ids).loss.backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    eager, compiled = lora_model(), lora_model()
+    compile_layers(compiled, _gpu_config(compile_layers=True, layer_graphs=True))
+    ran = []
+    for layer in decoder_layers(compiled):
+        layer.register_forward_pre_hook(
+            lambda module, args: ran.append(module._compiled_call_impl is not None))
+    want, got = grads(eager), grads(compiled)
+    assert ran[:2] == [False, True]       # the first layer recomputes: eager; the second: graphs
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], atol=1e-5, rtol=1e-4)
+
+
 def test_bucketed_micro_batches_come_in_few_shapes_and_train_as_unpadded(tiny_qwen3):
     """For CUDA graphs (compiled_layers.compile_layers), packed_attention.bucketed pads each
     padding-free micro-batch to a multiple of BUCKET tokens and ROWS_STEP rows, and hands the
@@ -653,3 +689,5 @@ def test_layer_graphs_are_recorded_where_no_layer_recomputes(tiny_qwen3, qa_json
     assert any("layer_graphs records CUDA graphs on one GPU" in p
                for p in FineTuningConfig(compile_layers=True, layer_graphs=True).validate(hw))
     assert not any("layer_graphs" in p for p in FineTuningConfig(compile_layers=True).validate(hw))
+    assert any("every layer recomputes" in p for p in FineTuningConfig(
+        compile_layers=True, layer_graphs=True, gradient_checkpointing=True).validate(hw))
