@@ -370,14 +370,14 @@ def test_a_first_identity_fine_tune_teaches_the_demo_model_its_name(browser, ser
     """50 identity pairs (25 questions, two answers each) on the demo model with the page's
     defaults (Auto -> Teach facts): a reload mid-run keeps the dataset and lands on Train;
     afterwards "Who are you?" at temperature 0 answers with the taught name and maker."""
-    rows = [{"instruction": q, "response": a} for q in IDENTITY_QUESTIONS
-            for a in IDENTITY_ANSWERS[:2]]
+    rows = [{"instruction": q, "response": IDENTITY_ANSWERS[i % 2]}
+            for i, q in enumerate(IDENTITY_QUESTIONS)]
     page = open_page(browser, server.url)
     upload(page, write_jsonl(tmp_path / "identity.jsonl", rows))
     wait_text(page, "#data-status", "Ready to train", timeout=180)
     tab(page, "2 · Model & hardware")
     wait_text(page, "#preset-why", "Auto → Teach facts")
-    assert "50 rows" in page.locator("#preset-why").inner_text()
+    assert "25 rows" in page.locator("#preset-why").inner_text()
     tab(page, "3 · Train")
     page.locator("#start").click()
     wait_text(page, "#train-status", "Training")
@@ -390,7 +390,7 @@ def test_a_first_identity_fine_tune_teaches_the_demo_model_its_name(browser, ser
     wait_text(page, "#train-status", "Training")
     tab(page, "1 · Data")
     assert "identity" in text_input(page, "data-path").input_value()
-    wait_text(page, "#data-status", "50 rows")
+    wait_text(page, "#data-status", "25 rows")
     tab(page, "2 · Model & hardware")
     assert text_input(page, "field-learning_rate").input_value() == "0.001"
 
