@@ -202,7 +202,7 @@ def plan_gpu_batches(config, data, emit, kernels: str = "transformers"):
     import torch
 
     from studio.hardware import release_memory
-    from studio.memory import plan_batch, plan_rows
+    from studio.memory import model_shape, plan_batch, plan_rows
 
     if config.cpu_only or not torch.cuda.is_available():
         planned = config.replace(gradient_checkpointing=bool(config.gradient_checkpointing),
@@ -231,23 +231,29 @@ def plan_gpu_batches(config, data, emit, kernels: str = "transformers"):
             plan = whole if fits else plan
             config = config.replace(whole_logits=fits)
         changes = plan and dict(batch_size=plan.rows)
-    if plan is None:   # an unknown architecture: keep what was asked, recompute to be safe
+    if plan is None:   # nothing to plan with, or nothing fits: what was asked, recomputing
         planned = config.replace(gradient_checkpointing=config.gradient_checkpointing is not False,
-                                 layer_graphs=bool(config.layer_graphs))
-        emit("plan", 0, **batch_layout(planned), planner="unknown architecture: the batch as "
-             "asked for, with gradient checkpointing")
+                                 layer_graphs=bool(config.layer_graphs)
+                                 and config.gradient_checkpointing is False)
+        why = ("unknown architecture" if model_shape(config.model_name) is None else
+               f"by the estimate no micro-batch fits the {free / 2**30:.1f} GiB free")
+        emit("plan", 0, **batch_layout(planned), planner=f"{why}: the batch as asked for, with "
+             "gradient checkpointing")
         return planned, None
     emit("status", 0, message="batch plan: " + plan.reason,
          estimate_gb=round(plan.estimate.total / 2**30, 2), **changes)
     checkpointing = (plan.gradient_checkpointing if config.gradient_checkpointing is None
                      else config.gradient_checkpointing)
+    adaptive = not config.packing and config.gradient_checkpointing is None and checkpointing
     graphs = config.layer_graphs
     if graphs is None:    # packs are all one size; rows make micro-batches of many
         graphs = bool(ours and config.compile_layers and config.world_size == 1) and (
             not checkpointing if config.packing else layer_graphs_pay(plan, lengths))
+    # where every layer recomputes in every micro-batch, none would replay as a graph
+    # (compiled_layers.recompute_outside_graphs): the plan says so, even where they were asked for
+    graphs = bool(graphs) and not (checkpointing and not adaptive)
     planned = config.replace(**changes, gradient_checkpointing=checkpointing, layer_graphs=graphs,
                              gradient_accumulation_steps=plan.gradient_accumulation_steps)
-    adaptive = not config.packing and config.gradient_checkpointing is None and checkpointing
     layout = batch_layout(planned)
     if adaptive:
         layout["gradient_checkpointing"] = "per micro-batch: only layers a long one needs"

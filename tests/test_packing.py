@@ -668,8 +668,10 @@ def test_layer_graphs_are_recorded_where_no_layer_recomputes(tiny_qwen3, qa_json
             (kind, d)))
         plan = next(d for kind, d in events if kind == "plan")
         assert plan["layer_graphs"] is planned.layer_graphs
+        said.append(plan.get("planner", ""))
         return planned
 
+    said = []
     assert planned(config).layer_graphs is True
     assert planned(config.replace(compile_layers=None)).layer_graphs is False
     assert planned(config.replace(num_gpus=2)).layer_graphs is False
@@ -678,10 +680,15 @@ def test_layer_graphs_are_recorded_where_no_layer_recomputes(tiny_qwen3, qa_json
     longest = sum(sorted((len(ids) for ids in data.train["input_ids"]), reverse=True)[:8])
     needed = micro_batch_estimate(config, longest, model_shape(tiny_qwen3), True,
                                   "transformers", 0).total
-    tight = planned(config, needed * 0.9 / USABLE)   # the rows are alike: most recompute
+    tight = planned(config, needed * 0.9 / USABLE)   # no micro-batch fits: all layers recompute
     assert tight.gradient_checkpointing and tight.layer_graphs is False
-    assert planned(config.replace(layer_graphs=True), needed * 0.9 / USABLE).layer_graphs is True
+    assert "by the estimate no micro-batch fits" in said[-1]
+    assert planned(config.replace(layer_graphs=True), needed * 0.9 / USABLE).layer_graphs is False
     assert planned(config.replace(layer_graphs=False)).layer_graphs is False
+    packs = config.replace(packing=True, layer_graphs=True)   # asked for, kept where they replay
+    assert planned(packs).layer_graphs is True
+    recomputing = planned(packs, 0.8 * GiB)        # packs that recompute every layer: none would
+    assert recomputing.gradient_checkpointing and recomputing.layer_graphs is False
 
     hw = detect_hardware()          # this machine: no CUDA GPU
     assert any("turn compile_layers on" in p
