@@ -5,12 +5,13 @@ decided here (layer_graphs_pay); trl_recipe.plan_gpu_batches asks."""
 from __future__ import annotations
 
 
-# Layer graphs where at most this share of micro-batches recomputes layers (each recomputed layer
-# records graphs of its own), and 99% of them come in at most this many shapes (each new one is
-# recorded while training waits). 8B at 8 rows an update (no micro-batch of the bench's rows over
-# the 9,728 tokens that recompute; 99% in 10 shapes) ran 1.05x Unsloth with graphs, 0.6B 1.78x;
-# at 16 rows (3% over) graphs collapsed to 1,583-6,200 tokens/s and 103 GiB; 0.6B at 64 rows
-# (none over, 28 shapes) to 15,776 (BENCHMARKS.md rounds five, nine, eleven).
+# Layer graphs where at most this share of micro-batches recomputes layers (those layers run
+# eagerly: recompute_outside_graphs), and 99% of them come in at most this many shapes (each new
+# one is recorded while training waits). 8B at 8 rows an update (no micro-batch of the bench's
+# rows over the 9,728 tokens that recompute; 99% in 10 shapes) ran 1.05x Unsloth with graphs,
+# 0.6B 1.78x; at 16 rows (3% over) graphs collapsed to 1,583-6,200 tokens/s and 103 GiB, and to
+# 3,099 with recomputed layers run eagerly (new shapes kept coming); 0.6B at 64 rows (none over,
+# 28 shapes) to 15,776 (BENCHMARKS.md rounds five, nine, eleven, twelve).
 GRAPHS_RECOMPUTING = 0.01
 GRAPHS_SHAPES = 12
 
