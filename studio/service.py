@@ -114,8 +114,8 @@ class Service:
         """(MemoryEstimate or None, free bytes, where, resolved config) for this config, with
         the free memory read now and the longest row of the data when it was analysed."""
         from backends import BackendError, choose_backend
-        from studio.memory import USABLE, estimate_memory
-        from studio.trl_recipe import loss_type
+        from studio.memory import estimate_memory
+        from studio.trl_recipe import loss_type, plan_rows_and_loss
 
         hw = self.hardware()
         resolved = config.resolve(hw)
@@ -129,16 +129,13 @@ class Service:
             backend = "transformers"
         longest = max(lengths) if lengths else None
         try:
-            # with the loss the run will use: as set, else chunked on a GPU and on a CPU where
-            # whole logits would be large
+            # with the loss the run will use: as set, else as the GPU's planner decides it from
+            # the rows, chunked on a GPU without them, and on a CPU where whole logits are large
+            loss = resolved
+            if on_gpu and lengths and not resolved.packing:
+                _, loss = plan_rows_and_loss(resolved, hw.gpus[0].free_bytes, lengths, backend)
             est = estimate_memory(resolved, longest_row=longest,
-                                  fused_loss=loss_type(resolved) == "chunked_nll", kernels=backend)
-            if on_gpu and backend == "transformers" and resolved.whole_logits is None \
-                    and not resolved.packing and resolved.world_size == 1:
-                # as the planner (trl_recipe.plan_gpu_batches): whole logits where they fit
-                whole = estimate_memory(resolved, longest_row=longest, kernels=backend)
-                fits = whole.total <= USABLE * hw.gpus[0].free_bytes
-                est = whole if fits else est
+                                  fused_loss=loss_type(loss) == "chunked_nll", kernels=backend)
         except Exception:   # noqa: BLE001 - an unknown architecture: no estimate, not an error
             est = None
         if on_gpu:

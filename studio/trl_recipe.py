@@ -202,7 +202,7 @@ def plan_gpu_batches(config, data, emit, kernels: str = "transformers"):
     import torch
 
     from studio.hardware import release_memory
-    from studio.memory import model_shape, plan_batch, plan_rows
+    from studio.memory import model_shape, plan_batch
 
     if config.cpu_only or not torch.cuda.is_available():
         planned = config.replace(gradient_checkpointing=bool(config.gradient_checkpointing),
@@ -213,23 +213,14 @@ def plan_gpu_batches(config, data, emit, kernels: str = "transformers"):
     release_memory()          # plan with what the card has, not what a cache still holds
     free, _ = torch.cuda.mem_get_info()
     ours = kernels == "transformers"              # Unsloth's layers bring their own loss
-    chunked = not (ours and config.whole_logits)  # the loss the plan counts, unless auto picks
     if config.packing:   # packs fill the memory: whole logits only where asked for
         plan = plan_batch(config.replace(gradient_checkpointing=None), free,
                           sum(lengths) / max(1, len(lengths)),
-                          fused_loss=chunked,
+                          fused_loss=not (ours and config.whole_logits),
                           longest_row=max(lengths, default=None), kernels=kernels)
         changes = plan and dict(tokens_per_batch=config.tokens_per_batch or plan.tokens_per_batch)
     else:
-        plan = plan_rows(config, free, lengths, fused_loss=chunked, kernels=kernels)
-        # in one process only: each rank plans on its own GPU's free memory, and ranks that read
-        # slightly different amounts must not pick different losses (several GPUs measured chunks)
-        if ours and config.whole_logits is None and plan is not None and config.world_size == 1:
-            whole = plan_rows(config, free, lengths, fused_loss=False, kernels=kernels)
-            fits = whole is not None and whole.rows == plan.rows and \
-                not whole.gradient_checkpointing
-            plan = whole if fits else plan
-            config = config.replace(whole_logits=fits)
+        plan, config = plan_rows_and_loss(config, free, lengths, kernels)
         changes = plan and dict(batch_size=plan.rows)
     if plan is None:   # nothing to plan with, or nothing fits: what was asked, recomputing
         planned = config.replace(gradient_checkpointing=config.gradient_checkpointing is not False,
@@ -259,6 +250,26 @@ def plan_gpu_batches(config, data, emit, kernels: str = "transformers"):
         layout["gradient_checkpointing"] = "per micro-batch: only layers a long one needs"
     emit("plan", 0, **layout, planner=plan.reason, estimate_gb=round(plan.estimate.total / 2**30, 2))
     return planned, (None if config.packing else plan)
+
+
+def plan_rows_and_loss(config, free: float, lengths: list[int], kernels: str):
+    """The row plan (memory.plan_rows) and the config with the loss decided: left to auto in
+    one process, the transformers backend takes whole logits where the same rows fit with them
+    and no layer recomputed. The planner and the page's memory estimate (Service.estimate) both
+    ask here, so that the page counts the loss the run will take."""
+    from studio.memory import plan_rows
+
+    ours = kernels == "transformers"              # Unsloth's layers bring their own loss
+    plan = plan_rows(config, free, lengths, fused_loss=not (ours and config.whole_logits),
+                     kernels=kernels)
+    # in one process only: each rank plans on its own GPU's free memory, and ranks that read
+    # slightly different amounts must not pick different losses (several GPUs measured chunks)
+    if not (ours and config.whole_logits is None and plan is not None
+            and config.world_size == 1):
+        return plan, config
+    whole = plan_rows(config, free, lengths, fused_loss=False, kernels=kernels)
+    fits = whole is not None and whole.rows == plan.rows and not whole.gradient_checkpointing
+    return (whole if fits else plan), config.replace(whole_logits=fits)
 
 
 def batch_layout(config) -> dict:

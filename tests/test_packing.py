@@ -644,6 +644,40 @@ def test_the_loss_takes_whole_logits_where_they_fit_without_recomputing(tiny_qwe
     assert rows.layers_for(longest) > 0             # the longest micro-batch recomputes for them
 
 
+def test_the_pages_estimate_counts_the_loss_the_planner_picks(tiny_qwen3, qa_jsonl, tmp_path,
+                                                             monkeypatch):
+    """The Model tab's memory estimate (Service.estimate), on a GPU (stood in for), counts whole
+    logits where the planner will take them and trl's chunks where it will not: both ask
+    trl_recipe.plan_rows_and_loss, with the analysed rows."""
+    from studio.hardware import GPU, Hardware
+    from studio.memory import USABLE, estimate_memory, micro_batch_estimate, model_shape
+    from studio.service import Service
+
+    config = FineTuningConfig(model_name=tiny_qwen3, data_path=str(qa_jsonl), batch_size=2,
+                              gradient_accumulation_steps=4, max_seq_length=128, bf16=True,
+                              backend="transformers")
+    service = Service(tmp_path / "runs")
+    lengths = service.data.analyse(config).report.lengths
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+
+    def estimated(free):
+        gpu = Hardware(gpus=(GPU(0, "NVIDIA H200", 140 * GiB, int(free), (9, 0)),),
+                       bf16_supported=True)
+        monkeypatch.setattr(service, "hardware", lambda: gpu)
+        est, _, where, resolved = service.estimate(config)
+        assert where.startswith("GPU")
+        counted = {fused: estimate_memory(resolved, longest_row=max(lengths), fused_loss=fused,
+                                          kernels="transformers").total for fused in (True, False)}
+        assert counted[True] < counted[False]
+        return next(fused for fused, total in counted.items() if total == est.total)
+
+    longest = sum(sorted(lengths, reverse=True)[:8])      # the plan's heaviest micro-batch
+    chunked, whole = (micro_batch_estimate(config, longest, model_shape(tiny_qwen3), fused,
+                                           "transformers", 0).total for fused in (True, False))
+    assert estimated(80 * GiB) is False                   # whole logits: they fit
+    assert estimated((chunked + whole) / 2 / USABLE) is True     # only the chunks fit
+
+
 def test_layer_graphs_are_recorded_where_no_layer_recomputes(tiny_qwen3, qa_jsonl, monkeypatch):
     """Compiled layers replay as CUDA graphs (1.78x Unsloth at 0.6B, 8 rows an update) where
     nearly no micro-batch recomputes a layer, in one process; where many recompute (8B at 16
