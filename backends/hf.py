@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from studio import compiled_layers, lean_trainer, packed_attention
+from studio import compiled_layers, fused_loss, lean_trainer, packed_attention
 from studio import trl_recipe as recipe
 
 
@@ -46,6 +46,9 @@ def make_trainer(config, data, run_dir: Path, emit, should_stop):
         peft_config=lora_config(config),
         callbacks=[recipe.event_callback(emit, should_stop, recipe.model_flops(config, data)),
                    recipe.sample_callback(emit, tokenizer, data.samples)])
+    if config.fused_loss:
+        causal_lm = trainer.model.get_base_model()
+        fused_loss.score_labels_here(causal_lm, fused_loss.decoder_output(causal_lm))
     recipe.recompute_per_micro_batch(trainer.model, plan)
     compiled_layers.compile_layers(trainer.model, config)
     if config.layer_graphs:       # a recording for each micro-batch shape: make them few

@@ -39,7 +39,9 @@ loss=nll or loss=chunked (transformers backend: the model's own loss over whole 
 chunked one, whatever the planner picks: since round ten it takes whole logits where they fit);
 ce-rows=N (Unsloth's fused loss: at least N rows of logits a chunk, where it picks about
 hidden/vocab of the micro-batch, 512 at 0.6B; round eleven's ce-chunk=GB raised only a cap that
-was never reached); workers=N
+was never reached: the studio named trl's chunked loss, so Unsloth's never ran);
+fused=on|off|filtered (the loss in one kernel, studio.fused_loss, on by default on a GPU since
+round thirteen; filtered: with cut-cross-entropy's own gradient filter); workers=N
 (the data loader collates in N worker processes, two batches ahead: the studio's default on a
 GPU is 1 since round eleven; workers=0 collates in the training thread, as before).
 
@@ -176,7 +178,8 @@ USER_SETTINGS = {"c16": (4, 4, 16, ALL7), "c64": (16, 4, 16, ALL7),
 
 
 def run_studio(model_path, data_path, args, four_bit=False, profile_to=None, tokens=None,
-               checkpointing=None, setting=(8, 1, 16, ALL7), backend="auto", compiled=None):
+               checkpointing=None, setting=(8, 1, 16, ALL7), backend="auto", compiled=None,
+               fused=None):
     """compiled: None, "on" (no CUDA graphs), "graphs" or "auto" (graphs as the plan decides)."""
     import shutil
 
@@ -192,7 +195,8 @@ def run_studio(model_path, data_path, args, four_bit=False, profile_to=None, tok
         gradient_accumulation_steps=accumulation, load_in_4bit=four_bit or None,
         backend=backend, packing=True if tokens else None, tokens_per_batch=tokens,
         gradient_checkpointing=checkpointing, compile_layers=True if compiled else None,
-        layer_graphs={"on": False, "graphs": True}.get(compiled))
+        layer_graphs={"on": False, "graphs": True}.get(compiled),
+        fused_loss={"off": False, None: None}.get(fused, True))
     run = Path(args.run_dir or tempfile.mkdtemp())
     shutil.rmtree(run, ignore_errors=True)
     run = prepare_run_dir(run, config)
@@ -210,7 +214,7 @@ def run_studio(model_path, data_path, args, four_bit=False, profile_to=None, tok
     plan = {}
     for e in events:
         if e["kind"] == "plan":     # the losses and graphs the planner decided
-            plan.update({k: e["data"][k] for k in ("whole_logits", "layer_graphs",
+            plan.update({k: e["data"][k] for k in ("whole_logits", "fused_loss", "layer_graphs",
                                                     "gradient_checkpointing") if k in e["data"]})
         message = e["data"].get("message", "")
         if message.startswith(("batch plan:", "packed attention:")):
@@ -391,6 +395,10 @@ def run_one(args) -> dict:
         os.environ["UNSLOTH_FUSED_LINEAR_MIN_ROWS"] = str(args.ce_rows)
         # room for that many rows of fp32 logits (151,936 a row): its cap, 2 GB by default
         os.environ["UNSLOTH_LOGPROB_CHUNK_GB"] = str(args.ce_rows * 151936 * 4 / 2**30 + 1)
+    if args.fused == "filtered":                     # the library's gradient filter (round 13)
+        from studio import fused_loss
+
+        fused_loss.GRADIENT_FILTER = "high"
     if args.trainer == "trl":                        # round four's trainer (#16, round five)
         from studio import lean_trainer
 
@@ -428,6 +436,7 @@ def run_one(args) -> dict:
                                   checkpointing={"on": True, "off": False}.get(args.ckpt),
                                   backend=args.backend,
                                   compiled=None if args.compile == "off" else args.compile,
+                                  fused=args.fused,
                                   **({"setting": USER_SETTINGS[args.one]}
                                      if args.one in USER_SETTINGS else {}))
     if events and not isinstance(events[0], dict):
@@ -494,6 +503,9 @@ def main():
     p.add_argument("--compile", choices=["on", "off", "graphs", "auto"],
                    help="studio variants: compile_layers (on: without CUDA graphs; auto: graphs "
                         "as the studio decides)")
+    p.add_argument("--fused", choices=["on", "off", "filtered"],
+                   help="studio variants: the loss in one kernel (studio.fused_loss; filtered: "
+                        "with cut-cross-entropy's gradient filter)")
     p.add_argument("--workers", type=int,
                    help="studio variants: data loader worker processes, two batches ahead "
                         "(0: in the training thread)")

@@ -136,6 +136,11 @@ class FineTuningConfig:
                                       "where they fit (auto: on one GPU where the batch plan fits "
                                       "them with no layer recomputed; on a CPU under 2 GiB).",
                                       "Optimisation")
+    fused_loss: Optional[bool] = _f(None, "Score the loss in one kernel (cut-cross-entropy, "
+                                    "CUDA): the projection onto the vocabulary and the "
+                                    "cross-entropy together, no logits held; the gradient is "
+                                    "exact (auto: on a GPU where it is installed).",
+                                    "Optimisation")
     seed: int = _f(42, "Random seed for the split, LoRA init and shuffling.", "Optimisation")
 
     # ---- precision and quantisation
@@ -343,6 +348,19 @@ class FineTuningConfig:
         for name in self.transformers_only() if self.backend in ("unsloth", "mlx") else ():
             problems.append(f"{name} applies to the transformers backend; {self.backend} "
                             f"runs its own kernels: leave {name} auto or off")
+        if self.fused_loss and not (on_gpu and hw.packages.get("cut_cross_entropy")):
+            problems.append("fused_loss runs cut-cross-entropy's kernel on a CUDA GPU: "
+                            + ("pip install cut-cross-entropy" if on_gpu else
+                               "leave it auto or off on a CPU"))
+        if self.fused_loss and self.world_size > 1:
+            problems.append("fused_loss is measured on one GPU; with several, leave it auto "
+                            "or off")
+        if self.fused_loss and self.whole_logits:
+            problems.append("fused_loss and whole_logits are two ways to score the loss: "
+                            "turn one of them off")
+        if self.fused_loss and self.backend == "mlx":
+            problems.append("fused_loss is a CUDA kernel; the mlx backend scores its own "
+                            "loss: leave fused_loss auto or off")
         if self.layer_graphs and not self.compile_layers:
             problems.append("layer_graphs replays the compiled layers: turn compile_layers on")
         if self.layer_graphs and self.gradient_checkpointing:

@@ -123,5 +123,6 @@ def _machine() -> Hardware:
         bitsandbytes=_importable("bitsandbytes"),
         wandb=_importable("wandb"),
         packages={name: _importable(name) for name in ("unsloth", "mlx", "mlx_lm", "wandb",
-                                                        "tensorboard", "trackio", "deepspeed")},
+                                                        "tensorboard", "trackio", "deepspeed",
+                                                        "cut_cross_entropy")},
     )

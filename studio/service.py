@@ -115,7 +115,7 @@ class Service:
         the free memory read now and the longest row of the data when it was analysed."""
         from backends import BackendError, choose_backend
         from studio.memory import estimate_memory
-        from studio.trl_recipe import loss_type, plan_rows_and_loss
+        from studio.trl_recipe import holds_whole_logits, plan_rows_and_loss
 
         hw = self.hardware()
         resolved = config.resolve(hw)
@@ -135,7 +135,7 @@ class Service:
             if on_gpu and lengths and not resolved.packing:
                 _, loss = plan_rows_and_loss(resolved, hw.gpus[0].free_bytes, lengths, backend)
             est = estimate_memory(resolved, longest_row=longest,
-                                  fused_loss=loss_type(loss) == "chunked_nll", kernels=backend)
+                                  fused_loss=not holds_whole_logits(loss), kernels=backend)
         except Exception:   # noqa: BLE001 - an unknown architecture: no estimate, not an error
             est = None
         if on_gpu:

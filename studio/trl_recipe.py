@@ -13,6 +13,7 @@ from pathlib import Path
 from threading import Thread
 from typing import Callable, Iterator, Optional
 
+from studio import fused_loss
 from studio.compiled_layers import decoder_layers, layer_graphs_pay
 
 
@@ -194,10 +195,11 @@ def plan_gpu_batches(config, data, emit, kernels: str = "transformers"):
     Returns the config to train with, and the row plan (None for packs or off the GPU): with
     checkpointing left to auto, `recompute_per_micro_batch` applies the plan to each step. The
     layout chosen goes into the run's plan (a "plan" event), beside the config as asked for.
-    `kernels` says whose layers train (memory.saved_per_token). The transformers backend's
-    loss takes whole logits where they fit beside the same rows with no layer recomputed
-    (whole_logits left to auto, one process), else trl's chunked one, which never holds them
-    (loss_type); Unsloth's layers come with a chunked loss of their own.
+    `kernels` says whose layers train (memory.saved_per_token). The loss is scored in one
+    kernel where that runs (studio.fused_loss), for both backends; else the transformers
+    backend takes whole logits where they fit beside the same rows with no layer recomputed
+    (whole_logits left to auto, one process), or trl's chunked loss, which never holds them
+    (loss_type), and Unsloth's layers come with a chunked loss of their own.
     """
     import torch
 
@@ -206,13 +208,14 @@ def plan_gpu_batches(config, data, emit, kernels: str = "transformers"):
 
     if config.cpu_only or not torch.cuda.is_available():
         planned = config.replace(gradient_checkpointing=bool(config.gradient_checkpointing),
-                                 layer_graphs=False)
+                                 layer_graphs=False, fused_loss=False)
         emit("plan", 0, **batch_layout(planned))
         return planned, None
     lengths = [len(ids) for ids in data.train["input_ids"]]
     release_memory()          # plan with what the card has, not what a cache still holds
     free, _ = torch.cuda.mem_get_info()
     ours = kernels == "transformers"              # Unsloth's layers bring their own loss
+    config = config.replace(fused_loss=fused_loss.in_effect(config))
     if config.packing:   # packs fill the memory: whole logits only where asked for
         plan = plan_batch(config.replace(gradient_checkpointing=None), free,
                           sum(lengths) / max(1, len(lengths)),
@@ -255,17 +258,19 @@ def plan_gpu_batches(config, data, emit, kernels: str = "transformers"):
 def plan_rows_and_loss(config, free: float, lengths: list[int], kernels: str):
     """The row plan (memory.plan_rows) and the config with the loss decided: left to auto in
     one process, the transformers backend takes whole logits where the same rows fit with them
-    and no layer recomputed. The planner and the page's memory estimate (Service.estimate) both
-    ask here, so that the page counts the loss the run will take."""
+    and no layer recomputed, unless the loss is scored in one kernel (faster than both, and it
+    holds no logits). The planner and the page's memory estimate (Service.estimate) both ask
+    here, so that the page counts the loss the run will take."""
     from studio.memory import plan_rows
 
     ours = kernels == "transformers"              # Unsloth's layers bring their own loss
+    config = config.replace(fused_loss=fused_loss.in_effect(config))
     plan = plan_rows(config, free, lengths, fused_loss=not (ours and config.whole_logits),
                      kernels=kernels)
     # in one process only: each rank plans on its own GPU's free memory, and ranks that read
     # slightly different amounts must not pick different losses (several GPUs measured chunks)
     if not (ours and config.whole_logits is None and plan is not None
-            and config.world_size == 1):
+            and config.world_size == 1) or config.fused_loss:
         return plan, config
     whole = plan_rows(config, free, lengths, fused_loss=False, kernels=kernels)
     fits = whole is not None and whole.rows == plan.rows and not whole.gradient_checkpointing
@@ -280,7 +285,8 @@ def batch_layout(config) -> dict:
         micro = f"{config.batch_size} rows, padding-free"
     return {"micro_batch": micro, "batch_size": config.batch_size,
             "gradient_accumulation_steps": config.gradient_accumulation_steps,
-            "packing": bool(config.packing), "whole_logits": loss_type(config) == "nll",
+            "packing": bool(config.packing), "fused_loss": bool(config.fused_loss),
+            "whole_logits": holds_whole_logits(config),
             "layer_graphs": bool(config.layer_graphs),
             "gradient_checkpointing": "on" if config.gradient_checkpointing else "off"}
 
@@ -322,6 +328,8 @@ def loss_type(config) -> str:
 
     from studio.memory import logits_bytes, model_shape
 
+    if config.fused_loss:      # the model's forward scores it (studio.fused_loss): trl stays out
+        return "nll"
     if config.whole_logits is not None:
         return "nll" if config.whole_logits else "chunked_nll"
     if not config.cpu_only and torch.cuda.is_available():
@@ -331,6 +339,12 @@ def loss_type(config) -> str:
         config.batch_size * config.max_seq_length
     small = shape is not None and logits_bytes(config, shape, tokens) <= WHOLE_LOGITS_ON_CPU
     return "nll" if small else "chunked_nll"
+
+
+def holds_whole_logits(config) -> bool:
+    """Whether a micro-batch's whole logits are held at once: the model's own loss, not scored
+    in one kernel (studio.fused_loss) nor in trl's chunks."""
+    return loss_type(config) == "nll" and not config.fused_loss
 
 
 def sft_config(config, run_dir: Path, has_eval: bool):

@@ -1,0 +1,99 @@
+"""The training loss in one kernel on CUDA: cut-cross-entropy projects the last hidden states
+onto the vocabulary and takes the cross-entropy blockwise, in Triton, without writing a logit
+to memory.
+
+Forward and backward for 25,000 tokens of 0.6B on an H200: 60 ms, against 79 ms over the whole
+fp32 logits (which hold 42 GiB) and 133 ms through trl's chunks; at 8B it is as fast as trl's
+chunks and holds less (BENCHMARKS.md, round thirteen). The gradient is exact: the library's
+default leaves out entries below bfloat16's precision, an approximation the studio does not make
+without being asked.
+
+Both backends train through it: the model's forward, given labels, returns the loss scored here
+instead of logits; without labels (the samples shown during training, the chat) it is as it was.
+"""
+from __future__ import annotations
+
+import importlib.util
+from contextlib import contextmanager
+
+
+def available(config) -> bool:
+    """Where the kernel runs: a CUDA GPU, with cut-cross-entropy installed (the cuda extra)."""
+    import torch
+
+    return (not config.cpu_only and torch.cuda.is_available()
+            and importlib.util.find_spec("cut_cross_entropy") is not None)
+
+
+def in_effect(config) -> bool:
+    """Whether this run scores its loss here: fused_loss, left to auto, wherever it runs in
+    one process (it was measured on one GPU; several keep the loss they were measured with)."""
+    if config.fused_loss is not None:
+        return config.fused_loss
+    return available(config) and config.world_size == 1 and not config.whole_logits
+
+
+# cut-cross-entropy's filter_eps: None keeps every gradient entry; its own default, "high",
+# leaves out those below bfloat16's precision (the bench's fused=filtered measures that)
+GRADIENT_FILTER = None
+
+
+def next_token_loss(hidden, weight, labels, num_items=None):
+    """The causal LM's loss: each position's hidden state scores the next label; -100 is
+    ignored. Summed and divided by num_items (the labelled tokens of the whole update, so that
+    micro-batches add up to the update's mean), or the mean of this micro-batch's."""
+    from cut_cross_entropy import linear_cross_entropy
+
+    loss = linear_cross_entropy(hidden, weight, labels, shift=1, reduction="sum",
+                                filter_eps=GRADIENT_FILTER)
+    if num_items is None:
+        num_items = (labels[..., 1:] != -100).sum()
+    return loss / num_items
+
+
+def score_labels_here(causal_lm, hidden_states, loss=next_token_loss) -> None:
+    """causal_lm's forward, given labels, runs `hidden_states` (the decoder's last hidden states,
+    as the backend gets them) and returns `loss` over them; without labels it runs as before."""
+    from transformers.modeling_outputs import CausalLMOutputWithPast
+
+    original = causal_lm.forward
+
+    def forward(*args, labels=None, num_items_in_batch=None, **kwargs):
+        if labels is None:
+            return original(*args, **kwargs)
+        kwargs.pop("use_cache", None)
+        hidden = hidden_states(original, *args, **kwargs)
+        return CausalLMOutputWithPast(
+            loss=loss(hidden, causal_lm.get_output_embeddings().weight, labels,
+                      num_items_in_batch))
+
+    causal_lm.forward = forward
+
+
+def decoder_output(causal_lm):
+    """The transformers model's last hidden states: its decoder alone, no projection."""
+    def hidden_states(original, *args, **kwargs):
+        return causal_lm.model(*args, use_cache=False, **kwargs).last_hidden_state
+    return hidden_states
+
+
+def unsloth_output(original, *args, **kwargs):
+    """Unsloth's last hidden states: its own forward returns them in place of the logits while
+    UNSLOTH_RETURN_HIDDEN_STATES is set (what its RL trainers score their log-probs from)."""
+    with _environment("UNSLOTH_RETURN_HIDDEN_STATES", "1"):
+        return original(*args, use_cache=False, **kwargs).logits
+
+
+@contextmanager
+def _environment(name: str, value: str):
+    import os
+
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before

@@ -1,0 +1,121 @@
+"""The loss scored from hidden states (studio.fused_loss). Its kernel, cut-cross-entropy, runs
+only on a CUDA GPU, where bench/loss_kernels.py checks its loss and gradient against the whole
+fp32 logits; here a plain torch loss of the same math stands in for it, so that what the studio
+itself adds (the forward that hands over hidden states in place of logits, the planner's choice,
+the settings' checks) runs on the CPU through the real model, peft and the real planner."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from studio import fused_loss
+from studio.config import FineTuningConfig
+
+ALL7 = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def torch_next_token_loss(hidden, weight, labels, num_items=None):
+    """next_token_loss's math in plain torch, over whole fp32 logits (the CPU's stand-in)."""
+    logits = (hidden[..., :-1, :] @ weight.T).float()
+    loss = torch.nn.functional.cross_entropy(logits.flatten(0, -2), labels[..., 1:].flatten(),
+                                             ignore_index=-100, reduction="sum")
+    return loss / (num_items if num_items is not None else (labels[..., 1:] != -100).sum())
+
+
+def lora_model(path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    return get_peft_model(base, LoraConfig(r=4, target_modules=list(ALL7),
+                                           init_lora_weights=False)).train()
+
+
+def test_labels_are_scored_from_hidden_states_with_the_models_loss_and_gradients(tiny_qwen3):
+    """Given labels, the forward runs the decoder alone and scores its hidden states, never
+    projecting onto the vocabulary itself: the same loss and LoRA gradients as the model's own
+    loss, over two rows padding-free with some labels ignored, and divided by the update's
+    labelled tokens where the Trainer passes them. Without labels (the samples during training,
+    the chat) it returns the same logits as before."""
+    plain, scored = lora_model(tiny_qwen3), lora_model(tiny_qwen3)
+    causal_lm = scored.get_base_model()
+    fused_loss.score_labels_here(causal_lm, fused_loss.decoder_output(causal_lm),
+                                 loss=torch_next_token_loss)
+    projections = []
+    causal_lm.lm_head.register_forward_hook(lambda *a: projections.append(1))
+
+    ids = torch.randint(0, 1000, (1, 90), generator=torch.Generator().manual_seed(1))
+    labels = ids.clone()
+    labels[:, :30] = -100                         # a prompt, as assistant-only training masks
+    labels[:, 50:58] = -100                       # the second row's prompt
+    positions = torch.cat([torch.arange(50), torch.arange(40)])[None]    # two rows, padding-free
+    # as the Trainer calls it: without a cache, the position ids keep the rows apart
+    inputs = dict(input_ids=ids, position_ids=positions, labels=labels, num_items_in_batch=120,
+                  use_cache=False)
+
+    def loss_and_grads(model):
+        loss = model(**inputs).loss
+        loss.backward()
+        return loss.detach(), {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+
+    (want, want_grads), (got, got_grads) = loss_and_grads(plain), loss_and_grads(scored)
+    assert projections == []                      # no logits were made: the loss took hidden states
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert want_grads and all(g.abs().sum() > 0 for g in got_grads.values())
+    for name in want_grads:
+        torch.testing.assert_close(got_grads[name], want_grads[name], atol=1e-5, rtol=1e-4)
+
+    # the mean of this micro-batch where no count of the update came with it
+    mean = scored(input_ids=ids, position_ids=positions, labels=labels, use_cache=False).loss
+    torch.testing.assert_close(mean, want * 120 / (labels[:, 1:] != -100).sum(), rtol=1e-5,
+                               atol=1e-5)
+    with torch.no_grad():                         # and without labels, the logits as before
+        logits = scored(input_ids=ids).logits
+        torch.testing.assert_close(logits, plain(input_ids=ids).logits, atol=1e-5, rtol=1e-5)
+    assert projections == [1]
+
+
+def test_a_cpu_run_scores_as_before_and_the_settings_say_where_the_kernel_runs(tiny_qwen3,
+                                                                             qa_jsonl):
+    """fused_loss auto stays off on a CPU, and the plan says so; asked for where it cannot run
+    (a CPU, several GPUs, beside whole_logits, the mlx backend), validate says why before
+    anything loads."""
+    from transformers import AutoTokenizer
+
+    from studio.data import prepare
+    from studio.hardware import detect_hardware
+    from studio.trl_recipe import loss_type, plan_gpu_batches
+
+    hw = detect_hardware()
+    config = FineTuningConfig(model_name=tiny_qwen3, data_path=str(qa_jsonl), cpu_only=True,
+                              max_steps=1, val_size=0)
+    assert not fused_loss.in_effect(config)
+    events = []
+    data = prepare(str(qa_jsonl), AutoTokenizer.from_pretrained(tiny_qwen3), config)
+    planned, _ = plan_gpu_batches(config, data, lambda kind, step=0, **d: events.append(d))
+    assert planned.fused_loss is False and events[-1]["fused_loss"] is False
+    assert loss_type(planned) in ("nll", "chunked_nll")
+
+    problems = FineTuningConfig(fused_loss=True, cpu_only=True).validate(hw)
+    assert any("fused_loss runs cut-cross-entropy's kernel on a CUDA GPU" in p
+               for p in problems)
+    assert any("two ways to score the loss" in p
+               for p in FineTuningConfig(fused_loss=True, whole_logits=True).validate(hw))
+    assert any("measured on one GPU" in p
+               for p in FineTuningConfig(fused_loss=True, num_gpus=2).validate(hw))
+    assert any("mlx backend scores its own loss" in p
+               for p in FineTuningConfig(fused_loss=True, backend="mlx").validate(hw))
+    assert not any("fused_loss" in p for p in FineTuningConfig(fused_loss=False).validate(hw))
+
+
+@pytest.mark.parametrize("asked, whole, want", [(None, None, True), (None, True, False),
+                                                (False, None, False), (None, False, True)])
+def test_auto_takes_the_kernel_in_one_process_unless_whole_logits_were_asked_for(
+        monkeypatch, asked, whole, want):
+    """Where the kernel runs, auto takes it in one process; whole_logits asked for wins, and
+    the plan then counts no fused loss."""
+    monkeypatch.setattr(fused_loss, "available", lambda config: True)
+    config = FineTuningConfig(fused_loss=asked, whole_logits=whole)
+    assert fused_loss.in_effect(config) is want
+    assert fused_loss.in_effect(config.replace(num_gpus=2)) is (want and asked is not None)
