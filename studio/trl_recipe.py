@@ -195,11 +195,10 @@ def plan_gpu_batches(config, data, emit, kernels: str = "transformers"):
     Returns the config to train with, and the row plan (None for packs or off the GPU): with
     checkpointing left to auto, `recompute_per_micro_batch` applies the plan to each step. The
     layout chosen goes into the run's plan (a "plan" event), beside the config as asked for.
-    `kernels` says whose layers train (memory.saved_per_token). The loss is scored in one
-    kernel where that runs (studio.fused_loss), for both backends; else the transformers
-    backend takes whole logits where they fit beside the same rows with no layer recomputed
-    (whole_logits left to auto, one process), or trl's chunked loss, which never holds them
-    (loss_type), and Unsloth's layers come with a chunked loss of their own.
+    `kernels` says whose layers train (memory.saved_per_token). The loss (plan_rows_and_loss):
+    the transformers backend takes whole logits where they fit beside the same rows with no
+    layer recomputed (whole_logits left to auto, one process); elsewhere both backends score
+    it in one kernel where that runs (studio.fused_loss), else in trl's chunks (loss_type).
     """
     import torch
 
@@ -215,8 +214,8 @@ def plan_gpu_batches(config, data, emit, kernels: str = "transformers"):
     release_memory()          # plan with what the card has, not what a cache still holds
     free, _ = torch.cuda.mem_get_info()
     ours = kernels == "transformers"              # Unsloth's layers bring their own loss
-    config = config.replace(fused_loss=fused_loss.in_effect(config))
     if config.packing:   # packs fill the memory: whole logits only where asked for
+        config = config.replace(fused_loss=fused_loss.in_effect(config))
         plan = plan_batch(config.replace(gradient_checkpointing=None), free,
                           sum(lengths) / max(1, len(lengths)),
                           fused_loss=not (ours and config.whole_logits),
@@ -256,25 +255,28 @@ def plan_gpu_batches(config, data, emit, kernels: str = "transformers"):
 
 
 def plan_rows_and_loss(config, free: float, lengths: list[int], kernels: str):
-    """The row plan (memory.plan_rows) and the config with the loss decided: left to auto in
+    """The row plan (memory.plan_rows) and the config with the loss decided. Left to auto in
     one process, the transformers backend takes whole logits where the same rows fit with them
-    and no layer recomputed, unless the loss is scored in one kernel (faster than both, and it
-    holds no logits). The planner and the page's memory estimate (Service.estimate) both ask
-    here, so that the page counts the loss the run will take."""
+    and no layer recomputed: at 0.6B and 8 rows an update, bound by the host, they are faster
+    than the loss in one kernel, which reads its row count back. Elsewhere both backends score
+    in one kernel where it runs (studio.fused_loss), else in trl's chunks. The planner and the
+    page's memory estimate (Service.estimate) both ask here, so that the page counts the loss
+    the run will take."""
     from studio.memory import plan_rows
 
     ours = kernels == "transformers"              # Unsloth's layers bring their own loss
-    config = config.replace(fused_loss=fused_loss.in_effect(config))
+    fused = fused_loss.in_effect(config)
     plan = plan_rows(config, free, lengths, fused_loss=not (ours and config.whole_logits),
                      kernels=kernels)
     # in one process only: each rank plans on its own GPU's free memory, and ranks that read
     # slightly different amounts must not pick different losses (several GPUs measured chunks)
-    if not (ours and config.whole_logits is None and plan is not None
-            and config.world_size == 1) or config.fused_loss:
-        return plan, config
+    if not (ours and config.whole_logits is None and config.fused_loss is None
+            and plan is not None and config.world_size == 1):
+        return plan, config.replace(fused_loss=fused)
     whole = plan_rows(config, free, lengths, fused_loss=False, kernels=kernels)
     fits = whole is not None and whole.rows == plan.rows and not whole.gradient_checkpointing
-    return (whole if fits else plan), config.replace(whole_logits=fits)
+    return (whole if fits else plan), config.replace(whole_logits=fits,
+                                                     fused_loss=fused and not fits)
 
 
 def batch_layout(config) -> dict:

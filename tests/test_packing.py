@@ -648,8 +648,8 @@ def test_the_pages_estimate_counts_the_loss_the_planner_picks(tiny_qwen3, qa_jso
                                                              monkeypatch):
     """The Model tab's memory estimate (Service.estimate), on a GPU (stood in for), counts whole
     logits where the planner will take them and trl's chunks where it will not: both ask
-    trl_recipe.plan_rows_and_loss, with the analysed rows; where the loss is scored in one
-    kernel (studio.fused_loss), no logits at all."""
+    trl_recipe.plan_rows_and_loss, with the analysed rows; where the loss can be scored in one
+    kernel (studio.fused_loss), whole logits still where they fit, else no logits at all."""
     from studio import fused_loss
     from studio.hardware import GPU, Hardware
     from studio.memory import USABLE, estimate_memory, micro_batch_estimate, model_shape
@@ -679,7 +679,8 @@ def test_the_pages_estimate_counts_the_loss_the_planner_picks(tiny_qwen3, qa_jso
     assert estimated(80 * GiB) is False                   # whole logits: they fit
     assert estimated((chunked + whole) / 2 / USABLE) is True     # only the chunks fit
     monkeypatch.setattr(fused_loss, "available", lambda config: True)
-    assert estimated(80 * GiB) is True       # scored in one kernel: no logits, though they fit
+    assert estimated(80 * GiB) is False      # where they fit, whole logits before the kernel
+    assert estimated((chunked + whole) / 2 / USABLE) is True     # else the kernel: no logits
 
 
 def test_layer_graphs_are_recorded_where_no_layer_recomputes(tiny_qwen3, qa_jsonl, monkeypatch):
