@@ -63,9 +63,10 @@ def next_token_loss(hidden, weight, labels, num_items=None):
     return losses[:count].sum() / (num_items if num_items is not None else max(count, 1))
 
 
-def score_labels_here(causal_lm, hidden_states, loss=next_token_loss) -> None:
+def score_labels_here(causal_lm, hidden_states) -> None:
     """causal_lm's forward, given labels, runs `hidden_states` (the decoder's last hidden states,
-    as the backend gets them) and returns `loss` over them; without labels it runs as before."""
+    as the backend gets them) and returns next_token_loss over them; without labels it runs as
+    before."""
     from transformers.modeling_outputs import CausalLMOutputWithPast
 
     original = causal_lm.forward
@@ -76,8 +77,8 @@ def score_labels_here(causal_lm, hidden_states, loss=next_token_loss) -> None:
         kwargs.pop("use_cache", None)
         hidden = hidden_states(original, *args, **kwargs)
         return CausalLMOutputWithPast(
-            loss=loss(hidden, causal_lm.get_output_embeddings().weight, labels,
-                      num_items_in_batch))
+            loss=next_token_loss(hidden, causal_lm.get_output_embeddings().weight, labels,
+                                 num_items_in_batch))
 
     causal_lm.forward = forward
 

@@ -1,9 +1,13 @@
 """The loss scored from hidden states (studio.fused_loss). Its kernel, cut-cross-entropy, runs
 only on a CUDA GPU, where bench/loss_kernels.py checks its loss and gradient against the whole
-fp32 logits; here a plain torch loss of the same math stands in for it, so that what the studio
-itself adds (the forward that hands over hidden states in place of logits, the planner's choice,
-the settings' checks) runs on the CPU through the real model, peft and the real planner."""
+fp32 logits. Here a plain torch stand-in of its one function, over whole fp32 logits, takes its
+place, so that what the studio itself adds (the forward that hands over hidden states in place
+of logits, the rows it gives the kernel, the planner's choice, the settings' checks) runs on the
+CPU through the real model, peft and the real planner."""
 from __future__ import annotations
+
+import sys
+import types
 
 import pytest
 import torch
@@ -14,8 +18,23 @@ from studio.config import FineTuningConfig
 ALL7 = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
-def torch_next_token_loss(hidden, weight, labels, num_items=None):
-    """next_token_loss's math in plain torch, over whole fp32 logits (the CPU's stand-in)."""
+@pytest.fixture
+def torch_kernel(monkeypatch) -> list:
+    """cut_cross_entropy.linear_cross_entropy in plain torch; returns the row counts it got."""
+    rows = []
+
+    def linear_cross_entropy(e, c, targets, reduction="mean", filter_eps=None):
+        rows.append(e.shape[0])
+        return torch.nn.functional.cross_entropy((e @ c.T).float(), targets,
+                                                 reduction=reduction)
+
+    monkeypatch.setitem(sys.modules, "cut_cross_entropy",
+                        types.SimpleNamespace(linear_cross_entropy=linear_cross_entropy))
+    return rows
+
+
+def whole_logits_loss(hidden, weight, labels, num_items=None):
+    """The model's own loss over whole fp32 logits, from the same hidden states."""
     logits = (hidden[..., :-1, :] @ weight.T).float()
     loss = torch.nn.functional.cross_entropy(logits.flatten(0, -2), labels[..., 1:].flatten(),
                                              ignore_index=-100, reduction="sum")
@@ -32,7 +51,8 @@ def lora_model(path):
                                            init_lora_weights=False)).train()
 
 
-def test_labels_are_scored_from_hidden_states_with_the_models_loss_and_gradients(tiny_qwen3):
+def test_labels_are_scored_from_hidden_states_with_the_models_loss_and_gradients(tiny_qwen3,
+                                                                                torch_kernel):
     """Given labels, the forward runs the decoder alone and scores its hidden states, never
     projecting onto the vocabulary itself: the same loss and LoRA gradients as the model's own
     loss, over two rows padding-free with some labels ignored, and divided by the update's
@@ -40,8 +60,7 @@ def test_labels_are_scored_from_hidden_states_with_the_models_loss_and_gradients
     the chat) it returns the same logits as before."""
     plain, scored = lora_model(tiny_qwen3), lora_model(tiny_qwen3)
     causal_lm = scored.get_base_model()
-    fused_loss.score_labels_here(causal_lm, fused_loss.decoder_output(causal_lm),
-                                 loss=torch_next_token_loss)
+    fused_loss.score_labels_here(causal_lm, fused_loss.decoder_output(causal_lm))
     projections = []
     causal_lm.lm_head.register_forward_hook(lambda *a: projections.append(1))
 
@@ -74,6 +93,34 @@ def test_labels_are_scored_from_hidden_states_with_the_models_loss_and_gradients
         logits = scored(input_ids=ids).logits
         torch.testing.assert_close(logits, plain(input_ids=ids).logits, atol=1e-5, rtol=1e-5)
     assert projections == [1]
+    assert torch_kernel and all(rows % fused_loss.ROWS_MULTIPLE == 0 for rows in torch_kernel)
+
+
+def test_the_kernel_gets_the_labelled_rows_padded_to_one_shape_and_the_loss_is_theirs(
+        torch_kernel):
+    """The kernel scores the labelled positions alone, padded with zero rows to a multiple of
+    ROWS_MULTIPLE (Triton compiles a kernel again for each new pattern of row counts dividing
+    by 16); the padding adds nothing to the loss or the gradient, a micro-batch without labels
+    scores 0, and without the update's count the loss is this micro-batch's mean."""
+    torch.manual_seed(0)
+    hidden = torch.randn(2, 300, 16, requires_grad=True)
+    weight = torch.randn(50, 16)
+    labels = torch.randint(0, 50, (2, 300))
+    labels[:, :100] = -100
+
+    def loss_and_grad(loss, *args):
+        value = loss(hidden, weight, labels, *args)
+        (grad,) = torch.autograd.grad(value, hidden)
+        return value, grad
+
+    for count in (1000, None):
+        got, got_grad = loss_and_grad(fused_loss.next_token_loss, count)
+        want, want_grad = loss_and_grad(whole_logits_loss, count)
+        torch.testing.assert_close(got, want)
+        torch.testing.assert_close(got_grad, want_grad)
+    assert torch_kernel == [fused_loss.ROWS_MULTIPLE] * 2      # 400 labelled rows, padded
+    nothing = fused_loss.next_token_loss(hidden, weight, torch.full_like(labels, -100), 10)
+    assert nothing.item() == 0 and nothing.requires_grad
 
 
 def test_a_cpu_run_scores_as_before_and_the_settings_say_where_the_kernel_runs(tiny_qwen3,
