@@ -47,8 +47,7 @@ def make_trainer(config, data, run_dir: Path, emit, should_stop):
         callbacks=[recipe.event_callback(emit, should_stop, recipe.model_flops(config, data)),
                    recipe.sample_callback(emit, tokenizer, data.samples)])
     if config.fused_loss:
-        causal_lm = trainer.model.get_base_model()
-        fused_loss.score_labels_here(causal_lm, fused_loss.decoder_output(causal_lm))
+        fused_loss.score_labels_here(trainer.model.get_base_model())
     recipe.recompute_per_micro_batch(trainer.model, plan)
     compiled_layers.compile_layers(trainer.model, config)
     if config.layer_graphs:       # a recording for each micro-batch shape: make them few

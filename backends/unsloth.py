@@ -84,7 +84,8 @@ def train(config, data, run_dir: Path, emit, should_stop, resume_from=None) -> P
     args = recipe.sft_config(config, run_dir, data.eval is not None)
     args.gradient_checkpointing = False    # unsloth's own checkpointing is already in the model
     # lean_steps' bookkeeping, Unsloth's compute_loss kept (1.07x at 8B, 1.11x at 0.6B on an
-    # H200), except where the loss is scored in one kernel: trl's reads logits for its entropy
+    # H200), except where the loss is scored in one kernel: trl's, under Unsloth's, reads the
+    # logits for its entropy, and that forward returns none
     trainer = lean_trainer.lean_steps(SFTTrainer, own_loss=config.fused_loss)(
         model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
         processing_class=tokenizer,
@@ -92,7 +93,7 @@ def train(config, data, run_dir: Path, emit, should_stop, resume_from=None) -> P
                    recipe.sample_callback(emit, tokenizer, data.samples)])
     recipe.quiet(trainer)
     if config.fused_loss:
-        fused_loss.score_labels_here(trainer.model.get_base_model(), fused_loss.unsloth_output)
+        fused_loss.score_labels_here(trainer.model.get_base_model())
     recipe.recompute_per_micro_batch(trainer.model, plan)
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     adapter = recipe.save_adapter(trainer, run_dir)

@@ -9,13 +9,13 @@ chunks and holds less. A user's 64 rows an update train the 0.6B through Unsloth
 exact: the library's default leaves out entries below bfloat16's precision, an approximation
 measured by the bench (fused=filtered), not made by the studio.
 
-Both backends train through it: the model's forward, given labels, returns the loss scored here
-instead of logits; without labels (the samples shown during training, the chat) it is as it was.
+Both backends train through it: the model's forward, given labels, runs the decoder alone and
+returns the loss scored here instead of logits; without labels (the samples shown during
+training, the chat) it is as it was.
 """
 from __future__ import annotations
 
 import importlib.util
-from contextlib import contextmanager
 
 
 def available(config) -> bool:
@@ -28,7 +28,8 @@ def available(config) -> bool:
 
 def in_effect(config) -> bool:
     """Whether this run scores its loss here: fused_loss, left to auto, wherever it runs in
-    one process (it was measured on one GPU; several keep the loss they were measured with)."""
+    one process (it was measured on one GPU; several keep the loss they were measured with),
+    unless whole_logits were asked for."""
     if config.fused_loss is not None:
         return config.fused_loss
     return available(config) and config.world_size == 1 and not config.whole_logits
@@ -64,10 +65,13 @@ def next_token_loss(hidden, weight, labels, num_items=None):
     return losses[:count].sum() / (num_items if num_items is not None else max(count, 1))
 
 
-def score_labels_here(causal_lm, hidden_states) -> None:
-    """causal_lm's forward, given labels, runs `hidden_states` (the decoder's last hidden states,
-    as the backend gets them) and returns next_token_loss over them; without labels it runs as
-    before."""
+def score_labels_here(causal_lm) -> None:
+    """causal_lm's forward, given labels, runs its decoder alone and returns next_token_loss
+    over the last hidden states; without labels it runs as before. The same for Unsloth's
+    models as for transformers': trl's chunked loss called Unsloth's decoder this way in every
+    Unsloth run before round thirteen. (Unsloth's own switch for this, the environment variable
+    UNSLOTH_RETURN_HIDDEN_STATES, belongs to the whole process, where a chat on another thread
+    would read it too.)"""
     from transformers.modeling_outputs import CausalLMOutputWithPast
 
     original = causal_lm.forward
@@ -76,38 +80,9 @@ def score_labels_here(causal_lm, hidden_states) -> None:
         if labels is None:
             return original(*args, **kwargs)
         kwargs.pop("use_cache", None)
-        hidden = hidden_states(original, *args, **kwargs)
+        hidden = causal_lm.model(*args, use_cache=False, **kwargs).last_hidden_state
         return CausalLMOutputWithPast(
             loss=next_token_loss(hidden, causal_lm.get_output_embeddings().weight, labels,
                                  num_items_in_batch))
 
     causal_lm.forward = forward
-
-
-def decoder_output(causal_lm):
-    """The transformers model's last hidden states: its decoder alone, no projection."""
-    def hidden_states(original, *args, **kwargs):
-        return causal_lm.model(*args, use_cache=False, **kwargs).last_hidden_state
-    return hidden_states
-
-
-def unsloth_output(original, *args, **kwargs):
-    """Unsloth's last hidden states: its own forward returns them in place of the logits while
-    UNSLOTH_RETURN_HIDDEN_STATES is set (what its RL trainers score their log-probs from)."""
-    with _environment("UNSLOTH_RETURN_HIDDEN_STATES", "1"):
-        return original(*args, use_cache=False, **kwargs).logits
-
-
-@contextmanager
-def _environment(name: str, value: str):
-    import os
-
-    before = os.environ.get(name)
-    os.environ[name] = value
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = before

@@ -60,7 +60,7 @@ def test_labels_are_scored_from_hidden_states_with_the_models_loss_and_gradients
     the chat) it returns the same logits as before."""
     plain, scored = lora_model(tiny_qwen3), lora_model(tiny_qwen3)
     causal_lm = scored.get_base_model()
-    fused_loss.score_labels_here(causal_lm, fused_loss.decoder_output(causal_lm))
+    fused_loss.score_labels_here(causal_lm)
     projections = []
     causal_lm.lm_head.register_forward_hook(lambda *a: projections.append(1))
 
@@ -166,3 +166,41 @@ def test_auto_takes_the_kernel_in_one_process_unless_whole_logits_were_asked_for
     config = FineTuningConfig(fused_loss=asked, whole_logits=whole)
     assert fused_loss.in_effect(config) is want
     assert fused_loss.in_effect(config.replace(num_gpus=2)) is (want and asked is not None)
+
+
+def test_a_run_scored_from_hidden_states_trains_and_evaluates_as_the_models_own_loss(
+        tiny_qwen3, qa_jsonl, tmp_path, torch_kernel):
+    """Through the real trainer (backends.hf, as on a GPU with the kernel): two micro-batches an
+    update, each divided by the update's labelled tokens, and an evaluation, which gets a loss
+    and no logits. The losses, the evaluation's and the adapter are those of the model's own
+    loss."""
+    from transformers import AutoTokenizer
+
+    from backends import hf
+    from studio.data import prepare
+    from studio.events import EventLog
+
+    config = FineTuningConfig(model_name=tiny_qwen3, output_dir=str(tmp_path), max_steps=3,
+                              batch_size=2, gradient_accumulation_steps=2, logging_steps=1,
+                              save_steps=100, eval_steps=3, max_seq_length=128, val_size=0.2,
+                              learning_rate=5e-2, bf16=False).resolve()
+    data = prepare(str(qa_jsonl), AutoTokenizer.from_pretrained(tiny_qwen3), config)
+
+    def trained(scored: bool):
+        log = EventLog()
+        trainer = hf.make_trainer(config, data, tmp_path / f"run-{scored}", log.emit,
+                                  lambda: False)
+        if scored:                         # what make_trainer does where fused_loss is on
+            fused_loss.score_labels_here(trainer.model.get_base_model())
+        trainer.train()
+        losses = [e.data["loss"] for e in log.events if e.kind == "train"]
+        evaluated = [e.data["eval_loss"] for e in log.events if e.kind == "eval"]
+        lora = {k: v.clone() for k, v in trainer.model.state_dict().items() if "lora_B" in k}
+        return losses, evaluated, lora
+
+    (losses, evaluated, lora), (scored, scored_eval, scored_lora) = trained(False), trained(True)
+    assert torch_kernel and len(losses) == 3 and len(evaluated) == 1
+    assert scored == pytest.approx(losses, rel=1e-4)
+    assert scored_eval == pytest.approx(evaluated, rel=1e-4)
+    for name in lora:
+        torch.testing.assert_close(scored_lora[name], lora[name], atol=1e-4, rtol=1e-3)
