@@ -1,6 +1,7 @@
 """Shared fixtures: real tiny models built once per session, and small datasets on disk."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -21,6 +22,11 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 warnings.filterwarnings("ignore")
 
+
+# llama.cpp's own checks run where the `llamacpp` extra is installed, and are skipped before
+# their fixtures build anything (the exports and GGUFs they read take a minute or more)
+needs_llama_cpp = pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
+                                     reason="llama-cpp-python is not installed (llamacpp extra)")
 
 def pytest_collection_modifyitems(config, items):
     """With two workers, the longest tests go first (the identity fine-tune, then the browser's),

@@ -24,7 +24,7 @@ from studio.export import ExportError, estimate, export_run
 from studio.export.chat_template import render
 from studio.inference import PromptFormat
 from studio.service import Refused, Service
-from tests.conftest import FACT_Q, QA_ROWS, write_jsonl
+from tests.conftest import FACT_Q, QA_ROWS, needs_llama_cpp, write_jsonl
 
 
 def greedy(model, tokenizer, messages, n: int = 24) -> list[int]:
@@ -114,11 +114,13 @@ def test_the_gguf_answers_with_the_merged_models_tokens(fact_exports, fmt):
                                                             messages)
 
 
+@needs_llama_cpp
 @pytest.mark.parametrize("fmt", ["gguf", "ollama"])
 def test_llama_cpp_answers_the_fact_with_the_merged_models_tokens(fact_exports, fmt):
     """llama.cpp itself (llama-cpp-python, where the `llamacpp` extra is installed) reads the
     f16 and q8_0 files and answers with the merged model's greedy tokens."""
-    llama_cpp = pytest.importorskip("llama_cpp")
+    import llama_cpp
+
     merged_model, tokenizer = load(fact_exports["merged"].folder)
     result = fact_exports[fmt]
     gguf = Path(result.folder) / next(n for n in result.files if n.endswith(".gguf"))

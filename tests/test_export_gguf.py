@@ -17,6 +17,7 @@ import torch
 
 from studio.export.gguf import (GGUFExportError, gguf_size, pre_tokenizer_name, write_gguf,
                                 write_lora_gguf)
+from tests.conftest import needs_llama_cpp
 
 PROMPT = [{"role": "user", "content": "What is the capital of France?"}]
 # digits, spaces running into a digit, tabs, accents, CJK and an emoji: where pre-tokenizers differ
@@ -359,7 +360,8 @@ def test_q4_k_m_without_llama_cpp_says_how_to_get_it(tiny_qwen3, tmp_path):
 
 # ---------------------------------------------------------------------------- llama.cpp itself
 def llama(path: Path, lora: Path | None = None, logits_all: bool = False):
-    llama_cpp = pytest.importorskip("llama_cpp")
+    import llama_cpp
+
     return llama_cpp.Llama(model_path=str(path), n_ctx=256, lora_path=str(lora) if lora else None,
                            logits_all=logits_all, verbose=False, seed=0)
 
@@ -383,6 +385,7 @@ def answer_nll(model, ids: list[int], answer: list[int]) -> float:
     return float(-logp[np.arange(len(answer)), answer].mean())
 
 
+@needs_llama_cpp
 def test_llama_cpp_tokenizes_and_answers_as_transformers(demo_ggufs, demo_source):
     """llama.cpp turns chat text into the source tokenizer's ids and answers with the source's
     greedy tokens."""
@@ -396,12 +399,12 @@ def test_llama_cpp_tokenizes_and_answers_as_transformers(demo_ggufs, demo_source
     assert llama_greedy(model, ids) == greedy(source, ids)
 
 
+@needs_llama_cpp
 def test_llama_cpp_splits_as_smollm2s_own_tokenizer(demo_model, tmp_path):
     """With SmolLM2's own tokenizer.json (digits alone first) the GGUF says "smollm", and
     llama.cpp splits "  3" as that tokenizer does, not as GPT-2's split would."""
     from transformers import AutoTokenizer
 
-    pytest.importorskip("llama_cpp")
     folder = smollm2_split(demo_model, tmp_path / "smol")
     path = write_gguf(folder, tmp_path / "smol.gguf")
     assert metadata(path)["tokenizer.ggml.pre"] == "smollm"
@@ -411,6 +414,7 @@ def test_llama_cpp_splits_as_smollm2s_own_tokenizer(demo_model, tmp_path):
         chat_ids(tokenizer, TEXT) != chat_ids(AutoTokenizer.from_pretrained(demo_model), TEXT)
 
 
+@needs_llama_cpp
 def test_llama_cpp_runs_tiny_qwen3_with_its_tokens_and_logits(tiny_qwen3, qwen3_gguf):
     """Qwen3 in llama.cpp: the "qwen2" pre-tokenizer gives the source tokenizer's ids, and NEOX
     rope, q/k norms and head size 8 give the source's logits."""
@@ -427,13 +431,13 @@ def test_llama_cpp_runs_tiny_qwen3_with_its_tokens_and_logits(tiny_qwen3, qwen3_
     np.testing.assert_allclose(np.asarray(model.scores[:len(ids)]), expected, atol=2e-3)
 
 
+@needs_llama_cpp
 def test_llama_cpp_applies_the_lora_gguf_as_peft_does(demo_model, demo_ggufs, tmp_path):
     """Base GGUF + LoRA GGUF in llama.cpp move the logits as the PEFT adapter moves them in
     transformers (to f16's noise; without the q/k re-ordering the error is as large as the
     change), and pick the same tokens."""
     from peft import PeftModel
 
-    pytest.importorskip("llama_cpp")
     source, tokenizer = load_source(demo_model)
     adapter = make_adapter(demo_model, tmp_path / "adapter", b_scale=0.05, r=8, lora_alpha=16)
     lora = write_lora_gguf(adapter, tmp_path / "lora.gguf")
@@ -452,12 +456,12 @@ def test_llama_cpp_applies_the_lora_gguf_as_peft_does(demo_model, demo_ggufs, tm
     assert (scores[1].argmax(-1) == after.argmax(-1)).all()
 
 
+@needs_llama_cpp
 def test_q4_k_m_is_quantised_by_llama_cpp_and_sized_beforehand(demo_model, demo_ggufs,
                                                                demo_source, tmp_path):
     """q4_k_m goes through llama.cpp's quantiser: its size was estimated within a few percent,
     and it still finds the source's answer likely (SmolLM2-135M's first words are a near-tie
     that 4 bits can flip, so likelihood is compared, not the greedy text)."""
-    pytest.importorskip("llama_cpp")
     path = write_gguf(demo_model, tmp_path / "model-q4_k_m.gguf", "q4_k_m")
     assert metadata(path)["general.file_type"] == gguf.LlamaFileType.MOSTLY_Q4_K_M
     assert gguf_size(demo_model, "q4_k_m") == pytest.approx(path.stat().st_size, rel=0.05)
