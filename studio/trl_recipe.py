@@ -213,7 +213,7 @@ def plan_gpu_batches(config, data, emit, kernels: str = "transformers"):
     lengths = [len(ids) for ids in data.train["input_ids"]]
     release_memory()          # plan with what the card has, not what a cache still holds
     free, _ = torch.cuda.mem_get_info()
-    ours = kernels == "transformers"              # Unsloth's layers bring their own loss
+    ours = kernels == "transformers"              # whole logits: the transformers backend only
     if config.packing:   # packs fill the memory: whole logits only where asked for
         config = config.replace(fused_loss=fused_loss.in_effect(config))
         plan = plan_batch(config.replace(gradient_checkpointing=None), free,
@@ -264,7 +264,7 @@ def plan_rows_and_loss(config, free: float, lengths: list[int], kernels: str):
     the run will take."""
     from studio.memory import plan_rows
 
-    ours = kernels == "transformers"              # Unsloth's layers bring their own loss
+    ours = kernels == "transformers"              # whole logits: the transformers backend only
     fused = fused_loss.in_effect(config)
     plan = plan_rows(config, free, lengths, fused_loss=not (ours and config.whole_logits),
                      kernels=kernels)
