@@ -213,7 +213,7 @@ def plan_gpu_batches(config, data, emit, kernels: str = "transformers"):
     lengths = [len(ids) for ids in data.train["input_ids"]]
     release_memory()          # plan with what the card has, not what a cache still holds
     free, _ = torch.cuda.mem_get_info()
-    ours = kernels == "transformers"              # whole logits: the transformers backend only
+    ours = kernels == "transformers"     # whole logits and layer graphs are this backend's
     if config.packing:   # packs fill the memory: whole logits only where asked for
         config = config.replace(fused_loss=fused_loss.in_effect(config))
         plan = plan_batch(config.replace(gradient_checkpointing=None), free,
