@@ -43,7 +43,9 @@ was never reached: the studio named trl's chunked loss, so Unsloth's never ran);
 fused=on|off|filtered (the loss in one kernel, studio.fused_loss, on by default on a GPU since
 round thirteen; filtered: with cut-cross-entropy's own gradient filter); workers=N
 (the data loader collates in N worker processes, two batches ahead: the studio's default on a
-GPU is 1 since round eleven; workers=0 collates in the training thread, as before).
+GPU is 1 since round eleven; workers=0 collates in the training thread, as before);
+heldout=N (after training, N held-out synthetic rows scored with whole logits by the studio's
+evaluation, studio.evaluate.response_loss: the eval-loss parity check for a changed kernel path).
 
 Reported: real (non-padding) tokens/s over the steps after warm-up, peak GPU memory, MFU and
 the gradient norm. MFU counts 4N + 12·L·H·d·c FLOPs a token: forward and input-gradient
@@ -179,8 +181,9 @@ USER_SETTINGS = {"c16": (4, 4, 16, ALL7), "c64": (16, 4, 16, ALL7),
 
 def run_studio(model_path, data_path, args, four_bit=False, profile_to=None, tokens=None,
                checkpointing=None, setting=(8, 1, 16, ALL7), backend="auto", compiled=None,
-               fused=None):
-    """compiled: None, "on" (no CUDA graphs), "graphs" or "auto" (graphs as the plan decides)."""
+               fused=None, heldout=0):
+    """compiled: None, "on" (no CUDA graphs), "graphs" or "auto" (graphs as the plan decides);
+    heldout: rows scored after training, by a path that shares nothing with training's loss."""
     import shutil
 
     from studio.config import FineTuningConfig
@@ -221,6 +224,11 @@ def run_studio(model_path, data_path, args, four_bit=False, profile_to=None, tok
             plan.update({k: v for k, v in e["data"].items() if k != "message"})
             plan[message.split(":")[0]] = message.split(":", 1)[1].strip()
     plan["left_gib"] = left
+    if heldout:                 # training's peak first: the scoring loads the model again
+        import torch
+
+        plan["train_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        plan["heldout_loss"] = heldout_loss(run, heldout)
     if compiled:
         import torch
 
@@ -236,6 +244,16 @@ def run_studio(model_path, data_path, args, four_bit=False, profile_to=None, tok
         torch.cuda.empty_cache()
         plan["left_after_dynamo_reset_gib"] = _allocated_gib()
     return events, plan
+
+
+def heldout_loss(run: Path, n: int) -> float:
+    """The trained run's mean loss on n rows it never saw (another seed of the same synthetic
+    chat), response tokens only, through whole logits: as the studio's evaluation scores it."""
+    from studio.evaluate import eval_set, response_loss
+    from studio.inference import load_model
+
+    rows = eval_set(run, data=write_jsonl(chat_rows(n, seed=1), run.parent / "heldout.jsonl"))
+    return response_loss(load_model(run), rows.tokens).loss
 
 
 def _holders() -> list[str]:
@@ -436,14 +454,14 @@ def run_one(args) -> dict:
                                   checkpointing={"on": True, "off": False}.get(args.ckpt),
                                   backend=args.backend,
                                   compiled=None if args.compile == "off" else args.compile,
-                                  fused=args.fused,
+                                  fused=args.fused, heldout=args.heldout,
                                   **({"setting": USER_SETTINGS[args.one]}
                                      if args.one in USER_SETTINGS else {}))
     if events and not isinstance(events[0], dict):
         events = [dict(kind=e.kind, step=e.step, time=e.time, data=e.data) for e in events]
     result = throughput(events, args.warmup, args.warmup + args.steps)
     if cuda:
-        result.update(peak_gib=torch.cuda.max_memory_allocated() / 2**30,
+        result.update(peak_gib=plan.get("train_peak_gib", torch.cuda.max_memory_allocated() / 2**30),
                       reserved_gib=torch.cuda.max_memory_reserved() / 2**30)
     result["plan"] = plan
     return result
@@ -506,6 +524,9 @@ def main():
     p.add_argument("--fused", choices=["on", "off", "filtered"],
                    help="studio variants: the loss in one kernel (studio.fused_loss; filtered: "
                         "with cut-cross-entropy's gradient filter)")
+    p.add_argument("--heldout", type=int, default=0,
+                   help="studio variants: after training, the loss on this many held-out rows "
+                        "(whole logits, studio.evaluate)")
     p.add_argument("--workers", type=int,
                    help="studio variants: data loader worker processes, two batches ahead "
                         "(0: in the training thread)")
@@ -615,7 +636,8 @@ def _plan_cell(plan: dict) -> str:
     attention = "varlen" if "varlen" in plan.get("packed attention", "") else \
         ("per-row SDPA" if plan.get("packed attention") else "")
     left = f"{plan['left_gib']:.2f} GiB left after" if plan.get("left_gib") is not None else ""
-    return ", ".join(x for x in (size, attention, left) if x)
+    heldout = f"held-out loss {plan['heldout_loss']:.4f}" if plan.get("heldout_loss") else ""
+    return ", ".join(x for x in (size, attention, left, heldout) if x)
 
 
 def markdown(results: dict) -> str:
