@@ -93,7 +93,7 @@ def train(config, data, run_dir: Path, emit, should_stop, resume_from=None) -> P
                    recipe.sample_callback(emit, tokenizer, data.samples)])
     recipe.quiet(trainer)
     if config.fused_loss:
-        fused_loss.score_labels_here(trainer.model.get_base_model())
+        fused_loss.score_labels_here(trainer.model.get_base_model(), fused_loss.unsloth_loss)
     recipe.recompute_per_micro_batch(trainer.model, plan)
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     adapter = recipe.save_adapter(trainer, run_dir)

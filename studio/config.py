@@ -136,10 +136,11 @@ class FineTuningConfig:
                                       "where they fit (auto: on one GPU where the batch plan fits "
                                       "them with no layer recomputed; on a CPU under 2 GiB).",
                                       "Optimisation")
-    fused_loss: Optional[bool] = _f(None, "Score the loss in one kernel (cut-cross-entropy, "
-                                    "CUDA): the projection onto the vocabulary and the "
-                                    "cross-entropy together, no logits held; the gradient is "
-                                    "exact (auto: on a GPU where it is installed).",
+    fused_loss: Optional[bool] = _f(None, "Score the loss in one kernel (CUDA: Unsloth's own "
+                                    "where Unsloth trains, else cut-cross-entropy): the "
+                                    "projection onto the vocabulary and the cross-entropy "
+                                    "together, no logits held; the gradient is exact (auto: on "
+                                    "one GPU where a kernel is installed).",
                                     "Optimisation")
     seed: int = _f(42, "Random seed for the split, LoRA init and shuffling.", "Optimisation")
 
@@ -348,8 +349,12 @@ class FineTuningConfig:
         for name in self.transformers_only() if self.backend in ("unsloth", "mlx") else ():
             problems.append(f"{name} applies to the transformers backend; {self.backend} "
                             f"runs its own kernels: leave {name} auto or off")
-        if self.fused_loss and not (on_gpu and hw.packages.get("cut_cross_entropy")):
-            problems.append("fused_loss runs cut-cross-entropy's kernel on a CUDA GPU: "
+        unsloth_trains = self.backend == "unsloth" or (
+            self.backend == "auto" and hw.packages.get("unsloth") and not self.transformers_only())
+        if self.fused_loss and not (on_gpu and (unsloth_trains
+                                                or hw.packages.get("cut_cross_entropy"))):
+            problems.append("fused_loss runs on a CUDA GPU, in Unsloth's loss where Unsloth "
+                            "trains, else in cut-cross-entropy's kernel: "
                             + ("pip install cut-cross-entropy" if on_gpu else
                                "leave it auto or off on a CPU"))
         if self.fused_loss and self.world_size > 1:

@@ -1,13 +1,16 @@
-"""The training loss in one kernel on CUDA: cut-cross-entropy projects the last hidden states
-onto the vocabulary and takes the cross-entropy blockwise, in Triton, without writing a logit
-to memory.
+"""The training loss in one kernel on CUDA: the last hidden states projected onto the
+vocabulary and scored chunk by chunk, no logits held. Where Unsloth trains, Unsloth's own loss
+(unsloth_zoo), which takes the gradient in the forward: two matmuls a chunk, the least a
+projection and its gradient can cost. Where transformers trains, cut-cross-entropy's Triton
+kernel, which recomputes the logits in the backward (Unsloth's cannot load without Unsloth, and
+importing Unsloth patches transformers for the whole process).
 
-Forward and backward for 25,000 tokens of 0.6B on an H200: 60 ms, against 79 ms over the whole
-fp32 logits (which hold 42 GiB) and 133 ms through trl's chunks; at 8B it is as fast as trl's
-chunks and holds less. A user's 64 rows an update train the 0.6B through Unsloth's layers at
-1.44x the tokens/s they did with trl's chunks (BENCHMARKS.md, round thirteen). The gradient is
-exact: the library's default leaves out entries below bfloat16's precision, an approximation
-measured by the bench (fused=filtered), not made by the studio.
+The losses alone, forward and backward on an H200 (bench/loss_kernels.py): 25,000 tokens of
+0.6B take 24 ms in Unsloth's, 60 ms in cut-cross-entropy's, 78 ms over whole fp32 logits (which
+hold 42 GiB) and 129 ms in trl's chunks; 7,000 tokens of 8B take 21, 60, 38 and 57 ms. Both
+gradients are exact (the cosine with whole logits' is 0.9999 or more). cut-cross-entropy's
+library default leaves out entries below bfloat16's precision, an approximation measured by the
+bench (fused=filtered), not made by the studio.
 
 Both backends train through it: the model's forward, given labels, runs the decoder alone and
 returns the loss scored here instead of logits; without labels (the samples shown during
@@ -18,21 +21,31 @@ from __future__ import annotations
 import importlib.util
 
 
-def available(config) -> bool:
-    """Where the kernel runs: a CUDA GPU, with cut-cross-entropy installed (the cuda extra)."""
+def available(config, kernels: str) -> bool:
+    """Where a kernel runs: a CUDA GPU, training through Unsloth (whose loss comes with it) or
+    with cut-cross-entropy installed (the cuda extra)."""
     import torch
 
     return (not config.cpu_only and torch.cuda.is_available()
-            and importlib.util.find_spec("cut_cross_entropy") is not None)
+            and (kernels == "unsloth" or importlib.util.find_spec("cut_cross_entropy") is not None))
 
 
-def in_effect(config) -> bool:
+def in_effect(config, kernels: str) -> bool:
     """Whether this run scores its loss here: fused_loss, left to auto, wherever it runs in
     one process (it was measured on one GPU; several keep the loss they were measured with),
-    unless whole_logits were asked for."""
+    unless whole_logits were asked for. kernels: whose layers train, "unsloth" or
+    "transformers"."""
     if config.fused_loss is not None:
         return config.fused_loss
-    return available(config) and config.world_size == 1 and not config.whole_logits
+    return available(config, kernels) and config.world_size == 1 and not config.whole_logits
+
+
+def unsloth_loss(hidden, weight, labels, num_items=None):
+    """The causal LM's loss in Unsloth's kernel (next_token_loss's contract); it picks the
+    labelled rows and their chunks itself."""
+    from unsloth_zoo.fused_losses.cross_entropy_loss import unsloth_fused_ce_loss
+
+    return unsloth_fused_ce_loss(None, hidden, weight, None, labels, n_items=num_items)
 
 
 # cut-cross-entropy's filter_eps: None keeps every gradient entry; its own default, "high",
@@ -49,9 +62,10 @@ ROWS_MULTIPLE = 2048
 
 
 def next_token_loss(hidden, weight, labels, num_items=None):
-    """The causal LM's loss: each position's hidden state scores the next label; -100 is
-    ignored. Summed and divided by num_items (the labelled tokens of the whole update, so that
-    micro-batches add up to the update's mean), or the mean of this micro-batch's."""
+    """The causal LM's loss in cut-cross-entropy's kernel: each position's hidden state scores
+    the next label; -100 is ignored. Summed and divided by num_items (the labelled tokens of the
+    whole update, so that micro-batches add up to the update's mean), or the mean of this
+    micro-batch's."""
     import torch.nn.functional as F
     from cut_cross_entropy import linear_cross_entropy
 
@@ -65,9 +79,10 @@ def next_token_loss(hidden, weight, labels, num_items=None):
     return losses[:count].sum() / (num_items if num_items is not None else max(count, 1))
 
 
-def score_labels_here(causal_lm) -> None:
-    """causal_lm's forward, given labels, runs its decoder alone and returns next_token_loss
-    over the last hidden states; without labels it runs as before. The same for Unsloth's
+def score_labels_here(causal_lm, loss=next_token_loss) -> None:
+    """causal_lm's forward, given labels, runs its decoder alone and returns `loss` (this
+    module's next_token_loss or unsloth_loss) over the last hidden states; without labels it
+    runs as before. The same for Unsloth's
     models as for transformers': trl's chunked loss called Unsloth's decoder this way in every
     Unsloth run before round thirteen. (Unsloth's own switch for this, the environment variable
     UNSLOTH_RETURN_HIDDEN_STATES, belongs to the whole process, where a chat on another thread
@@ -82,7 +97,6 @@ def score_labels_here(causal_lm) -> None:
         kwargs.pop("use_cache", None)
         hidden = causal_lm.model(*args, use_cache=False, **kwargs).last_hidden_state
         return CausalLMOutputWithPast(
-            loss=next_token_loss(hidden, causal_lm.get_output_embeddings().weight, labels,
-                                 num_items_in_batch))
+            loss=loss(hidden, causal_lm.get_output_embeddings().weight, labels, num_items_in_batch))
 
     causal_lm.forward = forward

@@ -215,7 +215,7 @@ def plan_gpu_batches(config, data, emit, kernels: str = "transformers"):
     free, _ = torch.cuda.mem_get_info()
     ours = kernels == "transformers"     # whole logits and layer graphs are this backend's
     if config.packing:   # packs fill the memory: whole logits only where asked for
-        config = config.replace(fused_loss=fused_loss.in_effect(config))
+        config = config.replace(fused_loss=fused_loss.in_effect(config, kernels))
         plan = plan_batch(config.replace(gradient_checkpointing=None), free,
                           sum(lengths) / max(1, len(lengths)),
                           fused_loss=not (ours and config.whole_logits),
@@ -265,7 +265,7 @@ def plan_rows_and_loss(config, free: float, lengths: list[int], kernels: str):
     from studio.memory import plan_rows
 
     ours = kernels == "transformers"              # whole logits: the transformers backend only
-    fused = fused_loss.in_effect(config)
+    fused = fused_loss.in_effect(config, kernels)
     plan = plan_rows(config, free, lengths, fused_loss=not (ours and config.whole_logits),
                      kernels=kernels)
     # in one process only: each rank plans on its own GPU's free memory, and ranks that read

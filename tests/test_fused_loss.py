@@ -6,6 +6,7 @@ of logits, the rows it gives the kernel, the planner's choice, the settings' che
 CPU through the real model, peft and the real planner."""
 from __future__ import annotations
 
+import dataclasses
 import sys
 import types
 
@@ -14,6 +15,7 @@ import torch
 
 from studio import fused_loss
 from studio.config import FineTuningConfig
+from studio.hardware import GPU
 
 ALL7 = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -140,7 +142,7 @@ def test_a_cpu_run_scores_as_before_and_the_settings_say_where_the_kernel_runs(t
     hw = detect_hardware()
     config = FineTuningConfig(model_name=tiny_qwen3, data_path=str(qa_jsonl), cpu_only=True,
                               max_steps=1, val_size=0)
-    assert not fused_loss.in_effect(config)
+    assert not fused_loss.in_effect(config, "transformers")
     events = []
     data = prepare(str(qa_jsonl), AutoTokenizer.from_pretrained(tiny_qwen3), config)
     planned, _ = plan_gpu_batches(config, data, lambda kind, step=0, **d: events.append(d))
@@ -148,8 +150,16 @@ def test_a_cpu_run_scores_as_before_and_the_settings_say_where_the_kernel_runs(t
     assert loss_type(planned) in ("nll", "chunked_nll")
 
     problems = FineTuningConfig(fused_loss=True, cpu_only=True).validate(hw)
-    assert any("fused_loss runs cut-cross-entropy's kernel on a CUDA GPU" in p
+    assert any("fused_loss runs on a CUDA GPU" in p and "auto or off on a CPU" in p
                for p in problems)
+    # a GPU: Unsloth brings its own loss; transformers needs cut-cross-entropy installed
+    gpu = dataclasses.replace(hw, gpus=(GPU(0, "H200", 141 * 2**30, 140 * 2**30, (9, 0)),),
+                              bf16_supported=True, packages={"unsloth": True})
+    assert not any("fused_loss" in p for p in FineTuningConfig(fused_loss=True).validate(gpu))
+    assert any("pip install cut-cross-entropy" in p for p in FineTuningConfig(
+        fused_loss=True, backend="transformers").validate(gpu))
+    assert any("pip install cut-cross-entropy" in p for p in FineTuningConfig(
+        fused_loss=True, compile_layers=True).validate(gpu))       # only transformers honours it
     assert any("two ways to score the loss" in p
                for p in FineTuningConfig(fused_loss=True, whole_logits=True).validate(hw))
     assert any("measured on one GPU" in p
@@ -165,10 +175,10 @@ def test_auto_takes_the_kernel_in_one_process_unless_whole_logits_were_asked_for
         monkeypatch, asked, whole, want):
     """Where the kernel runs, auto takes it in one process; whole_logits asked for wins, and
     the plan then counts no fused loss."""
-    monkeypatch.setattr(fused_loss, "available", lambda config: True)
+    monkeypatch.setattr(fused_loss, "available", lambda config, kernels: True)
     config = FineTuningConfig(fused_loss=asked, whole_logits=whole)
-    assert fused_loss.in_effect(config) is want
-    assert fused_loss.in_effect(config.replace(num_gpus=2)) is (want and asked is not None)
+    assert fused_loss.in_effect(config, "unsloth") is want
+    assert fused_loss.in_effect(config.replace(num_gpus=2), "unsloth") is (want and asked is not None)
 
 
 def test_a_run_scored_from_hidden_states_trains_and_evaluates_as_the_models_own_loss(

@@ -678,7 +678,7 @@ def test_the_pages_estimate_counts_the_loss_the_planner_picks(tiny_qwen3, qa_jso
                                            "transformers", 0).total for fused in (True, False))
     assert estimated(80 * GiB) is False                   # whole logits: they fit
     assert estimated((chunked + whole) / 2 / USABLE) is True     # only the chunks fit
-    monkeypatch.setattr(fused_loss, "available", lambda config: True)
+    monkeypatch.setattr(fused_loss, "available", lambda config, kernels: True)
     assert estimated(80 * GiB) is False      # where they fit, whole logits before the kernel
     assert estimated((chunked + whole) / 2 / USABLE) is True     # else the kernel: no logits
 

@@ -632,8 +632,9 @@ FIELDS_ZH: dict[str, tuple[str, str]] = {
     "whole_logits": ("整段 logits 损失", "一次对微批次的全部 logits 计算损失，而不分块（transformers "
                      "后端）：放得下时更快（auto：单 GPU 上在批次规划无需重算任何层时开启；CPU 上在 "
                      "2 GiB 以内时开启）。"),
-    "fused_loss": ("单核融合损失", "用一个 kernel 计算损失（cut-cross-entropy，CUDA）：投影到词表与交叉熵"
-                   "一起完成，不保存 logits；梯度是精确的（auto：在装有它的 GPU 上开启）。"),
+    "fused_loss": ("单核融合损失", "用一个 kernel 计算损失（CUDA：Unsloth 训练时用 Unsloth 自己的，否则用 "
+                   "cut-cross-entropy）：投影到词表与交叉熵一起完成，不保存 logits；梯度是精确的"
+                   "（auto：在装有 kernel 的单个 GPU 上开启）。"),
     "seed": ("随机种子", "用于数据划分、LoRA 初始化和打乱顺序的随机种子。"),
     "fp16": ("float16 训练", "用 float16 训练（auto：在不支持 bf16 的 GPU 上开启）。"),
     "bf16": ("bfloat16 训练", "用 bfloat16 训练（auto：GPU 或 CPU 原生支持时开启）。"),
