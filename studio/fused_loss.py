@@ -30,14 +30,25 @@ def available(config, kernels: str) -> bool:
             and (kernels == "unsloth" or importlib.util.find_spec("cut_cross_entropy") is not None))
 
 
-def in_effect(config, kernels: str) -> bool:
+# Auto takes the kernel where a micro-batch holds this many tokens on average or more. What it
+# saves grows with the tokens (4-5 us each against trl's chunks, the losses alone, at 0.6B as at
+# 8B), but at 8B and 8 rows an update (3,400 tokens a micro-batch) a step took 20 ms longer with
+# either kernel than with trl's chunks (0.94x), while at 0.6B and 64 rows (27,000) Unsloth's was
+# 1.49x faster (BENCHMARKS.md, round fourteen). 16 rows of 8B (6,900) trained at 15,725 tokens/s
+# with Unsloth's, the most measured there, but beside no run with trl's chunks on that machine.
+MIN_TOKENS = 4096
+
+
+def in_effect(config, kernels: str, tokens: float | None = None) -> bool:
     """Whether this run scores its loss here: fused_loss, left to auto, wherever it runs in
     one process (it was measured on one GPU; several keep the loss they were measured with),
-    unless whole_logits were asked for. kernels: whose layers train, "unsloth" or
+    unless whole_logits were asked for, for micro-batches of MIN_TOKENS tokens or more on
+    average (tokens: the plan's; None: not known). kernels: whose layers train, "unsloth" or
     "transformers"."""
     if config.fused_loss is not None:
         return config.fused_loss
-    return available(config, kernels) and config.world_size == 1 and not config.whole_logits
+    return (available(config, kernels) and config.world_size == 1 and not config.whole_logits
+            and (tokens is None or tokens >= MIN_TOKENS))
 
 
 def unsloth_loss(hidden, weight, labels, num_items=None):

@@ -215,12 +215,13 @@ def plan_gpu_batches(config, data, emit, kernels: str = "transformers"):
     free, _ = torch.cuda.mem_get_info()
     ours = kernels == "transformers"     # whole logits and layer graphs are this backend's
     if config.packing:   # packs fill the memory: whole logits only where asked for
-        config = config.replace(fused_loss=fused_loss.in_effect(config, kernels))
         plan = plan_batch(config.replace(gradient_checkpointing=None), free,
                           sum(lengths) / max(1, len(lengths)),
                           fused_loss=not (ours and config.whole_logits),
                           longest_row=max(lengths, default=None), kernels=kernels)
         changes = plan and dict(tokens_per_batch=config.tokens_per_batch or plan.tokens_per_batch)
+        packed = (changes or {}).get("tokens_per_batch") or config.max_seq_length
+        config = config.replace(fused_loss=fused_loss.in_effect(config, kernels, packed))
     else:
         plan, config = plan_rows_and_loss(config, free, lengths, kernels)
         changes = plan and dict(batch_size=plan.rows)
@@ -259,15 +260,17 @@ def plan_rows_and_loss(config, free: float, lengths: list[int], kernels: str):
     one process, the transformers backend takes whole logits where the same rows fit with them
     and no layer recomputed: at 0.6B and 8 rows an update, bound by the host, they are faster
     than the loss in one kernel, which reads its row count back. Elsewhere both backends score
-    in one kernel where it runs (studio.fused_loss), else in trl's chunks. The planner and the
+    in one kernel where it runs and pays (studio.fused_loss: micro-batches of MIN_TOKENS tokens
+    or more on average), else in trl's chunks. The planner and the
     page's memory estimate (Service.estimate) both ask here, so that the page counts the loss
     the run will take."""
     from studio.memory import plan_rows
 
     ours = kernels == "transformers"              # whole logits: the transformers backend only
-    fused = fused_loss.in_effect(config, kernels)
     plan = plan_rows(config, free, lengths, fused_loss=not (ours and config.whole_logits),
                      kernels=kernels)
+    rows = plan.rows if plan else config.batch_size
+    fused = fused_loss.in_effect(config, kernels, rows * sum(lengths) / max(1, len(lengths)))
     # in one process only: each rank plans on its own GPU's free memory, and ranks that read
     # slightly different amounts must not pick different losses (several GPUs measured chunks)
     if not (ours and config.whole_logits is None and config.fused_loss is None

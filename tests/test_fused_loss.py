@@ -173,12 +173,32 @@ def test_a_cpu_run_scores_as_before_and_the_settings_say_where_the_kernel_runs(t
                                                 (False, None, False), (None, False, True)])
 def test_auto_takes_the_kernel_in_one_process_unless_whole_logits_were_asked_for(
         monkeypatch, asked, whole, want):
-    """Where the kernel runs, auto takes it in one process; whole_logits asked for wins, and
-    the plan then counts no fused loss."""
+    """Where the kernel runs, auto takes it in one process for long micro-batches; whole_logits
+    asked for wins, and the plan then counts no fused loss."""
     monkeypatch.setattr(fused_loss, "available", lambda config, kernels: True)
     config = FineTuningConfig(fused_loss=asked, whole_logits=whole)
-    assert fused_loss.in_effect(config, "unsloth") is want
+    assert fused_loss.in_effect(config, "unsloth", 27_000) is want
     assert fused_loss.in_effect(config.replace(num_gpus=2), "unsloth") is (want and asked is not None)
+
+
+def test_auto_leaves_short_micro_batches_to_trls_chunks(tiny_qwen3, monkeypatch):
+    """At 8B and 8 rows an update (3,400 tokens a micro-batch) both kernels made a step slower
+    than trl's chunks; at 64 rows of 0.6B (27,000) Unsloth's made it 1.49x faster. The planner
+    decides from the rows it plans: the same rows, longer, take the kernel; asked for, it is
+    taken for short ones too."""
+    from studio.memory import GiB
+    from studio.trl_recipe import plan_rows_and_loss
+
+    monkeypatch.setattr(fused_loss, "available", lambda config, kernels: True)
+    config = FineTuningConfig(model_name=tiny_qwen3, cpu_only=False, bf16=True, batch_size=8,
+                              gradient_accumulation_steps=1)
+    short, long = [400] * 64, [800] * 64
+    assert 8 * 400 < fused_loss.MIN_TOKENS <= 8 * 800
+    for lengths, want in ((short, False), (long, True)):
+        plan, planned = plan_rows_and_loss(config, 80 * GiB, lengths, "unsloth")
+        assert plan.rows == 8 and planned.fused_loss is want
+    _, asked = plan_rows_and_loss(config.replace(fused_loss=True), 80 * GiB, short, "unsloth")
+    assert asked.fused_loss is True
 
 
 def test_a_run_scored_from_hidden_states_trains_and_evaluates_as_the_models_own_loss(
