@@ -40,8 +40,9 @@ chunked one, whatever the planner picks: since round ten it takes whole logits w
 ce-rows=N (Unsloth's fused loss: at least N rows of logits a chunk, where it picks about
 hidden/vocab of the micro-batch, 512 at 0.6B; round eleven's ce-chunk=GB raised only a cap that
 was never reached: the studio named trl's chunked loss, so Unsloth's never ran);
-fused=on|off|filtered (the loss in one kernel, studio.fused_loss, on by default on a GPU since
-round thirteen; filtered: with cut-cross-entropy's own gradient filter); workers=N
+fused=on|off|filtered (the loss in one kernel, studio.fused_loss: since round fourteen Unsloth's
+own where Unsloth trains, on by default for micro-batches of fused_loss.MIN_TOKENS or more;
+on forces it; filtered: with cut-cross-entropy's own gradient filter); workers=N
 (the data loader collates in N worker processes, two batches ahead: the studio's default on a
 GPU is 1 since round eleven; workers=0 collates in the training thread, as before);
 heldout=N (after training, N held-out synthetic rows scored with whole logits by the studio's
