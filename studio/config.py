@@ -140,7 +140,7 @@ class FineTuningConfig:
                                     "where Unsloth trains, else cut-cross-entropy): the "
                                     "projection onto the vocabulary and the cross-entropy "
                                     "together, no logits held; the gradient is exact (auto: on "
-                                    "one GPU where a kernel is installed).",
+                                    "one GPU, for micro-batches of 4,096 tokens or more).",
                                     "Optimisation")
     seed: int = _f(42, "Random seed for the split, LoRA init and shuffling.", "Optimisation")
 

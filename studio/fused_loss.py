@@ -37,8 +37,9 @@ def available(config, kernels: str) -> bool:
 # Unsloth's saves grows with the tokens (4-5 us each against trl's chunks, the losses alone, at
 # 0.6B as at 8B), but at 8B and 8 rows an update (3,400 tokens a micro-batch) a step took 15-22
 # ms longer with either kernel than with trl's chunks (0.94x), while at 0.6B and 64 rows (27,000)
-# Unsloth's was 1.49x faster (BENCHMARKS.md, round fourteen). 16 rows of 8B (6,900) trained at 15,725 tokens/s
-# with Unsloth's, the most measured there, but beside no run with trl's chunks on that machine.
+# Unsloth's was 1.49x faster (BENCHMARKS.md, round fourteen). 16 rows of 8B (6,900) trained at
+# 15,725 tokens/s with Unsloth's, the most measured there, but beside no run with trl's chunks
+# on that machine.
 MIN_TOKENS = 4096
 
 
@@ -96,9 +97,8 @@ def next_token_loss(hidden, weight, labels, num_items=None):
 def score_labels_here(causal_lm, loss=next_token_loss) -> None:
     """causal_lm's forward, given labels, runs its decoder alone and returns `loss` (this
     module's next_token_loss or unsloth_loss) over the last hidden states; without labels it
-    runs as before. The same for Unsloth's
-    models as for transformers': trl's chunked loss called Unsloth's decoder this way in every
-    Unsloth run before round thirteen. (Unsloth's own switch for this, the environment variable
+    runs as before. The same for Unsloth's models as for transformers': trl's chunked loss
+    called Unsloth's decoder this way in every Unsloth run before round thirteen. (Unsloth's own switch for this, the environment variable
     UNSLOTH_RETURN_HIDDEN_STATES, belongs to the whole process, where a chat on another thread
     would read it too.)"""
     from transformers.modeling_outputs import CausalLMOutputWithPast

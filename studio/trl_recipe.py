@@ -261,9 +261,8 @@ def plan_rows_and_loss(config, free: float, lengths: list[int], kernels: str):
     and no layer recomputed: at 0.6B and 8 rows an update, bound by the host, they are faster
     than the loss in one kernel, which reads its row count back. Elsewhere both backends score
     in one kernel where it runs and pays (studio.fused_loss: micro-batches of MIN_TOKENS tokens
-    or more on average), else in trl's chunks. The planner and the
-    page's memory estimate (Service.estimate) both ask here, so that the page counts the loss
-    the run will take."""
+    or more on average), else in trl's chunks. The planner and the page's memory estimate
+    (Service.estimate) both ask here, so that the page counts the loss the run will take."""
     from studio.memory import plan_rows
 
     ours = kernels == "transformers"              # whole logits: the transformers backend only

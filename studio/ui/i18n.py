@@ -634,7 +634,7 @@ FIELDS_ZH: dict[str, tuple[str, str]] = {
                      "2 GiB 以内时开启）。"),
     "fused_loss": ("单核融合损失", "用一个 kernel 计算损失（CUDA：Unsloth 训练时用 Unsloth 自己的，否则用 "
                    "cut-cross-entropy）：投影到词表与交叉熵一起完成，不保存 logits；梯度是精确的"
-                   "（auto：在装有 kernel 的单个 GPU 上开启）。"),
+                   "（auto：单个 GPU 上、微批次平均 4,096 个 token 及以上时开启）。"),
     "seed": ("随机种子", "用于数据划分、LoRA 初始化和打乱顺序的随机种子。"),
     "fp16": ("float16 训练", "用 float16 训练（auto：在不支持 bf16 的 GPU 上开启）。"),
     "bf16": ("bfloat16 训练", "用 bfloat16 训练（auto：GPU 或 CPU 原生支持时开启）。"),
