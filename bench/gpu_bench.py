@@ -462,7 +462,8 @@ def run_one(args) -> dict:
         events = [dict(kind=e.kind, step=e.step, time=e.time, data=e.data) for e in events]
     result = throughput(events, args.warmup, args.warmup + args.steps)
     if cuda:
-        result.update(peak_gib=plan.get("train_peak_gib", torch.cuda.max_memory_allocated() / 2**30),
+        peak = plan.get("train_peak_gib", torch.cuda.max_memory_allocated() / 2**30)
+        result.update(peak_gib=peak,
                       reserved_gib=torch.cuda.max_memory_reserved() / 2**30)
     result["plan"] = plan
     return result

@@ -98,9 +98,9 @@ def score_labels_here(causal_lm, loss=next_token_loss) -> None:
     """causal_lm's forward, given labels, runs its decoder alone and returns `loss` (this
     module's next_token_loss or unsloth_loss) over the last hidden states; without labels it
     runs as before. The same for Unsloth's models as for transformers': trl's chunked loss
-    called Unsloth's decoder this way in every Unsloth run before round thirteen. (Unsloth's own switch for this, the environment variable
-    UNSLOTH_RETURN_HIDDEN_STATES, belongs to the whole process, where a chat on another thread
-    would read it too.)"""
+    called Unsloth's decoder this way in every Unsloth run before round thirteen. (Unsloth's own
+    switch for this, the environment variable UNSLOTH_RETURN_HIDDEN_STATES, belongs to the whole
+    process, where a chat on another thread would read it too.)"""
     from transformers.modeling_outputs import CausalLMOutputWithPast
 
     original = causal_lm.forward

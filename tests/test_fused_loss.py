@@ -178,7 +178,8 @@ def test_auto_takes_the_kernel_in_one_process_unless_whole_logits_were_asked_for
     monkeypatch.setattr(fused_loss, "available", lambda config, kernels: True)
     config = FineTuningConfig(fused_loss=asked, whole_logits=whole)
     assert fused_loss.in_effect(config, "unsloth", 27_000) is want
-    assert fused_loss.in_effect(config.replace(num_gpus=2), "unsloth") is (want and asked is not None)
+    several = config.replace(num_gpus=2)
+    assert fused_loss.in_effect(several, "unsloth") is (want and asked is not None)
 
 
 def test_auto_leaves_short_micro_batches_to_trls_chunks(tiny_qwen3, monkeypatch):
