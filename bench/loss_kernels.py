@@ -4,6 +4,11 @@ micro-batches. Which is fastest, what each holds, and how far its loss and gradi
 the whole fp32 logits (the plain recipe).
 
     python bench/loss_kernels.py [--out results.json]
+
+With --lengths N, the studio's Unsloth loss (studio.fused_loss.unsloth_loss) alone, at N
+micro-batch lengths drawn as the bench's 8-row micro-batches are, each call timed by itself: a
+call that stops for a compile shows as a stall. --rows-multiple M pads its labelled rows to a
+multiple of M (1: not padded); run each M in its own process, as compiled kernels are kept.
 """
 from __future__ import annotations
 
@@ -75,12 +80,58 @@ def measure(kernel, h, w, labels, n, repeats=10):
     return ms, (torch.cuda.max_memory_allocated() - base) / 2**30, loss, grad
 
 
+def stalls(lengths: int, rows_multiple: int) -> list[dict]:
+    """Each call of the studio's Unsloth loss timed by itself at `lengths` micro-batch lengths
+    (8 rows of about 430 tokens, 100 to 2,000, as the bench's chat): the median call, and the
+    calls after the first that took over three times it (stops to compile a kernel again)."""
+    import statistics
+
+    import torch
+    import unsloth  # noqa: F401  (its loss imports only after it)
+
+    from studio import fused_loss
+
+    fused_loss.UNSLOTH_ROWS_MULTIPLE = rows_multiple
+    g = torch.Generator().manual_seed(0)
+    rows = (torch.randn(lengths, 8, generator=g) * 0.6 + 5.88).exp().clamp(100, 2000)
+    tokens = rows.sum(1).int().tolist()
+    out = []
+    for model, hidden in (("0.6B", 1024), ("8B", 4096)):
+        w = (torch.randn(VOCAB, hidden, device="cuda") * 0.02).to(torch.bfloat16)
+        times = []
+        for n in tokens:
+            h = torch.randn(1, n, hidden, device="cuda", dtype=torch.bfloat16,
+                            requires_grad=True)
+            labels = torch.randint(0, VOCAB, (1, n), device="cuda")
+            labels[torch.rand(1, n, device="cuda") > LABELLED] = -100
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            fused_loss.unsloth_loss(h, w, labels, (labels[:, 1:] != -100).sum()).backward()
+            torch.cuda.synchronize()
+            times.append((time.perf_counter() - start) * 1e3)
+        median = statistics.median(times)
+        stops = [round(t) for t in times[1:] if t > 3 * median]
+        out.append({"model": model, "rows_multiple": rows_multiple, "calls": len(times),
+                    "first_ms": round(times[0]), "median_ms": round(median, 2),
+                    "stalls": len(stops), "stall_ms": stops, "total_s": round(sum(times) / 1e3, 2)})
+        print(out[-1], flush=True)
+    return out
+
+
 def main():
     import torch
 
     p = argparse.ArgumentParser()
     p.add_argument("--out")
+    p.add_argument("--lengths", type=int, help="time the studio's Unsloth loss call by call")
+    p.add_argument("--rows-multiple", type=int, default=512)
     args = p.parse_args()
+    if args.lengths:
+        rows = stalls(args.lengths, args.rows_multiple)
+        if args.out:
+            with open(args.out, "w") as f:
+                json.dump(rows, f, indent=1)
+        return
     torch.manual_seed(0)
     rows = []
     for model, hidden, tokens in SHAPES:
