@@ -22,6 +22,7 @@ training, the chat) it is as it was.
 from __future__ import annotations
 
 import importlib.util
+import math
 
 
 def available(config, kernels: str) -> bool:
@@ -55,12 +56,30 @@ def in_effect(config, kernels: str, tokens: float | None = None) -> bool:
             and (tokens is None or tokens >= MIN_TOKENS))
 
 
+# Unsloth's kernel scores the labelled rows in chunks of 512 rows or more (a power of two up to
+# 2,048 at a vocabulary of 151,936) and its Triton kernels compile again for a last chunk of a
+# length they have not seen: forced onto 0.6B at 8 rows an update, one step stopped for 2.75 s
+# (BENCHMARKS.md, round fifteen). Labelled rows padded to a multiple of this leave every chunk
+# of 512 rows full, and a larger one a multiple of 512.
+UNSLOTH_ROWS_MULTIPLE = 512
+
+
 def unsloth_loss(hidden, weight, labels, num_items=None):
-    """The causal LM's loss in Unsloth's kernel (next_token_loss's contract); it picks the
-    labelled rows and their chunks itself."""
+    """The causal LM's loss in Unsloth's kernel (next_token_loss's contract). Its labelled rows
+    are padded, as the kernel picks them, with zero rows scored against token 0: each scores
+    log(vocabulary) exactly, taken off again here, and adds nothing to the gradients."""
+    import torch.nn.functional as F
     from unsloth_zoo.fused_losses.cross_entropy_loss import unsloth_fused_ce_loss
 
-    return unsloth_fused_ce_loss(None, hidden, weight, None, labels, n_items=num_items)
+    rows = hidden[..., :-1, :].reshape(-1, hidden.shape[-1])
+    targets = labels[..., 1:].reshape(-1)
+    count = int((targets != -100).sum())        # one read-back, as the kernel makes its own
+    pad = -count % UNSLOTH_ROWS_MULTIPLE
+    divisor = num_items if num_items is not None else max(count, 1)
+    loss = unsloth_fused_ce_loss(None, F.pad(rows, (0, 0, 0, pad))[None], weight, None,
+                                 F.pad(targets, (0, pad))[None], n_items=divisor,
+                                 shift_labels=False)
+    return loss - pad * math.log(weight.shape[0]) / divisor
 
 
 # cut-cross-entropy's filter_eps: None keeps every gradient entry; its own default, "high",

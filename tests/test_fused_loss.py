@@ -128,6 +128,53 @@ def test_the_kernel_gets_the_labelled_rows_padded_to_one_shape_and_the_loss_is_t
     assert nothing.item() == 0 and nothing.requires_grad
 
 
+@pytest.fixture
+def torch_unsloth_kernel(monkeypatch) -> list:
+    """unsloth_zoo's unsloth_fused_ce_loss in plain torch, over whole fp32 logits (the sum over
+    rows whose target is a token, divided by n_items); returns the labelled row counts it got.
+    Rows are padded to multiples of 64 here: a tiny micro-batch holds a few hundred."""
+    monkeypatch.setattr(fused_loss, "UNSLOTH_ROWS_MULTIPLE", 64)
+    rows = []
+
+    def unsloth_fused_ce_loss(trainer, hidden, weight, bias, labels, n_items=None,
+                              shift_labels=True):
+        assert not shift_labels          # the studio hands over rows and targets, shifted
+        rows.append(int((labels != -100).sum()))
+        losses = torch.nn.functional.cross_entropy((hidden @ weight.T).float().flatten(0, 1),
+                                                   labels.flatten(), ignore_index=-100,
+                                                   reduction="sum")
+        return losses / n_items
+
+    module = types.SimpleNamespace(unsloth_fused_ce_loss=unsloth_fused_ce_loss)
+    monkeypatch.setitem(sys.modules, "unsloth_zoo.fused_losses.cross_entropy_loss", module)
+    return rows
+
+
+def test_unsloths_kernel_gets_its_labelled_rows_padded_and_the_padding_is_taken_off(
+        torch_unsloth_kernel):
+    """Unsloth's kernel picks the labelled rows itself and compiles again for a last chunk of a
+    new length, so the studio pads them with zero rows scored against token 0 to a multiple of
+    UNSLOTH_ROWS_MULTIPLE: each adds log(vocabulary) to the sum, which is taken off, and
+    nothing to the gradient. With or without the update's count, and for a micro-batch without
+    labels, the loss and gradient are the whole logits'."""
+    torch.manual_seed(0)
+    hidden = torch.randn(1, 300, 16, requires_grad=True)
+    weight = torch.randn(50, 16)
+    labels = torch.randint(0, 50, (1, 300))
+    labels[:, :100] = -100
+    labels[:, 200:210] = -100
+
+    for count in (1000, None):
+        got = fused_loss.unsloth_loss(hidden, weight, labels, count)
+        want = whole_logits_loss(hidden, weight, labels, count)
+        torch.testing.assert_close(got, want)
+        torch.testing.assert_close(torch.autograd.grad(got, hidden)[0],
+                                   torch.autograd.grad(want, hidden)[0])
+    assert torch_unsloth_kernel == [192, 192]          # 190 labelled rows, padded to 3 x 64
+    nothing = fused_loss.unsloth_loss(hidden, weight, torch.full_like(labels, -100), 10)
+    assert nothing.item() == 0 and nothing.requires_grad
+
+
 def test_a_cpu_run_scores_as_before_and_the_settings_say_where_the_kernel_runs(tiny_qwen3,
                                                                              qa_jsonl):
     """fused_loss auto stays off on a CPU, and the plan says so; asked for where it cannot run
