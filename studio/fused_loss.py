@@ -38,9 +38,8 @@ def available(config, kernels: str) -> bool:
 # Unsloth's saves grows with the tokens (4-5 us each against trl's chunks, the losses alone, at
 # 0.6B as at 8B), but at 8B and 8 rows an update (3,400 tokens a micro-batch) a step took 15-22
 # ms longer with either kernel than with trl's chunks (0.94x), while at 0.6B and 64 rows (27,000)
-# Unsloth's was 1.49x faster (BENCHMARKS.md, round fourteen). 16 rows of 8B (6,900) trained at
-# 15,725 tokens/s with Unsloth's, the most measured there, but beside no run with trl's chunks
-# on that machine.
+# Unsloth's was 1.49x faster (BENCHMARKS.md, round fourteen), and at 16 rows of 8B (6,900)
+# 1.09x (round fifteen). At 8 rows the step is bound by the host (round fifteen's profile).
 MIN_TOKENS = 4096
 
 
