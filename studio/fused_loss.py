@@ -58,8 +58,8 @@ def in_effect(config, kernels: str, tokens: float | None = None) -> bool:
 # Unsloth's kernel scores the labelled rows in chunks of 512 rows or more (a power of two up to
 # 2,048 at a vocabulary of 151,936), so unpadded its last chunk changes length with every
 # micro-batch, and its kernels stopped to compile again mid-run: 0.6B at 8 rows an update, one
-# step of 2.75 s (0.61x trl's chunks). Padded to a multiple of this, three runs stopped after
-# their third step no more, and that run was 1.05x (BENCHMARKS.md, round fifteen).
+# step of 2.75 s (0.61x trl's chunks). Padded to a multiple of this, none of three runs stopped
+# after its third step, and that run was 1.05x (BENCHMARKS.md, round fifteen).
 UNSLOTH_ROWS_MULTIPLE = 512
 
 
