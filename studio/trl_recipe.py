@@ -300,7 +300,9 @@ def recompute_per_micro_batch(model, plan):
     """Gradient checkpointing decided for each micro-batch, where the plan left it to auto:
     before a training forward, the first plan.layers_for(tokens) decoder layers recompute and
     the others keep their activations. Short micro-batches, the common case, recompute nothing.
-    The trainer must have checkpointing on (it installs the recompute function in each layer)."""
+    The trainer must have checkpointing on (it installs the recompute function in each layer).
+    The hook runs before the model's other forward pre-hooks, whenever they were registered, so
+    that those reading the choice (compiled_layers.recompute_outside_graphs) read this one's."""
     adaptive = plan is not None and plan.config.gradient_checkpointing is None
     if not (adaptive and plan.gradient_checkpointing):
         return None
@@ -313,7 +315,7 @@ def recompute_per_micro_batch(model, plan):
             for index, layer in enumerate(layers):
                 layer.gradient_checkpointing = index < recompute
 
-    return model.register_forward_pre_hook(before_forward, with_kwargs=True)
+    return model.register_forward_pre_hook(before_forward, with_kwargs=True, prepend=True)
 
 
 # ---------------------------------------------------------------------------- trainer arguments

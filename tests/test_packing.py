@@ -420,19 +420,26 @@ def test_layers_that_recompute_run_outside_the_layer_graphs(tiny_qwen3):
     """With layer graphs, the layers a micro-batch recomputes run eagerly and the others
     through their compiled graphs: a CUDA graph's outputs are overwritten by its next replay,
     and a recomputed layer replays in the backward (8B at 16 rows an update failed at its first
-    recomputing micro-batch). The gradients stay the eager model's."""
+    recomputing micro-batch). The plan's choice is read whichever of the two was set up first
+    (here the graphs, before the per-micro-batch recomputation). The gradients stay the eager
+    model's."""
+    from types import SimpleNamespace
+
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     from studio.compiled_layers import compile_layers, decoder_layers
+    from studio.trl_recipe import recompute_per_micro_batch
+
+    # a long micro-batch's plan: its first layer recomputes, whatever the micro-batch's length
+    plan = SimpleNamespace(config=SimpleNamespace(gradient_checkpointing=None),
+                           gradient_checkpointing=True, layers_for=lambda tokens: 1)
 
     def lora_model():
         torch.manual_seed(0)
         base = AutoModelForCausalLM.from_pretrained(tiny_qwen3, dtype=torch.float32)
         model = get_peft_model(base, LoraConfig(r=4, target_modules=ALL7, init_lora_weights=False))
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        for index, layer in enumerate(decoder_layers(model)):   # as a long micro-batch's plan
-            layer.gradient_checkpointing = index == 0
         return model.train()
 
     def grads(model):
@@ -441,7 +448,9 @@ def test_layers_that_recompute_run_outside_the_layer_graphs(tiny_qwen3):
         return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
 
     eager, compiled = lora_model(), lora_model()
+    recompute_per_micro_batch(eager, plan)
     compile_layers(compiled, _gpu_config(compile_layers=True, layer_graphs=True))
+    recompute_per_micro_batch(compiled, plan)
     ran = []
     for layer in decoder_layers(compiled):
         layer.register_forward_pre_hook(
