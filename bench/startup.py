@@ -65,8 +65,8 @@ def main() -> None:
         for i in range(args.rounds):
             served.append(serve_once(Path(tmp) / str(i)))
             imported.append(import_gradio())
-            print(f"round {i + 1}: served in {served[-1]:.1f} s; import gradio {imported[-1]:.1f} s",
-                  flush=True)
+            print(f"round {i + 1}: served in {served[-1]:.1f} s; "
+                  f"import gradio {imported[-1]:.1f} s", flush=True)
     print(f"served in {statistics.median(served):.1f} s (median of {args.rounds}; "
           f"{min(served):.1f}-{max(served):.1f}), of which importing gradio "
           f"{statistics.median(imported):.1f} s")

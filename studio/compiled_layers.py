@@ -62,11 +62,12 @@ def compile_layers(model, config) -> None:
 
 def recompute_outside_graphs(model, layers) -> None:
     """A layer that recomputes in this micro-batch (trl_recipe.recompute_per_micro_batch, whose
-    hook runs before this one wherever it was registered) runs eagerly, outside the graphs: a graph's outputs live in memory that its
-    next replay overwrites, and a recomputed layer replays in the backward, after the forward's
-    outputs it needs were overwritten. 8B at 16 rows an update, 3% of micro-batches recomputing,
-    failed at the first such micro-batch (BENCHMARKS.md round twelve). Such micro-batches are
-    rare where graphs are taken (layer_graphs_pay)."""
+    hook runs before this one wherever it was registered) runs eagerly, outside the graphs: a
+    graph's outputs live in memory that its next replay overwrites, and a recomputed layer
+    replays in the backward, after the forward's outputs it needs were overwritten. 8B at 16
+    rows an update, 3% of micro-batches recomputing, failed at the first such micro-batch
+    (BENCHMARKS.md round twelve). Such micro-batches are rare where graphs are taken
+    (layer_graphs_pay)."""
     compiled = [layer._compiled_call_impl for layer in layers]
 
     def before_forward(module, args, kwargs):

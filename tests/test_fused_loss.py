@@ -155,8 +155,8 @@ def test_unsloths_kernel_gets_its_labelled_rows_padded_and_the_padding_is_taken_
     """Unsloth's kernel picks the labelled rows itself, and unpadded it stopped mid-run to
     compile for new lengths, so the studio pads them with zero rows scored against token 0 to a
     multiple of UNSLOTH_ROWS_MULTIPLE: each adds log(vocabulary) to the sum, which is taken
-    off, and nothing to the gradient. With or without the update's count, and for a micro-batch without
-    labels, the loss and gradient are the whole logits'."""
+    off, and nothing to the gradient. With or without the update's count, and for a micro-batch
+    without labels, the loss and gradient are the whole logits'."""
     torch.manual_seed(0)
     hidden = torch.randn(1, 300, 16, requires_grad=True)
     weight = torch.randn(50, 16)
