@@ -219,9 +219,9 @@ def plan_gpu_batches(config, data, emit, kernels: str = "transformers"):
                           sum(lengths) / max(1, len(lengths)),
                           fused_loss=not (ours and config.whole_logits),
                           longest_row=max(lengths, default=None), kernels=kernels)
-        changes = plan and dict(tokens_per_batch=config.tokens_per_batch or plan.tokens_per_batch)
         packed = config.tokens_per_batch or (plan.tokens_per_batch if plan else
                                              config.max_seq_length)
+        changes = plan and dict(tokens_per_batch=packed)
         config = config.replace(fused_loss=fused_loss.in_effect(config, kernels, packed))
     else:
         plan, config = plan_rows_and_loss(config, free, lengths, kernels)
