@@ -15,6 +15,7 @@ must never share a process with it), on one synthetic chat dataset of mixed leng
     d   the studio with load_in_4bit
     c16, c64  the studio at a user's 16 or 64 rows an update (4 x 4, 16 x 4), r16 on all 7
     guide     the studio at the guide's defaults: r8 on q/v, 4 rows x 4 accumulation
+    guide32   the same LoRA at 32 rows an update (8 x 4)
     chat  the chat on a random LoRA adapter of this size: plain transformers + peft generate
         (dynamic cache) against the studio's chat path (studio.inference: merged, static
         cache, compiled decode step), in one process: tokens/s, first-token latency, and
@@ -177,7 +178,8 @@ def run_plain_unsloth(model_path, data_path, args, batch=2, accumulation=4, four
 
 # a user's settings: (rows a micro-batch, accumulation, LoRA r, target modules)
 USER_SETTINGS = {"c16": (4, 4, 16, ALL7), "c64": (16, 4, 16, ALL7),
-                 "guide": (4, 4, 8, ["q_proj", "v_proj"])}
+                 "guide": (4, 4, 8, ["q_proj", "v_proj"]),
+                 "guide32": (8, 4, 8, ["q_proj", "v_proj"])}
 
 
 def run_studio(model_path, data_path, args, four_bit=False, profile_to=None, tokens=None,
@@ -629,7 +631,8 @@ def _last_error(stderr: str) -> str:
 NAMES = {"a": "(a) transformers+peft+trl", "b": "(b) Unsloth notebook", "b2": "(b') Unsloth, studio batch",
          "b4": "Unsloth notebook, 4-bit", "c": "(c) studio defaults", "d": "(d) studio 4-bit QLoRA",
          "c16": "studio, 16 rows an update (4 x 4)", "c64": "studio, 64 rows an update (16 x 4)",
-         "guide": "studio, guide's defaults (r8 q/v, 4 x 4)"}
+         "guide": "studio, guide's defaults (r8 q/v, 4 x 4)",
+         "guide32": "studio, r8 q/v, 32 rows an update (8 x 4)"}
 
 
 def _plan_cell(plan: dict) -> str:
