@@ -12,6 +12,7 @@ from pathlib import Path
 
 from studio import compiled_layers, fused_loss, lean_trainer, packed_attention
 from studio import trl_recipe as recipe
+from studio.memory import model_shape
 
 
 def unavailable(hw) -> str | None:
@@ -51,8 +52,9 @@ def make_trainer(config, data, run_dir: Path, emit, should_stop):
     recipe.recompute_per_micro_batch(trainer.model, plan)
     compiled_layers.compile_layers(trainer.model, config)
     if config.layer_graphs:       # a recording for each micro-batch shape: make them few
+        bucket = compiled_layers.graph_bucket(model_shape(config.model_name))
         trainer.data_collator = packed_attention.bucketed(trainer.data_collator,
-                                                          tokenizer.pad_token_id)
+                                                          tokenizer.pad_token_id, bucket)
     return recipe.quiet(recipe.lora_gathered_alone(trainer))
 
 

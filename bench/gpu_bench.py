@@ -24,8 +24,10 @@ must never share a process with it), on one synthetic chat dataset of mixed leng
 Each size runs (c) first, so (b') can take its rows a micro-batch. Extra runs take knobs,
 size:variant[:tokens[:on|off]][:NAME=VALUE...]: 8B:c::on is the studio with checkpointing forced
 on, for memory at the same batch as (b'). Named knobs: backend=transformers; compile=on (compiled
-decoder layers, no CUDA graphs), compile=graphs (the same, replayed as CUDA graphs) or
-compile=auto (graphs as the studio decides: few shapes, nearly no recomputation);
+decoder layers, no CUDA graphs), compile=graphs (the same, replayed as CUDA graphs),
+compile=auto (graphs as the studio decides: few shapes, nearly no recomputation) or compile=off
+(no compiled layers: where the studio compiles by itself since round sixteen, a model under 1B
+parameters at short micro-batches, this is the default before it);
 adam=8bit (bitsandbytes' 8-bit AdamW, which Unsloth's SFTConfig chose until round seven; the
 studio sets torch's fused AdamW); profile=on (two steps after the timed ones, host and GPU
 time) or profile=py (the same steps under cProfile); graph-logs=on (torch's CUDA graph
@@ -185,7 +187,8 @@ USER_SETTINGS = {"c16": (4, 4, 16, ALL7), "c64": (16, 4, 16, ALL7),
 def run_studio(model_path, data_path, args, four_bit=False, profile_to=None, tokens=None,
                checkpointing=None, setting=(8, 1, 16, ALL7), backend="auto", compiled=None,
                fused=None, heldout=0):
-    """compiled: None, "on" (no CUDA graphs), "graphs" or "auto" (graphs as the plan decides);
+    """compiled: None (as the studio decides), "off", "on" (no CUDA graphs), "graphs" or "auto"
+    (graphs as the plan decides);
     heldout: rows scored after training, by a path that shares nothing with training's loss."""
     import shutil
 
@@ -200,7 +203,8 @@ def run_studio(model_path, data_path, args, four_bit=False, profile_to=None, tok
         save_steps=10**6, val_size=0, max_seq_length=2048, batch_size=rows,
         gradient_accumulation_steps=accumulation, load_in_4bit=four_bit or None,
         backend=backend, packing=True if tokens else None, tokens_per_batch=tokens,
-        gradient_checkpointing=checkpointing, compile_layers=True if compiled else None,
+        gradient_checkpointing=checkpointing,
+        compile_layers={None: None, "off": False}.get(compiled, True),
         layer_graphs={"on": False, "graphs": True}.get(compiled),
         fused_loss={"off": False, None: None}.get(fused, True))
     run = Path(args.run_dir or tempfile.mkdtemp())
@@ -220,8 +224,9 @@ def run_studio(model_path, data_path, args, four_bit=False, profile_to=None, tok
     plan = {}
     for e in events:
         if e["kind"] == "plan":     # the losses and graphs the planner decided
-            plan.update({k: e["data"][k] for k in ("whole_logits", "fused_loss", "layer_graphs",
-                                                    "gradient_checkpointing") if k in e["data"]})
+            plan.update({k: e["data"][k] for k in ("backend", "whole_logits", "fused_loss",
+                                                    "layer_graphs", "gradient_checkpointing")
+                         if k in e["data"]})
         message = e["data"].get("message", "")
         if message.startswith(("batch plan:", "packed attention:")):
             plan.update({k: v for k, v in e["data"].items() if k != "message"})
@@ -232,9 +237,9 @@ def run_studio(model_path, data_path, args, four_bit=False, profile_to=None, tok
 
         plan["train_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
         plan["heldout_loss"] = heldout_loss(run, heldout)
-    if compiled:
-        import torch
+    import torch
 
+    if torch._dynamo.utils.counters["stats"]:      # compiled: the layers, or a kernel's loss
         plan["compiled_graphs"] = dict(torch._dynamo.utils.counters["stats"])
     if holders is not None:
         import torch
@@ -427,7 +432,9 @@ def run_one(args) -> dict:
     if args.bucket:                                  # layer graphs' shapes (#16, round six)
         from studio import packed_attention
 
-        packed_attention.BUCKET = args.bucket
+        from studio import compiled_layers
+
+        packed_attention.BUCKET = compiled_layers.SMALL_MODEL_BUCKET = args.bucket
     if args.free:                                    # a smaller card: plan for it, held to it
         total = torch.cuda.mem_get_info()[1]
         cap = args.free * 2**30
@@ -456,7 +463,7 @@ def run_one(args) -> dict:
                                   profile_to=args.profile, tokens=args.tokens,
                                   checkpointing={"on": True, "off": False}.get(args.ckpt),
                                   backend=args.backend,
-                                  compiled=None if args.compile == "off" else args.compile,
+                                  compiled=args.compile,
                                   fused=args.fused, heldout=args.heldout,
                                   **({"setting": USER_SETTINGS[args.one]}
                                      if args.one in USER_SETTINGS else {}))
@@ -495,7 +502,7 @@ def main():
                         "lean_steps")
     p.add_argument("--bucket", type=int,
                    help="studio variants with layer graphs: tokens a micro-batch is padded to a "
-                        "multiple of (packed_attention.BUCKET)")
+                        "multiple of, at any model size (compiled_layers.graph_bucket)")
     p.add_argument("--run-dir", help="studio variants: the run folder to train into")
     p.add_argument("--tokens", type=int, help="studio variants: tokens a micro-batch (default: planned)")
     p.add_argument("--ckpt", choices=["on", "off"], help="studio variants: force checkpointing")

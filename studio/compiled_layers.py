@@ -1,35 +1,93 @@
 """The transformers backend's decoder layers compiled by torch.compile, and replayed as CUDA
 graphs where a run's micro-batches suit them: on a GPU, small updates are bound by the host's
 kernel launches (#16), and these take most of them off the host. Which runs suit graphs is
-decided here (layer_graphs_pay); trl_recipe.plan_gpu_batches asks."""
+decided here (layer_graphs_pay; trl_recipe.plan_gpu_batches asks), and which runs compile when
+compile_layers is left to auto (compile_pays; studio.runs.execute asks)."""
 from __future__ import annotations
 
 
-# Layer graphs where at most this share of micro-batches recomputes layers (those layers run
-# eagerly: recompute_outside_graphs), and 99% of them come in at most this many shapes (each new
-# one is recorded while training waits). 8B at 8 rows an update (no micro-batch of the bench's
-# rows over the 9,728 tokens that recompute; 99% in 10 shapes) ran 1.05x Unsloth with graphs,
-# 0.6B 1.78x; at 16 rows (3% over) graphs collapsed to 1,583-6,200 tokens/s and 103 GiB, and to
-# 3,099 with recomputed layers run eagerly (new shapes kept coming); 0.6B at 64 rows (none over,
-# 28 shapes) to 15,776 (BENCHMARKS.md rounds five, nine, eleven, twelve).
+# Layer graphs where micro-batches average under GRAPHS_TOKENS tokens (the GPU waits on the
+# host's launches), at most GRAPHS_RECOMPUTING of them recompute layers (those layers run
+# eagerly: recompute_outside_graphs), and 99% of them come in at most GRAPHS_SHAPES shapes
+# (each new one is recorded while training waits). 8B at 8 rows an update (3,400 tokens; no
+# micro-batch of the bench's rows over the 9,728 tokens that recompute; 99% in 10 shapes) ran
+# 1.05x Unsloth with graphs, 0.6B 1.78x; at 16 rows (3% over) graphs collapsed to 1,583-6,200
+# tokens/s and 103 GiB, and to 3,099 with recomputed layers run eagerly (new shapes kept
+# coming); 0.6B at 64 rows (27,000 tokens, none over, 28 shapes) to 15,776, and with 2,048-token
+# buckets to 31,830 against 60,264 without graphs (BENCHMARKS.md rounds five to twelve).
+GRAPHS_TOKENS = 4096
 GRAPHS_RECOMPUTING = 0.01
 GRAPHS_SHAPES = 12
 
+# A model under AUTO_BELOW_PARAMS compiles its layers where compile_layers is left to auto and
+# graphs pay: Qwen3-0.6B at 8 rows an update stepped in 0.067 s with graphs against 0.17-0.18 s
+# through Unsloth's layers, and loading and compiling (41-57 s with inductor's cache cold, 24-26
+# s warm) took about as long as loading Unsloth (45-58 s), so 200 steps ended sooner
+# (BENCHMARKS.md round sixteen). At 8B the same rows keep the GPU busier and graphs gained
+# 1.05-1.22x, for a longer compile: auto leaves larger models to Unsloth.
+AUTO_BELOW_PARAMS = 1e9
+# Such a model's micro-batches are padded to a multiple of this many tokens for its graphs: its
+# GPU idles at these sizes, so the padding cost nothing measured (0.067 s a step against 0.069
+# at 512), and 0.6B at 8 rows recorded 4 shapes instead of 11, at 3-5 s a recording. Larger
+# models keep packed_attention.BUCKET, where padding is GPU work.
+SMALL_MODEL_BUCKET = 2048
+
+
+def small_model(shape) -> bool:
+    """A model whose steps at short micro-batches are bound by the host's launches."""
+    return shape is not None and shape.params < AUTO_BELOW_PARAMS
+
+
+def graph_bucket(shape) -> int:
+    """The multiple of tokens this model's micro-batches are padded up to for layer graphs."""
+    from studio.packed_attention import BUCKET
+
+    return SMALL_MODEL_BUCKET if small_model(shape) else BUCKET
+
 
 def layer_graphs_pay(plan, lengths: list[int]) -> bool:
-    """Whether a run's micro-batches of whole rows suit layer graphs: nearly none recomputes a
-    layer, and they come in few shapes (packed_attention.bucketed's multiples of BUCKET)."""
+    """Whether a run's micro-batches of whole rows suit layer graphs: short, nearly none
+    recomputes a layer, and they come in few shapes (packed_attention.bucketed's multiples of
+    graph_bucket)."""
     from collections import Counter
-
-    from studio.packed_attention import BUCKET
 
     sampled = plan.sample_micro_batches(lengths)
     limit = plan.tokens_recomputing_nothing(lengths) if plan.gradient_checkpointing else None
     recomputing = 0 if limit is None else sum(t > limit for t in sampled) / len(sampled)
-    counts = sorted(Counter(-(-t // BUCKET) for t in sampled).values(), reverse=True)
+    bucket = graph_bucket(plan.shape)
+    counts = sorted(Counter(-(-t // bucket) for t in sampled).values(), reverse=True)
     shapes = next(n for n in range(1, len(counts) + 1)
                   if sum(counts[:n]) >= 0.99 * len(sampled))
-    return recomputing <= GRAPHS_RECOMPUTING and shapes <= GRAPHS_SHAPES
+    return (sum(sampled) / len(sampled) < GRAPHS_TOKENS and recomputing <= GRAPHS_RECOMPUTING
+            and shapes <= GRAPHS_SHAPES)
+
+
+AUTO_REASON = ("transformers, its decoder layers compiled and replayed as CUDA graphs: a model "
+               f"under {AUTO_BELOW_PARAMS / 1e9:.0f}B parameters with short micro-batches waits "
+               "on the host's kernel launches otherwise (Qwen3-0.6B at 8 rows an update on an "
+               "H200: 0.067 s a step against 0.17 s through Unsloth's layers); compile_layers "
+               "off keeps the usual backend")
+
+
+def compile_pays(config, hw, lengths: list[int]) -> bool:
+    """Whether a run that leaves compile_layers (and the backend) to auto compiles its layers:
+    one CUDA GPU, 16-bit weights, a small model (small_model), and rows (their token lengths)
+    whose micro-batches suit layer graphs as the planner will lay them out (layer_graphs_pay).
+    The config is resolved for this hardware."""
+    from studio.memory import model_shape, plan_rows
+
+    if (config.compile_layers is not None or config.backend not in ("auto", "transformers")
+            or config.cpu_only or not hw.has_cuda or not hw.gpus or config.world_size > 1
+            or config.packing or config.load_in_4bit or config.load_in_8bit
+            or config.fused_loss or config.gradient_checkpointing
+            or config.layer_graphs is False):
+        return False
+    shape = model_shape(config.model_name)
+    if not small_model(shape) or not lengths:
+        return False
+    lengths = [min(n, config.max_seq_length) for n in lengths]     # as trained: truncated
+    plan = plan_rows(config, hw.gpus[0].free_bytes, lengths, shape)
+    return plan is not None and layer_graphs_pay(plan, lengths)
 
 
 def compile_layers(model, config) -> None:

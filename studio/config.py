@@ -123,7 +123,9 @@ class FineTuningConfig:
                                                 "Optimisation")
     compile_layers: Optional[bool] = _f(None, "Compile each decoder layer with torch.compile "
                                         "(transformers backend): fewer, fused kernels a step; "
-                                        "the first steps wait for it (auto: off).",
+                                        "the first steps wait for it (auto: on one GPU, for a "
+                                        "model under 1B parameters whose micro-batches are "
+                                        "short and come in few lengths; else off).",
                                         "Optimisation")
     layer_graphs: Optional[bool] = _f(None, "Replay the compiled layers as CUDA graphs (with "
                                       "compile_layers, one GPU): a step costs the host almost "

@@ -100,11 +100,11 @@ BUCKET = 512      # tokens: micro-batches are padded up to a multiple of this (`
 ROWS_STEP = 16    # and their count of rows, padding included, up to a multiple of this
 
 
-def bucketed(collate, pad_id: int):
+def bucketed(collate, pad_id: int, bucket: int = BUCKET):
     """trl's padding-free collator, made to give micro-batches of few shapes, for CUDA graphs
-    (one recording a shape): tokens padded up to a multiple of BUCKET and rows up to a
-    multiple of ROWS_STEP, and the row bounds handed to `attention` as cu_seq_lens_q, so that
-    no layer asks the host for them.
+    (one recording a shape): tokens padded up to a multiple of `bucket` (a small model takes a
+    larger one: compiled_layers.graph_bucket) and rows up to a multiple of ROWS_STEP, and the
+    row bounds handed to `attention` as cu_seq_lens_q, so that no layer asks the host for them.
 
     The padding is rows of their own with ignored labels (one long row, then one-token rows to
     make up the count), so the loss, the gradients and the trainer's count of real tokens (those
@@ -120,7 +120,7 @@ def bucketed(collate, pad_id: int):
         starts = (positions == 0).nonzero().flatten().tolist()
         lengths = [end - start for start, end in zip(starts, starts[1:] + [tokens])]
         fillers = -(-(len(lengths) + 1) // ROWS_STEP) * ROWS_STEP - len(lengths)   # >= 1 row
-        pad = -(-(tokens + fillers) // BUCKET) * BUCKET - tokens                   # >= fillers
+        pad = -(-(tokens + fillers) // bucket) * bucket - tokens                   # >= fillers
         pad_rows = [pad - fillers + 1] + [1] * (fillers - 1)
         for key, value in batch.items():
             if key != "position_ids" and torch.is_tensor(value) and value.shape == (1, tokens):

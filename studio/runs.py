@@ -301,7 +301,7 @@ def execute(run_dir: Path, should_stop: Callable[[], bool] = lambda: False,
     reason a person can act on. Returns the final status.
     """
     from backends import choose_backend, get_backend
-    from studio import distributed
+    from studio import compiled_layers, distributed
     from studio.hardware import detect_hardware
 
     run_dir = Path(run_dir)
@@ -339,10 +339,13 @@ def execute(run_dir: Path, should_stop: Callable[[], bool] = lambda: False,
             trackers.append(tracker)
         name, why = choose_backend(config.backend, hw, config.world_size,
                                    needs=config.transformers_only())
+        data = prepare_data(config, log.emit, data)
+        if compiled_layers.compile_pays(config, hw, data.report.lengths):   # small, short steps
+            config = config.replace(compile_layers=True)
+            name, why = "transformers", compiled_layers.AUTO_REASON
         write_status(run_dir, backend=name)
         log.emit("status", 0, message=f"backend: {why}", backend=name, hardware=hw.summary())
         log.emit("plan", 0, **resolved_plan(config, name))
-        data = prepare_data(config, log.emit, data)
         resume_from = last_checkpoint(run_dir) if resume else None
         if resume_from:
             log.emit("status", 0, message=f"resuming from {resume_from.name}")

@@ -110,10 +110,26 @@ class Service:
 
         return detect_hardware()
 
+    def backend(self, config: FineTuningConfig, hw=None) -> str:
+        """The backend a run of this config would train on here: as backends.choose_backend
+        picks it, unless the rows as last analysed make a small model compile its layers on the
+        transformers backend (compiled_layers.compile_pays, as studio.runs.execute decides it).
+        Raises BackendError where the backend asked for cannot run."""
+        from backends import choose_backend
+        from studio.compiled_layers import compile_pays
+
+        hw = hw or self.hardware()
+        resolved = config.resolve(hw)
+        name, _ = choose_backend(resolved.backend, hw, resolved.world_size,
+                                 needs=resolved.transformers_only())
+        analysis = self.data.cached(config)
+        lengths = analysis.report.lengths if analysis and analysis.report else None
+        return "transformers" if lengths and compile_pays(resolved, hw, lengths) else name
+
     def estimate(self, config: FineTuningConfig):
         """(MemoryEstimate or None, free bytes, where, resolved config) for this config, with
         the free memory read now and the longest row of the data when it was analysed."""
-        from backends import BackendError, choose_backend
+        from backends import BackendError
         from studio.memory import estimate_memory
         from studio.trl_recipe import holds_whole_logits, plan_rows_and_loss
 
@@ -123,8 +139,7 @@ class Service:
         lengths = analysis.report.lengths if analysis and analysis.report else None
         on_gpu = hw.has_cuda and not resolved.cpu_only
         try:
-            backend, _ = choose_backend(resolved.backend, hw, resolved.world_size,
-                                        needs=resolved.transformers_only())
+            backend = self.backend(config, hw)
         except BackendError:    # the preflight says why; the estimate counts the fallback's layers
             backend = "transformers"
         longest = max(lengths) if lengths else None

@@ -266,6 +266,36 @@ def test_layer_graphs_pay_where_micro_batches_rarely_recompute_and_come_in_few_s
     assert rare.gradient_checkpointing and layer_graphs_pay(rare, few_long)
 
 
+def test_a_small_model_at_short_micro_batches_compiles_its_layers_when_left_to_auto():
+    """On one GPU, Qwen3-0.6B at 8 rows an update of chat-like rows compiles its layers, whose
+    micro-batches are padded to 2,048 tokens for their graphs (4 recordings where 512 made 11):
+    through Unsloth's layers its steps waited on the host (0.17 s against 0.067 s on an H200).
+    Not at 64 rows, not at 8B, not where compile_layers, the backend or 4-bit loading was set,
+    and not on a CPU."""
+    import random
+
+    from studio.compiled_layers import compile_pays, graph_bucket
+    from studio.hardware import GPU, Hardware
+    from studio.memory import QWEN3_SHAPES
+
+    rng = random.Random(1)
+    chat = [min(2048, int(rng.lognormvariate(5.8, 0.6))) for _ in range(2000)]
+    h200 = Hardware(gpus=(GPU(0, "NVIDIA H200", 140 * GiB, 138 * GiB, (9, 0)),))
+    cpu = Hardware(cpu_cores=2, ram_bytes=24 * GiB)
+
+    def pays(hw=h200, **changes):
+        config = FineTuningConfig(**{**dict(model_name="Qwen/Qwen3-0.6B", batch_size=8,
+                                            gradient_accumulation_steps=1), **changes})
+        return compile_pays(config.resolve(hw), hw, chat)
+
+    assert pays()
+    assert graph_bucket(Shape(*QWEN3_SHAPES["0.6B"])) == 2048 and graph_bucket(QWEN3_8B) == 512
+    assert not pays(batch_size=16, gradient_accumulation_steps=4)       # 27,000 tokens
+    assert not pays(model_name="Qwen/Qwen3-8B")
+    assert not pays(compile_layers=False) and not pays(backend="unsloth")
+    assert not pays(load_in_4bit=True) and not pays(hw=cpu)
+
+
 def test_the_planned_estimate_is_the_heaviest_micro_batchs():
     """The plan's estimate (shown on the page, written to status.json) covers every micro-batch
     it may meet, not only the longest: one just short of needing another recomputed layer

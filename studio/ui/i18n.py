@@ -625,7 +625,8 @@ FIELDS_ZH: dict[str, tuple[str, str]] = {
                          "最大值）。"),
     "gradient_checkpointing": ("梯度检查点", "重算激活值以节省内存（auto：仅在内存需要时开启）。"),
     "compile_layers": ("编译解码层", "用 torch.compile 编译每个解码层（transformers 后端）：每步更少、"
-                       "融合的内核；前几步需等待编译（auto：关闭）。"),
+                       "融合的内核；前几步需等待编译（auto：单 GPU 上、参数少于 10 亿且微批次短、长度种类少的模型开启，"
+                       "其余关闭）。"),
     "layer_graphs": ("CUDA 图重放", "把编译后的解码层作为 CUDA 图重放（需开启 compile_layers，单 GPU）："
                      "每步几乎不占用主机时间；每种微批次长度只录制一次（auto：在微批次长度种类少、且几乎没有微批次"
                      "需要重算任何层时开启）。"),

@@ -231,12 +231,11 @@ def _duration(seconds: float) -> str:
 def checks_html(service: Service, config: FineTuningConfig, resolved, notes: list) -> str:
     """What Start would refuse now (the service's preflight; memory has its own box above),
     and what the automatic settings become on this machine."""
-    from backends import BackendError, choose_backend
+    from backends import BackendError
 
     problems = service.check(config, allow_over_memory=True)
     try:
-        backend, _ = choose_backend(config.backend, service.hardware(),
-                                    needs=config.transformers_only())
+        backend = service.backend(config)
     except BackendError:
         backend = None
     precision = "bfloat16" if resolved.bf16 else "float16" if resolved.fp16 else "float32"
