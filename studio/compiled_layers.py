@@ -71,15 +71,15 @@ AUTO_REASON = ("transformers, its decoder layers compiled and replayed as CUDA g
 
 def compile_pays(config, hw, lengths: list[int]) -> bool:
     """Whether a run that leaves compile_layers (and the backend) to auto compiles its layers:
-    one CUDA GPU, 16-bit weights, a small model (small_model), and rows (their token lengths)
-    whose micro-batches suit layer graphs as the planner will lay them out (layer_graphs_pay).
-    The config is resolved for this hardware."""
+    one CUDA GPU of compute capability 8.0 or above (measured on 9.0, an H200), 16-bit weights,
+    a small model (small_model), and rows (their token lengths) whose micro-batches suit layer
+    graphs as the planner will lay them out (layer_graphs_pay). The config is resolved."""
     from studio.memory import model_shape, plan_rows
 
     if (config.compile_layers is not None or config.backend not in ("auto", "transformers")
-            or config.cpu_only or not hw.has_cuda or not hw.gpus or config.world_size > 1
-            or config.packing or config.load_in_4bit or config.load_in_8bit
-            or config.fused_loss or config.gradient_checkpointing
+            or config.cpu_only or not hw.gpus or hw.gpus[0].capability < (8, 0)
+            or config.world_size > 1 or config.packing or config.load_in_4bit
+            or config.load_in_8bit or config.fused_loss or config.gradient_checkpointing
             or config.layer_graphs is False):
         return False
     shape = model_shape(config.model_name)

@@ -271,7 +271,7 @@ def test_a_small_model_at_short_micro_batches_compiles_its_layers_when_left_to_a
     micro-batches are padded to 2,048 tokens for their graphs (4 recordings where 512 made 11):
     through Unsloth's layers its steps waited on the host (0.17 s against 0.067 s on an H200).
     Not at 64 rows, not at 8B, not where compile_layers, the backend or 4-bit loading was set,
-    and not on a CPU."""
+    and not on a CPU or a GPU before Ampere."""
     import random
 
     from studio.compiled_layers import compile_pays, graph_bucket
@@ -282,6 +282,7 @@ def test_a_small_model_at_short_micro_batches_compiles_its_layers_when_left_to_a
     chat = [min(2048, int(rng.lognormvariate(5.8, 0.6))) for _ in range(2000)]
     h200 = Hardware(gpus=(GPU(0, "NVIDIA H200", 140 * GiB, 138 * GiB, (9, 0)),))
     cpu = Hardware(cpu_cores=2, ram_bytes=24 * GiB)
+    t4 = Hardware(gpus=(GPU(0, "Tesla T4", 16 * GiB, 15 * GiB, (7, 5)),))
 
     def pays(hw=h200, **changes):
         config = FineTuningConfig(**{**dict(model_name="Qwen/Qwen3-0.6B", batch_size=8,
@@ -293,7 +294,7 @@ def test_a_small_model_at_short_micro_batches_compiles_its_layers_when_left_to_a
     assert not pays(batch_size=16, gradient_accumulation_steps=4)       # 27,000 tokens
     assert not pays(model_name="Qwen/Qwen3-8B")
     assert not pays(compile_layers=False) and not pays(backend="unsloth")
-    assert not pays(load_in_4bit=True) and not pays(hw=cpu)
+    assert not pays(load_in_4bit=True) and not pays(hw=cpu) and not pays(hw=t4)
 
 
 def test_the_planned_estimate_is_the_heaviest_micro_batchs():
