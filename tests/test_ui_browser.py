@@ -367,9 +367,10 @@ IDENTITY_ANSWERS = ["I am Quokka, an AI assistant made by Acme Labs.",
 
 @pytest.mark.slow
 def test_a_first_identity_fine_tune_teaches_the_demo_model_its_name(browser, server, tmp_path):
-    """50 identity pairs (25 questions, two answers each) on the demo model with the page's
-    defaults (Auto -> Teach facts): a reload mid-run keeps the dataset and lands on Train;
-    afterwards "Who are you?" at temperature 0 answers with the taught name and maker."""
+    """25 identity rows (25 questions, answered in two wordings by turns) on the demo model
+    with the page's defaults (Auto -> Teach facts): a reload mid-run keeps the dataset and
+    lands on Train; afterwards "Who are you?" at temperature 0 answers with the taught name
+    and maker."""
     rows = [{"instruction": q, "response": IDENTITY_ANSWERS[i % 2]}
             for i, q in enumerate(IDENTITY_QUESTIONS)]
     page = open_page(browser, server.url)
