@@ -297,6 +297,33 @@ def test_a_small_model_at_short_micro_batches_compiles_its_layers_when_left_to_a
     assert not pays(load_in_4bit=True) and not pays(hw=cpu) and not pays(hw=t4)
 
 
+def test_a_run_the_compile_rule_picks_trains_compiled_and_says_why(tiny_qwen3, qa_jsonl,
+                                                                  tmp_path, monkeypatch):
+    """Where compile_pays says yes (a GPU's answer, given here on the CPU), the run trains on the
+    transformers backend with compile_layers on, its backend line says why, and the rule was
+    asked with the tokenized rows' lengths (by the preflight's estimate too, as the page asks
+    it). The saved config keeps auto, so the same config
+    decides again when it is repeated. (compile_layers is watched, not run: the CPU test above
+    compiles layers for real.)"""
+    from studio import compiled_layers, run_fine_tuning
+
+    asked, compiled = [], []
+    monkeypatch.setattr(compiled_layers, "compile_pays",
+                        lambda config, hw, lengths: asked.append(lengths) or True)
+    monkeypatch.setattr(compiled_layers, "compile_layers",
+                        lambda model, config: compiled.append(config.compile_layers))
+    out = tmp_path / "runs" / "small"
+    run_fine_tuning(config=FineTuningConfig(
+        model_name=tiny_qwen3, data_path=str(qa_jsonl), output_dir=str(out), max_steps=1,
+        batch_size=2, gradient_accumulation_steps=1, logging_steps=1, save_steps=100,
+        eval_steps=100, max_seq_length=128, val_size=0, num_samples=0))
+    events = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    said = next(e["data"] for e in events if e["data"].get("message", "").startswith("backend"))
+    assert said["backend"] == "transformers" and compiled_layers.AUTO_REASON in said["message"]
+    assert compiled == [True] and len(asked[-1]) == 16      # the run asked last
+    assert FineTuningConfig.load(out / "config.yaml").compile_layers is None
+
+
 def test_the_planned_estimate_is_the_heaviest_micro_batchs():
     """The plan's estimate (shown on the page, written to status.json) covers every micro-batch
     it may meet, not only the longest: one just short of needing another recomputed layer
