@@ -78,9 +78,10 @@ class FineTuningConfig:
                              "Model and data", min=16, max=131072)
     val_size: float = _f(0.1, "Validation split: a fraction (<1) or a number of rows (>=1).",
                          "Model and data", min=0.0)
-    backend: str = _f("auto", "Training engine; auto picks unsloth on CUDA, mlx on Apple Silicon, "
-                      "else transformers. scripted trains no model: a known event sequence, for "
-                      "trying the studio.", "Model and data",
+    backend: str = _f("auto", "Training engine; auto picks unsloth on CUDA (transformers with "
+                      "compiled layers for a model under 1B parameters at short micro-batches), "
+                      "mlx on Apple Silicon, else transformers. scripted trains no model: a known "
+                      "event sequence, for trying the studio.", "Model and data",
                       choices=["auto", "transformers", "unsloth", "mlx", "scripted"])
 
     # ---- LoRA

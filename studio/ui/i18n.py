@@ -599,8 +599,9 @@ FIELDS_ZH: dict[str, tuple[str, str]] = {
     "train_on_prompt": ("训练提示部分", "提示部分的 token 也参与训练（默认只训练回答）。"),
     "max_seq_length": ("最大序列长度", "序列的最大 token 数；更长的行会被截断。"),
     "val_size": ("验证集大小", "验证集划分：小于 1 表示比例，大于等于 1 表示行数。"),
-    "backend": ("训练后端", "训练引擎；auto 在 CUDA 上选 unsloth，在 Apple Silicon 上选 mlx，否则选 "
-                "transformers。scripted 不训练模型，只回放一段固定的事件序列，用于试用本工具。"),
+    "backend": ("训练后端", "训练引擎；auto 在 CUDA 上选 unsloth（参数少于 10 亿且微批次短的模型改用编译解码层的 "
+                "transformers），在 Apple Silicon 上选 mlx，否则选 transformers。scripted 不训练模型，"
+                "只回放一段固定的事件序列，用于试用本工具。"),
     "lora_r": ("LoRA 秩", "LoRA 的秩。"),
     "lora_alpha": ("LoRA 缩放系数", "LoRA 缩放的分子（缩放 = alpha / r）。"),
     "target_modules": ("目标模块", "加适配器的层（q_proj k_proj v_proj o_proj gate_proj up_proj "
