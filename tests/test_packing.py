@@ -302,9 +302,9 @@ def test_a_run_the_compile_rule_picks_trains_compiled_and_says_why(tiny_qwen3, q
     """Where compile_pays says yes (a GPU's answer, given here on the CPU), the run trains on the
     transformers backend with compile_layers on, its backend line says why, and the rule was
     asked with the tokenized rows' lengths (by the preflight's estimate too, as the page asks
-    it). The saved config keeps auto, so the same config
-    decides again when it is repeated. (compile_layers is watched, not run: the CPU test above
-    compiles layers for real.)"""
+    it). The saved config keeps auto, so the same config decides again when it is repeated.
+    (compile_layers is watched, not run: test_compiled_layers_train_as_the_eager_ones_at_any_
+    micro_batch_length compiles layers for real.)"""
     from studio import compiled_layers, run_fine_tuning
 
     asked, compiled = [], []
