@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from studio import compiled_layers, fused_loss, lean_trainer, packed_attention
+from studio import compiled_layers, fp8_weights, fused_loss, lean_trainer, packed_attention
 from studio import trl_recipe as recipe
 from studio.memory import model_shape
 
@@ -47,6 +47,9 @@ def make_trainer(config, data, run_dir: Path, emit, should_stop):
         peft_config=lora_config(config),
         callbacks=[recipe.event_callback(emit, should_stop, recipe.model_flops(config, data)),
                    recipe.sample_callback(emit, tokenizer, data.samples)])
+    if config.fp8_weights:
+        swapped = fp8_weights.to_fp8(trainer.model)
+        emit("status", 0, message=f"fp8 weights: {swapped} frozen linear layers quantized")
     if config.fused_loss:
         fused_loss.score_labels_here(trainer.model.get_base_model())
     recipe.recompute_per_micro_batch(trainer.model, plan)

@@ -48,6 +48,7 @@ own where Unsloth trains, on by default for micro-batches of fused_loss.MIN_TOKE
 on forces it; filtered: with cut-cross-entropy's own gradient filter); workers=N
 (the data loader collates in N worker processes, two batches ahead: the studio's default on a
 GPU is 1 since round eleven; workers=0 collates in the training thread, as before);
+fp8=on (the frozen weights in fp8, studio.fp8_weights: the transformers backend);
 heldout=N (after training, N held-out synthetic rows scored with whole logits by the studio's
 evaluation, studio.evaluate.response_loss: the eval-loss parity check for a changed kernel path).
 
@@ -186,7 +187,7 @@ USER_SETTINGS = {"c16": (4, 4, 16, ALL7), "c64": (16, 4, 16, ALL7),
 
 def run_studio(model_path, data_path, args, four_bit=False, profile_to=None, tokens=None,
                checkpointing=None, setting=(8, 1, 16, ALL7), backend="auto", compiled=None,
-               fused=None, heldout=0):
+               fused=None, heldout=0, fp8=False):
     """compiled: None (as the studio decides), "off", "on" (no CUDA graphs), "graphs" or "auto"
     (graphs as the plan decides);
     heldout: rows scored after training, by a path that shares nothing with training's loss."""
@@ -206,7 +207,7 @@ def run_studio(model_path, data_path, args, four_bit=False, profile_to=None, tok
         gradient_checkpointing=checkpointing,
         compile_layers={None: None, "off": False}.get(compiled, True),
         layer_graphs={"on": False, "graphs": True}.get(compiled),
-        fused_loss={"off": False, None: None}.get(fused, True))
+        fused_loss={"off": False, None: None}.get(fused, True), fp8_weights=fp8)
     run = Path(args.run_dir or tempfile.mkdtemp())
     shutil.rmtree(run, ignore_errors=True)
     run = prepare_run_dir(run, config)
@@ -465,6 +466,7 @@ def run_one(args) -> dict:
                                   backend=args.backend,
                                   compiled=args.compile,
                                   fused=args.fused, heldout=args.heldout,
+                                  fp8=args.fp8 == "on",
                                   **({"setting": USER_SETTINGS[args.one]}
                                      if args.one in USER_SETTINGS else {}))
     if events and not isinstance(events[0], dict):
@@ -538,6 +540,8 @@ def main():
     p.add_argument("--heldout", type=int, default=0,
                    help="studio variants: after training, the loss on this many held-out rows "
                         "(whole logits, studio.evaluate)")
+    p.add_argument("--fp8", choices=["on"],
+                   help="studio variants: the frozen weights in fp8 (fp8_weights)")
     p.add_argument("--workers", type=int,
                    help="studio variants: data loader worker processes, two batches ahead "
                         "(0: in the training thread)")
