@@ -11,6 +11,8 @@ scaled per row (per token) as they come. The adapters, norms, attention and the 
 16-bit."""
 from __future__ import annotations
 
+import functools
+
 import torch
 
 FP8 = torch.float8_e4m3fn
@@ -23,26 +25,38 @@ def quantized_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return (x.float() / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8), scale
 
 
-def _scaled_matmul(x: torch.Tensor, weight: torch.Tensor, weight_scale: torch.Tensor):
+@functools.cache
+def _fused_quantizer():
+    """quantized_rows as one kernel on a GPU (eagerly it is six passes over the rows); inside
+    compiled layers it is traced into their own kernels."""
+    return torch.compile(quantized_rows, dynamic=True)
+
+
+def _scaled_matmul(x: torch.Tensor, weight: torch.Tensor, weight_scale: torch.Tensor,
+                   fast_accum: bool):
     """x (..., K) @ weight.T, weight (N, K) fp8 with scales (1, N); out in x's dtype."""
-    rows, scale = quantized_rows(x.reshape(-1, x.shape[-1]))
+    quantize = _fused_quantizer() if x.is_cuda else quantized_rows
+    rows, scale = quantize(x.reshape(-1, x.shape[-1]))
     out = torch._scaled_mm(rows, weight.t(), scale_a=scale, scale_b=weight_scale,
-                           out_dtype=x.dtype)
+                           out_dtype=x.dtype, use_fast_accum=fast_accum)
     return out.reshape(*x.shape[:-1], weight.shape[0])
 
 
 class _FrozenFp8Matmul(torch.autograd.Function):
-    """x W^T with W frozen: the backward gives x's gradient only, from W's second layout."""
+    """x W^T with W frozen: the backward gives x's gradient only, from W's second layout. The
+    forward accumulates in the tensor cores' faster, coarser way and the gradient exactly, as
+    torchao's float8 training does by default."""
 
     @staticmethod
     def forward(ctx, x, weight, weight_scale, weight_t, weight_t_scale):
         ctx.save_for_backward(weight_t, weight_t_scale)
-        return _scaled_matmul(x, weight, weight_scale)
+        return _scaled_matmul(x, weight, weight_scale, fast_accum=True)
 
     @staticmethod
     def backward(ctx, grad):
         weight_t, weight_t_scale = ctx.saved_tensors
-        return _scaled_matmul(grad, weight_t, weight_t_scale), None, None, None, None
+        return (_scaled_matmul(grad, weight_t, weight_t_scale, fast_accum=False),
+                None, None, None, None)
 
 
 class Fp8Linear(torch.nn.Module):
