@@ -36,7 +36,7 @@ def _scaled_matmul(x: torch.Tensor, weight: torch.Tensor, weight_scale: torch.Te
                    fast_accum: bool):
     """x (..., K) @ weight.T, weight (N, K) fp8 with scales (1, N); out in x's dtype."""
     quantize = _fused_quantizer() if x.is_cuda else quantized_rows
-    rows, scale = quantize(x.reshape(-1, x.shape[-1]))
+    rows, scale = quantize(x.reshape(-1, x.shape[-1]).contiguous())  # cuBLAS: rows row-major
     out = torch._scaled_mm(rows, weight.t(), scale_a=scale, scale_b=weight_scale,
                            out_dtype=x.dtype, use_fast_accum=fast_accum)
     return out.reshape(*x.shape[:-1], weight.shape[0])
@@ -67,7 +67,7 @@ class Fp8Linear(torch.nn.Module):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         weight = linear.weight.detach()
-        for name, layout in (("weight", weight), ("weight_t", weight.t())):
+        for name, layout in (("weight", weight), ("weight_t", weight.t().contiguous())):
             values, scale = quantized_rows(layout)
             self.register_buffer(name, values, persistent=False)
             self.register_buffer(f"{name}_scale", scale.reshape(1, -1), persistent=False)

@@ -38,6 +38,7 @@ def test_an_fp8_layer_gives_the_16_bit_output_and_input_gradient_to_fp8_rounding
     assert 1e-3 < relative_error(out, expected) < 0.06
     assert 1e-3 < relative_error(x.grad, expected_grad) < 0.06
     assert (fp8.weight.dtype, fp8.weight_t.dtype) == (FP8, FP8)
+    assert fp8.weight.is_contiguous() and fp8.weight_t.is_contiguous()   # cuBLAS reads them so
     assert fp8.weight.nbytes + fp8.weight_t.nbytes == linear.weight.nbytes
     assert list(fp8.parameters()) == []
 
