@@ -68,6 +68,22 @@ def pick(logits, temperature: float, top_p: float):
     return torch.multinomial(probs, 1)[:, 0]
 
 
+def graph_trees_on_this_thread() -> None:
+    """Give this thread torch's bookkeeping of CUDA graphs. torch 2.11 sets it up only on the
+    thread that first imports torch._inductor.cudagraph_trees and asserts on any other: after a
+    run had compiled its layers on the training thread, loading the chat in the same process
+    failed in the warm-up on this thread (BENCHMARKS.md round seventeen). Later torch sets it
+    up on demand, as this does."""
+    import threading
+    from collections import defaultdict
+
+    from torch._inductor import cudagraph_trees
+
+    if not hasattr(cudagraph_trees.local, "tree_manager_containers"):
+        cudagraph_trees.local.tree_manager_containers = {}
+        cudagraph_trees.local.tree_manager_locks = defaultdict(threading.Lock)
+
+
 class Decoder:
     """One model's decode loop. Everything runs on one worker thread of its own: torch.compile
     records CUDA graphs per thread, so a reply from any of the server's threads replays the
@@ -80,7 +96,9 @@ class Decoder:
         self.step = (model.get_compiled_call(CompileConfig(**COMPILED)) if compile
                      else model.__call__)
         self.cache = None
-        self.worker = ThreadPoolExecutor(1, thread_name_prefix="decode")
+        self.worker = ThreadPoolExecutor(1, thread_name_prefix="decode",
+                                         initializer=graph_trees_on_this_thread if compile
+                                         else None)
 
     def stream(self, prompt_ids: list[int], max_new_tokens: int, temperature: float = 0.0,
                top_p: float = 1.0, stop_ids: Iterable[int] = ()) -> Iterator[list[int]]:

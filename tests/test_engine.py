@@ -324,6 +324,27 @@ def test_the_gpu_chat_loop_answers_as_plain_generate(tiny_qwen3):
     assert sum(loop.stream(ids, 12, stop_ids={stop}), []) == expected[:expected.index(stop)]
 
 
+def test_a_compiled_chat_loop_can_replay_graphs_after_another_thread_recorded_some(tiny_qwen3):
+    """A run that compiled its layers records CUDA graphs on the training thread; the chat
+    loaded afterwards replays its own on the decode thread. torch 2.11 kept the graphs'
+    bookkeeping only on the first thread and failed the chat's warm-up on the H200: the decode
+    thread now has its own before its first step (the step itself compiles on a GPU only)."""
+    import threading
+
+    from torch._inductor import cudagraph_trees
+    from transformers import AutoModelForCausalLM
+
+    from studio.decode import Decoder
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_qwen3, dtype=torch.float32).eval()
+    assert threading.current_thread() is threading.main_thread()
+    decode_thread_has = Decoder(model, compile=True).worker.submit(
+        lambda: (threading.current_thread().name,
+                 hasattr(cudagraph_trees.local, "tree_manager_containers"),
+                 hasattr(cudagraph_trees.local, "tree_manager_locks"))).result()
+    assert decode_thread_has[0].startswith("decode") and decode_thread_has[1:] == (True, True)
+
+
 def test_the_chat_loop_samples_inside_the_nucleus_and_streams_whole_characters(tiny_qwen3):
     """studio.decode.pick keeps to the top_p nucleus (a tiny top_p is greedy) and samples only
     real tokens; the text pieces from chunks of ids never end inside a character (Chinese takes
