@@ -21,7 +21,7 @@ LAYERS = {
     "studio.catalog": 0, "studio.errors": 0, "studio.trl_recipe": 0, "studio.presets": 0,
     "studio.access": 0, "studio.decode": 0, "studio.distributed": 0,
     "studio.packed_attention": 0, "studio.adapter_precision": 0, "studio.lean_trainer": 0,
-    "studio.compiled_layers": 0, "studio.fused_loss": 0,
+    "studio.compiled_layers": 0, "studio.fused_loss": 0, "studio.fp8_weights": 0,
 }
 NAMES = {4: "surfaces", 3: "service", 2: "engine", 1: "backends", 0: "foundation"}
 

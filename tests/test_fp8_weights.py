@@ -104,14 +104,18 @@ def test_fp8_weights_where_they_cannot_run_are_refused_with_the_reason(hw, chang
 
 
 def test_fp8_weights_on_a_hopper_gpu_train_on_the_transformers_backend_in_16_bit_storage():
-    """Left to auto, the backend becomes transformers (Unsloth runs its own matmuls), and an 8B
-    model that would not fit in 16 bits is not loaded in 4-bit behind the setting's back."""
+    """Left to auto, the backend becomes transformers (Unsloth runs its own matmuls), its layers
+    compile (the rows' scaling fuses into their kernels: BENCHMARKS.md round seventeen), and an
+    8B model that would not fit in 16 bits is not loaded in 4-bit behind the setting's back."""
     from backends import choose_backend
 
     config = FineTuningConfig(model_name="Qwen/Qwen3-8B", fp8_weights=True)
     assert config.validate(H200) == []
     hopper = dataclasses.replace(H200, packages={"unsloth": True})
     assert choose_backend("auto", hopper, needs=config.transformers_only())[0] == "transformers"
+    assert config.resolve(H200).compile_layers is True
+    assert config.replace(compile_layers=False).resolve(H200).compile_layers is False
+    assert FineTuningConfig(model_name="Qwen/Qwen3-8B").resolve(H200).compile_layers is None
     small = dataclasses.replace(T4, bf16_supported=True)
     assert FineTuningConfig(model_name="Qwen/Qwen3-8B").resolve(small).load_in_4bit is True
     assert config.resolve(small).load_in_4bit is False
