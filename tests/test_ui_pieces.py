@@ -121,3 +121,17 @@ def test_the_memory_box_says_how_a_run_spreads_over_its_processes():
                         spread=describe(config, "auto"))
     assert "ddp over 2 processes: each GPU holds the whole model" in shown
     assert "the model and its activations fit one GPU" in shown
+
+
+def test_the_first_page_ever_opened_fills_every_output_the_train_tab_wires(tmp_path):
+    """A studio started for the first time has no run yet: the page's load (train_tab.attach)
+    still answers each output the Train tab wires. It answered one fewer (the log's), and
+    gradio showed an Error toast on the first page a person opened."""
+    import gradio as gr
+
+    from studio.service import Service
+    from studio.ui import train_tab
+
+    with gr.Blocks():
+        wired = train_tab.outputs(train_tab.build())
+    assert len(train_tab.attach(Service(tmp_path / "runs"))) == len(wired)

@@ -441,6 +441,6 @@ def attach(service: Service) -> list:
     run = service.latest()
     if run is None:
         return [{}] + [gr.skip()] * 3 + [empty_chart(say("train.chart.empty"), 360), gr.skip(),
-                                         gr.Timer(active=False), gr.skip(), gr.skip(),
-                                         gr.update(choices=[])]
+                                         gr.skip(), gr.Timer(active=False), gr.skip(),
+                                         gr.skip(), gr.update(choices=[])]
     return poll(service, new_watch(run), force_chart=True)
