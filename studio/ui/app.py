@@ -54,6 +54,8 @@ CSS = """
 .mem-over { color: #7f1d1d; }
 .examples-row { align-items: center; }
 .inline-label { flex-grow: 0 !important; min-width: fit-content !important; }
+/* a setting's checkbox as wide as the settings beside it (gradio gives it no min_width) */
+[id^="field-"].block:has(input[type=checkbox]) { min-width: 190px !important; }
 #cli-command .cm-content { font-size: 12px; }
 .log-box { max-height: 280px; overflow-y: auto; display: flex; flex-direction: column-reverse;
            background: #0f172a; color: #e2e8f0; border-radius: 6px; padding: 8px 12px; }

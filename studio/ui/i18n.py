@@ -644,10 +644,9 @@ FIELDS_ZH: dict[str, tuple[str, str]] = {
                      "开启）。"),
     "load_in_8bit": ("8 位加载", "以 8 位加载基座模型。"),
     "fp8_weights": ("fp8 权重", "把冻结的基座权重存为 fp8，并在 fp8 张量核心上做它们的矩阵乘法（一块计算能力 "
-                    "8.9 或更新的 NVIDIA GPU；transformers 后端，除非关闭 compile_layers，其解码层会被"
-                    "编译）：在 H200 上，Qwen3-8B 以 r8 作用于 q/v、每次更新 16 行，速度是同样设置 bf16 的 "
-                    "1.19 倍。每次这样的乘法舍入到 fp8 的 3 位尾数（当时留出集损失相差 0.01% 以内）；"
-                    "适配器、归一化、注意力和损失仍为 16 位，对话和导出使用 16 位权重。"),
+                    "8.9 及以上的 NVIDIA GPU；transformers 后端，解码层编译）：在 H200 上 8B 为 bf16 的 "
+                    "1.19 倍。这些乘法舍入到 fp8 的 3 位尾数；适配器、注意力和损失仍为 16 位，对话和导出使用 "
+                    "16 位权重。"),
     "cpu_only": ("仅用 CPU", "即使有 GPU 也在 CPU 上训练（auto：找不到 GPU 时开启）。"),
     "device_map": ("设备映射", "模型各层放在哪里：auto、cpu、cuda、cuda:N。"),
     "num_gpus": ("GPU 数", "本机用于训练的 GPU 数，每个一个进程（auto：全部可见 GPU）。开启 cpu_only "
