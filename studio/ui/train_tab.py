@@ -305,8 +305,7 @@ def log_html(text: str) -> str:
 def poll(service: Service, watch: dict, force_chart: bool = False) -> list:
     """Outputs for the watched run after reading what it wrote since the cursor."""
     if not watch or not watch.get("run"):
-        return [watch] + [gr.skip()] * 6 + [gr.Timer(active=False), gr.skip(), gr.skip(),
-                                             gr.skip()]
+        return only(watch=watch, timer=gr.Timer(active=False))
     job = service.attach(watch["run"])
     status = job.status                  # first: once it is final, every event is on disk
     events, watch["cursor"] = job.events_since(watch["cursor"])
@@ -365,9 +364,19 @@ def _size(path: Path) -> int:
         return 0
 
 
+# what the Train tab's handlers answer, in this order
+OUTPUTS = ("watch", "status", "progress", "plan", "chart", "samples", "log", "timer", "lookout",
+           "resume", "run")
+
+
 def outputs(t: TrainTab) -> list:
-    return [t.watch, t.status, t.progress, t.plan, t.chart, t.samples, t.log, t.timer, t.lookout,
-            t.resume, t.run]
+    return [getattr(t, name) for name in OUTPUTS]
+
+
+def only(**values) -> list:
+    """An answer that sets the named outputs and leaves the others as they are: a list written
+    by hand once missed one, and the first page ever opened showed an Error."""
+    return [values.get(name, gr.skip()) for name in OUTPUTS]
 
 
 def wire(t: TrainTab, form: ConfigForm, service: Service) -> None:
@@ -379,7 +388,7 @@ def wire(t: TrainTab, form: ConfigForm, service: Service) -> None:
         try:
             job = service.start(config, allow_over_memory=bool(values[-1]))
         except Refused as e:
-            return [gr.skip(), shout('\n'.join(e.problems))] + [gr.skip()] * (len(out) - 2)
+            return only(status=shout('\n'.join(e.problems)))
         gr.Info(say("train.started", name=job.run_dir.name))
         return poll(service, new_watch(job.run_dir), force_chart=True)
 
@@ -398,7 +407,7 @@ def wire(t: TrainTab, form: ConfigForm, service: Service) -> None:
         try:
             job = service.resume(watch["run"])
         except Refused as e:
-            return [gr.skip(), shout('\n'.join(e.problems))] + [gr.skip()] * (len(out) - 2)
+            return only(status=shout('\n'.join(e.problems)))
         gr.Info(say("train.resuming", name=job.run_dir.name))
         w = new_watch(job.run_dir)
         return poll(service, w, force_chart=True)
@@ -406,7 +415,7 @@ def wire(t: TrainTab, form: ConfigForm, service: Service) -> None:
     @guard
     def show(run_dir):
         if not run_dir:
-            return [gr.skip()] * len(out)
+            return only()
         return poll(service, new_watch(run_dir), force_chart=True)
 
     t.start.click(start, form.inputs + [t.force], out, api_name="start")
@@ -418,7 +427,7 @@ def wire(t: TrainTab, form: ConfigForm, service: Service) -> None:
         try:
             return poll(service, watch)
         except Exception:   # noqa: BLE001 - a half-written file: try again at the next tick
-            return [watch] + [gr.skip()] * (len(out) - 1)
+            return only(watch=watch)
 
     t.timer.tick(tick, t.watch, out, api_name=False, concurrency_limit=None,
                  show_progress="hidden")
@@ -428,7 +437,7 @@ def wire(t: TrainTab, form: ConfigForm, service: Service) -> None:
         running = service.active()
         if running is None or (watch and watch.get("state") in ACTIVE) or \
                 (watch and watch.get("run") == str(running)):
-            return [gr.skip()] * len(out)
+            return only()
         return poll(service, new_watch(running), force_chart=True)
 
     t.lookout.tick(look, t.watch, out, api_name=False, concurrency_limit=None,
@@ -440,7 +449,6 @@ def attach(service: Service) -> list:
     else show the latest run as it ended (a dead job shows as interrupted)."""
     run = service.latest()
     if run is None:
-        return [{}] + [gr.skip()] * 3 + [empty_chart(say("train.chart.empty"), 360), gr.skip(),
-                                         gr.skip(), gr.Timer(active=False), gr.skip(),
-                                         gr.skip(), gr.update(choices=[])]
+        return only(watch={}, chart=empty_chart(say("train.chart.empty"), 360),
+                    timer=gr.Timer(active=False), run=gr.update(choices=[]))
     return poll(service, new_watch(run), force_chart=True)
