@@ -58,6 +58,8 @@ def make_trainer(config, data, run_dir: Path, emit, should_stop):
         bucket = compiled_layers.graph_bucket(model_shape(config.model_name))
         trainer.data_collator = packed_attention.bucketed(trainer.data_collator,
                                                           tokenizer.pad_token_id, bucket)
+    elif config.compile_layers:       # attention traced in the compiled layers
+        trainer.data_collator = packed_attention.with_row_bounds(trainer.data_collator)
     return recipe.quiet(recipe.lora_gathered_alone(trainer))
 
 

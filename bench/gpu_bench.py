@@ -49,6 +49,9 @@ on forces it; filtered: with cut-cross-entropy's own gradient filter); workers=N
 (the data loader collates in N worker processes, two batches ahead: the studio's default on a
 GPU is 1 since round eleven; workers=0 collates in the training thread, as before);
 fp8=on (the frozen weights in fp8, studio.fp8_weights: the transformers backend);
+bounds=host (compiled layers without graphs: the collator hands no row bounds, so attention reads
+them from the position ids on the host, between two compiled parts of each layer, as before
+round eighteen);
 heldout=N (after training, N held-out synthetic rows scored with whole logits by the studio's
 evaluation, studio.evaluate.response_loss: the eval-loss parity check for a changed kernel path).
 
@@ -441,6 +444,10 @@ def run_one(args) -> dict:
         cap = args.free * 2**30
         torch.cuda.set_per_process_memory_fraction(cap / total)
         torch.cuda.mem_get_info = lambda device=None: (cap, total)
+    if args.bounds == "host":     # round seventeen's compiled layers: attention read its rows'
+        from studio import packed_attention   # bounds on the host, outside the layers' graphs
+
+        packed_attention.with_row_bounds = lambda collate: collate
     if args.estimate == "one-count":                 # round five's estimate: one count for both
         from studio import trl_recipe
 
@@ -540,6 +547,8 @@ def main():
     p.add_argument("--heldout", type=int, default=0,
                    help="studio variants: after training, the loss on this many held-out rows "
                         "(whole logits, studio.evaluate)")
+    p.add_argument("--bounds", choices=["host"],
+                   help="compiled layers read the rows' bounds on the host, as before round 18")
     p.add_argument("--fp8", choices=["on"],
                    help="studio variants: the frozen weights in fp8 (fp8_weights)")
     p.add_argument("--workers", type=int,

@@ -96,8 +96,10 @@ def compile_layers(model, config) -> None:
     scaling and casts), and small updates are bound by those launches on a GPU (#16's profile:
     0.65 s of host work against 0.33 s of GPU work over two 8B steps). All layers share one
     compiled graph, with the token count dynamic from the start so that micro-batches of any
-    length reuse it. Attention stays outside it (packed_attention asks the host for the rows'
-    bounds), except with layer graphs, whose micro-batches bring their bounds along.
+    length reuse it. Attention traces inside it: the micro-batches bring their rows' bounds
+    along (packed_attention.with_row_bounds, or `bucketed` with layer graphs), so the host is
+    not asked for them between two halves of a layer (8B with fp8 weights: 20,323 tokens/s
+    against 18,616 with the halves, BENCHMARKS.md round eighteen).
 
     With config.layer_graphs (plan_gpu_batches decides it), the layers also replay as CUDA
     graphs, one recording for each micro-batch shape (packed_attention.bucketed pads them to

@@ -53,18 +53,20 @@ def describe(model) -> str:
 
 
 def attention(module, query, key, value, attention_mask, dropout: float = 0.0,
-              scaling=None, position_ids=None, cu_seq_lens_q=None, **kwargs):
+              scaling=None, position_ids=None, cu_seq_lens_q=None, max_length_q=None,
+              **kwargs):
     """transformers' attention call: query (1, heads, tokens, dim) of a padding-free
     micro-batch, position ids restarting at each row. Generation steps (fewer queries than
     keys) and masked calls go to SDPA, which is exact for them.
 
-    Row bounds handed in by `bucketed` (cu_seq_lens_q) go straight to the varlen kernel, which
-    torch.compile traces, so a compiled decoder layer is one graph. Otherwise the bounds are
-    read from the position ids, which needs the host (outside any compiled graph)."""
+    Row bounds handed in by the collator (cu_seq_lens_q: `bucketed`, `with_row_bounds`) go
+    straight to the varlen kernel, which torch.compile traces, so a compiled decoder layer is
+    one graph. Otherwise the bounds are read from the position ids, which needs the host
+    (outside any compiled graph)."""
     if cu_seq_lens_q is not None and _flash(query, dropout) and query.shape[2] == key.shape[2]:
         q, k, v = (x[0].transpose(0, 1).contiguous() for x in (query, key, value))
-        tokens = q.shape[0]     # no row is longer than the micro-batch: no host sync for it
-        return _varlen(q, k, v, cu_seq_lens_q, tokens, scaling).unsqueeze(0), None
+        longest = max_length_q or q.shape[0]   # no row is longer than the micro-batch
+        return _varlen(q, k, v, cu_seq_lens_q, longest, scaling).unsqueeze(0), None
     return _host_bounded(module, query, key, value, attention_mask, dropout, scaling,
                          position_ids, cu_seq_lens_q, **kwargs)
 
@@ -130,6 +132,27 @@ def bucketed(collate, pad_id: int, bucket: int = BUCKET):
         return batch
 
     return collate_bucketed
+
+
+def with_row_bounds(collate):
+    """trl's padding-free collator, made to hand each micro-batch's row bounds to `attention`
+    (cu_seq_lens_q, and its longest row as max_length_q), so that compiled decoder layers trace
+    attention instead of breaking their graph around it to ask the host: with layers compiled
+    and no CUDA graphs, each graph break is a compiled region more to enter, twice a layer, and
+    an 8B step left its GPU idle 26% of the time between them (BENCHMARKS.md round seventeen).
+    The longest row is counted here, on the host, before the batch goes to the GPU."""
+    import torch
+
+    def collate_with_row_bounds(examples):
+        batch = collate(examples)
+        positions = batch["position_ids"][0]
+        starts = (positions == 0).nonzero().flatten()
+        cu = torch.cat([starts, starts.new_tensor([positions.numel()])])
+        batch["cu_seq_lens_q"] = cu.to(torch.int32)
+        batch["max_length_q"] = int((cu[1:] - cu[:-1]).max())
+        return batch
+
+    return collate_with_row_bounds
 
 
 def row_bounds(position_ids):

@@ -574,6 +574,49 @@ def test_bucketed_micro_batches_come_in_few_shapes_and_train_as_unpadded(tiny_qw
     assert not torch.allclose(loss_and_grads(merged)[0], got_loss)
 
 
+def test_row_bounds_travel_with_the_micro_batch_and_train_as_without(tiny_qwen3):
+    """Compiled layers without graphs get their micro-batch's row bounds from the collator
+    (packed_attention.with_row_bounds), so that attention traces inside a layer's graph: the
+    bounds are the rows' own, max_length_q the longest, and the loss and LoRA gradients are
+    those of the position ids alone; the attention reads the bounds it is handed."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    from studio import packed_attention
+
+    packed_attention.install()
+    tok = AutoTokenizer.from_pretrained(tiny_qwen3)
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(tiny_qwen3, dtype=torch.float32,
+                                                attn_implementation=packed_attention.NAME)
+    model = get_peft_model(base, LoraConfig(r=4, target_modules=ALL7, init_lora_weights=False))
+    plain = DataCollatorForLanguageModeling(pad_token_id=tok.pad_token_id, padding_free=True)
+    bounded = packed_attention.with_row_bounds(plain)
+    rows = [{"input_ids": tok(t)["input_ids"]} for t in (
+        "Hello there, how are you today?", "One more row, a little longer than the others.",
+        "The quick brown fox jumps.")]
+    lengths = [len(r["input_ids"]) for r in rows]
+
+    def loss_and_grads(batch):
+        model.zero_grad()
+        loss = model(**batch).loss
+        loss.backward()
+        return loss, {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    want, got = plain(rows), bounded(rows)
+    assert got["cu_seq_lens_q"].tolist() == [0, *torch.tensor(lengths).cumsum(0).tolist()]
+    assert got["cu_seq_lens_q"].dtype == torch.int32 and got["max_length_q"] == max(lengths)
+    assert torch.equal(got["input_ids"], want["input_ids"])
+    want_loss, want_grads = loss_and_grads(want)
+    got_loss, got_grads = loss_and_grads(got)
+    torch.testing.assert_close(got_loss, want_loss)
+    for name in want_grads:
+        torch.testing.assert_close(got_grads[name], want_grads[name], atol=1e-6, rtol=1e-5)
+    merged = dict(got, cu_seq_lens_q=torch.tensor([0, sum(lengths)], dtype=torch.int32))
+    assert not torch.allclose(loss_and_grads(merged)[0], got_loss)
+
+
 def test_kept_grads_accumulate_and_zero_as_fresh_ones(tiny_qwen3):
     """keep_grads (for CUDA graphs, whose own memory the next replay overwrites): gradients live
     in tensors of their own from the start, accumulate over micro-batches and are zeroed in
