@@ -159,7 +159,7 @@ class FineTuningConfig:
     load_in_8bit: bool = _f(False, "Load the base model in 8-bit.", "Precision and quantisation")
     fp8_weights: bool = _f(False, "Keep the frozen base weights in fp8 and run their matmuls on "
                            "fp8 tensor cores (one NVIDIA GPU of compute capability 8.9+; "
-                           "transformers backend, layers compiled): 1.19x bf16 at 8B on an H200. "
+                           "transformers backend, layers compiled): 1.33x bf16 at 8B on an H200. "
                            "Those matmuls round to fp8's 3 mantissa bits; the adapters, "
                            "attention and loss stay 16-bit, and the chat and exports use the "
                            "16-bit weights.", "Precision and quantisation")

@@ -8,10 +8,10 @@ backward's input gradient (dy W). No weight gradient is computed. torchao's Floa
 for full fine-tuning, recasts every weight at every matmul and computes its gradient; Unsloth's
 load_in_fp8 runs the backward in bf16 from dequantized weights. Activations and gradients are
 scaled per row (per token) as they come. The adapters, norms, attention and the loss stay in
-16-bit. On an H200, Qwen3-8B with r8 on q/v at 16 rows an update trained 1.19x faster than the
-same compiled layers in bf16; eagerly a layer's projections ran 0.82x (the small ones pay more to
-quantize their rows than their matmul saves), so runs with these weights compile their layers
-(BENCHMARKS.md, round seventeen)."""
+16-bit. On an H200, Qwen3-8B with r8 on q/v at 16 rows an update trained 1.33x faster than the
+same compiled layers in bf16, and 1.20x Unsloth's bf16 (BENCHMARKS.md, round eighteen). Eagerly
+a layer's projections ran 0.82x (the small ones pay more to quantize their rows than their
+matmul saves), so runs with these weights compile their layers (round seventeen)."""
 from __future__ import annotations
 
 import functools
