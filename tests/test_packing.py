@@ -519,19 +519,14 @@ def test_layers_that_recompute_run_outside_the_layer_graphs(tiny_qwen3):
         torch.testing.assert_close(got[name], want[name], atol=1e-5, rtol=1e-4)
 
 
-def test_bucketed_micro_batches_come_in_few_shapes_and_train_as_unpadded(tiny_qwen3):
-    """For CUDA graphs (compiled_layers.compile_layers), packed_attention.bucketed pads each
-    padding-free micro-batch to a multiple of BUCKET tokens and ROWS_STEP rows, and hands the
-    row bounds to the attention. Micro-batches of different rows then share one shape, and the
-    padding changes nothing that trains: the same loss and LoRA gradients through the model
-    (the bounds travelling as transformers' attention kwargs), and the trainer's count of real
-    tokens leaves it out."""
+def _studio_attention_model(tiny_qwen3):
+    """(tokenizer, the tiny Qwen3 with LoRA on all 7 through the studio's attention, trl's
+    padding-free collator) for the collators' tests."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
     from studio import packed_attention
-    from studio.packed_attention import BUCKET, ROWS_STEP, bucketed
 
     packed_attention.install()
     tok = AutoTokenizer.from_pretrained(tiny_qwen3)
@@ -539,18 +534,33 @@ def test_bucketed_micro_batches_come_in_few_shapes_and_train_as_unpadded(tiny_qw
     base = AutoModelForCausalLM.from_pretrained(tiny_qwen3, dtype=torch.float32,
                                                 attn_implementation=packed_attention.NAME)
     model = get_peft_model(base, LoraConfig(r=4, target_modules=ALL7, init_lora_weights=False))
-    plain = DataCollatorForLanguageModeling(pad_token_id=tok.pad_token_id, padding_free=True)
+    return tok, model, DataCollatorForLanguageModeling(pad_token_id=tok.pad_token_id,
+                                                       padding_free=True)
+
+
+def _loss_and_grads(model, batch):
+    """The batch's loss and the LoRA gradients it gives."""
+    model.zero_grad()
+    loss = model(**batch).loss
+    loss.backward()
+    return loss, {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def test_bucketed_micro_batches_come_in_few_shapes_and_train_as_unpadded(tiny_qwen3):
+    """For CUDA graphs (compiled_layers.compile_layers), packed_attention.bucketed pads each
+    padding-free micro-batch to a multiple of BUCKET tokens and ROWS_STEP rows, and hands the
+    row bounds to the attention. Micro-batches of different rows then share one shape, and the
+    padding changes nothing that trains: the same loss and LoRA gradients through the model
+    (the bounds travelling as transformers' attention kwargs), and the trainer's count of real
+    tokens leaves it out."""
+    from studio.packed_attention import BUCKET, ROWS_STEP, bucketed
+
+    tok, model, plain = _studio_attention_model(tiny_qwen3)
     padded = bucketed(plain, tok.pad_token_id)
     two = [{"input_ids": tok(t)["input_ids"]} for t in ("Hello there, how are you today?",
                                                         "The quick brown fox jumps.")]
     three = two + [{"input_ids": tok("One more row, a little longer than the others.")
                     ["input_ids"]}]
-
-    def loss_and_grads(batch):
-        model.zero_grad()
-        loss = model(**batch).loss
-        loss.backward()
-        return loss, {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
 
     shapes = set()
     for rows in (two, three):
@@ -561,8 +571,8 @@ def test_bucketed_micro_batches_come_in_few_shapes_and_train_as_unpadded(tiny_qw
         assert bounds == starts + [BUCKET] and len(bounds) - 1 == ROWS_STEP
         assert bounds[:len(rows) + 1] == [0, *torch.tensor([len(r["input_ids"]) for r in rows])
                                           .cumsum(0).tolist()]
-        want_loss, want_grads = loss_and_grads(want)
-        got_loss, got_grads = loss_and_grads(got)
+        want_loss, want_grads = _loss_and_grads(model, want)
+        got_loss, got_grads = _loss_and_grads(model, got)
         torch.testing.assert_close(got_loss, want_loss)
         for name in want_grads:
             torch.testing.assert_close(got_grads[name], want_grads[name], atol=1e-6, rtol=1e-5)
@@ -571,7 +581,7 @@ def test_bucketed_micro_batches_come_in_few_shapes_and_train_as_unpadded(tiny_qw
     assert shapes == {((1, BUCKET), (ROWS_STEP + 1,))}
     # the attention reads the bounds it is handed: rows merged into one attend across each other
     merged = dict(got, cu_seq_lens_q=torch.tensor([0, *bounds[len(rows):]], dtype=torch.int32))
-    assert not torch.allclose(loss_and_grads(merged)[0], got_loss)
+    assert not torch.allclose(_loss_and_grads(model, merged)[0], got_loss)
 
 
 def test_row_bounds_travel_with_the_micro_batch_and_train_as_without(tiny_qwen3):
@@ -579,42 +589,26 @@ def test_row_bounds_travel_with_the_micro_batch_and_train_as_without(tiny_qwen3)
     (packed_attention.with_row_bounds), so that attention traces inside a layer's graph: the
     bounds are the rows' own, max_length_q the longest, and the loss and LoRA gradients are
     those of the position ids alone; the attention reads the bounds it is handed."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+    from studio.packed_attention import with_row_bounds
 
-    from studio import packed_attention
-
-    packed_attention.install()
-    tok = AutoTokenizer.from_pretrained(tiny_qwen3)
-    torch.manual_seed(0)
-    base = AutoModelForCausalLM.from_pretrained(tiny_qwen3, dtype=torch.float32,
-                                                attn_implementation=packed_attention.NAME)
-    model = get_peft_model(base, LoraConfig(r=4, target_modules=ALL7, init_lora_weights=False))
-    plain = DataCollatorForLanguageModeling(pad_token_id=tok.pad_token_id, padding_free=True)
-    bounded = packed_attention.with_row_bounds(plain)
+    tok, model, plain = _studio_attention_model(tiny_qwen3)
+    bounded = with_row_bounds(plain)
     rows = [{"input_ids": tok(t)["input_ids"]} for t in (
         "Hello there, how are you today?", "One more row, a little longer than the others.",
         "The quick brown fox jumps.")]
     lengths = [len(r["input_ids"]) for r in rows]
 
-    def loss_and_grads(batch):
-        model.zero_grad()
-        loss = model(**batch).loss
-        loss.backward()
-        return loss, {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
-
     want, got = plain(rows), bounded(rows)
     assert got["cu_seq_lens_q"].tolist() == [0, *torch.tensor(lengths).cumsum(0).tolist()]
     assert got["cu_seq_lens_q"].dtype == torch.int32 and got["max_length_q"] == max(lengths)
     assert torch.equal(got["input_ids"], want["input_ids"])
-    want_loss, want_grads = loss_and_grads(want)
-    got_loss, got_grads = loss_and_grads(got)
+    want_loss, want_grads = _loss_and_grads(model, want)
+    got_loss, got_grads = _loss_and_grads(model, got)
     torch.testing.assert_close(got_loss, want_loss)
     for name in want_grads:
         torch.testing.assert_close(got_grads[name], want_grads[name], atol=1e-6, rtol=1e-5)
     merged = dict(got, cu_seq_lens_q=torch.tensor([0, sum(lengths)], dtype=torch.int32))
-    assert not torch.allclose(loss_and_grads(merged)[0], got_loss)
+    assert not torch.allclose(_loss_and_grads(model, merged)[0], got_loss)
 
 
 def test_kept_grads_accumulate_and_zero_as_fresh_ones(tiny_qwen3):
