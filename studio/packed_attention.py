@@ -141,15 +141,9 @@ def with_row_bounds(collate):
     and no CUDA graphs, each graph break is a compiled region more to enter, twice a layer, and
     an 8B step left its GPU idle 26% of the time between them (BENCHMARKS.md round seventeen).
     The longest row is counted here, on the host, before the batch goes to the GPU."""
-    import torch
-
     def collate_with_row_bounds(examples):
         batch = collate(examples)
-        positions = batch["position_ids"][0]
-        starts = (positions == 0).nonzero().flatten()
-        cu = torch.cat([starts, starts.new_tensor([positions.numel()])])
-        batch["cu_seq_lens_q"] = cu.to(torch.int32)
-        batch["max_length_q"] = int((cu[1:] - cu[:-1]).max())
+        batch["cu_seq_lens_q"], batch["max_length_q"] = _bounds(batch["position_ids"][0])
         return batch
 
     return collate_with_row_bounds
@@ -159,14 +153,20 @@ def row_bounds(position_ids):
     """(cumulative row starts as int32, the longest row) of the micro-batch in flight. Every
     layer gets the same position_ids tensor, so the host waits for the longest row once a
     forward, not once a layer."""
+    if _rows["position_ids"] is not position_ids:
+        cu, longest = _bounds(position_ids[0])
+        _rows.update(position_ids=position_ids, cu=cu, longest=longest)
+    return _rows["cu"], _rows["longest"]
+
+
+def _bounds(positions):
+    """(cumulative row starts as int32, the longest row) of one row of rows whose positions
+    restart at each row."""
     import torch
 
-    if _rows["position_ids"] is not position_ids:
-        positions = position_ids[0]
-        starts = torch.nonzero(positions == 0).flatten()
-        cu = torch.cat([starts, starts.new_tensor([positions.numel()])]).to(torch.int32)
-        _rows.update(position_ids=position_ids, cu=cu, longest=int((cu[1:] - cu[:-1]).max()))
-    return _rows["cu"], _rows["longest"]
+    starts = torch.nonzero(positions == 0).flatten()
+    cu = torch.cat([starts, starts.new_tensor([positions.numel()])]).to(torch.int32)
+    return cu, int((cu[1:] - cu[:-1]).max())
 
 
 def _varlen(q, k, v, cu, longest: int, scale):
