@@ -81,11 +81,10 @@ def _host_bounded(module, query, key, value, attention_mask, dropout, scaling, p
     if query.shape[0] != 1:
         raise ValueError(f"{NAME} attends padding-free micro-batches (one row of rows), "
                          f"not a batch of {query.shape[0]}")
-    if cu_seq_lens_q is None:
-        cu, longest = row_bounds(position_ids)
-    else:
-        cu, longest = cu_seq_lens_q, int((cu_seq_lens_q[1:] - cu_seq_lens_q[:-1]).max())
     q, k, v = (x[0].transpose(0, 1).contiguous() for x in (query, key, value))
+    if cu_seq_lens_q is not None:    # handed in, for no flash kernel (`attention` took those)
+        return _row_by_row(q, k, v, cu_seq_lens_q, scaling).unsqueeze(0), None
+    cu, longest = row_bounds(position_ids)
     out = (_varlen(q, k, v, cu, longest, scaling) if _flash(query, dropout)
            else _row_by_row(q, k, v, cu, scaling))
     return out.unsqueeze(0), None
