@@ -73,7 +73,19 @@ def load_base(config, for_training: bool = True):
         tokenizer.pad_token = tokenizer.eos_token
     if for_training:
         model.config.use_cache = False
+        keep_4bit_trainable(model)
     return model, tokenizer
+
+
+def keep_4bit_trainable(model) -> None:
+    """Keep bitsandbytes' 4-bit weights in the layout that passes gradients. On a CPU with
+    AVX-512 BF16, a 4-bit layer that runs without gradients (an evaluation, a sample, the
+    held-out scoring) repacks its weight for an inference kernel that has no backward, and
+    training went on after it with no gradient through the base weights (or, on layers
+    narrower than one 64-value block, failed)."""
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
 
 
 def peak_memory_gb() -> float:

@@ -189,18 +189,41 @@ def test_stop_leaves_a_usable_adapter_and_resume_continues(tiny_qwen3, tmp_path,
 
 
 # ---------------------------------------------------------------------------- quantised on the CPU
-def test_four_bit_qlora_trains_on_the_cpu(tmp_path, qa_jsonl):
-    """cpu_only with load_in_4bit trains through bitsandbytes' CPU kernels (not refused)."""
-    pytest.importorskip("bitsandbytes")
-    from studio.models import build_tiny_qwen3
+@pytest.fixture
+def avx512_bf16_cpu(monkeypatch):
+    """bitsandbytes as it runs on a CPU with AVX-512 BF16: its 4-bit layers repack their weights
+    for the inference kernel the first time they run without gradients (issue #39, item 1)."""
+    bnb_modules = pytest.importorskip("bitsandbytes.nn.modules")
+    monkeypatch.setattr(bnb_modules, "has_avx512bf16", lambda: True)
 
-    # bitsandbytes quantises in blocks of 64 inputs: the layers must be at least that wide
-    model = str(build_tiny_qwen3(tmp_path / "tiny64", hidden_size=64))
-    config = quick_config(model, tmp_path / "run", cpu_only=True, load_in_4bit=True)
+
+def test_four_bit_qlora_trains_on_the_cpu_through_its_samples(tmp_path, qa_jsonl, tiny_qwen3,
+                                                               avx512_bf16_cpu):
+    """cpu_only with load_in_4bit trains the tiny Qwen3 (layers narrower than one 64-value
+    block) through an evaluation and a sample; repacked for inference, it failed there."""
+    config = quick_config(tiny_qwen3, tmp_path / "run", cpu_only=True, load_in_4bit=True,
+                          max_steps=3, eval_steps=1, num_samples=1)
     assert config.validate() == []
     run_fine_tuning(data_path=str(qa_jsonl), config=config)
-    losses = [e["data"]["loss"] for e in train_events(tmp_path / "run") if e["kind"] == "train"]
-    assert losses and all(l == l for l in losses)
+    events = train_events(tmp_path / "run")
+    assert [e["step"] for e in events if e["kind"] == "train"] == [1, 2, 3]
+    assert any(e["kind"] == "sample" for e in events)
+
+
+def test_a_four_bit_cpu_run_keeps_learning_after_its_first_evaluation(tmp_path, qa_jsonl,
+                                                                      demo_model, avx512_bf16_cpu):
+    """The demo model in 4-bit, evaluated every 2 steps: the steps after the first evaluation
+    still have gradients and a loss like the steps before it. Repacked for inference, their
+    gradients were 0 (AVX-512 BF16 kernel) or their loss jumped from 0.95 to 25."""
+    config = quick_config(demo_model, tmp_path / "run", cpu_only=True, load_in_4bit=True,
+                          max_steps=4, batch_size=4, eval_steps=2, val_size=4, num_samples=0)
+    run_fine_tuning(data_path=str(qa_jsonl), config=config)
+    train = {e["step"]: e["data"] for e in train_events(tmp_path / "run") if e["kind"] == "train"}
+    evals = [e["data"]["eval_loss"] for e in train_events(tmp_path / "run") if e["kind"] == "eval"]
+    assert len(evals) == 2 and evals[1] < 1.5 * evals[0], evals
+    for step in (3, 4):
+        assert train[step]["grad_norm"] > 0.1, train
+        assert train[step]["loss"] < 1.5 * train[2]["loss"], train
 
 
 def test_the_chat_prompts_with_the_runs_choice_of_the_templates_system_prompt(demo_model):
