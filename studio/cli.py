@@ -422,8 +422,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--overwrite", action="store_true", help="replace a run already in "
                        "--output-dir")
     train.add_argument("--preset", type=_preset_name, metavar="NAME",
-                       help="settings for a purpose, applied before the flags: auto (picked from "
-                       "the dataset's size), " + ", ".join(n.lower().replace(" ", "-")
+                       help="settings for a purpose, applied before the flags (and over a "
+                       "--config file's): auto (picked from the dataset's size; what every "
+                       "setting not given takes anyway), " + ", ".join(n.lower().replace(" ", "-")
                                                            for n in PRESETS))
     train.add_argument("--allow-over-memory", "--allow_over_memory", action="store_true",
                        help="start even if the memory estimate is more than is free (the "

@@ -276,7 +276,9 @@ class FineTuningConfig:
         return path
 
     def replace(self, **changes) -> "FineTuningConfig":
-        return dataclasses.replace(self, **changes)
+        new = dataclasses.replace(self, **changes)
+        new.__dict__["given"] = self.given | changes.keys()
+        return new
 
     # ------------------------------------------------------------------ hardware
     def resolve(self, hw=None) -> "FineTuningConfig":
@@ -448,6 +450,23 @@ class FineTuningConfig:
             problems.append("distributed deepspeed needs DeepSpeed: pip install deepspeed, or "
                             "choose fsdp")
         return problems
+
+
+def _remembering_given(init):
+    """FineTuningConfig's __init__, which also keeps the names of the fields its caller gave
+    (`config.given`): a field nobody set takes the Auto preset's value where a run starts
+    (studio.presets.fill_unset), one its maker set keeps it, even where it equals the default.
+    `replace` adds the fields it changes; a config read from a file gave every field it holds."""
+    names = [f.name for f in fields(FineTuningConfig)]
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        self.__dict__["given"] = frozenset(names[:len(args)]).union(kwargs)
+        init(self, *args, **kwargs)
+    return __init__
+
+
+FineTuningConfig.__init__ = _remembering_given(FineTuningConfig.__init__)
 
 
 # ---------------------------------------------------------------------------- how a field is spelled

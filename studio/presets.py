@@ -71,6 +71,18 @@ def apply_preset(config, name: str):
     return config.replace(**PRESETS[name].fields)
 
 
+def fill_unset(config, n_rows: Optional[int]):
+    """The config with the preset Auto picks for n_rows rows filling every field of it that the
+    config's maker left unset (the page's Auto, for the command line and Python), and a note
+    saying which preset and why; None where the maker set them all."""
+    name, why = choose_preset(n_rows)
+    unset = {k: v for k, v in PRESETS[name].fields.items() if k not in config.given}
+    if not unset:
+        return config, None
+    return config.replace(**unset), (f"preset auto -> {name} for the settings not given "
+                                     f"({', '.join(unset)}): {why}")
+
+
 def advice_after(config, events) -> Optional[str]:
     """What to change when a finished run's validation loss says it did not learn (or learnt
     the training rows by heart past the point of use); None when it looks fine or there was no

@@ -22,6 +22,7 @@ import re
 import shutil
 import tempfile
 import threading
+import warnings
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,8 +31,10 @@ from typing import Optional
 
 from studio.analysis import MAX_UPLOAD_BYTES, Analyses
 from studio.config import FineTuningConfig
+from studio.errors import Note
 from studio.events import read_events
 from studio.models import model_problem
+from studio.presets import fill_unset
 from studio.runs import (ACTIVE, Job, RunError, active_run, is_run_dir, last_checkpoint,
                          list_runs, new_run_dir, prepare_run_dir, read_status, write_status)
 
@@ -206,7 +209,9 @@ class Service:
               listeners=()) -> Job:
         """Check, then train in a new run folder (run_dir, else a fresh one under the runs
         folder): in a thread of this process, or a child process that outlives a page or a
-        server. Refused says why not."""
+        server. Refused says why not. Settings the config's maker left unset take the preset
+        Auto picks for the data's size, as on the page (a Note says which)."""
+        config = self.with_auto_preset(config)
         with self._starting():
             problems = self.check(config, allow_over_memory)
             if problems:
@@ -224,6 +229,20 @@ class Service:
         with self._lock:
             self._jobs[str(run_dir)] = job
         return job
+
+    def with_auto_preset(self, config: FineTuningConfig) -> FineTuningConfig:
+        """The config with its unset settings from the Auto preset for the data's size, the
+        choice said as a Note (the command line prints it; Python shows it as a warning)."""
+        from studio.data import DataError
+
+        try:
+            rows = len(self.data.dataset(config.data_path)) if config.data_path else None
+        except (DataError, OSError):
+            rows = None            # the preflight says what is wrong with the data
+        config, note = fill_unset(config, rows)
+        if note:
+            warnings.warn(note, Note, stacklevel=3)
+        return config
 
     def resume(self, run_dir: str | Path, config: Optional[FineTuningConfig] = None, *,
                in_process: bool = False, listeners=()) -> Job:

@@ -69,6 +69,37 @@ def test_a_second_run_never_reuses_an_existing_run_folder(tiny_qwen3, tmp_path, 
     assert run_cli(capsys, *args, "--overwrite")[0] == 0
 
 
+def test_settings_left_unset_take_the_pages_auto_preset_on_every_surface(tiny_qwen3, tmp_path,
+                                                                      qa_jsonl, capsys):
+    """The command line and run_fine_tuning with nothing set train with what the page's Auto
+    picks for 16 rows (Teach facts), and the command line says so; a setting given keeps its
+    value, the guide's r8 included. They trained r8 on q/v at 2e-4 and did not learn a taught
+    name (issue #39, item 2)."""
+    import yaml
+
+    from studio import FineTuningConfig, run_fine_tuning
+    from studio.presets import PRESETS
+
+    teach = PRESETS["Teach facts"].fields
+    saved = lambda run: yaml.safe_load((run / "config.yaml").read_text())  # noqa: E731
+    code, _, err = run_cli(capsys, "train", "--data", qa_jsonl, "--model", tiny_qwen3,
+                           "--output-dir", tmp_path / "cli", "--backend", "scripted")
+    assert code == 0, err
+    assert "note: preset auto -> Teach facts" in err and "16 rows" in err
+    run_fine_tuning(data_path=str(qa_jsonl), config=FineTuningConfig(
+        model_name=tiny_qwen3, output_dir=str(tmp_path / "api"), backend="scripted"))
+    for run in ("cli", "api"):
+        assert {k: saved(tmp_path / run)[k] for k in teach} == teach, run
+
+    run_fine_tuning(data_path=str(qa_jsonl), config=FineTuningConfig(
+        model_name=tiny_qwen3, output_dir=str(tmp_path / "guide"), backend="scripted",
+        lora_r=8, target_modules=["q_proj", "v_proj"], learning_rate=2e-4))
+    guide = saved(tmp_path / "guide")
+    assert (guide["lora_r"], guide["target_modules"], guide["learning_rate"]) == \
+        (8, ["q_proj", "v_proj"], 2e-4)
+    assert guide["num_train_epochs"] == teach["num_train_epochs"]
+
+
 def _bad(name, tmp_path):
     """A bad input of each kind: (extra CLI args, expected message)."""
     d = tmp_path
