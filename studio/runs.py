@@ -308,6 +308,8 @@ def execute(run_dir: Path, should_stop: Callable[[], bool] = lambda: False,
     distributed.bind_device()
     if not distributed.is_main():      # another rank of a multi-GPU run: rank 0 records it
         return _execute_as_rank(run_dir, should_stop, resume, data)
+    if patched_by_unsloth():
+        return _execute_in_fresh_process(run_dir, should_stop, resume, listeners)
     log = EventLog(run_dir / "metrics.jsonl")
     log.subscribe(lambda e: e.kind == "plan" and write_plan(run_dir, **e.data))
     log.subscribe(lambda e: e.kind == "sample" and _append(run_dir / "samples.jsonl", e))
@@ -380,6 +382,40 @@ def execute(run_dir: Path, should_stop: Callable[[], bool] = lambda: False,
 
         release_memory()      # the model and trainer go now, not at some later collection
     return write_status(run_dir, state=state, reason=reason, ended=time.time(), step=step)
+
+
+FRESH_PROCESS = ("training in a fresh process: Unsloth, loaded into this one by an earlier run or "
+                 "chat, rewrote trl's SFTTrainer and transformers' layers for its own models, "
+                 "and a second run here would train on them")
+
+
+def patched_by_unsloth() -> bool:
+    """Whether Unsloth was imported into this process: its import replaces trl's trainers and,
+    once it loads a model, transformers' layer code, for good (a transformers-backend run after
+    an Unsloth run failed at once: 'Qwen3ForCausalLM' object has no attribute
+    'get_base_model')."""
+    return "unsloth" in sys.modules
+
+
+def _execute_in_fresh_process(run_dir: Path, should_stop, resume: bool, listeners) -> dict:
+    """execute() in a child process (`run-job`), its events handed to `listeners` as they come
+    and a stop asked here passed on through the STOP file; returns its final status."""
+    metrics = run_dir / "metrics.jsonl"
+    cursor = metrics.stat().st_size if metrics.exists() else 0    # a resumed run's are old
+    EventLog(metrics).emit("status", 0, message=FRESH_PROCESS)
+    job = Job(run_dir, process=spawn(run_dir, resume))
+    record_pid(run_dir, job.process.pid)
+    ended = False
+    while not ended:
+        ended = job.process.poll() is not None
+        if should_stop():
+            (run_dir / "STOP").touch()
+        events, cursor = job.events_since(cursor)
+        for event in events:
+            for listener in listeners:
+                listener(event)
+        time.sleep(0 if ended else 0.5)
+    return read_status(run_dir)
 
 
 def _execute_as_rank(run_dir: Path, should_stop, resume: bool, data) -> dict:

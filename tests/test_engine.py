@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 from pathlib import Path
 
@@ -240,6 +241,30 @@ def test_the_chat_prompts_with_the_runs_choice_of_the_templates_system_prompt(de
                                           PromptFormat(template_system_prompt="drop")))
     assert "named SmolLM" in kept and "named SmolLM" not in dropped
     assert dropped.endswith("Who are you?<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_a_run_after_unsloth_was_loaded_here_trains_in_a_fresh_process(tiny_qwen3, tmp_path,
+                                                                         qa_jsonl, monkeypatch):
+    """Unsloth's import rewrites trl's SFTTrainer for its own models for good, and a
+    transformers run after an Unsloth run in one process failed at once (issue #39, item 3):
+    in a process Unsloth was loaded into, a run trains in a child process, says so, and its
+    events still reach the caller's listeners."""
+    import sys
+    import types
+
+    from studio.hardware import detect_hardware
+
+    detect_hardware()      # probed before the stand-in below, as it was before Unsloth loaded
+    monkeypatch.setitem(sys.modules, "unsloth", types.ModuleType("unsloth"))
+    heard = []
+    run_fine_tuning(data_path=str(qa_jsonl), listeners=[heard.append],
+                    config=quick_config(tiny_qwen3, tmp_path / "run", num_samples=0))
+    events = train_events(tmp_path / "run")
+    assert "training in a fresh process" in events[0]["data"]["message"]
+    assert [e.step for e in heard if e.kind == "train"] == [1, 2]
+    assert heard[-1].kind == "done" and heard[-1].data["state"] == "finished"
+    status = json.loads((tmp_path / "run" / "status.json").read_text())
+    assert status["state"] == "finished" and status["pid"] != os.getpid()
 
 
 def test_nothing_of_a_finished_run_stays_in_memory(tiny_qwen3, tmp_path, qa_jsonl):
