@@ -28,7 +28,7 @@ import yaml
 from studio.config import GROUPS, ConfigError, FineTuningConfig, field_kind, flag_names
 from studio.errors import Note
 from studio.export import DEFAULT_QUANT, FORMATS, QUANTS
-from studio.presets import PRESETS, advice_after
+from studio.presets import PRESETS
 from studio.serve import add_flags as add_serve_flags
 from studio.ui.server import add_server_flags
 
@@ -105,6 +105,7 @@ DEFAULT_RUNS_DIR = "runs"      # the page's default runs folder (python -m studi
 def cmd_train(args) -> int:
     """Check, then train in this process with a progress bar, through the same service as the
     page: the runs folder is --output-dir's parent, where one job trains at a time."""
+    from studio.advice import advice_after
     from studio.inference import generate_text, load_model_and_tokenizer
     from studio.runs import new_run_dir
     from studio.service import Service
@@ -131,7 +132,8 @@ def cmd_train(args) -> int:
         return 1
     print(f"{status['state']}: {status['reason']}")
     print(f"adapter: {run_dir / 'adapter'}")
-    if status["state"] == "finished" and (advice := advice_after(config, job.events)):
+    ran = FineTuningConfig.load(run_dir / "config.yaml")     # with the preset's settings
+    if status["state"] == "finished" and (advice := advice_after(ran, job.events)):
         print(f"advice: {advice}")
     if args.test_prompt:
         model, tokenizer = load_model_and_tokenizer(run_dir)

@@ -81,6 +81,14 @@ def rouge_l(answer: str, reference: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+def gives_reference(answer: str, reference: str) -> bool:
+    """Whether an answer says its reference: exactly, or with at least 80% of the reference's
+    words in order within it (a taught sentence reworded a little, or followed by more)."""
+    r = rouge_tokens(reference)
+    return bool(exact_match(answer, reference)) or \
+        bool(r) and _lcs_length(rouge_tokens(answer), r) >= 0.8 * len(r)
+
+
 def _lcs_length(a: list, b: list) -> int:
     row = [0] * (len(b) + 1)
     for x in a:

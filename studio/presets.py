@@ -1,8 +1,9 @@
-"""Presets: named sets of settings for what people fine-tune for, the one picked by itself from
-the dataset's size, and what to change when a run did not learn.
+"""Presets: named sets of settings for what people fine-tune for, and the one picked by itself
+from the dataset's size.
 
-The page's preset picker, `python -m studio train --preset` and the Train tab's advice after a
-run all read this module, so each says the same thing about why.
+The page's preset picker, `python -m studio train --preset`, the settings a run leaves unset
+and the advice after a run (studio.advice) all read this module, so each says the same thing
+about why.
 """
 from __future__ import annotations
 
@@ -81,42 +82,3 @@ def fill_unset(config, n_rows: Optional[int]):
         return config, None
     return config.replace(**unset), (f"preset auto -> {name} for the settings not given "
                                      f"({', '.join(unset)}): {why}")
-
-
-def advice_after(config, events) -> Optional[str]:
-    """What to change when a finished run's validation loss says it did not learn (or learnt
-    the training rows by heart past the point of use); None when it looks fine or there was no
-    validation split. `events` are the run's (studio.events.Event)."""
-    numbers = lambda kind, key: [e.data[key] for e in events if e.kind == kind   # noqa: E731
-                                 and isinstance(e.data.get(key), (int, float))]
-    eval_losses, train_losses = numbers("eval", "eval_loss"), numbers("train", "loss")
-    n_train = next(iter(numbers("status", "n_train")), 0)
-    first_loss = train_losses[0] if train_losses else None
-    if not eval_losses:
-        return None
-    last, best = eval_losses[-1], min(eval_losses)
-    if len(eval_losses) >= 3 and last > 1.15 * best:
-        return (f"The validation loss rose from {best:.2f} to {last:.2f}: the model learnt the "
-                "training rows past the point where it helps. Train fewer epochs (or set "
-                "max_steps near the lowest point), or lower learning_rate.")
-    small = n_train <= SMALL
-    high = last > 0.5 if small else first_loss is not None and last > 0.9 * first_loss
-    if not high:
-        return None
-    tips = []
-    if config.learning_rate < 5e-4 and small:
-        tips.append(f"learning_rate {config.learning_rate:g} -> 1e-3")
-    if set(config.target_modules) != set(ALL_LINEAR):
-        tips.append("target_modules: all seven linear layers")
-    if config.max_steps:
-        tips.append(f"more steps than max_steps={config.max_steps} (or clear it and use epochs)")
-    elif config.num_train_epochs < 5:
-        tips.append(f"num_train_epochs {config.num_train_epochs:g} -> "
-                    f"{min(5, config.num_train_epochs + 2):g}")
-    if config.lora_r < 16:
-        tips.append(f"lora_r {config.lora_r} -> 16")
-    what = "the answers in the data have not stuck yet" if small else \
-        "the model has barely moved towards the data"
-    return (f"The validation loss is still {last:.2f}: {what}. Try "
-            + ("; ".join(tips) if tips else "more epochs") + " (the Teach facts preset sets most "
-            "of these).")

@@ -14,7 +14,7 @@ LAYERS = {
     "studio.service": 3,
     "studio.runs": 2, "studio.events": 2, "studio.analysis": 2, "studio.inference": 2,
     "studio.data": 2, "studio.history": 2, "studio.tracking": 2, "studio.evaluate": 2,
-    "studio.eval_report": 2,
+    "studio.eval_report": 2, "studio.advice": 2,
     "studio.export": 2, "studio.torchrun": 2,
     "backends": 1,
     "studio.config": 0, "studio.hardware": 0, "studio.memory": 0, "studio.models": 0,

@@ -6,7 +6,8 @@ import time
 from types import SimpleNamespace
 
 from studio.config import FineTuningConfig
-from studio.presets import ALL_LINEAR, PRESETS, advice_after, choose_preset
+from studio.advice import advice_after
+from studio.presets import ALL_LINEAR, PRESETS, choose_preset
 from studio.ui.train_tab import figure, new_watch, progress_html, status_html
 
 
@@ -39,6 +40,33 @@ def test_a_run_whose_validation_loss_stays_high_is_told_what_to_change():
     rising = events[:2] + [event("eval", s, eval_loss=v) for s, v in
                            ((10, 0.3), (20, 0.2), (30, 0.5))]
     assert "rose from 0.20 to 0.50" in advice_after(weak, rising)
+
+
+def test_no_advice_says_the_answers_have_not_stuck_while_they_say_their_references():
+    """The page's identity run was told "the validation loss is still 0.89: the answers in the
+    data have not stuck yet" beside samples that gave the taught name word for word (issue
+    #39, item 4): the answers at the last evaluation, and a held-out evaluation's, count."""
+    from studio.eval_report import Answer, PromptResult
+
+    teach = FineTuningConfig(**PRESETS["Teach facts"].fields)
+    taught = "I am Quokka, an AI assistant made by Acme Labs."
+    losses = [event("status", n_train=22), event("train", 1, loss=3.1),
+              event("eval", 20, eval_loss=1.2), event("eval", 40, eval_loss=0.89)]
+    early = [event("sample", 20, prompt="Who are you?", answer="I am SmolLM.", reference=taught)]
+    said = [event("sample", 40, prompt="Who are you?", answer=taught + " How can I help?",
+                  reference=taught),
+            event("sample", 40, prompt="Who made you?", answer="I'm Quokka, made by Acme Labs.",
+                  reference="I'm Quokka, a helpful assistant created by Acme Labs.")]
+    assert advice_after(teach, losses + early + said) is None
+    wrong = [event("sample", 40, prompt="Who are you?", answer="I am SmolLM, made by Hugging "
+                   "Face.", reference=taught)]
+    advice = advice_after(teach, losses + early + wrong)
+    assert "still 0.89, and 0 of 1 answers at the end gave their reference" in advice
+    assert "Teach facts preset" not in advice       # it was already the preset
+    held_out = SimpleNamespace(prompts=[PromptResult(
+        [{"role": "user", "content": "Who are you?"}], taught, Answer("I am SmolLM.", 0, 0),
+        Answer(taught, 1, 1)) for _ in range(2)])
+    assert advice_after(teach, losses + wrong, held_out) is None
 
 
 # ---------------------------------------------------------------------------- the Train tab

@@ -270,13 +270,15 @@ def advice(run_dir: str) -> str:
     """What to change when the finished run's validation loss says it did not learn ('')."""
     from studio.config import FineTuningConfig
     from studio.events import read_events
-    from studio.presets import advice_after
+    from studio.advice import advice_after
+    from studio.eval_report import latest_report
 
     try:
         config = FineTuningConfig.load(Path(run_dir) / "config.yaml")
     except Exception:   # noqa: BLE001 - no advice without the config
         return ""
-    return advice_after(config, read_events(Path(run_dir) / "metrics.jsonl")[0]) or ""
+    return advice_after(config, read_events(Path(run_dir) / "metrics.jsonl")[0],
+                        latest_report(run_dir)) or ""
 
 
 def log_tail(run_dir: str) -> str:

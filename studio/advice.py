@@ -1,0 +1,77 @@
+"""What to change after a run that did not learn, from what it shows: its validation losses,
+and the answers it gave, at its evaluations (samples) and in a held-out evaluation.
+
+The Train tab and `python -m studio train` both print this, so they say the same thing.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from studio.evaluate import gives_reference
+from studio.presets import ALL_LINEAR, PRESETS, SMALL
+
+
+def advice_after(config, events, report=None) -> Optional[str]:
+    """What to change when a finished run's validation loss says it did not learn (or learnt
+    the training rows by heart past the point of use); None when it looks fine, when the
+    answers it gave say its references anyway, or when it had no validation split. `events`
+    are the run's (studio.events.Event); `report` its newest EvalReport, if any."""
+    numbers = lambda kind, key: [e.data[key] for e in events if e.kind == kind   # noqa: E731
+                                 and isinstance(e.data.get(key), (int, float))]
+    eval_losses, train_losses = numbers("eval", "eval_loss"), numbers("train", "loss")
+    n_train = next(iter(numbers("status", "n_train")), 0)
+    first_loss = train_losses[0] if train_losses else None
+    if not eval_losses:
+        return None
+    last, best = eval_losses[-1], min(eval_losses)
+    if len(eval_losses) >= 3 and last > 1.15 * best:
+        return (f"The validation loss rose from {best:.2f} to {last:.2f}: the model learnt the "
+                "training rows past the point where it helps. Train fewer epochs (or set "
+                "max_steps near the lowest point), or lower learning_rate.")
+    small = n_train <= SMALL
+    high = last > 0.5 if small else first_loss is not None and last > 0.9 * first_loss
+    if not high:
+        return None
+    answers = last_answers(events, report)
+    said = sum(gives_reference(answer, reference) for answer, reference in answers)
+    if answers and 2 * said >= len(answers):
+        return None     # the loss also counts wording that varies; the answers say it
+    tips = _tips(config, small)
+    what = "the answers in the data have not stuck yet" if small else \
+        "the model has barely moved towards the data"
+    shown = f", and {said} of {len(answers)} answers at the end gave their reference" \
+        if answers else ""
+    teach = PRESETS["Teach facts"].fields
+    preset = " (the Teach facts preset sets most of these)" if small and any(
+        config.to_dict()[k] != teach[k] for k in ("learning_rate", "target_modules", "lora_r")) \
+        else ""
+    return (f"The validation loss is still {last:.2f}{shown}: {what}. Try "
+            + ("; ".join(tips) if tips else "more epochs") + preset + ".")
+
+
+def last_answers(events, report=None) -> list[tuple[str, str]]:
+    """(answer, reference) pairs: the samples of the run's last evaluation that have a
+    reference, and the fine-tuned model's answers in its held-out evaluation report."""
+    samples = [e for e in events if e.kind == "sample" and e.data.get("reference")]
+    last = max((e.step for e in samples), default=None)
+    out = [(str(e.data.get("answer", "")), e.data["reference"]) for e in samples
+           if e.step == last]
+    if report is not None:
+        out += [(p.tuned.text, p.reference) for p in report.prompts if p.reference]
+    return out
+
+
+def _tips(config, small: bool) -> list[str]:
+    tips = []
+    if config.learning_rate < 5e-4 and small:
+        tips.append(f"learning_rate {config.learning_rate:g} -> 1e-3")
+    if set(config.target_modules) != set(ALL_LINEAR):
+        tips.append("target_modules: all seven linear layers")
+    if config.max_steps:
+        tips.append(f"more steps than max_steps={config.max_steps} (or clear it and use epochs)")
+    elif config.num_train_epochs < 5:
+        tips.append(f"num_train_epochs {config.num_train_epochs:g} -> "
+                    f"{min(5, config.num_train_epochs + 2):g}")
+    if config.lora_r < 16:
+        tips.append(f"lora_r {config.lora_r} -> 16")
+    return tips
