@@ -370,6 +370,18 @@ class Service:
             except EvalError as e:
                 raise Refused([str(e)]) from None
 
+    def export_evalscope(self, run_dir: str | Path, data: Optional[str] = None) -> Path:
+        """The run's held-out rows (or the file `data`'s) as an EvalScope general_qa file in
+        the run's eval/ folder (studio.evaluate.export_evalscope); returns its path."""
+        from studio.evaluate import EvalError, export_evalscope
+
+        run_dir = self._own(run_dir)
+        try:
+            return export_evalscope(run_dir, run_dir / "eval" / "evalscope_general_qa.jsonl",
+                                    data=data)
+        except EvalError as e:
+            raise Refused([str(e)]) from None
+
     def export(self, run_dir: str | Path, fmt: str, out: str | Path | None = None,
                quant: Optional[str] = None, progress=lambda done, what: None):
         """The run taken out as `fmt` (studio.export) into `out`, by default a new folder under
@@ -521,6 +533,13 @@ class Service:
                 self._models.popitem(last=False)
         gc.collect()
         return loaded
+
+    def chat_source(self, source: str) -> Optional[FineTuningConfig]:
+        """The run's config where `source` is a run folder; None where it names a model (an id
+        or a model folder), which the chat loads as it is."""
+        if source and is_run_dir(Path(source)):
+            return FineTuningConfig.load(Path(source) / "config.yaml")
+        return None
 
     def chat_runs(self) -> list[dict]:
         """Runs that can answer in a chat (an adapter or a checkpoint saved), with their base."""

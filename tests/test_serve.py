@@ -341,3 +341,25 @@ def test_the_pages_toggle_serves_the_chosen_run_at_its_own_v1(page, runs):
     assert studio.predict(False, str(runs / "answers"), api_name="/serve_openai")[0] is False
     with pytest.raises(openai.InternalServerError):
         client.models.list()
+
+
+def test_the_serve_toggle_refuses_a_folder_outside_alike_whether_it_exists_or_not(page, runs,
+                                                                                 tmp_path):
+    """The toggle read a folder outside the studio's (its config.yaml, whether it is a folder)
+    and served it (issue #39, item 5): refused, in the same words for a run-shaped folder and a
+    path that does not exist, and nothing is served."""
+    import shutil
+
+    from gradio_client import Client
+
+    ready(page)
+    outside = tmp_path / "elsewhere"
+    shutil.copytree(runs / "answers", outside)
+    studio = Client(page.url.removesuffix("v1"), auth=(USER, PASS), verbose=False)
+    said = []
+    for path in (outside, tmp_path / "missing"):
+        on, status, _ = studio.predict(True, str(path), api_name="/serve_openai")
+        assert on is False and "outside the folders" in status, status
+        said.append(status.replace(str(path), "PATH"))
+    assert said[0] == said[1]
+    assert http(page.url + "/models")[0] == 503

@@ -305,10 +305,33 @@ def test_evaluating_exporting_or_resuming_a_folder_outside_is_refused(client, tm
                    lambda: service.export_estimate(outside, "adapter"),
                    lambda: service.resume(outside), lambda: service.stop(outside),
                    lambda: service.model(str(outside)), lambda: service.data.dataset(outside),
-                   lambda: service.data.tokenizer(str(outside))):
+                   lambda: service.data.tokenizer(str(outside)),
+                   lambda: service.export_evalscope(outside),
+                   lambda: service.chat_source(str(outside))):
         with pytest.raises(Exception, match="outside the folders"):
             action()
     assert sorted(p.name for p in outside.iterdir()) == ["config.yaml"]
+
+
+def test_exporting_for_evalscope_reads_no_file_outside(tmp_path):
+    """Evaluate's Export for EvalScope took its data path unchecked, and an outside JSONL came
+    back as a download (issue #39, item 5): the page's service refuses it, in the same words
+    whether the file exists or not, before anything is read."""
+    from studio import FineTuningConfig
+    from studio.service import Refused
+    from studio.ui.confined import ConfinedService
+
+    service = ConfinedService(tmp_path / "runs")
+    run = tmp_path / "runs" / "a-run"
+    run.mkdir(parents=True)
+    FineTuningConfig().save(run / "config.yaml")
+    secret = write_jsonl(tmp_path / "secret.jsonl", QA_ROWS)
+    said = []
+    for data in (secret, tmp_path / "missing.jsonl"):
+        with pytest.raises(Refused, match="outside the folders") as refused:
+            service.export_evalscope(run, str(data))
+        said.append(str(refused.value).replace(str(data), "PATH"))
+    assert said[0] == said[1] and not (run / "eval").exists()
 
 
 # Gradio's published file-route attacks (its security advisories, 2023-2025): traversal in

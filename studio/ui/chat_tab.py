@@ -13,9 +13,8 @@ from pathlib import Path
 import gradio as gr
 
 from studio.catalog import CATALOG, DEMO_MODEL_ID, TINY_QWEN3_ID, hub_cache_has, is_local_model
-from studio.config import FineTuningConfig
 from studio.runs import is_run_dir
-from studio.service import Service
+from studio.service import Refused, Service
 from studio.ui.common import first_line, guard, md, note, shout, unmd
 from studio.ui.i18n import T, say, state_word
 
@@ -125,10 +124,11 @@ def reply_bubbles(text: str, done: bool) -> list[dict]:
     return out
 
 
-def describe_source(source: str) -> tuple[str, bool, str | None]:
-    """(a line about what answers, its thinking mode, the run's base model or None)."""
-    if source and is_run_dir(Path(source)):
-        config = FineTuningConfig.load(Path(source) / "config.yaml")
+def describe_source(service: Service, source: str) -> tuple[str, bool, str | None]:
+    """(a line about what answers, its thinking mode, the run's base model or None); a path
+    the page may not read is Refused by the page's service before anything is looked at."""
+    config = service.chat_source(source)
+    if config is not None:
         template = say("chat.custom_template" if config.prompt_template else
                        "chat.chat_template")
         return (say("chat.run_line", name=Path(source).name, base=config.model_name,
@@ -163,7 +163,7 @@ def wire(t: ChatTab, service: Service) -> None:
         if not source:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip()
         try:
-            line, thinking, base = describe_source(source)
+            line, thinking, base = describe_source(service, source)
         except Exception as e:   # noqa: BLE001
             return shout(say("chat.unreadable", source=source, error=e)), gr.skip(), \
                 gr.skip(), gr.skip()
@@ -183,7 +183,7 @@ def wire(t: ChatTab, service: Service) -> None:
 
     def answer(source, compare, tuned, base, system, temperature, top_p, max_new, thinking):
         """Stream the fine-tuned (or chosen) model's reply, then the base model's."""
-        is_run = bool(source) and is_run_dir(Path(source))
+        is_run = service.chat_source(source) is not None
         sides = [("tuned", False)] + ([("base", True)] if compare and is_run else [])
         histories = {"tuned": tuned, "base": base}
         for side, base_of_run in sides:
@@ -230,7 +230,7 @@ def wire(t: ChatTab, service: Service) -> None:
             return
         user = {"role": "user", "content": md(message)}      # shown as typed, never as HTML
         tuned = (tuned or []) + [user]
-        if compare and is_run_dir(Path(source)):       # the base answers too
+        if compare and service.chat_source(source) is not None:     # the base answers too
             base = (base or []) + [user]
         for tuned, base, status in answer(source, compare, tuned, base, *settings):
             yield "", tuned, base, status
@@ -245,7 +245,7 @@ def wire(t: ChatTab, service: Service) -> None:
         if not tuned:
             yield tuned, base, shout(say("chat.nothing_to_redo"), "warn")
             return
-        comparing = compare and is_run_dir(Path(source))
+        comparing = compare and service.chat_source(source) is not None
         base = up_to_last_question(base) or (list(tuned) if comparing else base)
         yield from answer(source, compare, tuned, base, *settings)
 
@@ -297,7 +297,10 @@ def wire_serving(t: ChatTab, service: Service) -> None:
             served.serve([])
             return (False, shout(say(why), "warn"), hidden) if on else shown(request)
         try:
+            service.chat_source(source)        # the page's service refuses a path outside
             served.serve([source])
+        except Refused as e:
+            return False, shout("\n".join(e.problems)), hidden
         except ValueError as e:
             return False, shout(say("serve.failed", source=source, error=e)), hidden
         return shown(request)
@@ -306,6 +309,7 @@ def wire_serving(t: ChatTab, service: Service) -> None:
     def follow(on, source, request: gr.Request):
         """A new choice is served if this tab's box is ticked; else show what is served."""
         if on and source and served.on:
+            service.chat_source(source)        # the page's service refuses a path outside
             served.serve([source])
         return shown(request)
 

@@ -137,6 +137,12 @@ class ConfinedService(Service):
             self.path(out)
         return super().export(self.path(run_dir), fmt, out, *args, **kwargs)
 
+    def export_evalscope(self, run_dir, data=None):
+        return super().export_evalscope(self.path(run_dir), self.source(data, "dataset"))
+
+    def chat_source(self, source):
+        return super().chat_source(self.source(source))
+
     def export_estimate(self, run_dir, *args, **kwargs):
         return super().export_estimate(self.path(run_dir), *args, **kwargs)
 

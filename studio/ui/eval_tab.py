@@ -130,12 +130,12 @@ def wire(t: EvalTab, service: Service) -> None:
 
     @guard
     def export(run_dir, data):
-        from studio.evaluate import export_evalscope
-
         if not run_dir:
             return shout(say("eval.pick_first"), "warn"), gr.skip()
-        path = Path(run_dir) / "eval" / "evalscope_general_qa.jsonl"
-        export_evalscope(run_dir, path, data=(data or "").strip() or None)
+        try:
+            path = service.export_evalscope(run_dir, (data or "").strip() or None)
+        except Refused as e:
+            return shout("\n".join(e.problems)), gr.skip()
         return note(say("eval.exported.note", path=str(path)), "ok"), \
             gr.update(value=str(path), visible=True)
 
