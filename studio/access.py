@@ -1,7 +1,7 @@
 """Who may reach the studio and what it may touch when served: logins (from a file, the
 environment or argv, with failed attempts slowed down), the exposure rule (beyond this machine
-only with a login, or with an explicit --insecure-no-auth), and the folders a served page may
-read (Confinement). The Python API and the command line never go through here: the operator
+only with a login, or with an explicit --insecure-no-auth), the folders a served page may
+read (Confinement), and how much work one chat request may ask (ReplyBounds). The Python API and the command line never go through here: the operator
 keeps full access. Nothing here imports gradio or fastapi.
 """
 from __future__ import annotations
@@ -12,6 +12,7 @@ import hmac
 import ipaddress
 import os
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional
 
@@ -130,6 +131,48 @@ def add_login_flags(parser: argparse.ArgumentParser, what: str = "the page") -> 
     parser.add_argument("--insecure-no-auth", action="store_true",
                         help="allow --host beyond this machine or --share without a login "
                              "(anyone who reaches it can use the studio)")
+
+
+# ---------------------------------------------------------------------------- bounds
+class OverBounds(ValueError):
+    """A chat request that asks for more than the server's bounds; the message names them."""
+
+
+@dataclass
+class ReplyBounds:
+    """The most one chat request may ask of a served model (the page's chat, its chat_reply
+    API and /v1 alike), so that no request holds a model for long: a reply of 10**9 tokens once
+    held one until the server restarted. Set by --max-reply-tokens, --max-prompt-tokens and
+    --max-request-size."""
+    reply_tokens: int = 4096
+    prompt_tokens: int = 16384
+    request_bytes: int = 2**20       # a /v1 body, before it is read as JSON
+
+    def check(self, prompt_tokens: int, reply_tokens: int) -> None:
+        """OverBounds, saying which bound and how to stay inside it, before anything runs."""
+        if reply_tokens > self.reply_tokens:
+            raise OverBounds(f"a reply of {reply_tokens:,} tokens was asked for; this server "
+                             f"writes at most {self.reply_tokens:,} (--max-reply-tokens)")
+        if prompt_tokens > self.prompt_tokens:
+            raise OverBounds(f"the conversation is {prompt_tokens:,} tokens; this server reads "
+                             f"at most {self.prompt_tokens:,} (--max-prompt-tokens): shorten it")
+
+
+def add_bounds_flags(parser: argparse.ArgumentParser) -> None:
+    default = ReplyBounds()
+    parser.add_argument("--max-reply-tokens", type=int, default=default.reply_tokens,
+                        metavar="N", help="longest reply one chat request may ask for "
+                        f"(default {default.reply_tokens})")
+    parser.add_argument("--max-prompt-tokens", type=int, default=default.prompt_tokens,
+                        metavar="N", help="longest conversation one chat request may send, "
+                        f"in tokens (default {default.prompt_tokens})")
+    parser.add_argument("--max-request-size", type=int, default=default.request_bytes,
+                        metavar="BYTES", help="largest /v1 request body "
+                        f"(default {default.request_bytes})")
+
+
+def bounds_of(args: argparse.Namespace) -> ReplyBounds:
+    return ReplyBounds(args.max_reply_tokens, args.max_prompt_tokens, args.max_request_size)
 
 
 def hide_password_from_ps() -> bool:

@@ -14,6 +14,7 @@ extra small matmuls per layer. The CPU keeps the plain path; nothing here applie
 from __future__ import annotations
 
 import queue
+import threading
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, Iterator
@@ -104,18 +105,25 @@ class Decoder:
                top_p: float = 1.0, stop_ids: Iterable[int] = ()) -> Iterator[list[int]]:
         """The reply's token ids, CHUNK at a time, ending before the first of `stop_ids`."""
         pieces: queue.Queue = queue.Queue()
-        done = object()
+        done, closed = object(), threading.Event()
+
+        def emit(ids: list[int]) -> bool:
+            pieces.put(ids)
+            return not closed.is_set()      # the caller stopped reading: stop at this chunk
 
         def run():
             try:
                 self._decode(prompt_ids, max_new_tokens, temperature, top_p, set(stop_ids),
-                             pieces.put)
+                             emit)
             finally:
                 pieces.put(done)
 
         future = self.worker.submit(run)
-        while (piece := pieces.get()) is not done:
-            yield piece
+        try:
+            while (piece := pieces.get()) is not done:
+                yield piece
+        finally:
+            closed.set()
         future.result()          # an error in the loop is raised here, to the caller
 
     def warm_up(self) -> None:
@@ -133,7 +141,7 @@ class Decoder:
         return self.cache
 
     def _decode(self, prompt_ids, max_new_tokens, temperature, top_p, stop_ids,
-                emit: Callable[[list[int]], None]) -> None:
+                emit: Callable[[list[int]], bool]) -> None:
         import torch
 
         device, n = self.model.device, len(prompt_ids)
@@ -153,8 +161,7 @@ class Decoder:
                     ids = chosen[sent:i + 1].tolist()      # the one wait for the GPU a chunk
                     sent = i + 1
                     end = next((k for k, t in enumerate(ids) if t in stop_ids), None)
-                    emit(ids[:end])
-                    if end is not None:
+                    if not emit(ids[:end]) or end is not None:
                         return
                 if i + 1 == max_new_tokens:
                     return

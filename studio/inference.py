@@ -119,11 +119,18 @@ def template_prompt(template: str, user_text: str) -> str:
 
 def stream_reply(loaded: LoadedModel, messages: list[dict], *, max_new_tokens: int = 256,
                  temperature: float = 0.7, top_p: float = 0.95,
-                 enable_thinking: Optional[bool] = None) -> Iterator[str]:
-    """The reply to `messages`, piece by piece as the model writes it."""
+                 enable_thinking: Optional[bool] = None, bounds=None,
+                 ids: Optional[list[int]] = None) -> Iterator[str]:
+    """The reply to `messages`, piece by piece as the model writes it; closing the iterator
+    stops the model within a token or a chunk. With `bounds` (studio.access.ReplyBounds), a
+    request over them raises OverBounds before anything is generated. `ids`: the prompt, where
+    the caller has tokenized it already."""
     from backends import get_backend
 
-    ids = prompt_ids(loaded.tokenizer, messages, loaded.prompt_format, enable_thinking)
+    if ids is None:
+        ids = prompt_ids(loaded.tokenizer, messages, loaded.prompt_format, enable_thinking)
+    if bounds is not None:
+        bounds.check(len(ids), max_new_tokens)
     settings = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p}
     yield from get_backend(loaded.backend).stream(loaded.model, loaded.tokenizer, ids, settings)
 

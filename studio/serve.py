@@ -12,7 +12,8 @@ toggle on the Chat tab (studio.ui.chat_tab, mounted by studio.ui.server).
 Auth is the page's: with `--auth USER:PASS`, a request carries `Authorization: Bearer PASS`
 (what the openai client sends as its api_key) or HTTP Basic USER:PASS; without it, the API
 listens on this machine only. One generation at a time per model: requests queue on its lock
-rather than load it twice or fight over it. Errors come back in OpenAI's error JSON with what to
+rather than load it twice or fight over it. Each request is bounded (studio.access.ReplyBounds:
+body size, prompt and reply tokens), and a client that goes away stops its generation. Errors come back in OpenAI's error JSON with what to
 fix. gradio is never imported here: the API runs without the page.
 """
 # No `from __future__ import annotations`: FastAPI reads the routes' `request: Request` hints,
@@ -30,7 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
-from studio.access import Logins, add_login_flags, exposure, hide_password_from_ps, logins
+from studio.access import (Logins, add_bounds_flags, add_login_flags, bounds_of, exposure,
+                           hide_password_from_ps, logins)
 
 if TYPE_CHECKING:
     from studio.service import Service
@@ -48,7 +50,8 @@ class ApiError(Exception):
     """A request that cannot be answered, as OpenAI says it: status, message, type, code."""
 
     TYPES = {400: "invalid_request_error", 401: "authentication_error",
-             404: "invalid_request_error", 503: "service_unavailable", 500: "server_error"}
+             404: "invalid_request_error", 413: "invalid_request_error",
+             503: "service_unavailable", 500: "server_error"}
 
     def __init__(self, status: int, message: str, code: Optional[str] = None,
                  param: Optional[str] = None):
@@ -123,11 +126,11 @@ class ChatRequest:
     stop: tuple[str, ...] = ()
 
     @classmethod
-    def parse(cls, body) -> "ChatRequest":
+    def parse(cls, body, bounds=None) -> "ChatRequest":
         """The fields this API honours, each checked with what to send instead. Fields it has
         no use for (seed, penalties, user, ...) are ignored, as many OpenAI-compatible servers
         do; n > 1, tools and logprobs are refused, since the answer would not be what was
-        asked for."""
+        asked for. With `bounds`, a longer reply than they allow is refused too."""
         if not isinstance(body, dict):
             raise ApiError(400, "the body must be a JSON object with model and messages")
         model = body.get("model")
@@ -151,7 +154,7 @@ class ChatRequest:
         return cls(model=model, messages=_messages(body.get("messages")),
                    temperature=_number(body, "temperature", DEFAULT_TEMPERATURE, 0, 2),
                    top_p=_number(body, "top_p", DEFAULT_TOP_P, 0, 1, low_open=True),
-                   max_tokens=_max_tokens(body), stream=bool(body.get("stream")),
+                   max_tokens=_max_tokens(body, bounds), stream=bool(body.get("stream")),
                    include_usage=bool(isinstance(options, dict) and options.get("include_usage")),
                    enable_thinking=thinking, stop=tuple(stop))
 
@@ -195,7 +198,9 @@ def _number(body: dict, name: str, default: float, low: float, high: float,
     return float(value)
 
 
-def _max_tokens(body: dict) -> int:
+def _max_tokens(body: dict, bounds=None) -> int:
+    from studio.access import OverBounds
+
     for name in ("max_completion_tokens", "max_tokens"):
         value = body.get(name)
         if value is None:
@@ -203,8 +208,13 @@ def _max_tokens(body: dict) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ApiError(400, f"{name} must be a whole number of 1 or more, got {value!r}",
                            param=name)
+        try:
+            if bounds is not None:
+                bounds.check(0, value)
+        except OverBounds as e:
+            raise ApiError(400, f"{name}: {e}", param=name) from None
         return value
-    return DEFAULT_MAX_TOKENS
+    return min(DEFAULT_MAX_TOKENS, bounds.reply_tokens) if bounds else DEFAULT_MAX_TOKENS
 
 
 # ---------------------------------------------------------------------------- thinking
@@ -332,8 +342,8 @@ class Generation:
         ("ready", prompt_tokens), ("text", piece)..., ("done", finish_reason, completion_tokens)
         or ("error", ApiError) at any point.
 
-    A client that goes away only stops the events: the generation is run to its end, since the
-    model is busy until it ends and the next request must wait for that, not run beside it."""
+    A client that goes away cancels it: the model stops at its next token (or chunk), and the
+    lock is free for the next request once it has."""
 
     def __init__(self, served: Served, request: ChatRequest):
         self.request, self.served = request, served
@@ -349,7 +359,11 @@ class Generation:
         return await self.events.get()
 
     def cancel(self) -> None:
-        self.cancelled.set()
+        """Stop: the model stops at its next token, and a reader waiting for an event gets
+        an error rather than waiting for ever."""
+        if not self.cancelled.is_set():
+            self._put("error", ApiError(499, "the client went away"))
+            self.cancelled.set()
 
     def _put(self, *event) -> None:
         if self.cancelled.is_set():
@@ -360,8 +374,6 @@ class Generation:
             self.cancelled.set()
 
     def _work(self) -> None:
-        from studio.inference import prompt_ids, stream_reply
-
         r = self.request
         try:
             with self.served.lock(self.source):
@@ -369,38 +381,61 @@ class Generation:
                     loaded = self.served.service.model(self.source)
                 except Exception as e:   # noqa: BLE001 - said to the client, the server goes on
                     raise ApiError(500, f"could not load {r.model}: {e}") from e
-                try:
-                    ids = prompt_ids(loaded.tokenizer, r.messages, loaded.prompt_format,
-                                     r.enable_thinking)
-                except Exception as e:   # noqa: BLE001 - a template that refuses these messages
-                    raise ApiError(400, f"the messages do not fit {r.model}'s chat template: {e}",
-                                   param="messages") from e
+                ids = self._prompt(loaded)
                 self._put("ready", len(ids))
-                text, sent, finish = "", 0, None
-                for piece in stream_reply(loaded, r.messages, max_new_tokens=r.max_tokens,
-                                          temperature=r.temperature, top_p=r.top_p,
-                                          enable_thinking=r.enable_thinking):
-                    if finish or self.cancelled.is_set():
-                        continue                # drained: the model is busy until it ends
-                    text += piece
-                    cut = min((i for s in r.stop if (i := text.find(s)) >= 0), default=None)
-                    if cut is not None:
-                        text, finish = text[:cut], "stop"
-                    upto = len(text) if finish else len(text) - _held(text, *r.stop)
-                    if upto > sent:
-                        self._put("text", text[sent:upto])
-                        sent = upto
-                    if finish:                  # the client has its answer; the rest is drained
-                        self._put("done", finish, count_tokens(loaded.tokenizer, text))
-                if not finish:
-                    if sent < len(text):
-                        self._put("text", text[sent:])
-                    tokens = count_tokens(loaded.tokenizer, text)
-                    self._put("done", "length" if tokens >= r.max_tokens else "stop", tokens)
+                self._generate(loaded, ids)
         except ApiError as e:
             self._put("error", e)
         except Exception as e:   # noqa: BLE001 - the generation failed midway
             self._put("error", ApiError(500, f"{r.model} failed while answering: {e}"))
+
+    def _prompt(self, loaded) -> list[int]:
+        """The conversation as the model is prompted with it, inside the server's bounds."""
+        from studio.access import OverBounds
+        from studio.inference import prompt_ids
+
+        r = self.request
+        try:
+            ids = prompt_ids(loaded.tokenizer, r.messages, loaded.prompt_format,
+                             r.enable_thinking)
+        except Exception as e:   # noqa: BLE001 - a template that refuses these messages
+            raise ApiError(400, f"the messages do not fit {r.model}'s chat template: {e}",
+                           param="messages") from e
+        try:
+            self.served.service.bounds.check(len(ids), r.max_tokens)
+        except OverBounds as e:
+            raise ApiError(400, str(e), param="messages") from None
+        return ids
+
+    def _generate(self, loaded, ids: list[int]) -> None:
+        """Text events up to the first stop string, then done; the model stops as soon as the
+        answer is complete or the client is gone (the stream is closed, not drained)."""
+        from contextlib import closing
+
+        from studio.inference import stream_reply
+
+        r = self.request
+        text, sent, finish = "", 0, None
+        with closing(stream_reply(loaded, r.messages, max_new_tokens=r.max_tokens,
+                                  temperature=r.temperature, top_p=r.top_p,
+                                  enable_thinking=r.enable_thinking, ids=ids)) as pieces:
+            for piece in pieces:
+                if self.cancelled.is_set():
+                    return
+                text += piece
+                cut = min((i for s in r.stop if (i := text.find(s)) >= 0), default=None)
+                if cut is not None:
+                    text, finish = text[:cut], "stop"
+                upto = len(text) if finish else len(text) - _held(text, *r.stop)
+                if upto > sent:
+                    self._put("text", text[sent:upto])
+                    sent = upto
+                if finish:
+                    break
+        if sent < len(text):
+            self._put("text", text[sent:])
+        tokens = count_tokens(loaded.tokenizer, text)
+        self._put("done", finish or ("length" if tokens >= r.max_tokens else "stop"), tokens)
 
 
 def count_tokens(tokenizer, text: str) -> int:
@@ -452,14 +487,16 @@ def router(served: Served, auth=None):
 
     @api.post("/chat/completions")
     async def chat_completions(request: Request):
+        bounds = served.service.bounds
         try:
             await admit(request)
             try:
-                body = await request.json()
-            except ValueError:
-                raise ApiError(400, "the body is not JSON: send {\"model\": ..., \"messages\": "
-                               "[...]} with Content-Type: application/json") from None
-            chat = ChatRequest.parse(body)
+                body = json.loads(await read_body(request, bounds.request_bytes))
+            except (ValueError, RecursionError):
+                raise ApiError(400, "the body is not JSON (or nested too deeply): send "
+                               "{\"model\": ..., \"messages\": [...]} with Content-Type: "
+                               "application/json") from None
+            chat = ChatRequest.parse(body, bounds)
             generation = Generation(served, chat)
             first = await generation.next()     # loaded and prompted, or why not
             if first[0] == "error":
@@ -470,12 +507,38 @@ def router(served: Served, auth=None):
         if chat.stream:
             return StreamingResponse(reply.chunks(generation), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache"})
+        gone = asyncio.create_task(cancel_when_gone(request, generation))
         try:
             return JSONResponse(await reply.whole(generation))
         except ApiError as e:
             return error(e)
+        finally:
+            gone.cancel()
 
     return api
+
+
+async def read_body(request, limit: int) -> bytes:
+    """The request's body, or 413 as soon as it is longer than `limit` bytes (never read
+    whole into memory first)."""
+    too_big = ApiError(413, f"the request body is over {limit:,} bytes, this server's "
+                            "--max-request-size: send a shorter conversation")
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        raise too_big
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise too_big
+    return bytes(body)
+
+
+async def cancel_when_gone(request, generation: "Generation") -> None:
+    """Cancel the generation when the client of a whole (not streamed) reply disconnects."""
+    while not await request.is_disconnected():
+        await asyncio.sleep(0.5)
+    generation.cancel()
 
 
 class Reply:
@@ -610,6 +673,7 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=DEFAULT_PORT,
                         help=f"port (default {DEFAULT_PORT})")
     add_login_flags(parser, "the API (clients send PASS as their API key)")
+    add_bounds_flags(parser)
 
 
 def _source(arg: str, runs_dir: Path) -> str:
@@ -650,6 +714,7 @@ def main(args: argparse.Namespace) -> int:
     sources = [_source(r, runs_dir) for r in args.run]
     first = Path(sources[0]) if sources else None
     service = Service(first.parent if first and is_run_dir(first) else runs_dir)
+    service.bounds = bounds_of(args)
     try:
         served = Served(service, sources or None)
     except ValueError as e:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from studio.access import ReplyBounds
 from studio.analysis import MAX_UPLOAD_BYTES, Analyses
 from studio.config import FineTuningConfig
 from studio.errors import Note
@@ -106,6 +107,7 @@ class Service:
         self._models: OrderedDict = OrderedDict()
         self._loading: dict[tuple, threading.Lock] = {}   # one load at a time per model
         self._speeds: dict[tuple, Speed] = {}       # measured, by the settings that matter
+        self.bounds = ReplyBounds()      # what one chat request may ask (server flags)
 
     # ------------------------------------------------------------------ hardware and memory
     def hardware(self):

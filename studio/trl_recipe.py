@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from threading import Thread
+from threading import Event, Thread
 from typing import Callable, Iterator, Optional
 
 from studio import fused_loss
@@ -565,7 +565,7 @@ def stream(model, tokenizer, prompt_ids: list[int], settings) -> Iterator[str]:
     """Yield the reply's text as it is generated: on a GPU through studio.decode's compiled
     loop, elsewhere through generate in a thread."""
     import torch
-    from transformers import TextIteratorStreamer
+    from transformers import StoppingCriteria, TextIteratorStreamer
 
     from studio import decode
 
@@ -578,9 +578,16 @@ def stream(model, tokenizer, prompt_ids: list[int], settings) -> Iterator[str]:
         return
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
     ids = torch.tensor([prompt_ids], device=model.device)
+    closed = Event()        # the caller stopped reading: the model stops at its next token
+
+    class WhenClosed(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            return torch.full((input_ids.shape[0],), closed.is_set(), dtype=torch.bool,
+                              device=input_ids.device)
+
     kwargs = dict(input_ids=ids, attention_mask=torch.ones_like(ids), streamer=streamer,
                   max_new_tokens=new_tokens, do_sample=temperature > 0,
-                  pad_token_id=tokenizer.pad_token_id)
+                  pad_token_id=tokenizer.pad_token_id, stopping_criteria=[WhenClosed()])
     if temperature > 0:
         kwargs.update(temperature=temperature, top_p=float(settings.get("top_p", 0.95)))
     errors = []
@@ -595,8 +602,11 @@ def stream(model, tokenizer, prompt_ids: list[int], settings) -> Iterator[str]:
 
     thread = Thread(target=run, daemon=True)
     thread.start()
-    yield from streamer
-    thread.join()
+    try:
+        yield from streamer
+    finally:                # read to the end, or closed early: the model is free once it returns
+        closed.set()
+        thread.join()
     if errors:
         raise errors[0]
 

@@ -241,8 +241,8 @@ def test_concurrent_requests_queue_for_the_model(api):
 
 
 def test_a_client_that_leaves_midstream_does_not_block_the_next(api, runs):
-    """A stream closed after its first chunk: the server finishes that reply unseen, frees
-    the model, and answers the next request in full."""
+    """A stream closed after its first chunk: the server stops that reply, frees the model,
+    and answers the next request in full."""
     request = urllib.request.Request(
         api.url + "/chat/completions", headers={"Authorization": f"Bearer {PASS}",
                                                 "Content-Type": "application/json"},
@@ -251,6 +251,87 @@ def test_a_client_that_leaves_midstream_does_not_block_the_next(api, runs):
         assert r.readline().startswith(b"data: ")
     reply = openai_client(api.url).chat.completions.create(model="answers", messages=MESSAGES)
     assert reply.choices[0].message.content == scripted_reply(runs / "answers")[0]
+
+
+def test_a_long_reply_left_by_its_client_stops_and_frees_the_model(api):
+    """The tiny Qwen3 asked for 4,000 tokens (minutes on a CPU), its stream closed after the
+    first chunk: the model stops, so a 2-token request to it is answered at once. The reply
+    ran to its end, holding the model's lock, and the next request timed out (issue #39,
+    item 6)."""
+    import openai
+
+    body = {"model": "tiny", "messages": MESSAGES, "stream": True, "max_tokens": 4000}
+    request = urllib.request.Request(api.url + "/chat/completions", data=json.dumps(body).encode(),
+                                     headers={"Authorization": f"Bearer {PASS}",
+                                              "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as r:
+        assert r.readline().startswith(b"data: ")
+    client = openai_client(api.url).with_options(timeout=30)
+    try:
+        reply = client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=2)
+    except openai.APITimeoutError:
+        pytest.fail("the abandoned reply still holds the model")
+    assert reply.choices[0].finish_reason == "length"
+
+
+def test_requests_over_the_bounds_are_refused_before_the_model_is_held(api):
+    """A reply of 10**9 tokens once held a model until the server restarted, and a 2 MB
+    message for minutes (issue #39, item 6): each is refused saying which bound and its flag,
+    as is a body nested too deeply to read (item 9); the model then answers at once."""
+    from http.client import HTTPConnection
+
+    for body, status, said in (
+            ({"model": "tiny", "messages": MESSAGES, "max_tokens": 10**9}, 400,
+             "--max-reply-tokens"),
+            ({"model": "tiny", "messages": [{"role": "user", "content": "word " * 20000}]},
+             400, "--max-prompt-tokens")):
+        code, text = http(api.url + "/chat/completions", body)
+        assert code == status and said in json.loads(text)["error"]["message"], text
+    # a 2 MB body is answered from its length, before it is sent (as to Expect: 100-continue)
+    port = int(api.url.split(":")[-1].split("/")[0])
+    connection = HTTPConnection("127.0.0.1", port, timeout=60)
+    connection.putrequest("POST", "/v1/chat/completions")
+    for name, value in (("Authorization", f"Bearer {PASS}"), ("Content-Length", "2000000"),
+                        ("Content-Type", "application/json")):
+        connection.putheader(name, value)
+    connection.endheaders()
+    answer = connection.getresponse()
+    assert answer.status == 413 and "--max-request-size" in answer.read().decode()
+    nested = "[" * 100_000 + "]" * 100_000
+    request = urllib.request.Request(api.url + "/chat/completions", data=nested.encode(),
+                                     headers={"Authorization": f"Bearer {PASS}",
+                                              "Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=60)
+    assert refused.value.code == 400 and "nested too deeply" in refused.value.read().decode()
+    reply = openai_client(api.url).with_options(timeout=30).chat.completions.create(
+        model="tiny", messages=MESSAGES, max_tokens=2)
+    assert reply.choices[0].finish_reason == "length"
+
+
+def test_a_cancelled_chat_reply_on_the_page_stops_generating(page, runs):
+    """The page's /chat_reply asked for 4,000 tokens and cancelled by its client: the server
+    goes quiet (its CPU time stops growing); two generation threads once ran on to the end
+    (issue #39, item 6). A reply over --max-reply-tokens is refused with the flag's name."""
+    import psutil
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    ready(page)
+    studio = Client(page.url.removesuffix("v1"), auth=(USER, PASS), verbose=False)
+    with pytest.raises(AppError, match="--max-reply-tokens"):
+        studio.predict(str(runs / "tiny"), "Hi", 10**9, 0.7, False, api_name="/chat_reply")
+    job = studio.submit(str(runs / "tiny"), "Hi", 4000, 0.7, False, api_name="/chat_reply")
+    deadline = time.time() + 120
+    while not job.outputs() and time.time() < deadline:
+        time.sleep(0.2)
+    assert job.outputs(), "no reply began"
+    job.cancel()
+    server = psutil.Process(page.proc.pid)
+    time.sleep(3)                 # the cancel reaches the generation at its next token
+    before = sum(server.cpu_times()[:2])
+    time.sleep(3)
+    assert sum(server.cpu_times()[:2]) - before < 1.0, "the reply goes on after its cancel"
 
 
 def test_qwen3_thinking_goes_to_reasoning_content_piece_by_piece():

@@ -9,6 +9,7 @@ chat_reply.
 from __future__ import annotations
 
 import os
+from contextlib import closing
 from pathlib import Path
 from typing import Iterator
 
@@ -264,11 +265,12 @@ def program_api(service: ConfinedService, form: ConfigForm) -> None:
         except Exception as e:   # noqa: BLE001
             raise gr.Error(f"could not load {source}: {first_line(e)}") from None
         text = ""
-        for piece in stream_reply(loaded, [{"role": "user", "content": message}],
+        with closing(stream_reply(loaded, [{"role": "user", "content": message}],
                                   max_new_tokens=max_new_tokens, temperature=temperature,
-                                  enable_thinking=thinking):
-            text += piece
-            yield text
+                                  enable_thinking=thinking, bounds=service.bounds)) as reply:
+            for piece in reply:      # a cancelled request closes it: the model stops
+                text += piece
+                yield text
 
     for fn in (inspect_data, start_run, run_status, stop_run, list_runs, chat_reply):
         gr.api(guard(fn), api_name=fn.__name__, concurrency_limit=None if fn is not chat_reply else 2)

@@ -7,6 +7,7 @@ the run's base model with the same template, side by side. Qwen3 thinking is sho
 from __future__ import annotations
 
 import time
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -202,15 +203,17 @@ def wire(t: ChatTab, service: Service) -> None:
             history = histories[side]
             messages = to_messages(history, system)
             text, pieces, t0 = "", 0, time.time()
+            reply = closing(stream_reply(loaded, messages, max_new_tokens=int(max_new),
+                                         temperature=float(temperature), top_p=float(top_p),
+                                         enable_thinking=bool(thinking), bounds=service.bounds))
             try:
-                for piece in stream_reply(loaded, messages, max_new_tokens=int(max_new),
-                                          temperature=float(temperature), top_p=float(top_p),
-                                          enable_thinking=bool(thinking)):
-                    text += piece
-                    pieces += 1
-                    histories[side] = history + reply_bubbles(text, done=False)
-                    tuned, base = histories["tuned"], histories["base"]
-                    yield tuned, base, note(say("chat.answering", who=who, pieces=pieces))
+                with reply as stream:    # a cancelled request closes it: the model stops
+                    for piece in stream:
+                        text += piece
+                        pieces += 1
+                        histories[side] = history + reply_bubbles(text, done=False)
+                        tuned, base = histories["tuned"], histories["base"]
+                        yield tuned, base, note(say("chat.answering", who=who, pieces=pieces))
             except Exception as e:   # noqa: BLE001
                 yield tuned, base, shout(say("chat.failed", who=who, error=first_line(e)))
                 return

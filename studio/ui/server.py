@@ -16,7 +16,8 @@ import os
 import sys
 import threading
 
-from studio.access import add_login_flags, exposure, hide_password_from_ps, logins
+from studio.access import (add_bounds_flags, add_login_flags, bounds_of, exposure,
+                           hide_password_from_ps, logins)
 
 
 def add_server_flags(parser: argparse.ArgumentParser) -> None:
@@ -38,6 +39,7 @@ def add_server_flags(parser: argparse.ArgumentParser) -> None:
                         help="folder that holds every run (default: runs)")
     parser.add_argument("--max-file-size", "--max_file_size", type=file_size, default="1gb",
                         metavar="SIZE", help="largest upload, e.g. 500mb or 2gb (default: 1gb)")
+    add_bounds_flags(parser)
 
 
 def file_size(text: str) -> int:
@@ -95,6 +97,7 @@ def serve(args: argparse.Namespace) -> int:
     demo = build_app(args.runs_dir, allow=args.allow_dir, warning=warning)
     demo.service.data.max_upload_bytes = args.max_file_size     # kept uploads obey it too
     demo.service.judge_hosts = {host.lower() for host in args.allow_judge}
+    demo.service.bounds = bounds_of(args)
     # the OpenAI-compatible /v1 (the Chat tab's toggle) on the page's own app: same port,
     # --share tunnel and logins; listed first, so Gradio's routes never shadow it
     api = page_routes(demo.service, who, args.host, args.share, args.insecure_no_auth)
