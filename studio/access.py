@@ -12,11 +12,13 @@ import hmac
 import ipaddress
 import os
 import threading
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional
 
 AUTH_ENV = "QWEN3_STUDIO_AUTH"
+CLIENT: ContextVar[str] = ContextVar("client", default="")   # this request's client address
 
 
 class Outside(ValueError):
@@ -32,52 +34,84 @@ def user_and_password(text: str) -> tuple[str, str]:
 
 
 class Logins:
-    """The accepted USER:PASS pairs. A failed attempt makes the next one for that user name
-    wait longer (0.5 s, doubling to 8 s; a success clears it), so guessing a password over
-    HTTP takes years instead of hours. Passwords are compared in constant time."""
+    """The accepted USER:PASS pairs. A failed attempt makes the next one for that user name,
+    and from that client address, wait longer (0.5 s, doubling to 8 s; a success clears both),
+    and attempts for one name or from one address take their turns one after another: guesses
+    sent in parallel wait as long as guesses sent in a row (41 parallel logins once all ended in
+    8 s). Guessing a password over HTTP takes years instead of hours. Passwords are compared in
+    constant time."""
 
     FIRST_DELAY, MAX_DELAY = 0.5, 8.0
+    KEPT = 10_000               # names and addresses remembered at most
 
     def __init__(self, pairs: Iterable[tuple[str, str]]):
         self.users = dict(pairs)
         if not self.users:
             raise ValueError("no login given")
         self._failures: dict[str, int] = {}
+        self._turns: dict[str, asyncio.Lock] = {}
         self._lock = threading.Lock()
 
-    def delay(self, user: str) -> float:
-        """Seconds the next attempt for `user` waits before it is checked."""
+    def delay(self, who: str) -> float:
+        """Seconds the next attempt by `who` (a user name, or "from CLIENT") waits before it
+        is checked."""
         with self._lock:
-            n = self._failures.get(user, 0)
+            n = self._failures.get(who, 0)
         return 0.0 if n == 0 else min(self.FIRST_DELAY * 2 ** (n - 1), self.MAX_DELAY)
 
     def check(self, user: str, password: str) -> bool:
         """Whether the pair is a login; counts a failure against `user` (no waiting here)."""
+        return self._count([user], self._matches(user, password))
+
+    def _matches(self, user: str, password: str) -> bool:
         expected = self.users.get(user)
-        ok = hmac.compare_digest((password or "").encode(), (expected or "").encode()) \
+        return hmac.compare_digest((password or "").encode(), (expected or "").encode()) \
             and expected is not None
-        return self._count(user, ok)
 
-    def key(self, password: str, client: str = "") -> bool:
-        """An API key (Authorization: Bearer PASS): the password of any login; failures are
-        counted under "key@CLIENT" (the client's address), so one guesser slows only itself."""
-        ok = any([hmac.compare_digest((password or "").encode(), p.encode())
-                  for p in self.users.values()])
-        return self._count(f"key@{client}", ok)
+    def _is_key(self, password: str) -> bool:
+        return any([hmac.compare_digest((password or "").encode(), p.encode())
+                    for p in self.users.values()])
 
-    def _count(self, user: str, ok: bool) -> bool:
+    def _count(self, whos: list[str], ok: bool) -> bool:
         with self._lock:
-            if ok:
-                self._failures.pop(user, None)
-            elif len(self._failures) < 10_000 or user in self._failures:
-                self._failures[user] = self._failures.get(user, 0) + 1
+            for who in whos:
+                if ok:
+                    self._failures.pop(who, None)
+                elif len(self._failures) < self.KEPT or who in self._failures:
+                    self._failures[who] = self._failures.get(who, 0) + 1
         return ok
 
-    async def attempt(self, user: str, password: str) -> bool:
+    async def attempt(self, user: str, password: str, client: Optional[str] = None) -> bool:
         """A login attempt, as Gradio's auth callable (a coroutine function: Gradio awaits only
-        those): waits out the user's delay without blocking the server, then checks."""
-        await asyncio.sleep(self.delay(user))
-        return self.check(user, password)
+        those): in turn behind the attempts for the same name and from the same address (the
+        request's, from CLIENT where not given), waits out their delay without blocking the
+        server, then checks."""
+        client = CLIENT.get() if client is None else client
+        return await self._in_turn([user] + ([f"from {client}"] if client else []),
+                                   lambda: self._matches(user, password))
+
+    async def key(self, password: str, client: str = "") -> bool:
+        """An API key (Authorization: Bearer PASS): the password of any login, in turn with
+        the other keys from the same address; failures count under "key from CLIENT", so one
+        guesser slows only itself."""
+        return await self._in_turn([f"key from {client}"], lambda: self._is_key(password))
+
+    async def _in_turn(self, whos: list[str], matches) -> bool:
+        turns = [self._turn(who) for who in sorted(set(whos))]   # one order: no deadlock
+        for turn in turns:
+            await turn.acquire()
+        try:
+            await asyncio.sleep(max(self.delay(who) for who in whos))
+            return self._count(whos, matches())
+        finally:
+            for turn in turns:
+                turn.release()
+
+    def _turn(self, who: str) -> asyncio.Lock:
+        with self._lock:
+            if len(self._turns) >= self.KEPT:      # forget the idle ones
+                self._turns = {k: t for k, t in self._turns.items() if t.locked()}
+            return self._turns.setdefault(who, asyncio.Lock())
 
     def first(self) -> tuple[str, str]:
         return next(iter(self.users.items()))
@@ -233,6 +267,54 @@ def exposure(host: str, has_login: bool, share: bool = False,
             f"--auth-file PATH (USER:PASS lines), {AUTH_ENV}=USER:PASS or --auth USER:PASS, "
             "or keep --host "
             "127.0.0.1; --insecure-no-auth serves it without one anyway"), None
+
+
+# ---------------------------------------------------------------------------- every request
+def named_here(host: str) -> bool:
+    """Whether a Host header names this machine as only this machine's own pages do: localhost
+    (or a name under .localhost), or an IP address; an empty one too (HTTP/1.0)."""
+    name = host.strip().lower()
+    if name.startswith("["):                       # [::1]:7860
+        name = name[1:name.find("]")]
+    elif name.count(":") == 1:                     # localhost:7860
+        name = name.rsplit(":", 1)[0]
+    if name in ("", "localhost") or name.endswith(".localhost"):
+        return True
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        return False
+
+
+class Gatekeeper:
+    """ASGI middleware before the page's app and the API's: it keeps each request's client
+    address in CLIENT (logins are throttled per address too), and on a server without a login
+    (and without --insecure-no-auth) answers only requests that name this machine by localhost
+    or an IP address. A web page whose own name was rebound to 127.0.0.1 (DNS rebinding) sends
+    that name as Host, and without this it could drive every endpoint."""
+
+    REFUSED = (b"This studio has no login, so it answers only to localhost or an IP address: "
+               b"open it as http://127.0.0.1:PORT/ (or give it a login with --auth-file).")
+
+    def __init__(self, app, any_host: bool):
+        self.app, self.any_host = app, any_host
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        token = CLIENT.set((scope.get("client") or ("",))[0] or "")
+        try:
+            host = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1")
+            if self.any_host or named_here(host):
+                return await self.app(scope, receive, send)
+            if scope["type"] == "websocket":
+                return await send({"type": "websocket.close", "code": 1008})
+            await send({"type": "http.response.start", "status": 403,
+                        "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
+            await send({"type": "http.response.body", "body": self.REFUSED})
+        finally:
+            CLIENT.reset(token)
 
 
 # ---------------------------------------------------------------------------- confinement

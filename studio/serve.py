@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
-from studio.access import (Logins, add_bounds_flags, add_login_flags, bounds_of, exposure,
-                           hide_password_from_ps, logins)
+from studio.access import (Gatekeeper, Logins, add_bounds_flags, add_login_flags, bounds_of,
+                           exposure, hide_password_from_ps, logins)
 
 if TYPE_CHECKING:
     from studio.service import Service
@@ -50,7 +50,8 @@ class ApiError(Exception):
     """A request that cannot be answered, as OpenAI says it: status, message, type, code."""
 
     TYPES = {400: "invalid_request_error", 401: "authentication_error",
-             404: "invalid_request_error", 413: "invalid_request_error",
+             403: "permission_error", 404: "invalid_request_error",
+             413: "invalid_request_error", 415: "invalid_request_error",
              503: "service_unavailable", 500: "server_error"}
 
     def __init__(self, status: int, message: str, code: Optional[str] = None,
@@ -69,40 +70,25 @@ def as_logins(auth) -> Optional[Logins]:
     return auth if auth is None or isinstance(auth, Logins) else Logins([tuple(auth)])
 
 
-def authorized(header: Optional[str], auth, client: str = "") -> bool:
+async def authorized(header: Optional[str], auth, client: str = "") -> bool:
     """Whether an Authorization header passes `auth` (Logins, or one (user, password)): Bearer
     PASS, the way API clients send a key, or Basic USER:PASS, the way curl -u and browsers send
-    a login."""
+    a login; in turn with the other attempts of its name or address, after their delay
+    (Logins.attempt, Logins.key)."""
     auth = as_logins(auth)
     if auth is None:
         return True
     scheme, _, value = (header or "").strip().partition(" ")
     value = value.strip()
     if scheme.lower() == "bearer":
-        return auth.key(value, client)
+        return await auth.key(value, client)
     if scheme.lower() == "basic":
         try:
             user, _, password = base64.b64decode(value, validate=True).decode().partition(":")
         except ValueError:
-            return False
-        return auth.check(user, password)
+            user, password = "", ""
+        return await auth.attempt(user, password, client)
     return False
-
-
-def delay(header: Optional[str], auth, client: str = "") -> float:
-    """How long a request with this header waits before it is checked (failed logins slow the
-    next attempts down: Logins.delay)."""
-    auth = as_logins(auth)
-    if auth is None:
-        return 0.0
-    scheme, _, value = (header or "").strip().partition(" ")
-    if scheme.lower() == "basic":
-        try:
-            return auth.delay(base64.b64decode(value.strip(), validate=True).decode()
-                              .partition(":")[0])
-        except ValueError:
-            pass
-    return auth.delay(f"key@{client}")
 
 
 def exposure_problem(host: str, auth, share: bool = False,
@@ -462,8 +448,7 @@ def router(served: Served, auth=None):
 
     async def admit(request: Request) -> None:
         header, client = request.headers.get("authorization"), getattr(request.client, "host", "")
-        await asyncio.sleep(delay(header, auth, client))
-        if not authorized(header, auth, client):
+        if not await authorized(header, auth, client):
             raise ApiError(401, "Wrong or missing API key: send the password given to --auth "
                            "as the API key (Authorization: Bearer PASS), or HTTP Basic "
                            "USER:PASS", code="invalid_api_key")
@@ -490,6 +475,7 @@ def router(served: Served, auth=None):
         bounds = served.service.bounds
         try:
             await admit(request)
+            sent_by_a_page_elsewhere(request)
             try:
                 body = json.loads(await read_body(request, bounds.request_bytes))
             except (ValueError, RecursionError):
@@ -516,6 +502,23 @@ def router(served: Served, auth=None):
             gone.cancel()
 
     return api
+
+
+def sent_by_a_page_elsewhere(request) -> None:
+    """403 for a post another site's page sent, 415 for one not sent as JSON. A page elsewhere
+    can send a "simple" cross-site post (text/plain, no preflight) to this machine's port, and
+    the model would answer it; a JSON post it cannot send without asking first, which nothing
+    here allows."""
+    from urllib.parse import urlparse
+
+    origin = request.headers.get("origin")
+    if origin and urlparse(origin).netloc.lower() != request.headers.get("host", "").lower():
+        raise ApiError(403, f"a request from a page of {origin[:100]} is not answered here: "
+                            "call the API from a program, not from another site's page")
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != \
+            "application/json":
+        raise ApiError(415, "send the body as JSON, with the header Content-Type: "
+                            "application/json")
 
 
 async def read_body(request, limit: int) -> bytes:
@@ -611,12 +614,14 @@ class Reply:
             generation.cancel()     # the client may have gone: stop sending, finish generating
 
 
-def create_app(served: Served, auth=None):
-    """A FastAPI app with the /v1 routes alone: what `python -m studio serve` runs."""
+def create_app(served: Served, auth=None, insecure: bool = False):
+    """A FastAPI app with the /v1 routes alone: what `python -m studio serve` runs, behind the
+    Gatekeeper (without a login, only requests addressed to this machine)."""
     from fastapi import FastAPI
 
     app = FastAPI(title="Qwen3 Studio API", docs_url=None, redoc_url=None)
     app.include_router(router(served, as_logins(auth)))
+    app.add_middleware(Gatekeeper, any_host=auth is not None or insecure)
     return app
 
 
@@ -737,6 +742,6 @@ def main(args: argparse.Namespace) -> int:
     python, curl = examples(base_url, names[0], who is not None)
     print(f"serving {', '.join(names) if sources else f'the runs in {service.runs_dir}'} at "
           f"{base_url} (OpenAI-compatible; Ctrl-C stops)\n\n{python}\n\n{curl}\n", flush=True)
-    uvicorn.run(create_app(served, who), host=args.host, port=args.port,
+    uvicorn.run(create_app(served, who, args.insecure_no_auth), host=args.host, port=args.port,
                 log_level="warning")
     return 0

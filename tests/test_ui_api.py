@@ -123,6 +123,38 @@ def test_the_server_serves_this_machine_only_by_default(server):
     assert listening == {"127.0.0.1"}
 
 
+def test_a_page_without_a_login_answers_only_to_this_machines_names(server):
+    """DNS rebinding: a page of evil.example whose name now resolves to 127.0.0.1 sends
+    `Host: evil.example`, and got 200 for / and /config (issue #39, item 8). Without a login the
+    studio answers only to localhost and IP addresses; its /v1 takes no post another site's
+    page can send (text/plain, or one from another origin)."""
+    from http.client import HTTPConnection
+    from urllib.parse import urlparse
+
+    port = urlparse(server.url).port
+
+    def ask(method: str, path: str, **headers) -> tuple[int, str]:
+        connection = HTTPConnection("127.0.0.1", port, timeout=30)
+        body = b'{"model": "m", "messages": [{"role": "user", "content": "hi"}]}' \
+            if method == "POST" else None
+        connection.request(method, path, body=body, headers=headers)
+        answer = connection.getresponse()
+        return answer.status, answer.read().decode(errors="replace")
+
+    for path in ("/", "/config"):
+        status, text = ask("GET", path, Host="evil.example")
+        assert status == 403 and "localhost or an IP address" in text
+        for here in (f"127.0.0.1:{port}", f"localhost:{port}", "[::1]"):
+            assert ask("GET", path, Host=here)[0] == 200, (path, here)
+    assert ask("GET", "/config", Host=f"evil.example:{port}")[0] == 403
+    status, text = ask("POST", "/v1/chat/completions", Host=f"127.0.0.1:{port}",
+                       **{"Content-Type": "text/plain"})
+    assert status == 415 and "application/json" in text
+    status, text = ask("POST", "/v1/chat/completions", Host=f"127.0.0.1:{port}",
+                       Origin="http://evil.example", **{"Content-Type": "application/json"})
+    assert status == 403 and "evil.example" in text
+
+
 def test_an_uploaded_jsonl_is_kept_and_described(client, tmp_path, tiny_qwen3):
     """Upload, then inspect: rows, detected format, mapping, split and lengths."""
     from gradio_client import handle_file

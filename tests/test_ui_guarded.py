@@ -151,6 +151,23 @@ def test_failed_logins_are_slowed_down_and_a_success_clears_it(guarded):
     assert login(url, USER, PASS)[1] < 0.45
 
 
+def test_logins_sent_at_once_wait_their_turns_and_new_names_do_not_start_afresh(guarded):
+    """Five wrong passwords for one name sent at once are checked one after another, each
+    after the delay the one before earned (41 parallel logins once all ended in 8 s and the
+    right one got in: issue #39, item 7); wrong names from one address slow that address."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, url, _ = guarded
+    with ThreadPoolExecutor(5) as pool:
+        tries = list(pool.map(lambda n: login(url, USER, f"parallel-{n}"), range(5)))
+    assert all(status == 400 for status, _ in tries)
+    assert max(seconds for _, seconds in tries) >= 7.0      # 0.5 + 1 + 2 + 4 s, in turn
+    assert login(url, USER, PASS)[0] == 200                 # after its wait; clears both
+    seconds = [login(url, f"mallory-{n}", "guess")[1] for n in range(3)]
+    assert seconds[2] >= 0.95                               # a new name, the same address
+    assert login(url, USER, PASS)[0] == 200
+
+
 def test_logins_wait_longer_after_each_failure_up_to_a_bound():
     """Logins.delay doubles per failure from 0.5 s to 8 s; other users are not slowed."""
     logins = Logins([(USER, PASS)])
@@ -452,3 +469,10 @@ def test_wrong_api_keys_on_v1_are_slowed_down_too(guarded):
     first, second = ask("guess-1"), ask("guess-2")
     assert first[0] == second[0] == 401 and second[1] >= 0.45
     assert ask(PASS)[0] == 503          # let in: nothing is served at /v1 yet
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as pool:              # at once: in turn all the same
+        tries = list(pool.map(ask, [f"parallel-{n}" for n in range(4)]))
+    assert all(status == 401 for status, _ in tries)
+    assert max(seconds for _, seconds in tries) >= 3.0      # 0.5 + 1 + 2 s, in turn
+    assert ask(PASS)[0] == 503

@@ -90,6 +90,9 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     if warning:
         print(f"WARNING: {warning}", file=sys.stderr, flush=True)
+    from starlette.middleware import Middleware
+
+    from studio.access import Gatekeeper
     from studio.serve import page_routes
     from studio.ui.app import CSS, THEME, build_app
     from studio.ui.i18n import SCRIPT, translations
@@ -107,7 +110,9 @@ def serve(args: argparse.Namespace) -> int:
             server_name=args.host, server_port=args.port, share=args.share, auth=who.attempt if who else None,
             theme=THEME, css=CSS, show_error=True, ssr_mode=False, mcp_server=False,
             i18n=translations(), head=SCRIPT, footer_links=["api", "settings"],
-            app_kwargs={"routes": api}, max_file_size=args.max_file_size)
+            app_kwargs={"routes": api, "middleware": [Middleware(
+                Gatekeeper, any_host=who is not None or args.insecure_no_auth)]},
+            max_file_size=args.max_file_size)
     except OSError as e:
         print(f"error: cannot listen on {args.host}:{args.port} ({e}): pass another --port",
               file=sys.stderr)
