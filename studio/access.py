@@ -30,6 +30,9 @@ def user_and_password(text: str) -> tuple[str, str]:
     user, sep, password = text.strip().partition(":")
     if not sep or not user.strip():
         raise argparse.ArgumentTypeError("a login is USER:PASS, e.g. alice:s3cret")
+    if not password:
+        raise argparse.ArgumentTypeError(f"the login {user.strip()!r} has an empty password, "
+                                         "which anyone could type: give it one (USER:PASS)")
     return user.strip(), password
 
 
@@ -124,8 +127,8 @@ def read_logins(path: str | Path) -> list[tuple[str, str]]:
         if line.strip() and not line.lstrip().startswith("#"):
             try:
                 pairs.append(user_and_password(line))
-            except argparse.ArgumentTypeError:
-                raise ValueError(f"{path}, line {n}: not USER:PASS") from None
+            except argparse.ArgumentTypeError as e:
+                raise ValueError(f"{path}, line {n}: {e}") from None
     if not pairs:
         raise ValueError(f"{path} holds no USER:PASS line")
     return pairs
@@ -147,9 +150,9 @@ def logins(args: argparse.Namespace, environ=os.environ) -> Optional[Logins]:
     if environ.get(AUTH_ENV, "").strip():
         try:
             pairs += [user_and_password(p) for p in environ[AUTH_ENV].split(",") if p.strip()]
-        except argparse.ArgumentTypeError:
-            raise ValueError(f"{AUTH_ENV} wants USER:PASS (several: separated by commas)") \
-                from None
+        except argparse.ArgumentTypeError as e:
+            raise ValueError(f"{AUTH_ENV} wants USER:PASS (several: separated by commas): "
+                             f"{e}") from None
     return Logins(pairs) if pairs else None
 
 

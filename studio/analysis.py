@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Optional
 
 from studio.config import GROUPS, FineTuningConfig
-from studio.models import model_problem
+from studio.models import model_problem, unloadable
 
 # The settings an analysis depends on (the model's tokenizer, template, lengths and split).
 DATA_FIELDS = [f.name for f in dataclasses.fields(FineTuningConfig)
@@ -145,7 +145,10 @@ class Analyses:
         problem = model_problem(model_name)
         if problem:
             raise ModelUnavailable(problem)
-        tokenizer = AutoTokenizer.from_pretrained(local_model_path(model_name))
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(local_model_path(model_name))
+        except Exception as e:   # noqa: BLE001 - said whole, on one line, naming the file
+            raise ModelUnavailable(unloadable(model_name, e)) from None
         with self._lock:
             self._tokenizers[model_name] = tokenizer
         return tokenizer

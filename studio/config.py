@@ -248,20 +248,28 @@ class FineTuningConfig:
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
-            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as e:
             raise ConfigError(f"{path} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at "
                               f"offset {e.start}): save it as UTF-8") from None
+        return cls.from_yaml(text, str(path))
+
+    @classmethod
+    def from_yaml(cls, text: str, where: str = "the config") -> "FineTuningConfig":
+        """A config from YAML text (a file's, or one sent to the page's API); every way it can
+        be wrong is a ConfigError naming `where`."""
+        try:
+            values = yaml.safe_load(text) or {}
         except yaml.YAMLError as e:
-            raise ConfigError(f"{path} is not valid YAML: {e}") from None
+            raise ConfigError(f"{where} is not valid YAML: {e}") from None
         except RecursionError:
-            raise ConfigError(f"{path} is nested too deeply to be a config") from None
+            raise ConfigError(f"{where} is nested too deeply to be a config") from None
         if not isinstance(values, dict):
-            raise ConfigError(f"{path} must hold a mapping of config fields")
+            raise ConfigError(f"{where} must hold a mapping of config fields")
         try:
             return cls.from_dict(values)
         except ConfigError as e:
-            raise ConfigError(f"{path}: {e}") from None
+            raise ConfigError(f"{where}: {e}") from None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -89,10 +89,35 @@ class EvalReport:
 
     @classmethod
     def load(cls, path) -> "EvalReport":
-        """A report from its report.json or its folder."""
+        """A report from its report.json or its folder; ValueError, saying what is wrong, for a
+        file that is not a report as the studio writes them (a score that is not a number once
+        stopped the Evaluate tab with "Unknown format code 'f'")."""
         path = Path(path)
         path = path / "report.json" if path.is_dir() else path
-        return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        try:
+            report = cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+            report.check()
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as e:
+            what = f"{type(e).__name__} {e}" if isinstance(e, KeyError) else str(e)
+            raise ValueError(f"{path} is not an evaluation report the studio can read: "
+                             f"{what.splitlines()[0][:200] if what else type(e).__name__}") \
+                from None
+        return report
+
+    def check(self) -> None:
+        """ValueError naming the first value that is not what a report holds there."""
+        for scores in (self.base, self.tuned):
+            for name in ("loss", "perplexity", "exact_match", "rouge_l", "judge"):
+                _number(getattr(scores, name), f"{scores.name}'s {name}")
+            for task, metrics in scores.tasks.items():
+                for metric, value in metrics.items():
+                    _number(value, f"{scores.name}'s {task} {metric}")
+        for n, result in enumerate(self.prompts, 1):
+            for which, answer in (("base", result.base), ("fine-tuned", result.tuned)):
+                if not isinstance(answer.text, str):
+                    raise ValueError(f"answer {n} of the {which} model is not text")
+                for name in ("exact_match", "rouge_l", "judge"):
+                    _number(getattr(answer, name), f"answer {n} of the {which} model's {name}")
 
     def save(self) -> Path:
         folder = Path(self.folder)
@@ -109,6 +134,11 @@ class EvalReport:
             lines.append(f"{label:22}{a:>12}{b:>12}")
         return "\n".join(lines + [f"note: {n}" for n in self.notes]
                          + [f"report: {self.html_path}"])
+
+
+def _number(value, what: str) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise ValueError(f"{what} is {str(value)[:40]!r}, not a number")
 
 
 def latest_report(run_dir) -> Optional[EvalReport]:

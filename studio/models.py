@@ -48,6 +48,17 @@ def model_problem(name: str) -> str | None:
     return hub_model_problem(name)
 
 
+def unloadable(name: str, e: BaseException) -> str:
+    """Why loading `name` failed, whole and on one line: a config.json that breaks the model's
+    config (a hidden_size of "big") is said as such, with its cause, not as the first line of
+    the error (once an empty "Validation error for field 'hidden_size':")."""
+    said = " ".join(line.strip() for line in str(e).splitlines() if line.strip()) \
+        or type(e).__name__
+    if type(e).__name__ == "StrictDataclassFieldValidationError":
+        return f"{name}'s config.json is not a valid model config: {said}"
+    return f"{name} cannot be loaded: {said}"
+
+
 def hub_model_problem(name: str) -> str | None:
     """Why `name`, taken as a Hub id, cannot be loaded here (not owner/name, not downloaded and
     the Hub unreachable), or None."""

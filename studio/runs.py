@@ -136,17 +136,33 @@ JOB_FILE = ".job"    # held open by the process that trains the run, for as long
 
 def is_job_process(run_dir: Path, status: dict) -> bool:
     """Whether status.json's pid is this studio's job for run_dir, alive: the very process that
-    was recorded (its start time is the one written with the pid), and this process, a studio
-    command (`-m studio`, `qwen3-studio`, launch.py), or a program that holds the run's job file
-    open (run_fine_tuning in a user's script trains in a thread of it). Only then is the run
-    training."""
+    was recorded (its start time is the one written with the pid), and either this process,
+    `run-job` of this run folder (the page's job, before it opens its job file) or a process
+    that holds the run's job file open (the CLI, or run_fine_tuning in a user's script, training
+    in a thread). Only then is the run training. Any other studio process is not, whatever a
+    status.json says (a forged one could make Stop kill another studio server)."""
     pid = status.get("pid")
     if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0 or not _alive(pid):
         return False
     recorded, started = status.get("pid_started"), _started_at(pid)
     if recorded is None or started is None or abs(float(recorded) - started) > 1.0:
         return False
-    return pid == os.getpid() or _studio_command(pid) or _holds(pid, Path(run_dir) / JOB_FILE)
+    return pid == os.getpid() or _runs_job_of(pid, run_dir) or \
+        _holds(pid, Path(run_dir) / JOB_FILE)
+
+
+def _runs_job_of(pid: int, run_dir: Path) -> bool:
+    """Whether the process is `python -m studio run-job RUN_DIR` (a rank of it too) for this
+    very run folder."""
+    try:
+        import psutil
+
+        argv = psutil.Process(int(pid)).cmdline()
+    except Exception:   # noqa: BLE001 - gone, or not ours to look at
+        return False
+    here = os.path.realpath(run_dir)
+    return any(a == "run-job" and i + 1 < len(argv) and os.path.realpath(argv[i + 1]) == here
+               for i, a in enumerate(argv)) and _studio_command(pid)
 
 
 def _holds(pid: int, path: Path) -> bool:
@@ -212,7 +228,7 @@ def read_plan(run_dir: Path) -> dict:
     """plan.yaml, {} before the backend has planned (or for runs older than plans)."""
     try:
         plan = yaml.safe_load((Path(run_dir) / "plan.yaml").read_text(encoding="utf-8"))
-    except (FileNotFoundError, yaml.YAMLError):
+    except (OSError, UnicodeDecodeError, RecursionError, yaml.YAMLError):
         return {}
     return plan if isinstance(plan, dict) else {}
 
@@ -577,9 +593,17 @@ class Job:
             threading.Thread(target=job._follow, args=(listeners,), daemon=True,
                              name=f"follow-{job.run_dir.name}").start()
         if in_process:
-            job.thread = threading.Thread(
-                target=execute, args=(job.run_dir, job._stop.is_set, resume, listeners, data),
-                name=f"train-{job.run_dir.name}", daemon=True)
+            # held from now, not from when the thread gets to it: another process that reads
+            # the status meanwhile sees this process as the job
+            held = open(job.run_dir / JOB_FILE, "a")
+
+            def train():
+                try:
+                    execute(job.run_dir, job._stop.is_set, resume, listeners, data)
+                finally:
+                    held.close()
+            job.thread = threading.Thread(target=train, name=f"train-{job.run_dir.name}",
+                                          daemon=True)
             job.thread.start()
         else:
             job.process = spawn(job.run_dir, resume)

@@ -18,7 +18,7 @@ LAYERS = {
     "studio.export": 2, "studio.torchrun": 2,
     "backends": 1,
     "studio.config": 0, "studio.hardware": 0, "studio.memory": 0, "studio.models": 0,
-    "studio.catalog": 0, "studio.errors": 0, "studio.trl_recipe": 0, "studio.presets": 0,
+    "studio.catalog": 0, "studio.errors": 0, "studio.markdown": 0, "studio.trl_recipe": 0, "studio.presets": 0,
     "studio.access": 0, "studio.decode": 0, "studio.distributed": 0,
     "studio.packed_attention": 0, "studio.adapter_precision": 0, "studio.lean_trainer": 0,
     "studio.compiled_layers": 0, "studio.fused_loss": 0, "studio.fp8_weights": 0,

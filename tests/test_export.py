@@ -306,6 +306,29 @@ def test_the_run_s_system_prompt_travels_in_the_exported_template(tiny_runs, tmp
     assert prompt.endswith("<|im_start|>assistant\n")       # thinking on, as trained
 
 
+def test_a_runs_odd_name_is_quoted_in_the_commands_and_set_as_code_in_export_md(tiny_runs,
+                                                                                 tmp_path):
+    """A run copied to a folder named with spaces, a semicolon and markup: the shown commands
+    quote every path (a shell reads each as one word, no second command), and EXPORT.md sets
+    the names in code (no HTML of the name in it). They were written raw (issue #39, item 9)."""
+    import shlex
+    import shutil
+
+    odd = tmp_path / "runs" / "my run; touch PWNED <img src=x onerror=alert(1)>"
+    shutil.copytree(tiny_runs["plain"], odd)
+    result = export_run(odd, "lora", tmp_path / "out dir; x")
+    vllm = shlex.split(result.commands["vllm"])
+    assert vllm[vllm.index("--chat-template") + 1] == str(tmp_path / "out dir; x" /
+                                                          "chat_template.jinja")
+    assert vllm[vllm.index("--lora-modules") + 1].endswith("=" + str(tmp_path / "out dir; x"))
+    readme = (tmp_path / "out dir; x" / "EXPORT.md").read_text()
+    import re
+
+    assert readme.startswith("# `my run; touch PWNED <img src=x onerror=alert(1)>`: lora")
+    prose = re.sub(r"`[^`\n]*`", "", re.sub(r"```.*?```", "", readme, flags=re.S))
+    assert "<img" not in prose and "PWNED" not in prose       # only inside code
+
+
 def test_an_export_that_fails_midway_leaves_nothing_that_looks_complete(tiny_runs, tmp_path):
     def interrupted(done, what):
         if done >= 0.5:

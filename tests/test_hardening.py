@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -94,6 +95,58 @@ def test_an_unrelated_live_pid_neither_trains_nor_is_stopped(tmp_path, sleeper):
     service.stop(run, wait=True)
     service.stop(legacy, wait=True)
     assert sleeper.poll() is None, "Stop killed a process that is not the run's job"
+
+
+def test_another_studio_process_is_not_the_job_a_forged_status_names(tmp_path):
+    """A status.json naming a live studio process that is not this run's job (the page's server,
+    another run's run-job) read as training, and Stop would kill it (issue #39, item 9): only
+    `run-job` of this very folder, or a process holding its job file, is its job."""
+    runs = tmp_path / "runs"
+    other = tmp_path / "runs" / "other"
+    procs = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "-m",
+                               "studio", *argv]) for argv in (["ui"], ["run-job", str(other)])]
+    try:
+        for n, proc in enumerate(procs):
+            started = psutil.Process(proc.pid).create_time()
+            run = a_run(runs, f"forged-{n}", {"state": "running", "pid": proc.pid,
+                                              "pid_started": started, "started": time.time()})
+            assert read_status(run)["state"] == "interrupted"
+            assert Service(runs).active() is None
+            Service(runs).stop(run, wait=True)
+            assert proc.poll() is None, "Stop killed a studio process that is not the job"
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
+def test_broken_files_are_said_whole_naming_the_file(tmp_path, tiny_qwen3, qa_jsonl):
+    """Raw errors (issue #39, item 9): a model whose config.json breaks its config was "a
+    tokenizer problem" with an empty "Validation error for field 'hidden_size':"; YAML nested
+    too deeply sent to the page's API was a RecursionError; a report.json whose score is text
+    stopped the Evaluate tab with "Unknown format code 'f'"."""
+    import shutil
+
+    from studio.eval_report import EvalReport, ModelScores
+
+    model = tmp_path / "broken-model"
+    shutil.copytree(tiny_qwen3, model)
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "hidden_size": "big"}))
+    said = Service(tmp_path / "runs").check(FineTuningConfig(model_name=str(model),
+                                                             data_path=str(qa_jsonl)))
+    assert len(said) == 1 and "config.json is not a valid model config" in said[0]
+    assert "expected int, got str" in said[0]
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        FineTuningConfig.from_yaml("a: " + "[" * 50_000 + "]" * 50_000, "the sent config")
+    report = EvalReport(str(tmp_path), str(tmp_path / "eval" / "1"), "now", {},
+                        ModelScores("base", loss=1.0), ModelScores("tuned", loss=0.5))
+    report.save()
+    saved = json.loads(report.json_path.read_text())
+    saved["models"]["tuned"]["loss"] = "low"
+    report.json_path.write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match="tuned's loss is 'low', not a number"):
+        EvalReport.load(report.folder)
 
 
 # ---------------------------------------------------------------------------- config typed on read

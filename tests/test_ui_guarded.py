@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from studio.access import Confinement, Logins, Outside
-from studio.ui.common import code
+from studio.markdown import code
 from tests.conftest import QA_ROWS, write_jsonl
 from tests.test_ui_api import ROOT, free_port
 
@@ -107,6 +107,19 @@ def test_the_api_server_refuses_the_same_way(tmp_path):
                            "--runs-dir", str(tmp_path / "runs")], cwd=ROOT, capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 2 and "--insecure-no-auth" in proc.stderr
+
+
+def test_an_empty_password_is_refused_at_start_naming_the_login(tmp_path):
+    """`alice:` in the auth file (or QWEN3_STUDIO_AUTH) was accepted silently, a login anyone
+    could type (issue #39, item 9): the server does not start, and says which login."""
+    (tmp_path / "logins").write_text("bob:fine\nalice:\n")
+    proc = launch(tmp_path, "--port", str(free_port()), "--auth-file", str(tmp_path / "logins"))
+    assert proc.wait(30) == 2
+    said = (tmp_path / "server.log").read_text()
+    assert "line 2" in said and "'alice' has an empty password" in said
+    proc = launch(tmp_path, "--port", str(free_port()), env={"QWEN3_STUDIO_AUTH": "carol:"})
+    assert proc.wait(30) == 2 and "'carol' has an empty password" in \
+        (tmp_path / "server.log").read_text()
 
 
 def test_insecure_no_auth_serves_with_a_warning_in_the_console_and_a_banner(tmp_path):
@@ -202,6 +215,8 @@ def test_paths_outside_the_studio_are_refused_alike_whether_they_exist_or_not(cl
         assert said[0] == said[1] and "outside the folders" in said[0], (api_name, said)
         assert str(ROOT) not in said[0]
     assert "outside" in refusal(client, "/etc", "hi", api_name="/chat_reply")
+    relative = refusal(client, "missing.jsonl", "", api_name="/inspect_data")
+    assert "not found" in relative and str(ROOT) not in relative     # issue #39, item 9
     rows = client.predict(str(secret), 1, api_name="/next_page")     # the page stays as it was
     assert "instruction" not in json.dumps(rows)
 

@@ -78,6 +78,32 @@ def test_a_stop_that_was_asked_for_is_not_a_warning():
     assert "msg-info" in asked and "msg-warn" in killed
 
 
+def test_notices_show_names_as_text_never_as_markup(monkeypatch):
+    """Gradio renders a notice's message as HTML, and a run folder named as markup ran as such
+    in one (issue #39, item 9): every notice goes through toast() or failure(), which escape
+    it, and no tab calls gr.Info, gr.Warning or gr.Error itself."""
+    import re
+    from pathlib import Path
+
+    import gradio as gr
+
+    from studio.ui.common import failure, toast
+
+    shown = []
+    monkeypatch.setattr(gr, "Info", shown.append)
+    monkeypatch.setattr(gr, "Warning", shown.append)
+    name = '<img src=x onerror="alert(1)">'
+    toast(f"Opened {name} in the form")
+    toast(f"{name} is not a run", "warn")
+    assert all("<img" not in text and "&lt;img src=x" in text for text in shown), shown
+    assert "<img" not in str(failure(f"could not load {name}"))
+    tabs = Path(__file__).resolve().parents[1] / "studio" / "ui"
+    direct = [f"{p.name}:{n}" for p in tabs.glob("*.py") if p.name != "common.py"
+              for n, line in enumerate(p.read_text().splitlines(), 1)
+              if re.search(r"\bgr\.(Info|Warning|Error)\(", line)]
+    assert not direct, direct
+
+
 def test_an_unreadable_run_says_why_in_the_train_tab(tmp_path):
     """A status.json that is not a status: the Train tab names the reason, as text, not a bare
     'unreadable' (finding 4 of #15)."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,7 +34,9 @@ def load_rows(source: str, split: str = "train") -> datasets.Dataset:
                             f"use {_SUPPORTED}")
         ds = _guarded(reader, path, split)
     elif path.suffix.lower() in _READERS or str(source).startswith((".", "/", "~")):
-        raise DataError(f"file not found: {source} (working folder {os.getcwd()}); check the path")
+        relative = "" if Path(str(source)).expanduser().is_absolute() else \
+            " (a relative path is read from the folder the studio was started in)"
+        raise DataError(f"file not found: {source}; check the path{relative}")
     else:
         ds = _read_hub(str(source), split)
     if len(ds) == 0:

@@ -17,6 +17,7 @@ import importlib.util
 import json
 import math
 import re
+import shlex
 import shutil
 import tempfile
 import time
@@ -27,6 +28,7 @@ from typing import Callable, Optional
 from backends import BackendError
 from studio.config import FineTuningConfig
 from studio.inference import PromptFormat, resolve_source
+from studio.markdown import code, fenced
 from studio.runs import read_plan
 
 FORMATS = ("merged", "lora", "gguf", "ollama")
@@ -207,35 +209,39 @@ def modelfile(tokenizer, fmt: PromptFormat, gguf_name: str, run: str) -> str:
 
 # ---------------------------------------------------------------------------- how to run it
 def _commands(config, adapter, out: Path, fmt: str, result: ExportResult) -> dict:
-    name = _slug(result.run)
+    """tool -> the command that runs the export, each path quoted for the shell."""
+    name, q = _slug(result.run), shlex.quote
     if fmt == "merged":
-        return {"vllm": f"vllm serve {out} --served-model-name {name}",
+        return {"vllm": f"vllm serve {q(str(out))} --served-model-name {name}",
                 "transformers": f"AutoModelForCausalLM.from_pretrained({str(out)!r})"}
     if fmt == "lora":
-        commands = {"vllm": (f"vllm serve {_base_path(config)} --enable-lora --lora-modules "
-                             f"{name}={out} --max-lora-rank {max(16, config.lora_r)} "
-                             f"--chat-template {out / 'chat_template.jinja'}")}
+        commands = {"vllm": (f"vllm serve {q(_base_path(config))} --enable-lora --lora-modules "
+                             f"{q(f'{name}={out}')} --max-lora-rank {max(16, config.lora_r)} "
+                             f"--chat-template {q(str(out / 'chat_template.jinja'))}")}
         if not (Path(adapter) / "adapters.safetensors").is_file():
             # BASE.gguf: the base model as a GGUF (this run's gguf export is merged already)
             commands["llama.cpp"] = (f"llama-server -m BASE.gguf --lora "
-                                     f"{out / (name + '-lora.gguf')} --jinja")
+                                     f"{q(str(out / (name + '-lora.gguf')))} --jinja")
         return commands
     gguf = out / f"{name}-{result.quant}.gguf"
-    commands = {"llama.cpp": f"llama-server -m {gguf} --jinja"}
+    commands = {"llama.cpp": f"llama-server -m {q(str(gguf))} --jinja"}
     if fmt == "ollama":
-        commands["ollama"] = f"ollama create {name} -f {out / 'Modelfile'} && ollama run {name}"
+        commands["ollama"] = (f"ollama create {name} -f {q(str(out / 'Modelfile'))} && "
+                              f"ollama run {name}")
     return commands
 
 
 def _readme(result: ExportResult, config) -> str:
-    lines = [f"# {Path(result.run).name}: {result.format}"
+    """EXPORT.md: the run's and the model's names in code spans, so no character of a folder's
+    name is read as Markdown or HTML where the file is shown."""
+    lines = [f"# {code(Path(result.run).name)}: {result.format}"
              + (f" ({result.quant})" if result.quant else ""), "",
-             f"Base model: {config.model_name}. Exported by Qwen3 Studio from {result.run} in "
-             f"{result.seconds} s.", "", "## Run it", ""]
+             f"Base model: {code(config.model_name)}. Exported by Qwen3 Studio from "
+             f"{code(result.run)} in {result.seconds} s.", "", "## Run it", ""]
     for tool, command in result.commands.items():
-        lines += [f"{tool}:", "", "```bash" if tool != "transformers" else "```python",
-                  command, "```", ""]
-    lines += ["## Files", ""] + [f"- {name}: {size:,} bytes" for name, size in
+        lines += [f"{tool}:", "", fenced(command, "python" if tool == "transformers" else "bash"),
+                  ""]
+    lines += ["## Files", ""] + [f"- {code(name)}: {size:,} bytes" for name, size in
                                  result.files.items()]
     return "\n".join(lines) + "\n"
 

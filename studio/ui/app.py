@@ -22,7 +22,7 @@ from studio.runs import is_run_dir
 from studio.service import Refused
 from studio.ui import (chat_tab, data_tab, eval_tab, export_tab, model_tab, runs_tab,
                        train_tab)
-from studio.ui.common import code, first_line, guard, note
+from studio.ui.common import code, failure, first_line, guard, note
 from studio.ui.confined import ConfinedService
 from studio.ui.form import ConfigForm
 from studio.ui.i18n import T
@@ -200,7 +200,7 @@ def program_api(service: ConfinedService, form: ConfigForm) -> None:
         try:
             a = service.data.analyse(config)
         except DataError as e:
-            raise gr.Error(str(e)) from None
+            raise failure(str(e)) from None
         r = a.report
         return {"rows": len(a.dataset), "columns": list(a.dataset.column_names),
                 "format": a.fmt.name if a.fmt else None,
@@ -212,26 +212,24 @@ def program_api(service: ConfinedService, form: ConfigForm) -> None:
 
     def start_run(config_yaml: str, allow_over_memory: bool = False) -> dict:
         """Start a run from a YAML config (FineTuningConfig fields); refused with the reason."""
-        import yaml
-
         try:
-            config = FineTuningConfig.from_dict(yaml.safe_load(config_yaml) or {})
+            config = FineTuningConfig.from_yaml(config_yaml or "")
             service.config(config)
             job = service.start(config, allow_over_memory=allow_over_memory)
         except Refused as e:
-            raise gr.Error("\n".join(e.problems)) from None
+            raise failure("\n".join(e.problems)) from None
         except ValueError as e:
-            raise gr.Error(str(e)) from None
+            raise failure(str(e)) from None
         return {"run": str(job.run_dir), **job.status}
 
     def run_status(run: str = "") -> dict:
         """A run's state, reason and its train/eval points ('' = the live or latest run)."""
         run_dir = run or str(service.latest() or "")
         if not run_dir:
-            raise gr.Error("there is no run yet")
+            raise failure("there is no run yet")
         service.path(run_dir)
         if not is_run_dir(Path(run_dir)):
-            raise gr.Error(f"{run_dir} is not a run: no such run in the studio's folders")
+            raise failure(f"{run_dir} is not a run: no such run in the studio's folders")
         watch = train_tab.new_watch(run_dir)
         job = service.attach(run_dir)
         status = job.status
@@ -244,10 +242,10 @@ def program_api(service: ConfinedService, form: ConfigForm) -> None:
         """Ask a run to stop ('' = the live one); it saves an adapter and ends."""
         run_dir = run or str(service.active() or "")
         if not run_dir:
-            raise gr.Error("nothing is training")
+            raise failure("nothing is training")
         service.path(run_dir)
         if not is_run_dir(Path(run_dir)):
-            raise gr.Error(f"{run_dir} is not a run: no such run, so nothing to stop")
+            raise failure(f"{run_dir} is not a run: no such run, so nothing to stop")
         service.stop(run_dir)
         return {"run": run_dir, "stopping": True}
 
@@ -263,7 +261,7 @@ def program_api(service: ConfinedService, form: ConfigForm) -> None:
         try:
             loaded = service.model(source)
         except Exception as e:   # noqa: BLE001
-            raise gr.Error(f"could not load {source}: {first_line(e)}") from None
+            raise failure(f"could not load {source}: {first_line(e)}") from None
         text = ""
         with closing(stream_reply(loaded, [{"role": "user", "content": message}],
                                   max_new_tokens=max_new_tokens, temperature=temperature,

@@ -6,6 +6,7 @@ import html
 import gradio as gr
 from gradio.i18n import I18nData
 
+from studio.markdown import code  # noqa: F401 - the tabs' code spans
 from studio.ui.i18n import say, state_word
 
 # kind -> (css class, catalog key of its leading words); the classes are styled in app.CSS
@@ -40,26 +41,23 @@ def unmd(text: str) -> str:
     return re.sub(r"\\([\\`*_{}\[\]()#+!|~])", r"\1", html.unescape(text))
 
 
-def code(text) -> str:
-    """`text` as a Markdown code span that no backtick inside can end early (the fence is
-    longer than any run of backticks in it) and no newline can break."""
-    import re
-
-    text = " ".join(str(text).split("\n")).replace("\r", " ")
-    fence = "`" * (max((len(r) for r in re.findall(r"`+", text)), default=0) + 1)
-    pad = " " if text.startswith("`") or text.endswith("`") or fence != "`" else ""
-    return f"{fence}{pad}{text}{pad}{fence}"
-
-
 def shout(text: str, kind: str = "error") -> str:
     """note(), plus a toast so the message is seen wherever the person is looking."""
-    if kind == "error":
-        gr.Warning(text.splitlines()[0][:300])
-    elif kind == "warn":
-        gr.Warning(text.splitlines()[0][:300])
-    else:
-        gr.Info(text.splitlines()[0][:300])
+    toast(text, "info" if kind not in ("error", "warn") else "warn")
     return note(text, kind)
+
+
+def toast(text: str, kind: str = "info") -> None:
+    """A notice in the page's corner, its first line. Gradio renders a notice's message as
+    HTML, so the text (a run's folder name, a path, an error) is escaped first: a run named
+    <img src=x onerror=...> once ran as markup there."""
+    message = html.escape(str(text).splitlines()[0][:300] if str(text) else "", quote=False)
+    (gr.Warning if kind == "warn" else gr.Info)(message)
+
+
+def failure(text: str) -> gr.Error:
+    """A gr.Error to raise: an error notice, its message escaped as toast()'s is."""
+    return gr.Error(html.escape(str(text), quote=False))
 
 
 def first_line(e: BaseException) -> str:
@@ -101,8 +99,8 @@ def guard(fn):
 
     def explain(e: Exception) -> gr.Error:
         text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        return gr.Error(f"{type(e).__name__}: {text}" if type(e).__module__ == "builtins"
-                        and not isinstance(e, (ValueError, OSError)) else text)
+        return failure(f"{type(e).__name__}: {text}" if type(e).__module__ == "builtins"
+                       and not isinstance(e, (ValueError, OSError)) else text)
 
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)

@@ -18,7 +18,7 @@ from studio.config import GROUPS, FineTuningConfig
 from studio.distributed import describe as describe_spread
 from studio.models import model_problem
 from studio.service import GiB, Refused, Service
-from studio.ui.common import guard, md, note, run_choices, shout
+from studio.ui.common import guard, md, note, run_choices, shout, toast
 from studio.presets import AUTO, PRESETS, apply_preset, choose_preset
 from studio.ui.form import FIELDS, ConfigForm, command_line
 from studio.ui.i18n import T, auto_why, group_title, preset_name, preset_purpose, say
@@ -308,7 +308,7 @@ def wire(t: ModelTab, form: ConfigForm, service: Service, demo: gr.Blocks) -> li
     @guard
     def preset(name, *values):
         outputs = with_preset(service, form, values, name)
-        gr.Info(say("model.preset_applied", name=preset_name(name)))
+        toast(say("model.preset_applied", name=preset_name(name)))
         return outputs
 
     @guard
@@ -328,7 +328,7 @@ def wire(t: ModelTab, form: ConfigForm, service: Service, demo: gr.Blocks) -> li
         except ConfigError as e:
             shout(f"{Path(file).name}: {e}")
             return [gr.skip()] * len(form.inputs)
-        gr.Info(say("model.yaml_loaded", name=Path(file).name))
+        toast(say("model.yaml_loaded", name=Path(file).name))
         return form.values(config)
 
     @guard
@@ -341,7 +341,7 @@ def wire(t: ModelTab, form: ConfigForm, service: Service, demo: gr.Blocks) -> li
         except Exception as e:   # noqa: BLE001
             shout(say("model.run_unreadable", name=Path(run_dir).name, error=e))
             return [gr.skip()] * len(form.inputs)
-        gr.Info(say("model.run_loaded", name=Path(run_dir).name))
+        toast(say("model.run_loaded", name=Path(run_dir).name))
         return form.values(config)
 
     t.save_yaml.click(save_yaml, form.inputs, t.yaml_file, api_name="save_config")

@@ -14,7 +14,7 @@ from pathlib import Path
 import gradio as gr
 
 from studio.service import Refused, Service
-from studio.ui.common import chart_layout, empty_chart, guard, note, run_choices, shout
+from studio.ui.common import chart_layout, empty_chart, guard, note, run_choices, shout, toast
 from studio.ui.form import ConfigForm
 from studio.ui.i18n import T, say, state_word
 
@@ -185,7 +185,7 @@ def wire(t: RunsTab, form: ConfigForm, service: Service, tabs: gr.Tabs):
         if not run_dir:
             return [shout(say("runs.pick_first"), "warn")] + [gr.skip()] * (len(form.inputs) + 1)
         config = FineTuningConfig.load(Path(run_dir) / "config.yaml")
-        gr.Info(say("runs.opened", name=Path(run_dir).name))
+        toast(say("runs.opened", name=Path(run_dir).name))
         return [note(say("runs.opened", name=Path(run_dir).name), "ok"),
                 gr.Tabs(selected="model")] + form.values(config)
 

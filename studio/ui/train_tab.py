@@ -18,7 +18,7 @@ import gradio as gr
 
 from studio.runs import ACTIVE, last_checkpoint
 from studio.service import Refused, Service
-from studio.ui.common import chart_layout, empty_chart, guard, note, run_choices, shout
+from studio.ui.common import chart_layout, empty_chart, guard, note, run_choices, shout, toast
 from studio.ui.form import ConfigForm
 from studio.ui.i18n import T, say, state_word
 
@@ -268,17 +268,20 @@ def _shown(value) -> str:
 
 def advice(run_dir: str) -> str:
     """What to change when the finished run's validation loss says it did not learn ('')."""
-    from studio.config import FineTuningConfig
-    from studio.events import read_events
     from studio.advice import advice_after
+    from studio.config import FineTuningConfig
     from studio.eval_report import latest_report
+    from studio.events import read_events
 
     try:
         config = FineTuningConfig.load(Path(run_dir) / "config.yaml")
     except Exception:   # noqa: BLE001 - no advice without the config
         return ""
-    return advice_after(config, read_events(Path(run_dir) / "metrics.jsonl")[0],
-                        latest_report(run_dir)) or ""
+    try:
+        report = latest_report(run_dir)
+    except ValueError:      # the Evaluate tab says what is wrong with it; the advice goes on
+        report = None
+    return advice_after(config, read_events(Path(run_dir) / "metrics.jsonl")[0], report) or ""
 
 
 def log_tail(run_dir: str) -> str:
@@ -391,7 +394,7 @@ def wire(t: TrainTab, form: ConfigForm, service: Service) -> None:
             job = service.start(config, allow_over_memory=bool(values[-1]))
         except Refused as e:
             return only(status=shout('\n'.join(e.problems)))
-        gr.Info(say("train.started", name=job.run_dir.name))
+        toast(say("train.started", name=job.run_dir.name))
         return poll(service, new_watch(job.run_dir), force_chart=True)
 
     @guard
@@ -410,7 +413,7 @@ def wire(t: TrainTab, form: ConfigForm, service: Service) -> None:
             job = service.resume(watch["run"])
         except Refused as e:
             return only(status=shout('\n'.join(e.problems)))
-        gr.Info(say("train.resuming", name=job.run_dir.name))
+        toast(say("train.resuming", name=job.run_dir.name))
         w = new_watch(job.run_dir)
         return poll(service, w, force_chart=True)
 
