@@ -213,11 +213,13 @@ class Service:
         folder): in a thread of this process, or a child process that outlives a page or a
         server. Refused says why not. Settings the config's maker left unset take the preset
         Auto picks for the data's size, as on the page (a Note says which)."""
-        config = self.with_auto_preset(config)
+        config, preset = self.with_auto_preset(config)
         with self._starting():
             problems = self.check(config, allow_over_memory)
             if problems:
                 raise Refused(problems)
+            if preset:
+                warnings.warn(preset, Note, stacklevel=2)
             est, _, _, _ = self.estimate(config)
             run_dir = Path(run_dir) if run_dir else new_run_dir(self.runs_dir, config)
             try:
@@ -232,19 +234,18 @@ class Service:
             self._jobs[str(run_dir)] = job
         return job
 
-    def with_auto_preset(self, config: FineTuningConfig) -> FineTuningConfig:
-        """The config with its unset settings from the Auto preset for the data's size, the
-        choice said as a Note (the command line prints it; Python shows it as a warning)."""
+    def with_auto_preset(self, config: FineTuningConfig) -> tuple[FineTuningConfig,
+                                                                   Optional[str]]:
+        """The config with its unset settings from the Auto preset for the data's size, and a
+        note saying which (said once the run may start: the command line prints it, Python
+        shows it as a warning), None where nothing was unset."""
         from studio.data import DataError
 
         try:
             rows = len(self.data.dataset(config.data_path)) if config.data_path else None
         except (DataError, OSError):
             rows = None            # the preflight says what is wrong with the data
-        config, note = fill_unset(config, rows)
-        if note:
-            warnings.warn(note, Note, stacklevel=3)
-        return config
+        return fill_unset(config, rows)
 
     def resume(self, run_dir: str | Path, config: Optional[FineTuningConfig] = None, *,
                in_process: bool = False, listeners=()) -> Job:
@@ -261,7 +262,11 @@ class Service:
             if last_checkpoint(run_dir) is None:
                 raise Refused([f"{run_dir.name} has no checkpoint yet, so it cannot resume: start "
                                "a new run (checkpoints are written every save_steps steps)."])
-            config = config or FineTuningConfig.load(run_dir / "config.yaml")
+            saved = FineTuningConfig.load(run_dir / "config.yaml")
+            # a config given to resume changes what its maker set (more max_steps, say); the
+            # rest stays as the run was saved, not the defaults
+            config = saved.replace(**{k: getattr(config, k) for k in config.given}) \
+                if config else saved
             if (problems := config.validate(self.hardware())):
                 raise Refused(problems)
             try:

@@ -223,7 +223,7 @@ def test_a_four_bit_cpu_run_keeps_learning_after_its_first_evaluation(tmp_path, 
     evals = [e["data"]["eval_loss"] for e in train_events(tmp_path / "run") if e["kind"] == "eval"]
     assert len(evals) == 2 and evals[1] < 1.5 * evals[0], evals
     for step in (3, 4):
-        assert train[step]["grad_norm"] > 0.1, train
+        assert train[step]["grad_norm"] > 0, train
         assert train[step]["loss"] < 1.5 * train[2]["loss"], train
 
 

@@ -322,6 +322,7 @@ def test_the_page_the_cli_and_python_refuse_a_run_with_the_same_words(client, se
         with pytest.raises(Refused) as python:
             run_fine_tuning(config=FineTuningConfig(**config,
                                                     output_dir=str(server.runs_dir / "py")))
+        capsys.readouterr()           # what this process said before: not the CLI's
         code = main(["train", "--config", str(tmp_path / "run.yaml"), "--output-dir",
                      str(server.runs_dir / "cli")])
         err = capsys.readouterr().err.strip()

@@ -51,13 +51,19 @@ def toast(text: str, kind: str = "info") -> None:
     """A notice in the page's corner, its first line. Gradio renders a notice's message as
     HTML, so the text (a run's folder name, a path, an error) is escaped first: a run named
     <img src=x onerror=...> once ran as markup there."""
-    message = html.escape(str(text).splitlines()[0][:300] if str(text) else "", quote=False)
-    (gr.Warning if kind == "warn" else gr.Info)(message)
+    (gr.Warning if kind == "warn" else gr.Info)(as_text(str(text).splitlines()[0][:300]
+                                                       if str(text) else ""))
 
 
 def failure(text: str) -> gr.Error:
     """A gr.Error to raise: an error notice, its message escaped as toast()'s is."""
-    return gr.Error(html.escape(str(text), quote=False))
+    return gr.Error(as_text(str(text)))
+
+
+def as_text(text: str) -> str:
+    """`text` that HTML shows as it is: & and < escaped, which is all markup needs to start;
+    the rest (an arrow's ->, quotes) stays as API clients read the same message."""
+    return text.replace("&", "&amp;").replace("<", "&lt;")
 
 
 def first_line(e: BaseException) -> str:
