@@ -116,8 +116,31 @@ def compile_layers(model, config) -> None:
     for layer in layers:
         layer.compile(dynamic=True, mode="reduce-overhead" if config.layer_graphs else None)
     if config.layer_graphs:
+        graph_trees_on_this_thread()
         keep_grads(model)
         recompute_outside_graphs(model, layers)
+
+
+def graph_trees_on_this_thread() -> None:
+    """Give this thread torch's bookkeeping of CUDA graphs. torch 2.11 sets it up only on the
+    thread that first imports torch._inductor.cudagraph_trees and asserts on any other: after a
+    run had compiled its layers on its training thread, the chat loaded in the same process
+    failed in its warm-up on its own thread (BENCHMARKS.md round seventeen), and a second run
+    with layer graphs, on a new training thread, at its first step (issue #39, item 3). Later
+    torch sets it up on demand, as this does."""
+    import threading
+    from collections import defaultdict
+
+    import torch
+    from torch._inductor import cudagraph_trees
+
+    local = cudagraph_trees.local
+    if not hasattr(local, "tree_manager_containers"):
+        local.tree_manager_containers = {}
+        local.tree_manager_locks = defaultdict(threading.Lock)
+        # and where autograd's backward threads look, which take this thread's C++ state
+        torch._C._stash_obj_in_tls("tree_manager_containers", local.tree_manager_containers)
+        torch._C._stash_obj_in_tls("tree_manager_locks", local.tree_manager_locks)
 
 
 def recompute_outside_graphs(model, layers) -> None:

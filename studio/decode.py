@@ -19,6 +19,8 @@ import weakref
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, Iterator
 
+from studio.compiled_layers import graph_trees_on_this_thread
+
 CACHE_STEP = 2048       # cache lengths are rounded up to this, so few shapes ever compile
 # the one-token step: CUDA graphs, as transformers' own default, plus autotuned Triton kernels
 # for its matmuls with one row, fused with their neighbours. On one H200 at 8B, 165 tokens/s
@@ -67,22 +69,6 @@ def pick(logits, temperature: float, top_p: float):
         outside = sorted_probs.cumsum(-1) - sorted_probs > top_p    # keeps the first always
         probs = probs.scatter(-1, order, sorted_probs.masked_fill(outside, 0))
     return torch.multinomial(probs, 1)[:, 0]
-
-
-def graph_trees_on_this_thread() -> None:
-    """Give this thread torch's bookkeeping of CUDA graphs. torch 2.11 sets it up only on the
-    thread that first imports torch._inductor.cudagraph_trees and asserts on any other: after a
-    run had compiled its layers on the training thread, loading the chat in the same process
-    failed in the warm-up on this thread (BENCHMARKS.md round seventeen). Later torch sets it
-    up on demand, as this does."""
-    import threading
-    from collections import defaultdict
-
-    from torch._inductor import cudagraph_trees
-
-    if not hasattr(cudagraph_trees.local, "tree_manager_containers"):
-        cudagraph_trees.local.tree_manager_containers = {}
-        cudagraph_trees.local.tree_manager_locks = defaultdict(threading.Lock)
 
 
 class Decoder:
