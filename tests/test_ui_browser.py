@@ -659,6 +659,12 @@ def test_script_bearing_names_are_shown_as_text_and_never_run(browser, server, t
     wait_text(page, "#memory-estimate", evil(4))
     tab(page, "6 · Runs")
     wait_text(page, "#runs-table", evil(4))
+    pick(page, "#runs-run", "<img")
+    page.locator("#runs-open").click()       # a notice names the run (issue #39, item 9)
+    notice = page.locator("[data-testid=toast-body]").filter(has_text="<img").first
+    notice.wait_for()
+    assert notice.locator("img").count() == 0
+    page.screenshot(path=str(tmp_path / "notice.png"))
     tab(page, "4 · Chat")
     pick(page, "#chat-source", "Fine-tuned: <img")
     page.locator("#chat-compare input").uncheck()
