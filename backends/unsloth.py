@@ -24,7 +24,7 @@ def varlen_attention() -> str:
 
     Unsloth 2026.10 calls torch's varlen attention only when `varlen_attn` takes `enable_gqa`
     (torch >= 2.12); on torch 2.11 it runs SDPA once per row instead, whose backward cost grows
-    with rows x tokens (BENCHMARKS.md). The flash kernel behind it takes grouped KV heads on 2.11
+    with rows x tokens (bench/HISTORY.md). The flash kernel behind it takes grouped KV heads on 2.11
     as well, so Unsloth's own lean path is switched on, after one check against per-row SDPA.
     Returns what packed attention will use, for the run log.
     """
@@ -83,9 +83,9 @@ def train(config, data, run_dir: Path, emit, should_stop, resume_from=None) -> P
         random_state=config.seed)
     args = recipe.sft_config(config, run_dir, data.eval is not None)
     args.gradient_checkpointing = False    # unsloth's own checkpointing is already in the model
-    # lean_steps' bookkeeping, Unsloth's compute_loss kept (1.07x at 8B, 1.11x at 0.6B on an
-    # H200), except where the loss is scored in one kernel: trl's, under Unsloth's, reads the
-    # logits for its entropy, and that forward returns none
+    # lean_steps' bookkeeping, Unsloth's compute_loss kept (measured: bench/HISTORY.md,
+    # 'Unsloth made lean'), except where the loss is scored in one kernel: trl's, under
+    # Unsloth's, reads the logits for its entropy, and that forward returns none
     trainer = lean_trainer.lean_steps(SFTTrainer, own_loss=config.fused_loss)(
         model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
         processing_class=tokenizer,
@@ -104,8 +104,8 @@ def train(config, data, run_dir: Path, emit, should_stop, resume_from=None) -> P
 
 def _release_offload_buffers() -> None:
     """Unsloth's checkpointing stages each recomputed layer's input through two GPU buffers,
-    grown to the longest micro-batch and kept in unsloth_zoo's module globals after the run:
-    0.51 GiB left on the H200 after 8B at 64 rows an update (#16, round seven). Emptied slots
+    grown to the longest micro-batch and kept in unsloth_zoo's module globals after the run,
+    where a later run's memory would miss them (bench/HISTORY.md, round seven). Emptied slots
     are made again, small, when a later run first needs them."""
     from unsloth_zoo import gradient_checkpointing
 
@@ -117,7 +117,7 @@ def _release_offload_buffers() -> None:
 
 def load(model_name: str, adapter_dir, config):
     """A 16-bit run chats through transformers' compiled decode step (studio.decode; faster
-    than Unsloth's own inference, BENCHMARKS.md); a quantised one through Unsloth."""
+    than Unsloth's own inference: bench/HISTORY.md); a quantised one through Unsloth."""
     if not (config.load_in_4bit or config.load_in_8bit):
         return recipe.load_for_chat(config, adapter_dir)
     fast, model, tokenizer = _load(config)

@@ -1,6 +1,6 @@
 """Qwen3-8B's frozen projections, forward and input gradient, in bf16 (nn.Linear) against fp8
 (studio.fp8_weights.Fp8Linear), side by side in one process on one GPU: what fp8_weights can
-take off the two thirds of an 8B LoRA step that these matmuls are (BENCHMARKS.md round
+take off the two thirds of an 8B LoRA step that these matmuls are (bench/HISTORY.md, round
 sixteen), before anything else in a step changes.
 
     python bench/fp8_matmul.py [--tokens 6500] [--repeats 20]

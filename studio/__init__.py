@@ -14,12 +14,12 @@ __version__ = "0.1.0"
 
 def _prefer_expandable_segments():
     """Let torch's allocator grow its segments instead of caching one block per size: the studio's
-    micro-batches change length every step, and fixed segments fragment (on one H200, 8B at 16 rows
-    an update reserved 77.6 GiB for a 53.5 GiB peak; 0.6B at 64 rows on 16 GiB ran out of memory,
-    and fits in 13.4 with these). Torch reads the setting once, when CUDA starts, so it is set
-    here, on importing the package, before anything of the studio's touches the GPU. A user's
-    own setting stands. Linux only: under WSL, CUDA fails on them (unslothai/unsloth#3511).
-    Torch 2.10 renamed the variable and warns on the old name."""
+    micro-batches change length every step, and fixed segments fragment: runs reserved far more
+    than their peak, and one ran out of memory that fits with these (bench/HISTORY.md, round
+    eight). Torch reads the setting once, when CUDA starts, so it is set here, on importing the
+    package, before anything of the studio's touches the GPU. A user's own setting stands. Linux
+    only: under WSL, CUDA fails on them (unslothai/unsloth#3511). Torch 2.10 renamed the
+    variable and warns on the old name."""
     names = ("PYTORCH_ALLOC_CONF", "PYTORCH_CUDA_ALLOC_CONF")
     wsl = "microsoft" in platform.uname().release.lower()
     if sys.platform != "linux" or wsl or any(name in os.environ for name in names):

@@ -10,7 +10,7 @@ matmuls (summed over a step's micro-batches in bf16, not fp32), read into fp32 f
 The copies and their gradients live in one flat fp32 buffer each: the step's gradients are read
 into it in one foreach copy, and the gradient norm, clipping and AdamW are then one kernel each
 instead of a launch per tensor in foreach lists of 504 (8B, r16 on all seven projections), whose
-host work kept the GPU waiting (#16: 2 ms a step for the norm alone). The weights go back to the
+host work kept the GPU waiting (bench/HISTORY.md, round ten). The weights go back to the
 bf16 adapters in one foreach copy. The bf16 gradients themselves stay where autograd makes them:
 accumulated into a buffer of ours they would cost an add kernel per tensor per micro-batch, where
 autograd otherwise hands its tensor over.

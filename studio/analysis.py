@@ -47,7 +47,7 @@ class Analysis:
         return self.sampled[1] / self.sampled[0] if self.sampled else 1.0
 
 
-MAX_UPLOAD_BYTES = 2**30          # the default upload limit (1 GiB); --max-file-size
+MAX_UPLOAD_BYTES = 2**30          # the default upload limit; --max-file-size
 UPLOAD_KEPT_SECONDS = 24 * 3600   # an upload no run uses is deleted after a day
 
 # A bigger file is analysed on evenly spaced rows, so the Data tab answers in seconds; a run

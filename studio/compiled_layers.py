@@ -9,27 +9,25 @@ from __future__ import annotations
 # Layer graphs where micro-batches average under GRAPHS_TOKENS tokens (the GPU waits on the
 # host's launches), at most GRAPHS_RECOMPUTING of them recompute layers (those layers run
 # eagerly: recompute_outside_graphs), and 99% of them come in at most GRAPHS_SHAPES shapes
-# (each new one is recorded while training waits). 8B at 8 rows an update (3,400 tokens; no
-# micro-batch of the bench's rows over the 9,728 tokens that recompute; 99% in 10 shapes) ran
-# 1.05x Unsloth with graphs, 0.6B 1.78x; at 16 rows (3% over) graphs collapsed to 1,583-6,200
-# tokens/s and 103 GiB, and to 3,099 with recomputed layers run eagerly (new shapes kept
-# coming); 0.6B at 64 rows (27,000 tokens, none over, 28 shapes) to 15,776, and with 2,048-token
-# buckets to 31,830 against 60,264 without graphs (BENCHMARKS.md rounds five to twelve).
+# (each new one is recorded while training waits). Past any of these, graphs lost to the same
+# layers without them: longer micro-batches keep the GPU busy anyway, and where layers recompute
+# or new shapes keep coming, training waits on recordings and eager layers instead (measured:
+# bench/HISTORY.md, issue #16 from 'graphs measured' to 'a recomputed layer outside the graphs').
 GRAPHS_TOKENS = 4096
 GRAPHS_RECOMPUTING = 0.01
 GRAPHS_SHAPES = 12
 
 # A model under AUTO_BELOW_PARAMS compiles its layers where compile_layers is left to auto and
-# graphs pay: Qwen3-0.6B at 8 rows an update stepped in 0.067 s with graphs against 0.17-0.18 s
-# through Unsloth's layers, and loading and compiling (41-57 s with inductor's cache cold, 24-26
-# s warm) took about as long as loading Unsloth (45-58 s), so 200 steps ended sooner
-# (BENCHMARKS.md round sixteen). At 8B the same rows keep the GPU busier and graphs gained
-# 1.05-1.22x, for a longer compile: auto leaves larger models to Unsloth.
+# graphs pay: its steps at short micro-batches wait on the host's launches, which graphs take
+# off the host, and loading and compiling take about as long as loading Unsloth, so a run ends
+# sooner. A larger model keeps the GPU busier at the same rows and gains less from graphs, for a
+# longer compile: auto leaves larger models to Unsloth (measured: bench/HISTORY.md, 'small
+# models compile by default').
 AUTO_BELOW_PARAMS = 1e9
 # Such a model's micro-batches are padded to a multiple of this many tokens for its graphs: its
-# GPU idles at these sizes, so the padding cost nothing measured (0.067 s a step against 0.069
-# at 512), and 0.6B at 8 rows recorded 4 shapes instead of 11, at 3-5 s a recording. Larger
-# models keep packed_attention.BUCKET, where padding is GPU work.
+# GPU idles at these sizes, so the padding costs no measurable time, and fewer shapes are
+# recorded while training waits (measured: bench/HISTORY.md, 'small models compile by
+# default'). Larger models keep packed_attention.BUCKET, where padding is GPU work.
 SMALL_MODEL_BUCKET = 2048
 
 
@@ -64,16 +62,15 @@ def layer_graphs_pay(plan, lengths: list[int]) -> bool:
 
 AUTO_REASON = ("transformers, its decoder layers compiled and replayed as CUDA graphs: a model "
                f"under {AUTO_BELOW_PARAMS / 1e9:.0f}B parameters with short micro-batches waits "
-               "on the host's kernel launches otherwise (Qwen3-0.6B at 8 rows an update on an "
-               "H200: 0.067 s a step against 0.17 s through Unsloth's layers); compile_layers "
-               "off keeps the usual backend")
+               "on the host's kernel launches otherwise, and the graphs take those off the "
+               "host; compile_layers off keeps the usual backend")
 
 
 def compile_pays(config, hw, lengths: list[int]) -> bool:
     """Whether a run that leaves compile_layers (and the backend) to auto compiles its layers:
-    one CUDA GPU of compute capability 8.0 or above (measured on 9.0, an H200), 16-bit weights,
-    a small model (small_model), and rows (their token lengths) whose micro-batches suit layer
-    graphs as the planner will lay them out (layer_graphs_pay). The config is resolved."""
+    one CUDA GPU of compute capability 8.0 or above, 16-bit weights, a small model
+    (small_model), and rows (their token lengths) whose micro-batches suit layer graphs as the
+    planner will lay them out (layer_graphs_pay). The config is resolved."""
     from studio.memory import model_shape, plan_rows
 
     if (config.compile_layers is not None or config.backend not in ("auto", "transformers")
@@ -94,17 +91,16 @@ def compile_layers(model, config) -> None:
     """Each decoder layer compiled by torch.compile, where the config asks: a step then launches
     a few fused kernels a layer instead of dozens of small ones (norms, rotary, SwiGLU, LoRA's
     scaling and casts), and small updates are bound by those launches on a GPU (#16's profile:
-    0.65 s of host work against 0.33 s of GPU work over two 8B steps). All layers share one
-    compiled graph, with the token count dynamic from the start so that micro-batches of any
-    length reuse it. Attention traces inside it: the micro-batches bring their rows' bounds
-    along (packed_attention.with_row_bounds, or `bucketed` with layer graphs), so the host is
-    not asked for them between two halves of a layer (8B with fp8 weights: 20,323 tokens/s
-    against 18,616 with the halves, BENCHMARKS.md round eighteen).
+    more host work than GPU work a step). All layers share one compiled graph, with the token
+    count dynamic from the start so that micro-batches of any length reuse it. Attention traces
+    inside it: the micro-batches bring their rows' bounds along (packed_attention.with_row_bounds,
+    or `bucketed` with layer graphs), so the host is not asked for them between two halves of a
+    layer, where the GPU would wait on it (bench/HISTORY.md, round eighteen).
 
     With config.layer_graphs (plan_gpu_batches decides it), the layers also replay as CUDA
     graphs, one recording for each micro-batch shape (packed_attention.bucketed pads them to
-    few), so that a step's launches cost the host almost nothing: 1.59x at 0.6B and 8 rows an
-    update (BENCHMARKS.md round five)."""
+    few), so that a step's launches cost the host almost nothing (bench/HISTORY.md, round
+    five)."""
     if not config.compile_layers:
         return
     import torch
@@ -125,7 +121,7 @@ def graph_trees_on_this_thread() -> None:
     """Give this thread torch's bookkeeping of CUDA graphs. torch 2.11 sets it up only on the
     thread that first imports torch._inductor.cudagraph_trees and asserts on any other: after a
     run had compiled its layers on its training thread, the chat loaded in the same process
-    failed in its warm-up on its own thread (BENCHMARKS.md round seventeen), and a second run
+    failed in its warm-up on its own thread (bench/HISTORY.md, round seventeen), and a second run
     with layer graphs, on a new training thread, at its first step (issue #39, item 3). Later
     torch sets it up on demand, as this does."""
     import threading
@@ -147,9 +143,9 @@ def recompute_outside_graphs(model, layers) -> None:
     """A layer that recomputes in this micro-batch (trl_recipe.recompute_per_micro_batch, whose
     hook runs before this one wherever it was registered) runs eagerly, outside the graphs: a
     graph's outputs live in memory that its next replay overwrites, and a recomputed layer
-    replays in the backward, after the forward's outputs it needs were overwritten. 8B at 16
-    rows an update, 3% of micro-batches recomputing, failed at the first such micro-batch
-    (BENCHMARKS.md round twelve). Such micro-batches are rare where graphs are taken
+    replays in the backward, after the forward's outputs it needs were overwritten: a run with
+    some micro-batches recomputing failed at the first of them (bench/HISTORY.md, round
+    twelve). Such micro-batches are rare where graphs are taken
     (layer_graphs_pay)."""
     compiled = [layer._compiled_call_impl for layer in layers]
 

@@ -159,10 +159,10 @@ class FineTuningConfig:
     load_in_8bit: bool = _f(False, "Load the base model in 8-bit.", "Precision and quantisation")
     fp8_weights: bool = _f(False, "Keep the frozen base weights in fp8 and run their matmuls on "
                            "fp8 tensor cores (one NVIDIA GPU of compute capability 8.9+; "
-                           "transformers backend, layers compiled): 1.33x bf16 at 8B on an H200. "
-                           "Those matmuls round to fp8's 3 mantissa bits; the adapters, "
-                           "attention and loss stay 16-bit, and the chat and exports use the "
-                           "16-bit weights.", "Precision and quantisation")
+                           "transformers backend, layers compiled): faster where these matmuls "
+                           "are most of a step, as at 8B. Those matmuls round to fp8's 3 "
+                           "mantissa bits; the adapters, attention and loss stay 16-bit, and the "
+                           "chat and exports use the 16-bit weights.", "Precision and quantisation")
     cpu_only: Optional[bool] = _f(None, "Train on the CPU even if a GPU is present "
                                   "(auto: when no GPU is found).", "Precision and quantisation")
     device_map: str = _f("auto", "Where the model's layers go: auto, cpu, cuda, cuda:N.",

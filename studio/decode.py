@@ -2,14 +2,14 @@
 one static KV cache per loaded model, and a decode loop that replays the compiled one-token step.
 
 Plain `generate` with a growing (dynamic) cache launches every layer's kernels from Python for
-each new token, so an 8B model on an H200 writes about 13 tokens a second while its memory
-bandwidth allows about 290. With a cache whose shapes never change, the one-token forward is
-compiled once (CUDA graphs and autotuned kernels through torch.compile) and replayed;
-`generate` itself still waits for the GPU after every token to decide whether to stop, so its
-Python work between tokens stays on the clock (107 tokens/s at 8B). The loop here keeps the
-chosen tokens on the GPU and looks at them after the first token and then every CHUNK tokens,
-so the host queues the next steps while the GPU runs. Merging the LoRA weights removes its
-extra small matmuls per layer. The CPU keeps the plain path; nothing here applies to it.
+each new token, so the host, not the GPU's memory bandwidth, sets how fast it writes. With a
+cache whose shapes never change, the one-token forward is compiled once (CUDA graphs and
+autotuned kernels through torch.compile) and replayed; `generate` itself still waits for the
+GPU after every token to decide whether to stop, so its Python work between tokens stays on the
+clock (bench/HISTORY.md, rounds two and three; today's figure in BENCHMARKS.md). The loop here
+keeps the chosen tokens on the GPU and looks at them after the first token and then every CHUNK
+tokens, so the host queues the next steps while the GPU runs. Merging the LoRA weights removes
+its extra small matmuls per layer. The CPU keeps the plain path; nothing here applies to it.
 """
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ from studio.compiled_layers import graph_trees_on_this_thread
 
 CACHE_STEP = 2048       # cache lengths are rounded up to this, so few shapes ever compile
 # the one-token step: CUDA graphs, as transformers' own default, plus autotuned Triton kernels
-# for its matmuls with one row, fused with their neighbours. On one H200 at 8B, 165 tokens/s
-# against 146 with the default mode, for a warm-up of 92 s against 44 at load (bench/chat_probe.py)
+# for its matmuls with one row, fused with their neighbours: faster tokens for a longer warm-up
+# at load (measured: bench/chat_probe.py, recorded in bench/HISTORY.md)
 COMPILED = {"mode": "max-autotune"}
 CHUNK = 16              # tokens decoded between two looks from the host (and two stream pieces)
 

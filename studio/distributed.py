@@ -70,7 +70,7 @@ def describe(config, asked: str) -> str:
         why = "as set" if asked == "ddp" else "the model and its activations fit one GPU"
         how = f"ddp over {where}: each GPU holds the whole model and a share of a batch ({why})"
     rows = config.batch_size * config.gradient_accumulation_steps
-    if rows < 16:     # two H200s: 8B 1.47x at 8 rows a GPU, 2.00x at 16 (BENCHMARKS.md)
+    if rows < 16:     # two GPUs scale well at 16 rows each, not at 8 (bench/HISTORY.md, #17)
         how += (f"; {rows} rows a GPU an update make short, host-bound steps that spread "
                 "poorly: 16 or more keep each GPU busy")
     return how

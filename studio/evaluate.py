@@ -389,9 +389,9 @@ def task_config(path: Path, max_new_tokens: int = 128) -> dict:
 
 
 def task_manager(tasks):
-    """lm-eval's task index. Its thousands of built-in task files take ~15 s to index on two
-    cores, so they are indexed only when a task is named (or a YAML file may refer to one); our
-    JSONL tasks are configs that need no index."""
+    """lm-eval's task index. Its thousands of built-in task files are slow to index, so they
+    are indexed only when a task is named (or a YAML file may refer to one); our JSONL tasks
+    are configs that need no index."""
     from lm_eval.tasks import TaskManager
 
     jsonl_only = all(Path(t).suffix.lower() in (".jsonl", ".json") for t in tasks)

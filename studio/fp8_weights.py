@@ -1,6 +1,6 @@
-"""Frozen base weights held in fp8, their matmuls run on fp8 tensor cores (#16). At 8B, two
-thirds of a LoRA step is the frozen weights' matmuls running at 94% of the H200's measured bf16
-rate (BENCHMARKS.md, round sixteen), so only a faster number format shortens it further.
+"""Frozen base weights held in fp8, their matmuls run on fp8 tensor cores (#16). At 8B, most of
+a LoRA step is the frozen weights' matmuls, already near the GPU's bf16 rate (bench/HISTORY.md,
+round sixteen), so only a faster number format shortens it further.
 
 LoRA never updates these weights, so each is quantized once, at the start, in the two layouts
 its matmuls read: per output channel for the forward (x W^T) and per input channel for the
@@ -8,10 +8,10 @@ backward's input gradient (dy W). No weight gradient is computed. torchao's Floa
 for full fine-tuning, recasts every weight at every matmul and computes its gradient; Unsloth's
 load_in_fp8 runs the backward in bf16 from dequantized weights. Activations and gradients are
 scaled per row (per token) as they come. The adapters, norms, attention and the loss stay in
-16-bit. On an H200, Qwen3-8B with r8 on q/v at 16 rows an update trained 1.33x faster than the
-same compiled layers in bf16, and 1.20x Unsloth's bf16 (BENCHMARKS.md, round eighteen). Eagerly
-a layer's projections ran 0.82x (the small ones pay more to quantize their rows than their
-matmul saves), so runs with these weights compile their layers (round seventeen)."""
+16-bit. Compiled, these layers train faster than the same layers in bf16 and than Unsloth's
+(bench/HISTORY.md, round eighteen; today's figure in BENCHMARKS.md). Eagerly they are slower:
+the small projections pay more to quantize their rows than their matmul saves, so runs with
+these weights compile their layers (round seventeen)."""
 from __future__ import annotations
 
 import functools

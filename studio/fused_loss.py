@@ -5,15 +5,14 @@ projection and its gradient can cost. Where transformers trains, cut-cross-entro
 kernel, which recomputes the logits in the backward (Unsloth's cannot load without Unsloth, and
 importing Unsloth patches transformers for the whole process).
 
-The losses alone, forward and backward on an H200 (bench/loss_kernels.py): 25,000 tokens of
-0.6B take 24 ms in Unsloth's, 60 ms in cut-cross-entropy's, 78 ms over whole fp32 logits (which
-hold 42 GiB) and 129 ms in trl's chunks; 7,000 tokens of 8B take 21, 60, 38 and 57 ms. Both
-gradients are exact (the cosine with whole logits' is 0.9999 or more). cut-cross-entropy's
-library default leaves out entries below bfloat16's precision, an approximation measured by the
-bench (fused=filtered), not made by the studio. A user's 64 rows an update train the 0.6B
-1.49x faster through Unsloth's than through trl's chunks (100,761 tokens/s), 1.32x through
-cut-cross-entropy, and the adapters score the same held-out loss to 0.01%; short micro-batches
-keep trl's chunks (MIN_TOKENS).
+The losses alone, forward and backward (bench/loss_kernels.py): Unsloth's is the fastest at
+0.6B and at 8B, ahead of whole fp32 logits (which hold many GiB) and trl's chunks, and both
+kernels' gradients agree with whole logits'. cut-cross-entropy's library default leaves out
+entries below bfloat16's precision, an approximation measured by the bench (fused=filtered),
+not made by the studio. At long micro-batches a whole step is faster through either kernel than
+through trl's chunks, Unsloth's most, and the adapters score the same held-out loss
+(bench/HISTORY.md, rounds thirteen and fourteen); short micro-batches keep trl's chunks
+(MIN_TOKENS).
 
 Both backends train through it: the model's forward, given labels, runs the decoder alone and
 returns the loss scored here instead of logits; without labels (the samples shown during
@@ -35,11 +34,10 @@ def available(config, kernels: str) -> bool:
 
 
 # Auto takes the kernel where a micro-batch holds this many tokens on average or more. What
-# Unsloth's saves grows with the tokens (4-5 us each against trl's chunks, the losses alone, at
-# 0.6B as at 8B), but at 8B and 8 rows an update (3,400 tokens a micro-batch) a step took 15-22
-# ms longer with either kernel than with trl's chunks (0.94x), while at 0.6B and 64 rows (27,000)
-# Unsloth's was 1.49x faster (BENCHMARKS.md, round fourteen), and at 16 rows of 8B (6,900)
-# 1.09x (round fifteen). At 8 rows the step is bound by the host (round fifteen's profile).
+# Unsloth's saves grows with the tokens, at 0.6B as at 8B, but below this a step is bound by the
+# host and took longer with either kernel than with trl's chunks, while micro-batches well above
+# it were faster at both sizes (measured: bench/HISTORY.md, issue #16, 'when a kernel pays' and
+# the pairs measured after it).
 MIN_TOKENS = 4096
 
 
@@ -57,9 +55,9 @@ def in_effect(config, kernels: str, tokens: float | None = None) -> bool:
 
 # Unsloth's kernel scores the labelled rows in chunks of 512 rows or more (a power of two up to
 # 2,048 at a vocabulary of 151,936), so unpadded its last chunk changes length with every
-# micro-batch, and its kernels stopped to compile again mid-run: 0.6B at 8 rows an update, one
-# step of 2.75 s (0.61x trl's chunks). Padded to a multiple of this, none of three runs stopped
-# after its third step, and that run was 1.05x (BENCHMARKS.md, round fifteen).
+# micro-batch, and its kernels stopped to compile again mid-run, which cost more than the
+# kernel saved. Padded to a multiple of this, they compile only in the first steps (measured:
+# bench/HISTORY.md, issue #16, the pairs measured after 'when a kernel pays').
 UNSLOTH_ROWS_MULTIPLE = 512
 
 
@@ -89,8 +87,8 @@ GRADIENT_FILTER = None
 # Triton compiles a kernel again for each new pattern of which integer arguments divide by
 # 16, and cut-cross-entropy passes the number of rows it scores and counts of locks over 128
 # and over 16-64 of them. Rows padded to a multiple of this make each of those divisible, so
-# that each kernel compiles once: unpadded, 0.6B at 64 rows an update stopped for 1-2 s every
-# few steps to compile one again, which cost more than the kernel saved (round thirteen).
+# that each kernel compiles once: unpadded, a run stopped every few steps to compile one again,
+# which cost more than the kernel saved (measured: bench/HISTORY.md, 'the loss in one kernel').
 ROWS_MULTIPLE = 2048
 
 
@@ -116,9 +114,10 @@ def score_labels_here(causal_lm, loss=next_token_loss) -> None:
     """causal_lm's forward, given labels, runs its decoder alone and returns `loss` (this
     module's next_token_loss or unsloth_loss) over the last hidden states; without labels it
     runs as before. The same for Unsloth's models as for transformers': trl's chunked loss
-    called Unsloth's decoder this way in every Unsloth run before round thirteen. (Unsloth's own
-    switch for this, the environment variable UNSLOTH_RETURN_HIDDEN_STATES, belongs to the whole
-    process, where a chat on another thread would read it too.)"""
+    called Unsloth's decoder this way in every Unsloth run before round thirteen
+    (bench/HISTORY.md). (Unsloth's own switch for this, the environment variable
+    UNSLOTH_RETURN_HIDDEN_STATES, belongs to the whole process, where a chat on another thread
+    would read it too.)"""
     from transformers.modeling_outputs import CausalLMOutputWithPast
 
     original = causal_lm.forward

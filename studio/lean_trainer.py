@@ -8,16 +8,16 @@ from studio.compiled_layers import decoder_layers
 
 def lean_steps(trainer_class, own_loss: bool = True):
     """trainer_class with little host work between a step's GPU kernels. At 8 rows an update
-    a 0.6B step on an H200 is bound by the host (#16), and the Trainer spent a third of it
-    walking the model's ~4,800 modules (LoRA's included): for model.train() at every
-    micro-batch, for zero_grad and the gradient clipping over every parameter, frozen or not,
-    and for a FLOP count nobody reads. Here each touches only the trained parameters or
-    returns at once. In bf16 the adapters are held in bf16, so that no matmul casts them, and
-    the optimiser's fp32 copies sit in one flat buffer that the norm, clipping and AdamW each
-    read in one kernel (studio.adapter_precision). And nothing is read back from the GPU
-    between two logs: trl reads the entropy, token accuracy and token count of every
-    micro-batch with .item(), the Trainer its count of tokens seen, and each read makes the
-    host wait for the GPU instead of queuing the next work. The studio shows none of these;
+    a 0.6B step on a GPU is bound by the host (#16), and the Trainer spent much of it walking
+    the model's ~4,800 modules (LoRA's included; bench/HISTORY.md, round five): for
+    model.train() at every micro-batch, for zero_grad and the gradient clipping over every
+    parameter, frozen or not, and for a FLOP count nobody reads. Here each touches only the
+    trained parameters or returns at once. In bf16 the adapters are held in bf16, so that no
+    matmul casts them, and the optimiser's fp32 copies sit in one flat buffer that the norm,
+    clipping and AdamW each read in one kernel (studio.adapter_precision). And nothing is read
+    back from the GPU between two logs: trl reads the entropy, token accuracy and token count of
+    every micro-batch with .item(), the Trainer its count of tokens seen, and each read makes
+    the host wait for the GPU instead of queuing the next work. The studio shows none of these;
     the token count waits on the GPU for the log.
     With own_loss False the trainer's compute_loss stays as it is (Unsloth patches it)."""
     bases = (_LossWithoutReads, _LeanSteps) if own_loss else (_LeanSteps,)
@@ -42,7 +42,7 @@ class _LeanSteps:
             # skipped only where the walk would change nothing. from_pretrained leaves the
             # decoder layers in eval mode under a wrapper that is not, and a layer recomputes
             # only in training mode: judged by the wrapper alone, no layer recomputed until
-            # the first evaluation (#16, round seven)
+            # the first evaluation (#16: bench/HISTORY.md, 'recomputation that never ran')
             if model.training == mode and all(layer.training == mode for layer in layers):
                 return model
             return walk(mode)

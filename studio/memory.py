@@ -4,9 +4,9 @@ The estimate adds up what training keeps alive at its peak: the base weights (16
 NF4), the LoRA weights with their gradients and AdamW state, the activations saved for the
 backward pass (all layers, or one layer's inputs each with gradient checkpointing), the logits
 over the vocabulary in float32, and a fixed framework overhead. The constants were fitted to
-peaks measured on the CPU here and on an H100, Unsloth's activations counted from its kernels
-and checked on an H200 (BENCHMARKS.md); the UI shows the estimate next to the measured peak
-after each run.
+peaks measured on a CPU and a GPU, Unsloth's activations counted from its kernels and checked
+against its peaks (bench/HISTORY.md); the UI shows the estimate next to the measured peak after
+each run.
 """
 from __future__ import annotations
 
@@ -116,15 +116,15 @@ def lora_params(shape: Shape, config) -> int:
 def saved_per_token(config, shape: Shape, kernels: str = "transformers") -> float:
     """Bytes one decoder layer keeps per token for the backward pass, LoRA on its projections.
 
-    transformers + peft: (16 hidden + 8 intermediate) activations, fitted to peaks on the CPU
-    and an H100; on an H200 it is within 5% of the measured peaks at 0.6B (BENCHMARKS.md).
-    Unsloth's fused kernels keep less, and this counts them one by one: each RMSNorm its input
-    alone (2 hidden, q, kv), the attention its q, k, v and output, the QKV and MLP projections
-    their inputs, the MLP its gate and up (it recomputes SiLU and their product in the backward).
-    With it the estimate is 1.02-1.10x the H200's peaks at 0.6B and 8B; the formula above
-    counts 2.1-2.9x what Unsloth's layers keep (tests/test_packing.py checks both estimates
-    against those runs). Unsloth fuses a layer's LoRA only with adapters on all seven
-    projections, no dropout and no bias; any other Unsloth run is counted as transformers'."""
+    transformers + peft: (16 hidden + 8 intermediate) activations, fitted to measured peaks on
+    a CPU and a GPU (bench/HISTORY.md). Unsloth's fused kernels keep less, and this counts them
+    one by one: each RMSNorm its input alone (2 hidden, q, kv), the attention its q, k, v and
+    output, the QKV and MLP projections their inputs, the MLP its gate and up (it recomputes
+    SiLU and their product in the backward). With it the estimate lies a little above Unsloth's
+    measured peaks, where the formula above counts far more than its layers keep
+    (bench/HISTORY.md, round six; tests/test_packing.py checks both estimates against those
+    runs). Unsloth fuses a layer's LoRA only with adapters on all seven projections, no dropout
+    and no bias; any other Unsloth run is counted as transformers'."""
     from studio.config import LINEAR_LAYERS
 
     h, i, act_bytes = shape.hidden, shape.intermediate, activation_bytes(config)
@@ -230,8 +230,8 @@ class BatchPlan:
 
 
 # Up to 16k tokens: where no varlen kernel runs, Unsloth runs packed attention one row segment
-# at a time, and its backward cost grows with segments x tokens (measured on an H100: 8B at 32k
-# tokens with checkpointing, 1.1k tokens/s; at 4k without, 4.6k; BENCHMARKS.md).
+# at a time, and its backward cost grows with segments x tokens (measured: bench/HISTORY.md, the
+# first GPU section).
 USABLE = 0.92    # the share of free GPU memory a plan may fill: the rest absorbs fragmentation
 
 _CANDIDATES = (16384, 12288, 8192, 6144, 4096, 3072, 2048, 1024, 512)
@@ -397,8 +397,8 @@ def plan_rows(config, free_bytes: float, lengths: list[int], shape: Optional[Sha
         how = "no layer recomputes"
     else:
         # the longest micro-batch is not the heaviest: one just short of needing another
-        # layer recomputed keeps nearly the whole budget (8B, 64 rows on an H200: 123 GiB
-        # estimated at the longest, 125.5 measured at 28k tokens)
+        # layer recomputed keeps nearly the whole budget (measured: bench/HISTORY.md,
+        # 'recomputation that never ran')
         def heaviest_with(k: int) -> Optional[MemoryEstimate]:
             # the most tokens that fit with k layers recomputed
             low = _most_tokens(lambda tokens: estimate(tokens, k).total <= budget, longest)

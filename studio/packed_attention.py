@@ -138,7 +138,7 @@ def with_row_bounds(collate):
     (cu_seq_lens_q, and its longest row as max_length_q), so that compiled decoder layers trace
     attention instead of breaking their graph around it to ask the host: with layers compiled
     and no CUDA graphs, each graph break is a compiled region more to enter, twice a layer, and
-    an 8B step left its GPU idle 26% of the time between them (BENCHMARKS.md round seventeen).
+    an 8B step left its GPU idle between them (bench/HISTORY.md, round seventeen).
     The longest row is counted here, on the host, before the batch goes to the GPU."""
     def collate_with_row_bounds(examples):
         batch = collate(examples)

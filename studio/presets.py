@@ -29,8 +29,8 @@ PRESETS: dict[str, Preset] = {
              warmup_ratio=0.0, logging_steps=5, eval_steps=20, save_steps=50),
         "LoRA on all seven linear layers (rank 16) at learning rate 1e-3 for 3 epochs, 4 rows a "
         "step: a few hundred question/answer rows (a name, a maker, product facts) stick. On "
-        "the bundled demo model 100 identity rows train in about 3 minutes on 2 CPU cores and "
-        "the model then answers with them."),
+        "the bundled demo model, 100 identity rows are enough: the model then answers with "
+        "them."),
     "Quick test": Preset(
         dict(max_steps=30, num_train_epochs=1, logging_steps=1, eval_steps=10, save_steps=10,
              lora_r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], batch_size=2,

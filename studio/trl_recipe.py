@@ -56,7 +56,7 @@ def load_base(config, for_training: bool = True):
     elif for_training and device_map == "auto" and not config.cpu_only:
         # one process trains on one GPU (several GPUs are several processes: num_gpus). "auto"
         # would split the layers over every GPU of the machine behind accelerate's hooks,
-        # which trl's chunked loss cannot patch (it failed so on two H200s)
+        # which trl's chunked loss cannot patch (it failed so on a machine with two GPUs)
         import torch
 
         device_map = {"": torch.cuda.current_device()}
@@ -339,10 +339,10 @@ def loss_type(config) -> str:
     at a time and never holds a micro-batch's whole logits. It projects each chunk twice
     (forward, then again in the backward), launches a dozen small kernels a chunk, and adds
     entropy and accuracy passes over the vocabulary: where the whole logits fit, the model's own
-    loss ("nll", the same math) is faster: 1.11x on a CPU (SmolLM2), 1.14-1.30x for 0.6B at 8
-    rows an update on an H200 (BENCHMARKS.md). config.whole_logits decides; left to auto, a GPU
-    run's planner decides (plan_gpu_batches) and a CPU run takes whole logits where the longest
-    micro-batch's stay small."""
+    loss ("nll", the same math) is faster, on a CPU as on a GPU (bench/HISTORY.md, the CPU
+    section and round ten). config.whole_logits decides; left to auto, a GPU run's planner
+    decides (plan_gpu_batches) and a CPU run takes whole logits where the longest micro-batch's
+    stay small."""
     import torch
 
     from studio.memory import logits_bytes, model_shape
@@ -421,8 +421,9 @@ def sft_config(config, run_dir: Path, has_eval: bool):
     )
     if config.world_size == 1 and args.n_gpu > 1:
         # one process trains on one GPU. On a machine with several, the Trainer would wrap the
-        # model in DataParallel over all of them: 1.4x slower than one H200 alone, with the
-        # loss reported 2x (measured on two H200s). Several GPUs are several processes
+        # model in DataParallel over all of them: slower than one GPU alone, with the loss
+        # reported doubled (measured: bench/HISTORY.md, issue #17). Several GPUs are several
+        # processes
         args._n_gpu = 1
     return args
 
@@ -432,10 +433,10 @@ COLLATE_AHEAD = 1   # data loader worker processes on a GPU (the bench's workers
 
 def loader_arguments(config) -> dict:
     """On a GPU, the next micro-batch is collated in a worker process, two ahead, while the GPU
-    works on this one: collated in the training thread, it was the longest gap in every profile
-    (2.5-4.4 ms a step), and ahead it measured 1.36x for Unsloth at 0.6B and 8 rows an update,
-    1.19x with layer graphs, 1.02-1.04x at 8B (BENCHMARKS.md round eleven). On a CPU the
-    training itself wants every core, and collation stays in the training thread."""
+    works on this one: collated in the training thread, it was the longest gap in every profile,
+    and ahead it made steps faster, most at 0.6B, whose steps are shortest (bench/HISTORY.md,
+    round eleven). On a CPU the training itself wants every core, and collation stays in the
+    training thread."""
     if config.cpu_only or not COLLATE_AHEAD:
         return {"dataloader_num_workers": 0}
     return {"dataloader_num_workers": COLLATE_AHEAD, "dataloader_prefetch_factor": 2,

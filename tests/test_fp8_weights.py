@@ -105,7 +105,7 @@ def test_fp8_weights_where_they_cannot_run_are_refused_with_the_reason(hw, chang
 
 def test_fp8_weights_on_a_hopper_gpu_train_on_the_transformers_backend_in_16_bit_storage():
     """Left to auto, the backend becomes transformers (Unsloth runs its own matmuls), its layers
-    compile (the rows' scaling fuses into their kernels: BENCHMARKS.md round seventeen), and an
+    compile (the rows' scaling fuses into their kernels: bench/HISTORY.md, round seventeen), and an
     8B model that would not fit in 16 bits is not loaded in 4-bit behind the setting's back."""
     from backends import choose_backend
 

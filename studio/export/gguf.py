@@ -43,8 +43,8 @@ _TYPES = {
     "bf16": (gguf.LlamaFileType.MOSTLY_BF16, Q.BF16),
     "q8_0": (gguf.LlamaFileType.MOSTLY_Q8_0, Q.Q8_0),
 }
-LLAMA_CPP_HINT = ("pip install llama-cpp-python (it compiles llama.cpp from source: about 7 "
-                  "minutes on a 2-core machine)")
+LLAMA_CPP_HINT = ("pip install llama-cpp-python (it compiles llama.cpp from source, which "
+                  "takes minutes)")
 
 
 class GGUFExportError(ValueError):

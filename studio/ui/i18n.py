@@ -534,9 +534,9 @@ CATALOG: dict[str, tuple[str, str]] = {
     "chat.label.tuned": ("Fine-tuned: {name}", "微调后：{name}"),
     "chat.who.base": ("the base model", "基座模型"),
     "chat.loading": ("Loading {who}…", "正在加载 {who}…"),
-    "chat.loading_gpu": ("Loading {who}… On a GPU its decode step compiles once as it loads: "
-                         "about two minutes at 8B, then replies stream at once.",
-                         "正在加载 {who}… 在 GPU 上加载时会编译一次解码步骤：8B 约需两分钟，"
+    "chat.loading_gpu": ("Loading {who}… On a GPU its decode step compiles once as it loads, "
+                         "which takes minutes for a large model; then replies stream at once.",
+                         "正在加载 {who}… 在 GPU 上加载时会编译一次解码步骤，大模型需要几分钟；"
                          "之后回复即时流式输出。"),
     "chat.load_failed": ("Could not load {who}: {error}. Pick a run with a saved adapter, or a "
                          "downloaded base model.",
@@ -644,9 +644,9 @@ FIELDS_ZH: dict[str, tuple[str, str]] = {
                      "开启）。"),
     "load_in_8bit": ("8 位加载", "以 8 位加载基座模型。"),
     "fp8_weights": ("fp8 权重", "把冻结的基座权重存为 fp8，并在 fp8 张量核心上做它们的矩阵乘法（一块计算能力 "
-                    "8.9 及以上的 NVIDIA GPU；transformers 后端，解码层编译）：在 H200 上 8B 为 bf16 的 "
-                    "1.33 倍。这些乘法舍入到 fp8 的 3 位尾数；适配器、注意力和损失仍为 16 位，对话和导出使用 "
-                    "16 位权重。"),
+                    "8.9 及以上的 NVIDIA GPU；transformers 后端，解码层编译）：在这些矩阵乘法占一步大部分"
+                    "时间的场合更快，如 8B。这些乘法舍入到 fp8 的 3 位尾数；适配器、注意力和损失仍为 "
+                    "16 位，对话和导出使用 16 位权重。"),
     "cpu_only": ("仅用 CPU", "即使有 GPU 也在 CPU 上训练（auto：找不到 GPU 时开启）。"),
     "device_map": ("设备映射", "模型各层放在哪里：auto、cpu、cuda、cuda:N。"),
     "num_gpus": ("GPU 数", "本机用于训练的 GPU 数，每个一个进程（auto：全部可见 GPU）。开启 cpu_only "
@@ -681,7 +681,7 @@ GROUPS_ZH: dict[str, str] = {
 PRESETS_ZH: dict[str, tuple[str, str]] = {
     "Teach facts": ("记住知识", "在全部七个线性层上做 LoRA（秩 16），学习率 1e-3，训练 3 轮，每步 "
                     "4 行：几百行问答（名字、出品方、产品知识）就能记住。在自带的演示模型上，100 行"
-                    "身份问答在 2 核 CPU 上约 3 分钟训完，之后模型就会用它们来回答。"),
+                    "身份问答就够了，之后模型就会用它们来回答。"),
     "Quick test": ("快速测试", "小适配器跑 30 步（只训练 q 和 v，学习率 2e-4）：一两分钟内确认数据、"
                    "模型和这台机器能一起工作。训练量太少，学不到东西。"),
     "Balanced": ("均衡", "在注意力层上做秩 16 的 LoRA，学习率 2e-4，训练 2 轮，每次更新 16 行："

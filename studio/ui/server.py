@@ -68,7 +68,7 @@ def gate(args: argparse.Namespace):
 
 def warm_up() -> None:
     """Import the heavy libraries in the background once the page is served, so the first
-    dataset loads in a second instead of ten."""
+    dataset's load does not wait for them."""
     try:
         import studio.data  # noqa: F401
         import transformers  # noqa: F401
