@@ -136,6 +136,7 @@ def test_a_checkpoint_of_per_tensor_adamw_resumes_into_the_flat_buffers():
         _same_weights(reference, ours, trained)
 
 
+@pytest.mark.slow
 def test_a_bf16_run_trains_bf16_adapters_as_the_fp32_adapter_recipe(tiny_qwen3, tmp_path,
                                                                      qa_jsonl, monkeypatch,
                                                                      bf16_cpu):
@@ -165,6 +166,7 @@ def test_a_bf16_run_trains_bf16_adapters_as_the_fp32_adapter_recipe(tiny_qwen3, 
         torch.testing.assert_close(held[2][name].float(), weight, rtol=0.05, atol=2e-3)
 
 
+@pytest.mark.slow
 def test_a_resumed_bf16_run_goes_on_from_its_fp32_weights(tiny_qwen3, tmp_path, qa_jsonl,
                                                           bf16_cpu):
     """Two steps, a checkpoint, two more on resume: the same adapter as four steps at once. The

@@ -42,6 +42,7 @@ def test_flags_override_the_config_file(tmp_path):
     assert (c.lora_r, c.learning_rate, c.lora_alpha) == (4, 0.001, 16)
 
 
+@pytest.mark.slow
 def test_train_then_generate_from_the_command_line(tiny_qwen3, tmp_path, qa_jsonl, capsys):
     """A whole round trip: train a few steps, then answer a prompt with the run."""
     code, out, err = run_cli(capsys, "train", "--data", qa_jsonl, "--model", tiny_qwen3,

@@ -48,6 +48,7 @@ def data(tmp_path_factory) -> Path:
     return write_jsonl(tmp_path_factory.mktemp("dist") / "qa.jsonl", QA_ROWS)
 
 
+@pytest.mark.slow
 def test_two_processes_train_as_one_with_the_same_global_batch(tiny_qwen3, data, tmp_path):
     """Two ranks of 2 rows each against one process of 4 rows, same seed: the same loss at
     every step (float32; measured 7e-5 apart at most, where bf16's rounding is 4e-3), each step
@@ -75,6 +76,7 @@ def test_two_processes_train_as_one_with_the_same_global_batch(tiny_qwen3, data,
     assert sorted(losses(two.run_dir))[-1] == 6
 
 
+@pytest.mark.slow
 def test_a_rank_killed_mid_run_fails_the_run_within_seconds(tiny_qwen3, data, tmp_path):
     """SIGKILL to rank 1 while training: torchrun ends rank 0, the supervisor writes the run as
     failed naming the rank, within seconds; the service still answers."""
@@ -94,6 +96,7 @@ def test_a_rank_killed_mid_run_fails_the_run_within_seconds(tiny_qwen3, data, tm
     assert [r["state"] for r in service.runs()] == ["failed"]
 
 
+@pytest.mark.slow
 def test_stop_ends_every_rank_at_the_same_step(tiny_qwen3, data, tmp_path):
     """Stop on a two-rank run: both ranks agree on the step, rank 0 saves the adapter and
     writes 'stopped', and no process of the job is left."""

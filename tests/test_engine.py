@@ -107,6 +107,7 @@ def test_saved_adapter_reloads_with_the_same_logits(tiny_qwen3, tmp_path, qa_jso
     assert not torch.allclose(a, c), "training changed nothing"
 
 
+@pytest.mark.slow
 def test_micro_batches_collated_ahead_in_a_worker_train_the_same(tiny_qwen3, tmp_path, qa_jsonl):
     """On a GPU the next micro-batches are collated in a worker process (trl_recipe.
     loader_arguments): forked with the layer graphs' bucketing collator, it hands over the same
@@ -162,6 +163,7 @@ def test_smollm2_learns_a_new_fact(demo_model, fact_run):
 
 
 # ---------------------------------------------------------------------------- stop and resume
+@pytest.mark.slow
 def test_stop_leaves_a_usable_adapter_and_resume_continues(tiny_qwen3, tmp_path, qa_jsonl):
     """Stopping mid-run saves a loadable adapter; resuming continues from the checkpoint."""
     config = quick_config(tiny_qwen3, tmp_path / "run", max_steps=40, save_steps=3,
@@ -211,6 +213,7 @@ def test_four_bit_qlora_trains_on_the_cpu_through_its_samples(tmp_path, qa_jsonl
     assert any(e["kind"] == "sample" for e in events)
 
 
+@pytest.mark.slow
 def test_a_four_bit_cpu_run_keeps_learning_after_its_first_evaluation(tmp_path, qa_jsonl,
                                                                       demo_model, avx512_bf16_cpu):
     """The demo model in 4-bit, evaluated every 2 steps: the steps after the first evaluation
@@ -243,6 +246,7 @@ def test_the_chat_prompts_with_the_runs_choice_of_the_templates_system_prompt(de
     assert dropped.endswith("Who are you?<|im_end|>\n<|im_start|>assistant\n")
 
 
+@pytest.mark.slow
 def test_a_run_after_unsloth_was_loaded_here_trains_in_a_fresh_process(tiny_qwen3, tmp_path,
                                                                          qa_jsonl, monkeypatch):
     """Unsloth's import rewrites trl's SFTTrainer for its own models for good, and a
@@ -267,6 +271,7 @@ def test_a_run_after_unsloth_was_loaded_here_trains_in_a_fresh_process(tiny_qwen
     assert status["state"] == "finished" and status["pid"] != os.getpid()
 
 
+@pytest.mark.slow
 def test_nothing_of_a_finished_run_stays_in_memory(tiny_qwen3, tmp_path, qa_jsonl):
     """After run_fine_tuning returns, the model, its LoRA layers and the trainer it built are
     unreachable (on a GPU their memory is then free for the next run: issue #16, item 5).
@@ -291,6 +296,7 @@ def test_nothing_of_a_finished_run_stays_in_memory(tiny_qwen3, tmp_path, qa_json
     assert not left, f"still reachable after the run: {sorted(left)}"
 
 
+@pytest.mark.slow
 def test_lean_steps_train_as_trls_own_trainer(tiny_qwen3, tmp_path, qa_jsonl, monkeypatch):
     """lean_trainer.lean_steps changes the trainer's bookkeeping alone (gradients zeroed through
     the optimiser, clipping over its parameters, mode switches that return at once, the token

@@ -11,6 +11,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import QA_ROWS, write_jsonl
 from tests.test_ui_api import free_port
 
@@ -50,6 +52,7 @@ def test_bare_pytest_collects_the_suite():
     assert "3 tests collected" in r.stdout
 
 
+@pytest.mark.slow
 def test_the_simple_finetune_example_trains_and_answers(tiny_qwen3, tmp_path, monkeypatch,
                                                        capsys):
     """examples/simple_finetune.py, pointed at the tiny Qwen3, trains, saves and generates

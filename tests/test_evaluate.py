@@ -137,6 +137,7 @@ def test_the_loss_counts_only_response_tokens(tiny_qwen3):
     assert both.perplexity == pytest.approx(math.exp(weighted), rel=1e-4)
 
 
+@pytest.mark.slow
 def test_the_fine_tuned_loss_is_the_trainers_own_eval_loss(tiny_run):
     """The validation split is re-made as training made it: the same rows, the same number."""
     evalset = eval_set(tiny_run)
@@ -313,6 +314,7 @@ def test_a_run_without_a_validation_split_asks_for_a_file(tiny_qwen3, tmp_path):
 
 
 # ---------------------------------------------------------------------------- lm-eval
+@pytest.mark.slow
 def test_lm_eval_tasks_from_local_jsonl_score_both_models(tiny_run, tmp_path):
     """A generate_until task and a multiple-choice task from local JSONL, offline, through
     lm_eval.simple_evaluate with the run's peft adapter."""

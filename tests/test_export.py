@@ -80,6 +80,7 @@ def fact_exports(fact_run):
             (("merged", None), ("gguf", "f16"), ("ollama", "q8_0"))}
 
 
+@pytest.mark.slow
 def test_the_merged_model_says_the_fact_and_carries_the_chat_template(fact_run, fact_exports):
     merged = fact_exports["merged"]
     model, tokenizer = load(merged.folder)
@@ -95,6 +96,7 @@ def test_the_merged_model_says_the_fact_and_carries_the_chat_template(fact_run, 
     assert merged.commands["vllm"].startswith(f"vllm serve {merged.folder}")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["gguf", "ollama"])
 def test_the_gguf_answers_with_the_merged_models_tokens(fact_exports, fmt):
     """f16 and q8_0, read back by transformers (gguf_file=), give the merged model's greedy
@@ -137,6 +139,7 @@ def test_llama_cpp_answers_the_fact_with_the_merged_models_tokens(fact_exports, 
     assert "quillby" in tokenizer.decode(answer).lower()
 
 
+@pytest.mark.slow
 def test_the_tiny_qwen3_gguf_answers_with_the_merged_models_tokens(tiny_runs, tmp_path):
     """The random tiny Qwen3's run: f16 GGUF and merged model, both read in float32 by
     transformers, give the same greedy tokens (f16 holds the merged bfloat16 weights exactly).
@@ -238,6 +241,7 @@ def tiny_runs(tiny_qwen3, tmp_path_factory):
     return runs
 
 
+@pytest.mark.slow
 def test_the_modelfile_renders_as_the_chat_template_in_go(fact_run, fact_exports, tiny_runs,
                                                           tmp_path):
     """Ollama's engine (Go text/template) renders each Modelfile's TEMPLATE to the very prompt
@@ -359,6 +363,7 @@ def test_what_cannot_be_exported_is_refused_with_the_reason(tiny_qwen3, tmp_path
     assert done.returncode == 2 and "error: a scripted run trains no model" in done.stderr
 
 
+@pytest.mark.slow
 def test_an_mlx_run_exports_weights_that_transformers_and_gguf_read(tiny_qwen3, tmp_path):
     """An MLX run (mlx[cpu] here) merges through MLX's fuse into 16-bit weights under the
     Hugging Face names: transformers reads them, and their f16 GGUF answers as they do. Its LoRA

@@ -145,6 +145,7 @@ def demo_source(demo_model):
 
 
 # ---------------------------------------------------------------------------- models
+@pytest.mark.slow
 def test_tiny_qwen3_gguf_loads_in_transformers_with_the_source_logits(tiny_qwen3, qwen3_gguf):
     """transformers maps every tensor of the GGUF back, and the bf16 source and its f16 GGUF
     give the same logits (random weights have near-ties, so logits are compared, not argmaxes);
@@ -164,6 +165,7 @@ def test_tiny_qwen3_gguf_loads_in_transformers_with_the_source_logits(tiny_qwen3
     assert path.stat().st_mode == (path.parent / "plain").stat().st_mode
 
 
+@pytest.mark.slow
 def test_tiny_qwen3_gguf_says_what_llama_cpp_reads(tiny_qwen3, qwen3_gguf):
     """Architecture, Qwen3's own head size, the qwen2 pre-tokenizer, special ids, no added BOS,
     the chat template, control and user-defined tokens, norms in f32 and one tied embedding."""
@@ -190,6 +192,7 @@ def test_tiny_qwen3_gguf_says_what_llama_cpp_reads(tiny_qwen3, qwen3_gguf):
     assert "output.weight" not in held and "token_embd.weight" in held
 
 
+@pytest.mark.slow
 def test_demo_model_gguf_answers_as_the_source_does(demo_ggufs, demo_source):
     """SmolLM2 (Llama: q/k rows re-ordered for llama.cpp, re-ordered back by transformers) loaded
     from its q8_0 GGUF, the studio's default, config and all, gives the source's greedy answer

@@ -268,6 +268,7 @@ def test_a_big_file_is_analysed_on_a_sample_and_says_so(tiny_qwen3, tmp_path, mo
     assert "every 5th row, 48 of 240 (a run prepares them all)" in a.report.summary()
 
 
+@pytest.mark.slow
 def test_an_analysis_under_way_is_cancelled_and_nothing_of_it_kept(tiny_qwen3, tmp_path):
     """The Data tab's Cancel: Analyses.cancel() from another thread ends the analysis at its
     next row with a DataError, the cache keeps nothing, and the next analysis runs whole."""
@@ -374,6 +375,7 @@ def test_an_analysis_stops_at_its_time_budget_and_says_so(tiny_qwen3, tmp_path, 
         a.report.summary()
 
 
+@pytest.mark.slow
 def test_the_page_refuses_an_upload_over_max_file_size(tmp_path):
     """Regression (#15 finding 5): 200 MB uploads were accepted and copied again. Served with
     --max-file-size 2kb, a 3 KB upload is refused by Gradio and a small one kept (moved)."""

@@ -180,6 +180,7 @@ def test_rows_with_nothing_left_to_learn_after_truncation_are_left_out(hf_tokeni
     assert len(mlx_backend.rows([row], max_seq_length=first_trained + 1)) == 1
 
 
+@pytest.mark.slow
 def test_the_loss_counts_only_the_masked_tokens(loaded):
     """One trained token: the loss is that token's cross-entropy, whatever the others are."""
     model, _ = loaded
@@ -219,6 +220,7 @@ def test_a_short_run_reports_train_losses_and_eval_losses_as_events(trained):
     assert events.of("status")[0][1]["message"].startswith("loading")
 
 
+@pytest.mark.slow
 def test_a_run_shorter_than_eval_steps_answers_its_sample_prompts_at_its_end(tiny_qwen3, data,
                                                                               hf_tokenizer,
                                                                               tmp_path):
@@ -293,6 +295,7 @@ def test_fuse_writes_a_standalone_model_that_gives_the_adapters_outputs(trained,
     assert mx.allclose(a, b, atol=0.05).item()
 
 
+@pytest.mark.slow
 def test_a_4bit_model_from_convert_to_mlx_trains_as_qlora(tiny_qwen3, data, tmp_path):
     """convert_to_mlx quantises (as mlx-community's models are); LoRA trains on top of it."""
     quantized = mlx_backend.convert_to_mlx(tiny_qwen3, tmp_path / "q4", quantize=True,

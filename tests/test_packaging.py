@@ -165,6 +165,7 @@ def test_no_file_or_studio_submodule_of_ours_collides_with_unsloths(our_wheel, u
     assert children(ours, f"{PRIVATE}/backends") & children(theirs, "backends") == set()
 
 
+@pytest.mark.slow
 def test_the_sdist_builds_and_rebuilds_the_same_wheel(our_wheel, tmp_path):
     """A wheel built from the sdist, as pip does for users of PyPI's sdist, matches the direct one."""
     tools = Venv(tmp_path / "tools")
@@ -212,6 +213,7 @@ def test_start_up_stays_cheap(both):
     assert "importlib.metadata" not in timing
 
 
+@pytest.mark.slow
 def test_uninstalling_either_package_leaves_the_other_working(our_wheel, unsloth_wheel, tmp_path,
                                                               elsewhere):
     """Removing unsloth keeps ours; removing ours gives `import studio` back to unsloth, leaving nothing."""
@@ -234,6 +236,7 @@ def test_uninstalling_either_package_leaves_the_other_working(our_wheel, unsloth
 
 
 # ---------------------------------------------------------------------------- editable install
+@pytest.mark.slow
 def test_editable_install_beside_unsloth_runs_the_checkout(unsloth_wheel, tmp_path, elsewhere):
     """`pip install -e .` maps studio and backends to this checkout and adds nothing to sys.path."""
     venv = Venv(tmp_path / "venv")

@@ -345,6 +345,7 @@ def test_the_planned_estimate_is_the_heaviest_micro_batchs():
     assert f"({plan.estimate.total / GiB:.0f} GiB of 138 GiB free at most)" in plan.reason
 
 
+@pytest.mark.slow
 def test_per_micro_batch_recomputation_on_a_real_model(tiny_qwen3):
     """The hook makes a long micro-batch recompute its layers (a layer's forward runs twice) and
     a short one not, and recomputation leaves the LoRA gradients exactly as without it. (With two
@@ -391,6 +392,7 @@ def test_per_micro_batch_recomputation_on_a_real_model(tiny_qwen3):
             torch.testing.assert_close(got[name], want[name], atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_the_trainer_recomputes_layers_from_its_first_step(tmp_path):
     """Through the studio's trainer, gradient checkpointing keeps a fraction of the activations
     from the first step on: every decoder layer trains in training mode, where a layer

@@ -142,6 +142,7 @@ def scripted_reply(run: Path) -> tuple[str, int]:
 
 
 # ---------------------------------------------------------------------------- python -m studio serve
+@pytest.mark.slow
 def test_the_served_runs_are_listed_by_their_names(api):
     """GET /v1/models: each --run under its folder's name (given as a path or a name)."""
     assert sorted(m.id for m in openai_client(api.url).models.list()) == ["answers", "tiny"]
@@ -309,6 +310,7 @@ def test_requests_over_the_bounds_are_refused_before_the_model_is_held(api):
     assert reply.choices[0].finish_reason == "length"
 
 
+@pytest.mark.slow
 def test_a_cancelled_chat_reply_on_the_page_stops_generating(page, runs):
     """The page's /chat_reply asked for 4,000 tokens and cancelled by its client: the server
     goes quiet (its CPU time stops growing); two generation threads once ran on to the end

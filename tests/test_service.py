@@ -75,6 +75,7 @@ def test_a_scripted_run_records_its_events_plan_and_adapter(tiny_qwen3, tmp_path
     assert (tmp_path / "runs" / "a" / "adapter" / "adapter_config.json").is_file()
 
 
+@pytest.mark.slow
 def test_a_child_process_job_is_listed_stopped_followed_and_resumed_from_the_cli(
         tiny_qwen3, tmp_path, qa_jsonl, capsys):
     """A run started as the page starts it (a child process): `runs` lists it, `stop` ends it
@@ -103,6 +104,7 @@ def test_a_child_process_job_is_listed_stopped_followed_and_resumed_from_the_cli
     assert "is not training (finished)" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_killed_job_reads_as_interrupted_and_reading_writes_nothing(tiny_qwen3, tmp_path,
                                                                      qa_jsonl):
     """A job whose process died is shown interrupted; status.json is left as it was."""
@@ -191,6 +193,7 @@ def test_two_starts_at_once_never_both_start(tiny_qwen3, tmp_path, qa_jsonl):
 
 
 # ---------------------------------------------------------------------------- time
+@pytest.mark.slow
 def test_a_few_measured_steps_give_the_time_a_run_would_take(tiny_qwen3, tmp_path, qa_jsonl):
     """measure_speed trains 4 steps in a child process and forgets them; the estimate is the
     run's steps at the measured seconds a step (scripted: 0.05 s a step)."""
@@ -224,6 +227,7 @@ def test_a_resumed_run_counts_its_earlier_training_time(tiny_qwen3, tmp_path, qa
     job.wait(30)
 
 
+@pytest.mark.slow
 def test_a_finished_child_process_is_reaped_without_anyone_watching(tiny_qwen3, tmp_path,
                                                                     qa_jsonl):
     """The page may be closed: a finished job must not linger as a zombie process."""

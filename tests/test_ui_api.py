@@ -109,6 +109,7 @@ def client(server):
 
 
 # ---------------------------------------------------------------------------- tests
+@pytest.mark.slow
 def test_the_server_serves_this_machine_only_by_default(server):
     """launch.py serves the page, by default listening on loopback alone. (How soon, 15 s at
     most on the 2-core machine, is measured by bench/startup.py on an idle machine: beside two
@@ -155,6 +156,7 @@ def test_a_page_without_a_login_answers_only_to_this_machines_names(server):
     assert status == 403 and "evil.example" in text
 
 
+@pytest.mark.slow
 def test_an_uploaded_jsonl_is_kept_and_described(client, tmp_path, tiny_qwen3):
     """Upload, then inspect: rows, detected format, mapping, split and lengths."""
     from gradio_client import handle_file
@@ -214,6 +216,7 @@ def huge_model_folder(tiny: str, folder: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_a_run_trains_streams_its_points_and_answers_in_chat(client, server, tmp_path,
                                                              tiny_qwen3):
     """Start a run, see points while it runs, a second start refused, then chat with it.
@@ -301,6 +304,7 @@ def test_thinking_is_folded_apart_from_the_answer():
 
 
 # ---------------------------------------------------------------------------- one service
+@pytest.mark.slow
 def test_the_page_the_cli_and_python_refuse_a_run_with_the_same_words(client, server, tmp_path,
                                                                      tiny_qwen3, capsys):
     """An over-memory config, and any run while another trains in the same runs folder: the
@@ -349,6 +353,7 @@ def test_the_page_the_cli_and_python_refuse_a_run_with_the_same_words(client, se
     assert not any((server.runs_dir / name).exists() for name in ("py", "cli"))
 
 
+@pytest.mark.slow
 def test_a_two_process_run_started_from_the_page_reads_as_any_other(client, server, tmp_path,
                                                                    tiny_qwen3):
     """num_gpus 2 from the page (on the CPU: two gloo ranks under torchrun, issue #17): the

@@ -122,6 +122,7 @@ def test_an_empty_password_is_refused_at_start_naming_the_login(tmp_path):
         (tmp_path / "server.log").read_text()
 
 
+@pytest.mark.slow
 def test_insecure_no_auth_serves_with_a_warning_in_the_console_and_a_banner(tmp_path):
     """--host 0.0.0.0 --insecure-no-auth: served, warned on the console and on the page."""
     port = free_port()
@@ -164,6 +165,7 @@ def test_failed_logins_are_slowed_down_and_a_success_clears_it(guarded):
     assert login(url, USER, PASS)[1] < 0.45
 
 
+@pytest.mark.slow
 def test_logins_sent_at_once_wait_their_turns_and_new_names_do_not_start_afresh(guarded):
     """Five wrong passwords for one name sent at once are checked one after another, each
     after the delay the one before earned (41 parallel logins once all ended in 8 s and the
@@ -238,6 +240,7 @@ def test_a_run_whose_paths_lie_outside_is_not_started(client, tmp_path):
     assert "outside the folders" in said
 
 
+@pytest.mark.slow
 def test_files_inside_the_studio_and_hub_ids_are_still_taken(client, guarded):
     """The bundled example data is read; a Hub id is taken as an id, not a path."""
     example = ROOT / "assets" / "example_alpaca.jsonl"
@@ -435,6 +438,7 @@ def test_gradios_published_file_route_attacks_read_nothing(guarded):
     assert secret.read_text().count(PASS) == 1
 
 
+@pytest.mark.slow
 def test_random_files_sent_to_the_running_server_get_messages_and_it_keeps_serving(client,
                                                                                   guarded):
     """Fuzzed through HTTP: random bytes under every data suffix, uploaded and described. Each
