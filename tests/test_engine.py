@@ -151,6 +151,7 @@ def _tokenizer(path):
 
 
 # ---------------------------------------------------------------------------- learning a fact
+@pytest.mark.slow
 def test_smollm2_learns_a_new_fact(demo_model, fact_run):
     """Before training SmolLM2 does not know the mascot; after 15 LoRA steps it answers it."""
     base, tok = load_model_and_tokenizer(demo_model)

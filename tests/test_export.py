@@ -116,6 +116,7 @@ def test_the_gguf_answers_with_the_merged_models_tokens(fact_exports, fmt):
                                                             messages)
 
 
+@pytest.mark.slow
 @needs_llama_cpp
 @pytest.mark.parametrize("fmt", ["gguf", "ollama"])
 def test_llama_cpp_answers_the_fact_with_the_merged_models_tokens(fact_exports, fmt):
@@ -150,6 +151,7 @@ def test_the_tiny_qwen3_gguf_answers_with_the_merged_models_tokens(tiny_runs, tm
     gguf_answers_as_merged(run, tmp_path)
 
 
+@pytest.mark.slow
 def test_an_export_is_sized_before_it_starts(fact_run, fact_exports):
     for fmt, quant in (("merged", None), ("gguf", "f16"), ("ollama", "q8_0")):
         made = fact_exports[fmt].size
@@ -272,6 +274,7 @@ def test_the_modelfile_renders_as_the_chat_template_in_go(fact_run, fact_exports
     assert "You are Quokka." in wanted[-1]
 
 
+@pytest.mark.slow
 def test_the_modelfile_stops_at_the_end_of_turn(fact_exports):
     text = (Path(fact_exports["ollama"].folder) / "Modelfile").read_text()
     assert 'PARAMETER stop "<|im_end|>"' in text
@@ -280,6 +283,7 @@ def test_the_modelfile_stops_at_the_end_of_turn(fact_exports):
 
 
 # ---------------------------------------------------------------------------- LoRA and refusals
+@pytest.mark.slow
 def test_the_lora_export_answers_as_the_merged_model(fact_run, fact_exports, tmp_path):
     """The adapter alone, on its base through peft, gives the merged model's greedy tokens; the
     chat template it trained with travels beside it for vLLM."""

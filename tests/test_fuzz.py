@@ -53,20 +53,26 @@ def test_random_bytes_in_any_format_give_rows_or_a_data_error(data, suffix):
 @FEW
 @given(rows, st.floats(0, 1), st.sampled_from([".json", ".jsonl"]))
 def test_truncated_json_gives_rows_or_a_data_error(values, cut, suffix):
-    """Rows of any JSON values, cut anywhere (a crash mid-write, a partial upload)."""
+    """Rows of any JSON values, cut anywhere (a crash mid-write, a partial upload): what is read
+    is never more rows than were written."""
     text = json.dumps(values) if suffix == ".json" else \
         "".join(json.dumps(v) + "\n" for v in values)
     data = text.encode()
-    read(data[:int(len(data) * cut)], suffix)
+    got = read(data[:int(len(data) * cut)], suffix)
+    assert got is None or 1 <= len(got) <= max(1, len(values))
 
 
 @FEW
 @given(rows, st.sampled_from([".json", ".jsonl"]))
 def test_rows_of_any_shape_and_type_give_rows_or_a_data_error(values, suffix):
-    """Whole JSON of wrong types: lists, numbers and objects where text is expected."""
+    """Whole JSON of wrong types: lists, numbers and objects where text is expected. Rows that
+    are read are the rows written, under the keys they were written with."""
     text = json.dumps(values) if suffix == ".json" else \
         "".join(json.dumps(v) + "\n" for v in values)
-    read(text.encode(), suffix)
+    got = read(text.encode(), suffix)
+    if got is not None:
+        assert len(got) == len(values)
+        assert set(got.column_names) <= {key for row in values for key in row}
 
 
 @FEW
@@ -79,7 +85,9 @@ def test_odd_encodings_give_rows_or_a_data_error(text, encoding, suffix):
             ".jsonl": json.dumps({"instruction": cell, "response": "r"}, ensure_ascii=False),
             ".csv": f'instruction,response\n"{cell}",r\n',
             ".tsv": f'instruction\tresponse\n"{cell}"\tr\n'}[suffix]
-    read(body.encode(encoding, errors="replace"), suffix)
+    got = read(body.encode(encoding, errors="replace"), suffix)
+    if got is not None and encoding in ("utf-8", "utf-8-sig") and suffix in (".json", ".jsonl"):
+        assert got[0]["instruction"] == cell       # read in UTF-8, the text comes back whole
 
 
 def test_a_huge_cell_is_read():

@@ -150,6 +150,7 @@ def test_the_served_runs_are_listed_by_their_names(api):
     assert "from openai import OpenAI" in api.log.read_text()     # the snippet, printed
 
 
+@pytest.mark.slow
 def test_a_chat_completion_is_the_runs_reply_with_its_token_counts(api, runs):
     """A whole completion: the run's reply, finish_reason stop, usage counted."""
     expected, prompt_tokens = scripted_reply(runs / "answers")
@@ -161,6 +162,7 @@ def test_a_chat_completion_is_the_runs_reply_with_its_token_counts(api, runs):
     assert reply.usage.total_tokens == prompt_tokens + reply.usage.completion_tokens
 
 
+@pytest.mark.slow
 def test_a_streamed_completion_comes_in_pieces_and_ends_with_done(api, runs):
     """stream=True: Server-Sent Events chunks that add up to the same reply, the last one with
     finish_reason, usage when asked for, and data: [DONE] at the end."""
@@ -180,6 +182,7 @@ def test_a_streamed_completion_comes_in_pieces_and_ends_with_done(api, runs):
     assert all(e.startswith("data: ") for e in events)
 
 
+@pytest.mark.slow
 def test_max_tokens_and_stop_cut_the_reply(api):
     """max_tokens ends with finish_reason length; a stop string ends before it."""
     client = openai_client(api.url)
@@ -191,6 +194,7 @@ def test_max_tokens_and_stop_cut_the_reply(api):
     assert cut.choices[0].finish_reason == "stop"
 
 
+@pytest.mark.slow
 def test_a_wrong_key_gets_401_and_the_right_login_gets_in(api):
     """--auth: the password as the API key (Bearer) or HTTP Basic; anything else is 401."""
     import openai
@@ -205,6 +209,7 @@ def test_a_wrong_key_gets_401_and_the_right_login_gets_in(api):
     assert http(api.url + "/models", auth=wrong)[0] == 401
 
 
+@pytest.mark.slow
 def test_bad_requests_say_what_to_fix_in_openais_error_shape(api):
     """An unknown model is 404 naming the served ones; a bad field is 400 naming the field."""
     import openai
@@ -220,6 +225,7 @@ def test_bad_requests_say_what_to_fix_in_openais_error_shape(api):
     assert error["type"] == "invalid_request_error"
 
 
+@pytest.mark.slow
 def test_concurrent_requests_queue_for_the_model(api):
     """Three requests at once all answer, one after another on the model's lock: together they
     take at least three replies' time (each word of the scripted reply takes 20 ms)."""
@@ -241,6 +247,7 @@ def test_concurrent_requests_queue_for_the_model(api):
     assert time.time() - t0 >= 3 * words * SECONDS_PER_WORD
 
 
+@pytest.mark.slow
 def test_a_client_that_leaves_midstream_does_not_block_the_next(api, runs):
     """A stream closed after its first chunk: the server stops that reply, frees the model,
     and answers the next request in full."""
@@ -254,6 +261,7 @@ def test_a_client_that_leaves_midstream_does_not_block_the_next(api, runs):
     assert reply.choices[0].message.content == scripted_reply(runs / "answers")[0]
 
 
+@pytest.mark.slow
 def test_a_long_reply_left_by_its_client_stops_and_frees_the_model(api):
     """The tiny Qwen3 asked for 4,000 tokens (minutes on a CPU), its stream closed after the
     first chunk: the model stops, so a 2-token request to it is answered at once. The reply
@@ -275,6 +283,7 @@ def test_a_long_reply_left_by_its_client_stops_and_frees_the_model(api):
     assert reply.choices[0].finish_reason == "length"
 
 
+@pytest.mark.slow
 def test_requests_over_the_bounds_are_refused_before_the_model_is_held(api):
     """A reply of 10**9 tokens once held a model until the server restarted, and a 2 MB
     message for minutes (issue #39, item 6): each is refused saying which bound and its flag,
@@ -352,6 +361,7 @@ def test_qwen3_thinking_goes_to_reasoning_content_piece_by_piece():
     assert shown == split_reply(text)
 
 
+@pytest.mark.slow
 def test_a_real_tiny_model_answers_as_the_studios_chat_does(api, runs):
     """The tiny Qwen3 with its trained adapter: the API's greedy text (whole and streamed) is
     stream_reply's at temperature 0, split as Qwen3 thinking into reasoning and answer; the
@@ -377,6 +387,7 @@ def test_a_real_tiny_model_answers_as_the_studios_chat_does(api, runs):
     assert thinking.usage.prompt_tokens < reply.usage.prompt_tokens   # no empty <think></think>
 
 
+@pytest.mark.slow
 def test_a_host_beyond_loopback_without_auth_is_refused(runs, capsys):
     """serve --host 0.0.0.0 without --auth: a message naming the fix, exit 2, nothing served
     (the command line's own main, in this process: it refuses before loading anything)."""
@@ -387,6 +398,7 @@ def test_a_host_beyond_loopback_without_auth_is_refused(runs, capsys):
     assert "--host 0.0.0.0" in said and "--auth USER:PASS" in said
 
 
+@pytest.mark.slow
 def test_every_run_with_an_adapter_is_served_without_run(runs):
     """No --run: the runs folder's runs, found afresh (a run trained meanwhile appears)."""
     from studio.serve import Served, exposure_problem
@@ -399,6 +411,7 @@ def test_every_run_with_an_adapter_is_served_without_run(runs):
 
 
 # ---------------------------------------------------------------------------- the page
+@pytest.mark.slow
 def test_the_pages_toggle_serves_the_chosen_run_at_its_own_v1(page, runs):
     """launch.py --auth: /v1 answers 503 until the Chat tab's toggle (through the page's API)
     serves a run, then the openai client gets its reply on the page's port behind the page's
@@ -426,6 +439,7 @@ def test_the_pages_toggle_serves_the_chosen_run_at_its_own_v1(page, runs):
         client.models.list()
 
 
+@pytest.mark.slow
 def test_the_serve_toggle_refuses_a_folder_outside_alike_whether_it_exists_or_not(page, runs,
                                                                                  tmp_path):
     """The toggle read a folder outside the studio's (its config.yaml, whether it is a folder)
