@@ -2,7 +2,7 @@
 
 Each backend is a module registered here by name that satisfies `Backend`; nothing inherits from
 anything, and no backend imports another (what the transformers and Unsloth backends share is
-studio.trl_recipe). Heavy imports stay inside each module, so this registry is cheap to import.
+backends.torch.trl_recipe). Heavy imports stay inside each module, so this registry is cheap to import.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Callable, Iterator, Optional, Protocol, runtime_checkable
 BACKENDS = {"unsloth": "backends.unsloth", "mlx": "backends.mlx", "transformers": "backends.hf",
             "scripted": "backends.scripted"}
 
-# emit(kind, step=0, **data): the one stream of training events (studio.events)
+# emit(kind, step=0, **data): the one stream of training events (studio.runs.events)
 Emit = Callable[..., None]
 
 
@@ -24,7 +24,7 @@ class Backend(Protocol):
     """What the studio asks of a training engine (docs/architecture.md)."""
 
     def unavailable(self, hw) -> Optional[str]:
-        """Why this backend cannot run on `hw` (studio.hardware.Hardware), or None when it can."""
+        """Why this backend cannot run on `hw` (studio.plan.hardware.Hardware), or None when it can."""
 
     def train(self, config, data, run_dir: Path, emit: Emit, should_stop: Callable[[], bool],
               resume_from: Optional[Path] = None) -> Path:

@@ -4,15 +4,15 @@ A linear recipe: load the base model (optionally 4-/8-bit through bitsandbytes),
 hand the already-tokenized rows to trl's SFTTrainer, and translate the trainer's callbacks into
 studio events. The rows carry `assistant_masks`, so SFTTrainer trains on responses only
 without re-tokenizing anything. The recipe itself (trainer arguments, events, GPU batches) is
-studio.trl_recipe, which the Unsloth backend shares.
+backends.torch.trl_recipe, which the Unsloth backend shares.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from studio import compiled_layers, fp8_weights, fused_loss, lean_trainer, packed_attention
-from studio import trl_recipe as recipe
-from studio.memory import model_shape
+from backends.torch import compiled_layers, fp8_weights, fused_loss, lean_trainer, packed_attention
+from backends.torch import trl_recipe as recipe
+from studio.models.shapes import model_shape
 
 
 def unavailable(hw) -> str | None:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 from backends import BackendError
-from studio.models import local_model_path
+from studio.models.local import local_model_path
 
 INSTALL_HINT = "pip install -e '.[mlx]'"
 # what mlx_lm itself fetches of a Hub model (weights, configs, tokenizer, chat template)

@@ -100,7 +100,7 @@ class ScriptedModel:
 def load(model_name: str, adapter_dir, config) -> tuple:
     from transformers import AutoTokenizer
 
-    from studio.models import local_model_path
+    from studio.models.local import local_model_path
 
     steps = 0
     if adapter_dir and (Path(adapter_dir) / "adapter_config.json").is_file():

@@ -1,4 +1,4 @@
-"""Unsloth on NVIDIA GPUs: the TRL recipe the transformers backend uses too (studio.trl_recipe),
+"""Unsloth on NVIDIA GPUs: the TRL recipe the transformers backend uses too (backends.torch.trl_recipe),
 with Unsloth's model loading, LoRA patching and gradient checkpointing, and its fast inference
 for the chat."""
 from __future__ import annotations
@@ -6,9 +6,9 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from studio import fused_loss, lean_trainer, packed_attention
-from studio import trl_recipe as recipe
-from studio.models import local_model_path
+from backends.torch import fused_loss, lean_trainer, packed_attention
+from backends.torch import trl_recipe as recipe
+from studio.models.local import local_model_path
 
 
 def unavailable(hw) -> str | None:
@@ -116,7 +116,7 @@ def _release_offload_buffers() -> None:
 
 
 def load(model_name: str, adapter_dir, config):
-    """A 16-bit run chats through transformers' compiled decode step (studio.decode; faster
+    """A 16-bit run chats through transformers' compiled decode step (backends.torch.decode; faster
     than Unsloth's own inference: bench/HISTORY.md); a quantised one through Unsloth."""
     if not (config.load_in_4bit or config.load_in_8bit):
         return recipe.load_for_chat(config, adapter_dir)

@@ -1,4 +1,4 @@
-"""Where a chat token's time goes on a GPU: the studio's decode loop (studio.decode) on a merged
+"""Where a chat token's time goes on a GPU: the studio's decode loop (backends.torch.decode) on a merged
 model, timed over 256 greedy tokens, then profiled over 32 more; optionally with another
 torch.compile mode for the one-token step.
 
@@ -24,7 +24,7 @@ def main():
     import torch
     from transformers import AutoModelForCausalLM, CompileConfig
 
-    from studio.decode import Decoder
+    from backends.torch.decode import Decoder
 
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.bfloat16,
                                                  device_map="cuda").eval()

@@ -75,7 +75,8 @@ def engine_precision() -> bool:
 
 def engine(model: str, data: Path, steps: int) -> list[dict]:
     from studio.config import FineTuningConfig
-    from studio.runs import execute, prepare_run_dir
+    from studio.runs.store import prepare_run_dir
+    from studio.runs.execute import execute
 
     config = FineTuningConfig(model_name=model, data_path=str(data), output_dir="", batch_size=4,
                               gradient_accumulation_steps=1, max_steps=steps, max_seq_length=512,
@@ -105,7 +106,7 @@ def main():
     if args.one:
         print("RESULT " + json.dumps(one(args.one, args.model, Path(args.data), args.steps)), flush=True)
         return
-    from studio.models import local_model_path
+    from studio.models.local import local_model_path
 
     model = local_model_path(args.model)
     data = Path(tempfile.mkdtemp()) / "chat.jsonl"

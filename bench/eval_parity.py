@@ -69,20 +69,21 @@ def plain_recipe(model: str, train_rows: list[dict], config, out: Path) -> int:
 
 def main():
     from studio import FineTuningConfig, run_fine_tuning
-    from studio.memory import GiB, model_shape, plan_rows
-    from studio.models import local_model_path
+    from studio.plan.memory import GiB, plan_rows
+    from studio.models.shapes import model_shape
+    from studio.models.local import local_model_path
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="demo:SmolLM2-135M-Instruct")
     p.add_argument("--epochs", type=float, default=2)
     p.add_argument("--bf16", action="store_true",
                    help="both in bf16: the plain recipe with peft's fp32 adapters, the studio with "
-                        "bf16 adapters stepped through fp32 copies (studio.adapter_precision)")
+                        "bf16 adapters stepped through fp32 copies (backends.torch.adapter_precision)")
     args = p.parse_args()
     if args.bf16:   # a CPU without bf16 instructions computes it too, slowly: the studio refuses
         import dataclasses
 
-        from studio import hardware
+        from studio.plan import hardware
 
         real = hardware.detect_hardware()
         hardware.detect_hardware = lambda: dataclasses.replace(real, cpu_bf16=True)

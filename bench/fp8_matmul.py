@@ -1,5 +1,5 @@
 """Qwen3-8B's frozen projections, forward and input gradient, in bf16 (nn.Linear) against fp8
-(studio.fp8_weights.Fp8Linear), side by side in one process on one GPU: what fp8_weights can
+(backends.torch.fp8_weights.Fp8Linear), side by side in one process on one GPU: what fp8_weights can
 take off the two thirds of an 8B LoRA step that these matmuls are (bench/HISTORY.md, round
 sixteen), before anything else in a step changes.
 
@@ -15,7 +15,7 @@ import json
 
 import torch
 
-from studio.fp8_weights import Fp8Linear
+from backends.torch.fp8_weights import Fp8Linear
 
 # Qwen3-8B's projections, (in, out): q, k and v, o, gate and up, down
 PROJECTIONS = {"q_proj": (4096, 4096), "k_proj": (4096, 1024), "v_proj": (4096, 1024),

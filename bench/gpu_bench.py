@@ -10,7 +10,7 @@ must never share a process with it), on one synthetic chat dataset of mixed leng
     b   plain Unsloth, its Qwen3 notebook: batch 2, accumulation 4, no packing, adamw_8bit
     b2  plain Unsloth at the studio's micro-batch (the same tokens a micro-batch, as rows)
     b4  plain Unsloth notebook, 4-bit QLoRA
-    c   the studio with its defaults (studio.runs.execute: unsloth, the row planner's
+    c   the studio with its defaults (studio.runs.execute.execute: unsloth, the row planner's
         padding-free micro-batches, recomputation only where a micro-batch needs it)
     d   the studio with load_in_4bit
     c16, c64  the studio at a user's 16 or 64 rows an update (4 x 4, 16 x 4), r16 on all 7
@@ -43,17 +43,17 @@ chunked one, whatever the planner picks: since round ten it takes whole logits w
 ce-rows=N (Unsloth's fused loss: at least N rows of logits a chunk, where it picks about
 hidden/vocab of the micro-batch, 512 at 0.6B; round eleven's ce-chunk=GB raised only a cap that
 was never reached: the studio named trl's chunked loss, so Unsloth's never ran);
-fused=on|off|filtered (the loss in one kernel, studio.fused_loss: since round fourteen Unsloth's
+fused=on|off|filtered (the loss in one kernel, backends.torch.fused_loss: since round fourteen Unsloth's
 own where Unsloth trains, on by default for micro-batches of fused_loss.MIN_TOKENS or more;
 on forces it; filtered: with cut-cross-entropy's own gradient filter); workers=N
 (the data loader collates in N worker processes, two batches ahead: the studio's default on a
 GPU is 1 since round eleven; workers=0 collates in the training thread, as before);
-fp8=on (the frozen weights in fp8, studio.fp8_weights: the transformers backend);
+fp8=on (the frozen weights in fp8, backends.torch.fp8_weights: the transformers backend);
 bounds=host (compiled layers without graphs: the collator hands no row bounds, so attention reads
 them from the position ids on the host, between two compiled parts of each layer, as before
 round eighteen);
 heldout=N (after training, N held-out synthetic rows scored with whole logits by the studio's
-evaluation, studio.evaluate.response_loss: the eval-loss parity check for a changed kernel path).
+evaluation, studio.evaluate.evaluation.response_loss: the eval-loss parity check for a changed kernel path).
 
 Reported: real (non-padding) tokens/s over the steps after warm-up, peak GPU memory, MFU and
 the gradient norm. MFU counts 4N + 12·L·H·d·c FLOPs a token: forward and input-gradient
@@ -98,8 +98,9 @@ def throughput(events: list[dict], warmup: int, last: int) -> dict:
 
 
 def flops_per_token(size: str, mean_context: float) -> float:
-    """studio.memory's count, for one of the published sizes."""
-    from studio.memory import Shape, flops_per_token as count
+    """studio.plan.memory's count, for one of the published sizes."""
+    from studio.plan.memory import flops_per_token as count
+    from studio.models.shapes import Shape
 
     hidden, inter, layers, heads, kv, tied = SIZES[size]
     return count(Shape(hidden, inter, layers, heads, kv, 128, 151936, tied), mean_context)
@@ -129,8 +130,8 @@ def run_plain_hf(model_path, data_path, args):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from studio.trl_recipe import event_callback
-    from studio.events import EventLog
+    from backends.torch.trl_recipe import event_callback
+    from studio.runs.events import EventLog
 
     log = EventLog()
     tok = AutoTokenizer.from_pretrained(model_path)
@@ -156,8 +157,8 @@ def run_plain_unsloth(model_path, data_path, args, batch=2, accumulation=4, four
     from trl import SFTConfig, SFTTrainer
     from unsloth import FastLanguageModel
 
-    from studio.trl_recipe import event_callback
-    from studio.events import EventLog
+    from backends.torch.trl_recipe import event_callback
+    from studio.runs.events import EventLog
 
     log = EventLog()
     model, tok = FastLanguageModel.from_pretrained(model_name=str(model_path), max_seq_length=2048,
@@ -197,7 +198,8 @@ def run_studio(model_path, data_path, args, four_bit=False, profile_to=None, tok
     import shutil
 
     from studio.config import FineTuningConfig
-    from studio.runs import execute, prepare_run_dir
+    from studio.runs.store import prepare_run_dir
+    from studio.runs.execute import execute
 
     rows, accumulation, r, targets = setting
     config = FineTuningConfig(
@@ -261,7 +263,7 @@ def run_studio(model_path, data_path, args, four_bit=False, profile_to=None, tok
 def heldout_loss(run: Path, n: int) -> float:
     """The trained run's mean loss on n rows it never saw (another seed of the same synthetic
     chat), response tokens only, through whole logits: as the studio's evaluation scores it."""
-    from studio.evaluate import eval_set, response_loss
+    from studio.evaluate.evaluation import eval_set, response_loss
     from studio.inference import load_model
 
     rows = eval_set(run, data=write_jsonl(chat_rows(n, seed=1), run.parent / "heldout.jsonl"))
@@ -339,7 +341,7 @@ def run_chat(model_path, work: Path, new_tokens=256) -> dict:
     ids = prompt_ids(loaded.tokenizer, messages, loaded.prompt_format)
     never_end = [[loaded.tokenizer.eos_token_id]]
 
-    from studio.decode import decoder
+    from backends.torch.decode import decoder
 
     def timed(model) -> tuple[list[int], float]:
         """Greedy, the end token suppressed: writes exactly new_tokens tokens."""
@@ -399,7 +401,7 @@ def run_one(args) -> dict:
     if args.adam == "8bit":                          # Unsloth's default optimiser (#16, round 7)
         from transformers.training_args import OptimizerNames
 
-        from studio import trl_recipe
+        from backends.torch import trl_recipe
 
         plain = trl_recipe.sft_config
 
@@ -410,15 +412,15 @@ def run_one(args) -> dict:
 
         trl_recipe.sft_config = eight_bit
     if args.adapters == "fp32":                      # as peft makes them (#16, round nine)
-        from studio import adapter_precision
+        from backends.torch import adapter_precision
 
         adapter_precision.hold_in_compute_dtype = lambda trainer: False
     if args.loss:                                    # whole logits or not (#16, round ten)
-        from studio import trl_recipe
+        from backends.torch import trl_recipe
 
         trl_recipe.loss_type = lambda config: {"nll": "nll", "chunked": "chunked_nll"}[args.loss]
     if args.workers is not None:                     # collated ahead (#16, round eleven)
-        from studio import trl_recipe
+        from backends.torch import trl_recipe
 
         trl_recipe.COLLATE_AHEAD = args.workers
     if args.ce_rows:                                 # read when Unsloth's loss is imported
@@ -426,17 +428,17 @@ def run_one(args) -> dict:
         # room for that many rows of fp32 logits (151,936 a row): its cap, 2 GB by default
         os.environ["UNSLOTH_LOGPROB_CHUNK_GB"] = str(args.ce_rows * 151936 * 4 / 2**30 + 1)
     if args.fused == "filtered":                     # the library's gradient filter (round 13)
-        from studio import fused_loss
+        from backends.torch import fused_loss
 
         fused_loss.GRADIENT_FILTER = "high"
     if args.trainer == "trl":                        # round four's trainer (#16, round five)
-        from studio import lean_trainer
+        from backends.torch import lean_trainer
 
         lean_trainer.lean_steps = lambda trainer_class, own_loss=True: trainer_class
     if args.bucket:                                  # layer graphs' shapes (#16, round six)
-        from studio import packed_attention
+        from backends.torch import packed_attention
 
-        from studio import compiled_layers
+        from backends.torch import compiled_layers
 
         packed_attention.BUCKET = compiled_layers.SMALL_MODEL_BUCKET = args.bucket
     if args.free:                                    # a smaller card: plan for it, held to it
@@ -445,11 +447,11 @@ def run_one(args) -> dict:
         torch.cuda.set_per_process_memory_fraction(cap / total)
         torch.cuda.mem_get_info = lambda device=None: (cap, total)
     if args.bounds == "host":     # round seventeen's compiled layers: attention read its rows'
-        from studio import packed_attention   # bounds on the host, outside the layers' graphs
+        from backends.torch import packed_attention   # bounds on the host, outside the layers' graphs
 
         packed_attention.with_row_bounds = lambda collate: collate
     if args.estimate == "one-count":                 # round five's estimate: one count for both
-        from studio import trl_recipe
+        from backends.torch import trl_recipe
 
         planned = trl_recipe.plan_gpu_batches
         trl_recipe.plan_gpu_batches = lambda *a, kernels=None, **kw: planned(*a, **kw)
@@ -542,11 +544,11 @@ def main():
                    help="studio variants: compile_layers (on: without CUDA graphs; auto: graphs "
                         "as the studio decides)")
     p.add_argument("--fused", choices=["on", "off", "filtered"],
-                   help="studio variants: the loss in one kernel (studio.fused_loss; filtered: "
+                   help="studio variants: the loss in one kernel (backends.torch.fused_loss; filtered: "
                         "with cut-cross-entropy's gradient filter)")
     p.add_argument("--heldout", type=int, default=0,
                    help="studio variants: after training, the loss on this many held-out rows "
-                        "(whole logits, studio.evaluate)")
+                        "(whole logits, studio.evaluate.evaluation)")
     p.add_argument("--bounds", choices=["host"],
                    help="compiled layers read the rows' bounds on the host, as before round 18")
     p.add_argument("--fp8", choices=["on"],
@@ -625,7 +627,7 @@ def _context_stats(data: Path, tokenizer_dir: str) -> tuple[float, float]:
     lengths = [len(tok.apply_chat_template(json.loads(l)["messages"], tokenize=True,
                                            return_dict=True)["input_ids"])
                for l in data.read_text().splitlines()[:500]]
-    from studio.memory import mean_causal_context
+    from studio.plan.memory import mean_causal_context
 
     return mean_causal_context(lengths), sum(lengths) / len(lengths)
 

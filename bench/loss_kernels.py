@@ -5,7 +5,7 @@ the whole fp32 logits (the plain recipe).
 
     python bench/loss_kernels.py [--out results.json]
 
-With --lengths N, the studio's Unsloth loss (studio.fused_loss.unsloth_loss) alone, at N
+With --lengths N, the studio's Unsloth loss (backends.torch.fused_loss.unsloth_loss) alone, at N
 micro-batch lengths drawn as the bench's 8-row micro-batches are, each call timed by itself: a
 call that stops for a compile shows as a stall. --rows-multiple M pads its labelled rows to a
 multiple of M (1: not padded); run each M in its own process, as compiled kernels are kept.
@@ -89,7 +89,7 @@ def stalls(lengths: int, rows_multiple: int) -> list[dict]:
     import torch
     import unsloth  # noqa: F401  (its loss imports only after it)
 
-    from studio import fused_loss
+    from backends.torch import fused_loss
 
     fused_loss.UNSLOTH_ROWS_MULTIPLE = rows_multiple
     g = torch.Generator().manual_seed(0)

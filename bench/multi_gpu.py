@@ -4,7 +4,7 @@ loss at each step (the same global batch on both, so the curves should agree).
     python bench/multi_gpu.py --size 0.6B --gpus 2 [--rows 16] [--steps 12] [--out DIR]
     python bench/multi_gpu.py --size 32B --gpus 2 --distributed fsdp --spread-only
 
-Each run is the studio's own job (studio.service, the transformers backend under torchrun for
+Each run is the studio's own job (studio.service.actions, the transformers backend under torchrun for
 N > 1), on the synthetic chat rows of bench/gpu_bench.py and a random-weight Qwen3 of the
 published shape; LoRA r16 on all seven projections.
 """
@@ -36,7 +36,7 @@ def free_port() -> int:
 def one(model: Path, data: Path, runs: Path, gpus: int, rows: int, steps: int,
         distributed: str = "auto") -> dict:
     from studio.config import FineTuningConfig
-    from studio.service import Service
+    from studio.service.actions import Service
 
     config = FineTuningConfig(
         model_name=str(model), data_path=str(data), num_gpus=gpus, batch_size=rows // gpus,
@@ -81,7 +81,7 @@ def main():
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="multi-gpu-"))
     model = build_random_qwen3(args.size, work / f"qwen3-{args.size}", Path(args.tokenizer))
-    from studio.hardware import release_memory
+    from studio.plan.hardware import release_memory
 
     release_memory()             # the build's GPU memory goes back before the runs start
     data = write_jsonl(chat_rows(800, seed=0), work / "chat.jsonl")

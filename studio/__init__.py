@@ -37,14 +37,14 @@ _API = {
     "FineTuningConfig": "studio.config",
     "run_fine_tuning": "studio.api",
     "TrainingError": "studio.api",
-    "Refused": "studio.service",
-    "Service": "studio.service",
+    "Refused": "studio.service.actions",
+    "Service": "studio.service.actions",
     "load_model_and_tokenizer": "studio.inference",
     "generate_text": "studio.inference",
     "stream_text": "studio.inference",
     "prepare_dataset": "studio.data",
-    "Job": "studio.runs",
-    "detect_hardware": "studio.hardware",
+    "Job": "studio.runs.jobs",
+    "detect_hardware": "studio.plan.hardware",
 }
 __all__ = list(_API)
 

@@ -5,7 +5,7 @@
     model, tokenizer = load_model_and_tokenizer(path)
     print(generate_text(model, tokenizer, "Hello", max_new_tokens=64, temperature=0.7))
 
-Everything here goes through studio.service, like the CLI and the page: a run they would refuse
+Everything here goes through studio.service.actions, like the CLI and the page: a run they would refuse
 (over memory, a second job in the same runs folder) raises Refused here with the same words, and
 a run made one way can be repeated any other way from its saved config.yaml.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 from studio.config import FineTuningConfig
-from studio.service import Service
+from studio.service.actions import Service
 
 
 class TrainingError(RuntimeError):

@@ -28,8 +28,8 @@ import yaml
 from studio.config import GROUPS, ConfigError, FineTuningConfig, field_kind, flag_names
 from studio.errors import Note
 from studio.export import DEFAULT_QUANT, FORMATS, QUANTS
-from studio.presets import PRESETS
-from studio.serve import add_flags as add_serve_flags
+from studio.plan.presets import PRESETS
+from studio.serve.v1 import add_flags as add_serve_flags
 from studio.ui.server import add_server_flags
 
 
@@ -88,7 +88,7 @@ def config_from_args(args: argparse.Namespace, base: Path | None = None) -> Fine
 
 def _preset_fields(name: str, data_path: str | None) -> dict:
     """The fields of preset `name`; auto picks one from the dataset's size (and says why)."""
-    from studio.presets import AUTO, PRESETS, choose_preset
+    from studio.plan.presets import AUTO, PRESETS, choose_preset
 
     if name == AUTO:
         from studio.data import load_rows
@@ -105,10 +105,10 @@ DEFAULT_RUNS_DIR = "runs"      # the page's default runs folder (python -m studi
 def cmd_train(args) -> int:
     """Check, then train in this process with a progress bar, through the same service as the
     page: the runs folder is --output-dir's parent, where one job trains at a time."""
-    from studio.advice import advice_after
+    from studio.evaluate.advice import advice_after
     from studio.inference import generate_text, load_model_and_tokenizer
-    from studio.runs import new_run_dir
-    from studio.service import Service
+    from studio.runs.store import new_run_dir
+    from studio.service.actions import Service
 
     saved = Path(getattr(args, "output_dir", FineTuningConfig.output_dir)) / "config.yaml"
     config = config_from_args(args, saved if args.resume and saved.is_file() else None)
@@ -154,8 +154,9 @@ def _until_done(job) -> dict:
 def cmd_run_job(args) -> int:
     """The training process the page starts: output goes to the run's log.txt. A run over
     several processes is handed to torchrun, whose workers run this same command a rank each."""
-    from studio import distributed, torchrun
-    from studio.runs import execute
+    from studio.runs import torchrun
+    from backends.torch import distributed
+    from studio.runs.execute import execute
 
     run_dir = Path(args.run_dir)
     if not distributed.in_worker() and (config := torchrun.spread(run_dir)):
@@ -166,9 +167,9 @@ def cmd_run_job(args) -> int:
 
 def cmd_runs(args) -> int:
     """The runs of a runs folder: list, show one, diff several configs, rename, rm."""
-    from studio.history import config_diff, summaries, summarize
-    from studio.runs import RunError, read_plan
-    from studio.service import Service
+    from studio.runs.history import config_diff, summaries, summarize
+    from studio.runs.store import RunError, read_plan
+    from studio.service.actions import Service
 
     runs = [_run_folder(r) for r in args.runs]
     if args.action == "list":
@@ -204,9 +205,9 @@ def cmd_runs(args) -> int:
 
 def cmd_eval(args) -> int:
     """The run's base and fine-tuned models side by side; the report goes to the run folder."""
-    from studio.evaluate import Judge, export_evalscope
-    from studio.runs import RunError
-    from studio.service import Service
+    from studio.evaluate.evaluation import Judge, export_evalscope
+    from studio.runs.store import RunError
+    from studio.service.actions import Service
 
     run_dir = _run_folder(args.run)
     if bool(args.judge_url) != bool(args.judge_model):
@@ -228,7 +229,7 @@ def cmd_export(args) -> int:
     """The run as merged weights, a LoRA adapter, a GGUF or an Ollama model, with the commands
     that run it."""
     from studio.export import estimate
-    from studio.service import Service
+    from studio.service.actions import Service
 
     run_dir = _run_folder(args.run)
     size = estimate(run_dir, args.format, args.quant)
@@ -267,8 +268,8 @@ def _num(value, spec: str = ".4f") -> str:
 
 def cmd_stop(args) -> int:
     """Ask a run to stop (it saves an adapter at its next step) and wait until it has."""
-    from studio.runs import ACTIVE, RunError, read_status
-    from studio.service import Service
+    from studio.runs.store import ACTIVE, RunError, read_status
+    from studio.service.actions import Service
 
     run_dir = _run_folder(args.run)
     if read_status(run_dir).get("state") not in ACTIVE:
@@ -283,8 +284,8 @@ def cmd_attach(args) -> int:
     """Follow a run started elsewhere (the page, another shell) until it ends."""
     import time
 
-    from studio.runs import ACTIVE
-    from studio.service import Service
+    from studio.runs.store import ACTIVE
+    from studio.service.actions import Service
 
     run_dir = _run_folder(args.run)
     job, cursor = Service(run_dir.parent).attach(run_dir), 0
@@ -302,7 +303,7 @@ def cmd_attach(args) -> int:
 
 
 def _run_folder(arg: str) -> Path:
-    from studio.runs import RunError, is_run_dir
+    from studio.runs.store import RunError, is_run_dir
 
     run_dir = Path(arg).expanduser().resolve()
     if not is_run_dir(run_dir):
@@ -317,7 +318,7 @@ def cmd_ui(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from studio.serve import main as serve
+    from studio.serve.v1 import main as serve
 
     return serve(args)
 
@@ -360,15 +361,15 @@ def cmd_chat(args) -> int:
 
 
 def cmd_tiny_qwen3(args) -> int:
-    from studio.models import build_tiny_qwen3
+    from studio.models.local import build_tiny_qwen3
 
     print(build_tiny_qwen3(args.dir))
     return 0
 
 
 def cmd_demo_model(args) -> int:
-    from studio.catalog import DEMO_MODEL_ID
-    from studio.models import build_demo_model, local_model_path
+    from studio.models.catalog import DEMO_MODEL_ID
+    from studio.models.local import build_demo_model, local_model_path
 
     print(build_demo_model(args.dir) if args.dir else local_model_path(DEMO_MODEL_ID))
     return 0
@@ -526,11 +527,11 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from backends import BackendError
     from studio.api import TrainingError
     from studio.data import DataError
-    from studio.models import ModelError
-    from studio.runs import RunError
-    from studio.evaluate import EvalError
+    from studio.models.local import ModelError
+    from studio.runs.store import RunError
+    from studio.evaluate.evaluation import EvalError
     from studio.export import ExportError
-    from studio.service import Refused
+    from studio.service.actions import Refused
 
     return (ConfigError, DataError, RunError, BackendError, ModelError, TrainingError, Refused,
             EvalError, ExportError, FileNotFoundError, OSError)

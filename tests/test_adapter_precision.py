@@ -1,4 +1,4 @@
-"""bf16 adapters stepped through fp32 copies (studio.adapter_precision): the optimiser steps as
+"""bf16 adapters stepped through fp32 copies (backends.torch.adapter_precision): the optimiser steps as
 torch's AdamW on fp32 adapters does, a bf16 run trains as the fp32-adapter recipe does, and a
 resumed run goes on from the fp32 weights, not from their rounded copies in the checkpoint."""
 from __future__ import annotations
@@ -10,7 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from studio import adapter_precision, run_fine_tuning
+from studio import run_fine_tuning
+from backends.torch import adapter_precision
 from tests.test_engine import quick_config, train_events
 
 
@@ -18,7 +19,7 @@ from tests.test_engine import quick_config, train_events
 def bf16_cpu(monkeypatch):
     """This CPU computes bf16, only without native instructions, so the studio refuses it as
     slower than fp32: the runs here claim the instructions."""
-    from studio import hardware
+    from studio.plan import hardware
 
     real = hardware.detect_hardware()
     monkeypatch.setattr(hardware, "detect_hardware",

@@ -79,7 +79,7 @@ def test_settings_left_unset_take_the_pages_auto_preset_on_every_surface(tiny_qw
     import yaml
 
     from studio import FineTuningConfig, run_fine_tuning
-    from studio.presets import PRESETS
+    from studio.plan.presets import PRESETS
 
     teach = PRESETS["Teach facts"].fields
     saved = lambda run: yaml.safe_load((run / "config.yaml").read_text())  # noqa: E731

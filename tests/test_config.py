@@ -7,7 +7,7 @@ import pytest
 
 from studio.config import ConfigError, FineTuningConfig
 from studio.errors import Note
-from studio.hardware import GPU, Hardware
+from studio.plan.hardware import GPU, Hardware
 
 CPU = Hardware(cpu_cores=2, ram_bytes=24 * 2**30, bitsandbytes=True, cpu_bf16=True)
 H100 = Hardware(gpus=(GPU(0, "NVIDIA H100 80GB HBM3", 80 * 2**30, 79 * 2**30, (9, 0)),),
@@ -92,7 +92,7 @@ def test_several_gpus_resolve_to_ddp_when_the_model_fits_one_and_fsdp_when_not()
 
 def test_the_plan_says_when_too_few_rows_a_gpu_will_spread_poorly():
     """Measured on two H200s: 8 rows a GPU an update scaled 1.47x, 16 scaled 2.00x."""
-    from studio.distributed import describe
+    from backends.torch.distributed import describe
 
     few = FineTuningConfig(model_name="Qwen/Qwen3-8B", batch_size=4,
                            gradient_accumulation_steps=2).resolve(TWO_H200)
@@ -106,7 +106,7 @@ def test_the_plan_says_when_too_few_rows_a_gpu_will_spread_poorly():
 def test_fsdp_plans_a_gpu_for_its_shard_of_the_weights():
     """32B over two GPUs with fsdp: each GPU is planned for half the weights and LoRA state
     (plus the two layers gathered whole), not the whole model as under ddp."""
-    from studio.memory import estimate_memory
+    from studio.plan.memory import estimate_memory
 
     ddp = FineTuningConfig(model_name="Qwen/Qwen3-32B", num_gpus=2, distributed="ddp",
                            load_in_4bit=False).resolve(TWO_L40S)

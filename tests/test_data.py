@@ -32,7 +32,7 @@ WEATHER_TOOL = {"type": "function", "function": {
 @pytest.fixture(scope="session")
 def qwen():
     from transformers import AutoTokenizer
-    from studio.models import qwen3_tokenizer_dir
+    from studio.models.local import qwen3_tokenizer_dir
 
     return AutoTokenizer.from_pretrained(qwen3_tokenizer_dir())
 
@@ -40,7 +40,7 @@ def qwen():
 @pytest.fixture(scope="session")
 def smollm():
     from transformers import AutoTokenizer
-    from studio.models import local_model_path
+    from studio.models.local import local_model_path
 
     return AutoTokenizer.from_pretrained(local_model_path("demo:SmolLM2-135M-Instruct"))
 
@@ -610,7 +610,7 @@ def test_the_training_template_matches_qwen3_ids_for_one_turn_but_not_for_histor
     never shows, so the plain ids are the ones trained."""
     from trl.chat_template_utils import qwen3_training_chat_template
 
-    assert templates._chat_kit(qwen).training_template == qwen3_training_chat_template
+    assert templates.chat_kit(qwen).training_template == qwen3_training_chat_template
     one, two = chat("Capital of France?", "Paris."), chat("Hi", "Hello!", "2+2?", "4.")
     kw = {"tokenize": True, "return_dict": True, "enable_thinking": thinking}
     ids = {name: [qwen.apply_chat_template(m, chat_template=t, **kw)["input_ids"]
@@ -628,7 +628,7 @@ def test_the_generic_fallback_agrees_with_the_training_template_on_qwen3(qwen, t
     """Qwen3 single-turn rows masked by TRL's markers and by the generic search are identical."""
     ds = load_rows(str(ASSETS / "example_alpaca.jsonl"))
     fmt = detect_format(ds)
-    kit = templates._chat_kit(qwen)
+    kit = templates.chat_kit(qwen)
     for row in list(ds)[:5]:
         tok = tokenize_row(qwen, row, fmt, config(enable_thinking=thinking))
         messages, tools = row_messages(row, fmt)
@@ -640,7 +640,7 @@ def test_the_generic_fallback_agrees_with_the_training_template_on_qwen3(qwen, t
 def test_the_generic_fallback_masks_smollm2_responses(smollm):
     """SmolLM2's template has no TRL training template: the generic method still trains exactly
     each answer and its <|im_end|>, not the default system prompt or the questions."""
-    assert templates._chat_kit(smollm).training_template is None
+    assert templates.chat_kit(smollm).training_template is None
     rows = [{"messages": chat("Hi", "Hello!", "2+2?", "4.")}]
     tok = tokenize_row(smollm, rows[0], detect_format(ds_of(rows)), config())
     assert trained_runs(smollm, tok) == ["Hello!<|im_end|>", "4.<|im_end|>"]

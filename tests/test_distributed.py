@@ -12,7 +12,7 @@ import pytest
 
 from studio import FineTuningConfig
 from studio.inference import load_model, stream_reply
-from studio.service import Service
+from studio.service.actions import Service
 from tests.conftest import QA_ROWS, write_jsonl
 from tests.test_ui_api import free_port
 
@@ -121,7 +121,7 @@ def test_an_fsdp_adapter_holds_the_lora_weights_alone_and_loads(tiny_qwen3, tmp_
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
 
-    from studio.trl_recipe import lora_gathered_alone
+    from backends.torch.trl_recipe import lora_gathered_alone
 
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_qwen3),
                            LoraConfig(r=4, target_modules=["q_proj", "v_proj"],

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from studio import FineTuningConfig, generate_text, load_model_and_tokenizer, run_fine_tuning
-from studio.runs import last_checkpoint, read_status
-from studio.service import Service
+from studio.runs.store import last_checkpoint, read_status
+from studio.service.actions import Service
 from tests.conftest import FACT_Q, QA_ROWS, write_jsonl
 
 
@@ -87,9 +87,9 @@ def test_tiny_qwen3_trains_from_each_format_and_shape(tiny_qwen3, tmp_path, file
 def test_saved_adapter_reloads_with_the_same_logits(tiny_qwen3, tmp_path, qa_jsonl):
     """The adapter written to disk gives exactly the logits of the model that was trained."""
     from backends import hf
-    from studio.trl_recipe import save_adapter
+    from backends.torch.trl_recipe import save_adapter
     from studio.data import prepare
-    from studio.events import EventLog
+    from studio.runs.events import EventLog
 
     config = quick_config(tiny_qwen3, tmp_path / "run", max_steps=3, learning_rate=5e-2, bf16=False,
                           target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]).resolve()
@@ -113,10 +113,10 @@ def test_micro_batches_collated_ahead_in_a_worker_train_the_same(tiny_qwen3, tmp
     loader_arguments): forked with the layer graphs' bucketing collator, it hands over the same
     micro-batches in the same order, so the run trains to the same losses and adapter."""
     from backends import hf
-    from studio import packed_attention
+    from backends.torch import packed_attention
     from studio.data import prepare
-    from studio.events import EventLog
-    from studio.trl_recipe import loader_arguments
+    from studio.runs.events import EventLog
+    from backends.torch.trl_recipe import loader_arguments
 
     config = quick_config(tiny_qwen3, tmp_path / "run", max_steps=4, learning_rate=5e-2,
                           bf16=False, val_size=0).resolve()
@@ -257,7 +257,7 @@ def test_a_run_after_unsloth_was_loaded_here_trains_in_a_fresh_process(tiny_qwen
     import sys
     import types
 
-    from studio.hardware import detect_hardware
+    from studio.plan.hardware import detect_hardware
 
     detect_hardware()      # probed before the stand-in below, as it was before Unsloth loaded
     monkeypatch.setitem(sys.modules, "unsloth", types.ModuleType("unsloth"))
@@ -307,7 +307,7 @@ def test_lean_steps_train_as_trls_own_trainer(tiny_qwen3, tmp_path, qa_jsonl, mo
     first of two runs in one process: equal only since the hf backend seeds LoRA's init.)"""
     from safetensors.torch import load_file
 
-    from studio import lean_trainer
+    from backends.torch import lean_trainer
 
     def run(name):
         config = quick_config(tiny_qwen3, tmp_path / name, data_path=str(qa_jsonl), max_steps=3,
@@ -349,13 +349,13 @@ def test_a_run_shorter_than_eval_steps_answers_its_sample_prompts_at_its_end(tin
 
 
 def test_the_gpu_chat_loop_answers_as_plain_generate(tiny_qwen3):
-    """The GPU chat's decode loop (studio.decode: static cache reused between replies, tokens
+    """The GPU chat's decode loop (backends.torch.decode: static cache reused between replies, tokens
     looked at a chunk at a time), run uncompiled on the CPU: two replies in a row give plain
     generate's greedy tokens, token for token (a cache not reset between replies would answer
     the second from the first's keys), and a reply ends before its stop token."""
     from transformers import AutoModelForCausalLM
 
-    from studio.decode import CHUNK, Decoder
+    from backends.torch.decode import CHUNK, Decoder
 
     model = AutoModelForCausalLM.from_pretrained(tiny_qwen3, dtype=torch.float32).eval()
     tok = _tokenizer(tiny_qwen3)
@@ -389,7 +389,7 @@ def test_a_compiled_chat_loop_can_replay_graphs_after_another_thread_recorded_so
     from torch._inductor import cudagraph_trees
     from transformers import AutoModelForCausalLM
 
-    from studio.decode import Decoder
+    from backends.torch.decode import Decoder
 
     model = AutoModelForCausalLM.from_pretrained(tiny_qwen3, dtype=torch.float32).eval()
     assert threading.current_thread() is threading.main_thread()
@@ -401,11 +401,11 @@ def test_a_compiled_chat_loop_can_replay_graphs_after_another_thread_recorded_so
 
 
 def test_the_chat_loop_samples_inside_the_nucleus_and_streams_whole_characters(tiny_qwen3):
-    """studio.decode.pick keeps to the top_p nucleus (a tiny top_p is greedy) and samples only
+    """backends.torch.decode.pick keeps to the top_p nucleus (a tiny top_p is greedy) and samples only
     real tokens; the text pieces from chunks of ids never end inside a character (Chinese takes
     several tokens a character here) and join to the whole decoded reply."""
-    from studio.decode import pick
-    from studio.trl_recipe import _decoded_text
+    from backends.torch.decode import pick
+    from backends.torch.trl_recipe import _decoded_text
 
     torch.manual_seed(0)
     logits = torch.randn(1, 50)

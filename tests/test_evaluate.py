@@ -18,8 +18,8 @@ import pytest
 import torch
 
 from studio import FineTuningConfig, run_fine_tuning
-from studio.eval_report import EvalReport, latest_report
-from studio.evaluate import (EvalError, EvalRow, Judge, eval_set, evaluate_run, exact_match,
+from studio.evaluate.report import EvalReport, latest_report
+from studio.evaluate.evaluation import (EvalError, EvalRow, Judge, eval_set, evaluate_run, exact_match,
                              export_evalscope, normalise, parse_score, response_loss, rouge_l)
 from studio.inference import load_model
 from tests.conftest import FACT_A, QA_ROWS, write_jsonl

@@ -23,7 +23,7 @@ from studio import FineTuningConfig, run_fine_tuning
 from studio.export import ExportError, estimate, export_run
 from studio.export.chat_template import render
 from studio.inference import PromptFormat
-from studio.service import Refused, Service
+from studio.service.actions import Refused, Service
 from tests.conftest import FACT_Q, QA_ROWS, needs_llama_cpp, write_jsonl
 
 

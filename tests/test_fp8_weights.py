@@ -1,4 +1,4 @@
-"""Frozen base weights in fp8 (studio.fp8_weights): the layer against the 16-bit one it replaces,
+"""Frozen base weights in fp8 (backends.torch.fp8_weights): the layer against the 16-bit one it replaces,
 a LoRA run of the tiny Qwen3 trained with them, and where the setting is refused. fp8 matmuls
 run on the CPU too (torch._scaled_mm), slowly, which is enough to check the arithmetic and the
 wiring; the speed is the GPU's (BENCHMARKS.md)."""
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from studio.config import FineTuningConfig
-from studio.fp8_weights import FP8, Fp8Linear
+from backends.torch.fp8_weights import FP8, Fp8Linear
 from tests.test_config import CPU, H100, T4
 from tests.test_engine import _tokenizer, quick_config
 
@@ -51,7 +51,7 @@ def test_a_run_with_fp8_weights_trains_its_adapters_as_a_16_bit_run_does(tiny_qw
     its adapters train."""
     from backends import hf
     from studio.data import prepare
-    from studio.events import EventLog
+    from studio.runs.events import EventLog
 
     config = quick_config(tiny_qwen3, tmp_path / "run", max_steps=6, learning_rate=5e-2,
                           bf16=False, val_size=0, target_modules=["q_proj", "v_proj"]).resolve()

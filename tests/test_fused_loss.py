@@ -1,4 +1,4 @@
-"""The loss scored from hidden states (studio.fused_loss). Its kernel, cut-cross-entropy, runs
+"""The loss scored from hidden states (backends.torch.fused_loss). Its kernel, cut-cross-entropy, runs
 only on a CUDA GPU, where bench/loss_kernels.py checks its loss and gradient against the whole
 fp32 logits. Here a plain torch stand-in of its one function, over whole fp32 logits, takes its
 place, so that what the studio itself adds (the forward that hands over hidden states in place
@@ -13,9 +13,9 @@ import types
 import pytest
 import torch
 
-from studio import fused_loss
+from backends.torch import fused_loss
 from studio.config import FineTuningConfig
-from studio.hardware import GPU
+from studio.plan.hardware import GPU
 
 ALL7 = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -183,8 +183,8 @@ def test_a_cpu_run_scores_as_before_and_the_settings_say_where_the_kernel_runs(t
     from transformers import AutoTokenizer
 
     from studio.data import prepare
-    from studio.hardware import detect_hardware
-    from studio.trl_recipe import loss_type, plan_gpu_batches
+    from studio.plan.hardware import detect_hardware
+    from backends.torch.trl_recipe import loss_type, plan_gpu_batches
 
     hw = detect_hardware()
     config = FineTuningConfig(model_name=tiny_qwen3, data_path=str(qa_jsonl), cpu_only=True,
@@ -234,8 +234,8 @@ def test_auto_leaves_short_micro_batches_to_trls_chunks(tiny_qwen3, monkeypatch)
     than trl's chunks; at 64 rows of 0.6B (27,000) Unsloth's made it 1.49x faster. The planner
     decides from the rows it plans: the same rows, longer, take the kernel; asked for, it is
     taken for short ones too."""
-    from studio.memory import GiB
-    from studio.trl_recipe import plan_rows_and_loss
+    from studio.plan.memory import GiB
+    from backends.torch.trl_recipe import plan_rows_and_loss
 
     monkeypatch.setattr(fused_loss, "available", lambda config, kernels: True)
     config = FineTuningConfig(model_name=tiny_qwen3, cpu_only=False, bf16=True, batch_size=8,
@@ -259,7 +259,7 @@ def test_a_run_scored_from_hidden_states_trains_and_evaluates_as_the_models_own_
 
     from backends import hf
     from studio.data import prepare
-    from studio.events import EventLog
+    from studio.runs.events import EventLog
 
     config = FineTuningConfig(model_name=tiny_qwen3, output_dir=str(tmp_path), max_steps=3,
                               batch_size=2, gradient_accumulation_steps=2, logging_steps=1,

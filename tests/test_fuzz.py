@@ -148,8 +148,9 @@ event_lines = st.lists(st.one_of(
 def test_any_status_and_metrics_files_are_read_without_an_error(lines, status):
     """Whatever status.json and metrics.jsonl hold, listing, summing up, drawing the curves and
     watching the run go on."""
-    from studio.history import curves, summarize
-    from studio.runs import Job, list_runs
+    from studio.runs.history import curves, summarize
+    from studio.runs.store import list_runs
+    from studio.runs.jobs import Job
 
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp) / "run"

@@ -70,7 +70,7 @@ def test_a_reply_closed_early_stops_the_compiled_decode_loop(qwen3_06b):
     """The chat's compiled decode loop runs on a worker thread: a reply of 4,000 tokens whose
     reader stops after its first piece ran on to its end there, holding the model (issue #39,
     item 6). Closed, the loop stops at its next chunk: the worker takes a new task at once."""
-    from studio import decode
+    from backends.torch import decode
     from studio.inference import load_model, stream_reply
 
     loaded = load_model(qwen3_06b)

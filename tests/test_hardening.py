@@ -18,10 +18,10 @@ import pytest
 from studio import FineTuningConfig
 from studio.config import ConfigError
 from studio.data import DataError, load_rows
-from studio.events import read_events
-from studio.history import curves, summaries
-from studio.runs import list_runs, read_status
-from studio.service import Service
+from studio.runs.events import read_events
+from studio.runs.history import curves, summaries
+from studio.runs.store import list_runs, read_status
+from studio.service.actions import Service
 from tests.conftest import write_jsonl
 
 
@@ -127,7 +127,7 @@ def test_broken_files_are_said_whole_naming_the_file(tmp_path, tiny_qwen3, qa_js
     stopped the Evaluate tab with "Unknown format code 'f'"."""
     import shutil
 
-    from studio.eval_report import EvalReport, ModelScores
+    from studio.evaluate.report import EvalReport, ModelScores
 
     model = tmp_path / "broken-model"
     shutil.copytree(tiny_qwen3, model)
@@ -237,7 +237,7 @@ def test_a_very_wide_file_is_read_to_its_first_columns_and_says_so(tiny_qwen3, t
     MAX_COLUMNS are read (CSV, JSONL and Parquet alike), and the analysis says so."""
     import pandas as pd
 
-    from studio.analysis import Analyses
+    from studio.data.analysis import Analyses
     from studio.data.readers import MAX_COLUMNS, columns_left_out
 
     columns = ["instruction", "response"] + [f"c{i}" for i in range(600)]
@@ -257,7 +257,7 @@ def test_a_very_wide_file_is_read_to_its_first_columns_and_says_so(tiny_qwen3, t
 def test_a_big_file_is_analysed_on_a_sample_and_says_so(tiny_qwen3, tmp_path, monkeypatch):
     """The Data tab analyses evenly spaced rows of a big file (ANALYSIS_ROWS, made small here)
     and keeps no prepared rows from it: a run prepares every row."""
-    from studio import analysis
+    from studio.data import analysis
 
     monkeypatch.setattr(analysis, "ANALYSIS_ROWS", 50)
     data = write_jsonl(tmp_path / "big.jsonl", [{"instruction": f"q{i}", "response": f"a{i}"}
@@ -272,7 +272,7 @@ def test_a_big_file_is_analysed_on_a_sample_and_says_so(tiny_qwen3, tmp_path, mo
 def test_an_analysis_under_way_is_cancelled_and_nothing_of_it_kept(tiny_qwen3, tmp_path):
     """The Data tab's Cancel: Analyses.cancel() from another thread ends the analysis at its
     next row with a DataError, the cache keeps nothing, and the next analysis runs whole."""
-    from studio import analysis
+    from studio.data import analysis
 
     data = write_jsonl(tmp_path / "big.jsonl", [{"instruction": f"question {i} " * 20,
                                                  "response": f"answer {i} " * 20}
@@ -295,7 +295,7 @@ def test_uploads_are_bounded_moved_and_cleaned_when_no_run_uses_them(tmp_path, q
     the uploads no run's config names are deleted, the used ones kept."""
     import os
 
-    from studio.analysis import Analyses
+    from studio.data.analysis import Analyses
 
     runs = tmp_path / "runs"
     service = Service(runs, max_upload_bytes=10_000)
@@ -363,7 +363,7 @@ def test_cli_model_errors_say_what_the_path_is(tmp_path, qa_jsonl, capsys, model
 def test_an_analysis_stops_at_its_time_budget_and_says_so(tiny_qwen3, tmp_path, monkeypatch):
     """Rows with huge cells cannot keep the Data tab busy for minutes: the analysis reports on
     the rows read within ANALYSIS_SECONDS (made tiny here) and keeps none of them for a run."""
-    from studio import analysis
+    from studio.data import analysis
 
     monkeypatch.setattr(analysis, "ANALYSIS_SECONDS", 1e-6)
     data = write_jsonl(tmp_path / "d.jsonl", [{"instruction": f"q{i}", "response": f"a{i}"}

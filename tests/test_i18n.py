@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from studio.config import GROUPS, FineTuningConfig
-from studio.presets import PRESETS
+from studio.plan.presets import PRESETS
 from studio.ui import i18n
 from studio.ui.i18n import FIELDS_ZH, language, say, texts
 
@@ -53,7 +53,7 @@ def test_every_key_the_page_uses_is_in_the_catalog():
 def test_the_keys_the_page_builds_from_names_are_in_the_catalog():
     """Keys made from a name (a column role, a preset, a tristate or choice word, a run state)
     exist for every name the page can meet."""
-    from studio.runs import ACTIVE
+    from studio.runs.store import ACTIVE
     from studio.ui.data_tab import roles
     from studio.ui.form import TRISTATE
 

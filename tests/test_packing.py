@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from studio.config import FineTuningConfig
-from studio.memory import GiB, Shape, estimate_memory, plan_batch
+from studio.plan.memory import GiB, estimate_memory, plan_batch
+from studio.models.shapes import Shape
 
 ROOT = Path(__file__).resolve().parent.parent
 ALL7 = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -18,12 +19,12 @@ ALL7 = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_pr
 def test_packed_rows_never_attend_across_row_boundaries(tiny_qwen3, attention):
     """Logits of rows packed padding-free with restarting position ids equal each row alone:
     through transformers' SDPA with its block mask, and through the studio's row-by-row
-    attention (studio.packed_attention; on the CPU its SDPA-a-row path, on a GPU varlen flash
+    attention (backends.torch.packed_attention; on the CPU its SDPA-a-row path, on a GPU varlen flash
     attention checked the same way at install), gradients included."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    from studio import packed_attention
+    from backends.torch import packed_attention
 
     packed_attention.install()
     tok = AutoTokenizer.from_pretrained(tiny_qwen3)
@@ -84,7 +85,7 @@ def test_planner_picks_the_largest_micro_batch_that_fits():
     """With a large batch asked for, the planned micro-batch fits the usable memory and twice
     as many tokens would not (unless twice would pass the largest micro-batch the planner
     makes, 16,384 tokens), recomputing layers or not as the plan says."""
-    from studio.memory import USABLE
+    from studio.plan.memory import USABLE
 
     config = _gpu_config(batch_size=64, gradient_accumulation_steps=4)
 
@@ -143,7 +144,7 @@ def test_memory_estimate_covers_the_peaks_measured_on_an_h200_by_at_most_a_fifth
     the peak the run measured (bench/results/h200-round6-c.json), at most 1.2x it. The one count
     for both that the estimate had before gave 2.0-2.5x the Unsloth runs' peaks. Runs that
     Unsloth cannot fuse keep the transformers count."""
-    from studio.memory import QWEN3_SHAPES
+    from studio.models.shapes import QWEN3_SHAPES
 
     runs = json.loads((ROOT / "bench" / "results" / "h200-round6-c.json").read_text())["runs"]
     assert len(runs) == 5
@@ -176,7 +177,7 @@ def test_mfu_formula_counts_forward_and_input_gradient_matmuls_and_attention():
 def test_row_planner_keeps_the_rows_an_update_asks_for_and_fits_the_longest_rows():
     """Default GPU batches: whole rows, padding-free; an update sees exactly batch x
     accumulation rows, and even the longest rows together fit, recomputing what they must."""
-    from studio.memory import layers_to_recompute, plan_rows
+    from studio.plan.memory import layers_to_recompute, plan_rows
 
     short = plan_rows(_gpu_config(), 78 * GiB, [300] * 100, shape=QWEN3_06B, fused_loss=True)
     assert (short.rows, short.gradient_accumulation_steps, short.gradient_checkpointing) == \
@@ -203,7 +204,7 @@ def test_row_planner_keeps_the_rows_an_update_asks_for_and_fits_the_longest_rows
 def test_recomputation_is_decided_per_micro_batch_by_its_length():
     """8B on an 80 GB card, 16 rows a micro-batch: a micro-batch of short rows recomputes
     nothing, one of the longest rows only the layers it needs, never more than all of them."""
-    from studio.memory import estimate_memory, layers_to_recompute, plan_rows
+    from studio.plan.memory import estimate_memory, layers_to_recompute, plan_rows
 
     plan = plan_rows(_gpu_config(), 78 * GiB, [100] * 200 + [2000] * 10, shape=QWEN3_8B,
                      fused_loss=True)
@@ -229,7 +230,7 @@ def test_the_micro_batches_that_recompute_are_counted_from_the_rows():
     past it as often as the odds of drawing enough long rows into one (hypergeometric)."""
     import math
 
-    from studio.memory import plan_rows
+    from studio.plan.memory import plan_rows
 
     lengths = [100] * 200 + [2000] * 10
     plan = plan_rows(_gpu_config(), 78 * GiB, lengths, shape=QWEN3_8B, fused_loss=True)
@@ -250,8 +251,9 @@ def test_layer_graphs_pay_where_micro_batches_rarely_recompute_and_come_in_few_s
     nor where a few percent of micro-batches recompute."""
     import random
 
-    from studio.memory import QWEN3_SHAPES, Shape, plan_rows
-    from studio.compiled_layers import layer_graphs_pay
+    from studio.plan.memory import plan_rows
+    from studio.models.shapes import QWEN3_SHAPES, Shape
+    from backends.torch.compiled_layers import layer_graphs_pay
 
     rng = random.Random(1)
     chat = [min(2048, int(rng.lognormvariate(5.8, 0.6))) for _ in range(2000)]   # mean ~400
@@ -278,9 +280,9 @@ def test_a_small_model_at_short_micro_batches_compiles_its_layers_when_left_to_a
     and not on a CPU or a GPU before Ampere."""
     import random
 
-    from studio.compiled_layers import compile_pays, graph_bucket
-    from studio.hardware import GPU, Hardware
-    from studio.memory import QWEN3_SHAPES
+    from backends.torch.compiled_layers import compile_pays, graph_bucket
+    from studio.plan.hardware import GPU, Hardware
+    from studio.models.shapes import QWEN3_SHAPES
 
     rng = random.Random(1)
     chat = [min(2048, int(rng.lognormvariate(5.8, 0.6))) for _ in range(2000)]
@@ -309,7 +311,8 @@ def test_a_run_the_compile_rule_picks_trains_compiled_and_says_why(tiny_qwen3, q
     it). The saved config keeps auto, so the same config decides again when it is repeated.
     (compile_layers is watched, not run: test_compiled_layers_train_as_the_eager_ones_at_any_
     micro_batch_length compiles layers for real.)"""
-    from studio import compiled_layers, run_fine_tuning
+    from studio import run_fine_tuning
+    from backends.torch import compiled_layers
 
     asked, compiled = [], []
     monkeypatch.setattr(compiled_layers, "compile_pays",
@@ -333,7 +336,7 @@ def test_the_planned_estimate_is_the_heaviest_micro_batchs():
     it may meet, not only the longest: one just short of needing another recomputed layer
     keeps more (8B, 64 rows an update on an H200: 123 GiB estimated at the longest, 125.5
     measured at 28k tokens)."""
-    from studio.memory import plan_rows
+    from studio.plan.memory import plan_rows
 
     config = _gpu_config(batch_size=16, gradient_accumulation_steps=4)
     lengths = [100] * 200 + [2000] * 40
@@ -357,8 +360,9 @@ def test_per_micro_batch_recomputation_on_a_real_model(tiny_qwen3):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from studio.trl_recipe import recompute_per_micro_batch
-    from studio.memory import estimate_memory, model_shape, plan_rows
+    from backends.torch.trl_recipe import recompute_per_micro_batch
+    from studio.plan.memory import estimate_memory, plan_rows
+    from studio.models.shapes import model_shape
 
     shape = model_shape(tiny_qwen3)
     config = _gpu_config(model_name=tiny_qwen3, bf16=False, batch_size=2,
@@ -404,9 +408,9 @@ def test_the_trainer_recomputes_layers_from_its_first_step(tmp_path):
     in from_pretrained's eval mode until the first evaluation, kept everything, and an 8B run
     of 64 rows an update ran out of memory on an H200.)"""
     from backends import hf
-    from studio.models import build_tiny_qwen3
-    from studio.runs import prepare_data
-    from studio.compiled_layers import decoder_layers
+    from studio.models.local import build_tiny_qwen3
+    from studio.runs.execute import prepare_data
+    from backends.torch.compiled_layers import decoder_layers
 
     model = build_tiny_qwen3(tmp_path / "model", hidden_size=128, layers=12)
     rows = [{"instruction": f"Tell me about number {i}.", "response": "It is a number. " * 60}
@@ -452,7 +456,7 @@ def test_compiled_layers_train_as_the_eager_ones_at_any_micro_batch_length(tiny_
     from torch._dynamo.utils import counters
     from transformers import AutoModelForCausalLM
 
-    from studio.compiled_layers import compile_layers
+    from backends.torch.compiled_layers import compile_layers
 
     def lora_model():
         torch.manual_seed(0)
@@ -492,8 +496,8 @@ def test_layers_that_recompute_run_outside_the_layer_graphs(tiny_qwen3):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from studio.compiled_layers import compile_layers, decoder_layers
-    from studio.trl_recipe import recompute_per_micro_batch
+    from backends.torch.compiled_layers import compile_layers, decoder_layers
+    from backends.torch.trl_recipe import recompute_per_micro_batch
 
     # a long micro-batch's plan: its first layer recomputes, whatever the micro-batch's length
     plan = SimpleNamespace(config=SimpleNamespace(gradient_checkpointing=None),
@@ -532,7 +536,7 @@ def _studio_attention_model(tiny_qwen3):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    from studio import packed_attention
+    from backends.torch import packed_attention
 
     packed_attention.install()
     tok = AutoTokenizer.from_pretrained(tiny_qwen3)
@@ -559,7 +563,7 @@ def test_bucketed_micro_batches_come_in_few_shapes_and_train_as_unpadded(tiny_qw
     padding changes nothing that trains: the same loss and LoRA gradients through the model
     (the bounds travelling as transformers' attention kwargs), and the trainer's count of real
     tokens leaves it out."""
-    from studio.packed_attention import BUCKET, ROWS_STEP, bucketed
+    from backends.torch.packed_attention import BUCKET, ROWS_STEP, bucketed
 
     tok, model, plain = _studio_attention_model(tiny_qwen3)
     padded = bucketed(plain, tok.pad_token_id)
@@ -595,7 +599,7 @@ def test_row_bounds_travel_with_the_micro_batch_and_train_as_without(tiny_qwen3)
     (packed_attention.with_row_bounds), so that attention traces inside a layer's graph: the
     bounds are the rows' own, max_length_q the longest, and the loss and LoRA gradients are
     those of the position ids alone; the attention reads the bounds it is handed."""
-    from studio.packed_attention import with_row_bounds
+    from backends.torch.packed_attention import with_row_bounds
 
     tok, model, plain = _studio_attention_model(tiny_qwen3)
     bounded = with_row_bounds(plain)
@@ -624,7 +628,7 @@ def test_kept_grads_accumulate_and_zero_as_fresh_ones(tiny_qwen3):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from studio.compiled_layers import keep_grads
+    from backends.torch.compiled_layers import keep_grads
 
     def lora_model():
         torch.manual_seed(0)
@@ -653,7 +657,7 @@ def test_kept_grads_accumulate_and_zero_as_fresh_ones(tiny_qwen3):
 
 def test_compile_layers_is_refused_where_another_engine_runs_its_own_kernels():
     from studio.config import FineTuningConfig
-    from studio.hardware import detect_hardware
+    from studio.plan.hardware import detect_hardware
 
     hw = detect_hardware()
     assert any("compile_layers" in p for p in
@@ -670,8 +674,8 @@ def test_train_events_carry_the_mfu_when_flops_and_peak_are_known():
     import time
     from types import SimpleNamespace
 
-    from studio.trl_recipe import event_callback
-    from studio.events import EventLog
+    from backends.torch.trl_recipe import event_callback
+    from studio.runs.events import EventLog
 
     log = EventLog()
     callback = event_callback(log.emit, lambda: False, flops=(3e10, 989e12))
@@ -691,7 +695,7 @@ def test_the_gpu_batch_plan_reaches_the_runs_plan(tiny_qwen3, qa_jsonl, monkeypa
     from transformers import AutoTokenizer
 
     from studio.data import prepare
-    from studio.trl_recipe import plan_gpu_batches
+    from backends.torch.trl_recipe import plan_gpu_batches
 
     config = FineTuningConfig(model_name=tiny_qwen3, batch_size=2, gradient_accumulation_steps=4,
                               max_seq_length=128, cpu_only=False, bf16=True)
@@ -718,8 +722,9 @@ def test_the_loss_takes_whole_logits_where_they_fit_without_recomputing(tiny_qwe
     from transformers import AutoTokenizer
 
     from studio.data import prepare
-    from studio.memory import USABLE, micro_batch_estimate, model_shape
-    from studio.trl_recipe import loss_type, plan_gpu_batches
+    from studio.plan.memory import USABLE, micro_batch_estimate
+    from studio.models.shapes import model_shape
+    from backends.torch.trl_recipe import loss_type, plan_gpu_batches
 
     config = FineTuningConfig(model_name=tiny_qwen3, batch_size=2, gradient_accumulation_steps=4,
                               max_seq_length=128, cpu_only=False, bf16=True)
@@ -759,11 +764,12 @@ def test_the_pages_estimate_counts_the_loss_the_planner_picks(tiny_qwen3, qa_jso
     """The Model tab's memory estimate (Service.estimate), on a GPU (stood in for), counts whole
     logits where the planner will take them and trl's chunks where it will not: both ask
     trl_recipe.plan_rows_and_loss, with the analysed rows; where the loss can be scored in one
-    kernel (studio.fused_loss), whole logits still where they fit, else no logits at all."""
-    from studio import fused_loss
-    from studio.hardware import GPU, Hardware
-    from studio.memory import USABLE, estimate_memory, micro_batch_estimate, model_shape
-    from studio.service import Service
+    kernel (backends.torch.fused_loss), whole logits still where they fit, else no logits at all."""
+    from backends.torch import fused_loss
+    from studio.plan.hardware import GPU, Hardware
+    from studio.plan.memory import USABLE, estimate_memory, micro_batch_estimate
+    from studio.models.shapes import model_shape
+    from studio.service.actions import Service
 
     config = FineTuningConfig(model_name=tiny_qwen3, data_path=str(qa_jsonl), batch_size=2,
                               gradient_accumulation_steps=4, max_seq_length=128, bf16=True,
@@ -801,9 +807,10 @@ def test_layer_graphs_are_recorded_where_no_layer_recomputes(tiny_qwen3, qa_json
     from transformers import AutoTokenizer
 
     from studio.data import prepare
-    from studio.hardware import detect_hardware
-    from studio.memory import USABLE, micro_batch_estimate, model_shape
-    from studio.trl_recipe import plan_gpu_batches
+    from studio.plan.hardware import detect_hardware
+    from studio.plan.memory import USABLE, micro_batch_estimate
+    from studio.models.shapes import model_shape
+    from backends.torch.trl_recipe import plan_gpu_batches
 
     config = FineTuningConfig(model_name=tiny_qwen3, batch_size=2, gradient_accumulation_steps=4,
                               max_seq_length=128, cpu_only=False, bf16=True, compile_layers=True)

@@ -1,4 +1,4 @@
-"""The OpenAI-compatible API (studio/serve.py), asked through the real `openai` client over
+"""The OpenAI-compatible API (studio/serve/v1.py), asked through the real `openai` client over
 loopback: `python -m studio serve` as a user starts it, over a scripted run (its reply names the
 adapter's steps) and a tiny Qwen3 trained for a few real steps (greedy text equal to
 studio.inference.stream_reply's), behind --auth; and the page's own server answering /v1 once
@@ -107,7 +107,7 @@ def page(folder):
 def runs(folder, page, tiny_qwen3) -> Path:
     """Two runs: "answers" (scripted, 8 steps) and "tiny" (the tiny Qwen3, 2 real steps)."""
     from studio import FineTuningConfig
-    from studio.service import Service
+    from studio.service.actions import Service
 
     data = write_jsonl(folder / "qa.jsonl", QA_ROWS)
     runs, service = folder / "runs", Service(folder / "runs")
@@ -348,7 +348,7 @@ def test_a_cancelled_chat_reply_on_the_page_stops_generating(page, runs):
 def test_qwen3_thinking_goes_to_reasoning_content_piece_by_piece():
     """<think>...</think> becomes reasoning_content and the rest content, and streamed a
     character at a time each part only grows, ending where the whole reply's split ends."""
-    from studio.serve import split_reply
+    from studio.serve.v1 import split_reply
 
     text = "<think>\nAdd 2 and 3.\n</think>\n\n2 plus 3 is 5. <b>Sure</b>"
     assert split_reply(text) == ("Add 2 and 3.\n", "2 plus 3 is 5. <b>Sure</b>")
@@ -367,7 +367,7 @@ def test_a_real_tiny_model_answers_as_the_studios_chat_does(api, runs):
     stream_reply's at temperature 0, split as Qwen3 thinking into reasoning and answer; the
     thinking switch in extra_body changes the prompt as the chat template does."""
     from studio.inference import load_model, stream_reply
-    from studio.serve import split_reply
+    from studio.serve.v1 import split_reply
 
     expected = "".join(stream_reply(load_model(runs / "tiny"), MESSAGES, max_new_tokens=16,
                                     temperature=0))
@@ -401,8 +401,8 @@ def test_a_host_beyond_loopback_without_auth_is_refused(runs, capsys):
 @pytest.mark.slow
 def test_every_run_with_an_adapter_is_served_without_run(runs):
     """No --run: the runs folder's runs, found afresh (a run trained meanwhile appears)."""
-    from studio.serve import Served, exposure_problem
-    from studio.service import Service
+    from studio.serve.v1 import Served, exposure_problem
+    from studio.service.actions import Service
 
     assert {m["id"] for m in Served(Service(runs)).models()} == {"answers", "tiny"}
     assert exposure_problem("127.0.0.1", None) is None

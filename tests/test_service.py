@@ -17,9 +17,9 @@ import pytest
 from backends.scripted import scripted_loss
 from studio import FineTuningConfig, Refused, run_fine_tuning
 from studio.cli import main
-from studio.events import read_events
-from studio.runs import last_checkpoint, read_plan, read_status, read_status_raw
-from studio.service import Service
+from studio.runs.events import read_events
+from studio.runs.store import last_checkpoint, read_plan, read_status, read_status_raw
+from studio.service.actions import Service
 from tests.conftest import write_jsonl
 
 

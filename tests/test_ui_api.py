@@ -77,7 +77,7 @@ def serve(runs_dir: Path, port: int | None = None) -> Server:
 
 def stop_jobs(runs_dir: Path) -> None:
     """Stop every training job left under runs_dir (tests must not leave processes behind)."""
-    from studio.service import Service
+    from studio.service.actions import Service
 
     service = Service(runs_dir)
     for run in service.runs():
@@ -339,7 +339,7 @@ def test_the_page_the_cli_and_python_refuse_a_run_with_the_same_words(client, se
     assert "memory estimate" in over[0] and "--allow-over-memory" in over[0]
 
     # a long scripted run in this process (as `python -m studio train` would hold it)
-    from studio.service import Service
+    from studio.service.actions import Service
 
     job = Service(server.runs_dir).start(
         FineTuningConfig(**quick_run(tiny_qwen3, data, backend="scripted", max_steps=5000)),

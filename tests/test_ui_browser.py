@@ -294,7 +294,7 @@ def test_a_restarted_server_reattaches_or_marks_the_run_interrupted(browser, tmp
     ends it. (Scripted backend: no model, so this wiring test takes seconds of training.)"""
     from gradio_client import Client
 
-    from studio.runs import _alive, last_checkpoint, read_status
+    from studio.runs.store import _alive, last_checkpoint, read_status
 
     runs = tmp_path / "runs"
     first = serve(runs)
@@ -534,7 +534,7 @@ def test_runs_are_compared_and_a_deleted_run_leaves_the_disk(browser, server, tm
     that field; deleting one from the page removes its folder, and a run still training cannot
     be deleted. (Scripted runs: the page's wiring is what is tested.)"""
     from studio import FineTuningConfig
-    from studio.service import Service
+    from studio.service.actions import Service
 
     data = write_jsonl(tmp_path / "qa.jsonl", QA_ROWS)
     service = Service(server.runs_dir)
@@ -591,7 +591,7 @@ def test_a_run_is_exported_for_ollama_from_the_page(browser, server, tmp_path, t
     """The Export tab sizes the export before it starts, writes it under the run's exports/ and
     shows the commands that run it; a scripted run is refused with the reason."""
     from studio import FineTuningConfig
-    from studio.service import Service
+    from studio.service.actions import Service
 
     data = write_jsonl(tmp_path / "qa.jsonl", QA_ROWS)
     service = Service(server.runs_dir)
@@ -636,7 +636,7 @@ def test_script_bearing_names_are_shown_as_text_and_never_run(browser, server, t
     from Python, as `--output-dir 'runs/<img ...>'` would) and a chat message that each carry
     an <img onerror> show literally on every tab, and no onerror ever runs (issue #15)."""
     from studio import FineTuningConfig
-    from studio.service import Service
+    from studio.service.actions import Service
 
     column, cell = "q`` " + evil(2) + " `", "<script>window.pwned=3</script>" + evil(3)
     data = write_jsonl(tmp_path / (evil(1) + ".jsonl"),

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from studio.access import Confinement, Logins, Outside
+from studio.service.access import Confinement, Logins, Outside
 from studio.markdown import code
 from tests.conftest import QA_ROWS, write_jsonl
 from tests.test_ui_api import ROOT, free_port
@@ -271,9 +271,9 @@ def test_the_page_asks_a_judge_only_on_this_machine_or_an_allowed_host(tmp_path)
     """Evaluate's judge URL makes the server call it: an address inside its network (a cloud
     metadata service) is refused before anything is loaded; loopback and --allow-judge hosts
     pass the check."""
-    from studio.evaluate import Judge
-    from studio.service import Refused
-    from studio.ui.confined import ConfinedService
+    from studio.evaluate.evaluation import Judge
+    from studio.service.actions import Refused
+    from studio.service.confined import ConfinedService
 
     served = ConfinedService(tmp_path / "runs")
     served.judge_hosts = {"api.openai.com"}
@@ -291,8 +291,8 @@ def test_an_owner_name_path_where_the_server_runs_is_not_told_from_a_hub_id(tmp_
     outside the served folders: the page gets the same Hub refusal for both, as a dataset, a
     model and a bare name, and never the local file's rows."""
     from studio.data import DataError
-    from studio.service import Refused
-    from studio.ui.confined import ConfinedService
+    from studio.service.actions import Refused
+    from studio.service.confined import ConfinedService
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.chdir(tmp_path)
@@ -326,7 +326,7 @@ def test_evaluating_exporting_or_resuming_a_folder_outside_is_refused(client, tm
     from gradio_client.exceptions import AppError
 
     from studio import FineTuningConfig
-    from studio.ui.confined import ConfinedService
+    from studio.service.confined import ConfinedService
 
     outside = tmp_path / "elsewhere"
     outside.mkdir()
@@ -353,8 +353,8 @@ def test_exporting_for_evalscope_reads_no_file_outside(tmp_path):
     back as a download (issue #39, item 5): the page's service refuses it, in the same words
     whether the file exists or not, before anything is read."""
     from studio import FineTuningConfig
-    from studio.service import Refused
-    from studio.ui.confined import ConfinedService
+    from studio.service.actions import Refused
+    from studio.service.confined import ConfinedService
 
     service = ConfinedService(tmp_path / "runs")
     run = tmp_path / "runs" / "a-run"

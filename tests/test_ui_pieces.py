@@ -6,8 +6,8 @@ import time
 from types import SimpleNamespace
 
 from studio.config import FineTuningConfig
-from studio.advice import advice_after
-from studio.presets import ALL_LINEAR, PRESETS, choose_preset
+from studio.evaluate.advice import advice_after
+from studio.plan.presets import ALL_LINEAR, PRESETS, choose_preset
 from studio.ui.train_tab import figure, new_watch, progress_html, status_html
 
 
@@ -46,7 +46,7 @@ def test_no_advice_says_the_answers_have_not_stuck_while_they_say_their_referenc
     """The page's identity run was told "the validation loss is still 0.89: the answers in the
     data have not stuck yet" beside samples that gave the taught name word for word (issue
     #39, item 4): the answers at the last evaluation, and a held-out evaluation's, count."""
-    from studio.eval_report import Answer, PromptResult
+    from studio.evaluate.report import Answer, PromptResult
 
     teach = FineTuningConfig(**PRESETS["Teach facts"].fields)
     taught = "I am Quokka, an AI assistant made by Acme Labs."
@@ -107,7 +107,7 @@ def test_notices_show_names_as_text_never_as_markup(monkeypatch):
 def test_an_unreadable_run_says_why_in_the_train_tab(tmp_path):
     """A status.json that is not a status: the Train tab names the reason, as text, not a bare
     'unreadable' (finding 4 of #15)."""
-    from studio.runs import read_status
+    from studio.runs.store import read_status
 
     run = tmp_path / "<img src=x>run"
     run.mkdir()
@@ -166,8 +166,8 @@ def test_the_sample_answers_show_newest_first_escaped():
 def test_the_memory_box_says_how_a_run_spreads_over_its_processes():
     """Several GPUs: the Model tab's estimate is per GPU and says ddp or fsdp and why."""
     from studio.config import FineTuningConfig
-    from studio.distributed import describe
-    from studio.memory import GiB, MemoryEstimate
+    from backends.torch.distributed import describe
+    from studio.plan.memory import GiB, MemoryEstimate
     from studio.ui.model_tab import memory_html
 
     config = FineTuningConfig(num_gpus=2, distributed="ddp", cpu_only=False)
@@ -183,7 +183,7 @@ def test_the_first_page_ever_opened_fills_every_output_the_train_tab_wires(tmp_p
     gradio showed an Error toast on the first page a person opened."""
     import gradio as gr
 
-    from studio.service import Service
+    from studio.service.actions import Service
     from studio.ui import train_tab
 
     with gr.Blocks():

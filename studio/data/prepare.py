@@ -22,10 +22,10 @@ from jinja2 import TemplateError
 
 from studio.data.errors import DataError
 from studio.data.readers import load_rows, not_text_cells
-from studio.data.shapes import (SHAPES, DetectedFormat, _cell, _parse, _row_messages,
-                                _why_no_answer, apply_role_mapping, detect_format)
-from studio.data.templates import (REASONING_LOST, TOOL_CALLS_LOST, TOOLS_LOST, _chat_kit, _opt,
-                                   _tokenize_full, _trains, template_features)
+from studio.data.shapes import (SHAPES, DetectedFormat, cell_text, parse_nested, row_messages,
+                                why_no_answer, apply_role_mapping, detect_format)
+from studio.data.templates import (REASONING_LOST, TOOL_CALLS_LOST, TOOLS_LOST, chat_kit, setting_or,
+                                   tokenize_full, trains_tokens, template_features)
 
 
 @dataclass
@@ -71,7 +71,7 @@ class PreparedData:
     eval: Optional[datasets.Dataset]
     report: DataReport
     format: DetectedFormat
-    # prompts a run answers at every evaluation: [{"prompt", "ids", "reference"}] (studio.runs)
+    # prompts a run answers at every evaluation: [{"prompt", "ids", "reference"}] (studio.runs.execute)
     samples: list = field(default_factory=list)
 
 
@@ -95,15 +95,15 @@ def prepare(source_or_dataset, tokenizer, config, prompt_template=None,
     if isinstance(ds, datasets.DatasetDict):
         ds = ds["train"]
     try:
-        fmt = detect_format(ds, _opt(config, "dataset_format", "auto"),
-                            _opt(config, "column_mapping", None),
-                            prompt_template or _opt(config, "prompt_template", None))
-        fmt = apply_role_mapping(fmt, _opt(config, "role_mapping", None))
+        fmt = detect_format(ds, setting_or(config, "dataset_format", "auto"),
+                            setting_or(config, "column_mapping", None),
+                            prompt_template or setting_or(config, "prompt_template", None))
+        fmt = apply_role_mapping(fmt, setting_or(config, "role_mapping", None))
     except DataError as e:
         raise DataError(f"{name}: {e}") from None
     if fmt.shape.chat_template:
-        _chat_kit(tokenizer)      # a tokenizer without a chat template fails here, once
-    limit = _opt(config, "max_seq_length", 2048)
+        chat_kit(tokenizer)      # a tokenizer without a chat template fails here, once
+    limit = setting_or(config, "max_seq_length", 2048)
     notes, examples = Counter(), {}
     kept, lengths, prompt_lengths, first_error, first_empty = [], [], [], None, None
     seen = set()
@@ -136,7 +136,7 @@ def prepare(source_or_dataset, tokenizer, config, prompt_template=None,
             if _response_not_text(row, fmt) or i in not_text.get(_response_column(fmt), ()):
                 note(NOT_TEXT, i)
             row_notes = Counter()
-            ids, mask = _tokenize_full(tokenizer, row, fmt, config, row_notes)
+            ids, mask = tokenize_full(tokenizer, row, fmt, config, row_notes)
         except (ValueError, TypeError, KeyError, TemplateError) as e:
             note("unmappable rows", i)
             first_error = first_error or f"row {i}: {e}"
@@ -153,8 +153,8 @@ def prepare(source_or_dataset, tokenizer, config, prompt_template=None,
         raise DataError(f"{name}: " + _nothing_left(fmt, notes, prompt_lengths, limit, first_error,
                                                      first_empty))
 
-    n_eval = _eval_count(len(kept), _opt(config, "val_size", 0.0))
-    eval_rows = set(random.Random(_opt(config, "seed", 42)).sample(range(len(kept)), n_eval))
+    n_eval = _eval_count(len(kept), setting_or(config, "val_size", 0.0))
+    eval_rows = set(random.Random(setting_or(config, "seed", 42)).sample(range(len(kept)), n_eval))
     train = _to_dataset([r for i, r in enumerate(kept) if i not in eval_rows])
     evals = _to_dataset([r for i, r in enumerate(kept) if i in eval_rows]) if n_eval else None
     report = DataReport(
@@ -183,8 +183,8 @@ def _template_report(tokenizer, fmt, config, notes) -> dict:
               ] if lost else []
     return {"default_system": features.default_system,
             "default_system_kept": bool(features.default_system)
-            and not _opt(config, "system_prompt", None)
-            and _opt(config, "template_system_prompt", "keep") != "drop",
+            and not setting_or(config, "system_prompt", None)
+            and setting_or(config, "template_system_prompt", "keep") != "drop",
             "advice": advice}
 
 
@@ -217,15 +217,15 @@ def _blank(value) -> bool:
 def _response_is_empty(row: dict, fmt: DetectedFormat) -> bool:
     """True when nothing in the row would train: no response text, or no assistant turn."""
     if fmt.name == "template":
-        return not _cell(row.get(fmt.mapping[fmt.response_key])).strip()
+        return not cell_text(row.get(fmt.mapping[fmt.response_key])).strip()
     if fmt.shape.response in ("messages", "segments"):    # turns: one must train
-        messages, _ = _row_messages(row, fmt, None, Counter())
-        return not any(m["role"] == "assistant" and _trains(m)
+        messages, _ = row_messages(row, fmt, None, Counter())
+        return not any(m["role"] == "assistant" and trains_tokens(m)
                        and (m["content"].strip() or m.get("tool_calls")) for m in messages)
     value = row.get(fmt.mapping[SHAPES[fmt.name].response])
     if isinstance(value, list):
         return not value
-    return not _cell(value).strip()
+    return not cell_text(value).strip()
 
 
 NOT_TEXT = "responses that are not text (a list, number or object): trained as its JSON text"
@@ -267,7 +267,7 @@ def _nothing_left(fmt, notes, prompt_lengths, limit, first_error, first_empty) -
                  f"{_shortened(first_empty[1])}")
     elif fmt.shape.response == "messages" and first_empty:
         i, row = first_empty
-        why = _why_no_answer(row, fmt) or f"check the role tags (seen: {fmt.role_map})"
+        why = why_no_answer(row, fmt) or f"check the role tags (seen: {fmt.role_map})"
         empty = (f"no conversation in column '{fmt.mapping['messages']}' has an assistant turn "
                  f"with content: {why}; row {i}: {_shortened(row)}")
     else:
@@ -300,7 +300,7 @@ def _shortened(row: dict, limit: int = 300) -> str:
 def _as_written(value):
     if isinstance(value, str) and value.lstrip()[:1] in ("[", "{"):
         try:
-            value = _parse(value)
+            value = parse_nested(value)
         except ValueError:
             return value
     if isinstance(value, dict):

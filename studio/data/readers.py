@@ -16,7 +16,7 @@ from typing import Callable, Optional
 import datasets
 
 from studio.data.errors import DataError
-from studio.models import hub_reachable
+from studio.models.local import hub_reachable
 
 _SAVED_MARKERS = ("dataset_dict.json", "state.json", "dataset_info.json")
 _SUPPORTED = "CSV, JSON, JSONL, Parquet, or a folder written by datasets.save_to_disk"
@@ -226,12 +226,12 @@ def columns_left_out(ds) -> int:
     return max(0, total - MAX_COLUMNS)
 
 
-_TOOLS_COLUMNS = ("tools", "functions", "tool_schemas")
+TOOLS_COLUMNS = ("tools", "functions", "tool_schemas")
 
 
 def _freeze_free_form(row: dict) -> None:
     for key, value in row.items():
-        if key.lower() in _TOOLS_COLUMNS and value is not None and not isinstance(value, str):
+        if key.lower() in TOOLS_COLUMNS and value is not None and not isinstance(value, str):
             row[key] = json.dumps(value, ensure_ascii=False)
         elif isinstance(value, list):
             for turn in value:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Optional
 
 from studio.data.errors import DataError
-from studio.data.readers import _TOOLS_COLUMNS
+from studio.data.readers import TOOLS_COLUMNS
 
 
 @dataclass
@@ -88,9 +88,9 @@ class AlpacaShape(Shape):
 
     def to_messages(self, row, fmt, notes):
         m = fmt.mapping
-        instruction, extra = _cell(row.get(m["instruction"])), _cell(row.get(m.get("input")))
+        instruction, extra = cell_text(row.get(m["instruction"])), cell_text(row.get(m.get("input")))
         prompt = f"{instruction}\n\n{extra}" if extra.strip() else instruction
-        answer = _cell(row.get(m["output"]))
+        answer = cell_text(row.get(m["output"]))
         tools = _tools(row.get(m["tools"])) if "tools" in m else None
         return (_system_turn(row, m) + _history(row, m)
                 + [{"role": "user", "content": prompt},
@@ -102,11 +102,11 @@ class TextShape(Shape):
     chat_template = False
 
     def to_messages(self, row, fmt, notes):
-        return [{"role": "assistant", "content": _cell(row.get(fmt.mapping["text"]))}], None
+        return [{"role": "assistant", "content": cell_text(row.get(fmt.mapping["text"]))}], None
 
     def tokens(self, tokenizer, row, fmt) -> tuple[list, list]:
         """Plain text: every token trains, then the end-of-sequence token."""
-        ids = tokenizer(_cell(row.get(fmt.mapping["text"])))["input_ids"] + _eos(tokenizer)
+        ids = tokenizer(cell_text(row.get(fmt.mapping["text"])))["input_ids"] + _eos(tokenizer)
         return ids, [1] * len(ids)
 
 
@@ -155,7 +155,7 @@ def _segments(value) -> list[tuple[str, bool]]:
     for k, seg in enumerate(_as_list(value)):
         if not isinstance(seg, dict) or not isinstance(seg.get("label"), bool):
             raise DataError(f"segment {k} needs a text and a true/false label, got {seg!r:.60}")
-        out.append((_cell(seg.get("text")), seg["label"]))
+        out.append((cell_text(seg.get("text")), seg["label"]))
     return out
 
 
@@ -171,7 +171,7 @@ _CONVERSATION_NAMES = ("messages", "conversations", "conversation", "chat", "dia
                        "turns")
 _SYSTEM_NAMES = ("system", "system_prompt")
 # LLaMA-Factory's history: the [prompt, response] pairs before this row's turn.
-_COMMON = {"system": _SYSTEM_NAMES, "tools": _TOOLS_COLUMNS, "history": ("history",)}
+_COMMON = {"system": _SYSTEM_NAMES, "tools": TOOLS_COLUMNS, "history": ("history",)}
 _PAIR_EXTRAS = ("system", "history")
 
 SHAPES: dict[str, Shape] = {
@@ -295,7 +295,7 @@ def _fill_conversation(name, ds, filled, forced, mapped) -> Optional[DetectedFor
     kind = "sharegpt" if sharegpt else "messages"
     if not forced:
         name = kind
-    tags = Counter(str(_turn_tag(t)).strip().lower() for t in turns)
+    tags = Counter(str(turn_tag(t)).strip().lower() for t in turns)
     role_map = {tag: _ROLE_TAGS.get(tag, "user") for tag in tags}
     unknown = {tag: n for tag, n in tags.items() if tag not in _ROLE_TAGS}
     reason = (f"column '{column}' holds lists of "
@@ -408,7 +408,7 @@ def _render_template(row: dict, fmt: DetectedFormat) -> tuple[str, str]:
             continue
         if name == fmt.response_key and prompt is None:
             prompt, out = "".join(out), []
-        value = _cell(row.get(fmt.mapping[name]))
+        value = cell_text(row.get(fmt.mapping[name]))
         try:
             out.append(format(value, spec) if spec else value)
         except ValueError:
@@ -435,17 +435,15 @@ _UNKNOWN_TAGS = "unknown role tags mapped to user"
 _REASONING_KEYS = ("reasoning_content", "reasoning", "thinking")
 
 
-def row_messages(row: dict, fmt: DetectedFormat, system_prompt: str | None = None
-                 ) -> tuple[list[dict], list | None]:
-    """OpenAI-style messages for one row, and its tool schemas (or None)."""
-    return _row_messages(row, fmt, system_prompt, Counter())
-
-def _row_messages(row, fmt, system_prompt, notes: Counter):
-    messages, tools = fmt.shape.to_messages(row, fmt, notes)
-    return _with_system_prompt(messages, system_prompt), tools
+def row_messages(row: dict, fmt: DetectedFormat, system_prompt: str | None = None,
+                 notes: Counter | None = None) -> tuple[list[dict], list | None]:
+    """OpenAI-style messages for one row, and its tool schemas (or None); what had to be
+    left out of it is counted in `notes`."""
+    messages, tools = fmt.shape.to_messages(row, fmt, Counter() if notes is None else notes)
+    return with_system_prompt(messages, system_prompt), tools
 
 
-def _with_system_prompt(messages: list, system_prompt: str | None) -> list:
+def with_system_prompt(messages: list, system_prompt: str | None) -> list:
     """system_prompt before a conversation that does not open with a system turn of its own."""
     if system_prompt and not (messages and messages[0]["role"] == "system"):
         return [{"role": "system", "content": system_prompt}] + messages
@@ -453,7 +451,7 @@ def _with_system_prompt(messages: list, system_prompt: str | None) -> list:
 
 
 def _system_turn(row, mapping) -> list:
-    text = _cell(row.get(mapping["system"])) if "system" in mapping else ""
+    text = cell_text(row.get(mapping["system"])) if "system" in mapping else ""
     return [{"role": "system", "content": text}] if text.strip() else []
 
 
@@ -464,8 +462,8 @@ def _history(row, mapping) -> list:
     for k, pair in enumerate(_as_list(row.get(mapping["history"])) if "history" in mapping else []):
         if not isinstance(pair, (list, tuple)) or len(pair) != 2:
             raise DataError(f"history item {k} is not a [prompt, response] pair: {pair!r:.60}")
-        turns += [{"role": "user", "content": _cell(pair[0])},
-                  {"role": "assistant", "content": _cell(pair[1])}]
+        turns += [{"role": "user", "content": cell_text(pair[0])},
+                  {"role": "assistant", "content": cell_text(pair[1])}]
     return turns
 
 
@@ -474,7 +472,7 @@ def _turns(value, role, fmt, notes) -> list:
     Only real lists count as turns: a string answer that happens to be JSON stays an answer."""
     if isinstance(value, (list, tuple)) and value and all(isinstance(t, dict) for t in value):
         return _convert_turns(list(value), fmt, notes)
-    return [{"role": role, "content": _cell(value)}]
+    return [{"role": role, "content": cell_text(value)}]
 
 
 def _convert_turns(turns: list, fmt, notes: Counter) -> list:
@@ -483,7 +481,7 @@ def _convert_turns(turns: list, fmt, notes: Counter) -> list:
         if not isinstance(turn, dict):
             raise DataError(f"turn {i} is a {type(turn).__name__}, not an object with "
                             f"role/content or from/value")
-        tag = str(_turn_tag(turn)).strip().lower()
+        tag = str(turn_tag(turn)).strip().lower()
         role = _role_of(turn, fmt)
         if tag not in _ROLE_TAGS and role == "user":   # unknown and not re-mapped by the user
             notes[_UNKNOWN_TAGS] += 1
@@ -492,7 +490,7 @@ def _convert_turns(turns: list, fmt, notes: Counter) -> list:
             messages.append({"role": "assistant", "content": "",
                              "tool_calls": _tool_calls(content, i)})
             continue
-        message = {"role": role, "content": _content_text(content, notes)}
+        message = {"role": role, "content": content_text(content, notes)}
         if role == "assistant":
             # OpenAI's function_call is the legacy spelling of one tool call.
             calls = turn.get("tool_calls") or turn.get("function_call")
@@ -510,12 +508,12 @@ def _convert_turns(turns: list, fmt, notes: Counter) -> list:
     return messages
 
 
-def _turn_tag(turn: dict):
+def turn_tag(turn: dict):
     return turn.get("role") if turn.get("role") is not None else turn.get("from")
 
 
 def _role_of(turn: dict, fmt: DetectedFormat) -> str:
-    tag = str(_turn_tag(turn)).strip().lower()
+    tag = str(turn_tag(turn)).strip().lower()
     return fmt.role_map.get(tag) or _ROLE_TAGS.get(tag) or "user"
 
 
@@ -533,7 +531,7 @@ def _untrained(turn: dict) -> bool:
 _TEXT_PARTS = ("text", "input_text", "output_text")
 
 
-def _content_text(content, notes: Counter | None = None) -> str:
+def content_text(content, notes: Counter | None = None) -> str:
     """Message content as text: strings pass; of a list of typed parts the text ones are joined
     (their text under "text" or "value") and the others (image, audio, file, ...) are skipped,
     counted by type in `notes`."""
@@ -551,7 +549,7 @@ def _content_text(content, notes: Counter | None = None) -> str:
         return "".join(texts)
     if isinstance(content, dict):
         return json.dumps(content, ensure_ascii=False)
-    return _cell(content)
+    return cell_text(content)
 
 
 def _part_text(part: dict) -> str:
@@ -561,7 +559,7 @@ def _part_text(part: dict) -> str:
     return text if isinstance(text, str) else ""
 
 
-def _why_no_answer(row: dict, fmt: DetectedFormat) -> Optional[str]:
+def why_no_answer(row: dict, fmt: DetectedFormat) -> Optional[str]:
     """Why a row of turns has nothing to train, read from the raw turns (the converted messages
     no longer show it); None when no turn is an assistant's, so the role tags are the cause."""
     turns = [t for t in _as_list(row.get(fmt.mapping["messages"])) if isinstance(t, dict)]
@@ -613,7 +611,7 @@ def _tools(value) -> Optional[list]:
         return None
     if isinstance(value, str):
         try:
-            value = _parse(value)
+            value = parse_nested(value)
         except ValueError as e:
             raise DataError(f"the tools column is not valid JSON ({e})") from None
     tools = value if isinstance(value, list) else [value]
@@ -626,13 +624,13 @@ def _as_list(value) -> list:
     """A list cell; a list kept as text (a CSV column) is parsed."""
     if isinstance(value, str) and value.lstrip().startswith("["):
         try:
-            value = _parse(value)
+            value = parse_nested(value)
         except ValueError:
             return []
     return list(value) if isinstance(value, (list, tuple)) else []
 
 
-def _parse(text: str):
+def parse_nested(text: str):
     """Nested data kept as text: JSON, or the Python repr pandas writes for nested values into
     a CSV (literals only, never code). ValueError if it is neither."""
     try:
@@ -644,7 +642,7 @@ def _parse(text: str):
             raise ValueError(f"{e.msg} at character {e.pos}") from None
 
 
-def _cell(value) -> str:
+def cell_text(value) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     if isinstance(value, (dict, list)):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from studio.data.errors import DataError
-from studio.data.shapes import DetectedFormat, _row_messages, _with_system_prompt
+from studio.data.shapes import DetectedFormat, row_messages, with_system_prompt
 
 
 @dataclass
@@ -27,23 +27,23 @@ class Tokenized:
 
 def tokenize_row(tokenizer, row: dict, fmt: DetectedFormat, config) -> Tokenized:
     """One row as token ids with its response mask, cut to max_seq_length (keeping the start)."""
-    ids, mask = _tokenize_full(tokenizer, row, fmt, config, Counter())
-    limit = _opt(config, "max_seq_length", 2048)
+    ids, mask = tokenize_full(tokenizer, row, fmt, config, Counter())
+    limit = setting_or(config, "max_seq_length", 2048)
     return Tokenized(ids[:limit], mask[:limit], len(ids) > limit)
 
 
-def _tokenize_full(tokenizer, row, fmt, config, notes: Counter) -> tuple[list, list]:
+def tokenize_full(tokenizer, row, fmt, config, notes: Counter) -> tuple[list, list]:
     shape = fmt.shape
     if shape.chat_template:
         ids, mask = _chat_tokens(tokenizer, row, fmt, config, notes)
     else:
         ids, mask = shape.tokens(tokenizer, row, fmt)
-    if _opt(config, "train_on_prompt", False):
+    if setting_or(config, "train_on_prompt", False):
         mask = [1] * len(ids)
     return ids, mask
 
 
-def _opt(config, name, default):
+def setting_or(config, name, default):
     value = getattr(config, name, None)
     return default if value is None else value
 
@@ -66,19 +66,19 @@ def _chat_tokens(tokenizer, row, fmt, config, notes):
     trained: generation stops at <|im_end|>.
     """
     features = template_features(tokenizer)
-    think = bool(_opt(config, "enable_thinking", False)) and features.thinking
-    messages, tools = _row_messages(row, fmt, None, notes)
-    messages = system_choice(tokenizer, messages, _opt(config, "system_prompt", None),
-                             _opt(config, "template_system_prompt", "keep"))
+    think = bool(setting_or(config, "enable_thinking", False)) and features.thinking
+    messages, tools = row_messages(row, fmt, None, notes)
+    messages = system_choice(tokenizer, messages, setting_or(config, "system_prompt", None),
+                             setting_or(config, "template_system_prompt", "keep"))
     if not think:
         messages = _without_reasoning(messages, notes, REASONING_OFF if features.thinking
                                       else REASONING_LOST)
     _note_losses(features, messages, tools, notes)
-    kit = _chat_kit(tokenizer)
+    kit = chat_kit(tokenizer)
     kwargs = {"tools": tools, "enable_thinking": think}
     text = tokenizer.apply_chat_template(messages, tokenize=False, **kwargs)
     answers = [m for m in messages if m["role"] == "assistant"]
-    if kit.training_template and answers and all(_trains(m) for m in answers):
+    if kit.training_template and answers and all(trains_tokens(m) for m in answers):
         # TRL's training template puts {% generation %} markers round assistant turns, but it
         # differs from Qwen3's own template: it gives *every* assistant turn a <think> block,
         # while Qwen3 keeps it only after the last user message. Those extra blocks would never
@@ -98,7 +98,7 @@ def _chat_tokens(tokenizer, row, fmt, config, notes):
     return _generic_tokens(tokenizer, text, messages, kit, think)
 
 
-def _trains(message: dict) -> bool:
+def trains_tokens(message: dict) -> bool:
     return message.get("weight", 1) != 0
 
 
@@ -147,7 +147,7 @@ def _generic_tokens(tokenizer, text, messages, kit, think):
         if answer and answer not in text[start:end]:
             raise DataError(f"assistant turn {k + 1}'s text was not found where the chat "
                             f"template put that turn")
-        if _trains(m):
+        if trains_tokens(m):
             spans.append((start, end))
         cursor = end
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
@@ -165,7 +165,7 @@ def _mask_from_spans(offsets, spans) -> list[int]:
 
 
 @dataclass
-class _ChatKit:
+class ChatKit:
     """What a tokenizer's chat template looks like, learned once by rendering probes."""
     training_template: Optional[str]   # a template with {% generation %} markers, or None
     header: str                        # opens an assistant turn: "<|im_start|>assistant\n"
@@ -215,14 +215,14 @@ def _per_template(cache, tokenizer, build):
     return value
 
 
-def _chat_kit(tokenizer) -> _ChatKit:
+def chat_kit(tokenizer) -> ChatKit:
     if not tokenizer.chat_template:
         raise DataError("the tokenizer has no chat template: set prompt_template, e.g. "
                         "'### Instruction: {instruction}\\n### Response: {response}'")
     return _per_template(_KITS, tokenizer, _probe_kit)
 
 
-def _probe_kit(tokenizer) -> _ChatKit:
+def _probe_kit(tokenizer) -> ChatKit:
     def render(msgs, **kw):
         return tokenizer.apply_chat_template(msgs, tokenize=False, **kw)
 
@@ -236,7 +236,7 @@ def _probe_kit(tokenizer) -> _ChatKit:
     after = full[full.rindex("PROBE_A") + len("PROBE_A"):].split() if "PROBE_A" in full else []
     end = after[0] if after else (tokenizer.eos_token or "")
     end_id = tokenizer.convert_tokens_to_ids(end) if end in tokenizer.get_vocab() else None
-    return _ChatKit(_training_template(tokenizer), header, no_think, end, end_id,
+    return ChatKit(_training_template(tokenizer), header, no_think, end, end_id,
                     tokenizer.encode(no_think, add_special_tokens=False) if no_think else [])
 
 
@@ -371,7 +371,7 @@ def system_choice(tokenizer, messages: list[dict], system_prompt: Optional[str] 
     template_system_prompt "drop", an empty system turn keeps the chat template from adding its
     default one; else the messages stay as they are."""
     if system_prompt:
-        return _with_system_prompt(messages, system_prompt)
+        return with_system_prompt(messages, system_prompt)
     if (template_system_prompt == "drop" and not (messages and messages[0]["role"] == "system")
             and template_features(tokenizer).default_system):
         return [{"role": "system", "content": ""}] + messages

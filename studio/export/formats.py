@@ -29,7 +29,7 @@ from backends import BackendError
 from studio.config import FineTuningConfig
 from studio.inference import PromptFormat, resolve_source
 from studio.markdown import code, fenced
-from studio.runs import read_plan
+from studio.runs.store import read_plan
 
 FORMATS = ("merged", "lora", "gguf", "ollama")
 QUANTS = ("f16", "q8_0", "q4_k_m")
@@ -87,7 +87,7 @@ def estimate(run_dir, fmt: str, quant: Optional[str] = None) -> Optional[int]:
     """The bytes the export will take, from the base model's tensor shapes (no weights are
     loaded); None where the base is not on this machine."""
     from studio.export.gguf import gguf_size
-    from studio.models import local_model_path
+    from studio.models.local import local_model_path
 
     config, adapter = check(run_dir, fmt, quant)
     if fmt == "lora":                           # the adapter and its GGUF copy
@@ -253,7 +253,7 @@ def _slug(run: str) -> str:
 
 
 def _base_path(config) -> str:
-    from studio.models import local_model_path
+    from studio.models.local import local_model_path
 
     return local_model_path(config.model_name)
 

@@ -82,7 +82,7 @@ def architecture(config: dict) -> Architecture:
 # ---------------------------------------------------------------------------- model folders
 def _model_folder(model_dir) -> Path:
     """A local folder for a folder path or a bundled model id (demo:...)."""
-    from studio.models import local_model_path
+    from studio.models.local import local_model_path
 
     path = Path(local_model_path(str(model_dir))).expanduser()
     if not (path / "config.json").is_file():
@@ -571,7 +571,7 @@ def _base_folder(adapter: Path, lora_config: dict, base_model) -> Path:
     if not name:
         raise GGUFExportError(f"{adapter}/adapter_config.json names no base model "
                               "(base_model_name_or_path): pass base_model=")
-    from studio.models import local_model_path
+    from studio.models.local import local_model_path
 
     path = Path(local_model_path(name)).expanduser()
     if (path / "config.json").is_file():

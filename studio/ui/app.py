@@ -15,15 +15,15 @@ from typing import Iterator
 
 import gradio as gr
 
-from studio.catalog import default_model
+from studio.models.catalog import default_model
 from studio.config import FineTuningConfig
-from studio.presets import apply_preset, choose_preset
-from studio.runs import is_run_dir
-from studio.service import Refused
+from studio.plan.presets import apply_preset, choose_preset
+from studio.runs.store import is_run_dir
+from studio.service.actions import Refused
 from studio.ui import (chat_tab, data_tab, eval_tab, export_tab, model_tab, runs_tab,
                        train_tab)
 from studio.ui.common import code, failure, first_line, guard, note
-from studio.ui.confined import ConfinedService
+from studio.service.confined import ConfinedService
 from studio.ui.form import ConfigForm
 from studio.ui.i18n import T
 
@@ -82,7 +82,7 @@ def header(runs: str) -> str:
 
 def build_app(runs_dir: str | Path = "runs", allow=(), warning: str | None = None) -> gr.Blocks:
     """The page over one runs folder. What it reads and writes is confined to the runs folder,
-    the assets, the model caches and the `allow` folders (studio.access.Confinement); `warning`
+    the assets, the model caches and the `allow` folders (studio.service.access.Confinement); `warning`
     (served without a login) shows as a banner on top."""
     service = ConfinedService(runs_dir, allow)
     form = ConfigForm(apply_preset(FineTuningConfig(model_name=default_model()),

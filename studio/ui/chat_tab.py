@@ -13,9 +13,9 @@ from pathlib import Path
 
 import gradio as gr
 
-from studio.catalog import CATALOG, DEMO_MODEL_ID, TINY_QWEN3_ID, hub_cache_has, is_local_model
-from studio.runs import is_run_dir
-from studio.service import Refused, Service
+from studio.models.catalog import CATALOG, DEMO_MODEL_ID, TINY_QWEN3_ID, hub_cache_has, is_local_model
+from studio.runs.store import is_run_dir
+from studio.service.actions import Refused, Service
 from studio.ui.common import first_line, guard, md, note, shout, unmd
 from studio.ui.i18n import T, say, state_word
 
@@ -268,10 +268,10 @@ def wire(t: ChatTab, service: Service) -> None:
 
 # ---------------------------------------------------------------------------- served at /v1
 def wire_serving(t: ChatTab, service: Service) -> None:
-    """The toggle that serves the chosen run at the page's /v1 (studio/serve.py): what is
+    """The toggle that serves the chosen run at the page's /v1 (studio/serve/v1.py): what is
     served belongs to the server, so every tab shows it; a new choice in a tab whose box is
     ticked is served in its place."""
-    from studio.serve import examples, model_id, served_for
+    from studio.serve.v1 import examples, model_id, served_for
 
     served = served_for(service)
     hidden = gr.update(visible=False)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import gradio as gr
 
-from studio.analysis import DATA_FIELDS
-from studio.service import Service
+from studio.data.analysis import DATA_FIELDS
+from studio.service.actions import Service
 from studio.ui.common import chart_layout, code, empty_chart, guard, md, note, shout
 from studio.ui.form import ConfigForm
 from studio.ui.i18n import T, field_help, say
@@ -146,7 +146,7 @@ def describe(t: DataTab, form: ConfigForm, service: Service, values, page, row,
              progress=None) -> list:
     """Every display of the tab for the dataset and settings in the form."""
     from studio.data import DataError
-    from studio.models import local_model_path, needs_building
+    from studio.models.local import local_model_path, needs_building
 
     config, _ = form.to_config(*values)
     if not config.data_path:

@@ -1,5 +1,5 @@
 """Evaluate tab: a run's base and fine-tuned models side by side, on its validation split or a
-file, with the report the run folder keeps (studio.evaluate through studio.service, as
+file, with the report the run folder keeps (studio.evaluate.evaluation through studio.service.actions, as
 `python -m studio eval` does), and the evaluation set exported for EvalScope.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from studio.service import Refused, Service
+from studio.service.actions import Refused, Service
 from studio.ui.common import guard, note, shout
 from studio.ui.i18n import T, say
 
@@ -65,7 +65,7 @@ def build() -> EvalTab:
 
 def report_frame(report) -> str:
     """The saved report page, framed: its own styles stay out of the studio's."""
-    from studio.eval_report import report_html
+    from studio.evaluate.report import report_html
 
     page = html.escape(report_html(report), quote=True)
     # sandboxed: a srcdoc frame shares the studio's origin, so no script may run in it even if
@@ -84,7 +84,7 @@ def run_choices(service: Service) -> list[tuple[str, str]]:
 def wire(t: EvalTab, service: Service) -> None:
     @guard
     def picked(run_dir):
-        from studio.eval_report import latest_report
+        from studio.evaluate.report import latest_report
 
         if not run_dir:
             return gr.skip(), ""
@@ -105,7 +105,7 @@ def wire(t: EvalTab, service: Service) -> None:
     @guard
     def evaluate(run_dir, data, n_prompts, max_new_tokens, tasks, judge_url, judge_model,
                  progress=gr.Progress()):
-        from studio.evaluate import Judge
+        from studio.evaluate.evaluation import Judge
 
         # a closed accordion's text boxes arrive as None until they are first drawn
         data, tasks, judge_url, judge_model = (

@@ -1,5 +1,5 @@
 """Export tab: a run taken out as merged weights, a LoRA adapter, a GGUF or an Ollama model
-(studio.export through studio.service, as `python -m studio export` does), sized before it
+(studio.export through studio.service.actions, as `python -m studio export` does), sized before it
 starts, into a new folder under the run's exports/, with the commands that run it.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import gradio as gr
 
 from studio.export import DEFAULT_QUANT, FORMATS, QUANTS
-from studio.service import Refused, Service
+from studio.service.actions import Refused, Service
 from studio.ui.common import guard, note, shout
 from studio.ui.i18n import T, say
 

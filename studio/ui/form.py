@@ -18,17 +18,11 @@ from typing import Any, Callable, Iterable
 
 import gradio as gr
 
-from studio.config import FineTuningConfig, field_kind, flag_names
+from studio.config import FineTuningConfig, field_kind, flag_names, zero_means_automatic
 from studio.ui.i18n import T, field_info, field_label
 
 FIELDS = {f.name: f for f in fields(FineTuningConfig)}
 TRISTATE = {"auto": None, "on": True, "off": False}
-
-
-def zero_means_automatic(name: str) -> bool:
-    """A number that may be left to the studio (None). gr.Number shows None as 0 and sends it
-    back as 0, so for these fields 0 (or empty) means automatic."""
-    return field_kind(name) in ("int", "float") and FIELDS[name].default is None
 
 
 def _step(value) -> float:

@@ -17,8 +17,8 @@ from dataclasses import fields
 import gradio as gr
 from gradio.i18n import I18nData
 
-from studio.config import GROUPS, FineTuningConfig
-from studio.presets import PRESETS
+from studio.config import GROUPS, FineTuningConfig, zero_means_automatic
+from studio.plan.presets import PRESETS
 
 LANGUAGES = ("en", "zh")
 COOKIE = "qwen3-studio-lang"
@@ -551,7 +551,7 @@ CATALOG: dict[str, tuple[str, str]] = {
                              "还没有可重新生成的内容：请先发送一条消息。"),
     "chat.cleared": ("Cleared.", "已清空。"),
 
-    # ---- Chat tab: the run served at /v1 (studio/serve.py)
+    # ---- Chat tab: the run served at /v1 (studio/serve/v1.py)
     "serve.toggle": ("Serve this run at /v1 (OpenAI-compatible)",
                      "在 /v1 提供这个运行（兼容 OpenAI 接口）"),
     "serve.toggle.info": ("Other tools can then use it through the openai client, at this "
@@ -672,7 +672,7 @@ FIELDS_ZH: dict[str, tuple[str, str]] = {
     "wandb_run_name": ("运行名", "W&B 和 trackio 中的运行名（默认：运行文件夹名）。"),
 }
 
-# The settings' groups (accordion titles) and the presets (studio/presets.py) in Chinese.
+# The settings' groups (accordion titles) and the presets (studio/plan/presets.py) in Chinese.
 GROUPS_ZH: dict[str, str] = {
     "Model and data": "模型与数据", "LoRA": "LoRA 参数", "Optimisation": "优化",
     "Precision and quantisation": "精度与量化", "Logging and checkpoints": "日志与 checkpoint",
@@ -703,8 +703,6 @@ def _slug(name: str) -> str:
 def _field_texts() -> dict[str, tuple[str, str]]:
     """Label and info line of every config field in both languages, for the form: the help, its
     bounds, and that 0 leaves it to the studio where it does."""
-    from studio.ui.form import zero_means_automatic
-
     out = {}
     for f in fields(FineTuningConfig):
         meta, (label_zh, help_zh) = f.metadata, FIELDS_ZH.get(f.name, (f.name, f.metadata["help"]))

@@ -13,13 +13,14 @@ from pathlib import Path
 
 import gradio as gr
 
-from studio.catalog import CATALOG, hub_cache_has, is_local_model, parameter_count
+from studio.models.catalog import CATALOG, hub_cache_has, is_local_model
+from studio.models.shapes import parameter_count
 from studio.config import GROUPS, FineTuningConfig
-from studio.distributed import describe as describe_spread
-from studio.models import model_problem
-from studio.service import GiB, Refused, Service
+from backends.torch.distributed import describe as describe_spread
+from studio.models.local import model_problem
+from studio.service.actions import GiB, Refused, Service
 from studio.ui.common import guard, md, note, run_choices, shout, toast
-from studio.presets import AUTO, PRESETS, apply_preset, choose_preset
+from studio.plan.presets import AUTO, PRESETS, apply_preset, choose_preset
 from studio.ui.form import FIELDS, ConfigForm, command_line
 from studio.ui.i18n import T, auto_why, group_title, preset_name, preset_purpose, say
 
@@ -166,7 +167,7 @@ def describe_model(name: str) -> str:
 
 def last_measured(service: Service, model_name: str) -> str:
     """The newest run of this model that logged a step: its measured peak beside its estimate."""
-    from studio.events import read_events
+    from studio.runs.events import read_events
 
     for run in service.runs():
         run_dir = Path(run["run_dir"])

@@ -9,7 +9,7 @@ import json
 import math
 import re
 
-from studio.data.shapes import _content_text, _turn_tag
+from studio.data.shapes import content_text, turn_tag
 
 
 def dataset_preview(ds, start: int = 0, n: int = 20, width: int = 160):
@@ -42,8 +42,8 @@ def _readable(value) -> str:
             return value
     if isinstance(value, list):
         dicts = value and all(isinstance(v, dict) for v in value)
-        if dicts and any(_turn_tag(v) for v in value):
-            return " | ".join(f"{_turn_tag(t)}: {_readable_turn(t)}" for t in value)
+        if dicts and any(turn_tag(v) for v in value):
+            return " | ".join(f"{turn_tag(t)}: {_readable_turn(t)}" for t in value)
         if dicts and all((v.get("function") or v).get("name") for v in value):
             return "tools: " + ", ".join(_signature(v.get("function") or v) for v in value)
         return ", ".join(_readable(v) for v in value)
@@ -59,7 +59,7 @@ def _signature(fn: dict) -> str:
 
 def _readable_turn(turn: dict) -> str:
     content = turn.get("content") if turn.get("content") is not None else turn.get("value")
-    text = _content_text(content)
+    text = content_text(content)
     calls = turn.get("tool_calls")
     if calls:
         names = [(c.get("function") or c).get("name") or "?" for c in calls

@@ -1,8 +1,8 @@
 """Runs tab: every run of the runs folder in one sortable table; several overlaid on one chart
 with their configs diffed; one opened into the form, resumed, renamed or deleted.
 
-What it shows comes from studio.history (read from the run folders, so runs made by the CLI
-or Python are here too); what it changes goes through studio.service, which refuses to rename
+What it shows comes from studio.runs.history (read from the run folders, so runs made by the CLI
+or Python are here too); what it changes goes through studio.service.actions, which refuses to rename
 or delete a run that is training, with the same words as `python -m studio runs`.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from studio.service import Refused, Service
+from studio.service.actions import Refused, Service
 from studio.ui.common import chart_layout, empty_chart, guard, note, run_choices, shout, toast
 from studio.ui.form import ConfigForm
 from studio.ui.i18n import T, say, state_word
@@ -86,7 +86,7 @@ def table_of(service: Service):
     """Every run as a row: what it trained, how it ended, how fast and how big."""
     import pandas as pd
 
-    from studio.history import summaries
+    from studio.runs.history import summaries
 
     rows = []
     for s in summaries(service.runs_dir):
@@ -114,7 +114,7 @@ def overlay(run_dirs: list[str], x: str):
     """The runs' train losses (lines) and eval losses (dashed, diamonds) on one chart."""
     import plotly.graph_objects as go
 
-    from studio.history import curves
+    from studio.runs.history import curves
 
     if not run_dirs:
         return empty_chart(say("runs.chart.empty"), 340)
@@ -137,7 +137,7 @@ def overlay(run_dirs: list[str], x: str):
 
 def diff_html(run_dirs: list[str]) -> str:
     """The config fields where the compared runs differ, one column a run."""
-    from studio.history import config_diff
+    from studio.runs.history import config_diff
 
     if len(run_dirs) < 2:
         return note(say("runs.diff.pick"))

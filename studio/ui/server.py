@@ -5,9 +5,9 @@ It listens on this machine only (127.0.0.1) unless --host says otherwise; --shar
 public gradio.live link. Either needs a login (--auth-file, QWEN3_STUDIO_AUTH or --auth) unless
 --insecure-no-auth says otherwise, and then the console and a banner on the page warn. The page
 reads and writes only inside its runs folder, the assets, the model caches and --allow-dir
-folders (studio.access.Confinement). gradio is imported only when serving, so the
+folders (studio.service.access.Confinement). gradio is imported only when serving, so the
 command line's --help stays fast. The page's app also carries the OpenAI-compatible /v1 of
-studio/serve.py, off until the Chat tab's toggle serves a run.
+studio/serve/v1.py, off until the Chat tab's toggle serves a run.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import os
 import sys
 import threading
 
-from studio.access import (add_bounds_flags, add_login_flags, bounds_of, exposure,
+from studio.service.access import (add_bounds_flags, add_login_flags, bounds_of, exposure,
                            hide_password_from_ps, logins)
 
 
@@ -54,7 +54,7 @@ def file_size(text: str) -> int:
 
 def gate(args: argparse.Namespace):
     """(logins, warning) for serving as `args` asks, or (None, refusal) with exit code 2 due:
-    the exposure rule of studio.access. Also blanks an --auth password out of `ps`."""
+    the exposure rule of studio.service.access. Also blanks an --auth password out of `ps`."""
     try:
         who = logins(args)
     except ValueError as e:
@@ -72,7 +72,7 @@ def warm_up() -> None:
     try:
         import studio.data  # noqa: F401
         import transformers  # noqa: F401
-        from studio.hardware import detect_hardware
+        from studio.plan.hardware import detect_hardware
 
         detect_hardware()
     except Exception:   # noqa: BLE001 - only a warm-up; the real call reports errors
@@ -92,8 +92,8 @@ def serve(args: argparse.Namespace) -> int:
         print(f"WARNING: {warning}", file=sys.stderr, flush=True)
     from starlette.middleware import Middleware
 
-    from studio.access import Gatekeeper
-    from studio.serve import page_routes
+    from studio.service.access import Gatekeeper
+    from studio.serve.v1 import page_routes
     from studio.ui.app import CSS, THEME, build_app
     from studio.ui.i18n import SCRIPT, translations
 

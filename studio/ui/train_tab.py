@@ -1,8 +1,8 @@
 """Train tab: start, watch and stop a run; browse every past run.
 
-Start, Resume and Stop go through studio.service, which refuses what the command line and the
+Start, Resume and Stop go through studio.service.actions, which refuses what the command line and the
 Python API refuse, with the same words. The job runs as a child process that writes its events
-to the run folder (studio.runs), so the page is only a viewer: a gr.Timer polls
+to the run folder (studio.runs.store), so the page is only a viewer: a gr.Timer polls
 `Job.events_since(cursor)` with the byte cursor kept in gr.State and draws only what is new. The timer is switched on at Start (or when the page opens
 on a live run) and off once the run has ended, so a reload, a second tab or a restarted server
 shows the same run with its whole curve.
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import gradio as gr
 
-from studio.runs import ACTIVE, last_checkpoint
-from studio.service import Refused, Service
+from studio.runs.store import ACTIVE, last_checkpoint
+from studio.service.actions import Refused, Service
 from studio.ui.common import chart_layout, empty_chart, guard, note, run_choices, shout, toast
 from studio.ui.form import ConfigForm
 from studio.ui.i18n import T, say, state_word
@@ -268,10 +268,10 @@ def _shown(value) -> str:
 
 def advice(run_dir: str) -> str:
     """What to change when the finished run's validation loss says it did not learn ('')."""
-    from studio.advice import advice_after
+    from studio.evaluate.advice import advice_after
     from studio.config import FineTuningConfig
-    from studio.eval_report import latest_report
-    from studio.events import read_events
+    from studio.evaluate.report import latest_report
+    from studio.runs.events import read_events
 
     try:
         config = FineTuningConfig.load(Path(run_dir) / "config.yaml")

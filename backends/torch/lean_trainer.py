@@ -3,7 +3,7 @@ update on a GPU is bound by the host (#16), and trl's trainer spends much of it 
 the studio never shows."""
 from __future__ import annotations
 
-from studio.compiled_layers import decoder_layers
+from backends.torch.compiled_layers import decoder_layers
 
 
 def lean_steps(trainer_class, own_loss: bool = True):
@@ -14,7 +14,7 @@ def lean_steps(trainer_class, own_loss: bool = True):
     parameter, frozen or not, and for a FLOP count nobody reads. Here each touches only the
     trained parameters or returns at once. In bf16 the adapters are held in bf16, so that no
     matmul casts them, and the optimiser's fp32 copies sit in one flat buffer that the norm,
-    clipping and AdamW each read in one kernel (studio.adapter_precision). And nothing is read
+    clipping and AdamW each read in one kernel (backends.torch.adapter_precision). And nothing is read
     back from the GPU between two logs: trl reads the entropy, token accuracy and token count of
     every micro-batch with .item(), the Trainer its count of tokens seen, and each read makes
     the host wait for the GPU instead of queuing the next work. The studio shows none of these;
@@ -30,7 +30,7 @@ class _LeanSteps:
     _flops_per_token = None
 
     def __init__(self, *args, **kwargs):
-        from studio import adapter_precision
+        from backends.torch import adapter_precision
 
         super().__init__(*args, **kwargs)
         adapter_precision.hold_in_compute_dtype(self)   # no cast at each use of an adapter
@@ -68,7 +68,7 @@ class _LeanSteps:
     def _norm(self, max_norm: float):
         """The trained tensors' gradient norm, clipped to max_norm: the model's own, or the fp32
         copies' where the optimiser steps copies (adapter_precision), in one flat buffer."""
-        from studio.adapter_precision import AdamWOnFloat32Copies
+        from backends.torch.adapter_precision import AdamWOnFloat32Copies
 
         optimizer = getattr(self.optimizer, "optimizer", self.optimizer)   # accelerate's wrapper
         if isinstance(optimizer, AdamWOnFloat32Copies):

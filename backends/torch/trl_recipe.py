@@ -13,8 +13,8 @@ from pathlib import Path
 from threading import Event, Thread
 from typing import Callable, Iterator, Optional
 
-from studio import fused_loss
-from studio.compiled_layers import decoder_layers, layer_graphs_pay
+from backends.torch import fused_loss
+from backends.torch.compiled_layers import decoder_layers, layer_graphs_pay
 
 
 # ---------------------------------------------------------------------------- precision
@@ -46,8 +46,8 @@ def load_base(config, for_training: bool = True):
     """The base model and tokenizer, placed and quantised as the config says."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from studio import distributed
-    from studio.models import local_model_path
+    from backends.torch import distributed
+    from studio.models.local import local_model_path
 
     path = local_model_path(config.model_name)
     device_map = "cpu" if config.cpu_only else config.device_map
@@ -62,7 +62,7 @@ def load_base(config, for_training: bool = True):
         device_map = {"": torch.cuda.current_device()}
     attention = {}
     if for_training and not config.cpu_only:    # padding-free rows, each attending to itself
-        from studio import packed_attention
+        from backends.torch import packed_attention
 
         attention = {"attn_implementation": packed_attention.install()[0]}
     model = AutoModelForCausalLM.from_pretrained(
@@ -104,7 +104,8 @@ def model_flops(config, data) -> tuple[Optional[float], Optional[float]]:
     """(model FLOPs a token, the GPU's bf16 peak) for the live MFU, where both are known."""
     import torch
 
-    from studio.memory import flops_per_token, mean_causal_context, model_shape, peak_flops
+    from studio.plan.memory import flops_per_token, mean_causal_context, peak_flops
+    from studio.models.shapes import model_shape
 
     shape = model_shape(config.model_name)
     if shape is None or config.cpu_only or not torch.cuda.is_available():
@@ -160,7 +161,7 @@ def event_callback(emit, should_stop: Callable[[], bool], flops: tuple = (None, 
 def sample_callback(emit, tokenizer, samples: list[dict], max_new_tokens: int = 64):
     """A TrainerCallback that answers the run's sample prompts greedily every eval_steps and at
     the last step, where transformers evaluates too, so the page shows the answers changing
-    beside the curve, even for a run shorter than eval_steps (studio.runs keeps them in
+    beside the curve, even for a run shorter than eval_steps (studio.runs.execute keeps them in
     samples.jsonl). A model that cannot generate mid-training says so once and is left be."""
     import torch
     from transformers import TrainerCallback
@@ -201,7 +202,7 @@ def sample_callback(emit, tokenizer, samples: list[dict], max_new_tokens: int = 
 
 # ---------------------------------------------------------------------------- GPU batches
 def plan_gpu_batches(config, data, emit, kernels: str = "transformers"):
-    """On a GPU, size the micro-batches to the free memory (studio.memory), unless the user set
+    """On a GPU, size the micro-batches to the free memory (studio.plan.memory), unless the user set
     them: whole rows padding-free by default, or packs of tokens_per_batch with packing on.
 
     Returns the config to train with, and the row plan (None for packs or off the GPU): with
@@ -210,12 +211,13 @@ def plan_gpu_batches(config, data, emit, kernels: str = "transformers"):
     `kernels` says whose layers train (memory.saved_per_token). The loss (plan_rows_and_loss):
     the transformers backend takes whole logits where they fit beside the same rows with no
     layer recomputed (whole_logits left to auto, one process); elsewhere both backends score
-    it in one kernel where that runs (studio.fused_loss), else in trl's chunks (loss_type).
+    it in one kernel where that runs (backends.torch.fused_loss), else in trl's chunks (loss_type).
     """
     import torch
 
-    from studio.hardware import release_memory
-    from studio.memory import model_shape, plan_batch
+    from studio.plan.hardware import release_memory
+    from studio.plan.memory import plan_batch
+    from studio.models.shapes import model_shape
 
     if config.cpu_only or not torch.cuda.is_available():
         planned = config.replace(gradient_checkpointing=bool(config.gradient_checkpointing),
@@ -273,10 +275,10 @@ def plan_rows_and_loss(config, free: float, lengths: list[int], kernels: str):
     one process, the transformers backend takes whole logits where the same rows fit with them
     and no layer recomputed: at 0.6B and 8 rows an update, bound by the host, they are faster
     than the loss in one kernel, which reads its row count back. Elsewhere both backends score
-    in one kernel where it runs and pays (studio.fused_loss: micro-batches of MIN_TOKENS tokens
+    in one kernel where it runs and pays (backends.torch.fused_loss: micro-batches of MIN_TOKENS tokens
     or more on average), else in trl's chunks. The planner and the page's memory estimate
     (Service.estimate) both ask here, so that the page counts the loss the run will take."""
-    from studio.memory import plan_rows
+    from studio.plan.memory import plan_rows
 
     ours = kernels == "transformers"              # whole logits: the transformers backend only
     plan = plan_rows(config, free, lengths, fused_loss=not (ours and config.whole_logits),
@@ -345,9 +347,10 @@ def loss_type(config) -> str:
     stay small."""
     import torch
 
-    from studio.memory import logits_bytes, model_shape
+    from studio.plan.memory import logits_bytes
+    from studio.models.shapes import model_shape
 
-    if config.fused_loss:      # the model's forward scores it (studio.fused_loss): trl stays out
+    if config.fused_loss:      # the model's forward scores it (backends.torch.fused_loss): trl stays out
         return "nll"
     if config.whole_logits is not None:
         return "nll" if config.whole_logits else "chunked_nll"
@@ -362,7 +365,7 @@ def loss_type(config) -> str:
 
 def holds_whole_logits(config) -> bool:
     """Whether a micro-batch's whole logits are held at once: the model's own loss, not scored
-    in one kernel (studio.fused_loss) nor in trl's chunks."""
+    in one kernel (backends.torch.fused_loss) nor in trl's chunks."""
     return loss_type(config) == "nll" and not config.fused_loss
 
 
@@ -375,7 +378,7 @@ def sft_config(config, run_dir: Path, has_eval: bool):
     """
     from trl import SFTConfig
 
-    from studio import distributed
+    from backends.torch import distributed
 
     packed = bool(config.packing)
     batch = 1 if packed else config.batch_size
@@ -406,7 +409,7 @@ def sft_config(config, run_dir: Path, has_eval: bool):
         fp16=bool(config.fp16),
         use_cpu=bool(config.cpu_only),
         seed=config.seed,
-        report_to=[],                       # trackers listen to our events (studio.tracking)
+        report_to=[],                       # trackers listen to our events (studio.runs.tracking)
         # rows arrive cut to max_seq_length (studio.data); a pack holds tokens_per_batch
         max_length=(config.tokens_per_batch or config.max_seq_length) if packed else None,
         packing=packed,
@@ -501,7 +504,7 @@ def release_weights(model) -> None:
     multi-process run needs none of this: its process ends with the run."""
     import torch
 
-    from studio import distributed
+    from backends.torch import distributed
 
     if distributed.in_worker():
         return
@@ -512,8 +515,8 @@ def release_weights(model) -> None:
 # ---------------------------------------------------------------------------- inference
 def load_for_chat(config, adapter_dir):
     """Base model plus adapter (or the base alone) through transformers, in eval mode; on a GPU
-    merged and with its decode step compiled before the first reply (studio.decode)."""
-    from studio import decode
+    merged and with its decode step compiled before the first reply (backends.torch.decode)."""
+    from backends.torch import decode
 
     model, tokenizer = load_base(config, for_training=False)
     if adapter_dir:
@@ -544,7 +547,7 @@ def merge(adapter_dir, out_dir, config) -> Path:
     from peft import PeftModel
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from studio.models import local_model_path
+    from studio.models.local import local_model_path
 
     path = local_model_path(config.model_name)
     stored = getattr(AutoConfig.from_pretrained(path), "dtype", None)
@@ -563,12 +566,12 @@ def _base_tokenizer(path):
 
 
 def stream(model, tokenizer, prompt_ids: list[int], settings) -> Iterator[str]:
-    """Yield the reply's text as it is generated: on a GPU through studio.decode's compiled
+    """Yield the reply's text as it is generated: on a GPU through backends.torch.decode's compiled
     loop, elsewhere through generate in a thread."""
     import torch
     from transformers import StoppingCriteria, TextIteratorStreamer
 
-    from studio import decode
+    from backends.torch import decode
 
     temperature = float(settings.get("temperature", 0.7))
     new_tokens = int(settings.get("max_new_tokens", 256))

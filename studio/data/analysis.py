@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Optional
 
 from studio.config import GROUPS, FineTuningConfig
-from studio.models import model_problem, unloadable
+from studio.models.local import model_problem, unloadable
 
 # The settings an analysis depends on (the model's tokenizer, template, lengths and split).
 DATA_FIELDS = [f.name for f in dataclasses.fields(FineTuningConfig)
@@ -99,7 +99,7 @@ class Analyses:
     def clean_uploads(self, runs_dir: Path, older_than: float = UPLOAD_KEPT_SECONDS) -> list[Path]:
         """Delete uploads older than `older_than` seconds that no run's config names as its
         data (or its evaluation data); returns what was deleted."""
-        from studio.runs import list_runs
+        from studio.runs.store import list_runs
 
         if not self.uploads_dir.is_dir():
             return []
@@ -137,7 +137,7 @@ class Analyses:
         """The base model's tokenizer (bundled models are built on first use)."""
         from transformers import AutoTokenizer
 
-        from studio.models import local_model_path
+        from studio.models.local import local_model_path
 
         with self._lock:
             if model_name in self._tokenizers:

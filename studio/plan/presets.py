@@ -2,7 +2,7 @@
 from the dataset's size.
 
 The page's preset picker, `python -m studio train --preset`, the settings a run leaves unset
-and the advice after a run (studio.advice) all read this module, so each says the same thing
+and the advice after a run (studio.evaluate.advice) all read this module, so each says the same thing
 about why.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from studio.config import LINEAR_LAYERS as ALL_LINEAR
+from studio.models.shapes import LINEAR_LAYERS as ALL_LINEAR
 AUTO = "Auto"
 SMALL = 2000      # rows: up to here a dataset is a set of facts or a style to learn by heart
 

@@ -1,6 +1,6 @@
 """Where a run's events go besides metrics.jsonl: Weights & Biases, TensorBoard and trackio.
 
-Each tracker is a listener of the run's event stream (studio.events), so every backend reports
+Each tracker is a listener of the run's event stream (studio.runs.events), so every backend reports
 to it the same way, the scripted one included, and the trainer's own integrations stay off.
 Weights & Biases runs offline (files under the run folder, `wandb sync` later) when there is no
 API key or no network; TensorBoard writes to run_dir/tensorboard; trackio keeps its local

@@ -7,15 +7,15 @@ from __future__ import annotations
 
 from typing import Optional
 
-from studio.evaluate import gives_reference
-from studio.presets import ALL_LINEAR, PRESETS, SMALL
+from studio.evaluate.evaluation import gives_reference
+from studio.plan.presets import ALL_LINEAR, PRESETS, SMALL
 
 
 def advice_after(config, events, report=None) -> Optional[str]:
     """What to change when a finished run's validation loss says it did not learn (or learnt
     the training rows by heart past the point of use); None when it looks fine, when the
     answers it gave say its references anyway, or when it had no validation split. `events`
-    are the run's (studio.events.Event); `report` its newest EvalReport, if any."""
+    are the run's (studio.runs.events.Event); `report` its newest EvalReport, if any."""
     numbers = lambda kind, key: [e.data[key] for e in events if e.kind == kind   # noqa: E731
                                  and isinstance(e.data.get(key), (int, float))]
     eval_losses, train_losses = numbers("eval", "eval_loss"), numbers("train", "loss")

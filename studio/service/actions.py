@@ -29,15 +29,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from studio.access import ReplyBounds
-from studio.analysis import MAX_UPLOAD_BYTES, Analyses
+from studio.service.access import ReplyBounds
+from studio.data.analysis import MAX_UPLOAD_BYTES, Analyses
 from studio.config import FineTuningConfig
 from studio.errors import Note
-from studio.events import read_events
-from studio.models import model_problem
-from studio.presets import fill_unset
-from studio.runs import (ACTIVE, Job, RunError, active_run, is_run_dir, last_checkpoint,
-                         list_runs, new_run_dir, prepare_run_dir, read_status, write_status)
+from studio.runs.events import read_events
+from studio.models.local import model_problem
+from studio.plan.presets import fill_unset
+from studio.runs.store import (ACTIVE, RunError, active_run, is_run_dir, last_checkpoint, list_runs, new_run_dir, prepare_run_dir, read_status, write_status)
+from studio.runs.jobs import Job
 
 GiB = 2**30
 START_ANYWAY = ("Or start anyway: tick 'Start even if the estimate does not fit' on the page, pass "
@@ -111,17 +111,17 @@ class Service:
 
     # ------------------------------------------------------------------ hardware and memory
     def hardware(self):
-        from studio.hardware import detect_hardware
+        from studio.plan.hardware import detect_hardware
 
         return detect_hardware()
 
     def backend(self, config: FineTuningConfig, hw=None) -> str:
         """The backend a run of this config would train on here: as backends.choose_backend
         picks it, unless the rows as last analysed make a small model compile its layers on the
-        transformers backend (compiled_layers.compile_pays, as studio.runs.execute decides it).
+        transformers backend (compiled_layers.compile_pays, as studio.runs.execute.execute decides it).
         Raises BackendError where the backend asked for cannot run."""
         from backends import choose_backend
-        from studio.compiled_layers import compile_pays
+        from backends.torch.compiled_layers import compile_pays
 
         hw = hw or self.hardware()
         resolved = config.resolve(hw)
@@ -135,8 +135,8 @@ class Service:
         """(MemoryEstimate or None, free bytes, where, resolved config) for this config, with
         the free memory read now and the longest row of the data when it was analysed."""
         from backends import BackendError
-        from studio.memory import estimate_memory
-        from studio.trl_recipe import holds_whole_logits, plan_rows_and_loss
+        from studio.plan.memory import estimate_memory
+        from backends.torch.trl_recipe import holds_whole_logits, plan_rows_and_loss
 
         hw = self.hardware()
         resolved = config.resolve(hw)
@@ -167,7 +167,7 @@ class Service:
         """Everything that would stop this run, each naming the fix; empty: it can start."""
         from backends import BackendError, choose_backend
         from studio.data import DataError
-        from studio.memory import out_of_memory_advice
+        from studio.plan.memory import out_of_memory_advice
 
         running = self.active()
         if running:
@@ -364,10 +364,10 @@ class Service:
 
     # ------------------------------------------------------------------ evaluating
     def evaluate(self, run_dir: str | Path, data: Optional[str] = None, **options):
-        """The run's base and fine-tuned models side by side (studio.evaluate), saved in the
+        """The run's base and fine-tuned models side by side (studio.evaluate.evaluation), saved in the
         run's folder. Two models are loaded one after the other, so nothing may train in this
         runs folder meanwhile: refused like a second job."""
-        from studio.evaluate import EvalError, evaluate_run
+        from studio.evaluate.evaluation import EvalError, evaluate_run
 
         run_dir = self._own(run_dir)
         with self._starting():
@@ -379,8 +379,8 @@ class Service:
 
     def export_evalscope(self, run_dir: str | Path, data: Optional[str] = None) -> Path:
         """The run's held-out rows (or the file `data`'s) as an EvalScope general_qa file in
-        the run's eval/ folder (studio.evaluate.export_evalscope); returns its path."""
-        from studio.evaluate import EvalError, export_evalscope
+        the run's eval/ folder (studio.evaluate.evaluation.export_evalscope); returns its path."""
+        from studio.evaluate.evaluation import EvalError, export_evalscope
 
         run_dir = self._own(run_dir)
         try:

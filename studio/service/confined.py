@@ -1,5 +1,5 @@
 """The page's Service: the same service, with every path it is given checked against the folders
-a served page may touch (studio.access.Confinement) before anything is read, loaded, written or
+a served page may touch (studio.service.access.Confinement) before anything is read, loaded, written or
 stopped. One place for the rule, so no tab or endpoint can forget it; the Python API and the
 command line use the plain Service and keep full access.
 """
@@ -8,10 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from studio.access import Confinement, Outside, hub_shaped
-from studio.catalog import DEMO_MODEL_ID, TINY_QWEN3_ID
+from studio.service.access import Confinement, Outside, hub_shaped
+from studio.models.catalog import DEMO_MODEL_ID, TINY_QWEN3_ID
 from studio.config import FineTuningConfig
-from studio.service import Refused, Service
+from studio.service.actions import Refused, Service
 
 
 BUNDLED = (DEMO_MODEL_ID, TINY_QWEN3_ID)     # built into the studio's cache on first use
@@ -61,7 +61,7 @@ class ConfinedService(Service):
         A Hub dataset of such a name is loaded only from the CLI: said only with a network."""
         from studio.data import DataError
         from studio.data.readers import hub_dataset_problem
-        from studio.models import hub_model_problem, hub_reachable
+        from studio.models.local import hub_model_problem, hub_reachable
 
         online = hub_reachable()
         if kind == "dataset":
@@ -117,7 +117,7 @@ class ConfinedService(Service):
         server can, inside its network included)."""
         from urllib.parse import urlparse
 
-        from studio.access import is_loopback
+        from studio.service.access import is_loopback
 
         try:
             host = urlparse(url).hostname or ""

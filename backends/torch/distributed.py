@@ -1,6 +1,6 @@
 """What a process of a run over several processes needs to know and do (torch.distributed as
 torchrun launches it, with DDP or FSDP2 inside transformers' Trainer): its rank, its GPU, a stop
-all ranks agree on, and the Trainer's arguments. studio.torchrun launches and supervises them.
+all ranks agree on, and the Trainer's arguments. studio.runs.torchrun launches and supervises them.
 """
 from __future__ import annotations
 

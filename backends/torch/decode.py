@@ -19,7 +19,7 @@ import weakref
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, Iterator
 
-from studio.compiled_layers import graph_trees_on_this_thread
+from backends.torch.compiled_layers import graph_trees_on_this_thread
 
 CACHE_STEP = 2048       # cache lengths are rounded up to this, so few shapes ever compile
 # the one-token step: CUDA graphs, as transformers' own default, plus autotuned Triton kernels

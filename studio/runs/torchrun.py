@@ -1,5 +1,5 @@
 """One run over several processes: several GPUs of a machine, or several machines, launched by
-torchrun (studio.distributed is what each process does inside).
+torchrun (backends.torch.distributed is what each process does inside).
 
 The job the service starts (`python -m studio run-job RUN_DIR`) becomes a supervisor: it starts
 torchrun, which starts one worker per GPU, each running the same `run-job` as a rank. Rank 0
@@ -43,7 +43,7 @@ def supervise(run_dir: Path, config, resume: bool) -> int:
     """Run the job as torchrun's workers and wait. When torchrun fails, the run fails with the
     failing rank's error: rank 0's own reason stands when rank 0 failed first, another rank's
     replaces the symptom rank 0 saw (a peer that closed). Returns torchrun's code."""
-    from studio.runs import ACTIVE, read_status, write_status
+    from studio.runs.store import ACTIVE, read_status, write_status
 
     log = Path(run_dir) / "log.txt"
     start = log.stat().st_size if log.exists() else 0

@@ -2,7 +2,7 @@
 graphs where a run's micro-batches suit them: on a GPU, small updates are bound by the host's
 kernel launches (#16), and these take most of them off the host. Which runs suit graphs is
 decided here (layer_graphs_pay; trl_recipe.plan_gpu_batches asks), and which runs compile when
-compile_layers is left to auto (compile_pays; studio.runs.execute asks)."""
+compile_layers is left to auto (compile_pays; studio.runs.execute.execute asks)."""
 from __future__ import annotations
 
 
@@ -38,7 +38,7 @@ def small_model(shape) -> bool:
 
 def graph_bucket(shape) -> int:
     """The multiple of tokens this model's micro-batches are padded up to for layer graphs."""
-    from studio.packed_attention import BUCKET
+    from backends.torch.packed_attention import BUCKET
 
     return SMALL_MODEL_BUCKET if small_model(shape) else BUCKET
 
@@ -71,7 +71,8 @@ def compile_pays(config, hw, lengths: list[int]) -> bool:
     one CUDA GPU of compute capability 8.0 or above, 16-bit weights, a small model
     (small_model), and rows (their token lengths) whose micro-batches suit layer graphs as the
     planner will lay them out (layer_graphs_pay). The config is resolved."""
-    from studio.memory import model_shape, plan_rows
+    from studio.plan.memory import plan_rows
+    from studio.models.shapes import model_shape
 
     if (config.compile_layers is not None or config.backend not in ("auto", "transformers")
             or config.cpu_only or not hw.gpus or hw.gpus[0].capability < (8, 0)

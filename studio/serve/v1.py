@@ -12,7 +12,7 @@ toggle on the Chat tab (studio.ui.chat_tab, mounted by studio.ui.server).
 Auth is the page's: with `--auth USER:PASS`, a request carries `Authorization: Bearer PASS`
 (what the openai client sends as its api_key) or HTTP Basic USER:PASS; without it, the API
 listens on this machine only. One generation at a time per model: requests queue on its lock
-rather than load it twice or fight over it. Each request is bounded (studio.access.ReplyBounds:
+rather than load it twice or fight over it. Each request is bounded (studio.service.access.ReplyBounds:
 body size, prompt and reply tokens), and a client that goes away stops its generation. Errors come back in OpenAI's error JSON with what to
 fix. gradio is never imported here: the API runs without the page.
 """
@@ -31,11 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
-from studio.access import (Gatekeeper, Logins, add_bounds_flags, add_login_flags, bounds_of,
+from studio.service.access import (Gatekeeper, Logins, add_bounds_flags, add_login_flags, bounds_of,
                            exposure, hide_password_from_ps, logins)
 
 if TYPE_CHECKING:
-    from studio.service import Service
+    from studio.service.actions import Service
 
 DEFAULT_PORT = 8000
 # The studio chat's own defaults, so the API answers as the Chat tab does when a client sends
@@ -185,7 +185,7 @@ def _number(body: dict, name: str, default: float, low: float, high: float,
 
 
 def _max_tokens(body: dict, bounds=None) -> int:
-    from studio.access import OverBounds
+    from studio.service.access import OverBounds
 
     for name in ("max_completion_tokens", "max_tokens"):
         value = body.get(name)
@@ -235,7 +235,7 @@ def _held(text: str, *tags: str) -> int:
 # ---------------------------------------------------------------------------- what is served
 def model_id(source: str) -> str:
     """A served model's id: a run's (or a model folder's) name, else the model id as given."""
-    from studio.runs import is_run_dir
+    from studio.runs.store import is_run_dir
 
     path = Path(source)
     return path.name if is_run_dir(path) or path.is_dir() else source
@@ -298,7 +298,7 @@ class Served:
             raise ApiError(503, self.off_message)
 
     def models(self) -> list[dict]:
-        from studio.runs import is_run_dir
+        from studio.runs.store import is_run_dir
 
         self.check()
         out = []
@@ -377,7 +377,7 @@ class Generation:
 
     def _prompt(self, loaded) -> list[int]:
         """The conversation as the model is prompted with it, inside the server's bounds."""
-        from studio.access import OverBounds
+        from studio.service.access import OverBounds
         from studio.inference import prompt_ids
 
         r = self.request
@@ -683,7 +683,7 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
 
 def _source(arg: str, runs_dir: Path) -> str:
     """--run as given: a folder, a run's name in the runs folder, or a base model id."""
-    from studio.runs import is_run_dir
+    from studio.runs.store import is_run_dir
 
     path = Path(arg).expanduser()
     if path.exists():
@@ -699,8 +699,8 @@ def main(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from studio.runs import is_run_dir
-    from studio.service import Service
+    from studio.runs.store import is_run_dir
+    from studio.service.actions import Service
 
     try:
         who = logins(args)

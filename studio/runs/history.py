@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Optional
 
 from studio.config import FineTuningConfig
-from studio.events import read_events
-from studio.runs import list_runs, read_status
+from studio.runs.events import read_events
+from studio.runs.store import list_runs, read_status
 
 # The settings a run is told apart by in the table (the rest are in its config diff).
 KEY_SETTINGS = ("lora_r", "learning_rate", "num_train_epochs", "max_steps", "batch_size",

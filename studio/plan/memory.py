@@ -12,81 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import math
 import random
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional
 
+from studio.models.shapes import LINEAR_LAYERS, Shape, model_shape
+
 GiB = 2**30
-
-# Published Qwen3 shapes: hidden, intermediate, layers, heads, kv heads, head_dim, vocab, tied
-QWEN3_SHAPES = {
-    "0.6B": (1024, 3072, 28, 16, 8, 128, 151936, True),
-    "1.7B": (2048, 6144, 28, 16, 8, 128, 151936, True),
-    "4B": (2560, 9728, 36, 32, 8, 128, 151936, True),
-    "8B": (4096, 12288, 36, 32, 8, 128, 151936, False),
-    "14B": (5120, 17408, 40, 40, 8, 128, 151936, False),
-    "32B": (5120, 25600, 64, 64, 8, 128, 151936, False),
-}
-
-
-@dataclass(frozen=True)
-class Shape:
-    hidden: int
-    intermediate: int
-    layers: int
-    heads: int
-    kv_heads: int
-    head_dim: int
-    vocab: int
-    tied: bool
-
-    @property
-    def embed_params(self) -> int:
-        return self.vocab * self.hidden
-
-    @property
-    def layer_params(self) -> int:
-        attn = self.hidden * self.head_dim * (2 * self.heads + 2 * self.kv_heads)
-        return attn + 3 * self.hidden * self.intermediate
-
-    @property
-    def params(self) -> int:
-        return self.layers * self.layer_params + self.embed_params * (1 if self.tied else 2)
-
-    def module_dims(self) -> dict[str, tuple[int, int]]:
-        h, q, kv, i = self.hidden, self.heads * self.head_dim, self.kv_heads * self.head_dim, \
-            self.intermediate
-        return {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h),
-                "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
-
-
-def model_shape(model_name: str) -> Optional[Shape]:
-    """The architecture from a local config.json, or from the published Qwen3 sizes."""
-    from studio.models import CACHE, _BUILDERS
-
-    folder = Path(model_name)
-    if model_name in _BUILDERS:
-        folder = CACHE / _BUILDERS[model_name][0]
-    config = folder / "config.json"
-    if config.is_file():
-        c = json.loads(config.read_text())
-        c = c.get("text_config", c)
-        heads = c.get("num_attention_heads", 1)
-        try:
-            return Shape(c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"], heads,
-                         c.get("num_key_value_heads", heads),
-                         c.get("head_dim") or c["hidden_size"] // heads, c["vocab_size"],
-                         bool(c.get("tie_word_embeddings", False)))
-        except KeyError:
-            return None
-    for size, shape in QWEN3_SHAPES.items():
-        if f"Qwen3-{size}" in model_name:
-            return Shape(*shape)
-    return None
-
 
 @dataclass(frozen=True)
 class MemoryEstimate:
@@ -125,8 +58,6 @@ def saved_per_token(config, shape: Shape, kernels: str = "transformers") -> floa
     (bench/HISTORY.md, round six; tests/test_packing.py checks both estimates against those
     runs). Unsloth fuses a layer's LoRA only with adapters on all seven projections, no dropout
     and no bias; any other Unsloth run is counted as transformers'."""
-    from studio.config import LINEAR_LAYERS
-
     h, i, act_bytes = shape.hidden, shape.intermediate, activation_bytes(config)
     fused = (kernels == "unsloth" and set(LINEAR_LAYERS) <= set(config.target_modules)
              and not config.lora_dropout and config.bias == "none")
@@ -169,7 +100,7 @@ def estimate_memory(config, shape: Optional[Shape] = None, longest_row: Optional
     else:
         weights = shape.params * act_bytes
     # fp32 weight + grad + 2 AdamW moments; in bf16 in one process, the fp32 weight and grad are
-    # the optimiser's copies of a bf16 adapter and its grad (studio.adapter_precision)
+    # the optimiser's copies of a bf16 adapter and its grad (backends.torch.adapter_precision)
     lora = lora_params(shape, config) * (20 if config.bf16 and config.world_size == 1 else 16)
     if config.distributed == "fsdp" and config.world_size > 1:
         # a GPU keeps its shard, plus the layer being computed and the next one, gathered whole

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlparse
 
-from studio.catalog import DEMO_MODEL_ID, TINY_QWEN3_ID, hub_cache_has, is_local_model
+from studio.models.catalog import DEMO_MODEL_ID, TINY_QWEN3_ID, hub_cache_has, is_local_model
 
 CACHE = Path(os.environ.get("QWEN3_STUDIO_CACHE", "~/.cache/qwen3-studio")).expanduser()
 
@@ -175,21 +175,21 @@ def build_demo_model(out_dir: str | Path, report: Report = lambda done, what: No
     return out
 
 
-_BUILDERS = {DEMO_MODEL_ID: ("smollm2-135m-instruct-v2", build_demo_model),
+BUILDERS = {DEMO_MODEL_ID: ("smollm2-135m-instruct-v2", build_demo_model),
              TINY_QWEN3_ID: ("tiny-qwen3", build_tiny_qwen3)}
 
 
 def needs_building(name: str) -> bool:
     """A bundled model that is not built yet (the first use pays a one-time cost)."""
-    return name in _BUILDERS and not (CACHE / _BUILDERS[name][0] / "config.json").is_file()
+    return name in BUILDERS and not (CACHE / BUILDERS[name][0] / "config.json").is_file()
 
 
 def local_model_path(name: str, report: Report = lambda done, what: None) -> str:
     """A path or Hub id that from_pretrained can load: bundled models are built on first use
     into the cache folder (once, whichever process or thread asks first), reporting progress."""
-    if name not in _BUILDERS:
+    if name not in BUILDERS:
         return name
-    folder, build = _BUILDERS[name]
+    folder, build = BUILDERS[name]
     path = CACHE / folder
     if needs_building(name):
         CACHE.mkdir(parents=True, exist_ok=True)

@@ -61,17 +61,6 @@ def resolve_model_id(name: str) -> tuple[str, Optional[str]]:
     return name, None
 
 
-def parameter_count(name: str) -> Optional[float]:
-    """Parameters of a catalog model or a local folder, or None when unknown."""
-    from studio.memory import model_shape
-
-    for m in CATALOG:
-        if m.id == name:
-            return m.params * 1e9
-    shape = model_shape(name) if is_local_model(name) else None
-    return float(shape.params) if shape else None
-
-
 def is_local_model(name: str) -> bool:
     return (Path(name) / "config.json").is_file()
 

@@ -6,7 +6,7 @@
                                reference beside them (Qwen3 <think> blocks stripped before scoring)
       tasks (optional)         lm-eval benchmarks, named or local YAML/JSONL, with the peft adapter
       judge (optional)         a model behind any OpenAI-compatible endpoint scores each answer 1-10
-    run_dir/eval/<time>/       report.json and report.html (studio.eval_report)
+    run_dir/eval/<time>/       report.json and report.html (studio.evaluate.report)
     export_evalscope(...)      the evaluation rows as EvalScope's general_qa JSONL
 
 Both models are prompted the same way, the way the run trained (its chat template, thinking mode
@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Callable, Iterable, Optional
 
 from studio.config import FineTuningConfig
-from studio.eval_report import Answer, EvalReport, ModelScores, PromptResult, last_user_turn
-from studio.hardware import release_memory
+from studio.evaluate.report import Answer, EvalReport, ModelScores, PromptResult, last_user_turn
+from studio.plan.hardware import release_memory
 from studio.inference import LoadedModel, load_model, resolve_source, split_thinking, stream_reply
-from studio.runs import ACTIVE, read_status
+from studio.runs.store import ACTIVE, read_status
 
 Progress = Callable[[float, str], None]
 
@@ -196,7 +196,7 @@ def eval_set(run_dir, data=None) -> EvalSet:
     from transformers import AutoTokenizer
 
     from studio.data import load_rows, prepare
-    from studio.models import local_model_path
+    from studio.models.local import local_model_path
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
@@ -206,7 +206,7 @@ def eval_set(run_dir, data=None) -> EvalSet:
         raise EvalError(f"{run_dir}'s config names no dataset: evaluate on a file (data=...)")
     if data is not None:
         config = config.replace(data_path=str(data), val_size=0)
-    # the tokenizer studio.runs.prepare_data trains with: the base model's
+    # the tokenizer studio.runs.execute.prepare_data trains with: the base model's
     tokenizer = AutoTokenizer.from_pretrained(local_model_path(config.model_name))
     source_rows = load_rows(config.data_path)
     prepared = prepare(source_rows, tokenizer, config)
@@ -422,8 +422,8 @@ def run_tasks(config: FineTuningConfig, adapter: Optional[Path], tasks, max_new_
     import lm_eval
     import torch
 
-    from studio.models import local_model_path
-    from studio.trl_recipe import torch_dtype
+    from studio.models.local import local_model_path
+    from backends.torch.trl_recipe import torch_dtype
 
     pretrained = local_model_path(config.model_name)
     args = {"pretrained": pretrained, "dtype": str(torch_dtype(config)).replace("torch.", ""),
