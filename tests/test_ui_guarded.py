@@ -267,6 +267,17 @@ def test_the_confinement_resolves_symlinks_and_dot_dots(tmp_path):
             confine.path(escape)
 
 
+def test_the_served_folders_hold_the_example_datasets(tmp_path):
+    """The page's example buttons load from the assets folder, wherever the package sits: every
+    example shipped is inside what a served studio confines to."""
+    from studio.data.readers import examples
+
+    confine = Confinement.served(tmp_path / "runs")
+    assert len(examples()) >= 3
+    for example in examples():
+        assert confine.path(example) == example.resolve()
+
+
 def test_the_page_asks_a_judge_only_on_this_machine_or_an_allowed_host(tmp_path):
     """Evaluate's judge URL makes the server call it: an address inside its network (a cloud
     metadata service) is refused before anything is loaded; loopback and --allow-judge hosts

@@ -18,8 +18,14 @@ import datasets
 from studio.data.errors import DataError
 from studio.models.local import hub_reachable
 
+EXAMPLES = Path(__file__).resolve().parents[2] / "assets"
 _SAVED_MARKERS = ("dataset_dict.json", "state.json", "dataset_info.json")
 _SUPPORTED = "CSV, JSON, JSONL, Parquet, or a folder written by datasets.save_to_disk"
+
+
+def examples() -> list[Path]:
+    """The example datasets shipped in the studio's assets folder, by name."""
+    return sorted(EXAMPLES.glob("example_*"))
 
 
 def load_rows(source: str, split: str = "train") -> datasets.Dataset:

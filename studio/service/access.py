@@ -346,10 +346,10 @@ class Confinement:
     def served(cls, runs_dir: str | Path, allow: Iterable[str | Path] = ()) -> "Confinement":
         """The runs folder (uploads are under it), the studio's assets (the example data), the
         model caches (the studio's and the HF hub's), and the operator's --allow-dir folders."""
+        from studio.data.readers import EXAMPLES
         from studio.models.local import CACHE
 
-        here = Path(__file__).resolve().parents[1]
-        return cls([runs_dir, here / "assets", CACHE, hub_cache(), *allow])
+        return cls([runs_dir, EXAMPLES, CACHE, hub_cache(), *allow])
 
     def path(self, given: str | Path) -> Path:
         """`given` resolved, or Outside."""

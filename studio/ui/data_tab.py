@@ -14,13 +14,13 @@ from pathlib import Path
 import gradio as gr
 
 from studio.data.analysis import DATA_FIELDS
+from studio.data.readers import examples
 from studio.service.actions import Service
 from studio.ui.common import chart_layout, code, empty_chart, guard, md, note, shout
 from studio.ui.form import ConfigForm
 from studio.ui.i18n import T, field_help, say
 
 PAGE = 10
-ASSETS = Path(__file__).resolve().parents[2] / "assets"
 
 
 def roles() -> list[str]:
@@ -41,10 +41,6 @@ def no_rows():
     import pandas as pd
 
     return pd.DataFrame({say("data.no_rows"): []})
-
-
-def examples() -> list[Path]:
-    return sorted(ASSETS.glob("example_*"))
 
 
 @dataclass
