@@ -2,7 +2,9 @@
 
 Each backend is a module registered here by name that satisfies `Backend`; nothing inherits from
 anything, and no backend imports another (what the transformers and Unsloth backends share is
-backends.torch.trl_recipe). Heavy imports stay inside each module, so this registry is cheap to import.
+in backends/torch/). Heavy imports stay inside each module, so this registry is cheap to
+import. Which backend a run takes is the plan's to decide (studio.plan.plan), through
+choose_backend here.
 """
 from __future__ import annotations
 
@@ -26,14 +28,16 @@ class Backend(Protocol):
     def unavailable(self, hw) -> Optional[str]:
         """Why this backend cannot run on `hw` (studio.plan.hardware.Hardware), or None when it can."""
 
-    def train(self, config, data, run_dir: Path, emit: Emit, should_stop: Callable[[], bool],
+    def train(self, plan, data, run_dir: Path, emit: Emit, should_stop: Callable[[], bool],
               resume_from: Optional[Path] = None) -> Path:
-        """Train LoRA adapters on `data` (a studio.data.PreparedData) as the resolved `config`
-        says. Checkpoints go under run_dir/checkpoints (each finished by a trainer_state.json),
-        the final adapter and tokenizer to run_dir/adapter, which is returned. Reports through
-        emit: "plan" once with what it decided (batch layout, checkpointing, attention), then
-        "status", "train", "eval" and "checkpoint" events. Once should_stop() is true it saves a
-        checkpoint and a usable adapter at the next step and returns."""
+        """Train LoRA adapters on `data` (a studio.data.PreparedData) as the run's plan says
+        (studio.plan.plan.Plan: plan.config is the config to train with, nothing left to auto;
+        plan.rows the layers to recompute per micro-batch). It decides nothing the plan holds.
+        Checkpoints go under run_dir/checkpoints (each finished by a trainer_state.json), the
+        final adapter and tokenizer to run_dir/adapter, which is returned. Reports through emit:
+        a "plan" event with only what it learns while loading (the attention kernel found),
+        then "status", "train", "eval" and "checkpoint" events. Once should_stop() is true it
+        saves a checkpoint and a usable adapter at the next step and returns."""
 
     def load(self, model_name: str, adapter_dir: Optional[Path], config) -> tuple:
         """(model, tokenizer): the base model plus the adapter (None: the base alone), ready

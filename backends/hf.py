@@ -12,7 +12,6 @@ from pathlib import Path
 
 from backends.torch import compiled_layers, fp8_weights, fused_loss, lean_trainer, packed_attention
 from backends.torch import trl_recipe as recipe
-from studio.models.shapes import model_shape
 
 
 def unavailable(hw) -> str | None:
@@ -28,12 +27,13 @@ def lora_config(config):
 
 
 # ---------------------------------------------------------------------------- training
-def make_trainer(config, data, run_dir: Path, emit, should_stop):
-    """The SFTTrainer for this run, model loaded and LoRA attached, not yet trained."""
+def make_trainer(plan, data, run_dir: Path, emit, should_stop):
+    """The SFTTrainer for this run's plan (studio.plan.plan.Plan: the config to train with, the
+    rows where layers recompute per micro-batch), model loaded and LoRA attached, not trained."""
     from transformers import set_seed
     from trl import SFTTrainer
 
-    config, plan = recipe.plan_gpu_batches(config, data, emit)
+    config = plan.config
     emit("status", 0, message=f"loading {config.model_name}")
     model, tokenizer = recipe.load_base(config)
     emit("plan", 0, attention=packed_attention.describe(model))
@@ -52,23 +52,23 @@ def make_trainer(config, data, run_dir: Path, emit, should_stop):
         emit("status", 0, message=f"fp8 weights: {swapped} frozen linear layers quantized")
     if config.fused_loss:
         fused_loss.score_labels_here(trainer.model.get_base_model())
-    recipe.recompute_per_micro_batch(trainer.model, plan)
+    recipe.recompute_per_micro_batch(trainer.model, plan.rows)
     compiled_layers.compile_layers(trainer.model, config)
     if config.layer_graphs:       # a recording for each micro-batch shape: make them few
-        bucket = compiled_layers.graph_bucket(model_shape(config.model_name))
         trainer.data_collator = packed_attention.bucketed(trainer.data_collator,
-                                                          tokenizer.pad_token_id, bucket)
+                                                          tokenizer.pad_token_id,
+                                                          plan.graph_bucket)
     elif config.compile_layers:       # attention traced in the compiled layers
         trainer.data_collator = packed_attention.with_row_bounds(trainer.data_collator)
     return recipe.quiet(recipe.lora_gathered_alone(trainer))
 
 
-def train(config, data, run_dir: Path, emit, should_stop, resume_from=None) -> Path:
-    trainer = make_trainer(config, data, run_dir, emit, should_stop)
+def train(plan, data, run_dir: Path, emit, should_stop, resume_from=None) -> Path:
+    trainer = make_trainer(plan, data, run_dir, emit, should_stop)
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     adapter = recipe.save_adapter(trainer, run_dir)
     recipe.release_weights(trainer.model)
-    if config.compile_layers:     # the graphs it may have recorded (none: nothing to give back)
+    if plan.config.compile_layers:     # the graphs it may have recorded (none: nothing to give back)
         compiled_layers.release_layer_graphs()
     return adapter
 

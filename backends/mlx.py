@@ -367,7 +367,7 @@ def resume(model, optimizer, resume_from) -> int:
 
 
 # ---------------------------------------------------------------------------- train
-def train(config, data, run_dir, emit, should_stop, resume_from=None) -> Path:
+def train(plan, data, run_dir, emit, should_stop, resume_from=None) -> Path:
     import mlx.core as mx
     from mlx_lm.tuner.trainer import TrainingArgs
     from mlx_lm.tuner.trainer import train as mlx_train
@@ -375,6 +375,7 @@ def train(config, data, run_dir, emit, should_stop, resume_from=None) -> Path:
     from mlx_lm.utils import load_model
     from transformers import AutoTokenizer
 
+    config = plan.config
     run_dir = Path(run_dir)
     adapter = run_dir / "adapter"
     ga = config.gradient_accumulation_steps

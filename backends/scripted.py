@@ -32,7 +32,8 @@ def scripted_loss(step: int) -> float:
     return 2.0 / (1 + step / 10)
 
 
-def train(config, data, run_dir: Path, emit, should_stop, resume_from=None) -> Path:
+def train(plan, data, run_dir: Path, emit, should_stop, resume_from=None) -> Path:
+    config = plan.config
     run_dir = Path(run_dir)
     per_update = config.batch_size * config.gradient_accumulation_steps
     total = config.max_steps or max(1, math.ceil(len(data.train) * config.num_train_epochs

@@ -67,10 +67,10 @@ def _load(config):
     return FastLanguageModel, model, tokenizer
 
 
-def train(config, data, run_dir: Path, emit, should_stop, resume_from=None) -> Path:
+def train(plan, data, run_dir: Path, emit, should_stop, resume_from=None) -> Path:
     from trl import SFTTrainer
 
-    config, plan = recipe.plan_gpu_batches(config, data, emit, kernels="unsloth")
+    config = plan.config
     emit("status", 0, message=f"loading {config.model_name} with unsloth")
     fast, model, tokenizer = _load(config)
     attention = varlen_attention()
@@ -94,7 +94,7 @@ def train(config, data, run_dir: Path, emit, should_stop, resume_from=None) -> P
     recipe.quiet(trainer)
     if config.fused_loss:
         fused_loss.score_labels_here(trainer.model.get_base_model(), fused_loss.unsloth_loss)
-    recipe.recompute_per_micro_batch(trainer.model, plan)
+    recipe.recompute_per_micro_batch(trainer.model, plan.rows)
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     adapter = recipe.save_adapter(trainer, run_dir)
     recipe.release_weights(trainer.model)

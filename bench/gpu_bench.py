@@ -44,7 +44,7 @@ ce-rows=N (Unsloth's fused loss: at least N rows of logits a chunk, where it pic
 hidden/vocab of the micro-batch, 512 at 0.6B; round eleven's ce-chunk=GB raised only a cap that
 was never reached: the studio named trl's chunked loss, so Unsloth's never ran);
 fused=on|off|filtered (the loss in one kernel, backends.torch.fused_loss: since round fourteen Unsloth's
-own where Unsloth trains, on by default for micro-batches of fused_loss.MIN_TOKENS or more;
+own where Unsloth trains, on by default for micro-batches of batches.FUSED_LOSS_MIN_TOKENS or more;
 on forces it; filtered: with cut-cross-entropy's own gradient filter); workers=N
 (the data loader collates in N worker processes, two batches ahead: the studio's default on a
 GPU is 1 since round eleven; workers=0 collates in the training thread, as before);
@@ -355,15 +355,15 @@ def run_chat(model_path, work: Path, new_tokens=256) -> dict:
         torch.cuda.synchronize()
         return out[0, len(ids):].tolist(), time.perf_counter() - t
 
-    def studio() -> tuple[list[int], float]:
+    def studios_loop() -> tuple[list[int], float]:
         """The chat's loop with no stop token: also exactly new_tokens tokens."""
         t = time.perf_counter()
         tokens = sum(decoder(loaded.model).stream(ids, new_tokens, 0.0, 1.0), [])
         return tokens, time.perf_counter() - t
 
-    timed(plain), studio()                                       # warm-ups
+    timed(plain), studios_loop()                                       # warm-ups
     plain_tokens, plain_s = timed(plain)
-    studio_tokens, studio_s = studio()
+    studio_tokens, studio_s = studios_loop()
     # the first token as the chat shows it: prompt formatting, prefill, streamer
     t = time.perf_counter()
     pieces = stream_reply(loaded, messages, max_new_tokens=16, temperature=0)
@@ -437,10 +437,9 @@ def run_one(args) -> dict:
         lean_trainer.lean_steps = lambda trainer_class, own_loss=True: trainer_class
     if args.bucket:                                  # layer graphs' shapes (#16, round six)
         from backends.torch import packed_attention
+        from studio.plan import compiling
 
-        from backends.torch import compiled_layers
-
-        packed_attention.BUCKET = compiled_layers.SMALL_MODEL_BUCKET = args.bucket
+        packed_attention.BUCKET = compiling.SMALL_MODEL_BUCKET = args.bucket
     if args.free:                                    # a smaller card: plan for it, held to it
         total = torch.cuda.mem_get_info()[1]
         cap = args.free * 2**30
@@ -451,10 +450,11 @@ def run_one(args) -> dict:
 
         packed_attention.with_row_bounds = lambda collate: collate
     if args.estimate == "one-count":                 # round five's estimate: one count for both
-        from backends.torch import trl_recipe
+        from studio.plan import batches
 
-        planned = trl_recipe.plan_gpu_batches
-        trl_recipe.plan_gpu_batches = lambda *a, kernels=None, **kw: planned(*a, **kw)
+        laid = batches.lay_out
+        batches.lay_out = lambda config, hw, lengths, kernels: laid(config, hw, lengths,
+                                                                    "transformers")
     if args.graph_logs == "on":
         torch._logging.set_logs(cudagraphs=True, perf_hints=True)
     if args.one == "chat":
@@ -513,7 +513,7 @@ def main():
                         "lean_steps")
     p.add_argument("--bucket", type=int,
                    help="studio variants with layer graphs: tokens a micro-batch is padded to a "
-                        "multiple of, at any model size (compiled_layers.graph_bucket)")
+                        "multiple of, at any model size (studio.plan.compiling.graph_bucket)")
     p.add_argument("--run-dir", help="studio variants: the run folder to train into")
     p.add_argument("--tokens", type=int, help="studio variants: tokens a micro-batch (default: planned)")
     p.add_argument("--ckpt", choices=["on", "off"], help="studio variants: force checkpointing")

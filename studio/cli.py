@@ -120,6 +120,8 @@ def cmd_train(args) -> int:
         print(f"note: no --output-dir: this run goes to {config.output_dir}", file=sys.stderr)
     run_dir = Path(config.output_dir).expanduser().resolve()
     service = Service(run_dir.parent)
+    if args.dry_run:
+        return _dry_run(service, config, args.allow_over_memory)
     with ProgressBar() as bar:
         if args.resume:
             job = service.resume(run_dir, config, in_process=True, listeners=[bar])
@@ -139,6 +141,21 @@ def cmd_train(args) -> int:
         model, tokenizer = load_model_and_tokenizer(run_dir)
         print(generate_text(model, tokenizer, args.test_prompt, max_new_tokens=128))
     return 0
+
+
+def _dry_run(service, config: FineTuningConfig, allow_over_memory: bool) -> int:
+    """--dry-run: the plan the run would train with here (backend, batches, loss, memory), as
+    plan.yaml will hold it, and what would refuse it; nothing is written or trained."""
+    config, preset = service.with_auto_preset(config)
+    if preset:
+        print(f"note: {preset}", file=sys.stderr)
+    problems = service.check(config, allow_over_memory)
+    plan = service.plan(config)
+    print(f"backend: {plan.why}")
+    print(yaml.safe_dump(plan.layout(), sort_keys=False, allow_unicode=True).rstrip())
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    return 2 if problems else 0
 
 
 def _until_done(job) -> dict:
@@ -429,6 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "--config file's): auto (picked from the dataset's size; what every "
                        "setting not given takes anyway), " + ", ".join(n.lower().replace(" ", "-")
                                                            for n in PRESETS))
+    train.add_argument("--dry-run", "--dry_run", action="store_true",
+                       help="print the plan the run would train with here (backend, batches, "
+                       "loss, memory) and what would refuse it; train nothing")
     train.add_argument("--allow-over-memory", "--allow_over_memory", action="store_true",
                        help="start even if the memory estimate is more than is free (the "
                        "page's 'Start even if the estimate does not fit')")

@@ -68,9 +68,10 @@ def resolve_source(source) -> tuple[FineTuningConfig, Optional[Path]]:
 
 def load_model(source, config: Optional[FineTuningConfig] = None) -> LoadedModel:
     """Base model plus adapter, on the hardware found, through the run's backend."""
-    from backends import choose_backend, get_backend
-    from studio.plan.hardware import detect_hardware
+    from backends import get_backend
     from studio.models.local import local_model_path
+    from studio.plan.hardware import detect_hardware
+    from studio.plan.plan import chat_backend
 
     run_config, adapter = resolve_source(source)
     config = (config or run_config).resolve()
@@ -82,7 +83,7 @@ def load_model(source, config: Optional[FineTuningConfig] = None) -> LoadedModel
     backend = run_config.backend
     if adapter is not None and (adapter / "adapters.safetensors").is_file():
         backend = "mlx"     # an MLX adapter runs only on MLX, whatever the config said
-    backend, _ = choose_backend(backend, detect_hardware())
+    backend = chat_backend(backend, detect_hardware())
     model, tokenizer = get_backend(backend).load(config.model_name, adapter, config)
     return LoadedModel(model, tokenizer, backend, PromptFormat.of(run_config), str(source))
 

@@ -78,6 +78,24 @@ def demo_model() -> str:
     return local_model_path(DEMO_MODEL_ID)
 
 
+def plan_for(config, data=None, hw=None):
+    """The run's plan (studio.plan.plan.make_plan) on this machine, or on `hw` (a stand-in for a
+    GPU), for the training rows of `data` (a PreparedData; None: rows not known)."""
+    from studio.plan.hardware import detect_hardware
+    from studio.plan.plan import make_plan
+
+    lengths = [len(ids) for ids in data.train["input_ids"]] if data is not None else None
+    return make_plan(config, hw or detect_hardware(), lengths)
+
+
+def gpu(free: float, name: str = "NVIDIA H200", capability=(9, 0), **changes):
+    """The hardware of one GPU with `free` bytes free: what the planner reads on a GPU."""
+    from studio.plan.hardware import GPU, Hardware
+
+    return Hardware(gpus=(GPU(0, name, 140 * 2**30, int(free), capability),),
+                    bf16_supported=True, **changes)
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path

@@ -13,7 +13,7 @@ import torch
 from studio import FineTuningConfig, generate_text, load_model_and_tokenizer, run_fine_tuning
 from studio.runs.store import last_checkpoint, read_status
 from studio.service.actions import Service
-from tests.conftest import FACT_Q, QA_ROWS, write_jsonl
+from tests.conftest import FACT_Q, QA_ROWS, plan_for, write_jsonl
 
 
 def quick_config(model: str, out, **changes) -> FineTuningConfig:
@@ -93,8 +93,9 @@ def test_saved_adapter_reloads_with_the_same_logits(tiny_qwen3, tmp_path, qa_jso
 
     config = quick_config(tiny_qwen3, tmp_path / "run", max_steps=3, learning_rate=5e-2, bf16=False,
                           target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]).resolve()
-    trainer = hf.make_trainer(config, prepare(str(qa_jsonl), _tokenizer(tiny_qwen3), config),
-                              tmp_path / "run", EventLog().emit, lambda: False)
+    data = prepare(str(qa_jsonl), _tokenizer(tiny_qwen3), config)
+    trainer = hf.make_trainer(plan_for(config, data), data, tmp_path / "run", EventLog().emit,
+                              lambda: False)
     trainer.train()
     save_adapter(trainer, tmp_path / "run")
     ids = torch.tensor([_tokenizer(tiny_qwen3)("What is 2 plus 2?")["input_ids"]])
@@ -125,7 +126,8 @@ def test_micro_batches_collated_ahead_in_a_worker_train_the_same(tiny_qwen3, tmp
 
     def trained(ahead: bool):
         log = EventLog()
-        trainer = hf.make_trainer(config, data, tmp_path / f"run-{ahead}", log.emit, lambda: False)
+        trainer = hf.make_trainer(plan_for(config, data), data, tmp_path / f"run-{ahead}",
+                                  log.emit, lambda: False)
         trainer.data_collator = packed_attention.bucketed(trainer.data_collator,
                                                           _tokenizer(tiny_qwen3).pad_token_id)
         if ahead:                                                   # as sft_config does on a GPU

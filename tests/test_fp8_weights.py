@@ -13,6 +13,7 @@ import torch
 from studio.config import FineTuningConfig
 from backends.torch.fp8_weights import FP8, Fp8Linear
 from tests.test_config import CPU, H100, T4
+from tests.conftest import plan_for
 from tests.test_engine import _tokenizer, quick_config
 
 
@@ -59,8 +60,8 @@ def test_a_run_with_fp8_weights_trains_its_adapters_as_a_16_bit_run_does(tiny_qw
 
     def trained(fp8: bool):
         log = EventLog()
-        trainer = hf.make_trainer(config.replace(fp8_weights=fp8), data, tmp_path / f"run-{fp8}",
-                                  log.emit, lambda: False)
+        trainer = hf.make_trainer(plan_for(config.replace(fp8_weights=fp8), data), data,
+                                  tmp_path / f"run-{fp8}", log.emit, lambda: False)
         kinds = Counter(f"{name.split('.')[-1]}:{type(m).__name__}"
                         for name, m in trainer.model.named_modules())
         trainer.train()

@@ -16,6 +16,7 @@ import torch
 from backends.torch import fused_loss
 from studio.config import FineTuningConfig
 from studio.plan.hardware import GPU
+from tests.conftest import gpu, plan_for
 
 ALL7 = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -182,19 +183,19 @@ def test_a_cpu_run_scores_as_before_and_the_settings_say_where_the_kernel_runs(t
     anything loads."""
     from transformers import AutoTokenizer
 
+    from backends.torch.trl_recipe import loss_type
     from studio.data import prepare
+    from studio.plan.batches import fused_loss_in_effect
     from studio.plan.hardware import detect_hardware
-    from backends.torch.trl_recipe import loss_type, plan_gpu_batches
 
     hw = detect_hardware()
     config = FineTuningConfig(model_name=tiny_qwen3, data_path=str(qa_jsonl), cpu_only=True,
                               max_steps=1, val_size=0)
-    assert not fused_loss.in_effect(config, "transformers")
-    events = []
+    assert not fused_loss_in_effect(config, hw, "transformers")
     data = prepare(str(qa_jsonl), AutoTokenizer.from_pretrained(tiny_qwen3), config)
-    planned, _ = plan_gpu_batches(config, data, lambda kind, step=0, **d: events.append(d))
-    assert planned.fused_loss is False and events[-1]["fused_loss"] is False
-    assert loss_type(planned) in ("nll", "chunked_nll")
+    plan = plan_for(config, data)
+    assert plan.config.fused_loss is False and plan.layout()["fused_loss"] is False
+    assert loss_type(plan.config) in ("nll", "chunked_nll")
 
     problems = FineTuningConfig(fused_loss=True, cpu_only=True).validate(hw)
     assert any("fused_loss runs on a CUDA GPU" in p and "auto or off on a CPU" in p
@@ -219,33 +220,35 @@ def test_a_cpu_run_scores_as_before_and_the_settings_say_where_the_kernel_runs(t
 @pytest.mark.parametrize("asked, whole, want", [(None, None, True), (None, True, False),
                                                 (False, None, False), (None, False, True)])
 def test_auto_takes_the_kernel_in_one_process_unless_whole_logits_were_asked_for(
-        monkeypatch, asked, whole, want):
+        asked, whole, want):
     """Where the kernel runs, auto takes it in one process for long micro-batches; whole_logits
     asked for wins, and the plan then counts no fused loss."""
-    monkeypatch.setattr(fused_loss, "available", lambda config, kernels: True)
-    config = FineTuningConfig(fused_loss=asked, whole_logits=whole)
-    assert fused_loss.in_effect(config, "unsloth", 27_000) is want
+    from studio.plan.batches import fused_loss_in_effect
+
+    hw = gpu(80 * 2**30, packages={"cut_cross_entropy": True})
+    config = FineTuningConfig(fused_loss=asked, whole_logits=whole, cpu_only=False)
+    assert fused_loss_in_effect(config, hw, "unsloth", 27_000) is want
     several = config.replace(num_gpus=2)
-    assert fused_loss.in_effect(several, "unsloth") is (want and asked is not None)
+    assert fused_loss_in_effect(several, hw, "unsloth") is (want and asked is not None)
 
 
-def test_auto_leaves_short_micro_batches_to_trls_chunks(tiny_qwen3, monkeypatch):
-    """At 8B and 8 rows an update (3,400 tokens a micro-batch) both kernels made a step slower
-    than trl's chunks; at 64 rows of 0.6B (27,000) Unsloth's made it 1.49x faster. The planner
+def test_auto_leaves_short_micro_batches_to_trls_chunks(tiny_qwen3):
+    """At 8B and 8 rows an update both kernels made a step slower than trl's chunks; at 64 rows
+    of 0.6B Unsloth's made it faster (bench/HISTORY.md, 'when a kernel pays'). The planner
     decides from the rows it plans: the same rows, longer, take the kernel; asked for, it is
     taken for short ones too."""
+    from studio.plan.batches import FUSED_LOSS_MIN_TOKENS, rows_and_loss
     from studio.plan.memory import GiB
-    from backends.torch.trl_recipe import plan_rows_and_loss
 
-    monkeypatch.setattr(fused_loss, "available", lambda config, kernels: True)
+    hw = gpu(80 * GiB, packages={"cut_cross_entropy": True})
     config = FineTuningConfig(model_name=tiny_qwen3, cpu_only=False, bf16=True, batch_size=8,
                               gradient_accumulation_steps=1)
     short, long = [400] * 64, [800] * 64
-    assert 8 * 400 < fused_loss.MIN_TOKENS <= 8 * 800
+    assert 8 * 400 < FUSED_LOSS_MIN_TOKENS <= 8 * 800
     for lengths, want in ((short, False), (long, True)):
-        plan, planned = plan_rows_and_loss(config, 80 * GiB, lengths, "unsloth")
+        plan, planned = rows_and_loss(config, hw, 80 * GiB, lengths, "unsloth")
         assert plan.rows == 8 and planned.fused_loss is want
-    _, asked = plan_rows_and_loss(config.replace(fused_loss=True), 80 * GiB, short, "unsloth")
+    _, asked = rows_and_loss(config.replace(fused_loss=True), hw, 80 * GiB, short, "unsloth")
     assert asked.fused_loss is True
 
 
@@ -269,8 +272,8 @@ def test_a_run_scored_from_hidden_states_trains_and_evaluates_as_the_models_own_
 
     def trained(scored: bool):
         log = EventLog()
-        trainer = hf.make_trainer(config, data, tmp_path / f"run-{scored}", log.emit,
-                                  lambda: False)
+        trainer = hf.make_trainer(plan_for(config, data), data, tmp_path / f"run-{scored}",
+                                  log.emit, lambda: False)
         if scored:                         # what make_trainer does where fused_loss is on
             fused_loss.score_labels_here(trainer.model.get_base_model())
         trainer.train()

@@ -22,6 +22,7 @@ import numpy as np  # noqa: E402
 from backends import BackendError  # noqa: E402
 from backends import mlx as mlx_backend  # noqa: E402
 from studio.config import FineTuningConfig  # noqa: E402
+from tests.conftest import plan_for  # noqa: E402
 
 # ---------------------------------------------------------------------------- fakes and helpers
 CONVERSATIONS = [
@@ -70,6 +71,11 @@ def stop_after(recorder: Recorder, train_events: int):
     return lambda: len(recorder.of("train")) >= train_events
 
 
+def train_planned(config, data, *args, **kwargs):
+    """The backend's train, given the run's plan as the studio gives it."""
+    return mlx_backend.train(plan_for(config, data), data, *args, **kwargs)
+
+
 def make_config(model: str, **changes) -> FineTuningConfig:
     values = dict(model_name=model, backend="mlx", max_steps=4, batch_size=2,
                   gradient_accumulation_steps=1, learning_rate=5e-3, warmup_ratio=0.0,
@@ -100,7 +106,7 @@ def trained(tiny_qwen3, data, tmp_path_factory):
     config = make_config(tiny_qwen3)
     run_dir = tmp_path_factory.mktemp("mlx-run")
     events = Recorder()
-    adapter = mlx_backend.train(config, data, run_dir, events, lambda: False)
+    adapter = train_planned(config, data, run_dir, events, lambda: False)
     return config, run_dir, adapter, events
 
 
@@ -117,7 +123,7 @@ def stopped(tiny_qwen3, data, tmp_path_factory):
     config = make_config(tiny_qwen3, eval_steps=10, save_steps=10)
     run_dir = tmp_path_factory.mktemp("mlx-stopped")
     events = Recorder()
-    adapter = mlx_backend.train(config, data, run_dir, events, stop_after(events, 2))
+    adapter = train_planned(config, data, run_dir, events, stop_after(events, 2))
     return config, run_dir, adapter, events
 
 
@@ -231,7 +237,7 @@ def test_a_run_shorter_than_eval_steps_answers_its_sample_prompts_at_its_end(tin
     sample = {"prompt": "2 plus 2?", "reference": "4.", "ids": hf_tokenizer(text)["input_ids"]}
     with_samples = SimpleNamespace(train=data.train, eval=data.eval, samples=[sample])
     events = Recorder()
-    mlx_backend.train(make_config(tiny_qwen3, max_steps=2, eval_steps=10, save_steps=10),
+    train_planned(make_config(tiny_qwen3, max_steps=2, eval_steps=10, save_steps=10),
                       with_samples, tmp_path, events, lambda: False)
     assert [step for step, _ in events.of("eval")] == [2]
     answers = events.of("sample")
@@ -303,7 +309,7 @@ def test_a_4bit_model_from_convert_to_mlx_trains_as_qlora(tiny_qwen3, data, tmp_
     assert json.loads((quantized / "config.json").read_text())["quantization"]["bits"] == 4
     config = make_config(str(quantized), max_steps=1, eval_steps=10, save_steps=10)
     events = Recorder()
-    adapter = mlx_backend.train(config, data, tmp_path / "run", events, lambda: False)
+    adapter = train_planned(config, data, tmp_path / "run", events, lambda: False)
     assert [step for step, _ in events.of("train")] == [1]
     model, tokenizer = mlx_backend.load(config.model_name, adapter)
     assert list(mlx_backend.stream(model, tokenizer, [151644, 872, 198],
@@ -336,7 +342,7 @@ def test_a_stopped_run_resumes_from_its_checkpoint_step(stopped, data):
     config, run_dir, _, _ = stopped
     events = Recorder()
     checkpoint = run_dir / "checkpoints" / "checkpoint-2"
-    mlx_backend.train(config, data, run_dir, events, lambda: False, resume_from=checkpoint)
+    train_planned(config, data, run_dir, events, lambda: False, resume_from=checkpoint)
     train = events.of("train")
     assert [step for step, _ in train] == [3, 4]
     # the linear decay goes on where it was: step 3 of 4 uses lr * (1 - 2/4)

@@ -10,6 +10,7 @@ import torch
 from studio.config import FineTuningConfig
 from studio.plan.memory import GiB, estimate_memory, plan_batch
 from studio.models.shapes import Shape
+from tests.conftest import gpu, plan_for
 
 ROOT = Path(__file__).resolve().parent.parent
 ALL7 = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -253,7 +254,7 @@ def test_layer_graphs_pay_where_micro_batches_rarely_recompute_and_come_in_few_s
 
     from studio.plan.memory import plan_rows
     from studio.models.shapes import QWEN3_SHAPES, Shape
-    from backends.torch.compiled_layers import layer_graphs_pay
+    from studio.plan.compiling import layer_graphs_pay
 
     rng = random.Random(1)
     chat = [min(2048, int(rng.lognormvariate(5.8, 0.6))) for _ in range(2000)]   # mean ~400
@@ -280,7 +281,7 @@ def test_a_small_model_at_short_micro_batches_compiles_its_layers_when_left_to_a
     and not on a CPU or a GPU before Ampere."""
     import random
 
-    from backends.torch.compiled_layers import compile_pays, graph_bucket
+    from studio.plan.compiling import compile_pays, graph_bucket
     from studio.plan.hardware import GPU, Hardware
     from studio.models.shapes import QWEN3_SHAPES
 
@@ -311,11 +312,12 @@ def test_a_run_the_compile_rule_picks_trains_compiled_and_says_why(tiny_qwen3, q
     it). The saved config keeps auto, so the same config decides again when it is repeated.
     (compile_layers is watched, not run: test_compiled_layers_train_as_the_eager_ones_at_any_
     micro_batch_length compiles layers for real.)"""
-    from studio import run_fine_tuning
     from backends.torch import compiled_layers
+    from studio import run_fine_tuning
+    from studio.plan import compiling, plan
 
     asked, compiled = [], []
-    monkeypatch.setattr(compiled_layers, "compile_pays",
+    monkeypatch.setattr(plan, "compile_pays",
                         lambda config, hw, lengths: asked.append(lengths) or True)
     monkeypatch.setattr(compiled_layers, "compile_layers",
                         lambda model, config: compiled.append(config.compile_layers))
@@ -326,7 +328,7 @@ def test_a_run_the_compile_rule_picks_trains_compiled_and_says_why(tiny_qwen3, q
         eval_steps=100, max_seq_length=128, val_size=0, num_samples=0))
     events = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     said = next(e["data"] for e in events if e["data"].get("message", "").startswith("backend"))
-    assert said["backend"] == "transformers" and compiled_layers.AUTO_REASON in said["message"]
+    assert said["backend"] == "transformers" and compiling.AUTO_REASON in said["message"]
     assert compiled == [True] and len(asked[-1]) == 16      # the run asked last
     assert FineTuningConfig.load(out / "config.yaml").compile_layers is None
 
@@ -425,8 +427,8 @@ def test_the_trainer_recomputes_layers_from_its_first_step(tmp_path):
             save_steps=100, logging_steps=1, gradient_checkpointing=checkpointing).resolve()
         quiet = lambda *a, **k: None                      # noqa: E731 - events are not the point
         data = prepare_data(config, quiet)
-        trainer = hf.make_trainer(config, data, tmp_path / f"run-{checkpointing}", quiet,
-                                  lambda: False)
+        trainer = hf.make_trainer(plan_for(config, data), data,
+                                  tmp_path / f"run-{checkpointing}", quiet, lambda: False)
         saved, seen = {}, []
 
         def keep(tensor):                                 # bytes autograd keeps for backward
@@ -689,54 +691,44 @@ def test_train_events_carry_the_mfu_when_flops_and_peak_are_known():
     assert 0.25 < event.data["mfu"] < 0.31          # the tokens/s logged, at 30 GFLOP a token
 
 
-def test_the_gpu_batch_plan_reaches_the_runs_plan(tiny_qwen3, qa_jsonl, monkeypatch):
+def test_the_gpu_batch_plan_reaches_the_runs_plan(tiny_qwen3, qa_jsonl):
     """On a GPU (its free memory stood in for here), the rows an update asks for go into one
-    padding-free micro-batch, and the plan event says so beside the planner's reason."""
+    padding-free micro-batch, and the plan says so beside the planner's reason."""
     from transformers import AutoTokenizer
 
     from studio.data import prepare
-    from backends.torch.trl_recipe import plan_gpu_batches
 
     config = FineTuningConfig(model_name=tiny_qwen3, batch_size=2, gradient_accumulation_steps=4,
                               max_seq_length=128, cpu_only=False, bf16=True)
     data = prepare(str(qa_jsonl), AutoTokenizer.from_pretrained(tiny_qwen3), config)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (80 * GiB, 80 * GiB))
-    events = []
-    planned, rows = plan_gpu_batches(config, data, lambda kind, step=0, **d: events.append(
-        (kind, d)))
-    plan = next(d for kind, d in events if kind == "plan")
-    assert (planned.batch_size, planned.gradient_accumulation_steps) == (8, 1)
-    assert plan["batch_size"] == 8 and plan["micro_batch"] == "8 rows, padding-free"
-    assert plan["gradient_checkpointing"] == "off" and rows is not None
-    assert "8 rows a micro-batch x 1 = the 8 rows an update asks for" in plan["planner"]
+    plan = plan_for(config, data, gpu(80 * GiB))
+    layout = plan.layout()
+    assert (plan.config.batch_size, plan.config.gradient_accumulation_steps) == (8, 1)
+    assert layout["batch_size"] == 8 and layout["micro_batch"] == "8 rows, padding-free"
+    assert layout["gradient_checkpointing"] == "off" and plan.rows is not None
+    assert "8 rows a micro-batch x 1 = the 8 rows an update asks for" in layout["planner"]
 
 
-def test_the_loss_takes_whole_logits_where_they_fit_without_recomputing(tiny_qwen3, qa_jsonl,
-                                                                         monkeypatch):
+def test_the_loss_takes_whole_logits_where_they_fit_without_recomputing(tiny_qwen3, qa_jsonl):
     """On a GPU (its free memory stood in for), the transformers backend scores the loss over
-    whole logits where they fit beside the same rows with no layer recomputed (1.14-1.30x at
-    0.6B on an H200), and in trl's chunks where only the chunks fit or several processes train;
-    asked for, whole logits are kept and counted, and a long micro-batch recomputes to make room
-    for them."""
+    whole logits where they fit beside the same rows with no layer recomputed (faster at 0.6B
+    on an H200: bench/HISTORY.md, round ten), and in trl's chunks where only the chunks fit or
+    several processes train; asked for, whole logits are kept and counted, and a long
+    micro-batch recomputes to make room for them."""
     from transformers import AutoTokenizer
 
+    from backends.torch.trl_recipe import loss_type
     from studio.data import prepare
-    from studio.plan.memory import USABLE, micro_batch_estimate
     from studio.models.shapes import model_shape
-    from backends.torch.trl_recipe import loss_type, plan_gpu_batches
+    from studio.plan.memory import USABLE, micro_batch_estimate
 
     config = FineTuningConfig(model_name=tiny_qwen3, batch_size=2, gradient_accumulation_steps=4,
                               max_seq_length=128, cpu_only=False, bf16=True)
     data = prepare(str(qa_jsonl), AutoTokenizer.from_pretrained(tiny_qwen3), config)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
 
     def planned(config, free):
-        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (free, 80 * GiB))
-        events = []
-        planned, rows = plan_gpu_batches(config, data, lambda kind, step=0, **d: events.append(
-            (kind, d)))
-        return planned, rows, next(d for kind, d in events if kind == "plan")
+        plan = plan_for(config, data, gpu(free))
+        return plan.config, plan.rows, plan.layout()
 
     roomy, _, plan = planned(config, 80 * GiB)
     assert roomy.whole_logits is True and plan["whole_logits"] is True
@@ -759,44 +751,41 @@ def test_the_loss_takes_whole_logits_where_they_fit_without_recomputing(tiny_qwe
     assert rows.layers_for(longest) > 0             # the longest micro-batch recomputes for them
 
 
-def test_the_pages_estimate_counts_the_loss_the_planner_picks(tiny_qwen3, qa_jsonl, tmp_path,
-                                                             monkeypatch):
-    """The Model tab's memory estimate (Service.estimate), on a GPU (stood in for), counts whole
-    logits where the planner will take them and trl's chunks where it will not: both ask
-    trl_recipe.plan_rows_and_loss, with the analysed rows; where the loss can be scored in one
-    kernel (backends.torch.fused_loss), whole logits still where they fit, else no logits at all."""
-    from backends.torch import fused_loss
-    from studio.plan.hardware import GPU, Hardware
-    from studio.plan.memory import USABLE, estimate_memory, micro_batch_estimate
+def test_the_pages_estimate_is_the_runs_plan(tiny_qwen3, qa_jsonl, tmp_path, monkeypatch):
+    """The Model tab's memory estimate is the plan the run will make (Service.plan: the same
+    make_plan, with the analysed rows), on a GPU (stood in for): whole logits counted where the
+    planner takes them, trl's chunks where only they fit; where the loss can be scored in one
+    kernel, whole logits still where they fit, else no whole logits."""
     from studio.models.shapes import model_shape
+    from studio.plan.memory import USABLE, micro_batch_estimate
     from studio.service.actions import Service
 
     config = FineTuningConfig(model_name=tiny_qwen3, data_path=str(qa_jsonl), batch_size=2,
                               gradient_accumulation_steps=4, max_seq_length=128, bf16=True,
                               backend="transformers")
     service = Service(tmp_path / "runs")
+    config, _ = service.with_auto_preset(config)     # as the page's form holds it
     lengths = service.data.analyse(config).report.lengths
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
 
-    def estimated(free):
-        gpu = Hardware(gpus=(GPU(0, "NVIDIA H200", 140 * GiB, int(free), (9, 0)),),
-                       bf16_supported=True)
-        monkeypatch.setattr(service, "hardware", lambda: gpu)
-        est, _, where, resolved = service.estimate(config)
-        assert where.startswith("GPU")
-        counted = {fused: estimate_memory(resolved, longest_row=max(lengths), fused_loss=fused,
-                                          kernels="transformers").total for fused in (True, False)}
-        assert counted[True] < counted[False]
-        return next(fused for fused, total in counted.items() if total == est.total)
+    def planned(free, **packages):
+        hw = gpu(free, packages=packages)
+        monkeypatch.setattr(service, "hardware", lambda: hw)
+        plan = service.plan(config)
+        assert plan.where.startswith("GPU") and plan.free_bytes == int(free)
+        return plan
 
     longest = sum(sorted(lengths, reverse=True)[:8])      # the plan's heaviest micro-batch
     chunked, whole = (micro_batch_estimate(config, longest, model_shape(tiny_qwen3), fused,
                                            "transformers", 0).total for fused in (True, False))
-    assert estimated(80 * GiB) is False                   # whole logits: they fit
-    assert estimated((chunked + whole) / 2 / USABLE) is True     # only the chunks fit
-    monkeypatch.setattr(fused_loss, "available", lambda config, kernels: True)
-    assert estimated(80 * GiB) is False      # where they fit, whole logits before the kernel
-    assert estimated((chunked + whole) / 2 / USABLE) is True     # else the kernel: no logits
+    roomy = planned(80 * GiB)
+    assert roomy.config.whole_logits and roomy.estimate.total == pytest.approx(whole)
+    tight = planned((chunked + whole) / 2 / USABLE)
+    assert not tight.config.whole_logits and tight.estimate.total == pytest.approx(chunked)
+    kernel = planned(80 * GiB, cut_cross_entropy=True)   # where they fit, whole logits first
+    assert kernel.config.whole_logits and not kernel.config.fused_loss
+    kernel = planned((chunked + whole) / 2 / USABLE, cut_cross_entropy=True)
+    assert not kernel.config.whole_logits       # no logits held: short rows keep trl's chunks
+    assert kernel.estimate.total == pytest.approx(chunked)
 
 
 def test_layer_graphs_are_recorded_where_no_layer_recomputes(tiny_qwen3, qa_jsonl, monkeypatch):
@@ -807,29 +796,23 @@ def test_layer_graphs_are_recorded_where_no_layer_recomputes(tiny_qwen3, qa_json
     from transformers import AutoTokenizer
 
     from studio.data import prepare
+    from studio.models.shapes import model_shape
     from studio.plan.hardware import detect_hardware
     from studio.plan.memory import USABLE, micro_batch_estimate
-    from studio.models.shapes import model_shape
-    from backends.torch.trl_recipe import plan_gpu_batches
 
     config = FineTuningConfig(model_name=tiny_qwen3, batch_size=2, gradient_accumulation_steps=4,
                               max_seq_length=128, cpu_only=False, bf16=True, compile_layers=True)
     data = prepare(str(qa_jsonl), AutoTokenizer.from_pretrained(tiny_qwen3), config)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
 
     def planned(config, free=80 * GiB):
-        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (free, 80 * GiB))
-        events = []
-        planned, _ = plan_gpu_batches(config, data, lambda kind, step=0, **d: events.append(
-            (kind, d)))
-        plan = next(d for kind, d in events if kind == "plan")
-        assert plan["layer_graphs"] is planned.layer_graphs
-        said.append(plan.get("planner", ""))
-        return planned
+        plan = plan_for(config, data, gpu(free))
+        assert plan.layout()["layer_graphs"] is plan.config.layer_graphs
+        said.append(plan.planner)
+        return plan.config
 
     said = []
     assert planned(config).layer_graphs is True
-    assert planned(config.replace(compile_layers=None)).layer_graphs is False
+    assert planned(config.replace(compile_layers=False)).layer_graphs is False
     assert planned(config.replace(num_gpus=2)).layer_graphs is False
     assert planned(config.replace(gradient_checkpointing=True)).layer_graphs is False
     assert planned(config.replace(gradient_checkpointing=False)).layer_graphs is True

@@ -75,6 +75,33 @@ def test_a_scripted_run_records_its_events_plan_and_adapter(tiny_qwen3, tmp_path
     assert (tmp_path / "runs" / "a" / "adapter" / "adapter_config.json").is_file()
 
 
+def test_the_page_the_dry_run_and_the_run_read_one_plan(tiny_qwen3, tmp_path, qa_jsonl,
+                                                          capsys):
+    """The plan is made once, by one function (studio.plan.plan.make_plan): the page's estimate
+    and checks (Service.plan), the command line's --dry-run and the run's plan.yaml hold the
+    same backend, batches, loss and memory estimate for the same config (issue #40, item 1)."""
+    import yaml
+
+    config = FineTuningConfig(model_name=tiny_qwen3, data_path=str(qa_jsonl), max_steps=2,
+                              val_size=0, num_samples=0, output_dir=str(tmp_path / "runs" / "a"))
+    service = Service(tmp_path / "runs")
+    config, _ = service.with_auto_preset(config)           # the page's form holds them all
+    service.data.analyse(config)
+    page = service.plan(config).layout()
+    assert main(["train", "--data", str(qa_jsonl), "--model", tiny_qwen3, "--max-steps", "2",
+                 "--val-size", "0", "--num-samples", "0", "--output-dir",
+                 str(tmp_path / "runs" / "a"), "--dry-run", *sum(
+                     ([f"--{k.replace('_', '-')}", str(v)] for k, v in
+                      config.to_dict().items() if k in ("lora_r", "batch_size")), [])]) == 0
+    dry = yaml.safe_load(capsys.readouterr().out.split("\n", 1)[1])
+    assert not (tmp_path / "runs" / "a").exists()          # a dry run writes nothing
+    run_fine_tuning(config=config)
+    ran = read_plan(tmp_path / "runs" / "a")
+    assert ran.pop("attention")                             # what the backend found loading
+    assert page == ran == dry
+    assert ran["backend"] == "transformers" and ran["device"] == "CPU"
+
+
 @pytest.mark.slow
 def test_a_child_process_job_is_listed_stopped_followed_and_resumed_from_the_cli(
         tiny_qwen3, tmp_path, qa_jsonl, capsys):

@@ -271,8 +271,9 @@ def test_the_served_folders_hold_the_example_datasets(tmp_path):
     """The page's example buttons load from the assets folder, wherever the package sits: every
     example shipped is inside what a served studio confines to."""
     from studio.data.readers import examples
+    from studio.service.confined import ConfinedService
 
-    confine = Confinement.served(tmp_path / "runs")
+    confine = ConfinedService(tmp_path / "runs").confine
     assert len(examples()) >= 3
     for example in examples():
         assert confine.path(example) == example.resolve()

@@ -11,8 +11,8 @@ kernels' gradients agree with whole logits'. cut-cross-entropy's library default
 entries below bfloat16's precision, an approximation measured by the bench (fused=filtered),
 not made by the studio. At long micro-batches a whole step is faster through either kernel than
 through trl's chunks, Unsloth's most, and the adapters score the same held-out loss
-(bench/HISTORY.md, rounds thirteen and fourteen); short micro-batches keep trl's chunks
-(MIN_TOKENS).
+(bench/HISTORY.md, rounds thirteen and fourteen); short micro-batches keep trl's chunks. Where
+it is taken is the plan's to decide (studio/plan/batches.py).
 
 Both backends train through it: the model's forward, given labels, runs the decoder alone and
 returns the loss scored here instead of logits; without labels (the samples shown during
@@ -20,37 +20,7 @@ training, the chat) it is as it was.
 """
 from __future__ import annotations
 
-import importlib.util
 import math
-
-
-def available(config, kernels: str) -> bool:
-    """Where a kernel runs: a CUDA GPU, training through Unsloth (whose loss comes with it) or
-    with cut-cross-entropy installed (the cuda extra)."""
-    import torch
-
-    return (not config.cpu_only and torch.cuda.is_available()
-            and (kernels == "unsloth" or importlib.util.find_spec("cut_cross_entropy") is not None))
-
-
-# Auto takes the kernel where a micro-batch holds this many tokens on average or more. What
-# Unsloth's saves grows with the tokens, at 0.6B as at 8B, but below this a step is bound by the
-# host and took longer with either kernel than with trl's chunks, while micro-batches well above
-# it were faster at both sizes (measured: bench/HISTORY.md, issue #16, 'when a kernel pays' and
-# the pairs measured after it).
-MIN_TOKENS = 4096
-
-
-def in_effect(config, kernels: str, tokens: float | None = None) -> bool:
-    """Whether this run scores its loss here: fused_loss, left to auto, wherever it runs in
-    one process (it was measured on one GPU; several keep the loss they were measured with),
-    unless whole_logits were asked for, for micro-batches of MIN_TOKENS tokens or more on
-    average (tokens: the plan's; None: not known). kernels: whose layers train, "unsloth" or
-    "transformers"."""
-    if config.fused_loss is not None:
-        return config.fused_loss
-    return (available(config, kernels) and config.world_size == 1 and not config.whole_logits
-            and (tokens is None or tokens >= MIN_TOKENS))
 
 
 # Unsloth's kernel scores the labelled rows in chunks of 512 rows or more (a power of two up to

@@ -1,9 +1,10 @@
 """The TRL recipe that the transformers and Unsloth backends share.
 
-Both hand already-tokenized rows to trl's SFTTrainer with the same trainer arguments, translate
-its callbacks into studio events through one TrainerCallback, size GPU micro-batches to the free
-memory with the same planner, and stream replies the same way. Only model loading and LoRA
-patching differ, and those stay in each backend. No backend imports another: both import this.
+Both hand already-tokenized rows to trl's SFTTrainer with the same trainer arguments (as the
+run's plan laid out its batches and loss), translate its callbacks into studio events through
+one TrainerCallback, recompute layers per micro-batch where the plan says, and stream replies
+the same way. Only model loading and LoRA patching differ, and those stay in each backend. No
+backend imports another: both import this.
 """
 from __future__ import annotations
 
@@ -13,8 +14,7 @@ from pathlib import Path
 from threading import Event, Thread
 from typing import Callable, Iterator, Optional
 
-from backends.torch import fused_loss
-from backends.torch.compiled_layers import decoder_layers, layer_graphs_pay
+from backends.torch.compiled_layers import decoder_layers
 
 
 # ---------------------------------------------------------------------------- precision
@@ -200,132 +200,24 @@ def sample_callback(emit, tokenizer, samples: list[dict], max_new_tokens: int = 
     return SampleCallback()
 
 
-# ---------------------------------------------------------------------------- GPU batches
-def plan_gpu_batches(config, data, emit, kernels: str = "transformers"):
-    """On a GPU, size the micro-batches to the free memory (studio.plan.memory), unless the user set
-    them: whole rows padding-free by default, or packs of tokens_per_batch with packing on.
-
-    Returns the config to train with, and the row plan (None for packs or off the GPU): with
-    checkpointing left to auto, `recompute_per_micro_batch` applies the plan to each step. The
-    layout chosen goes into the run's plan (a "plan" event), beside the config as asked for.
-    `kernels` says whose layers train (memory.saved_per_token). The loss (plan_rows_and_loss):
-    the transformers backend takes whole logits where they fit beside the same rows with no
-    layer recomputed (whole_logits left to auto, one process); elsewhere both backends score
-    it in one kernel where that runs (backends.torch.fused_loss), else in trl's chunks (loss_type).
-    """
-    import torch
-
-    from studio.plan.hardware import release_memory
-    from studio.plan.memory import plan_batch
-    from studio.models.shapes import model_shape
-
-    if config.cpu_only or not torch.cuda.is_available():
-        planned = config.replace(gradient_checkpointing=bool(config.gradient_checkpointing),
-                                 layer_graphs=False, fused_loss=False)
-        emit("plan", 0, **batch_layout(planned))
-        return planned, None
-    lengths = [len(ids) for ids in data.train["input_ids"]]
-    release_memory()          # plan with what the card has, not what a cache still holds
-    free, _ = torch.cuda.mem_get_info()
-    ours = kernels == "transformers"     # whole logits and layer graphs are this backend's
-    if config.packing:   # packs fill the memory: whole logits only where asked for
-        plan = plan_batch(config.replace(gradient_checkpointing=None), free,
-                          sum(lengths) / max(1, len(lengths)),
-                          fused_loss=not (ours and config.whole_logits),
-                          longest_row=max(lengths, default=None), kernels=kernels)
-        packed = config.tokens_per_batch or (plan.tokens_per_batch if plan else
-                                             config.max_seq_length)
-        changes = plan and dict(tokens_per_batch=packed)
-        config = config.replace(fused_loss=fused_loss.in_effect(config, kernels, packed))
-    else:
-        plan, config = plan_rows_and_loss(config, free, lengths, kernels)
-        changes = plan and dict(batch_size=plan.rows)
-    if plan is None:   # nothing to plan with, or nothing fits: what was asked, recomputing
-        planned = config.replace(gradient_checkpointing=config.gradient_checkpointing is not False,
-                                 layer_graphs=bool(config.layer_graphs)
-                                 and config.gradient_checkpointing is False)
-        why = ("unknown architecture" if model_shape(config.model_name) is None else
-               f"by the estimate no micro-batch fits the {free / 2**30:.1f} GiB free")
-        emit("plan", 0, **batch_layout(planned), planner=f"{why}: the batch as asked for, with "
-             "gradient checkpointing")
-        return planned, None
-    emit("status", 0, message="batch plan: " + plan.reason,
-         estimate_gb=round(plan.estimate.total / 2**30, 2), **changes)
-    checkpointing = (plan.gradient_checkpointing if config.gradient_checkpointing is None
-                     else config.gradient_checkpointing)
-    adaptive = not config.packing and config.gradient_checkpointing is None and checkpointing
-    graphs = config.layer_graphs
-    if graphs is None:    # packs are all one size; rows make micro-batches of many
-        graphs = bool(ours and config.compile_layers and config.world_size == 1) and (
-            not checkpointing if config.packing else layer_graphs_pay(plan, lengths))
-    # where every layer recomputes in every micro-batch, none would replay as a graph
-    # (compiled_layers.recompute_outside_graphs): the plan says so, even where they were asked for
-    graphs = bool(graphs) and not (checkpointing and not adaptive)
-    planned = config.replace(**changes, gradient_checkpointing=checkpointing, layer_graphs=graphs,
-                             gradient_accumulation_steps=plan.gradient_accumulation_steps)
-    layout = batch_layout(planned)
-    if adaptive:
-        layout["gradient_checkpointing"] = "per micro-batch: only layers a long one needs"
-    emit("plan", 0, **layout, planner=plan.reason, estimate_gb=round(plan.estimate.total / 2**30, 2))
-    return planned, (None if config.packing else plan)
-
-
-def plan_rows_and_loss(config, free: float, lengths: list[int], kernels: str):
-    """The row plan (memory.plan_rows) and the config with the loss decided. Left to auto in
-    one process, the transformers backend takes whole logits where the same rows fit with them
-    and no layer recomputed: at 0.6B and 8 rows an update, bound by the host, they are faster
-    than the loss in one kernel, which reads its row count back. Elsewhere both backends score
-    in one kernel where it runs and pays (backends.torch.fused_loss: micro-batches of MIN_TOKENS tokens
-    or more on average), else in trl's chunks. The planner and the page's memory estimate
-    (Service.estimate) both ask here, so that the page counts the loss the run will take."""
-    from studio.plan.memory import plan_rows
-
-    ours = kernels == "transformers"              # whole logits: the transformers backend only
-    plan = plan_rows(config, free, lengths, fused_loss=not (ours and config.whole_logits),
-                     kernels=kernels)
-    rows = plan.rows if plan else config.batch_size
-    fused = fused_loss.in_effect(config, kernels, rows * sum(lengths) / max(1, len(lengths)))
-    # in one process only: each rank plans on its own GPU's free memory, and ranks that read
-    # slightly different amounts must not pick different losses (several GPUs measured chunks)
-    if not (ours and config.whole_logits is None and config.fused_loss is None
-            and plan is not None and config.world_size == 1):
-        return plan, config.replace(fused_loss=fused)
-    whole = plan_rows(config, free, lengths, fused_loss=False, kernels=kernels)
-    fits = whole is not None and whole.rows == plan.rows and not whole.gradient_checkpointing
-    return (whole if fits else plan), config.replace(whole_logits=fits,
-                                                     fused_loss=fused and not fits)
-
-
-def batch_layout(config) -> dict:
-    """The batch fields of a plan: what one micro-batch and one update hold."""
-    if config.packing:
-        micro = f"packs of up to {config.tokens_per_batch or config.max_seq_length} tokens"
-    else:
-        micro = f"{config.batch_size} rows, padding-free"
-    return {"micro_batch": micro, "batch_size": config.batch_size,
-            "gradient_accumulation_steps": config.gradient_accumulation_steps,
-            "packing": bool(config.packing), "fused_loss": bool(config.fused_loss),
-            "whole_logits": holds_whole_logits(config),
-            "layer_graphs": bool(config.layer_graphs),
-            "gradient_checkpointing": "on" if config.gradient_checkpointing else "off"}
-
-
-def recompute_per_micro_batch(model, plan):
-    """Gradient checkpointing decided for each micro-batch, where the plan left it to auto:
-    before a training forward, the first plan.layers_for(tokens) decoder layers recompute and
-    the others keep their activations. Short micro-batches, the common case, recompute nothing.
-    The trainer must have checkpointing on (it installs the recompute function in each layer).
-    The hook runs before the model's other forward pre-hooks, whenever they were registered, so
-    that those reading the choice (compiled_layers.recompute_outside_graphs) read this one's."""
-    adaptive = plan is not None and plan.config.gradient_checkpointing is None
-    if not (adaptive and plan.gradient_checkpointing):
+# ---------------------------------------------------------------------------- batches
+def recompute_per_micro_batch(model, rows):
+    """Gradient checkpointing decided for each micro-batch, where the run's plan left it to auto
+    (its row plan, studio.plan.memory.RowPlan; None: every layer as the config says): before a
+    training forward, the first rows.layers_for(tokens) decoder layers recompute and the others
+    keep their activations. Short micro-batches, the common case, recompute nothing. The trainer
+    must have checkpointing on (it installs the recompute function in each layer). The hook
+    runs before the model's other forward pre-hooks, whenever they were registered, so that
+    those reading the choice (compiled_layers.recompute_outside_graphs) read this one's."""
+    adaptive = rows is not None and rows.config.gradient_checkpointing is None
+    if not (adaptive and rows.gradient_checkpointing):
         return None
     layers = decoder_layers(model)
 
     def before_forward(module, args, kwargs):
         ids = kwargs.get("input_ids", args[0] if args else None)
         if module.training and ids is not None:
-            recompute = plan.layers_for(ids.numel())   # padding-free: (1, tokens)
+            recompute = rows.layers_for(ids.numel())   # padding-free: (1, tokens)
             for index, layer in enumerate(layers):
                 layer.gradient_checkpointing = index < recompute
 
@@ -333,40 +225,12 @@ def recompute_per_micro_batch(model, plan):
 
 
 # ---------------------------------------------------------------------------- trainer arguments
-WHOLE_LOGITS_ON_CPU = 2 * 2**30   # bytes: memory.logits_bytes of a CPU micro-batch
-
-
 def loss_type(config) -> str:
-    """trl's loss for this run. trl's chunked loss (the default) scores the response tokens 256
-    at a time and never holds a micro-batch's whole logits. It projects each chunk twice
-    (forward, then again in the backward), launches a dozen small kernels a chunk, and adds
-    entropy and accuracy passes over the vocabulary: where the whole logits fit, the model's own
-    loss ("nll", the same math) is faster, on a CPU as on a GPU (bench/HISTORY.md, the CPU
-    section and round ten). config.whole_logits decides; left to auto, a GPU run's planner
-    decides (plan_gpu_batches) and a CPU run takes whole logits where the longest micro-batch's
-    stay small."""
-    import torch
-
-    from studio.plan.memory import logits_bytes
-    from studio.models.shapes import model_shape
-
-    if config.fused_loss:      # the model's forward scores it (backends.torch.fused_loss): trl stays out
-        return "nll"
-    if config.whole_logits is not None:
-        return "nll" if config.whole_logits else "chunked_nll"
-    if not config.cpu_only and torch.cuda.is_available():
-        return "chunked_nll"
-    shape = model_shape(config.model_name)
-    tokens = (config.tokens_per_batch or config.max_seq_length) if config.packing else \
-        config.batch_size * config.max_seq_length
-    small = shape is not None and logits_bytes(config, shape, tokens) <= WHOLE_LOGITS_ON_CPU
-    return "nll" if small else "chunked_nll"
-
-
-def holds_whole_logits(config) -> bool:
-    """Whether a micro-batch's whole logits are held at once: the model's own loss, not scored
-    in one kernel (backends.torch.fused_loss) nor in trl's chunks."""
-    return loss_type(config) == "nll" and not config.fused_loss
+    """trl's loss for this run, as its plan decided it: the model's own ("nll", whole logits
+    held; also where the model's forward scores the loss in one kernel, backends.torch.fused_loss,
+    and trl stays out), else trl's chunked loss, which scores the response tokens 256 at a time
+    and never holds a micro-batch's whole logits."""
+    return "nll" if config.fused_loss or config.whole_logits else "chunked_nll"
 
 
 def sft_config(config, run_dir: Path, has_eval: bool):

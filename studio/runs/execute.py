@@ -28,9 +28,8 @@ def execute(run_dir: Path, should_stop: Callable[[], bool] = lambda: False,
     failure: the failure is the run's outcome, written to status.json and metrics.jsonl with a
     reason a person can act on. Returns the final status.
     """
-    from backends import choose_backend, get_backend
-    from backends.torch import compiled_layers, distributed
-    from studio.plan.hardware import detect_hardware
+    from backends import get_backend
+    from backends.torch import distributed
 
     run_dir = Path(run_dir)
     distributed.bind_device()
@@ -53,29 +52,20 @@ def execute(run_dir: Path, should_stop: Callable[[], bool] = lambda: False,
                      pid_started=started_at(os.getpid()))
     step, trackers = 0, []
     try:
-        config = FineTuningConfig.load(run_dir / "config.yaml")
-        hw = detect_hardware()
-        problems = config.validate(hw)
-        if problems:
-            raise ConfigError("; ".join(problems))
-        asked = config.distributed
-        config = config.resolve(hw)
-        if config.world_size > 1:
-            spread = distributed.describe(config, asked)
-            log.emit("status", 0, message="processes: " + spread)
-            log.emit("plan", 0, processes=config.world_size, distributed=spread)
+        hw, config, data, plan = _planned(run_dir, log.emit, data)
+        if plan.processes:
+            log.emit("status", 0, message="processes: " + plan.processes)
         for tracker in _trackers(config, run_dir, log):
             log.subscribe(tracker)
             trackers.append(tracker)
-        name, why = choose_backend(config.backend, hw, config.world_size,
-                                   needs=config.transformers_only())
-        data = prepare_data(config, log.emit, data)
-        if compiled_layers.compile_pays(config, hw, data.report.lengths):   # small, short steps
-            config = config.replace(compile_layers=True)
-            name, why = "transformers", compiled_layers.AUTO_REASON
-        write_status(run_dir, backend=name)
-        log.emit("status", 0, message=f"backend: {why}", backend=name, hardware=hw.summary())
-        log.emit("plan", 0, **resolved_plan(config, name))
+        write_status(run_dir, backend=plan.backend)
+        log.emit("status", 0, message=f"backend: {plan.why}", backend=plan.backend,
+                 hardware=hw.summary())
+        if plan.planner:
+            log.emit("status", 0, message="batch plan: " + plan.planner,
+                     **({"estimate_gb": round(plan.estimate.total / 2**30, 2)}
+                        if plan.estimate else {}))
+        log.emit("plan", 0, **plan.layout())
         resume_from = last_checkpoint(run_dir) if resume else None
         if resume_from:
             log.emit("status", 0, message=f"resuming from {resume_from.name}")
@@ -85,7 +75,8 @@ def execute(run_dir: Path, should_stop: Callable[[], bool] = lambda: False,
             step = max(step, step_)
             log.emit(kind, step_, **kw)
 
-        adapter = get_backend(name).train(config, data, run_dir, emit, stopped, resume_from)
+        adapter = get_backend(plan.backend).train(plan, data, run_dir, emit, stopped,
+                                                  resume_from)
         if stopped():
             state, reason = "stopped", f"stopped at step {step} as asked; the adapter saved " \
                                        "there is usable and Resume continues"
@@ -150,17 +141,14 @@ def _execute_as_rank(run_dir: Path, should_stop, resume: bool, data) -> dict:
     """A rank above 0 trains the same config on its share of the data and writes nothing: its
     events go nowhere, and a failure is raised for torchrun to report (the supervisor writes it
     as the run's reason)."""
-    from backends import choose_backend, get_backend
+    from backends import get_backend
     from backends.torch import distributed
-    from studio.plan.hardware import detect_hardware
 
-    hw = detect_hardware()
-    config = FineTuningConfig.load(run_dir / "config.yaml").resolve(hw)
-    name, _ = choose_backend(config.backend, hw, config.world_size)
     emit = EventLog().emit
+    _, _, data, plan = _planned(run_dir, emit, data)
     stopped = distributed.agreed(lambda: should_stop() or (run_dir / "STOP").exists())
-    get_backend(name).train(config, prepare_data(config, emit, data), run_dir, emit, stopped,
-                            last_checkpoint(run_dir) if resume else None)
+    get_backend(plan.backend).train(plan, data, run_dir, emit, stopped,
+                                    last_checkpoint(run_dir) if resume else None)
     stopped()          # rank 0 asks once more after training (stopped or finished): answer it
     return {"state": "finished"}
 
@@ -181,14 +169,22 @@ def _trackers(config: FineTuningConfig, run_dir: Path, log: EventLog) -> list:
     return out
 
 
-def resolved_plan(config: FineTuningConfig, backend: str) -> dict:
-    """The plan's first fields, from the config as resolved on this hardware: where it trains,
-    in which precision, quantised or not. The backend adds its batch layout and attention."""
-    dtype = "bfloat16" if config.bf16 else "float16" if config.fp16 else "float32"
-    quantization = "4-bit NF4 (QLoRA)" if config.load_in_4bit else \
-        "8-bit" if config.load_in_8bit else "none"
-    return {"backend": backend, "device": "CPU" if config.cpu_only else "GPU", "dtype": dtype,
-            "quantization": quantization, "lora_dropout": config.lora_dropout}
+def _planned(run_dir: Path, emit, data=None):
+    """(hardware, config, data, plan) of the run: its config.yaml checked on the hardware read
+    now (caches freed first, so the free memory is the card's), its data prepared (unless
+    given), and its plan made once from all three (studio.plan.plan)."""
+    from studio.plan.hardware import detect_hardware, release_memory
+    from studio.plan.plan import make_plan
+
+    config = FineTuningConfig.load(run_dir / "config.yaml")
+    release_memory()
+    hw = detect_hardware()
+    problems = config.validate(hw)
+    if problems:
+        raise ConfigError("; ".join(problems))
+    data = prepare_data(config.resolve(hw), emit, data)
+    plan = make_plan(config, hw, [len(ids) for ids in data.train["input_ids"]])
+    return hw, plan.config, data, plan
 
 
 def prepare_data(config: FineTuningConfig, emit, data=None):

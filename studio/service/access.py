@@ -343,13 +343,13 @@ class Confinement:
                 self.roots.append(resolved)
 
     @classmethod
-    def served(cls, runs_dir: str | Path, allow: Iterable[str | Path] = ()) -> "Confinement":
-        """The runs folder (uploads are under it), the studio's assets (the example data), the
-        model caches (the studio's and the HF hub's), and the operator's --allow-dir folders."""
-        from studio.data.readers import EXAMPLES
+    def served(cls, runs_dir: str | Path, examples: Path,
+               allow: Iterable[str | Path] = ()) -> "Confinement":
+        """The runs folder (uploads are under it), the studio's example data, the model caches
+        (the studio's and the HF hub's), and the operator's --allow-dir folders."""
         from studio.models.local import CACHE
 
-        return cls([runs_dir, EXAMPLES, CACHE, hub_cache(), *allow])
+        return cls([runs_dir, examples, CACHE, hub_cache(), *allow])
 
     def path(self, given: str | Path) -> Path:
         """`given` resolved, or Outside."""

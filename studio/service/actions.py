@@ -115,59 +115,40 @@ class Service:
 
         return detect_hardware()
 
-    def backend(self, config: FineTuningConfig, hw=None) -> str:
-        """The backend a run of this config would train on here: as backends.choose_backend
-        picks it, unless the rows as last analysed make a small model compile its layers on the
-        transformers backend (compiled_layers.compile_pays, as studio.runs.execute.execute decides it).
-        Raises BackendError where the backend asked for cannot run."""
-        from backends import choose_backend
-        from backends.torch.compiled_layers import compile_pays
+    def plan(self, config: FineTuningConfig, hw=None, fallback: bool = True):
+        """The run's plan here and now (studio.plan.plan.make_plan: backend, batches, loss,
+        memory estimate against what is free now) for the config as it would run (its unset
+        settings from the Auto preset) and the rows as last analysed (none yet: the batches as
+        asked). Where the backend asked for cannot run here, the plan of the
+        transformers backend instead (the preflight says why), unless `fallback` is off: then
+        BackendError."""
+        from backends import BackendError
+        from studio.plan.plan import make_plan
 
         hw = hw or self.hardware()
-        resolved = config.resolve(hw)
-        name, _ = choose_backend(resolved.backend, hw, resolved.world_size,
-                                 needs=resolved.transformers_only())
+        config, _ = self.with_auto_preset(config)
         analysis = self.data.cached(config)
-        lengths = analysis.report.lengths if analysis and analysis.report else None
-        return "transformers" if lengths and compile_pays(resolved, hw, lengths) else name
-
-    def estimate(self, config: FineTuningConfig):
-        """(MemoryEstimate or None, free bytes, where, resolved config) for this config, with
-        the free memory read now and the longest row of the data when it was analysed."""
-        from backends import BackendError
-        from studio.plan.memory import estimate_memory
-        from backends.torch.trl_recipe import holds_whole_logits, plan_rows_and_loss
-
-        hw = self.hardware()
-        resolved = config.resolve(hw)
-        analysis = self.data.cached(config)
-        lengths = analysis.report.lengths if analysis and analysis.report else None
-        on_gpu = hw.has_cuda and not resolved.cpu_only
+        lengths = [min(n, config.max_seq_length) for n in analysis.report.lengths] \
+            if analysis and analysis.report else None       # as training truncates them
         try:
-            backend = self.backend(config, hw)
-        except BackendError:    # the preflight says why; the estimate counts the fallback's layers
-            backend = "transformers"
-        longest = max(lengths) if lengths else None
-        try:
-            # with the loss the run will use: as set, else as the GPU's planner decides it from
-            # the rows, chunked on a GPU without them, and on a CPU where whole logits are large
-            loss = resolved
-            if on_gpu and lengths and not resolved.packing:
-                _, loss = plan_rows_and_loss(resolved, hw.gpus[0].free_bytes, lengths, backend)
-            est = estimate_memory(resolved, longest_row=longest,
-                                  fused_loss=not holds_whole_logits(loss), kernels=backend)
-        except Exception:   # noqa: BLE001 - an unknown architecture: no estimate, not an error
-            est = None
-        if on_gpu:
-            return est, float(hw.gpus[0].free_bytes), f"GPU ({hw.gpus[0].name})", resolved
-        return est, float(hw.ram_free_bytes), "RAM", resolved
+            return make_plan(config, hw, lengths)
+        except BackendError:
+            if not fallback:
+                raise
+            return make_plan(config.replace(backend="transformers"), hw, lengths)
+
+    def backend(self, config: FineTuningConfig) -> str:
+        """The backend a run of this config would train on here (its plan's). Raises
+        BackendError where the backend asked for cannot run."""
+        return self.plan(config, fallback=False).backend
 
     # ------------------------------------------------------------------ preflight
     def check(self, config: FineTuningConfig, allow_over_memory: bool = False) -> list[str]:
         """Everything that would stop this run, each naming the fix; empty: it can start."""
-        from backends import BackendError, choose_backend
+        from backends import BackendError
         from studio.data import DataError
         from studio.plan.memory import out_of_memory_advice
+        from studio.plan.plan import backend_for
 
         running = self.active()
         if running:
@@ -177,7 +158,7 @@ class Service:
         hw = self.hardware()
         problems = list(config.validate(hw))
         try:
-            choose_backend(config.backend, hw)
+            backend_for(config.resolve(hw), hw)
         except BackendError as e:
             problems.append(str(e))
         if (why := model_problem(config.model_name)):
@@ -197,12 +178,13 @@ class Service:
         if analysis.report.n_train == 0:
             return ["No row has trained tokens after templating: check the column mapping (the "
                     "response column must hold the answers)."]
-        est, free, where, resolved = self.estimate(config)
-        if est and est.total > free and not allow_over_memory:
-            advice = out_of_memory_advice(resolved).removeprefix("out of memory: ")
+        plan = self.plan(config, hw)
+        est = plan.estimate
+        if est and est.total > plan.free_bytes and not allow_over_memory:
+            advice = out_of_memory_advice(plan.config).removeprefix("out of memory: ")
             problems.append(f"The memory estimate ({est.total / GiB:.1f} GiB) is more than the "
-                            f"{free / GiB:.1f} GiB free in {where}. To fit, {advice}. "
-                            + START_ANYWAY)
+                            f"{plan.free_bytes / GiB:.1f} GiB free in {plan.where}. To fit, "
+                            f"{advice}. " + START_ANYWAY)
         return problems
 
     # ------------------------------------------------------------------ starting and stopping
@@ -220,7 +202,7 @@ class Service:
                 raise Refused(problems)
             if preset:
                 warnings.warn(preset, Note, stacklevel=2)
-            est, _, _, _ = self.estimate(config)
+            est = self.plan(config).estimate
             run_dir = Path(run_dir) if run_dir else new_run_dir(self.runs_dir, config)
             try:
                 prepare_run_dir(run_dir, config, overwrite=overwrite)

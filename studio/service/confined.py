@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+from studio.data.readers import EXAMPLES
 from studio.service.access import Confinement, Outside, hub_shaped
 from studio.models.catalog import DEMO_MODEL_ID, TINY_QWEN3_ID
 from studio.config import FineTuningConfig
@@ -23,7 +24,7 @@ class ConfinedService(Service):
 
     def __init__(self, runs_dir, allow=()):
         super().__init__(runs_dir)
-        self.confine = Confinement.served(self.runs_dir, allow)
+        self.confine = Confinement.served(self.runs_dir, EXAMPLES, allow)
         self.judge_hosts: set[str] = set()     # --allow-judge: hosts a judge may be asked on
         self.data = ConfinedAnalyses(self.data, self)
 
@@ -91,8 +92,8 @@ class ConfinedService(Service):
     def check(self, config, *args, **kwargs):
         return super().check(self.config(config), *args, **kwargs)
 
-    def estimate(self, config, *args, **kwargs):
-        return super().estimate(self.config(config), *args, **kwargs)
+    def plan(self, config, *args, **kwargs):
+        return super().plan(self.config(config), *args, **kwargs)
 
     def measure_speed(self, config, *args, **kwargs):
         return super().measure_speed(self.config(config), *args, **kwargs)

@@ -16,7 +16,6 @@ import gradio as gr
 from studio.models.catalog import CATALOG, hub_cache_has, is_local_model
 from studio.models.shapes import parameter_count
 from studio.config import GROUPS, FineTuningConfig
-from backends.torch.distributed import describe as describe_spread
 from studio.models.local import model_problem
 from studio.service.actions import GiB, Refused, Service
 from studio.ui.common import guard, md, note, run_choices, shout, toast
@@ -123,7 +122,8 @@ def build(form: ConfigForm) -> ModelTab:
 # ---------------------------------------------------------------------------- handlers
 def hardware_text(service: Service) -> tuple[str, str]:
     """(what was detected, which backends can run here and why not)."""
-    from backends import availability, choose_backend
+    from backends import availability
+    from studio.plan.plan import backend_for
 
     hw = service.hardware()
     lines = [say("hw.gpu", index=g.index, name=g.name, total=g.total_bytes / GiB,
@@ -143,7 +143,7 @@ def hardware_text(service: Service) -> tuple[str, str]:
         usable = say("hw.usable") if why is None else say("hw.not_usable", why=why)
         rows.append(f"| {name} | {usable} |")
     try:
-        _, reason = choose_backend("auto", hw)
+        _, reason = backend_for(FineTuningConfig().resolve(hw), hw)
         rows.append(say("hw.auto", reason=reason))
     except Exception as e:   # noqa: BLE001
         rows.append(say("hw.auto_fails", error=e))
@@ -229,16 +229,11 @@ def _duration(seconds: float) -> str:
         say("time.hours", h=minutes // 60, m=minutes % 60)
 
 
-def checks_html(service: Service, config: FineTuningConfig, resolved, notes: list) -> str:
+def checks_html(service: Service, config: FineTuningConfig, plan, notes: list) -> str:
     """What Start would refuse now (the service's preflight; memory has its own box above),
-    and what the automatic settings become on this machine."""
-    from backends import BackendError
-
+    and what the automatic settings become on this machine (the run's plan)."""
     problems = service.check(config, allow_over_memory=True)
-    try:
-        backend = service.backend(config)
-    except BackendError:
-        backend = None
+    resolved, backend = plan.config, plan.backend
     precision = "bfloat16" if resolved.bf16 else "float16" if resolved.fp16 else "float32"
     extras = "".join(say(key) for key, on in (("checks.qlora", resolved.load_in_4bit),
                                               ("checks.packing", resolved.packing),
@@ -261,16 +256,16 @@ def wire(t: ModelTab, form: ConfigForm, service: Service, demo: gr.Blocks) -> li
     def summary(*values):
         try:
             config, notes = form.to_config(*values)
-            est, free, where, resolved = service.estimate(config)
+            plan = service.plan(config)
         except Exception as e:   # noqa: BLE001 - a half-typed value: say so, keep serving
             return gr.skip(), gr.skip(), gr.skip(), \
                 note(say("checks.unreadable", error=e), "error"), gr.skip()
         cli = command_line(config, output_dir=str(service.runs_dir / "my-run"))
         measured = last_measured(service, config.model_name)
-        spread = describe_spread(resolved, config.distributed) if resolved.world_size > 1 else ""
-        return (describe_model(config.model_name), memory_html(est, free, where, measured, spread),
+        return (describe_model(config.model_name),
+                memory_html(plan.estimate, plan.free_bytes, plan.where, measured, plan.processes),
                 time_html(service.time_estimate(config)),
-                checks_html(service, config, resolved, notes), cli)
+                checks_html(service, config, plan, notes), cli)
 
     summary_outputs = [t.model_info, t.memory, t.time, t.checks, t.cli]
     gr.on(form.triggers, summary, form.inputs, summary_outputs, trigger_mode="always_last",
