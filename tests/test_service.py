@@ -88,6 +88,7 @@ def test_the_page_the_dry_run_and_the_run_read_one_plan(tiny_qwen3, tmp_path, qa
     config, _ = service.with_auto_preset(config)           # the page's form holds them all
     service.data.analyse(config)
     page = service.plan(config).layout()
+    assert service.plan(config).steps == 2                  # the work it plans: max_steps
     assert main(["train", "--data", str(qa_jsonl), "--model", tiny_qwen3, "--max-steps", "2",
                  "--val-size", "0", "--num-samples", "0", "--output-dir",
                  str(tmp_path / "runs" / "a"), "--dry-run", *sum(

@@ -8,6 +8,7 @@ loading (the attention kernel it found) as a "plan" event of its own.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -30,6 +31,12 @@ class Plan:
     where: str = "RAM"                # the memory the estimate is held against
     processes: str = ""               # how several processes share the work ("" for one)
     graph_bucket: int = 0             # tokens micro-batches are padded to for layer graphs
+    steps: int = 0                    # optimizer steps the run takes (0: rows not known yet)
+    tokens: float = 0.0               # tokens it trains on in them
+
+    def seconds_at(self, tokens_per_s: float) -> float:
+        """How long the run trains at this speed."""
+        return self.tokens / tokens_per_s
 
     @property
     def recomputes_per_micro_batch(self) -> bool:
@@ -81,11 +88,12 @@ def chat_backend(asked: str, hw) -> str:
 
 
 def make_plan(config: FineTuningConfig, hw, lengths: Optional[list[int]] = None,
-              asked: Optional[str] = None) -> Plan:
+              asked: Optional[str] = None, train_rows: Optional[float] = None) -> Plan:
     """The plan of `config` on `hw` (free memory as read) for rows of these token lengths (None:
     not known yet; the batches are then as asked). Raises BackendError where the backend asked
     for cannot run here. `asked`: the distribution as the config said it, for the description
-    (the config resolves "auto")."""
+    (the config resolves "auto"). `train_rows`: the rows that train, where `lengths` is a sample
+    of them or holds the validation rows too (None: one row a length)."""
     from backends.torch import distributed
 
     asked = asked or config.distributed
@@ -99,9 +107,24 @@ def make_plan(config: FineTuningConfig, hw, lengths: Optional[list[int]] = None,
     free = float(hw.gpus[0].free_bytes if on_gpu else hw.ram_free_bytes)
     where = f"GPU ({hw.gpus[0].name})" if on_gpu else "RAM"
     estimate = laid.estimate or _estimate(laid.config, lengths, kernels)
+    steps, tokens = _work(resolved, lengths, train_rows)
     return Plan(laid.config, backend, why, laid.rows, laid.planner, estimate, free, where,
                 distributed.describe(resolved, asked) if resolved.world_size > 1 else "",
-                graph_bucket(model_shape(resolved.model_name)) if laid.config.layer_graphs else 0)
+                graph_bucket(model_shape(resolved.model_name)) if laid.config.layer_graphs else 0,
+                steps, tokens)
+
+
+def _work(config: FineTuningConfig, lengths: Optional[list[int]],
+          train_rows: Optional[float]) -> tuple[int, float]:
+    """(optimizer steps, tokens trained): rows as training truncates them, max_steps where
+    given, else the epochs over the training rows."""
+    if not lengths:
+        return 0, 0.0
+    rows = len(lengths) if train_rows is None else train_rows
+    per_row = sum(min(n, config.max_seq_length) for n in lengths) / len(lengths)
+    per_step = config.batch_size * config.gradient_accumulation_steps
+    steps = config.max_steps or math.ceil(rows * config.num_train_epochs / per_step)
+    return steps, steps * min(per_step, rows) * per_row
 
 
 def _estimate(config, lengths: Optional[list[int]], kernels: str) -> Optional[MemoryEstimate]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import gc
-import math
 import os
 import re
 import shutil
@@ -128,14 +127,16 @@ class Service:
         hw = hw or self.hardware()
         config, _ = self.with_auto_preset(config)
         analysis = self.data.cached(config)
-        lengths = [min(n, config.max_seq_length) for n in analysis.report.lengths] \
-            if analysis and analysis.report else None       # as training truncates them
+        lengths = rows = None
+        if analysis and analysis.report:        # truncated as training truncates them
+            lengths = [min(n, config.max_seq_length) for n in analysis.report.lengths]
+            rows = analysis.report.n_train * analysis.scale     # sampled: the whole file's
         try:
-            return make_plan(config, hw, lengths)
+            return make_plan(config, hw, lengths, train_rows=rows)
         except BackendError:
             if not fallback:
                 raise
-            return make_plan(config.replace(backend="transformers"), hw, lengths)
+            return make_plan(config.replace(backend="transformers"), hw, lengths, train_rows=rows)
 
     def backend(self, config: FineTuningConfig) -> str:
         """The backend a run of this config would train on here (its plan's). Raises
@@ -308,11 +309,11 @@ class Service:
         return speed
 
     def time_estimate(self, config: FineTuningConfig) -> Optional[TimeEstimate]:
-        """How long this run would train: its tokens at the speed measured for these settings
-        (measure_speed), else at the speed of the newest run of this model; None when neither
-        or no data is known."""
-        analysis = self.data.cached(config)
-        if not analysis or not analysis.report:
+        """How long this run would train: its plan's tokens at the speed measured for these
+        settings (measure_speed), else at the speed of the newest run of this model; None when
+        neither or no data is known."""
+        plan = self.plan(config)
+        if not plan.steps:
             return None
         with self._lock:
             speed = self._speeds.get(_speed_key(config))
@@ -322,14 +323,8 @@ class Service:
             source = f"as the last run of this model went ({run})"
         if speed is None:
             return None
-        report = analysis.report
-        lengths = [min(n, config.max_seq_length) for n in report.lengths]
-        per_row = sum(lengths) / max(1, len(lengths))
-        per_step = config.batch_size * config.gradient_accumulation_steps
-        n_train = report.n_train * analysis.scale        # a sampled analysis: the whole file
-        steps = config.max_steps or math.ceil(n_train * config.num_train_epochs / per_step)
-        tokens = steps * min(per_step, n_train) * per_row
-        return TimeEstimate(steps, tokens, tokens / speed.tokens_per_s, speed, source)
+        return TimeEstimate(plan.steps, plan.tokens, plan.seconds_at(speed.tokens_per_s), speed,
+                            source)
 
     def _past_speed(self, model_name: str) -> tuple[Optional[Speed], str]:
         for run in self.runs():
