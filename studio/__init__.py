@@ -8,8 +8,10 @@ import platform
 import sys
 from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 __version__ = "0.1.0"
+PROJECT = Path(__file__).resolve().parent.parent      # the folder holding studio/ and assets/
 
 
 def _prefer_expandable_segments():

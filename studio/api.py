@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 from studio.config import FineTuningConfig
+from studio.runs.store import files
 from studio.service.actions import Service
 
 
@@ -42,6 +43,6 @@ def run_fine_tuning(data_path: Optional[str] = None, config: Optional[FineTuning
         job = service.start(config, run_dir, allow_over_memory=allow_over_memory,
                             overwrite=overwrite, in_process=True, listeners=listeners)
     status = job.wait()
-    if status["state"] == "failed":
-        raise TrainingError(status["reason"])
-    return str(run_dir / "adapter")
+    if status.state == "failed":
+        raise TrainingError(status.reason)
+    return str(files(run_dir).adapter)

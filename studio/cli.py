@@ -107,10 +107,10 @@ def cmd_train(args) -> int:
     page: the runs folder is --output-dir's parent, where one job trains at a time."""
     from studio.evaluate.advice import advice_after
     from studio.inference import generate_text, load_model_and_tokenizer
-    from studio.runs.store import new_run_dir
+    from studio.runs.store import files, new_run_dir, read_config
     from studio.service.actions import Service
 
-    saved = Path(getattr(args, "output_dir", FineTuningConfig.output_dir)) / "config.yaml"
+    saved = files(getattr(args, "output_dir", FineTuningConfig.output_dir)).config
     config = config_from_args(args, saved if args.resume and saved.is_file() else None)
     if config.output_dir == FineTuningConfig.output_dir and not args.resume:
         # No folder asked for: a new run in the page's runs folder, so the one-job rule holds
@@ -129,13 +129,13 @@ def cmd_train(args) -> int:
             job = service.start(config, run_dir, allow_over_memory=args.allow_over_memory,
                                 overwrite=args.overwrite, in_process=True, listeners=[bar])
         status = _until_done(job)
-    if status["state"] == "failed":
-        print(f"error: {status['reason']}", file=sys.stderr)
+    if status.state == "failed":
+        print(f"error: {status.reason}", file=sys.stderr)
         return 1
-    print(f"{status['state']}: {status['reason']}")
-    print(f"adapter: {run_dir / 'adapter'}")
-    ran = FineTuningConfig.load(run_dir / "config.yaml")     # with the preset's settings
-    if status["state"] == "finished" and (advice := advice_after(ran, job.events)):
+    print(f"{status.state}: {status.reason}")
+    print(f"adapter: {files(run_dir).adapter}")
+    ran = read_config(run_dir)                     # with the preset's settings
+    if status.state == "finished" and (advice := advice_after(ran, job.events)):
         print(f"advice: {advice}")
     if args.test_prompt:
         model, tokenizer = load_model_and_tokenizer(run_dir)
@@ -179,7 +179,7 @@ def cmd_run_job(args) -> int:
     if not distributed.in_worker() and (config := torchrun.spread(run_dir)):
         return torchrun.supervise(run_dir, config, args.resume)
     status = execute(run_dir, resume=args.resume, listeners=[_print_event])
-    return 0 if status["state"] != "failed" else 1
+    return 0 if status.state != "failed" else 1
 
 
 def cmd_runs(args) -> int:
@@ -285,15 +285,15 @@ def _num(value, spec: str = ".4f") -> str:
 
 def cmd_stop(args) -> int:
     """Ask a run to stop (it saves an adapter at its next step) and wait until it has."""
-    from studio.runs.store import ACTIVE, RunError, read_status
+    from studio.runs.store import RunError, read_status
     from studio.service.actions import Service
 
     run_dir = _run_folder(args.run)
-    if read_status(run_dir).get("state") not in ACTIVE:
-        raise RunError(f"{run_dir.name} is not training ({read_status(run_dir).get('state')})")
+    if not (status := read_status(run_dir)).active:
+        raise RunError(f"{run_dir.name} is not training ({status.state})")
     Service(run_dir.parent).stop(run_dir, wait=True)
     status = read_status(run_dir)
-    print(f"{status.get('state')}: {status.get('reason') or ''}")
+    print(f"{status.state}: {status.reason}")
     return 0
 
 
@@ -301,7 +301,6 @@ def cmd_attach(args) -> int:
     """Follow a run started elsewhere (the page, another shell) until it ends."""
     import time
 
-    from studio.runs.store import ACTIVE
     from studio.service.actions import Service
 
     run_dir = _run_folder(args.run)
@@ -312,11 +311,11 @@ def cmd_attach(args) -> int:
             events, cursor = job.events_since(cursor)
             for event in events:
                 bar(event)
-            if status.get("state") not in ACTIVE:
+            if not status.active:
                 break
             time.sleep(1)
-    print(f"{status.get('state')}: {status.get('reason') or ''}")
-    return 0 if status.get("state") != "failed" else 1
+    print(f"{status.state}: {status.reason}")
+    return 0 if status.state != "failed" else 1
 
 
 def _run_folder(arg: str) -> Path:

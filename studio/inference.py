@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from studio.config import FineTuningConfig
+from studio.runs.store import files, is_run_dir, last_checkpoint, read_config
 
 
 @dataclass
@@ -43,18 +44,16 @@ def resolve_source(source) -> tuple[FineTuningConfig, Optional[Path]]:
     """(config, adapter folder or None) for a run folder, an adapter folder, a model id or path,
     or a FineTuningConfig whose output_dir may hold a finished run."""
     if isinstance(source, FineTuningConfig):
-        run = Path(source.output_dir)
-        if (run / "adapter" / "adapter_config.json").is_file() or \
-                (run / "adapter" / "adapters.safetensors").is_file():
-            return source, run / "adapter"
+        adapter = files(source.output_dir).adapter
+        if (adapter / "adapter_config.json").is_file() or \
+                (adapter / "adapters.safetensors").is_file():
+            return source, adapter
         return source, None
     path = Path(str(source))
-    if (path / "config.yaml").is_file():
-        config = FineTuningConfig.load(path / "config.yaml")
-        adapter = path / "adapter"
+    if is_run_dir(path):
+        config = read_config(path)
+        adapter = files(path).adapter
         if not adapter.is_dir():
-            from studio.runs.store import last_checkpoint
-
             adapter = last_checkpoint(path)
             if adapter is None:
                 raise FileNotFoundError(f"{path} holds a run but no adapter yet "

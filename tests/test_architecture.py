@@ -87,3 +87,27 @@ def test_only_the_ui_imports_gradio():
                      if isinstance(n, ast.ImportFrom) and n.module}
         if "gradio" in imported:
             assert module_name(path).startswith("studio.ui."), module_name(path)
+
+
+def test_only_the_run_store_spells_a_run_files_name():
+    """studio/runs/store.py is the one module that knows a run folder's layout (RunFiles):
+    elsewhere in the studio a run file's name is never written out, and a status is read by
+    attribute (store.Status), not by key. Backends write checkpoints/ and adapter/ under the
+    run_dir they are given, as their protocol says, so they are not read here."""
+    names = {"status.json", "metrics.jsonl", "plan.yaml", "log.txt", "samples.jsonl", ".job",
+             "STOP"}
+    joined = names | {"config.yaml", "adapter", "checkpoints", "eval", "exports"}
+    wrong = []
+    for path in (ROOT / "studio").rglob("*.py"):
+        if path == ROOT / "studio" / "runs" / "store.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            spelled = isinstance(node, ast.Constant) and node.value in names
+            spelled |= isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div) and \
+                isinstance(node.right, ast.Constant) and node.right.value in joined
+            keyed = isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
+                node.func.attr == "get" and isinstance(node.func.value, ast.Name) and \
+                node.func.value.id == "status"
+            if spelled or keyed:
+                wrong.append(f"{module_name(path)}:{node.lineno}: {ast.unparse(node)}")
+    assert not wrong, "\n".join(wrong)

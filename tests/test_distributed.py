@@ -55,10 +55,10 @@ def test_two_processes_train_as_one_with_the_same_global_batch(tiny_qwen3, data,
     reported once (rank 0 writes), one adapter that loads and answers like any other."""
     service = Service(tmp_path / "runs")
     two = service.start(two_rank_config(tiny_qwen3, data), in_process=False)
-    assert two.wait(300)["state"] == "finished", (two.run_dir / "log.txt").read_text()[-3000:]
+    assert two.wait(300).state == "finished", (two.run_dir / "log.txt").read_text()[-3000:]
     one = service.start(two_rank_config(tiny_qwen3, data, num_gpus=1, batch_size=4),
                         in_process=True)
-    assert one.wait(300)["state"] == "finished"
+    assert one.wait(300).state == "finished"
     spread, single = losses(two.run_dir), losses(one.run_dir)
     assert sorted(spread) == sorted(single) == [1, 2, 3, 4]
     for step in single:
@@ -72,7 +72,7 @@ def test_two_processes_train_as_one_with_the_same_global_batch(tiny_qwen3, data,
     resumed = service.resume(two.run_dir, two_rank_config(tiny_qwen3, data, num_gpus=1,
                                                           batch_size=4, max_steps=6),
                              in_process=True)
-    assert resumed.wait(300)["state"] == "finished"
+    assert resumed.wait(300).state == "finished"
     assert sorted(losses(two.run_dir))[-1] == 6
 
 
@@ -90,10 +90,10 @@ def test_a_rank_killed_mid_run_fails_the_run_within_seconds(tiny_qwen3, data, tm
     ranks[0].send_signal(signal.SIGKILL)
     killed = time.time()
     status = job.wait(60)
-    assert status["state"] == "failed", status
-    assert status["reason"].startswith("rank 1 failed: it was killed (signal 9)"), status
+    assert status.state == "failed", status
+    assert status.reason.startswith("rank 1 failed: it was killed (signal 9)"), status
     assert time.time() - killed < 30
-    assert [r["state"] for r in service.runs()] == ["failed"]
+    assert [r.status.state for r in service.runs()] == ["failed"]
 
 
 @pytest.mark.slow
@@ -107,7 +107,7 @@ def test_stop_ends_every_rank_at_the_same_step(tiny_qwen3, data, tmp_path):
     workers = psutil.Process(job.process.pid).children(recursive=True)
     service.stop(job.run_dir, wait=True)
     status = job.wait(30)
-    assert status["state"] == "stopped" and "as asked" in status["reason"], status
+    assert status.state == "stopped" and "as asked" in status.reason, status
     assert (job.run_dir / "adapter" / "adapter_model.safetensors").is_file()
     assert not [p for p in workers if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
 

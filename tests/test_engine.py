@@ -81,7 +81,7 @@ def test_tiny_qwen3_trains_from_each_format_and_shape(tiny_qwen3, tmp_path, file
     assert shape in [e["data"].get("format") for e in events if e["kind"] == "status"]
     assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
     assert (tmp_path / "run" / "adapter" / "tokenizer_config.json").is_file()
-    assert read_status(tmp_path / "run")["state"] == "finished"
+    assert read_status(tmp_path / "run").state == "finished"
 
 
 def test_saved_adapter_reloads_with_the_same_logits(tiny_qwen3, tmp_path, qa_jsonl):
@@ -178,8 +178,8 @@ def test_stop_leaves_a_usable_adapter_and_resume_continues(tiny_qwen3, tmp_path,
     assert reached.wait(120), "training never reached step 4"
     job.stop()
     status = job.wait(120)
-    assert status["state"] == "stopped", status
-    stopped_at = status["step"]
+    assert status.state == "stopped", status
+    stopped_at = status.step
     assert 4 <= stopped_at < 40
     model, tok = load_model_and_tokenizer(tmp_path / "run")
     assert isinstance(generate_text(model, tok, "Hi", max_new_tokens=3, temperature=0), str)
@@ -188,7 +188,7 @@ def test_stop_leaves_a_usable_adapter_and_resume_continues(tiny_qwen3, tmp_path,
 
     job = service.resume(tmp_path / "run", in_process=True)
     status = job.wait(300)
-    assert status["state"] == "finished", status
+    assert status.state == "finished", status
     steps = [e.step for e in job.events if e.kind == "train"]
     resumed = steps[steps.index(max(s for s in steps if s <= stopped_at)) + 1:]
     assert resumed[0] > checkpoint and steps[-1] == 40

@@ -159,5 +159,5 @@ def test_any_status_and_metrics_files_are_read_without_an_error(lines, status):
         (run / "status.json").write_bytes(status)
         (run / "metrics.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8",
                                            errors="replace")
-        assert list_runs(Path(tmp))[0]["state"]
+        assert list_runs(Path(tmp))[0].status.state
         summarize(run), curves(run), Job(run).events_since(0), Job(run).status

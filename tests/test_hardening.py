@@ -58,11 +58,11 @@ def test_a_malformed_status_marks_its_run_unreadable_and_breaks_nothing(tmp_path
     runs = tmp_path / "runs"
     bad = a_run(runs, "bad", status)
     state = read_status(bad)
-    assert state["state"] == "unreadable" and why in state["reason"]
+    assert state.state == "unreadable" and why in state.reason
     service = Service(runs)
-    assert [r["state"] for r in service.runs()] == ["unreadable"]
+    assert [r.status.state for r in service.runs()] == ["unreadable"]
     assert service.active() is None and service.latest() == bad
-    assert service.attach(bad).status["state"] == "unreadable"
+    assert service.attach(bad).status.state == "unreadable"
     assert [s.state for s in summaries(runs)] == ["unreadable"]
 
 
@@ -90,7 +90,7 @@ def test_an_unrelated_live_pid_neither_trains_nor_is_stopped(tmp_path, sleeper):
                                  "started": time.time()})
     legacy = a_run(runs, "legacy", {"state": "running", "pid": sleeper.pid})
     service = Service(runs)
-    assert read_status(run)["state"] == read_status(legacy)["state"] == "interrupted"
+    assert read_status(run).state == read_status(legacy).state == "interrupted"
     assert service.active() is None
     service.stop(run, wait=True)
     service.stop(legacy, wait=True)
@@ -110,7 +110,7 @@ def test_another_studio_process_is_not_the_job_a_forged_status_names(tmp_path):
             started = psutil.Process(proc.pid).create_time()
             run = a_run(runs, f"forged-{n}", {"state": "running", "pid": proc.pid,
                                               "pid_started": started, "started": time.time()})
-            assert read_status(run)["state"] == "interrupted"
+            assert read_status(run).state == "interrupted"
             assert Service(runs).active() is None
             Service(runs).stop(run, wait=True)
             assert proc.poll() is None, "Stop killed a studio process that is not the job"
@@ -212,7 +212,7 @@ def test_list_runs_survives_a_status_that_is_not_utf8(tmp_path):
     """Bytes that are not text in status.json: the run is listed as unreadable."""
     run = a_run(tmp_path / "runs", "r", {})
     (run / "status.json").write_bytes(b"\xff\xfe\x00garbage")
-    assert [r["state"] for r in list_runs(tmp_path / "runs")] == ["unreadable"]
+    assert [r.status.state for r in list_runs(tmp_path / "runs")] == ["unreadable"]
 
 
 def test_responses_that_are_not_text_are_counted_in_the_report(tiny_qwen3, tmp_path):
@@ -330,7 +330,7 @@ def test_the_cli_without_an_output_dir_obeys_the_pages_one_job_rule(tiny_qwen3, 
     page = Service("runs")
     job = page.start(scripted(tiny_qwen3, qa_jsonl, "runs/page", max_steps=400), "runs/page",
                      in_process=True)
-    wait_for(lambda: job.status["state"] == "running", what="the page's job")
+    wait_for(lambda: job.status.state == "running", what="the page's job")
     code = main(["train", "--backend", "scripted", "--model", tiny_qwen3, "--data",
                  str(qa_jsonl), "--max-steps", "2"])
     err = capsys.readouterr().err

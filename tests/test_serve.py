@@ -115,7 +115,7 @@ def runs(folder, page, tiny_qwen3) -> Path:
                           ("tiny", dict(backend="transformers", max_steps=2, eval_steps=2,
                                         save_steps=2))):
         config = FineTuningConfig(**quick_run(tiny_qwen3, str(data), **changes))
-        assert service.start(config, runs / name, in_process=True).wait(120)["state"] == \
+        assert service.start(config, runs / name, in_process=True).wait(120).state == \
             "finished"
     return runs
 

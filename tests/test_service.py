@@ -18,7 +18,7 @@ from backends.scripted import scripted_loss
 from studio import FineTuningConfig, Refused, run_fine_tuning
 from studio.cli import main
 from studio.runs.events import read_events
-from studio.runs.store import last_checkpoint, read_plan, read_status, read_status_raw
+from studio.runs.store import last_checkpoint, read_plan, read_status, written_status
 from studio.service.actions import Service
 from tests.conftest import write_jsonl
 
@@ -62,7 +62,7 @@ def test_a_scripted_run_records_its_events_plan_and_adapter(tiny_qwen3, tmp_path
     config = scripted(tiny_qwen3, qa_jsonl, tmp_path / "runs" / "a")
     job = Service(tmp_path / "runs").start(config, tmp_path / "runs" / "a", in_process=True)
     status = job.wait(60)
-    assert status["state"] == "finished", status
+    assert status.state == "finished", status
     train = [e for e in job.events if e.kind == "train"]
     assert [e.step for e in train] == [1, 2, 3, 4, 5, 6]
     assert [e.data["loss"] for e in train] == [scripted_loss(s) for s in range(1, 7)]
@@ -120,12 +120,12 @@ def test_a_child_process_job_is_listed_stopped_followed_and_resumed_from_the_cli
     assert capsys.readouterr().out.startswith("stopped: stopped at step")
     assert main(["attach", str(job.run_dir)]) == 0
     assert "stopped: stopped at step" in capsys.readouterr().out
-    stopped_at = read_status(job.run_dir)["step"]
+    stopped_at = read_status(job.run_dir).step
     assert last_checkpoint(job.run_dir).name == f"checkpoint-{stopped_at}"
     assert service.active() is None
 
     job = service.resume(job.run_dir, in_process=True)
-    assert job.wait(120)["state"] == "finished"
+    assert job.wait(120).state == "finished"
     steps = [e.step for e in job.events if e.kind == "train"]
     assert steps[-1] == 120 and steps.count(stopped_at + 1) == 1   # on from the stop, not 0
     assert main(["stop", str(job.run_dir)]) == 2
@@ -142,10 +142,10 @@ def test_a_killed_job_reads_as_interrupted_and_reading_writes_nothing(tiny_qwen3
     os.killpg(job.process.pid, signal.SIGKILL)
     job.process.wait(10)
     before = (job.run_dir / "status.json").read_text()
-    assert read_status(job.run_dir)["state"] == "interrupted"
-    assert service.runs()[0]["state"] == "interrupted"
+    assert read_status(job.run_dir).state == "interrupted"
+    assert service.runs()[0].status.state == "interrupted"
     assert (job.run_dir / "status.json").read_text() == before
-    assert read_status_raw(job.run_dir)["state"] == "running"
+    assert written_status(job.run_dir).state == "running"
 
 
 def test_the_reader_of_metrics_skips_what_is_not_an_event(tmp_path):
@@ -249,8 +249,8 @@ def test_a_resumed_run_counts_its_earlier_training_time(tiny_qwen3, tmp_path, qa
     job.wait(30)
     first_leg = read_status(job.run_dir)
     job = service.resume(job.run_dir, in_process=True)
-    assert read_status_raw(job.run_dir)["earlier_seconds"] >= \
-        first_leg["ended"] - first_leg["started"] > 1
+    assert written_status(job.run_dir).earlier_seconds >= \
+        first_leg.ended - first_leg.started > 1
     job.stop()
     job.wait(30)
 
@@ -263,7 +263,7 @@ def test_a_finished_child_process_is_reaped_without_anyone_watching(tiny_qwen3, 
     job = service.start(scripted(tiny_qwen3, qa_jsonl, tmp_path / "runs" / "a", max_steps=3),
                         tmp_path / "runs" / "a")
     pid = job.process.pid
-    wait_for(lambda: read_status_raw(job.run_dir).get("state") == "finished", timeout=120,
+    wait_for(lambda: written_status(job.run_dir).state == "finished", timeout=120,
              what="the job to finish")
     wait_for(lambda: not Path(f"/proc/{pid}").exists(), timeout=10, what="the process reaped")
 
@@ -284,7 +284,7 @@ def test_a_run_reports_to_wandb_offline_tensorboard_and_trackio(tiny_qwen3, tmp_
     config = scripted(tiny_qwen3, qa_jsonl, tmp_path / "runs" / "a", max_steps=6,
                       report_to=["wandb", "tensorboard", "trackio"], wandb_project=project)
     job = Service(tmp_path / "runs").start(config, tmp_path / "runs" / "a", in_process=True)
-    assert job.wait(120)["state"] == "finished"
+    assert job.wait(120).state == "finished"
     run = tmp_path / "runs" / "a"
     assert list((run / "wandb").glob("offline-run-*/run-*.wandb"))
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))

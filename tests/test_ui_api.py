@@ -81,8 +81,8 @@ def stop_jobs(runs_dir: Path) -> None:
 
     service = Service(runs_dir)
     for run in service.runs():
-        if run.get("state") in ("starting", "running"):
-            service.attach(run["run_dir"]).stop(timeout=10)
+        if run.status.active:
+            service.attach(run.run_dir).stop(timeout=10)
 
 
 def quick_run(model: str, data: str, **changes) -> dict:
@@ -349,7 +349,7 @@ def test_the_page_the_cli_and_python_refuse_a_run_with_the_same_words(client, se
         assert "already training" in second[0] and job.run_dir.name in second[0]
     finally:
         job.stop()
-        assert job.wait(60)["state"] == "stopped"
+        assert job.wait(60).state == "stopped"
     assert not any((server.runs_dir / name).exists() for name in ("py", "cli"))
 
 

@@ -541,8 +541,7 @@ def test_runs_are_compared_and_a_deleted_run_leaves_the_disk(browser, server, tm
     for name, lr in (("slow", 1e-4), ("fast", 1e-3)):
         config = FineTuningConfig(**quick_run(tiny_qwen3, str(data), backend="scripted",
                                               max_steps=8, learning_rate=lr))
-        assert service.start(config, server.runs_dir / name, in_process=True).wait(60)[
-            "state"] == "finished"
+        assert service.start(config, server.runs_dir / name, in_process=True).wait(60).state == "finished"
     page = open_page(browser, server.url)
     tab(page, "6 · Runs")
     wait_text(page, "#runs-table", "fast")
@@ -645,8 +644,7 @@ def test_script_bearing_names_are_shown_as_text_and_never_run(browser, server, t
     shutil.copytree(tiny_qwen3, model)
     run_dir = server.runs_dir / evil(4)
     config = FineTuningConfig(**quick_run(str(model), str(data), backend="scripted", max_steps=4))
-    assert Service(server.runs_dir).start(config, run_dir, in_process=True).wait(60)[
-        "state"] == "finished"
+    assert Service(server.runs_dir).start(config, run_dir, in_process=True).wait(60).state == "finished"
 
     page = open_page(browser, server.url)
     text_input(page, "data-path").fill(str(data))

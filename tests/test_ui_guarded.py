@@ -56,16 +56,42 @@ def stop(proc: subprocess.Popen) -> None:
         proc.kill()
 
 
+# Loaded into the served process (sitecustomize): every file or folder it opens or lists under
+# the watched folder is written down, whatever code does it.
+OPENS_HEARD = """
+import os, sys
+_watched = tuple(os.environ["STUDIO_TEST_WATCHED"].split(os.pathsep))
+_heard = os.environ["STUDIO_TEST_HEARD"]
+def _hear(event, args):
+    if event in ("open", "os.listdir", "os.scandir") and args and isinstance(args[0], (str, bytes, os.PathLike)):
+        path = os.path.abspath(os.fsdecode(args[0]))
+        if path.startswith(_watched):
+            with open(_heard, "a") as f:
+                f.write(event + " " + path + "\\n")
+sys.addaudithook(_hear)
+"""
+
+
 @pytest.fixture(scope="module")
 def guarded(tmp_path_factory):
     """A page on every interface with logins from --auth-file, --auth and QWEN3_STUDIO_AUTH,
-    its runs folder in one temporary folder (nothing else allowed)."""
+    its runs folder in one temporary folder (nothing else allowed), and every file it opens in
+    that folder's `outside` (which the page may not touch), or in runs/control (which it may),
+    written to `opened`."""
     tmp = tmp_path_factory.mktemp("guarded")
     (tmp / "logins").write_text(f"# the studio's logins\n{USER}:{PASS}\n")
+    (tmp / "hook").mkdir()
+    (tmp / "hook" / "sitecustomize.py").write_text(OPENS_HEARD)
+    (tmp / "outside").mkdir()
     port = free_port()
     proc = launch(tmp, "--host", "0.0.0.0", "--port", str(port), "--auth-file",
                   str(tmp / "logins"), "--auth", f"{ARGV_USER}:{ARGV_PASS}",
-                  env={"QWEN3_STUDIO_AUTH": "carol:env-pass"})
+                  env={"QWEN3_STUDIO_AUTH": "carol:env-pass",
+                       "PYTHONPATH": os.pathsep.join(filter(None, [
+                           str(tmp / "hook"), os.environ.get("PYTHONPATH")])),
+                       "STUDIO_TEST_WATCHED": os.pathsep.join(
+                           [str(tmp / "outside"), str(tmp / "runs" / "control")]),
+                       "STUDIO_TEST_HEARD": str(tmp / "opened")})
     url = f"http://127.0.0.1:{port}/"
     up(proc, url, tmp / "server.log")
     yield proc, url, tmp
@@ -253,6 +279,84 @@ def test_stopping_a_run_that_does_not_exist_says_so(client, guarded):
     said = refusal(client, str(guarded[2] / "runs" / "gone"), api_name="/stop_run")
     assert "not a run" in said
     assert not (guarded[2] / "runs" / "gone").exists()     # no STOP file made a folder
+
+
+def call_page(session, fn_index: int, data: list, timeout: float = 60) -> dict:
+    """One event of the page, as its browser sends it (the queue's join, then its stream), by
+    index: public and private endpoints alike. The final message: success, output or error."""
+    import uuid
+
+    session_hash = uuid.uuid4().hex
+    joined = session.post("gradio_api/queue/join", json={
+        "data": data, "fn_index": fn_index, "session_hash": session_hash, "event_data": None,
+        "trigger_id": None})
+    if joined.status_code != 200:
+        return {"success": False, "refused": joined.text[:200]}
+    with session.stream("GET", "gradio_api/queue/data", params={"session_hash": session_hash},
+                        timeout=timeout) as stream:
+        for line in stream.iter_lines():
+            if line.startswith("data:"):
+                message = json.loads(line[5:])
+                if message.get("msg") in ("process_completed", "close_stream"):
+                    return message
+    return {}
+
+
+@pytest.mark.slow
+def test_no_page_event_reads_a_path_outside_the_studio(guarded):
+    """Every event the page's server answers (named or not, as a crafted request can send
+    them), given a run folder, a dataset or a model folder outside the served folders in each
+    of its text and picker inputs, opens nothing there: the server process itself says so (an
+    audit hook writes down every file it opens in that folder). Issue #40, item 4."""
+    import httpx
+
+    from studio import FineTuningConfig
+
+    proc, url, tmp = guarded
+    outside = tmp / "outside"
+    secret = write_jsonl(outside / "secret.jsonl", QA_ROWS)
+    run = outside / "run"
+    (run / "adapter").mkdir(parents=True)
+    FineTuningConfig(data_path=str(secret)).save(run / "config.yaml")
+    (run / "adapter" / "adapter_config.json").write_text("{}")
+    (run / "status.json").write_text('{"state": "finished"}')
+    (run / "metrics.jsonl").write_text('{"kind": "train", "step": 1, "data": {"loss": 1.0}}\n')
+    (outside / "model").mkdir()
+    (outside / "model" / "config.json").write_text('{"model_type": "qwen3"}')
+    paths = [str(run), str(secret)]
+    (tmp / "opened").unlink(missing_ok=True)
+
+    session = httpx.Client(base_url=url, timeout=60)
+    assert session.post("login", data={"username": USER, "password": PASS}).status_code < 400
+    config = session.get("config").json()
+    kinds = {c["id"]: c.get("type") for c in config["components"]}
+    values = {c["id"]: c.get("props", {}).get("value") for c in config["components"]}
+    calls = 0
+    for dependency in config["dependencies"]:
+        if not dependency.get("backend_fn"):
+            continue
+        inputs = dependency["inputs"]
+        takes_text = [i for i, c in enumerate(inputs) if kinds.get(c) in ("textbox", "dropdown")]
+        for path in paths:
+            # all at once, and one at a time where there are few (the form's handlers take
+            # every field: all at once is how a person would send them)
+            tries = [list(takes_text)] + ([[i] for i in takes_text] if len(takes_text) <= 4
+                                          else []) if takes_text else []
+            for given in tries:
+                data = [path if i in given else None if i in takes_text else values.get(c)
+                        for i, c in enumerate(inputs)]
+                call_page(session, dependency["id"], data)
+                calls += 1
+    assert calls > 150
+    heard = (tmp / "opened").read_text() if (tmp / "opened").exists() else ""
+    assert heard == "", heard
+    (tmp / "runs" / "control").mkdir()
+    control = write_jsonl(tmp / "runs" / "control" / "qa.jsonl", QA_ROWS)   # the hook hears
+    assert call_page(session, next(d["id"] for d in config["dependencies"]
+                                   if d.get("api_name") == "inspect_data"),
+                     [str(control), ""])["success"]
+    assert str(control) in (tmp / "opened").read_text()
+    assert proc.poll() is None                     # and the server is still up
 
 
 def test_the_confinement_resolves_symlinks_and_dot_dots(tmp_path):

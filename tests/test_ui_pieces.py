@@ -8,6 +8,7 @@ from types import SimpleNamespace
 from studio.config import FineTuningConfig
 from studio.evaluate.advice import advice_after
 from studio.plan.presets import ALL_LINEAR, PRESETS, choose_preset
+from studio.runs.store import Status
 from studio.ui.train_tab import figure, new_watch, progress_html, status_html
 
 
@@ -73,8 +74,8 @@ def test_no_advice_says_the_answers_have_not_stuck_while_they_say_their_referenc
 def test_a_stop_that_was_asked_for_is_not_a_warning():
     """Stopped as asked reads as information; killed after not stopping is a warning."""
     watch = new_watch("/runs/a")
-    asked = status_html(watch, {"state": "stopped", "reason": "stopped at step 4 as asked"})
-    killed = status_html(watch, {"state": "stopped", "reason": "killed after not stopping"})
+    asked = status_html(watch, Status("stopped", "stopped at step 4 as asked"))
+    killed = status_html(watch, Status("stopped", "killed after not stopping"))
     assert "msg-info" in asked and "msg-warn" in killed
 
 
@@ -120,7 +121,7 @@ def test_an_unreadable_run_says_why_in_the_train_tab(tmp_path):
 def test_elapsed_goes_on_from_the_earlier_legs_after_resume():
     """A run resumed after 10 minutes of training shows 10:30 after 30 more seconds."""
     now = time.time()
-    status = {"state": "finished", "started": now - 30, "ended": now, "earlier_seconds": 600}
+    status = Status("finished", started=now - 30, ended=now, earlier_seconds=600)
     assert "elapsed 10:30" in progress_html(new_watch("/runs/a"), status)
 
 

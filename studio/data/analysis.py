@@ -99,14 +99,14 @@ class Analyses:
     def clean_uploads(self, runs_dir: Path, older_than: float = UPLOAD_KEPT_SECONDS) -> list[Path]:
         """Delete uploads older than `older_than` seconds that no run's config names as its
         data (or its evaluation data); returns what was deleted."""
-        from studio.runs.store import list_runs
+        from studio.runs.store import files, list_runs
 
         if not self.uploads_dir.is_dir():
             return []
         used = set()
         for run in list_runs(runs_dir):
             try:
-                text = (Path(run["run_dir"]) / "config.yaml").read_text(encoding="utf-8")
+                text = files(run.run_dir).config.read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError):
                 continue
             used.update(f.name for f in self.uploads_dir.iterdir() if f.name in text)

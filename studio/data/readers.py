@@ -15,10 +15,11 @@ from typing import Callable, Optional
 
 import datasets
 
+from studio import PROJECT
 from studio.data.errors import DataError
 from studio.models.local import hub_reachable
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "assets"
+EXAMPLES = PROJECT / "assets"
 _SAVED_MARKERS = ("dataset_dict.json", "state.json", "dataset_info.json")
 _SUPPORTED = "CSV, JSON, JSONL, Parquet, or a folder written by datasets.save_to_disk"
 

@@ -30,7 +30,7 @@ from studio.config import FineTuningConfig
 from studio.evaluate.report import Answer, EvalReport, ModelScores, PromptResult, last_user_turn
 from studio.plan.hardware import release_memory
 from studio.inference import LoadedModel, load_model, resolve_source, split_thinking, stream_reply
-from studio.runs.store import ACTIVE, read_status
+from studio.runs.store import files, is_run_dir, read_config, read_status
 
 Progress = Callable[[float, str], None]
 
@@ -199,9 +199,9 @@ def eval_set(run_dir, data=None) -> EvalSet:
     from studio.models.local import local_model_path
 
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
+    if not is_run_dir(run_dir):
         raise EvalError(f"{run_dir} is not a run folder (it has no config.yaml)")
-    config = FineTuningConfig.load(run_dir / "config.yaml").resolve()
+    config = read_config(run_dir).resolve()
     if data is None and not config.data_path:
         raise EvalError(f"{run_dir}'s config names no dataset: evaluate on a file (data=...)")
     if data is not None:
@@ -495,7 +495,7 @@ def evaluate_run(run_dir, data=None, n_prompts: int = 20, max_new_tokens: int = 
     evalset = eval_set(run_dir, data)
     rows = evalset.rows[:max(0, n_prompts)]
     notes = []
-    if read_status(run_dir).get("state") in ACTIVE:
+    if read_status(run_dir).active:
         notes.append(f"the run is still training: {adapter.name} was evaluated")
     if len(evalset.rows) < len(evalset.tokens):
         notes.append(f"{len(evalset.tokens) - len(evalset.rows)} rows have no question before "
@@ -635,10 +635,10 @@ def _judge_all(judge: Judge, rows, results, scores, stages) -> None:
 def _new_folder(run_dir: Path) -> Path:
     """run_dir/eval/<time> (made when the report is saved), unique within the second."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    folder, n = run_dir / "eval" / stamp, 1
+    folder, n = files(run_dir).evals / stamp, 1
     while folder.exists():
         n += 1
-        folder = run_dir / "eval" / f"{stamp}-{n}"
+        folder = files(run_dir).evals / f"{stamp}-{n}"
     return folder
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 from studio.inference import split_thinking
+from studio.runs.store import files
 
 
 def last_user_turn(messages: list[dict]) -> str:
@@ -143,7 +144,7 @@ def _number(value, what: str) -> None:
 
 def latest_report(run_dir) -> Optional[EvalReport]:
     """The run's newest evaluation report, or None."""
-    folders = sorted(p for p in (Path(run_dir) / "eval").glob("*")
+    folders = sorted(p for p in files(run_dir).evals.glob("*")
                      if (p / "report.json").is_file())
     return EvalReport.load(folders[-1]) if folders else None
 

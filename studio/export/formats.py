@@ -29,7 +29,7 @@ from backends import BackendError
 from studio.config import FineTuningConfig
 from studio.inference import PromptFormat, resolve_source
 from studio.markdown import code, fenced
-from studio.runs.store import read_plan
+from studio.runs.store import is_run_dir, read_plan
 
 FORMATS = ("merged", "lora", "gguf", "ollama")
 QUANTS = ("f16", "q8_0", "q4_k_m")
@@ -75,7 +75,7 @@ def check(run_dir, fmt: str, quant: Optional[str] = None) -> tuple[FineTuningCon
         config, adapter = resolve_source(Path(run_dir))
     except FileNotFoundError as e:
         raise ExportError(str(e)) from None
-    if adapter is None or not (Path(run_dir) / "config.yaml").is_file():
+    if adapter is None or not is_run_dir(run_dir):
         raise ExportError(f"{run_dir} is not a run folder with an adapter")
     config = config.resolve()
     if "scripted" in (config.backend, read_plan(Path(run_dir)).get("backend")):

@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Callable
 
 from studio.config import ConfigError, FineTuningConfig
-from studio.runs.events import Event, EventLog, read_events
-from studio.runs.store import (JOB_FILE, RunError, last_checkpoint, read_status, record_pid,
-                               started_at, write_plan, write_status)
+from studio import PROJECT
+from studio.runs.events import Event, EventLog
+from studio.runs.store import (RunError, Status, files, last_checkpoint, read_config,
+                               read_status, record_pid, run_events, started_at, stop_asked,
+                               ask_to_stop, write_plan, write_status)
 
 def execute(run_dir: Path, should_stop: Callable[[], bool] = lambda: False,
-            resume: bool = False, listeners=(), data=None) -> dict:
+            resume: bool = False, listeners=(), data=None) -> Status:
     """Train the run described by run_dir/config.yaml in this process; record everything.
 
     `data` is the prepared dataset when the caller already has it (the service's preflight
@@ -37,14 +39,13 @@ def execute(run_dir: Path, should_stop: Callable[[], bool] = lambda: False,
         return _execute_as_rank(run_dir, should_stop, resume, data)
     if patched_by_unsloth():
         return _execute_in_fresh_process(run_dir, should_stop, resume, listeners)
-    log = EventLog(run_dir / "metrics.jsonl")
+    log = EventLog(files(run_dir).metrics)
     log.subscribe(lambda e: e.kind == "plan" and write_plan(run_dir, **e.data))
-    log.subscribe(lambda e: e.kind == "sample" and _append(run_dir / "samples.jsonl", e))
+    log.subscribe(lambda e: e.kind == "sample" and _append(files(run_dir).samples, e))
     for listener in listeners:
         log.subscribe(listener)
-    stop_file = run_dir / "STOP"
-    stopped = distributed.agreed(lambda: should_stop() or stop_file.exists())
-    held = open(run_dir / JOB_FILE, "a")        # is_job_process: this process trains the run
+    stopped = distributed.agreed(lambda: should_stop() or stop_asked(run_dir))
+    held = open(files(run_dir).job, "a")        # is_job_process: this process trains the run
     if distributed.in_worker():       # the supervisor's pid stays the job's (it ends every rank)
         write_status(run_dir, state="running")
     else:
@@ -116,10 +117,10 @@ def patched_by_unsloth() -> bool:
     return "unsloth" in sys.modules
 
 
-def _execute_in_fresh_process(run_dir: Path, should_stop, resume: bool, listeners) -> dict:
+def _execute_in_fresh_process(run_dir: Path, should_stop, resume: bool, listeners) -> Status:
     """execute() in a child process (`run-job`), its events handed to `listeners` as they come
     and a stop asked here passed on through the STOP file; returns its final status."""
-    metrics = run_dir / "metrics.jsonl"
+    metrics = files(run_dir).metrics
     cursor = metrics.stat().st_size if metrics.exists() else 0    # a resumed run's are old
     EventLog(metrics).emit("status", 0, message=FRESH_PROCESS)
     child = spawn(run_dir, resume)
@@ -128,8 +129,8 @@ def _execute_in_fresh_process(run_dir: Path, should_stop, resume: bool, listener
     while not ended:
         ended = child.poll() is not None
         if should_stop():
-            (run_dir / "STOP").touch()
-        events, cursor = read_events(metrics, cursor)
+            ask_to_stop(run_dir)
+        events, cursor = run_events(run_dir, cursor)
         for event in events:
             for listener in listeners:
                 listener(event)
@@ -137,7 +138,7 @@ def _execute_in_fresh_process(run_dir: Path, should_stop, resume: bool, listener
     return read_status(run_dir)
 
 
-def _execute_as_rank(run_dir: Path, should_stop, resume: bool, data) -> dict:
+def _execute_as_rank(run_dir: Path, should_stop, resume: bool, data) -> Status:
     """A rank above 0 trains the same config on its share of the data and writes nothing: its
     events go nowhere, and a failure is raised for torchrun to report (the supervisor writes it
     as the run's reason)."""
@@ -146,11 +147,11 @@ def _execute_as_rank(run_dir: Path, should_stop, resume: bool, data) -> dict:
 
     emit = EventLog().emit
     _, _, data, plan = _planned(run_dir, emit, data)
-    stopped = distributed.agreed(lambda: should_stop() or (run_dir / "STOP").exists())
+    stopped = distributed.agreed(lambda: should_stop() or stop_asked(run_dir))
     get_backend(plan.backend).train(plan, data, run_dir, emit, stopped,
                                     last_checkpoint(run_dir) if resume else None)
     stopped()          # rank 0 asks once more after training (stopped or finished): answer it
-    return {"state": "finished"}
+    return Status("finished")
 
 
 def _trackers(config: FineTuningConfig, run_dir: Path, log: EventLog) -> list:
@@ -176,7 +177,7 @@ def _planned(run_dir: Path, emit, data=None):
     from studio.plan.hardware import detect_hardware, release_memory
     from studio.plan.plan import make_plan
 
-    config = FineTuningConfig.load(run_dir / "config.yaml")
+    config = read_config(run_dir)
     release_memory()
     hw = detect_hardware()
     problems = config.validate(hw)
@@ -258,7 +259,7 @@ def explain_failure(e: BaseException, run_dir: Path) -> str:
         return "interrupted from the keyboard; Resume continues from the last checkpoint"
     if "out of memory" in text.lower() or type(e).__name__ == "OutOfMemoryError":
         try:
-            config = FineTuningConfig.load(Path(run_dir) / "config.yaml")
+            config = read_config(run_dir)
         except Exception:   # noqa: BLE001
             return "out of memory: lower batch_size or max_seq_length, or turn on load_in_4bit"
         return out_of_memory_advice(config)
@@ -275,12 +276,11 @@ def explain_failure(e: BaseException, run_dir: Path) -> str:
 def spawn(run_dir: Path, resume: bool) -> subprocess.Popen:
     """Start `python -m studio run-job RUN_DIR` in its own process group, output to log.txt."""
     run_dir = Path(run_dir).resolve()
-    log = open(run_dir / "log.txt", "ab")
+    log = open(files(run_dir).log, "ab")
     cmd = [sys.executable, "-m", "studio", "run-job", str(run_dir)] + (["--resume"] if resume else [])
     # The child starts where we are (relative data paths keep their meaning) and imports this
     # very copy of the project, installed or not.
-    here = str(Path(__file__).resolve().parent.parent)
-    path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
+    path = os.pathsep.join(p for p in (str(PROJECT), os.environ.get("PYTHONPATH")) if p)
     env = {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
     try:
         return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

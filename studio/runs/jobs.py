@@ -9,14 +9,15 @@ import signal
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
-from studio.runs.events import Event, read_events
+from studio.runs.events import Event
 from studio.runs.execute import execute, spawn
-from studio.runs.store import (ACTIVE, JOB_FILE, may_signal, is_job_process, read_status,
-                               read_status_raw, record_pid, write_status)
+from studio.runs.store import (Status, ask_to_stop, files, is_job_process, may_signal,
+                               read_status, record_pid, run_events, write_status,
+                               written_status)
 
 @dataclass
 class Job:
@@ -49,7 +50,7 @@ class Job:
         if in_process:
             # held from now, not from when the thread gets to it: another process that reads
             # the status meanwhile sees this process as the job
-            held = open(job.run_dir / JOB_FILE, "a")
+            held = open(files(job.run_dir).job, "a")
 
             def train():
                 try:
@@ -81,24 +82,24 @@ class Job:
                     listener(event)
 
     @property
-    def status(self) -> dict:
+    def status(self) -> Status:
         if self.thread is not None and self.thread.is_alive():
-            return {**read_status_raw(self.run_dir), "state": "running"}
+            return replace(written_status(self.run_dir), state="running")
         if self.process is not None:
             self.process.poll()   # reap, so a finished child is not left a zombie
         return read_status(self.run_dir)
 
     @property
     def running(self) -> bool:
-        return self.status.get("state") in ACTIVE
+        return self.status.active
 
     def events_since(self, cursor: int = 0) -> tuple[list[Event], int]:
         """Events written after byte offset `cursor`, and the next cursor."""
-        return read_events(self.run_dir / "metrics.jsonl", cursor)
+        return run_events(self.run_dir, cursor)
 
     @property
     def events(self) -> list[Event]:
-        return read_events(self.run_dir / "metrics.jsonl")[0]
+        return run_events(self.run_dir)[0]
 
     # ---- stopping
     def stop(self, timeout: float = 60) -> None:
@@ -106,14 +107,14 @@ class Job:
         not stop in time is killed, which frees all of its memory; a thread of this process
         cannot be killed, so it is only asked."""
         self._stop.set()
-        (self.run_dir / "STOP").touch()
+        ask_to_stop(self.run_dir)
         if self.thread is not None:
             return
         if self.process is not None:
             pid = self.process.pid
         else:   # a job started elsewhere: only ever a process that is that job (is_job_process)
-            status = read_status_raw(self.run_dir)
-            pid = status.get("pid") if may_signal(self.run_dir, status) else None
+            status = written_status(self.run_dir)
+            pid = status.pid if may_signal(self.run_dir, status) else None
         if not pid or pid == os.getpid():
             return
         deadline = time.time() + timeout
@@ -130,9 +131,9 @@ class Job:
     def _process_alive(self, pid) -> bool:
         if self.process is not None:
             return self.process.poll() is None
-        return is_job_process(self.run_dir, read_status_raw(self.run_dir))
+        return is_job_process(self.run_dir, written_status(self.run_dir))
 
-    def wait(self, timeout: float | None = None) -> dict:
+    def wait(self, timeout: float | None = None) -> Status:
         if self.thread is not None:
             self.thread.join(timeout)
         elif self.process is not None:

@@ -11,10 +11,14 @@ server or the CLI can all read it:
     log.txt         the job's own output when it runs as a separate process
     checkpoints/    trainer checkpoints (save_steps, save_total_limit), for resuming
     adapter/        the final LoRA adapter with the tokenizer and chat template used
+    samples.jsonl   the sample prompts' answers at each evaluation
+    eval/, exports/ evaluation reports and exported models
     STOP            present when a stop was asked for; checked at every step
 
-A job training the run is this process, `run-job` of the folder, or a process holding its job
-file; anything else a status.json names is not (is_job_process).
+Nothing else spells these names (RunFiles), and each file reads as a typed object: Status,
+the config, the plan, the events. A job training the run is this process, `run-job` of the
+folder, or a process holding its job file; anything else a status.json names is not
+(is_job_process).
 """
 from __future__ import annotations
 
@@ -23,14 +27,17 @@ import os
 import re
 import shutil
 import time
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Optional
 
 import yaml
 
 from studio.config import FineTuningConfig
+from studio.runs.events import Event, read_events
 
 ACTIVE = ("starting", "running")
+RESUMABLE = ("interrupted", "stopped", "failed")
 
 
 class RunError(RuntimeError):
@@ -38,28 +45,80 @@ class RunError(RuntimeError):
 
 
 # ---------------------------------------------------------------------------- folder layout
-def status_path(run_dir: Path) -> Path:
-    return Path(run_dir) / "status.json"
+@dataclass(frozen=True)
+class RunFiles:
+    """Where a run folder keeps each thing: the one place these names are spelled."""
+    folder: Path
+
+    config = property(lambda self: self.folder / "config.yaml")
+    plan = property(lambda self: self.folder / "plan.yaml")
+    status = property(lambda self: self.folder / "status.json")
+    metrics = property(lambda self: self.folder / "metrics.jsonl")
+    log = property(lambda self: self.folder / "log.txt")
+    samples = property(lambda self: self.folder / "samples.jsonl")
+    stop = property(lambda self: self.folder / "STOP")
+    job = property(lambda self: self.folder / ".job")   # held open while a process trains it
+    checkpoints = property(lambda self: self.folder / "checkpoints")
+    adapter = property(lambda self: self.folder / "adapter")
+    evals = property(lambda self: self.folder / "eval")
+    exports = property(lambda self: self.folder / "exports")
 
 
-def read_status(run_dir: Path) -> dict:
+def files(run_dir: str | Path) -> RunFiles:
+    return RunFiles(Path(run_dir))
+
+
+# ---------------------------------------------------------------------------- status
+@dataclass(frozen=True)
+class Status:
+    """status.json, typed: the run's state and why, the job's process, its clock and step."""
+    state: str = "new"
+    reason: str = ""
+    pid: Optional[int] = None
+    pid_started: Optional[float] = None     # the process's start time, told from a reused id
+    started: Optional[float] = None         # this leg's start
+    ended: Optional[float] = None
+    step: int = 0
+    resumed: bool = False
+    earlier_seconds: float = 0.0            # the legs before a resume
+    estimate_gb: Optional[float] = None     # the plan's memory estimate
+    backend: str = ""
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE
+
+    def elapsed(self, until: Optional[float] = None) -> Optional[float]:
+        """Seconds trained over every leg, to `ended`, else to `until` (now where None)."""
+        if not self.started:
+            return None
+        end = self.ended or (time.time() if until is None else until)
+        return float(self.earlier_seconds or 0) + max(0.0, end - self.started)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+_STATUS_KEYS = {f.name for f in fields(Status)}
+
+
+def read_status(run_dir: Path) -> Status:
     """The run's status; a job recorded as running whose process is gone (or is not this
     studio's job for this run) reads as 'interrupted'; a status.json that is not a status reads
     as 'unreadable', with the reason. Reading never writes: every page tick reads this."""
     try:
-        text = status_path(run_dir).read_text(encoding="utf-8")
+        text = files(run_dir).status.read_text(encoding="utf-8")
     except FileNotFoundError:
-        return {"state": "new"}
+        return Status()
     except (OSError, UnicodeDecodeError) as e:
-        return {"state": "unreadable", "reason": f"status.json cannot be read: {e}"}
+        return Status("unreadable", f"status.json cannot be read: {e}")
     status, problem = parse_status(text)
     if problem:
-        return {"state": "unreadable", "reason": f"status.json {problem}; the run's other "
-                                                 "files are untouched"}
-    if status.get("state") in ACTIVE and not is_job_process(run_dir, status):
-        status.update(state="interrupted",
-                      reason="the training process ended without finishing (server restart, "
-                             "crash or kill); Resume continues from the last checkpoint")
+        return Status("unreadable", f"status.json {problem}; the run's other files are untouched")
+    if status.active and not is_job_process(run_dir, status):
+        status = replace(status, state="interrupted",
+                         reason="the training process ended without finishing (server restart, "
+                                "crash or kill); Resume continues from the last checkpoint")
     return status
 
 
@@ -71,23 +130,24 @@ STATUS_FIELDS = {"state": (str,), "reason": (str,), "pid": (int,), "pid_started"
 STATES = ACTIVE + ("finished", "stopped", "failed", "interrupted")
 
 
-def parse_status(text: str) -> tuple[dict, Optional[str]]:
-    """(status, None) for a valid status.json text, else ({}, what is wrong with it)."""
+def parse_status(text: str) -> tuple[Status, Optional[str]]:
+    """(status, None) for a valid status.json text, else (Status(), what is wrong with it)."""
     try:
         status = json.loads(text)
     except (ValueError, RecursionError):
-        return {}, "is not JSON"
+        return Status(), "is not JSON"
     if not isinstance(status, dict):
-        return {}, f"holds a JSON {type(status).__name__}, not an object"
+        return Status(), f"holds a JSON {type(status).__name__}, not an object"
     for key, types in STATUS_FIELDS.items():
         value = status.get(key)
         if value is not None and (not isinstance(value, types)
                                   or (bool not in types and isinstance(value, bool))):
-            return {}, f"field {key} is {type(value).__name__} {_plain(value)!r}, not " \
-                       f"{' or '.join(t.__name__ for t in types)}"
+            return Status(), f"field {key} is {type(value).__name__} {_plain(value)!r}, not " \
+                             f"{' or '.join(t.__name__ for t in types)}"
     if status.get("state") not in STATES:
-        return {}, f"state {_plain(status.get('state'))!r} is not a run state"
-    return status, None
+        return Status(), f"state {_plain(status.get('state'))!r} is not a run state"
+    return Status(**{k: v for k, v in status.items() if k in _STATUS_KEYS and v is not None}), \
+        None
 
 
 def _plain(value) -> str:
@@ -96,49 +156,46 @@ def _plain(value) -> str:
     return re.sub(r"[^\w .:-]", "?", str(value))[:40]
 
 
-def write_status(run_dir: Path, **fields) -> dict:
-    path = status_path(run_dir)
-    status = read_status_raw(run_dir)
-    status.update(fields)
+def write_status(run_dir: Path, **changes) -> Status:
+    """Change these fields of status.json (atomically: a reader never sees half a file)."""
+    path = files(run_dir).status
+    status = replace(written_status(run_dir), **changes)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(status, indent=1, default=str))
-    tmp.replace(path)     # atomic: a reader never sees half a file
+    tmp.write_text(json.dumps(status.to_dict(), indent=1, default=str))
+    tmp.replace(path)
     return status
 
 
-def read_status_raw(run_dir: Path) -> dict:
-    """status.json as written, {} where there is none yet or it is not a valid status."""
+def written_status(run_dir: Path) -> Status:
+    """status.json as written (no process check), Status() where there is none yet or it is
+    not a valid status."""
     try:
-        text = status_path(run_dir).read_text(encoding="utf-8")
+        text = files(run_dir).status.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
-        return {}
+        return Status()
     return parse_status(text)[0]
 
 
-def record_pid(run_dir: Path, pid: int) -> dict:
+def record_pid(run_dir: Path, pid: int) -> Status:
     """Write the job's process id with its start time, so that a reader can tell this process
     from any other that gets the same id later (or that a hand-edited file names)."""
     return write_status(run_dir, pid=int(pid), pid_started=started_at(pid))
 
 
-JOB_FILE = ".job"    # held open by the process that trains the run, for as long as it trains
-
-
-def is_job_process(run_dir: Path, status: dict) -> bool:
+def is_job_process(run_dir: Path, status: Status) -> bool:
     """Whether status.json's pid is this studio's job for run_dir, alive: the very process that
     was recorded (its start time is the one written with the pid), and either this process,
     `run-job` of this run folder (the page's job, before it opens its job file) or a process
     that holds the run's job file open (the CLI, or run_fine_tuning in a user's script, training
     in a thread). Only then is the run training. Any other studio process is not, whatever a
     status.json says (a forged one could make Stop kill another studio server)."""
-    pid = status.get("pid")
+    pid = status.pid
     if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0 or not _alive(pid):
         return False
-    recorded, started = status.get("pid_started"), started_at(pid)
+    recorded, started = status.pid_started, started_at(pid)
     if recorded is None or started is None or abs(float(recorded) - started) > 1.0:
         return False
-    return pid == os.getpid() or _runs_job_of(pid, run_dir) or \
-        _holds(pid, Path(run_dir) / JOB_FILE)
+    return pid == os.getpid() or _runs_job_of(pid, run_dir) or _holds(pid, files(run_dir).job)
 
 
 def _runs_job_of(pid: int, run_dir: Path) -> bool:
@@ -165,12 +222,12 @@ def _holds(pid: int, path: Path) -> bool:
         return False
 
 
-def may_signal(run_dir: Path, status: dict) -> bool:
+def may_signal(run_dir: Path, status: Status) -> bool:
     """Whether Stop may signal or kill status.json's pid: the recorded job process, and a
     studio command (`-m studio`, `qwen3-studio`, launch.py), never this process. A job in a
     thread of another program is only asked to stop (the STOP file)."""
-    pid = status.get("pid")
-    return is_job_process(run_dir, status) and pid != os.getpid() and _studio_command(pid)
+    return is_job_process(run_dir, status) and status.pid != os.getpid() and \
+        _studio_command(status.pid)
 
 
 def started_at(pid: int) -> Optional[float]:
@@ -206,27 +263,69 @@ def _alive(pid) -> bool:
         return True
 
 
+# ---------------------------------------------------------------------------- the other files
 def write_plan(run_dir: Path, **fields) -> dict:
     """Add to plan.yaml what the backend decided to run (beside config.yaml, as asked for)."""
-    path = Path(run_dir) / "plan.yaml"
     plan = {**read_plan(run_dir), **fields}
-    path.write_text(yaml.safe_dump(plan, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    files(run_dir).plan.write_text(yaml.safe_dump(plan, sort_keys=False, allow_unicode=True),
+                                   encoding="utf-8")
     return plan
 
 
 def read_plan(run_dir: Path) -> dict:
     """plan.yaml, {} before the backend has planned (or for runs older than plans)."""
     try:
-        plan = yaml.safe_load((Path(run_dir) / "plan.yaml").read_text(encoding="utf-8"))
+        plan = yaml.safe_load(files(run_dir).plan.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, RecursionError, yaml.YAMLError):
         return {}
     return plan if isinstance(plan, dict) else {}
 
 
+def read_config(run_dir: Path) -> FineTuningConfig:
+    """The run's config.yaml, as asked for (ConfigError where it is not a config)."""
+    return FineTuningConfig.load(files(run_dir).config)
+
+
+def run_events(run_dir: Path, offset: int = 0, *, tail: Optional[int] = None
+               ) -> tuple[list[Event], int]:
+    """The run's events from byte `offset` (or the last `tail` bytes), and where to read from
+    next time (studio.runs.events.read_events)."""
+    return read_events(files(run_dir).metrics, offset, tail=tail)
+
+
+def ask_to_stop(run_dir: Path) -> None:
+    """The STOP file: the job stops at its next step, whichever process trains it."""
+    files(run_dir).stop.touch()
+
+
+def stop_asked(run_dir: Path) -> bool:
+    return files(run_dir).stop.exists()
+
+
+def log_size(run_dir: Path) -> int:
+    try:
+        return files(run_dir).log.stat().st_size
+    except OSError:
+        return 0
+
+
+def read_log(run_dir: Path, tail: int) -> str:
+    """The job's own output, its whole lines within the last `tail` bytes; "" where it wrote
+    none."""
+    try:
+        with open(files(run_dir).log, "rb") as f:
+            start = max(0, f.seek(0, 2) - tail)
+            f.seek(start)
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return text.split("\n", 1)[-1] if start else text
+
+
 def last_checkpoint(run_dir: Path) -> Optional[Path]:
     """The newest complete checkpoint. Both backends write trainer_state.json last, so a job
     killed while saving leaves a folder without it, which cannot be resumed from."""
-    checkpoints = Path(run_dir) / "checkpoints"
+    checkpoints = files(run_dir).checkpoints
     found = [(int(m.group(1)), p) for p in checkpoints.glob("checkpoint-*")
              if (m := re.fullmatch(r"checkpoint-(\d+)", p.name))
              and (p / "trainer_state.json").is_file()]
@@ -234,7 +333,18 @@ def last_checkpoint(run_dir: Path) -> Optional[Path]:
 
 
 def is_run_dir(path: Path) -> bool:
-    return (Path(path) / "config.yaml").is_file()
+    return files(path).config.is_file()
+
+
+def resumable(run_dir: Path, status: Optional[Status] = None) -> bool:
+    """Whether Resume can go on with the run: it ended short and left a checkpoint."""
+    status = status or read_status(run_dir)
+    return status.state in RESUMABLE and last_checkpoint(run_dir) is not None
+
+
+def has_adapter(run_dir: Path) -> bool:
+    """Whether the run saved an adapter to chat with or export (a stopped run has one too)."""
+    return files(run_dir).adapter.is_dir()
 
 
 def new_run_dir(runs_dir: Path, config: FineTuningConfig) -> Path:
@@ -258,13 +368,13 @@ def prepare_run_dir(run_dir: Path, config: FineTuningConfig, *, resume=False,
         if not overwrite:
             raise RunError(f"{run_dir} already holds a run: choose another output folder, "
                            "resume it (--resume), or replace it (--overwrite)")
-        if read_status(run_dir).get("state") in ACTIVE:
+        if read_status(run_dir).active:
             raise RunError(f"{run_dir} is still training: stop it before replacing it")
         shutil.rmtree(run_dir)
     if resume:
         if not is_run_dir(run_dir):
             raise RunError(f"nothing to resume in {run_dir}: it holds no run")
-        if read_status(run_dir).get("state") in ACTIVE:
+        if read_status(run_dir).active:
             raise RunError(f"{run_dir} is still training")
         if last_checkpoint(run_dir) is None:
             raise RunError(f"{run_dir} has no checkpoint to resume from yet "
@@ -272,8 +382,8 @@ def prepare_run_dir(run_dir: Path, config: FineTuningConfig, *, resume=False,
     elif run_dir.exists() and any(run_dir.iterdir()):
         raise RunError(f"{run_dir} exists and is not empty: choose a new output folder")
     run_dir.mkdir(parents=True, exist_ok=True)
-    config.replace(output_dir=str(run_dir)).save(run_dir / "config.yaml")
-    (run_dir / "STOP").unlink(missing_ok=True)
+    config.replace(output_dir=str(run_dir)).save(files(run_dir).config)
+    files(run_dir).stop.unlink(missing_ok=True)
     write_status(run_dir, state="starting", reason="", pid=os.getpid(),
                  pid_started=started_at(os.getpid()), started=time.time(),
                  ended=None, resumed=bool(resume),
@@ -284,31 +394,39 @@ def prepare_run_dir(run_dir: Path, config: FineTuningConfig, *, resume=False,
 def _seconds_trained(run_dir: Path) -> float:
     """How long the run has trained over all its legs so far (a resumed run's clock goes on
     from there, not from 0). A killed leg ended when it last wrote its status."""
-    status = read_status_raw(run_dir)
-    if not status.get("started"):
+    status = written_status(run_dir)
+    if not status.started:
         return 0.0
-    ended = status.get("ended") or status_path(run_dir).stat().st_mtime
-    return float(status.get("earlier_seconds") or 0) + max(0.0, ended - status["started"])
+    return status.elapsed(until=files(run_dir).status.stat().st_mtime)
 
 
 def _nothing_to_lose(run_dir: Path) -> bool:
-    return (read_status(run_dir).get("state") == "failed" and last_checkpoint(run_dir) is None
-            and not (Path(run_dir) / "adapter").exists())
+    return read_status(run_dir).state == "failed" and last_checkpoint(run_dir) is None \
+        and not has_adapter(run_dir)
 
 
+@dataclass(frozen=True)
+class RunEntry:
+    """A run of a runs folder, as a list shows it: its folder and status."""
+    run_dir: Path
+    status: Status
 
-def list_runs(runs_dir: Path) -> list[dict]:
-    """Every run under runs_dir, newest first, with its status and config."""
-    out = []
-    for d in sorted(Path(runs_dir).glob("*/"), key=lambda p: p.stat().st_mtime, reverse=True):
-        if is_run_dir(d):
-            out.append({"run_dir": str(d), "name": d.name, **read_status(d)})
-    return out
+    @property
+    def name(self) -> str:
+        return self.run_dir.name
+
+    def to_dict(self) -> dict:
+        """For JSON answers (the page's list_runs)."""
+        return {"run_dir": str(self.run_dir), "name": self.name, **self.status.to_dict()}
+
+
+def list_runs(runs_dir: Path) -> list[RunEntry]:
+    """Every run under runs_dir, newest first, with its status."""
+    return [RunEntry(d, read_status(d)) for d in
+            sorted(Path(runs_dir).glob("*/"), key=lambda p: p.stat().st_mtime, reverse=True)
+            if is_run_dir(d)]
 
 
 def active_run(runs_dir: Path) -> Optional[Path]:
     """The run under runs_dir that is training now, if any (one job at a time)."""
-    for run in list_runs(runs_dir):
-        if run.get("state") in ACTIVE:
-            return Path(run["run_dir"])
-    return None
+    return next((run.run_dir for run in list_runs(runs_dir) if run.status.active), None)

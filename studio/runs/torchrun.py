@@ -16,14 +16,14 @@ import sys
 import time
 from pathlib import Path
 
+from studio.runs.store import files, read_config, read_status, write_status
+
 
 def spread(run_dir: Path):
     """The run's resolved config when it trains over several processes, else None (a config
     that cannot be read is left for the training itself to report)."""
-    from studio.config import FineTuningConfig
-
     try:
-        config = FineTuningConfig.load(Path(run_dir) / "config.yaml").resolve()
+        config = read_config(run_dir).resolve()
     except Exception:   # noqa: BLE001 - execute says what is wrong with it, in the run's status
         return None
     return config if config.world_size > 1 else None
@@ -43,16 +43,15 @@ def supervise(run_dir: Path, config, resume: bool) -> int:
     """Run the job as torchrun's workers and wait. When torchrun fails, the run fails with the
     failing rank's error: rank 0's own reason stands when rank 0 failed first, another rank's
     replaces the symptom rank 0 saw (a peer that closed). Returns torchrun's code."""
-    from studio.runs.store import ACTIVE, read_status, write_status
-
-    log = Path(run_dir) / "log.txt"
+    log = files(run_dir).log
     start = log.stat().st_size if log.exists() else 0
     code = subprocess.call(launch_command(Path(run_dir).resolve(), config, resume),
                            stdin=subprocess.DEVNULL)
     if code != 0:
         text = log.read_bytes()[start:].decode(errors="replace") if log.exists() else ""
         failed_rank, reason = failure_reason(text, code)
-        if failed_rank != 0 or read_status(run_dir).get("state") in ACTIVE + ("interrupted",):
+        status = read_status(run_dir)
+        if failed_rank != 0 or status.active or status.state == "interrupted":
             write_status(run_dir, state="failed", ended=time.time(), reason=reason)
     return code
 

@@ -271,7 +271,7 @@ class Served:
     def table(self) -> dict[str, str]:
         """id -> source of every model served now."""
         sources = self._sources if self._sources is not None else \
-            [r["run_dir"] for r in self.service.chat_runs()]
+            [str(run.run_dir) for run, _ in self.service.chat_runs()]
         out: dict[str, str] = {}
         for source in sources:
             name = model_id(source)
@@ -298,13 +298,13 @@ class Served:
             raise ApiError(503, self.off_message)
 
     def models(self) -> list[dict]:
-        from studio.runs.store import is_run_dir
+        from studio.runs.store import files, is_run_dir
 
         self.check()
         out = []
         for name, source in self.table().items():
             path = Path(source)
-            created = int((path / "config.yaml").stat().st_mtime) if is_run_dir(path) else 0
+            created = int(files(path).config.stat().st_mtime) if is_run_dir(path) else 0
             out.append({"id": name, "object": "model", "created": created,
                         "owned_by": "qwen3-studio"})
         return out

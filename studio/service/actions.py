@@ -32,10 +32,11 @@ from studio.service.access import ReplyBounds
 from studio.data.analysis import MAX_UPLOAD_BYTES, Analyses
 from studio.config import FineTuningConfig
 from studio.errors import Note
-from studio.runs.events import read_events
 from studio.models.local import model_problem
 from studio.plan.presets import fill_unset
-from studio.runs.store import (ACTIVE, RunError, active_run, is_run_dir, last_checkpoint, list_runs, new_run_dir, prepare_run_dir, read_status, write_status)
+from studio.runs.store import (RunEntry, RunError, active_run, files, has_adapter, is_run_dir,
+                               last_checkpoint, list_runs, new_run_dir, prepare_run_dir,
+                               read_config, read_status, run_events, write_status)
 from studio.runs.jobs import Job
 
 GiB = 2**30
@@ -245,7 +246,7 @@ class Service:
             if last_checkpoint(run_dir) is None:
                 raise Refused([f"{run_dir.name} has no checkpoint yet, so it cannot resume: start "
                                "a new run (checkpoints are written every save_steps steps)."])
-            saved = FineTuningConfig.load(run_dir / "config.yaml")
+            saved = read_config(run_dir)
             # a config given to resume changes what its maker set (more max_steps, say); the
             # rest stays as the run was saved, not the defaults
             config = saved.replace(**{k: getattr(config, k) for k in config.given}) \
@@ -298,9 +299,9 @@ class Service:
                 prepare_run_dir(work / "run", trial)
                 job = Job.start(work / "run", in_process=False)
                 status = job.wait(900)
-                if status.get("state") != "finished":
+                if status.state != "finished":
                     job.stop(timeout=10)
-                    raise Refused([f"the measurement did not finish: {status.get('reason') or ''}"])
+                    raise Refused([f"the measurement did not finish: {status.reason}"])
                 speed = Speed.of(job.events)
             finally:
                 shutil.rmtree(work, ignore_errors=True)
@@ -328,15 +329,14 @@ class Service:
 
     def _past_speed(self, model_name: str) -> tuple[Optional[Speed], str]:
         for run in self.runs():
-            run_dir = Path(run["run_dir"])
             try:
-                if FineTuningConfig.load(run_dir / "config.yaml").model_name != model_name:
+                if read_config(run.run_dir).model_name != model_name:
                     continue
             except Exception:   # noqa: BLE001 - an unreadable old run is skipped
                 continue
-            speed = Speed.of(read_events(run_dir / "metrics.jsonl", tail=50_000)[0])
+            speed = Speed.of(run_events(run.run_dir, tail=50_000)[0])
             if speed:
-                return speed, run_dir.name
+                return speed, run.name
         return None, ""
 
     # ------------------------------------------------------------------ evaluating
@@ -361,7 +361,7 @@ class Service:
 
         run_dir = self._own(run_dir)
         try:
-            return export_evalscope(run_dir, run_dir / "eval" / "evalscope_general_qa.jsonl",
+            return export_evalscope(run_dir, files(run_dir).evals / "evalscope_general_qa.jsonl",
                                     data=data)
         except EvalError as e:
             raise Refused([str(e)]) from None
@@ -398,10 +398,10 @@ class Service:
 
         if fmt in ("gguf", "ollama"):
             fmt = f"{fmt}-{quant or DEFAULT_QUANT}"
-        folder, n = run_dir / "exports" / fmt, 1
+        folder, n = files(run_dir).exports / fmt, 1
         while folder.exists():
             n += 1
-            folder = run_dir / "exports" / f"{fmt}-{n}"
+            folder = files(run_dir).exports / f"{fmt}-{n}"
         return folder
 
     # ------------------------------------------------------------------ keeping runs
@@ -418,8 +418,7 @@ class Service:
         with self._starting():
             self._not_training(run_dir, "renamed")
             run_dir.rename(target)
-        config = FineTuningConfig.load(target / "config.yaml")
-        config.replace(output_dir=str(target)).save(target / "config.yaml")
+        read_config(target).replace(output_dir=str(target)).save(files(target).config)
         self._forget(run_dir)
         return target
 
@@ -448,7 +447,7 @@ class Service:
         return path
 
     def _not_training(self, run_dir: Path, what: str) -> None:
-        if read_status(run_dir).get("state") in ACTIVE:
+        if read_status(run_dir).active:
             raise Refused([f"{run_dir.name} is training, so it cannot be {what}: stop it first"])
 
     def _forget(self, run_dir: Path) -> None:
@@ -458,7 +457,7 @@ class Service:
                 self._models.pop(key)
 
     # ------------------------------------------------------------------ watching
-    def runs(self) -> list[dict]:
+    def runs(self) -> list[RunEntry]:
         """Every run in the runs folder, newest first, with its status."""
         return list_runs(self.runs_dir)
 
@@ -477,7 +476,23 @@ class Service:
 
     def latest(self) -> Optional[Path]:
         """The run a page opens on: the live one, else the newest."""
-        return self.active() or next((Path(r["run_dir"]) for r in self.runs()), None)
+        return self.active() or next((run.run_dir for run in self.runs()), None)
+
+    def run_config(self, run_dir: str | Path) -> FineTuningConfig:
+        """The run's config.yaml, as asked for."""
+        if not is_run_dir(Path(run_dir)):
+            raise Refused([f"{run_dir} is not a run: it holds no config.yaml"])
+        return read_config(run_dir)
+
+    def run_events(self, run_dir: str | Path, tail: Optional[int] = None) -> list:
+        """The run's events (the last `tail` bytes of them)."""
+        return run_events(run_dir, tail=tail)[0]
+
+    def latest_report(self, run_dir: str | Path):
+        """The run's newest evaluation report (studio.evaluate.report.EvalReport), or None."""
+        from studio.evaluate.report import latest_report
+
+        return latest_report(run_dir)
 
     # ------------------------------------------------------------------ chat
     def model(self, source: str, base_of_run: bool = False):
@@ -503,7 +518,7 @@ class Service:
         from studio.inference import PromptFormat, load_model
 
         if base_of_run:
-            run_config = FineTuningConfig.load(Path(source) / "config.yaml")
+            run_config = read_config(source)
             loaded = load_model(run_config.model_name, config=run_config)
             loaded = dataclasses.replace(loaded, prompt_format=PromptFormat.of(run_config),
                                          source=f"{run_config.model_name} (base)")
@@ -522,19 +537,19 @@ class Service:
         """The run's config where `source` is a run folder; None where it names a model (an id
         or a model folder), which the chat loads as it is."""
         if source and is_run_dir(Path(source)):
-            return FineTuningConfig.load(Path(source) / "config.yaml")
+            return read_config(source)
         return None
 
-    def chat_runs(self) -> list[dict]:
-        """Runs that can answer in a chat (an adapter or a checkpoint saved), with their base."""
+    def chat_runs(self) -> list[tuple[RunEntry, str]]:
+        """Runs that can answer in a chat (an adapter or a checkpoint saved), with their base
+        model."""
         out = []
         for run in self.runs():
-            run_dir = Path(run["run_dir"])
-            if (run_dir / "adapter").is_dir() or last_checkpoint(run_dir):
+            if has_adapter(run.run_dir) or last_checkpoint(run.run_dir):
                 try:
-                    base = FineTuningConfig.load(run_dir / "config.yaml").model_name
+                    base = read_config(run.run_dir).model_name
                 except Exception:   # noqa: BLE001 - an unreadable config still lists the run
                     base = "?"
-                out.append({**run, "base": base})
+                out.append((run, base))
         return out
 

@@ -220,7 +220,7 @@ def program_api(service: ConfinedService, form: ConfigForm) -> None:
             raise failure("\n".join(e.problems)) from None
         except ValueError as e:
             raise failure(str(e)) from None
-        return {"run": str(job.run_dir), **job.status}
+        return {"run": str(job.run_dir), **job.status.to_dict()}
 
     def run_status(run: str = "") -> dict:
         """A run's state, reason and its train/eval points ('' = the live or latest run)."""
@@ -235,7 +235,7 @@ def program_api(service: ConfinedService, form: ConfigForm) -> None:
         status = job.status
         events, _ = job.events_since(0)
         train_tab.absorb(watch, events)
-        return {"run": run_dir, **status, "train": watch["train"], "eval": watch["eval"],
+        return {"run": run_dir, **status.to_dict(), "train": watch["train"], "eval": watch["eval"],
                 "message": watch["message"]}
 
     def stop_run(run: str = "") -> dict:
@@ -251,7 +251,7 @@ def program_api(service: ConfinedService, form: ConfigForm) -> None:
 
     def list_runs() -> list:
         """Every run, newest first, with its state."""
-        return service.runs()
+        return [run.to_dict() for run in service.runs()]
 
     def chat_reply(source: str, message: str, max_new_tokens: int = 64,
                    temperature: float = 0.7, thinking: bool = False) -> Iterator[str]:

@@ -86,9 +86,9 @@ def build() -> ChatTab:
 # ---------------------------------------------------------------------------- helpers
 def sources(service: Service) -> list[tuple[str, str]]:
     """(label, value) for the chat picker: runs with an adapter, then base models."""
-    runs = [(say("chat.run_choice", name=r["name"], state=state_word(r.get("state")),
-                 base=Path(r["base"]).name if is_local_model(r["base"]) else r["base"]),
-             r["run_dir"]) for r in service.chat_runs()]
+    runs = [(say("chat.run_choice", name=run.name, state=state_word(run.status.state),
+                 base=Path(base).name if is_local_model(base) else base),
+             str(run.run_dir)) for run, base in service.chat_runs()]
     bases = [DEMO_MODEL_ID, TINY_QWEN3_ID] + [m.id for m in CATALOG
                                               if "/" in m.id and hub_cache_has(m.id)]
     return runs + [(say("chat.base_choice", name=b), b) for b in bases]

@@ -73,8 +73,8 @@ def first_line(e: BaseException) -> str:
 
 def run_choices(service) -> list[tuple[str, str]]:
     """(label, run folder) of every run, newest first, for a run picker."""
-    return [(say("run.choice", name=r["name"], state=state_word(r.get("state", "?"))),
-             r["run_dir"]) for r in service.runs()]
+    return [(say("run.choice", name=run.name, state=state_word(run.status.state)),
+             str(run.run_dir)) for run in service.runs()]
 
 
 def chart_layout(fig, height: int = 300, **kwargs):

@@ -77,18 +77,16 @@ def report_frame(report) -> str:
 
 def run_choices(service: Service) -> list[tuple[str, str]]:
     """Runs with an adapter to compare with their base."""
-    return [(r["name"], r["run_dir"]) for r in service.chat_runs()]
+    return [(run.name, str(run.run_dir)) for run, _ in service.chat_runs()]
 
 
 # ---------------------------------------------------------------------------- wiring
 def wire(t: EvalTab, service: Service) -> None:
     @guard
     def picked(run_dir):
-        from studio.evaluate.report import latest_report
-
         if not run_dir:
             return gr.skip(), ""
-        report = latest_report(run_dir)
+        report = service.latest_report(run_dir)
         if report is None:
             return note(say("eval.none_yet", name=Path(run_dir).name)), ""
         return note(say("eval.latest", name=Path(run_dir).name, created=report.created), "ok"), \

@@ -167,21 +167,18 @@ def describe_model(name: str) -> str:
 
 def last_measured(service: Service, model_name: str) -> str:
     """The newest run of this model that logged a step: its measured peak beside its estimate."""
-    from studio.runs.events import read_events
-
     for run in service.runs():
-        run_dir = Path(run["run_dir"])
         try:
-            if FineTuningConfig.load(run_dir / "config.yaml").model_name != model_name:
+            if service.run_config(run.run_dir).model_name != model_name:
                 continue
         except Exception:   # noqa: BLE001 - an unreadable old run is skipped
             continue
-        events, _ = read_events(run_dir / "metrics.jsonl", tail=20_000)
+        events = service.run_events(run.run_dir, tail=20_000)
         peaks = [e.data["peak_memory_gb"] for e in events
                  if e.kind == "train" and isinstance(e.data.get("peak_memory_gb"), (int, float))]
         if peaks:
-            est = run.get("estimate_gb")
-            return ("<div>" + say("model.last_run", name=html.escape(run_dir.name),
+            est = run.status.estimate_gb
+            return ("<div>" + say("model.last_run", name=html.escape(run.name),
                                   peak=peaks[-1]) +
                     (say("model.last_run.estimate", estimate=est)
                      if isinstance(est, (int, float)) else "") + "</div>")
@@ -333,7 +330,7 @@ def wire(t: ModelTab, form: ConfigForm, service: Service, demo: gr.Blocks) -> li
             shout(say("model.pick_run"), "warn")
             return [gr.skip()] * len(form.inputs)
         try:
-            config = FineTuningConfig.load(Path(run_dir) / "config.yaml")
+            config = service.run_config(run_dir)
         except Exception as e:   # noqa: BLE001
             shout(say("model.run_unreadable", name=Path(run_dir).name, error=e))
             return [gr.skip()] * len(form.inputs)

@@ -180,11 +180,9 @@ def wire(t: RunsTab, form: ConfigForm, service: Service, tabs: gr.Tabs):
 
     @guard
     def open_config(run_dir):
-        from studio.config import FineTuningConfig
-
         if not run_dir:
             return [shout(say("runs.pick_first"), "warn")] + [gr.skip()] * (len(form.inputs) + 1)
-        config = FineTuningConfig.load(Path(run_dir) / "config.yaml")
+        config = service.run_config(run_dir)
         toast(say("runs.opened", name=Path(run_dir).name))
         return [note(say("runs.opened", name=Path(run_dir).name), "ok"),
                 gr.Tabs(selected="model")] + form.values(config)

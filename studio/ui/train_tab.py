@@ -10,13 +10,13 @@ shows the same run with its whole curve.
 from __future__ import annotations
 
 import html
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
 
-from studio.runs.store import ACTIVE, last_checkpoint
+from studio.runs.store import (ACTIVE, Status, log_size, read_config, read_log, resumable,
+                               run_events)
 from studio.service.actions import Refused, Service
 from studio.ui.common import chart_layout, empty_chart, guard, note, run_choices, shout, toast
 from studio.ui.form import ConfigForm
@@ -158,23 +158,20 @@ def _clock(seconds: float) -> str:
     return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
 
 
-def progress_html(watch: dict, status: dict) -> str:
+def progress_html(watch: dict, status: Status) -> str:
     last, total = watch["last"], watch["max_steps"]
     step = last.get("step", 0)
-    state = status.get("state")
+    state = status.state
     pct = 100 * step / total if total else 0
     if state == "finished":
         pct = 100
     facts = [say("train.step", step=step) + (say("train.of", total=total) if total else "")]
     if last.get("loss") is not None:
         facts.append(say("train.loss", loss=last["loss"]))
-    started = status.get("started")
-    if started:
-        end = status.get("ended") or time.time()
-        facts.append(say("train.elapsed", clock=_clock(
-            float(status.get("earlier_seconds") or 0) + end - started)))
+    if status.started:
+        facts.append(say("train.elapsed", clock=_clock(status.elapsed())))
     first = watch["first"]
-    if state in ACTIVE and first and total and step > first[1]:
+    if status.active and first and total and step > first[1]:
         per_step = (last["time"] - first[0]) / (step - first[1])
         facts.append(say("train.eta", clock=_clock(per_step * (total - step))))
     if last.get("tokens_per_s"):
@@ -183,7 +180,7 @@ def progress_html(watch: dict, status: dict) -> str:
         facts.append(say("train.mfu", mfu=last["mfu"]))
     if last.get("epoch") is not None:
         facts.append(say("train.epoch", epoch=last["epoch"]))
-    peak, estimate = last.get("peak_memory_gb"), status.get("estimate_gb")
+    peak, estimate = last.get("peak_memory_gb"), status.estimate_gb
     if peak:
         mem = say("train.peak", peak=peak)
         if estimate:
@@ -195,11 +192,11 @@ def progress_html(watch: dict, status: dict) -> str:
             f'</span></div><div class="progress-facts">{" · ".join(facts)}</div></div>')
 
 
-def status_html(watch: dict, status: dict) -> str:
+def status_html(watch: dict, status: Status) -> str:
     name = Path(watch["run"]).name
-    state = status.get("state", "new")
-    reason = status.get("reason") or (watch["done"] or {}).get("reason") or ""
-    if state in ACTIVE:
+    state = status.state
+    reason = status.reason or (watch["done"] or {}).get("reason") or ""
+    if status.active:
         doing = watch["message"] or say("train.starting")
         return note(say("train.training", name=name, doing=doing), "info")
     if state == "finished":
@@ -209,7 +206,7 @@ def status_html(watch: dict, status: dict) -> str:
         return note(say("train.stopped", name=name, reason=reason),
                     "warn" if "killed" in reason else "info")
     if state == "interrupted":
-        resume = say("train.resume_hint" if last_checkpoint(Path(watch["run"]))
+        resume = say("train.resume_hint" if resumable(watch["run"], status)
                      else "train.no_checkpoint")
         return note(say("train.interrupted", name=name, reason=reason, resume=resume), "warn")
     if state == "failed":
@@ -240,12 +237,10 @@ PLAN_ROWS = [("plan.backend", "backend", "backend"), ("plan.device", "cpu_only",
 
 def plan_html(run_dir: str, plan: dict) -> str:
     """The run's plan (plan.yaml, from its plan events) as a table beside its config.yaml."""
-    from studio.config import FineTuningConfig
-
     if not plan:
         return note(say("plan.none"))
     try:
-        asked = FineTuningConfig.load(Path(run_dir) / "config.yaml")
+        asked = read_config(run_dir)
     except Exception:   # noqa: BLE001 - the plan is still worth showing
         asked = None
     rows = []
@@ -269,34 +264,21 @@ def _shown(value) -> str:
 def advice(run_dir: str) -> str:
     """What to change when the finished run's validation loss says it did not learn ('')."""
     from studio.evaluate.advice import advice_after
-    from studio.config import FineTuningConfig
     from studio.evaluate.report import latest_report
-    from studio.runs.events import read_events
 
     try:
-        config = FineTuningConfig.load(Path(run_dir) / "config.yaml")
+        config = read_config(run_dir)
     except Exception:   # noqa: BLE001 - no advice without the config
         return ""
     try:
         report = latest_report(run_dir)
     except ValueError:      # the Evaluate tab says what is wrong with it; the advice goes on
         report = None
-    return advice_after(config, read_events(Path(run_dir) / "metrics.jsonl")[0], report) or ""
+    return advice_after(config, run_events(run_dir)[0], report) or ""
 
 
 def log_tail(run_dir: str) -> str:
-    path = Path(run_dir) / "log.txt"
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, 2)
-            size = f.tell()
-            f.seek(max(0, size - LOG_TAIL_BYTES))
-            text = f.read().decode("utf-8", "replace")
-    except FileNotFoundError:
-        return ""
-    if size > LOG_TAIL_BYTES:
-        text = text.split("\n", 1)[-1]
-    return text
+    return read_log(run_dir, LOG_TAIL_BYTES)
 
 
 def log_html(text: str) -> str:
@@ -316,18 +298,15 @@ def poll(service: Service, watch: dict, force_chart: bool = False) -> list:
     events, watch["cursor"] = job.events_since(watch["cursor"])
     planned = dict(watch["plan"])
     new_points = absorb(watch, events)
-    state = status.get("state")
-    running = state in ACTIVE
-    state_changed = state != watch["state"]
-    watch["state"] = state
-    resumable = state in ("interrupted", "stopped", "failed") and \
-        last_checkpoint(Path(watch["run"])) is not None
+    running, state_changed = status.active, status.state != watch["state"]
+    watch["state"] = status.state
+    may_resume = resumable(watch["run"], status)
     # A tick that brought nothing new sends nothing: on a 2-core machine the browser redrawing
     # an unchanged page every second took a quarter of the training's speed.
     changed = bool(events) or state_changed or force_chart
-    log_size = _size(Path(watch["run"]) / "log.txt")
-    log_grew = log_size != watch.get("log_size")
-    watch["log_size"] = log_size
+    size = log_size(watch["run"])
+    log_grew = size != watch.get("log_size")
+    watch["log_size"] = size
     return [watch,
             status_html(watch, status) if changed else gr.skip(),
             progress_html(watch, status) if changed else gr.skip(),
@@ -340,7 +319,7 @@ def poll(service: Service, watch: dict, force_chart: bool = False) -> list:
             gr.Timer(active=running) if state_changed or force_chart else gr.skip(),
             # nothing else can start while a run trains: no need to look out for one then
             gr.Timer(active=not running) if state_changed or force_chart else gr.skip(),
-            gr.update(visible=resumable) if state_changed or force_chart else gr.skip(),
+            gr.update(visible=may_resume) if state_changed or force_chart else gr.skip(),
             gr.update(choices=run_choices(service), value=watch["run"])
             if state_changed or force_chart else gr.skip()]
 
@@ -360,13 +339,6 @@ def samples_html(watch: dict) -> str:
         rows.append(f"<tr><td>{html.escape(prompt)}</td><td>{html.escape(seen['reference'])}"
                     f"</td><td>{answers}</td></tr>")
     return f'<table class="plan samples"><tr>{head}</tr>{"".join(rows)}</table>'
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
 
 
 # what the Train tab's handlers answer, in this order
