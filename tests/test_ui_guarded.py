@@ -375,9 +375,9 @@ def test_the_served_folders_hold_the_example_datasets(tmp_path):
     """The page's example buttons load from the assets folder, wherever the package sits: every
     example shipped is inside what a served studio confines to."""
     from studio.data.readers import examples
-    from studio.service.confined import ConfinedService
+    from studio.service.actions import Service
 
-    confine = ConfinedService(tmp_path / "runs").confine
+    confine = Service.served(tmp_path / "runs").paths.confine
     assert len(examples()) >= 3
     for example in examples():
         assert confine.path(example) == example.resolve()
@@ -388,17 +388,16 @@ def test_the_page_asks_a_judge_only_on_this_machine_or_an_allowed_host(tmp_path)
     metadata service) is refused before anything is loaded; loopback and --allow-judge hosts
     pass the check."""
     from studio.evaluate.evaluation import Judge
-    from studio.service.actions import Refused
-    from studio.service.confined import ConfinedService
+    from studio.service.actions import Refused, Service
 
-    served = ConfinedService(tmp_path / "runs")
-    served.judge_hosts = {"api.openai.com"}
+    served = Service.served(tmp_path / "runs")
+    served.paths.judge_hosts = {"api.openai.com"}
     for url in ("http://169.254.169.254/latest", "http://10.0.0.5:8000/v1", "not a url"):
         with pytest.raises(Refused, match="--allow-judge"):
             served.evaluate(tmp_path / "runs" / "any", judge=Judge(url, "m"))
     for url in ("http://127.0.0.1:8000/v1", "http://localhost:11434/v1",
                 "https://api.openai.com/v1"):
-        served.judge(url)
+        served.paths.judge(url)
 
 
 def test_an_owner_name_path_where_the_server_runs_is_not_told_from_a_hub_id(tmp_path,
@@ -407,14 +406,13 @@ def test_an_owner_name_path_where_the_server_runs_is_not_told_from_a_hub_id(tmp_
     outside the served folders: the page gets the same Hub refusal for both, as a dataset, a
     model and a bare name, and never the local file's rows."""
     from studio.data import DataError
-    from studio.service.actions import Refused
-    from studio.service.confined import ConfinedService
+    from studio.service.actions import Refused, Service
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.chdir(tmp_path)
     (tmp_path / "etc").mkdir()
     write_jsonl(tmp_path / "etc" / "pw", QA_ROWS)
-    served = ConfinedService(tmp_path / "runs")
+    served = Service.served(tmp_path / "runs")
 
     def said(call, name):
         with pytest.raises((DataError, Refused)) as refused:
@@ -442,7 +440,7 @@ def test_evaluating_exporting_or_resuming_a_folder_outside_is_refused(client, tm
     from gradio_client.exceptions import AppError
 
     from studio import FineTuningConfig
-    from studio.service.confined import ConfinedService
+    from studio.service.actions import Service
 
     outside = tmp_path / "elsewhere"
     outside.mkdir()
@@ -451,7 +449,7 @@ def test_evaluating_exporting_or_resuming_a_folder_outside_is_refused(client, tm
         client.predict(str(outside), "", 2, 8, "", "", "", api_name="/evaluate")
     with pytest.raises(AppError):
         client.predict(str(outside), "adapter", "q8_0", api_name="/export_run")
-    service = ConfinedService(tmp_path / "runs")
+    service = Service.served(tmp_path / "runs")
     for action in (lambda: service.evaluate(outside), lambda: service.export(outside, "adapter"),
                    lambda: service.export_estimate(outside, "adapter"),
                    lambda: service.resume(outside), lambda: service.stop(outside),
@@ -469,10 +467,9 @@ def test_exporting_for_evalscope_reads_no_file_outside(tmp_path):
     back as a download (issue #39, item 5): the page's service refuses it, in the same words
     whether the file exists or not, before anything is read."""
     from studio import FineTuningConfig
-    from studio.service.actions import Refused
-    from studio.service.confined import ConfinedService
+    from studio.service.actions import Refused, Service
 
-    service = ConfinedService(tmp_path / "runs")
+    service = Service.served(tmp_path / "runs")
     run = tmp_path / "runs" / "a-run"
     run.mkdir(parents=True)
     FineTuningConfig().save(run / "config.yaml")

@@ -59,9 +59,12 @@ ANALYSIS_SECONDS = 30.0      # and tokenizes for at most this long (huge cells),
 class Analyses:
     """The caches behind every analysis; safe to share between a server's threads."""
 
-    def __init__(self, uploads_dir: Path, max_upload_bytes: int = MAX_UPLOAD_BYTES):
+    def __init__(self, uploads_dir: Path, max_upload_bytes: int = MAX_UPLOAD_BYTES, paths=None):
+        """`paths` checks each dataset and model before it is read (its dataset, source and
+        config: studio.service.paths.Paths, the service's); None takes every path."""
         self.uploads_dir = Path(uploads_dir)
         self.max_upload_bytes = max_upload_bytes
+        self.paths = paths
         self._lock = threading.RLock()          # held briefly, never while loading
         self._datasets: OrderedDict = OrderedDict()
         self._tokenizers: dict = {}
@@ -121,6 +124,8 @@ class Analyses:
         """Rows of a file, folder or Hub id (DataError says what is wrong), cached by mtime."""
         from studio.data import load_rows
 
+        if self.paths is not None:
+            path = self.paths.dataset(path)
         key = (str(path), _mtime(path))
         with self._lock:
             if key in self._datasets:
@@ -139,6 +144,8 @@ class Analyses:
 
         from studio.models.local import local_model_path
 
+        if self.paths is not None:
+            model_name = self.paths.source(model_name)
         with self._lock:
             if model_name in self._tokenizers:
                 return self._tokenizers[model_name]
@@ -166,6 +173,9 @@ class Analyses:
         nothing to train) are kept in Analysis.error so the preview still shows the rows."""
         from studio.data import DataError, apply_role_mapping, detect_format, prepare
 
+        if self.paths is not None:
+            self.paths.dataset(config.data_path)
+            config = self.paths.config(config)
         cached = self.cached(config)
         if cached:
             return cached

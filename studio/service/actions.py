@@ -38,19 +38,12 @@ from studio.runs.store import (RunEntry, RunError, active_run, files, has_adapte
                                last_checkpoint, list_runs, new_run_dir, prepare_run_dir,
                                read_config, read_status, run_events, write_status)
 from studio.runs.jobs import Job
+from studio.service.errors import Refused
+from studio.service.paths import Paths
 
 GiB = 2**30
 START_ANYWAY = ("Or start anyway: tick 'Start even if the estimate does not fit' on the page, pass "
                 "--allow-over-memory on the command line, or allow_over_memory=True in Python.")
-
-
-class Refused(RuntimeError):
-    """A run that must not start. `problems` names each reason with its fix; the message joins
-    them on one line, as the command line prints it."""
-
-    def __init__(self, problems: list[str]):
-        self.problems = list(problems)
-        super().__init__("; ".join(self.problems))
 
 
 @dataclass(frozen=True)
@@ -92,12 +85,15 @@ def _speed_key(config: FineTuningConfig) -> tuple:
 
 class Service:
     """Runs under one runs folder, the caches that checking and chatting need, and the jobs
-    started from this process."""
+    started from this process. Every path given to it goes through `paths` first (the page's
+    service: Service.served), and so does every dataset and model its analyses read."""
 
-    def __init__(self, runs_dir: str | Path, max_upload_bytes: int = MAX_UPLOAD_BYTES):
+    def __init__(self, runs_dir: str | Path, max_upload_bytes: int = MAX_UPLOAD_BYTES,
+                 paths: Optional[Paths] = None):
         self.runs_dir = Path(runs_dir).expanduser().resolve()
         self.runs_dir.mkdir(parents=True, exist_ok=True)
-        self.data = Analyses(self.runs_dir / "uploads", max_upload_bytes)
+        self.paths = paths or Paths()
+        self.data = Analyses(self.runs_dir / "uploads", max_upload_bytes, self.paths)
         try:      # uploads a day old that no run uses are not kept forever
             self.data.clean_uploads(self.runs_dir)
         except OSError:
@@ -110,6 +106,13 @@ class Service:
         self.bounds = ReplyBounds()      # what one chat request may ask (server flags)
 
     # ------------------------------------------------------------------ hardware and memory
+    @classmethod
+    def served(cls, runs_dir: str | Path, allow=(), **kwargs) -> "Service":
+        """The page's service: it takes only paths inside its runs folder, the example data,
+        the model caches and the operator's `allow` folders (Paths.served)."""
+        return cls(runs_dir, paths=Paths.served(Path(runs_dir).expanduser().resolve(), allow),
+                   **kwargs)
+
     def hardware(self):
         from studio.plan.hardware import detect_hardware
 
@@ -125,6 +128,7 @@ class Service:
         from backends import BackendError
         from studio.plan.plan import make_plan
 
+        config = self.paths.config(config)
         hw = hw or self.hardware()
         config, _ = self.with_auto_preset(config)
         analysis = self.data.cached(config)
@@ -152,6 +156,7 @@ class Service:
         from studio.plan.memory import out_of_memory_advice
         from studio.plan.plan import backend_for
 
+        config = self.paths.config(config)
         running = self.active()
         if running:
             return [f"A run is already training in {self.runs_dir}: {running.name}. One job runs "
@@ -197,7 +202,9 @@ class Service:
         folder): in a thread of this process, or a child process that outlives a page or a
         server. Refused says why not. Settings the config's maker left unset take the preset
         Auto picks for the data's size, as on the page (a Note says which)."""
-        config, preset = self.with_auto_preset(config)
+        if run_dir is not None:
+            self.paths.path(run_dir)
+        config, preset = self.with_auto_preset(self.paths.config(config))
         with self._starting():
             problems = self.check(config, allow_over_memory)
             if problems:
@@ -235,7 +242,8 @@ class Service:
                in_process: bool = False, listeners=()) -> Job:
         """Continue a stopped, failed or interrupted run from its last checkpoint, in its folder,
         with its saved config or a changed one (more max_steps, say)."""
-        run_dir = Path(run_dir)
+        run_dir = Path(self.paths.path(run_dir))
+        config = config and self.paths.config(config)
         with self._starting():
             running = self.active()
             if running:
@@ -288,6 +296,7 @@ class Service:
         """Train a few steps of this config on this machine, as a run would (a child process,
         the same backend and batch plan), and time the steps after the first (which warms up).
         Refused like a start; one job at a time still holds while it measures."""
+        config = self.paths.config(config)
         with self._starting():
             problems = self.check(config)
             if problems:
@@ -346,7 +355,9 @@ class Service:
         runs folder meanwhile: refused like a second job."""
         from studio.evaluate.evaluation import EvalError, evaluate_run
 
-        run_dir = self._own(run_dir)
+        if options.get("judge") is not None:
+            self.paths.judge(options["judge"].base_url)
+        run_dir, data = self._own(run_dir), self.paths.source(data, "dataset")
         with self._starting():
             self._waits_for_training("Evaluation loads two models")
             try:
@@ -359,7 +370,7 @@ class Service:
         the run's eval/ folder (studio.evaluate.evaluation.export_evalscope); returns its path."""
         from studio.evaluate.evaluation import EvalError, export_evalscope
 
-        run_dir = self._own(run_dir)
+        run_dir, data = self._own(run_dir), self.paths.source(data, "dataset")
         try:
             return export_evalscope(run_dir, files(run_dir).evals / "evalscope_general_qa.jsonl",
                                     data=data)
@@ -373,7 +384,9 @@ class Service:
         run training in this folder."""
         from studio.export import ExportError, export_run
 
-        run_dir = self._own(run_dir) if out is None else Path(run_dir)
+        run_dir = self._own(run_dir) if out is None else Path(self.paths.path(run_dir))
+        if out is not None:
+            self.paths.path(out)
         out = Path(out) if out is not None else self._export_folder(run_dir, fmt, quant)
         with self._starting():
             self._waits_for_training("Exporting loads the base model")
@@ -439,8 +452,9 @@ class Service:
                            "finish."])
 
     def _own(self, run_dir: str | Path) -> Path:
-        """A run folder directly inside this runs folder: nothing else is renamed or deleted."""
-        path = Path(run_dir).expanduser()
+        """A run folder directly inside this runs folder: nothing else is renamed, deleted,
+        evaluated or exported there."""
+        path = Path(self.paths.path(run_dir)).expanduser()
         path = (path if path.is_absolute() else self.runs_dir / path).resolve()
         if path.parent != self.runs_dir or not is_run_dir(path):
             raise Refused([f"{run_dir} is not a run in {self.runs_dir}"])
@@ -468,7 +482,7 @@ class Service:
     def attach(self, run_dir: str | Path) -> Job:
         """The Job this process started for run_dir, or a watcher of a run started elsewhere
         (another process, before a server restart)."""
-        key = str(run_dir)
+        key = str(self.paths.path(run_dir))
         with self._lock:
             if key not in self._jobs:
                 self._jobs[key] = Job(Path(run_dir))
@@ -480,25 +494,26 @@ class Service:
 
     def run_config(self, run_dir: str | Path) -> FineTuningConfig:
         """The run's config.yaml, as asked for."""
-        if not is_run_dir(Path(run_dir)):
+        if not is_run_dir(Path(self.paths.path(run_dir))):
             raise Refused([f"{run_dir} is not a run: it holds no config.yaml"])
         return read_config(run_dir)
 
     def run_events(self, run_dir: str | Path, tail: Optional[int] = None) -> list:
         """The run's events (the last `tail` bytes of them)."""
-        return run_events(run_dir, tail=tail)[0]
+        return run_events(self.paths.path(run_dir), tail=tail)[0]
 
     def latest_report(self, run_dir: str | Path):
         """The run's newest evaluation report (studio.evaluate.report.EvalReport), or None."""
         from studio.evaluate.report import latest_report
 
-        return latest_report(run_dir)
+        return latest_report(self.paths.path(run_dir))
 
     # ------------------------------------------------------------------ chat
     def model(self, source: str, base_of_run: bool = False):
         """A LoadedModel for a run folder (base + adapter) or a model id/folder; with
         base_of_run, the run's base model alone, prompted with the run's template and thinking
         mode so the comparison is fair. The last two are kept loaded."""
+        source = self.paths.source(source)
         key = (source, base_of_run)
         with self._lock:
             loading = self._loading.setdefault(key, threading.Lock())
@@ -536,6 +551,7 @@ class Service:
     def chat_source(self, source: str) -> Optional[FineTuningConfig]:
         """The run's config where `source` is a run folder; None where it names a model (an id
         or a model folder), which the chat loads as it is."""
+        source = self.paths.source(source)
         if source and is_run_dir(Path(source)):
             return read_config(source)
         return None

@@ -19,11 +19,10 @@ from studio.models.catalog import default_model
 from studio.config import FineTuningConfig
 from studio.plan.presets import apply_preset, choose_preset
 from studio.runs.store import is_run_dir
-from studio.service.actions import Refused
+from studio.service.actions import Refused, Service
 from studio.ui import (chat_tab, data_tab, eval_tab, export_tab, model_tab, runs_tab,
                        train_tab)
 from studio.ui.common import code, failure, first_line, guard, note
-from studio.service.confined import ConfinedService
 from studio.ui.form import ConfigForm
 from studio.ui.i18n import T
 
@@ -84,7 +83,7 @@ def build_app(runs_dir: str | Path = "runs", allow=(), warning: str | None = Non
     """The page over one runs folder. What it reads and writes is confined to the runs folder,
     the assets, the model caches and the `allow` folders (studio.service.access.Confinement); `warning`
     (served without a login) shows as a banner on top."""
-    service = ConfinedService(runs_dir, allow)
+    service = Service.served(runs_dir, allow)
     form = ConfigForm(apply_preset(FineTuningConfig(model_name=default_model()),
                                    choose_preset(None)[0]))
     with gr.Blocks(title="Qwen3 Studio", analytics_enabled=False) as demo:
@@ -187,7 +186,7 @@ def _short_path(path: Path) -> str:
 
 
 # ---------------------------------------------------------------------------- for programs
-def program_api(service: ConfinedService, form: ConfigForm) -> None:
+def program_api(service: Service, form: ConfigForm) -> None:
     """Endpoints that take plain values (a path, YAML text, a run folder) for gradio_client."""
 
     def inspect_data(path: str, model_name: str = "") -> dict:
@@ -214,7 +213,6 @@ def program_api(service: ConfinedService, form: ConfigForm) -> None:
         """Start a run from a YAML config (FineTuningConfig fields); refused with the reason."""
         try:
             config = FineTuningConfig.from_yaml(config_yaml or "")
-            service.config(config)
             job = service.start(config, allow_over_memory=allow_over_memory)
         except Refused as e:
             raise failure("\n".join(e.problems)) from None
@@ -227,7 +225,7 @@ def program_api(service: ConfinedService, form: ConfigForm) -> None:
         run_dir = run or str(service.latest() or "")
         if not run_dir:
             raise failure("there is no run yet")
-        service.path(run_dir)
+        service.paths.path(run_dir)
         if not is_run_dir(Path(run_dir)):
             raise failure(f"{run_dir} is not a run: no such run in the studio's folders")
         watch = train_tab.new_watch(run_dir)
@@ -243,7 +241,7 @@ def program_api(service: ConfinedService, form: ConfigForm) -> None:
         run_dir = run or str(service.active() or "")
         if not run_dir:
             raise failure("nothing is training")
-        service.path(run_dir)
+        service.paths.path(run_dir)
         if not is_run_dir(Path(run_dir)):
             raise failure(f"{run_dir} is not a run: no such run, so nothing to stop")
         service.stop(run_dir)

@@ -285,7 +285,7 @@ def wire(t: ModelTab, form: ConfigForm, service: Service, demo: gr.Blocks) -> li
     def use_folder(path):
         path = (path or "").strip()
         try:
-            service.path(path or ".")         # the page's ConfinedService: served folders only
+            service.paths.path(path or ".")   # the page's service: served folders only
         except Refused as e:
             shout("\n".join(e.problems))
             return gr.skip()

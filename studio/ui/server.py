@@ -99,7 +99,7 @@ def serve(args: argparse.Namespace) -> int:
 
     demo = build_app(args.runs_dir, allow=args.allow_dir, warning=warning)
     demo.service.data.max_upload_bytes = args.max_file_size     # kept uploads obey it too
-    demo.service.judge_hosts = {host.lower() for host in args.allow_judge}
+    demo.service.paths.judge_hosts = {host.lower() for host in args.allow_judge}
     demo.service.bounds = bounds_of(args)
     # the OpenAI-compatible /v1 (the Chat tab's toggle) on the page's own app: same port,
     # --share tunnel and logins; listed first, so Gradio's routes never shadow it
