@@ -83,7 +83,7 @@ def engine(model: str, data: Path, steps: int) -> list[dict]:
                               logging_steps=1, save_steps=10**6, val_size=0, backend="transformers")
     run = prepare_run_dir(Path(tempfile.mkdtemp()) / "run", config)
     status = execute(run)
-    assert status["state"] == "finished", status
+    assert status.state == "finished", status
     return [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
 
 

@@ -220,8 +220,8 @@ def run_studio(model_path, data_path, args, four_bit=False, profile_to=None, tok
                  if profile_to else [])
     status = execute(run, listeners=listeners)
     events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    if status["state"] != "finished":
-        raise RuntimeError(status["reason"])
+    if status.state != "finished":
+        raise RuntimeError(status.reason)
     left = _allocated_gib()         # what the finished run still holds on the GPU
     try:
         holders = _holders() if left and left > 0.1 else None

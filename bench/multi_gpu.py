@@ -48,7 +48,7 @@ def one(model: Path, data: Path, runs: Path, gpus: int, rows: int, steps: int,
     job = Service(runs).start(config, in_process=False, allow_over_memory=True)
     status = job.wait()
     events = [e for e in job.events if e.kind == "train"]
-    result = {"gpus": gpus, "state": status["state"], "reason": status.get("reason"),
+    result = {"gpus": gpus, "state": status.state, "reason": status.reason,
               "wall_s": round(time.time() - t, 1),
               "loss": {e.step: e.data["loss"] for e in events}}
     result["attention"] = next((e.data["attention"] for e in job.events
@@ -62,7 +62,7 @@ def one(model: Path, data: Path, runs: Path, gpus: int, rows: int, steps: int,
     if len(timed) >= 2:
         tokens = timed[-1].data["tokens"] - timed[0].data["tokens"]
         result["tokens_per_s"] = tokens / (timed[-1].time - timed[0].time)
-    if status["state"] != "finished":
+    if status.state != "finished":
         result["log"] = (job.run_dir / "log.txt").read_text()[-3000:]
     return result
 
