@@ -91,7 +91,8 @@ def test_several_gpus_resolve_to_ddp_when_the_model_fits_one_and_fsdp_when_not()
 
 
 def test_the_plan_says_when_too_few_rows_a_gpu_will_spread_poorly():
-    """Measured on two H200s: 8 rows a GPU an update scaled 1.47x, 16 scaled 2.00x."""
+    """Too few rows a GPU an update scale poorly over two GPUs (the measurements are in
+    bench/HISTORY.md): the plan says so."""
     from backends.torch.distributed import describe
 
     few = FineTuningConfig(model_name="Qwen/Qwen3-8B", batch_size=4,

@@ -789,10 +789,10 @@ def test_the_pages_estimate_is_the_runs_plan(tiny_qwen3, qa_jsonl, tmp_path, mon
 
 
 def test_layer_graphs_are_recorded_where_no_layer_recomputes(tiny_qwen3, qa_jsonl, monkeypatch):
-    """Compiled layers replay as CUDA graphs (1.78x Unsloth at 0.6B, 8 rows an update) where
-    nearly no micro-batch recomputes a layer, in one process; where many recompute (8B at 16
-    rows collapsed to 1,583-6,200 tokens/s with graphs), or several processes train, they
-    compile without them. Asked for, graphs are kept; they need compile_layers and one GPU."""
+    """Compiled layers replay as CUDA graphs where nearly no micro-batch recomputes a layer,
+    in one process; where many recompute, or several processes train, they compile without
+    them (graphs collapsed there: bench/HISTORY.md). Asked for, graphs are kept; they need
+    compile_layers and one GPU."""
     from transformers import AutoTokenizer
 
     from studio.data import prepare
