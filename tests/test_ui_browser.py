@@ -306,7 +306,7 @@ def test_a_restarted_server_reattaches_or_marks_the_run_interrupted(browser, tmp
                                                             api_name="/start_run")["run"])
         deadline = time.time() + 120
         while last_checkpoint(run) is None:
-            assert time.time() < deadline and read_status(run)["state"] in ("starting", "running")
+            assert time.time() < deadline and read_status(run).active
             time.sleep(0.5)
     finally:
         first.stop()
@@ -322,7 +322,7 @@ def test_a_restarted_server_reattaches_or_marks_the_run_interrupted(browser, tmp
         plan = wait_text(page, "#train-plan", "ran with (plan.yaml)")
         assert "none (scripted)" in plan and ("float32" in plan or "bfloat16" in plan)
 
-        os.killpg(int(read_status(run)["pid"]), signal.SIGKILL)    # the job dies
+        os.killpg(int(read_status(run).pid), signal.SIGKILL)    # the job dies
         wait_text(page, "#train-status", "Interrupted")
         page.locator("#resume").click()
         wait_text(page, "#train-status", "Training", timeout=30)
@@ -340,7 +340,7 @@ def test_a_restarted_server_reattaches_or_marks_the_run_interrupted(browser, tmp
         page.locator("#load-run").click()
         page.wait_for_function("() => document.querySelector('#field-max_steps input')"
                                ".value === '2000'")
-        pid, deadline = read_status(run)["pid"], time.time() + 30
+        pid, deadline = read_status(run).pid, time.time() + 30
         while _alive(pid):              # the process ends, and its memory is freed with it
             assert time.time() < deadline, "the stopped job's process is still alive"
             time.sleep(0.2)
@@ -541,7 +541,8 @@ def test_runs_are_compared_and_a_deleted_run_leaves_the_disk(browser, server, tm
     for name, lr in (("slow", 1e-4), ("fast", 1e-3)):
         config = FineTuningConfig(**quick_run(tiny_qwen3, str(data), backend="scripted",
                                               max_steps=8, learning_rate=lr))
-        assert service.start(config, server.runs_dir / name, in_process=True).wait(60).state == "finished"
+        job = service.start(config, server.runs_dir / name, in_process=True)
+        assert job.wait(60).state == "finished"
     page = open_page(browser, server.url)
     tab(page, "6 · Runs")
     wait_text(page, "#runs-table", "fast")
@@ -597,8 +598,8 @@ def test_a_run_is_exported_for_ollama_from_the_page(browser, server, tmp_path, t
     for name, backend in (("tiny", "transformers"), ("dry", "scripted")):
         config = FineTuningConfig(**quick_run(tiny_qwen3, str(data), backend=backend,
                                               max_steps=2, num_samples=0))
-        assert service.start(config, server.runs_dir / name, in_process=True).wait(120)[
-            "state"] == "finished"
+        job = service.start(config, server.runs_dir / name, in_process=True)
+        assert job.wait(120).state == "finished"
     page = open_page(browser, server.url)
     tab(page, "7 · Export")
     pick(page, "#export-run", "dry")
@@ -644,7 +645,8 @@ def test_script_bearing_names_are_shown_as_text_and_never_run(browser, server, t
     shutil.copytree(tiny_qwen3, model)
     run_dir = server.runs_dir / evil(4)
     config = FineTuningConfig(**quick_run(str(model), str(data), backend="scripted", max_steps=4))
-    assert Service(server.runs_dir).start(config, run_dir, in_process=True).wait(60).state == "finished"
+    job = Service(server.runs_dir).start(config, run_dir, in_process=True)
+    assert job.wait(60).state == "finished"
 
     page = open_page(browser, server.url)
     text_input(page, "data-path").fill(str(data))
