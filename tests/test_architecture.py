@@ -17,7 +17,7 @@ LAYERS = {
     "studio.plan.compiling": 2,
     "backends": 1,
     "studio.config": 0, "studio.plan": 0, "studio.models": 0, "studio.errors": 0,
-    "studio.markdown": 0, "studio.service.access": 0,
+    "studio.markdown": 0, "studio.texts": 0, "studio.service.access": 0,
 }
 NAMES = {4: "surfaces", 3: "service", 2: "engine", 1: "backends", 0: "foundation"}
 
