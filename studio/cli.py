@@ -30,6 +30,7 @@ from studio.errors import Note
 from studio.export import DEFAULT_QUANT, FORMATS, QUANTS
 from studio.plan.presets import PRESETS
 from studio.serve.v1 import add_flags as add_serve_flags
+from studio.texts.fields import field_help
 from studio.ui.server import add_server_flags
 
 
@@ -59,7 +60,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     groups = {g: parser.add_argument_group(g) for g in GROUPS}
     for f in dataclasses.fields(FineTuningConfig):
         kind, meta = field_kind(f.name), f.metadata
-        kwargs = dict(dest=f.name, default=argparse.SUPPRESS, help=meta["help"])
+        kwargs = dict(dest=f.name, default=argparse.SUPPRESS, help=field_help(f.name))
         if kind in ("bool", "tristate"):
             kwargs["action"] = argparse.BooleanOptionalAction
         elif kind == "list":

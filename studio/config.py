@@ -24,11 +24,10 @@ from studio.models.shapes import LINEAR_LAYERS
 from studio.errors import Note
 
 
-def _f(default, help: str, group: str, *, choices=None, min=None, max=None, factory=None,
-       suggestions=None):
-    """A config field with its help text, UI group and bounds (and, for a list, the values to
-    offer)."""
-    meta = {"help": help, "group": group, "choices": choices, "min": min, "max": max,
+def _f(default, group: str, *, choices=None, min=None, max=None, factory=None, suggestions=None):
+    """A config field with its UI group and bounds (and, for a list, the values to offer); its
+    help, in both languages, is in studio/texts/fields.py."""
+    meta = {"group": group, "choices": choices, "min": min, "max": max,
             "suggestions": suggestions}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
@@ -38,177 +37,91 @@ def _f(default, help: str, group: str, *, choices=None, min=None, max=None, fact
 GROUPS = ("Model and data", "LoRA", "Optimisation", "Precision and quantisation",
           "Several GPUs", "Logging and checkpoints", "Tracking")
 DISTRIBUTED = ["auto", "ddp", "fsdp", "deepspeed"]
+LORA_DROPOUT = 0.05     # lora_dropout left to auto, where the backend allows dropout at all
 
 
 @dataclass
 class FineTuningConfig:
     # ---- model and data
-    model_name: str = _f("Qwen/Qwen3-4B-Instruct-2507",
-                         "Hub id or local folder of the base model.", "Model and data")
-    output_dir: str = _f("./qwen3-finetuned", "Run folder: config, metrics, checkpoints, adapter.",
-                         "Model and data")
-    data_path: Optional[str] = _f(None, "CSV, JSON, JSONL, Parquet, a saved dataset folder or a "
-                                  "Hub dataset id.", "Model and data")
-    dataset_format: str = _f("auto", "Shape of the rows; auto detects it from the columns.",
-                             "Model and data", choices=["auto", "instruction", "prompt_completion",
-                                                        "input_output", "alpaca", "sharegpt",
-                                                        "messages", "text", "segments"])
-    column_mapping: dict = _f(None, "Role -> column name, overriding detection "
-                              "(e.g. {instruction: question, response: answer}).",
-                              "Model and data", factory=dict)
-    role_mapping: dict = _f(None, "Role tag -> system/user/assistant/tool for ShareGPT or "
-                            "messages data, overriding detection (e.g. {bot: assistant}).",
-                            "Model and data", factory=dict)
-    prompt_template: Optional[str] = _f(None, "Custom template with {column} placeholders; the "
-                                        "part from {response} on is trained. Empty: the model's "
-                                        "chat template.", "Model and data")
-    system_prompt: Optional[str] = _f(None, "System message put before every conversation that "
-                                      "has none.", "Model and data")
-    template_system_prompt: str = _f("keep", "The system prompt some chat templates add by "
-                                     "themselves to a conversation that has none (SmolLM2's "
-                                     "names it SmolLM): keep it, or drop it (an empty system "
-                                     "turn). system_prompt, when set, replaces it either way.",
-                                     "Model and data", choices=["keep", "drop"])
-    enable_thinking: bool = _f(False, "Qwen3 thinking mode in the chat template (<think> blocks).",
-                               "Model and data")
-    train_on_prompt: bool = _f(False, "Also train on prompt tokens (default: responses only).",
-                               "Model and data")
-    max_seq_length: int = _f(2048, "Longest sequence in tokens; longer rows are cut.",
-                             "Model and data", min=16, max=131072)
-    val_size: float = _f(0.1, "Validation split: a fraction (<1) or a number of rows (>=1).",
-                         "Model and data", min=0.0)
-    backend: str = _f("auto", "Training engine; auto picks unsloth on CUDA (transformers with "
-                      "compiled layers for a model under 1B parameters at short micro-batches), "
-                      "mlx on Apple Silicon, else transformers. scripted trains no model: a known "
-                      "event sequence, for trying the studio.", "Model and data",
+    model_name: str = _f("Qwen/Qwen3-4B-Instruct-2507", "Model and data")
+    output_dir: str = _f("./qwen3-finetuned", "Model and data")
+    data_path: Optional[str] = _f(None, "Model and data")
+    dataset_format: str = _f("auto", "Model and data",
+                             choices=["auto", "instruction", "prompt_completion", "input_output",
+                                      "alpaca", "sharegpt", "messages", "text", "segments"])
+    column_mapping: dict = _f(None, "Model and data", factory=dict)
+    role_mapping: dict = _f(None, "Model and data", factory=dict)
+    prompt_template: Optional[str] = _f(None, "Model and data")
+    system_prompt: Optional[str] = _f(None, "Model and data")
+    template_system_prompt: str = _f("keep", "Model and data", choices=["keep", "drop"])
+    enable_thinking: bool = _f(False, "Model and data")
+    train_on_prompt: bool = _f(False, "Model and data")
+    max_seq_length: int = _f(2048, "Model and data", min=16, max=131072)
+    val_size: float = _f(0.1, "Model and data", min=0.0)
+    backend: str = _f("auto", "Model and data",
                       choices=["auto", "transformers", "unsloth", "mlx", "scripted"])
 
     # ---- LoRA
-    lora_r: int = _f(8, "LoRA rank.", "LoRA", min=1, max=1024)
-    lora_alpha: int = _f(16, "LoRA scale numerator (scale = alpha / r).", "LoRA", min=1)
-    target_modules: list = _f(None, "Layers that get adapters (q_proj k_proj v_proj o_proj "
-                              "gate_proj up_proj down_proj).", "LoRA",
-                              factory=lambda: ["q_proj", "v_proj"], suggestions=LINEAR_LAYERS)
-    lora_dropout: Optional[float] = _f(None, "Dropout on the LoRA input (auto: 0.05; 0 with "
-                                       "unsloth, whose fused LoRA kernels need it).", "LoRA",
-                                       min=0.0, max=0.9)
-    bias: str = _f("none", "Which biases train.", "LoRA", choices=["none", "all", "lora_only"])
-    task_type: str = _f("CAUSAL_LM", "PEFT task type; Qwen3 is decoder-only, so CAUSAL_LM.",
-                        "LoRA", choices=["CAUSAL_LM", "SEQ_2_SEQ_LM"])
-    lora_layers: int = _f(-1, "MLX only: how many of the last layers get adapters (-1: all).",
-                          "LoRA", min=-1)
+    lora_r: int = _f(8, "LoRA", min=1, max=1024)
+    lora_alpha: int = _f(16, "LoRA", min=1)
+    target_modules: list = _f(None, "LoRA", factory=lambda: ["q_proj", "v_proj"],
+                              suggestions=LINEAR_LAYERS)
+    lora_dropout: Optional[float] = _f(None, "LoRA", min=0.0, max=0.9)
+    bias: str = _f("none", "LoRA", choices=["none", "all", "lora_only"])
+    task_type: str = _f("CAUSAL_LM", "LoRA", choices=["CAUSAL_LM", "SEQ_2_SEQ_LM"])
+    lora_layers: int = _f(-1, "LoRA", min=-1)
 
     # ---- optimisation
-    learning_rate: float = _f(2e-4, "Peak learning rate.", "Optimisation", min=0.0, max=1.0)
-    batch_size: int = _f(4, "Rows per device step.", "Optimisation", min=1, max=4096)
-    gradient_accumulation_steps: int = _f(4, "Steps summed before each optimiser update.",
-                                          "Optimisation", min=1, max=1024)
-    num_train_epochs: float = _f(3, "Passes over the training rows.", "Optimisation", min=0.0)
-    max_steps: Optional[int] = _f(None, "Stop after this many optimiser steps (overrides epochs).",
-                                  "Optimisation", min=1)
-    warmup_ratio: float = _f(0.03, "Share of steps spent warming the learning rate up.",
-                             "Optimisation", min=0.0, max=1.0)
-    lr_scheduler_type: str = _f("linear", "Learning-rate schedule after warm-up.", "Optimisation",
+    learning_rate: float = _f(2e-4, "Optimisation", min=0.0, max=1.0)
+    batch_size: int = _f(4, "Optimisation", min=1, max=4096)
+    gradient_accumulation_steps: int = _f(4, "Optimisation", min=1, max=1024)
+    num_train_epochs: float = _f(3, "Optimisation", min=0.0)
+    max_steps: Optional[int] = _f(None, "Optimisation", min=1)
+    warmup_ratio: float = _f(0.03, "Optimisation", min=0.0, max=1.0)
+    lr_scheduler_type: str = _f("linear", "Optimisation",
                                 choices=["linear", "cosine", "constant", "constant_with_warmup"])
-    weight_decay: float = _f(0.0, "AdamW weight decay.", "Optimisation", min=0.0, max=1.0)
-    max_grad_norm: float = _f(1.0, "Gradient clipping norm.", "Optimisation", min=0.0)
-    packing: Optional[bool] = _f(None, "Pack rows into micro-batches of tokens_per_batch tokens "
-                                 "(auto: off; batches are padding-free either way).",
-                                 "Optimisation")
-    tokens_per_batch: Optional[int] = _f(None, "With packing: tokens in one micro-batch (auto: "
-                                         "the most that fit in free GPU memory).", "Optimisation",
-                                         min=16)
-    gradient_checkpointing: Optional[bool] = _f(None, "Recompute activations to save memory "
-                                                "(auto: only where memory needs it).",
-                                                "Optimisation")
-    compile_layers: Optional[bool] = _f(None, "Compile each decoder layer with torch.compile "
-                                        "(transformers backend): fewer, fused kernels a step; "
-                                        "the first steps wait for it (auto: on one GPU, for a "
-                                        "model under 1B parameters whose micro-batches are "
-                                        "short and come in few lengths, and with fp8_weights; "
-                                        "else off).",
-                                        "Optimisation")
-    layer_graphs: Optional[bool] = _f(None, "Replay the compiled layers as CUDA graphs (with "
-                                      "compile_layers, one GPU): a step costs the host almost "
-                                      "nothing; each micro-batch length is recorded once (auto: "
-                                      "on where micro-batches come in few lengths and nearly "
-                                      "none recomputes a layer).",
-                                      "Optimisation")
-    whole_logits: Optional[bool] = _f(None, "Score the loss over a micro-batch's whole logits "
-                                      "at once, not in chunks (transformers backend): faster, "
-                                      "where they fit (auto: on one GPU where the batch plan fits "
-                                      "them with no layer recomputed; on a CPU under 2 GiB).",
-                                      "Optimisation")
-    fused_loss: Optional[bool] = _f(None, "Score the loss in one kernel (CUDA: Unsloth's own "
-                                    "where Unsloth trains, else cut-cross-entropy): the "
-                                    "projection onto the vocabulary and the cross-entropy "
-                                    "together, no logits held; the gradient is exact (auto: on "
-                                    "one GPU, for micro-batches of 4,096 tokens or more).",
-                                    "Optimisation")
-    seed: int = _f(42, "Random seed for the split, LoRA init and shuffling.", "Optimisation")
+    weight_decay: float = _f(0.0, "Optimisation", min=0.0, max=1.0)
+    max_grad_norm: float = _f(1.0, "Optimisation", min=0.0)
+    packing: Optional[bool] = _f(None, "Optimisation")
+    tokens_per_batch: Optional[int] = _f(None, "Optimisation", min=16)
+    gradient_checkpointing: Optional[bool] = _f(None, "Optimisation")
+    compile_layers: Optional[bool] = _f(None, "Optimisation")
+    layer_graphs: Optional[bool] = _f(None, "Optimisation")
+    whole_logits: Optional[bool] = _f(None, "Optimisation")
+    fused_loss: Optional[bool] = _f(None, "Optimisation")
+    seed: int = _f(42, "Optimisation")
 
     # ---- precision and quantisation
-    fp16: Optional[bool] = _f(None, "Train in float16 (auto: on GPUs without bf16).",
-                              "Precision and quantisation")
-    bf16: Optional[bool] = _f(None, "Train in bfloat16 (auto: where the GPU or CPU has it natively).",
-                              "Precision and quantisation")
-    load_in_4bit: Optional[bool] = _f(None, "QLoRA: load the base model in 4-bit NF4 "
-                                      "(auto: only when 16-bit weights would not fit).",
-                                      "Precision and quantisation")
-    load_in_8bit: bool = _f(False, "Load the base model in 8-bit.", "Precision and quantisation")
-    fp8_weights: bool = _f(False, "Keep the frozen base weights in fp8 and run their matmuls on "
-                           "fp8 tensor cores (one NVIDIA GPU of compute capability 8.9+; "
-                           "transformers backend, layers compiled): faster where these matmuls "
-                           "are most of a step, as at 8B. Those matmuls round to fp8's 3 "
-                           "mantissa bits; the adapters, attention and loss stay 16-bit, and the "
-                           "chat and exports use the 16-bit weights.", "Precision and quantisation")
-    cpu_only: Optional[bool] = _f(None, "Train on the CPU even if a GPU is present "
-                                  "(auto: when no GPU is found).", "Precision and quantisation")
-    device_map: str = _f("auto", "Where the model's layers go: auto, cpu, cuda, cuda:N.",
-                         "Precision and quantisation")
+    fp16: Optional[bool] = _f(None, "Precision and quantisation")
+    bf16: Optional[bool] = _f(None, "Precision and quantisation")
+    load_in_4bit: Optional[bool] = _f(None, "Precision and quantisation")
+    load_in_8bit: bool = _f(False, "Precision and quantisation")
+    fp8_weights: bool = _f(False, "Precision and quantisation")
+    cpu_only: Optional[bool] = _f(None, "Precision and quantisation")
+    device_map: str = _f("auto", "Precision and quantisation")
 
     # ---- several GPUs and machines (torch.distributed, launched by torchrun)
-    num_gpus: Optional[int] = _f(None, "GPUs this machine trains on, one process each (auto: "
-                                 "every visible GPU). With cpu_only: that many CPU processes "
-                                 "(gloo), for trying the distributed path without a GPU.",
-                                 "Several GPUs", min=1, max=64)
-    distributed: str = _f("auto", "How several processes share the work: ddp (each holds the "
-                          "model, data split), fsdp (FSDP2: frozen base and LoRA sharded) or "
-                          "deepspeed (ZeRO-3); auto: ddp when the model fits one GPU, else fsdp.",
-                          "Several GPUs", choices=DISTRIBUTED)
-    nnodes: int = _f(1, "Machines in the run (each runs this same command).", "Several GPUs",
-                     min=1, max=1024)
-    node_rank: int = _f(0, "This machine's number among them (0 writes the run folder).",
-                        "Several GPUs", min=0)
-    master_addr: str = _f("127.0.0.1", "Address of machine 0, where the processes meet.",
-                          "Several GPUs")
-    master_port: int = _f(29500, "Port on machine 0 where the processes meet.", "Several GPUs",
-                          min=1024, max=65535)
+    num_gpus: Optional[int] = _f(None, "Several GPUs", min=1, max=64)
+    distributed: str = _f("auto", "Several GPUs", choices=DISTRIBUTED)
+    nnodes: int = _f(1, "Several GPUs", min=1, max=1024)
+    node_rank: int = _f(0, "Several GPUs", min=0)
+    master_addr: str = _f("127.0.0.1", "Several GPUs")
+    master_port: int = _f(29500, "Several GPUs", min=1024, max=65535)
 
     # ---- logging and checkpoints
-    logging_steps: int = _f(10, "Log train loss every N steps.", "Logging and checkpoints", min=1)
-    eval_steps: int = _f(100, "Evaluate on the validation split every N steps.",
-                         "Logging and checkpoints", min=1)
-    save_steps: int = _f(100, "Write a checkpoint every N steps.", "Logging and checkpoints", min=1)
-    save_total_limit: int = _f(3, "Checkpoints kept (oldest deleted first).",
-                               "Logging and checkpoints", min=1)
-    num_samples: int = _f(3, "Validation prompts answered greedily at every evaluation, to "
-                          "watch the answers change (samples.jsonl); 0: none.",
-                          "Logging and checkpoints", min=0, max=20)
-    sample_prompts: list = _f(None, "Your own prompts to answer at every evaluation instead "
-                              "(one a line in the page).", "Logging and checkpoints",
-                              factory=list)
+    logging_steps: int = _f(10, "Logging and checkpoints", min=1)
+    eval_steps: int = _f(100, "Logging and checkpoints", min=1)
+    save_steps: int = _f(100, "Logging and checkpoints", min=1)
+    save_total_limit: int = _f(3, "Logging and checkpoints", min=1)
+    num_samples: int = _f(3, "Logging and checkpoints", min=0, max=20)
+    sample_prompts: list = _f(None, "Logging and checkpoints", factory=list)
 
     # ---- tracking (metrics.jsonl is always written)
-    report_to: list = _f(None, "Also report to: wandb (Weights & Biases; offline without an API "
-                         "key or network), tensorboard (run_dir/tensorboard), trackio (local "
-                         "dashboard: trackio show).", "Tracking", factory=list,
+    report_to: list = _f(None, "Tracking", factory=list,
                          suggestions=["wandb", "tensorboard", "trackio"])
-    use_wandb: bool = _f(False, "Also log to Weights & Biases (the same as wandb in report_to).",
-                         "Tracking")
-    wandb_project: str = _f("qwen3-finetuning", "Project name in W&B and trackio.", "Tracking")
-    wandb_run_name: Optional[str] = _f(None, "Run name in W&B and trackio (default: the run "
-                                       "folder's name).", "Tracking")
+    use_wandb: bool = _f(False, "Tracking")
+    wandb_project: str = _f("qwen3-finetuning", "Tracking")
+    wandb_run_name: Optional[str] = _f(None, "Tracking")
 
     # ------------------------------------------------------------------ construction
     def __post_init__(self):
@@ -311,8 +224,9 @@ class FineTuningConfig:
             checkpointing = False     # on a GPU the memory planner decides at start
         dropout = self.lora_dropout
         if dropout is None:
-            dropout = 0.0 if self.backend == "unsloth" or (self.backend == "auto" and on_gpu
-                                                           and hw.packages.get("unsloth")) else 0.05
+            unsloth = self.backend == "unsloth" or (self.backend == "auto" and on_gpu
+                                                    and hw.packages.get("unsloth"))
+            dropout = 0.0 if unsloth else LORA_DROPOUT
         num_gpus = self.num_gpus or (len(hw.gpus) if on_gpu else 1)
         distributed = self.distributed
         if distributed == "auto":     # a copy a GPU when the run fits one, else sharded

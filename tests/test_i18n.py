@@ -14,7 +14,8 @@ import pytest
 from studio.config import GROUPS, FineTuningConfig
 from studio.plan.presets import PRESETS
 from studio.ui import i18n
-from studio.ui.i18n import FIELDS_ZH, language, say, texts
+from studio.texts.fields import FIELDS, GROUPS_ZH, field_help
+from studio.ui.i18n import language, say, texts
 
 UI = Path(i18n.__file__).parent
 CJK = re.compile(r"[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef]")
@@ -69,18 +70,17 @@ def test_the_keys_the_page_builds_from_names_are_in_the_catalog():
 def test_every_config_field_has_a_label_and_help_in_both_languages():
     """The Chinese label keeps the field name (the YAML file and the CLI flags use it)."""
     names = [f.name for f in fields(FineTuningConfig)]
-    assert sorted(set(names) - set(FIELDS_ZH)) == [], "fields without Chinese"
-    assert sorted(set(FIELDS_ZH) - set(names)) == [], "Chinese for fields that are gone"
+    assert sorted(set(names) - set(FIELDS)) == [], "fields without help"
+    assert sorted(set(FIELDS) - set(names)) == [], "help for fields that are gone"
     for name in names:
         en_label, zh_label = texts()[f"field.{name}.label"]
         en_info, zh_info = texts()[f"field.{name}.info"]
         assert en_label == name and zh_label.endswith(f"({name})") and CJK.search(zh_label)
-        meta = FineTuningConfig.__dataclass_fields__[name].metadata
-        assert en_info.startswith(meta["help"]) and CJK.search(zh_info), name
+        assert en_info.startswith(field_help(name)) and CJK.search(zh_info), name
 
 
 def test_groups_and_presets_have_their_chinese():
-    assert sorted(set(GROUPS) - set(i18n.GROUPS_ZH)) == []
+    assert sorted(set(GROUPS) - set(GROUPS_ZH)) == []
     assert sorted(set(PRESETS) - set(i18n.PRESETS_ZH)) == []
 
 

@@ -5,8 +5,7 @@ Gradio's I18n puts them in the browser's language, or the one picked under Setti
 footer. Messages the server writes with values inside (`say(key, **values)`) are formatted here
 in the language of the request being answered: the page's own, which SCRIPT keeps in a cookie,
 else the browser's Accept-Language; Chinese for zh-*, English otherwise. The config fields'
-English label and help stay in studio/config.py (the field name and its metadata); FIELDS_ZH
-holds their Chinese. What the engine says (the service's refusals, data errors, a run's reasons)
+label and help in both languages are studio/texts/fields.py's. What the engine says (the service's refusals, data errors, a run's reasons)
 stays English.
 """
 from __future__ import annotations
@@ -19,6 +18,7 @@ from gradio.i18n import I18nData
 
 from studio.config import GROUPS, FineTuningConfig, zero_means_automatic
 from studio.plan.presets import PRESETS
+from studio.texts import fields as field_texts
 
 LANGUAGES = ("en", "zh")
 COOKIE = "qwen3-studio-lang"
@@ -578,106 +578,7 @@ CATALOG: dict[str, tuple[str, str]] = {
     "serve.failed": ("Could not serve {source}: {error}", "无法提供 {source}：{error}"),
 }
 
-# Config fields: Chinese label and help (English: the field name and its help in config.py).
-FIELDS_ZH: dict[str, tuple[str, str]] = {
-    "model_name": ("基座模型", "基座模型的 Hub id 或本地文件夹。"),
-    "output_dir": ("输出目录", "本次运行的文件夹：配置、指标、checkpoint 和适配器。"),
-    "data_path": ("数据路径", "CSV、JSON、JSONL、Parquet 文件，save_to_disk 保存的数据集文件夹，"
-                  "或 Hub 数据集 id。"),
-    "dataset_format": ("数据格式", "每行数据的结构；auto 会根据列名自动识别。"),
-    "column_mapping": ("列映射", "角色 -> 列名，覆盖自动识别（例如 {instruction: question, "
-                       "response: answer}）。"),
-    "role_mapping": ("角色映射", "ShareGPT 或 messages 数据中的角色标签 -> system/user/assistant/"
-                     "tool，覆盖自动识别（例如 {bot: assistant}）。"),
-    "prompt_template": ("提示模板", "带 {列名} 占位符的自定义模板；从 {response} 起的部分参与训练。"
-                        "留空则使用模型的对话模板。"),
-    "system_prompt": ("系统提示词", "加在每一段没有系统消息的对话前面的系统消息。"),
-    "template_system_prompt": ("模板自带的系统提示", "有些对话模板会给没有系统消息的对话自动加上"
-                               "系统提示（SmolLM2 的模板会自称 SmolLM）：keep 保留，drop 去掉（留一个"
-                               "空的系统轮次）。设置了 system_prompt 时，两种情况下都由它替换。"),
-    "enable_thinking": ("思考模式", "对话模板中的 Qwen3 思考模式（<think> 块）。"),
-    "train_on_prompt": ("训练提示部分", "提示部分的 token 也参与训练（默认只训练回答）。"),
-    "max_seq_length": ("最大序列长度", "序列的最大 token 数；更长的行会被截断。"),
-    "val_size": ("验证集大小", "验证集划分：小于 1 表示比例，大于等于 1 表示行数。"),
-    "backend": ("训练后端", "训练引擎；auto 在 CUDA 上选 unsloth（参数少于 10 亿且微批次短的模型改用编译解码层的 "
-                "transformers），在 Apple Silicon 上选 mlx，否则选 transformers。scripted 不训练模型，"
-                "只回放一段固定的事件序列，用于试用本工具。"),
-    "lora_r": ("LoRA 秩", "LoRA 的秩。"),
-    "lora_alpha": ("LoRA 缩放系数", "LoRA 缩放的分子（缩放 = alpha / r）。"),
-    "target_modules": ("目标模块", "加适配器的层（q_proj k_proj v_proj o_proj gate_proj up_proj "
-                       "down_proj）。"),
-    "lora_dropout": ("LoRA 丢弃率", "LoRA 输入上的 dropout（auto：0.05；使用 unsloth 时为 0，它的"
-                     "融合 LoRA 算子要求如此）。"),
-    "bias": ("偏置", "哪些偏置参与训练。"),
-    "task_type": ("任务类型", "PEFT 任务类型；Qwen3 是仅解码器模型，所以是 CAUSAL_LM。"),
-    "lora_layers": ("LoRA 层数", "仅 MLX：最后多少层加适配器（-1：全部）。"),
-    "learning_rate": ("学习率", "峰值学习率。"),
-    "batch_size": ("批大小", "每个设备每步处理的行数。"),
-    "gradient_accumulation_steps": ("梯度累积步数", "每次优化器更新前累加的步数。"),
-    "num_train_epochs": ("训练轮数", "遍历训练数据的次数。"),
-    "max_steps": ("最大步数", "优化器更新这么多步后停止（优先于训练轮数）。"),
-    "warmup_ratio": ("预热比例", "用于学习率预热的步数占比。"),
-    "lr_scheduler_type": ("学习率调度", "预热之后的学习率变化方式。"),
-    "weight_decay": ("权重衰减", "AdamW 的权重衰减。"),
-    "max_grad_norm": ("梯度裁剪", "梯度裁剪的范数上限。"),
-    "packing": ("序列打包", "把多行打包成每批 tokens_per_batch 个 token 的微批次（auto：关闭；"
-                "两种方式下批次都不含填充）。"),
-    "tokens_per_batch": ("每批 token 数", "打包时一个微批次的 token 数（auto：空闲显存能容纳的"
-                         "最大值）。"),
-    "gradient_checkpointing": ("梯度检查点", "重算激活值以节省内存（auto：仅在内存需要时开启）。"),
-    "compile_layers": ("编译解码层", "用 torch.compile 编译每个解码层（transformers 后端）：每步更少、"
-                       "融合的内核；前几步需等待编译（auto：单 GPU 上、参数少于 10 亿且微批次短、长度种类少的模型开启，"
-                       "开启 fp8_weights 时也开启，其余关闭）。"),
-    "layer_graphs": ("CUDA 图重放", "把编译后的解码层作为 CUDA 图重放（需开启 compile_layers，单 GPU）："
-                     "每步几乎不占用主机时间；每种微批次长度只录制一次（auto：在微批次长度种类少、且几乎没有微批次"
-                     "需要重算任何层时开启）。"),
-    "whole_logits": ("整段 logits 损失", "一次对微批次的全部 logits 计算损失，而不分块（transformers "
-                     "后端）：放得下时更快（auto：单 GPU 上在批次规划无需重算任何层时开启；CPU 上在 "
-                     "2 GiB 以内时开启）。"),
-    "fused_loss": ("单核融合损失", "用一个 kernel 计算损失（CUDA：Unsloth 训练时用 Unsloth 自己的，否则用 "
-                   "cut-cross-entropy）：投影到词表与交叉熵一起完成，不保存 logits；梯度是精确的"
-                   "（auto：单个 GPU 上、微批次平均 4,096 个 token 及以上时开启）。"),
-    "seed": ("随机种子", "用于数据划分、LoRA 初始化和打乱顺序的随机种子。"),
-    "fp16": ("float16 训练", "用 float16 训练（auto：在不支持 bf16 的 GPU 上开启）。"),
-    "bf16": ("bfloat16 训练", "用 bfloat16 训练（auto：GPU 或 CPU 原生支持时开启）。"),
-    "load_in_4bit": ("4 位加载", "QLoRA：以 4 位 NF4 加载基座模型（auto：仅在 16 位权重放不下时"
-                     "开启）。"),
-    "load_in_8bit": ("8 位加载", "以 8 位加载基座模型。"),
-    "fp8_weights": ("fp8 权重", "把冻结的基座权重存为 fp8，并在 fp8 张量核心上做它们的矩阵乘法（一块计算能力 "
-                    "8.9 及以上的 NVIDIA GPU；transformers 后端，解码层编译）：在这些矩阵乘法占一步大部分"
-                    "时间的场合更快，如 8B。这些乘法舍入到 fp8 的 3 位尾数；适配器、注意力和损失仍为 "
-                    "16 位，对话和导出使用 16 位权重。"),
-    "cpu_only": ("仅用 CPU", "即使有 GPU 也在 CPU 上训练（auto：找不到 GPU 时开启）。"),
-    "device_map": ("设备映射", "模型各层放在哪里：auto、cpu、cuda、cuda:N。"),
-    "num_gpus": ("GPU 数", "本机用于训练的 GPU 数，每个一个进程（auto：全部可见 GPU）。开启 cpu_only "
-                 "时为 CPU 进程数（gloo），用于在没有 GPU 时试用分布式训练。"),
-    "distributed": ("分布式方式", "多个进程如何分担：ddp（每个进程一份模型，数据切分）、fsdp（FSDP2："
-                    "冻结的基座与 LoRA 分片）或 deepspeed（ZeRO-3）；auto：模型放得进一张 GPU 时用 "
-                    "ddp，否则 fsdp。"),
-    "nnodes": ("机器数", "参与训练的机器数（每台运行同一条命令）。"),
-    "node_rank": ("本机序号", "本机在其中的序号（0 号写运行文件夹）。"),
-    "master_addr": ("主节点地址", "0 号机器的地址，各进程在此汇合。"),
-    "master_port": ("主节点端口", "0 号机器上各进程汇合的端口。"),
-    "logging_steps": ("日志间隔", "每 N 步记录一次训练 loss。"),
-    "eval_steps": ("评估间隔", "每 N 步在验证集上评估一次。"),
-    "save_steps": ("保存间隔", "每 N 步保存一个 checkpoint。"),
-    "save_total_limit": ("checkpoint 保留数", "最多保留的 checkpoint 数（最旧的先删除）。"),
-    "num_samples": ("评估样例数", "每次评估时用贪心解码回答的验证集提示数，用来观察回答的变化"
-                    "（samples.jsonl）；0：不生成。"),
-    "sample_prompts": ("自定义样例提示", "每次评估时改为回答你自己的提示（页面中每行一条）。"),
-    "report_to": ("同时上报到", "同时上报到：wandb（Weights & Biases；没有 API key 或网络时离线记录）、"
-                  "tensorboard（run_dir/tensorboard）、trackio（本地看板：trackio show）。"),
-    "use_wandb": ("使用 W&B", "同时记录到 Weights & Biases（与在 report_to 中选 wandb 相同）。"),
-    "wandb_project": ("项目名", "W&B 和 trackio 中的项目名。"),
-    "wandb_run_name": ("运行名", "W&B 和 trackio 中的运行名（默认：运行文件夹名）。"),
-}
 
-# The settings' groups (accordion titles) and the presets (studio/plan/presets.py) in Chinese.
-GROUPS_ZH: dict[str, str] = {
-    "Model and data": "模型与数据", "LoRA": "LoRA 参数", "Optimisation": "优化",
-    "Precision and quantisation": "精度与量化", "Logging and checkpoints": "日志与 checkpoint",
-    "Weights & Biases": "Weights & Biases 实验记录", "Tracking": "实验跟踪",
-    "Several GPUs": "多 GPU 与多机"}
 PRESETS_ZH: dict[str, tuple[str, str]] = {
     "Teach facts": ("记住知识", "在全部七个线性层上做 LoRA（秩 16），学习率 1e-3，训练 3 轮，每步 "
                     "4 行：几百行问答（名字、出品方、产品知识）就能记住。在自带的演示模型上，100 行"
@@ -705,15 +606,16 @@ def _field_texts() -> dict[str, tuple[str, str]]:
     bounds, and that 0 leaves it to the studio where it does."""
     out = {}
     for f in fields(FineTuningConfig):
-        meta, (label_zh, help_zh) = f.metadata, FIELDS_ZH.get(f.name, (f.name, f.metadata["help"]))
-        en, zh = [meta["help"]], [help_zh]
+        meta = f.metadata
+        en, zh = [field_texts.field_help(f.name, "en")], [field_texts.field_help(f.name, "zh")]
         if meta.get("min") is not None and meta.get("max") is not None:
             en.append(CATALOG["field.range"][0].format(**meta))
             zh.append(CATALOG["field.range"][1].format(**meta))
         if zero_means_automatic(f.name):
             en.append(CATALOG["field.auto_number"][0])
             zh.append(CATALOG["field.auto_number"][1])
-        out[f"field.{f.name}.label"] = (f.name, f"{label_zh} ({f.name})")
+        out[f"field.{f.name}.label"] = (field_texts.field_label(f.name, "en"),
+                                        field_texts.field_label(f.name, "zh"))
         out[f"field.{f.name}.info"] = (" ".join(en), "".join(zh))
     return out
 
@@ -722,7 +624,7 @@ def _field_texts() -> dict[str, tuple[str, str]]:
 def texts() -> dict[str, tuple[str, str]]:
     """Every text of the page: the catalog, the config fields, their groups and the presets."""
     return {**CATALOG, **_field_texts(),
-            **{f"group.{_slug(g)}": (g, GROUPS_ZH.get(g, g)) for g in GROUPS},
+            **{f"group.{_slug(g)}": (g, field_texts.GROUPS_ZH[g]) for g in GROUPS},
             **{f"preset.{name}": (name, PRESETS_ZH.get(name, (name, ""))[0]) for name in PRESETS}}
 
 
@@ -800,8 +702,7 @@ def state_word(state: str | None) -> str:
 
 def field_help(name: str) -> str:
     """A config field's help in the request's language (for an info line the server rewrites)."""
-    meta = FineTuningConfig.__dataclass_fields__[name].metadata
-    return FIELDS_ZH[name][1] if language() == "zh" and name in FIELDS_ZH else meta["help"]
+    return field_texts.field_help(name, language())
 
 
 def preset_name(name: str) -> str:
