@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Callable, Iterator, Optional, Protocol, runtime_checkable
 
 # name -> module, in the order auto prefers them where available. "scripted" trains no model: it
@@ -19,6 +20,18 @@ BACKENDS = {"unsloth": "backends.unsloth", "mlx": "backends.mlx", "transformers"
 
 # emit(kind, step=0, **data): the one stream of training events (studio.runs.events)
 Emit = Callable[..., None]
+
+
+@dataclass(frozen=True)
+class ChatSettings:
+    """How a reply is sampled. Its defaults are the studio's wherever it samples one: the
+    page's chat, the /v1 server, the command line, the Python API and the Ollama Modelfile."""
+    max_new_tokens: int = 256
+    temperature: float = 0.7
+    top_p: float = 0.95
+
+
+CHAT = ChatSettings()
 
 
 @runtime_checkable
@@ -43,9 +56,9 @@ class Backend(Protocol):
         """(model, tokenizer): the base model plus the adapter (None: the base alone), ready
         to generate; the tokenizer is a transformers one (chat template, encode, decode)."""
 
-    def stream(self, model, tokenizer, prompt_ids: list[int], settings) -> Iterator[str]:
-        """The reply to prompt_ids, as decoded text pieces while they are generated; settings
-        holds temperature, top_p and max_new_tokens."""
+    def stream(self, model, tokenizer, prompt_ids: list[int],
+               settings: ChatSettings) -> Iterator[str]:
+        """The reply to prompt_ids, as decoded text pieces while they are generated."""
 
     def merge(self, adapter_dir: Path, out_dir: Path, config) -> Path:
         """The adapter merged into its base model's 16-bit weights: a standalone Hugging Face

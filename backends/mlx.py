@@ -471,23 +471,15 @@ def load(model_name: str, adapter_dir, config=None):
 _WRAPPERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
-def _setting(settings, name: str, default):
-    if isinstance(settings, dict):
-        return settings.get(name, default)
-    return getattr(settings, name, default)
-
-
 def stream(model, tokenizer, prompt_ids: list[int], settings) -> Iterator[str]:
-    """Yield the reply's text as it is generated; settings: temperature, top_p, max_new_tokens
-    (a dict or an object)."""
+    """Yield the reply's text as it is generated (settings: a backends.ChatSettings)."""
     from mlx_lm.generate import stream_generate
     from mlx_lm.sample_utils import make_sampler
 
-    sampler = make_sampler(temp=float(_setting(settings, "temperature", 0.7)),
-                           top_p=float(_setting(settings, "top_p", 0.95)))
+    sampler = make_sampler(temp=settings.temperature, top_p=settings.top_p)
     tokenizer = _WRAPPERS.get(tokenizer, tokenizer)   # see load()
     for response in stream_generate(model, tokenizer, list(prompt_ids), sampler=sampler,
-                                    max_tokens=int(_setting(settings, "max_new_tokens", 256))):
+                                    max_tokens=settings.max_new_tokens):
         if response.text:
             yield response.text
 

@@ -112,7 +112,7 @@ def load(model_name: str, adapter_dir, config) -> tuple:
 def stream(model, tokenizer, prompt_ids: list[int], settings) -> Iterator[str]:
     words = (f"A scripted reply from a run of {model.steps} steps to a prompt of "
              f"{len(prompt_ids)} tokens.").split()
-    for i, word in enumerate(words[:int(settings.get("max_new_tokens", 256))]):
+    for i, word in enumerate(words[:settings.max_new_tokens]):
         time.sleep(SECONDS_PER_WORD)
         yield word if i == 0 else " " + word
 

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import yaml
 
+from backends import CHAT
+from studio.evaluate.evaluation import EVAL
 from studio.config import GROUPS, ConfigError, FineTuningConfig, field_kind, flag_names
 from studio.errors import Note
 from studio.export import DEFAULT_QUANT, FORMATS, QUANTS
@@ -464,8 +466,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run folder, adapter folder, model folder or Hub id")
         if name == "generate":
             p.add_argument("--prompt", required=True)
-        p.add_argument("--max-new-tokens", "--max_new_tokens", type=int, default=256)
-        p.add_argument("--temperature", type=float, default=0.7)
+        p.add_argument("--max-new-tokens", "--max_new_tokens", type=int,
+                       default=CHAT.max_new_tokens)
+        p.add_argument("--temperature", type=float, default=CHAT.temperature)
         p.add_argument("--thinking", action=argparse.BooleanOptionalAction, default=None,
                        help="Qwen3 thinking mode (default: as in training)")
         p.set_defaults(func=func)
@@ -487,9 +490,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="the base and the fine-tuned model side by side")
     p.add_argument("--run", required=True, help="the run's folder")
     p.add_argument("--data", help="a file to evaluate on (default: the run's validation split)")
-    p.add_argument("--n-prompts", "--n_prompts", type=int, default=20,
-                   help="rows answered by both models and scored (default 20)")
-    p.add_argument("--max-new-tokens", "--max_new_tokens", type=int, default=128)
+    p.add_argument("--n-prompts", "--n_prompts", type=int, default=EVAL.n_prompts,
+                   help=f"rows answered by both models and scored (default {EVAL.n_prompts})")
+    p.add_argument("--max-new-tokens", "--max_new_tokens", type=int, default=EVAL.max_new_tokens)
     p.add_argument("--tasks", nargs="+", default=[], metavar="TASK",
                    help="lm-eval tasks: names, YAML files, or local JSONL files "
                         "(pip install 'qwen3-studio[eval]')")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
+from backends import CHAT, ChatSettings
 from studio.config import FineTuningConfig
 from studio.runs.store import files, is_run_dir, last_checkpoint, read_config
 
@@ -117,8 +118,9 @@ def template_prompt(template: str, user_text: str) -> str:
     return head.format(**values)
 
 
-def stream_reply(loaded: LoadedModel, messages: list[dict], *, max_new_tokens: int = 256,
-                 temperature: float = 0.7, top_p: float = 0.95,
+def stream_reply(loaded: LoadedModel, messages: list[dict], *,
+                 max_new_tokens: int = CHAT.max_new_tokens, temperature: float = CHAT.temperature,
+                 top_p: float = CHAT.top_p,
                  enable_thinking: Optional[bool] = None, bounds=None,
                  ids: Optional[list[int]] = None) -> Iterator[str]:
     """The reply to `messages`, piece by piece as the model writes it; closing the iterator
@@ -131,7 +133,7 @@ def stream_reply(loaded: LoadedModel, messages: list[dict], *, max_new_tokens: i
         ids = prompt_ids(loaded.tokenizer, messages, loaded.prompt_format, enable_thinking)
     if bounds is not None:
         bounds.check(len(ids), max_new_tokens)
-    settings = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p}
+    settings = ChatSettings(int(max_new_tokens), float(temperature), float(top_p))
     yield from get_backend(loaded.backend).stream(loaded.model, loaded.tokenizer, ids, settings)
 
 
@@ -158,14 +160,14 @@ def load_model_and_tokenizer(config_or_path):
     return loaded.model, loaded.tokenizer
 
 
-def generate_text(model, tokenizer, prompt: str, max_new_tokens: int = 256,
-                  temperature: float = 0.7) -> str:
+def generate_text(model, tokenizer, prompt: str, max_new_tokens: int = CHAT.max_new_tokens,
+                  temperature: float = CHAT.temperature) -> str:
     """The model's answer to one user prompt (chat-formatted as in training)."""
     return "".join(stream_text(model, tokenizer, prompt, max_new_tokens, temperature))
 
 
-def stream_text(model, tokenizer, prompt: str, max_new_tokens: int = 256,
-                temperature: float = 0.7, top_p: float = 0.95) -> Iterator[str]:
+def stream_text(model, tokenizer, prompt: str, max_new_tokens: int = CHAT.max_new_tokens,
+                temperature: float = CHAT.temperature, top_p: float = CHAT.top_p) -> Iterator[str]:
     """generate_text, piece by piece: for chat UIs."""
     known = _LOADED.get(tokenizer)
     loaded = LoadedModel(model, tokenizer, known.backend if known else "transformers",

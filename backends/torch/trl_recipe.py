@@ -437,11 +437,10 @@ def stream(model, tokenizer, prompt_ids: list[int], settings) -> Iterator[str]:
 
     from backends.torch import decode
 
-    temperature = float(settings.get("temperature", 0.7))
-    new_tokens = int(settings.get("max_new_tokens", 256))
+    temperature, new_tokens = settings.temperature, settings.max_new_tokens
     if decode.compiles(model):
         yield from _decoded_text(tokenizer, decode.decoder(model).stream(
-            prompt_ids, new_tokens, temperature, float(settings.get("top_p", 0.95)),
+            prompt_ids, new_tokens, temperature, settings.top_p,
             stop_ids(model, tokenizer)))
         return
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
@@ -457,7 +456,7 @@ def stream(model, tokenizer, prompt_ids: list[int], settings) -> Iterator[str]:
                   max_new_tokens=new_tokens, do_sample=temperature > 0,
                   pad_token_id=tokenizer.pad_token_id, stopping_criteria=[WhenClosed()])
     if temperature > 0:
-        kwargs.update(temperature=temperature, top_p=float(settings.get("top_p", 0.95)))
+        kwargs.update(temperature=temperature, top_p=settings.top_p)
     errors = []
 
     def run():

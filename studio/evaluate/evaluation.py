@@ -35,6 +35,17 @@ from studio.runs.store import files, is_run_dir, read_config, read_status
 Progress = Callable[[float, str], None]
 
 
+@dataclass(frozen=True)
+class EvalSettings:
+    """How much an evaluation asks of both models. Its defaults are the studio's, on the page,
+    the command line and in Python."""
+    n_prompts: int = 20
+    max_new_tokens: int = 128
+
+
+EVAL = EvalSettings()
+
+
 class EvalError(RuntimeError):
     """An evaluation that cannot run as asked; the message says why and what to do."""
 
@@ -278,7 +289,8 @@ def _eval_row(row: dict, fmt) -> Optional[EvalRow]:
 _AS_IS = "{prompt}{response}"     # a prompt template that gives the prompt text unchanged
 
 
-def reply_to(loaded: LoadedModel, row: EvalRow, max_new_tokens: int = 128) -> str:
+def reply_to(loaded: LoadedModel, row: EvalRow,
+             max_new_tokens: int = EVAL.max_new_tokens) -> str:
     """The model's greedy reply to one evaluation row, prompted as its run trained."""
     if row.raw:
         loaded = dataclasses.replace(loaded, prompt_format=dataclasses.replace(
@@ -356,7 +368,7 @@ def _lm_eval_missing() -> Optional[str]:
     return None
 
 
-def task_config(path: Path, max_new_tokens: int = 128) -> dict:
+def task_config(path: Path, max_new_tokens: int = EVAL.max_new_tokens) -> dict:
     """An lm-eval task for a local JSONL file: rows with a question (question, query, prompt or
     instruction) and either an answer (answer, response, output: generated greedily and
     compared by exact match, case, punctuation and outer spaces ignored) or choices plus the
@@ -413,8 +425,8 @@ def _first_record(path: Path) -> dict:
     return first
 
 
-def run_tasks(config: FineTuningConfig, adapter: Optional[Path], tasks, max_new_tokens=128,
-              manager=None) -> dict:
+def run_tasks(config: FineTuningConfig, adapter: Optional[Path], tasks,
+              max_new_tokens=EVAL.max_new_tokens, manager=None) -> dict:
     """{task: {metric: value}} for the base model (adapter None) or base + peft adapter, through
     lm_eval.simple_evaluate on the transformers model, prompted with the run's chat template,
     system prompt and thinking mode; Qwen3's thinking is cut at </think> before scoring.
@@ -476,8 +488,8 @@ class _Stages:
         self.progress(min(1.0, (before + done * self.weights[stage]) / total), message)
 
 
-def evaluate_run(run_dir, data=None, n_prompts: int = 20, max_new_tokens: int = 128,
-                 tasks=(), judge: Optional[Judge] = None,
+def evaluate_run(run_dir, data=None, n_prompts: int = EVAL.n_prompts,
+                 max_new_tokens: int = EVAL.max_new_tokens, tasks=(), judge: Optional[Judge] = None,
                  progress: Optional[Progress] = None) -> EvalReport:
     """The base model and the run's fine-tuned one side by side, on the run's validation split
     (or every row of the file `data`): held-out loss and perplexity on response tokens, greedy

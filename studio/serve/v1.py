@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
+from backends import CHAT
 from studio.service.access import (Gatekeeper, Logins, add_bounds_flags, add_login_flags, bounds_of,
                            exposure, hide_password_from_ps, logins)
 
@@ -38,9 +39,10 @@ if TYPE_CHECKING:
     from studio.service.actions import Service
 
 DEFAULT_PORT = 8000
-# The studio chat's own defaults, so the API answers as the Chat tab does when a client sends
-# only messages (OpenAI's temperature 1 and top_p 1 are rough on a small fine-tuned model).
-DEFAULT_TEMPERATURE, DEFAULT_TOP_P, DEFAULT_MAX_TOKENS = 0.7, 0.95, 512
+# The studio chat's own sampling, so the API answers as the Chat tab does when a client sends
+# only messages (OpenAI's temperature 1 and top_p 1 are rough on a small fine-tuned model); an
+# API client's replies may run longer than the chat's by default.
+DEFAULT_TEMPERATURE, DEFAULT_TOP_P, DEFAULT_MAX_TOKENS = CHAT.temperature, CHAT.top_p, 512
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 OFF = ("Nothing is served at /v1 now: tick 'Serve this run at /v1' on the Chat tab, or run "
        "python -m studio serve --run RUN_FOLDER")

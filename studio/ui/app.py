@@ -15,6 +15,7 @@ from typing import Iterator
 
 import gradio as gr
 
+from backends import CHAT
 from studio.models.catalog import default_model
 from studio.config import FineTuningConfig
 from studio.plan.presets import apply_preset, choose_preset
@@ -24,7 +25,7 @@ from studio.ui import (chat_tab, data_tab, eval_tab, export_tab, model_tab, runs
                        train_tab)
 from studio.ui.common import code, failure, first_line, guard, note
 from studio.ui.form import ConfigForm
-from studio.ui.i18n import T
+from studio.ui.i18n import T, error_text
 
 THEME = gr.themes.Soft(
     primary_hue="indigo", secondary_hue="slate", radius_size="md",
@@ -199,7 +200,7 @@ def program_api(service: Service, form: ConfigForm) -> None:
         try:
             a = service.data.analyse(config)
         except DataError as e:
-            raise failure(str(e)) from None
+            raise failure(error_text(e)) from None
         r = a.report
         return {"rows": len(a.dataset), "columns": list(a.dataset.column_names),
                 "format": a.fmt.name if a.fmt else None,
@@ -215,9 +216,9 @@ def program_api(service: Service, form: ConfigForm) -> None:
             config = FineTuningConfig.from_yaml(config_yaml or "")
             job = service.start(config, allow_over_memory=allow_over_memory)
         except Refused as e:
-            raise failure("\n".join(e.problems)) from None
+            raise failure(error_text(e)) from None
         except ValueError as e:
-            raise failure(str(e)) from None
+            raise failure(error_text(e)) from None
         return {"run": str(job.run_dir), **job.status.to_dict()}
 
     def run_status(run: str = "") -> dict:
@@ -252,7 +253,7 @@ def program_api(service: Service, form: ConfigForm) -> None:
         return [run.to_dict() for run in service.runs()]
 
     def chat_reply(source: str, message: str, max_new_tokens: int = 64,
-                   temperature: float = 0.7, thinking: bool = False) -> Iterator[str]:
+                   temperature: float = CHAT.temperature, thinking: bool = False) -> Iterator[str]:
         """The reply of a run (folder) or base model to one message, streamed as it grows."""
         from studio.inference import stream_reply
 

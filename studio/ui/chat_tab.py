@@ -13,11 +13,12 @@ from pathlib import Path
 
 import gradio as gr
 
+from backends import CHAT
 from studio.models.catalog import CATALOG, DEMO_MODEL_ID, TINY_QWEN3_ID, hub_cache_has, is_local_model
 from studio.runs.store import is_run_dir
 from studio.service.actions import Refused, Service
 from studio.ui.common import first_line, guard, md, note, shout, unmd
-from studio.ui.i18n import T, say, state_word
+from studio.ui.i18n import T, error_text, say, state_word
 
 
 @dataclass
@@ -65,10 +66,11 @@ def build() -> ChatTab:
         with gr.Row():
             system = gr.Textbox(label=T("chat.system"), placeholder=T("chat.system.placeholder"),
                                 scale=3)
-            temperature = gr.Slider(0, 2, value=0.7, step=0.05, label=T("chat.temperature"),
+            temperature = gr.Slider(0, 2, value=CHAT.temperature, step=0.05,
+                                    label=T("chat.temperature"),
                                     elem_id="chat-temperature", info=T("chat.temperature.info"))
-            top_p = gr.Slider(0.05, 1, value=0.95, step=0.05, label=T("chat.top_p"))
-            max_new_tokens = gr.Slider(16, 2048, value=256, step=16,
+            top_p = gr.Slider(0.05, 1, value=CHAT.top_p, step=0.05, label=T("chat.top_p"))
+            max_new_tokens = gr.Slider(16, 2048, value=CHAT.max_new_tokens, step=16,
                                        label=T("chat.max_new_tokens"),
                                        elem_id="chat-max-new-tokens")
             thinking = gr.Checkbox(False, label=T("chat.thinking"), info=T("chat.thinking.info"),
@@ -166,7 +168,7 @@ def wire(t: ChatTab, service: Service) -> None:
         try:
             line, thinking, base = describe_source(service, source)
         except Exception as e:   # noqa: BLE001
-            return shout(say("chat.unreadable", source=source, error=e)), gr.skip(), \
+            return shout(say("chat.unreadable", source=source, error=error_text(e))), gr.skip(), \
                 gr.skip(), gr.skip()
         cleared = {"value": []} if switched else {}
         toggle = thinking_toggle(service, base or source, thinking)
@@ -303,9 +305,9 @@ def wire_serving(t: ChatTab, service: Service) -> None:
             service.chat_source(source)        # the page's service refuses a path outside
             served.serve([source])
         except Refused as e:
-            return False, shout("\n".join(e.problems)), hidden
+            return False, shout(error_text(e)), hidden
         except ValueError as e:
-            return False, shout(say("serve.failed", source=source, error=e)), hidden
+            return False, shout(say("serve.failed", source=source, error=error_text(e))), hidden
         return shown(request)
 
     @guard

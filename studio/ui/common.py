@@ -7,7 +7,7 @@ import gradio as gr
 from gradio.i18n import I18nData
 
 from studio.markdown import code  # noqa: F401 - the tabs' code spans
-from studio.ui.i18n import say, state_word
+from studio.ui.i18n import error_text, say, state_word
 
 # kind -> (css class, catalog key of its leading words); the classes are styled in app.CSS
 KINDS = {"ok": ("msg-ok", None), "info": ("msg-info", None), "warn": ("msg-warn", "msg.lead.warn"),
@@ -67,7 +67,7 @@ def as_text(text: str) -> str:
 
 
 def first_line(e: BaseException) -> str:
-    text = str(e).strip() or type(e).__name__
+    text = error_text(e).strip() or type(e).__name__
     return text.splitlines()[0]
 
 
@@ -104,7 +104,8 @@ def guard(fn):
     import inspect
 
     def explain(e: Exception) -> gr.Error:
-        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        said = error_text(e).strip()
+        text = said.splitlines()[0] if said else type(e).__name__
         return failure(f"{type(e).__name__}: {text}" if type(e).__module__ == "builtins"
                        and not isinstance(e, (ValueError, OSError)) else text)
 

@@ -18,7 +18,7 @@ from studio.data.readers import examples
 from studio.service.actions import Service
 from studio.ui.common import chart_layout, code, empty_chart, guard, md, note, shout
 from studio.ui.form import ConfigForm
-from studio.ui.i18n import T, field_help, say
+from studio.ui.i18n import T, engine, error_text, field_help, say
 
 PAGE = 10
 
@@ -154,12 +154,12 @@ def describe(t: DataTab, form: ConfigForm, service: Service, values, page, row,
     try:
         a = service.data.analyse(config)
     except DataError as e:
-        return cleared(t, shout(str(e)))
+        return cleared(t, shout(error_text(e)))
     ds = a.dataset
     out = {t.status: note(say("data.loaded", name=Path(a.path).name, rows=len(ds)) + (
         "" if a.error else say("data.ready")), "ok" if not a.error else "info")}
     if a.error:
-        out[t.status] = shout(a.error)
+        out[t.status] = shout(engine(a.error))
     out[t.summary] = say("data.summary", rows=len(ds), columns=len(ds.column_names)) + ", ".join(
         f"{code(c)} ({getattr(f, 'dtype', type(f).__name__.lower())})" for c, f in ds.features.items())
     pages = max(1, -(-len(ds) // PAGE))
@@ -245,7 +245,7 @@ def template_updates(t: DataTab, a, config) -> dict:
         kind = "warn" if config.template_system_prompt == "keep" and not config.system_prompt \
             else "info"
     for advice in (a.report.advice if a.report else []):
-        lines.append(advice)
+        lines.append(engine(advice))
         kind = "warn"
     thinking = gr.update(interactive=features.thinking, info=(
         field_help("enable_thinking") if features.thinking else say("data.no_thinking")))
@@ -316,9 +316,10 @@ def length_updates(t: DataTab, a, config) -> dict:
              say("data.lengths", min=min(r.lengths), median=int(statistics.median(r.lengths)),
                  max=max(r.lengths), cut=r.n_truncated, limit=limit)]
     if r.problems:
-        lines.append(say("data.problems") +
-                     "\n".join(f"| {md(p)} | {n} | {', '.join(map(str, r.examples_of_problems.get(p, [])))} |"
-                               for p, n in r.problems.items()))
+        rows = (f"| {md(engine(p))} | {n} | "
+                f"{', '.join(map(str, r.examples_of_problems.get(p, [])))} |"
+                for p, n in r.problems.items())
+        lines.append(say("data.problems") + "\n".join(rows))
     else:
         lines.append(say("data.problems.none"))
     return {t.histogram: fig, t.stats: "\n\n".join(lines)}
@@ -340,7 +341,7 @@ def wire(t: DataTab, form: ConfigForm, service: Service):
         try:
             return describe(t, form, service, values[:-2], values[-2], values[-1], progress)
         except Exception as e:   # noqa: BLE001 - said in the status line, never a dead tab
-            return cleared(t, shout(str(e).strip() or type(e).__name__))
+            return cleared(t, shout(error_text(e).strip() or type(e).__name__))
 
     def fresh(path: str):
         """A new dataset: detection starts over (mappings and forced format reset)."""

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import gradio as gr
 
+from studio.evaluate.evaluation import EVAL
 from studio.service.actions import Refused, Service
 from studio.ui.common import guard, note, shout
-from studio.ui.i18n import T, say
+from studio.ui.i18n import T, error_text, say
 
 
 @dataclass
@@ -42,9 +43,10 @@ def build() -> EvalTab:
                              elem_id="eval-upload")
             data = gr.Textbox(label=T("eval.data"), placeholder=T("eval.data.placeholder"),
                               elem_id="eval-data")
-            n_prompts = gr.Slider(1, 200, value=20, step=1, label=T("eval.n_prompts"),
+            n_prompts = gr.Slider(1, 200, value=EVAL.n_prompts, step=1, label=T("eval.n_prompts"),
                                   elem_id="eval-n-prompts")
-            max_new_tokens = gr.Slider(8, 1024, value=128, step=8, label=T("eval.max_new_tokens"),
+            max_new_tokens = gr.Slider(8, 1024, value=EVAL.max_new_tokens, step=8,
+                                       label=T("eval.max_new_tokens"),
                                        elem_id="eval-max-new-tokens")
             with gr.Accordion(T("eval.more"), open=False):
                 tasks = gr.Textbox(label=T("eval.tasks"), info=T("eval.tasks.info"),
@@ -119,7 +121,7 @@ def wire(t: EvalTab, service: Service) -> None:
                 max_new_tokens=int(max_new_tokens), tasks=tasks.split(), judge=judge,
                 progress=lambda done, what: progress(done, desc=what))
         except Refused as e:
-            return shout("\n".join(e.problems)), gr.skip()
+            return shout(error_text(e)), gr.skip()
         return note(say("eval.done", name=Path(run_dir).name), "ok"), report_frame(report)
 
     t.start.click(evaluate, [t.run, t.data, t.n_prompts, t.max_new_tokens, t.tasks, t.judge_url,
@@ -133,7 +135,7 @@ def wire(t: EvalTab, service: Service) -> None:
         try:
             path = service.export_evalscope(run_dir, (data or "").strip() or None)
         except Refused as e:
-            return shout("\n".join(e.problems)), gr.skip()
+            return shout(error_text(e)), gr.skip()
         return note(say("eval.exported.note", path=str(path)), "ok"), \
             gr.update(value=str(path), visible=True)
 

@@ -13,7 +13,7 @@ import gradio as gr
 from studio.export import DEFAULT_QUANT, FORMATS, QUANTS
 from studio.service.actions import Refused, Service
 from studio.ui.common import guard, note, shout
-from studio.ui.i18n import T, say
+from studio.ui.i18n import T, error_text, say
 
 
 @dataclass
@@ -74,7 +74,7 @@ def wire(t: ExportTab, service: Service) -> None:
         try:
             size, folder = service.export_estimate(run_dir, fmt, quant)
         except Refused as e:
-            return note("\n".join(e.problems), "warn")
+            return note(error_text(e), "warn")
         where = str(Path(folder).relative_to(service.runs_dir.parent)
                     if Path(folder).is_relative_to(service.runs_dir.parent) else folder)
         if size is None:
@@ -97,7 +97,7 @@ def wire(t: ExportTab, service: Service) -> None:
             result = service.export(run_dir, fmt, None, quant,
                                     lambda done, what: progress(done, desc=what))
         except Refused as e:
-            return shout("\n".join(e.problems)), "", ""
+            return shout(error_text(e)), "", ""
         return (note(say("export.done", name=Path(run_dir).name, folder=result.folder,
                          size=f"{result.size / 2**20:,.1f}", seconds=result.seconds), "ok"),
                 shell_lines(result.commands), files_table(result.files))

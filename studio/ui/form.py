@@ -149,7 +149,7 @@ class ConfigForm:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             config = FineTuningConfig.from_dict(kwargs)
-        return config, [str(w.message) for w in caught]
+        return config, [w.message.args[0] if w.message.args else str(w.message) for w in caught]
 
     def values(self, config: FineTuningConfig) -> list:
         return [_to_widget(n, getattr(config, n)) for n in FIELDS]

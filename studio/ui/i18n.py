@@ -4,9 +4,10 @@ Static texts (tabs, headings, labels, help, buttons) go to the browser as keys, 
 Gradio's I18n puts them in the browser's language, or the one picked under Settings in the
 footer. Messages the server writes with values inside (`say(key, **values)`) are formatted here
 in the language of the request being answered: the page's own, which SCRIPT keeps in a cookie,
-else the browser's Accept-Language; Chinese for zh-*, English otherwise. The config fields'
-label and help in both languages are studio/texts/fields.py's. What the engine says (the service's refusals, data errors, a run's reasons)
-stays English.
+else the browser's Accept-Language; Chinese for zh-*, English otherwise. What the engine says
+(refusals, data errors, advice, preset reasons, the plan's notes) and the config fields' label
+and help are written in both languages in studio/texts; `engine` and `error_text` say them here
+in the request's language.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from gradio.i18n import I18nData
 from studio.config import GROUPS, FineTuningConfig, zero_means_automatic
 from studio.plan.presets import PRESETS
 from studio.texts import fields as field_texts
+from studio.texts.message import Text, localise
 
 LANGUAGES = ("en", "zh")
 COOKIE = "qwen3-studio-lang"
@@ -692,6 +694,22 @@ def say(key: str, lang: str | None = None, **values) -> str:
     """The catalog's text for `key` in the request's language, with `values` put in."""
     text = texts()[key][LANGUAGES.index(lang or language())]
     return text.format(**values) if values else text
+
+
+def engine(message) -> str:
+    """An engine message (a studio.texts Text) in the request's language; any other text as
+    it is."""
+    return str(localise(message, language()))
+
+
+def error_text(e: BaseException) -> str:
+    """An error's message in the request's language, where the engine wrote it as a Text (a
+    refusal's problems, one a line); else its own words."""
+    problems = getattr(e, "problems", None)
+    if problems is not None:
+        return "\n".join(engine(p) for p in problems)
+    first = e.args[0] if len(e.args) == 1 else None
+    return engine(first) if isinstance(first, Text) else str(e)
 
 
 def state_word(state: str | None) -> str:

@@ -21,7 +21,8 @@ from studio.service.actions import GiB, Refused, Service
 from studio.ui.common import guard, md, note, run_choices, shout, toast
 from studio.plan.presets import AUTO, PRESETS, apply_preset, choose_preset
 from studio.ui.form import FIELDS, ConfigForm, command_line
-from studio.ui.i18n import T, auto_why, group_title, preset_name, preset_purpose, say
+from studio.ui.i18n import (T, auto_why, engine, error_text, group_title, preset_name,
+                             preset_purpose, say)
 
 
 @dataclass
@@ -146,7 +147,7 @@ def hardware_text(service: Service) -> tuple[str, str]:
         _, reason = backend_for(FineTuningConfig().resolve(hw), hw)
         rows.append(say("hw.auto", reason=reason))
     except Exception as e:   # noqa: BLE001
-        rows.append(say("hw.auto_fails", error=e))
+        rows.append(say("hw.auto_fails", error=error_text(e)))
     return "\n".join(lines), "\n".join(rows)
 
 
@@ -239,9 +240,9 @@ def checks_html(service: Service, config: FineTuningConfig, plan, notes: list) -
     extras += say("checks.backend", backend=backend) if backend else ""
     auto = say("checks.here", device="CPU" if resolved.cpu_only else "GPU", precision=precision,
                extras=extras)
-    text = "\n".join(notes)
+    text = "\n".join(engine(n) for n in notes)
     if problems:
-        return note("\n".join(problems + [auto]), "error")
+        return note("\n".join([engine(p) for p in problems] + [auto]), "error")
     return note((text + "\n" if text else "") + say("checks.ok") + auto, "ok")
 
 
@@ -256,7 +257,7 @@ def wire(t: ModelTab, form: ConfigForm, service: Service, demo: gr.Blocks) -> li
             plan = service.plan(config)
         except Exception as e:   # noqa: BLE001 - a half-typed value: say so, keep serving
             return gr.skip(), gr.skip(), gr.skip(), \
-                note(say("checks.unreadable", error=e), "error"), gr.skip()
+                note(say("checks.unreadable", error=error_text(e)), "error"), gr.skip()
         cli = command_line(config, output_dir=str(service.runs_dir / "my-run"))
         measured = last_measured(service, config.model_name)
         return (describe_model(config.model_name),
@@ -276,7 +277,7 @@ def wire(t: ModelTab, form: ConfigForm, service: Service, demo: gr.Blocks) -> li
         try:
             service.measure_speed(config)
         except Refused as e:
-            return shout("\n".join(e.problems))
+            return shout(error_text(e))
         return time_html(service.time_estimate(config))
 
     t.measure.click(measure, form.inputs, t.time, api_name="measure_speed")
@@ -287,7 +288,7 @@ def wire(t: ModelTab, form: ConfigForm, service: Service, demo: gr.Blocks) -> li
         try:
             service.paths.path(path or ".")   # the page's service: served folders only
         except Refused as e:
-            shout("\n".join(e.problems))
+            shout(error_text(e))
             return gr.skip()
         if not is_local_model(path):
             shout(say("model.not_folder", path=path or say("model.that")))
@@ -319,7 +320,7 @@ def wire(t: ModelTab, form: ConfigForm, service: Service, demo: gr.Blocks) -> li
         try:
             config = FineTuningConfig.load(file)
         except ConfigError as e:
-            shout(f"{Path(file).name}: {e}")
+            shout(f"{Path(file).name}: {error_text(e)}")
             return [gr.skip()] * len(form.inputs)
         toast(say("model.yaml_loaded", name=Path(file).name))
         return form.values(config)
@@ -332,7 +333,7 @@ def wire(t: ModelTab, form: ConfigForm, service: Service, demo: gr.Blocks) -> li
         try:
             config = service.run_config(run_dir)
         except Exception as e:   # noqa: BLE001
-            shout(say("model.run_unreadable", name=Path(run_dir).name, error=e))
+            shout(say("model.run_unreadable", name=Path(run_dir).name, error=error_text(e)))
             return [gr.skip()] * len(form.inputs)
         toast(say("model.run_loaded", name=Path(run_dir).name))
         return form.values(config)

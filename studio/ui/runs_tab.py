@@ -16,7 +16,7 @@ import gradio as gr
 from studio.service.actions import Refused, Service
 from studio.ui.common import chart_layout, empty_chart, guard, note, run_choices, shout, toast
 from studio.ui.form import ConfigForm
-from studio.ui.i18n import T, say, state_word
+from studio.ui.i18n import T, error_text, say, state_word
 
 # table column -> catalog key of its header (Dataframe headers are not translated in the
 # browser, so the server writes them in the page's language)
@@ -197,7 +197,7 @@ def wire(t: RunsTab, form: ConfigForm, service: Service, tabs: gr.Tabs):
         try:
             service.resume(run_dir)
         except Refused as e:
-            return shout("\n".join(e.problems)), gr.skip()
+            return shout(error_text(e)), gr.skip()
         return note(say("train.resuming", name=Path(run_dir).name), "ok"), \
             gr.Tabs(selected="train")
 
@@ -210,7 +210,7 @@ def wire(t: RunsTab, form: ConfigForm, service: Service, tabs: gr.Tabs):
         try:
             target = service.rename(run_dir, new_name or "")
         except Refused as e:
-            return [shout("\n".join(e.problems))] + [gr.skip()] * 4
+            return [shout(error_text(e))] + [gr.skip()] * 4
         return [note(say("runs.renamed", old=Path(run_dir).name, new=target.name), "ok"),
                 *shown(chosen)[:2], gr.update(choices=run_choices(service), value=str(target)),
                 ""]
@@ -227,7 +227,7 @@ def wire(t: RunsTab, form: ConfigForm, service: Service, tabs: gr.Tabs):
         try:
             service.delete(run_dir)
         except Refused as e:
-            return [shout("\n".join(e.problems))] + [gr.skip()] * 4
+            return [shout(error_text(e))] + [gr.skip()] * 4
         table, compare, _ = shown(chosen)
         return [note(say("runs.deleted", name=Path(run_dir).name), "ok"), table, compare,
                 gr.update(choices=run_choices(service), value=None), False]

@@ -20,7 +20,7 @@ from studio.runs.store import (ACTIVE, Status, log_size, read_config, read_log, 
 from studio.service.actions import Refused, Service
 from studio.ui.common import chart_layout, empty_chart, guard, note, run_choices, shout, toast
 from studio.ui.form import ConfigForm
-from studio.ui.i18n import T, say, state_word
+from studio.ui.i18n import T, engine, error_text, say, state_word
 
 POLL_SECONDS = 2.0
 LOOKOUT_SECONDS = 10.0
@@ -274,7 +274,7 @@ def advice(run_dir: str) -> str:
         report = latest_report(run_dir)
     except ValueError:      # the Evaluate tab says what is wrong with it; the advice goes on
         report = None
-    return advice_after(config, run_events(run_dir)[0], report) or ""
+    return engine(advice_after(config, run_events(run_dir)[0], report) or "")
 
 
 def log_tail(run_dir: str) -> str:
@@ -365,7 +365,7 @@ def wire(t: TrainTab, form: ConfigForm, service: Service) -> None:
         try:
             job = service.start(config, allow_over_memory=bool(values[-1]))
         except Refused as e:
-            return only(status=shout('\n'.join(e.problems)))
+            return only(status=shout(error_text(e)))
         toast(say("train.started", name=job.run_dir.name))
         return poll(service, new_watch(job.run_dir), force_chart=True)
 
@@ -384,7 +384,7 @@ def wire(t: TrainTab, form: ConfigForm, service: Service) -> None:
         try:
             job = service.resume(watch["run"])
         except Refused as e:
-            return only(status=shout('\n'.join(e.problems)))
+            return only(status=shout(error_text(e)))
         toast(say("train.resuming", name=job.run_dir.name))
         w = new_watch(job.run_dir)
         return poll(service, w, force_chart=True)
