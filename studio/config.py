@@ -22,6 +22,7 @@ import yaml
 from studio.models.catalog import resolve_model_id
 from studio.models.shapes import LINEAR_LAYERS
 from studio.errors import Note
+from studio.texts.message import Text
 
 
 def _f(default, group: str, *, choices=None, min=None, max=None, factory=None, suggestions=None):
@@ -133,10 +134,9 @@ class FineTuningConfig:
             else:
                 setattr(self, f.name, value)
         if problems:   # before anything else reads a field: a wrong type fails here, named
-            raise ConfigError("; ".join(problems))
+            raise ConfigError(problems[0] if len(problems) == 1 else "; ".join(problems))
         if self.task_type == "SEQ_2_SEQ_LM":
-            warnings.warn("task_type SEQ_2_SEQ_LM is for encoder-decoder models; Qwen3 is "
-                          "decoder-only, so CAUSAL_LM is used.", Note, stacklevel=3)
+            warnings.warn(Text("config.note.seq2seq"), Note, stacklevel=3)
             self.task_type = "CAUSAL_LM"
         resolved, note = resolve_model_id(self.model_name)
         if note:
@@ -151,37 +151,38 @@ class FineTuningConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ConfigError(f"unknown config field(s): {', '.join(unknown)}")
+            raise ConfigError(Text("config.unknown_fields", names=", ".join(unknown)))
         return cls(**values)
 
     @classmethod
     def load(cls, path: str | Path) -> "FineTuningConfig":
         path = Path(path)
         if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
+            raise ConfigError(Text("config.file_missing", path=path))
         try:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as e:
-            raise ConfigError(f"{path} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at "
-                              f"offset {e.start}): save it as UTF-8") from None
+            raise ConfigError(Text("config.not_utf8", path=path, byte=e.object[e.start],
+                                   offset=e.start)) from None
         return cls.from_yaml(text, str(path))
 
     @classmethod
-    def from_yaml(cls, text: str, where: str = "the config") -> "FineTuningConfig":
+    def from_yaml(cls, text: str, where: str = Text("config.where")) -> "FineTuningConfig":
         """A config from YAML text (a file's, or one sent to the page's API); every way it can
         be wrong is a ConfigError naming `where`."""
         try:
             values = yaml.safe_load(text) or {}
         except yaml.YAMLError as e:
-            raise ConfigError(f"{where} is not valid YAML: {e}") from None
+            raise ConfigError(Text("config.yaml_invalid", where=where, error=str(e))) from None
         except RecursionError:
-            raise ConfigError(f"{where} is nested too deeply to be a config") from None
+            raise ConfigError(Text("config.yaml_deep", where=where)) from None
         if not isinstance(values, dict):
-            raise ConfigError(f"{where} must hold a mapping of config fields")
+            raise ConfigError(Text("config.yaml_not_mapping", where=where))
         try:
             return cls.from_dict(values)
-        except ConfigError as e:
-            raise ConfigError(f"{where}: {e}") from None
+        except ConfigError as e:      # its own message kept, a Text said again in Chinese
+            problem = e.args[0] if len(e.args) == 1 else str(e)
+            raise ConfigError(Text("config.in", where=where, problem=problem)) from None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -258,76 +259,60 @@ class FineTuningConfig:
         hw = hw or detect_hardware()
         problems = [p for f in fields(self) if (p := _check_bounds(f, getattr(self, f.name)))]
         if self.lora_alpha is not None and self.lora_alpha <= 0:
-            problems.append("lora_alpha must be positive")
+            problems.append(Text("config.lora_alpha"))
         if not self.target_modules:
-            problems.append("target_modules is empty: name at least one layer, e.g. q_proj v_proj")
+            problems.append(Text("config.target_modules_empty"))
         if self.load_in_4bit and self.load_in_8bit:
-            problems.append("load_in_4bit and load_in_8bit are both on: choose one")
+            problems.append(Text("config.4bit_and_8bit"))
         if self.fp16 and self.bf16:
-            problems.append("fp16 and bf16 are both on: choose one")
+            problems.append(Text("config.fp16_and_bf16"))
         gpu_wanted = self.cpu_only is False or self.device_map.startswith("cuda")
         if gpu_wanted and not hw.has_cuda:
-            problems.append("a CUDA GPU was asked for (cpu_only off or device_map cuda) but none "
-                            "was found: turn cpu_only on")
+            problems.append(Text("config.no_cuda"))
         on_gpu = hw.has_cuda and not self.cpu_only
         if self.cpu_only and self.device_map.startswith("cuda"):
-            problems.append(f"cpu_only is on but device_map is {self.device_map}: use auto or cpu")
+            problems.append(Text("config.cpu_only_device_map", device_map=self.device_map))
         if self.fp16 and not on_gpu:
-            problems.append("fp16 training needs a CUDA GPU; on the CPU leave fp16 off "
-                            "(training runs in float32)")
+            problems.append(Text("config.fp16_cpu"))
         if self.bf16 and on_gpu and not hw.bf16_supported:
-            problems.append("bf16 was asked for but this GPU has no bfloat16: use fp16")
+            problems.append(Text("config.bf16_gpu"))
         if self.bf16 and not on_gpu and not hw.cpu_bf16:
-            problems.append("bf16 was asked for but this CPU has no native bfloat16 (AVX-512 BF16 "
-                            "or AMX): leave bf16 off, float32 is faster here")
+            problems.append(Text("config.bf16_cpu"))
         if (self.load_in_4bit or self.load_in_8bit) and not hw.bitsandbytes:
-            problems.append("4-bit/8-bit loading needs bitsandbytes: pip install bitsandbytes")
+            problems.append(Text("config.bitsandbytes"))
         if self.backend == "unsloth" and not on_gpu:
-            problems.append("the unsloth backend needs an NVIDIA GPU: choose transformers")
+            problems.append(Text("config.unsloth_cpu"))
         for name in self.transformers_only() if self.backend in ("unsloth", "mlx") else ():
-            problems.append(f"{name} applies to the transformers backend; {self.backend} "
-                            f"runs its own kernels: leave {name} auto or off")
+            problems.append(Text("config.transformers_only", name=name, backend=self.backend))
         unsloth_trains = self.backend == "unsloth" or (
             self.backend == "auto" and hw.packages.get("unsloth") and not self.transformers_only())
         if self.fused_loss and not (on_gpu and (unsloth_trains
                                                 or hw.packages.get("cut_cross_entropy"))):
-            problems.append("fused_loss runs on a CUDA GPU, in Unsloth's loss where Unsloth "
-                            "trains, else in cut-cross-entropy's kernel: "
-                            + ("pip install cut-cross-entropy" if on_gpu else
-                               "leave it auto or off on a CPU"))
+            problems.append(Text("config.fused_loss.gpu") if on_gpu else
+                            Text("config.fused_loss.cpu"))
         if self.fused_loss and self.world_size > 1:
-            problems.append("fused_loss is measured on one GPU; with several, leave it auto "
-                            "or off")
+            problems.append(Text("config.fused_loss.gpus"))
         if self.fused_loss and self.whole_logits:
-            problems.append("fused_loss and whole_logits are two ways to score the loss: "
-                            "turn one of them off")
+            problems.append(Text("config.fused_loss.whole_logits"))
         if self.fused_loss and self.backend == "mlx":
-            problems.append("fused_loss is a CUDA kernel; the mlx backend scores its own "
-                            "loss: leave fused_loss auto or off")
+            problems.append(Text("config.fused_loss.mlx"))
         if self.layer_graphs and not self.compile_layers:
-            problems.append("layer_graphs replays the compiled layers: turn compile_layers on")
+            problems.append(Text("config.layer_graphs.compile"))
         if self.layer_graphs and self.gradient_checkpointing:
-            problems.append("layer_graphs replays layers that keep their activations, and with "
-                            "gradient_checkpointing on every layer recomputes: leave one of "
-                            "them auto or off")
+            problems.append(Text("config.layer_graphs.checkpointing"))
         if self.layer_graphs and (not on_gpu or self.world_size > 1):
-            problems.append("layer_graphs records CUDA graphs on one GPU: leave it auto or off "
-                            "on a CPU or with several GPUs")
+            problems.append(Text("config.layer_graphs.one_gpu"))
         problems += self._fp8_problems(hw, on_gpu)
         if self.backend == "mlx" and (self.load_in_8bit or self.load_in_4bit):
-            problems.append("the mlx backend loads quantised models by their id "
-                            "(e.g. mlx-community/Qwen3-0.6B-4bit): turn load_in_4bit/8bit off")
+            problems.append(Text("config.mlx_quantised"))
         problems += self._distributed_problems(hw, on_gpu)
         if self.prompt_template and "{" not in self.prompt_template:
-            problems.append("prompt_template has no {placeholders}: name the columns, "
-                            "e.g. '{instruction}\\n{response}'")
+            problems.append(Text("config.prompt_template"))
         for tracker in self.report_to + (["wandb"] if self.use_wandb else []):
             if tracker not in ("wandb", "tensorboard", "trackio"):
-                problems.append(f"report_to {tracker!r} is not a tracker: choose wandb, "
-                                "tensorboard or trackio")
+                problems.append(Text("config.tracker.unknown", tracker=tracker))
             elif not hw.packages.get(tracker):
-                problems.append(f"report_to {tracker} needs the {tracker} package: "
-                                f"pip install {tracker}")
+                problems.append(Text("config.tracker.missing", tracker=tracker))
         return problems
 
 
@@ -336,40 +321,31 @@ class FineTuningConfig:
             return []
         problems = []
         if self.load_in_4bit or self.load_in_8bit:
-            problems.append("fp8_weights and 4-/8-bit loading are two ways to store the base "
-                            "weights: choose one")
+            problems.append(Text("config.fp8.quantised"))
         if not on_gpu or any(gpu.capability < (8, 9) for gpu in hw.gpus):
-            found = f" ({hw.gpus[0].name})" if on_gpu else ""
-            problems.append("fp8_weights needs fp8 tensor cores, which NVIDIA GPUs of compute "
-                            f"capability 8.9 or newer have (Ada, Hopper, Blackwell); none here"
-                            f"{found}: turn fp8_weights off")
+            problems.append(Text("config.fp8.capability", gpu=hw.gpus[0].name) if on_gpu
+                            else Text("config.fp8.capability.cpu"))
         if self.world_size > 1:
-            problems.append("fp8_weights is measured on one GPU; with several, turn it off")
+            problems.append(Text("config.fp8.gpus"))
         return problems
 
     def _distributed_problems(self, hw, on_gpu: bool) -> list[str]:
         if self.node_rank >= self.nnodes:
-            return [f"node_rank {self.node_rank} is not below nnodes {self.nnodes}: machines are "
-                    "numbered from 0"]
+            return [Text("config.node_rank", rank=self.node_rank, nnodes=self.nnodes)]
         if on_gpu and self.num_gpus and self.num_gpus > len(hw.gpus):
-            return [f"num_gpus is {self.num_gpus} but this machine has {len(hw.gpus)} GPU(s): "
-                    f"use at most {len(hw.gpus)}"]
+            return [Text("config.num_gpus", asked=self.num_gpus, have=len(hw.gpus))]
         resolved = self.num_gpus or (len(hw.gpus) if on_gpu else 1)
         if resolved * self.nnodes == 1:
             return []
         if self.backend in ("mlx", "scripted"):
-            return [f"the {self.backend} backend trains in one process: set num_gpus 1 and "
-                    "nnodes 1, or choose transformers"]
+            return [Text("config.one_process", backend=self.backend)]
         problems = []
         if self.distributed == "fsdp" and (self.load_in_4bit or self.load_in_8bit):
-            problems.append("QLoRA (4-/8-bit weights) does not shard with FSDP here: use "
-                            "distributed ddp (each GPU holds the quantised model) or 16-bit "
-                            "weights with fsdp")
+            problems.append(Text("config.qlora_fsdp"))
         if self.distributed in ("fsdp", "deepspeed") and not on_gpu:
-            problems.append(f"{self.distributed} needs GPUs; processes on the CPU use ddp")
+            problems.append(Text("config.distributed_cpu", distributed=self.distributed))
         if self.distributed == "deepspeed" and not hw.packages.get("deepspeed"):
-            problems.append("distributed deepspeed needs DeepSpeed: pip install deepspeed, or "
-                            "choose fsdp")
+            problems.append(Text("config.deepspeed"))
         return problems
 
 
@@ -444,45 +420,51 @@ def _typed(name: str, value: Any) -> tuple[Any, Optional[str]]:
     if value is None:
         if base in (list, dict):
             return base(), None
-        return None, None if optional else f"{name}: must be {_SPELLED[base]}, got null"
-    got = f"{name}: must be {_SPELLED[base]}, got {_short(value)}"
+        return None, None if optional else Text("config.type.null", name=name,
+                                                kind=_SPELLED[base])
+    given = value
+
+    def got():        # written only when the value is refused (a config is made often)
+        return Text("config.type.wrong", name=name, kind=_SPELLED[base], value=_short(given))
+
     if base is bool:
-        return (value, None) if isinstance(value, bool) else (None, got)
+        return (value, None) if isinstance(value, bool) else (None, got())
     if base is int:
         if isinstance(value, float) and math.isfinite(value) and value.is_integer():
             value = int(value)
         return (value, None) if isinstance(value, int) and not isinstance(value, bool) \
-            else (None, got)
+            else (None, got())
     if base is float:
         if isinstance(value, str):
             try:
                 value = float(value.strip())
             except ValueError:
-                return None, got
+                return None, got()
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return None, got
-        return (value, None) if math.isfinite(value) else (None, f"{name}: must be a finite "
-                                                                 f"number, got {value!r}")
+            return None, got()
+        return (value, None) if math.isfinite(value) else \
+            (None, Text("config.type.finite", name=name, value=value))
     if base is str:
         if isinstance(value, os.PathLike):
             value = os.fspath(value)
-        return (value, None) if isinstance(value, str) else (None, got)
+        return (value, None) if isinstance(value, str) else (None, got())
     if base is list:
         if isinstance(value, str) and name == "target_modules":
             return value, None            # "q_proj,v_proj" is split in __post_init__
         if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
             return list(value), None
-        return None, f"{name}: must be a list of text, got {_short(value)}"
+        return None, Text("config.type.list", name=name, value=_short(value))
     if base is dict:
         if isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str)
                                            for k, v in value.items()):
             return dict(value), None
-        return None, f"{name}: must be a mapping of text to text, got {_short(value)}"
+        return None, Text("config.type.mapping", name=name, value=_short(value))
     return value, None
 
 
-_SPELLED = {bool: "true or false", int: "a whole number", float: "a number", str: "text",
-            list: "a list", dict: "a mapping"}
+_SPELLED = {bool: Text("config.kind.bool"), int: Text("config.kind.int"),
+            float: Text("config.kind.float"), str: Text("config.kind.str"),
+            list: Text("config.kind.list"), dict: Text("config.kind.dict")}
 
 
 def _short(value: Any) -> str:
@@ -495,14 +477,15 @@ def _check_bounds(f: dataclasses.Field, value: Any) -> Optional[str]:
     if value is None:
         return None
     if meta.get("choices") and value not in meta["choices"]:
-        return f"{f.name} must be one of {', '.join(meta['choices'])} (got {value!r})"
+        return Text("config.bounds.choice", name=f.name, choices=", ".join(meta["choices"]),
+                    value=value)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if meta.get("min") is not None and value < meta["min"]:
             if f.name == "lora_r":
-                return f"lora_r must be at least 1 (got {value}); 8 or 16 is typical"
-            return f"{f.name} must be at least {meta['min']} (got {value})"
+                return Text("config.bounds.lora_r", value=value)
+            return Text("config.bounds.min", name=f.name, min=meta["min"], value=value)
         if meta.get("max") is not None and value > meta["max"]:
-            return f"{f.name} must be at most {meta['max']} (got {value})"
+            return Text("config.bounds.max", name=f.name, max=meta["max"], value=value)
     return None
 
 

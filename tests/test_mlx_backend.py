@@ -19,7 +19,7 @@ pytest.importorskip("mlx_lm")
 import mlx.core as mx  # noqa: E402
 import numpy as np  # noqa: E402
 
-from backends import BackendError  # noqa: E402
+from backends import BackendError, ChatSettings  # noqa: E402
 from backends import mlx as mlx_backend  # noqa: E402
 from studio.config import FineTuningConfig  # noqa: E402
 from tests.conftest import plan_for  # noqa: E402
@@ -275,11 +275,11 @@ def test_the_trained_adapter_reloads_and_streams_a_reply(loaded):
                                            add_generation_prompt=True, enable_thinking=False,
                                            return_dict=True)["input_ids"]
     greedy = list(mlx_backend.stream(model, tokenizer, prompt,
-                                     {"temperature": 0.0, "max_new_tokens": 6}))
+                                     ChatSettings(max_new_tokens=6, temperature=0.0)))
     assert greedy and all(isinstance(piece, str) for piece in greedy)
 
     pieces = []   # the chat UI generates from a worker thread, with sampling on
-    settings = SimpleNamespace(temperature=0.8, top_p=0.9, max_new_tokens=6)
+    settings = ChatSettings(max_new_tokens=6, temperature=0.8, top_p=0.9)
     worker = threading.Thread(target=lambda: pieces.extend(
         mlx_backend.stream(model, tokenizer, prompt, settings)))
     worker.start()
@@ -313,7 +313,7 @@ def test_a_4bit_model_from_convert_to_mlx_trains_as_qlora(tiny_qwen3, data, tmp_
     assert [step for step, _ in events.of("train")] == [1]
     model, tokenizer = mlx_backend.load(config.model_name, adapter)
     assert list(mlx_backend.stream(model, tokenizer, [151644, 872, 198],
-                                   {"temperature": 0.0, "max_new_tokens": 2}))
+                                   ChatSettings(max_new_tokens=2, temperature=0.0)))
 
 
 # ---------------------------------------------------------------------------- stop and resume
@@ -334,7 +334,7 @@ def test_should_stop_ends_training_at_a_step_with_a_loadable_adapter(stopped):
     assert (run_dir / "checkpoints" / "checkpoint-2" / "adapters.safetensors").is_file()
     model, tokenizer = mlx_backend.load(config.model_name, adapter, config)
     assert list(mlx_backend.stream(model, tokenizer, [151644, 872, 198],
-                                   {"temperature": 0.0, "max_new_tokens": 3}))
+                                   ChatSettings(max_new_tokens=3, temperature=0.0)))
 
 
 def test_a_stopped_run_resumes_from_its_checkpoint_step(stopped, data):

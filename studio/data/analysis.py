@@ -19,6 +19,7 @@ from typing import Optional
 
 from studio.config import GROUPS, FineTuningConfig
 from studio.models.local import model_problem, unloadable
+from studio.texts.message import Text
 
 # The settings an analysis depends on (the model's tokenizer, template, lengths and split).
 DATA_FIELDS = [f.name for f in dataclasses.fields(FineTuningConfig)
@@ -87,9 +88,8 @@ class Analyses:
         size = src.stat().st_size
         if size > self.max_upload_bytes:
             src.unlink(missing_ok=True)
-            raise DataError(f"{src.name} is {size / 2**20:,.0f} MiB, over the upload limit of "
-                            f"{self.max_upload_bytes / 2**20:,.0f} MiB: give its path instead, "
-                            "or serve with a higher --max-file-size")
+            raise DataError(Text("data.upload_too_big", name=src.name, mib=size / 2**20,
+                                 limit=self.max_upload_bytes / 2**20))
         self.uploads_dir.mkdir(parents=True, exist_ok=True)
         name = re.sub(r"[^A-Za-z0-9._-]+", "_", src.name)
         dest = self.uploads_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{name}"
@@ -179,7 +179,7 @@ class Analyses:
         cached = self.cached(config)
         if cached:
             return cached
-        from studio.data.readers import MAX_COLUMNS, columns_left_out
+        from studio.data.readers import MAX_COLUMNS, columns_left_out, message_of
 
         begun = self._cancels
 
@@ -193,11 +193,10 @@ class Analyses:
             every = -(-len(ds) // ANALYSIS_ROWS)
             rows = ds.select(range(0, len(ds), every))
             a.sampled = (len(rows), len(ds))
-            said.append(f"analysed a sample: every {every}th row, {len(rows):,} of "
-                        f"{len(ds):,} (a run prepares them all)")
+            said.append(Text("data.advice.sample", every=every, rows=len(rows), total=len(ds)))
         if (left := columns_left_out(ds)):
-            said.append(f"the file has {MAX_COLUMNS + left:,} columns: only the first "
-                        f"{MAX_COLUMNS} were read")
+            said.append(Text("data.advice.columns_left_out", columns=MAX_COLUMNS + left,
+                             kept=MAX_COLUMNS))
         try:
             a.fmt = apply_role_mapping(detect_format(rows, config.dataset_format,
                                                      config.column_mapping,
@@ -211,14 +210,17 @@ class Analyses:
             if a.report.rows_read:
                 a.sampled = (a.report.rows_read, len(ds) if a.sampled is None else a.sampled[1])
         except (DataError, ModelUnavailable) as e:
-            a.error = str(e).replace("the dataset: ", f"{Path(a.path).name}: ", 1)
+            a.error = _named(message_of(e), Path(a.path).name)
         except Exception as e:   # noqa: BLE001 - shown in the page, never a dead server
-            a.error = (f"the data could not be prepared with {config.model_name}'s tokenizer: "
-                       f"{(str(e).strip() or type(e).__name__).splitlines()[0]}")
+            a.error = Text("data.prepare_failed", model=config.model_name,
+                           detail=(str(e).strip() or type(e).__name__).splitlines()[0])
         if cancelled():
-            raise DataError(f"{Path(a.path).name}: the analysis was cancelled")
+            raise DataError(Text("data.cancelled", name=Path(a.path).name))
         if a.error and said:
-            a.error += " (" + "; ".join(said) + ")"
+            a.error = (Text("data.error_and_note", error=a.error, note=said[0]) if len(said) == 1
+                       else Text("data.error_and_notes", error=a.error, note=said[0],
+                                 other=said[1]) if len(said) == 2
+                       else a.error + " (" + "; ".join(said) + ")")
         if a.sampled:
             a.prepared = None       # a sample is not the run's data: a run prepares every row
         with self._lock:
@@ -228,6 +230,17 @@ class Analyses:
             while len(self._analyses) > 16:
                 self._analyses.popitem(last=False)
         return a
+
+
+def _named(problem, name: str):
+    """A problem prepare() said of "the dataset", said of the file `name` instead."""
+    english = str(problem).replace("the dataset: ", f"{name}: ", 1)
+    if isinstance(problem, Text) and problem.key == "data.in_file" and \
+            problem.values["name"] == Text("data.the_dataset"):
+        named = Text("data.in_file", name=name, problem=problem.values["problem"])
+        if named == english:
+            return named
+    return english if english != problem else problem
 
 
 def _mtime(path) -> Optional[float]:

@@ -21,11 +21,12 @@ import datasets
 from jinja2 import TemplateError
 
 from studio.data.errors import DataError
-from studio.data.readers import load_rows, not_text_cells
+from studio.data.readers import load_rows, message_of, not_text_cells
 from studio.data.shapes import (SHAPES, DetectedFormat, cell_text, parse_nested, row_messages,
                                 why_no_answer, apply_role_mapping, detect_format)
 from studio.data.templates import (REASONING_LOST, TOOL_CALLS_LOST, TOOLS_LOST, chat_kit, setting_or,
                                    tokenize_full, trains_tokens, template_features)
+from studio.texts.message import Text
 
 
 @dataclass
@@ -90,7 +91,8 @@ def prepare(source_or_dataset, tokenizer, config, prompt_template=None,
     read within that time are prepared and the report says how many (report.rows_read); once
     `cancelled()` is true, a DataError ends it.
     """
-    name = str(source_or_dataset) if isinstance(source_or_dataset, (str, Path)) else "the dataset"
+    name = str(source_or_dataset) if isinstance(source_or_dataset, (str, Path)) else \
+        Text("data.the_dataset")
     ds = load_rows(name) if isinstance(source_or_dataset, (str, Path)) else source_or_dataset
     if isinstance(ds, datasets.DatasetDict):
         ds = ds["train"]
@@ -100,7 +102,7 @@ def prepare(source_or_dataset, tokenizer, config, prompt_template=None,
                             prompt_template or setting_or(config, "prompt_template", None))
         fmt = apply_role_mapping(fmt, setting_or(config, "role_mapping", None))
     except DataError as e:
-        raise DataError(f"{name}: {e}") from None
+        raise DataError(Text("data.in_file", name=name, problem=message_of(e))) from None
     if fmt.shape.chat_template:
         chat_kit(tokenizer)      # a tokenizer without a chat template fails here, once
     limit = setting_or(config, "max_seq_length", 2048)
@@ -120,17 +122,17 @@ def prepare(source_or_dataset, tokenizer, config, prompt_template=None,
             rows_read = i           # the time budget is spent: report on the rows read so far
             break
         if cancelled is not None and cancelled():
-            raise DataError(f"{name}: the analysis was cancelled after {i:,} rows")
+            raise DataError(Text("data.cancelled_after", name=name, rows=i))
         if _is_empty(row):
-            note("empty rows", i)
+            note(EMPTY_ROWS, i)
             continue
         key = json.dumps(row, sort_keys=True, default=str)
         if key in seen:
-            note("duplicate rows", i)
+            note(DUPLICATE_ROWS, i)
         seen.add(key)
         try:
             if _response_is_empty(row, fmt):
-                note("rows with an empty response", i)
+                note(EMPTY_RESPONSE, i)
                 first_empty = first_empty or (i, row)
                 continue
             if _response_not_text(row, fmt) or i in not_text.get(_response_column(fmt), ()):
@@ -138,20 +140,20 @@ def prepare(source_or_dataset, tokenizer, config, prompt_template=None,
             row_notes = Counter()
             ids, mask = tokenize_full(tokenizer, row, fmt, config, row_notes)
         except (ValueError, TypeError, KeyError, TemplateError) as e:
-            note("unmappable rows", i)
-            first_error = first_error or f"row {i}: {e}"
+            note(UNMAPPABLE, i)
+            first_error = first_error or Text("data.row_problem", row=i, problem=message_of(e))
             continue
         for problem, n in row_notes.items():
             note(problem, i, n)
         if not any(mask[:limit]):
-            note("rows with no trained tokens", i)
+            note(NO_TRAINED_TOKENS, i)
             prompt_lengths.append(mask.index(1) if 1 in mask else len(ids))
             continue
         lengths.append(len(ids))
         kept.append((ids[:limit], mask[:limit]))
     if not kept:
-        raise DataError(f"{name}: " + _nothing_left(fmt, notes, prompt_lengths, limit, first_error,
-                                                     first_empty))
+        raise DataError(Text("data.in_file", name=name, problem=_nothing_left(
+            fmt, notes, prompt_lengths, limit, first_error, first_empty)))
 
     n_eval = _eval_count(len(kept), setting_or(config, "val_size", 0.0))
     eval_rows = set(random.Random(setting_or(config, "seed", 42)).sample(range(len(kept)), n_eval))
@@ -165,8 +167,8 @@ def prepare(source_or_dataset, tokenizer, config, prompt_template=None,
         examples_of_problems={k: v for k, v in examples.items() if k in notes},
         rows_read=rows_read, **_template_report(tokenizer, fmt, config, notes))
     if rows_read:
-        report.advice.append(f"analysed the first {rows_read:,} of {len(ds):,} rows within "
-                             f"{seconds:.0f} s (a run prepares them all)")
+        report.advice.append(Text("data.advice.time_budget", read=rows_read, total=len(ds),
+                                  seconds=seconds))
     return PreparedData(train, evals, report, fmt)
 
 
@@ -175,12 +177,15 @@ def _template_report(tokenizer, fmt, config, notes) -> dict:
     if not fmt.shape.chat_template:
         return {}
     features = template_features(tokenizer)
-    lost = [what for what, problem in (("tool calls", TOOL_CALLS_LOST),
-                                       ("tool schemas", TOOLS_LOST),
-                                       ("reasoning", REASONING_LOST)) if notes[problem]]
-    advice = [f"this model's chat template drops the {' and '.join(lost)} in the data: pick a "
-              f"Qwen3 model, whose chat template renders tool calls, tool schemas and thinking"
-              ] if lost else []
+    lost = [what for what, problem in ((Text("data.lost.tool_calls"), TOOL_CALLS_LOST),
+                                       (Text("data.lost.tools"), TOOLS_LOST),
+                                       (Text("data.lost.reasoning"), REASONING_LOST))
+            if notes[problem]]
+    what = (lost[0] if len(lost) == 1 else
+            Text("data.lost.two", first=lost[0], second=lost[1]) if len(lost) == 2 else
+            Text("data.lost.three", first=lost[0], second=lost[1], third=lost[2]) if lost
+            else "")
+    advice = [Text("data.advice.template_drops", what=what)] if lost else []
     return {"default_system": features.default_system,
             "default_system_kept": bool(features.default_system)
             and not setting_or(config, "system_prompt", None)
@@ -228,7 +233,13 @@ def _response_is_empty(row: dict, fmt: DetectedFormat) -> bool:
     return not cell_text(value).strip()
 
 
-NOT_TEXT = "responses that are not text (a list, number or object): trained as its JSON text"
+# What the report counts (its problems), by name; the first four are rows dropped.
+EMPTY_ROWS = Text("data.problem.empty_rows")
+DUPLICATE_ROWS = Text("data.problem.duplicate_rows")
+EMPTY_RESPONSE = Text("data.problem.empty_response")
+UNMAPPABLE = Text("data.problem.unmappable")
+NO_TRAINED_TOKENS = Text("data.problem.no_trained_tokens")
+NOT_TEXT = Text("data.problem.not_text")
 
 
 def _response_not_text(row: dict, fmt: DetectedFormat) -> bool:
@@ -253,8 +264,7 @@ def _response_column(fmt: DetectedFormat):
     return fmt.mapping.get(SHAPES[fmt.name].response)
 
 
-_DROPS = ("empty rows", "rows with an empty response", "unmappable rows",
-          "rows with no trained tokens")
+_DROPS = (EMPTY_ROWS, EMPTY_RESPONSE, UNMAPPABLE, NO_TRAINED_TOKENS)
 
 
 def _nothing_left(fmt, notes, prompt_lengths, limit, first_error, first_empty) -> str:
@@ -262,31 +272,31 @@ def _nothing_left(fmt, notes, prompt_lengths, limit, first_error, first_empty) -
     drops = {k: notes[k] for k in _DROPS if notes[k]}
     cause = max(drops, key=drops.get)
     if fmt.name == "segments" and first_empty:
-        empty = (f"no row has a segment labelled true with text in column "
-                 f"'{fmt.mapping['segments']}' (those segments train); row {first_empty[0]}: "
-                 f"{_shortened(first_empty[1])}")
+        empty = Text("data.left.no_segment", column=fmt.mapping['segments'],
+                     row=first_empty[0], example=_shortened(first_empty[1]))
     elif fmt.shape.response == "messages" and first_empty:
         i, row = first_empty
-        why = why_no_answer(row, fmt) or f"check the role tags (seen: {fmt.role_map})"
-        empty = (f"no conversation in column '{fmt.mapping['messages']}' has an assistant turn "
-                 f"with content: {why}; row {i}: {_shortened(row)}")
+        why = why_no_answer(row, fmt) or Text("data.left.role_tags", seen=str(fmt.role_map))
+        empty = Text("data.left.no_answer", column=fmt.mapping['messages'], why=why, row=i,
+                     example=_shortened(row))
     else:
         role = fmt.response_key if fmt.name == "template" else SHAPES[fmt.name].response
-        empty = (f"every row's response column '{fmt.mapping[role]}' is empty: fill it in, or "
-                 f"map the right column with --column-mapping {role}=COL")
+        empty = Text("data.left.empty_responses", column=fmt.mapping[role], role=role)
     fixes = {
-        "empty rows": "every row is empty: check the file",
-        "rows with an empty response": empty,
-        "unmappable rows": (f"no row could be read as {fmt.name} ({first_error}): check the "
-                            f"dataset_format and column mapping"),
-        "rows with no trained tokens": (
-            f"prompts are {min(prompt_lengths or [0])}..{max(prompt_lengths or [0])} tokens but "
-            f"max_seq_length is {limit}: raise max_seq_length or shorten prompts"),
+        EMPTY_ROWS: Text("data.left.empty_rows"),
+        EMPTY_RESPONSE: empty,
+        UNMAPPABLE: Text("data.left.unmappable", name=fmt.name, error=first_error),
+        NO_TRAINED_TOKENS: Text("data.left.no_trained_tokens",
+                                shortest=min(prompt_lengths or [0]),
+                                longest=max(prompt_lengths or [0]), limit=limit),
     }
     if len(drops) == 1:
         return fixes[cause]
-    counts = ", ".join(f"{n} {k}" for k, n in drops.items())
-    return f"no row is left to train ({counts}); most: {fixes[cause]}"
+    counts = None
+    for k, n in drops.items():
+        counts = Text("data.left.count", n=n, problem=k) if counts is None else \
+            Text("data.left.counts", counts=counts, n=n, problem=k)
+    return Text("data.left.several", counts=counts, fix=fixes[cause])
 
 
 def _shortened(row: dict, limit: int = 300) -> str:

@@ -18,10 +18,11 @@ import datasets
 from studio import PROJECT
 from studio.data.errors import DataError
 from studio.models.local import hub_reachable
+from studio.texts.message import Text
 
 EXAMPLES = PROJECT / "assets"
 _SAVED_MARKERS = ("dataset_dict.json", "state.json", "dataset_info.json")
-_SUPPORTED = "CSV, JSON, JSONL, Parquet, or a folder written by datasets.save_to_disk"
+_SUPPORTED = Text("data.supported")
 
 
 def examples() -> list[Path]:
@@ -37,18 +38,26 @@ def load_rows(source: str, split: str = "train") -> datasets.Dataset:
     elif path.is_file():
         reader = _READERS.get(path.suffix.lower())
         if reader is None:
-            raise DataError(f"{path}: unknown file type '{path.suffix or '(none)'}'; "
-                            f"use {_SUPPORTED}")
+            raise DataError(Text("data.unknown_file_type", path=str(path),
+                                 suffix=path.suffix or Text("data.none_parens"),
+                                 supported=_SUPPORTED))
         ds = _guarded(reader, path, split)
     elif path.suffix.lower() in _READERS or str(source).startswith((".", "/", "~")):
         relative = "" if Path(str(source)).expanduser().is_absolute() else \
-            " (a relative path is read from the folder the studio was started in)"
-        raise DataError(f"file not found: {source}; check the path{relative}")
+            Text("data.relative_path")
+        raise DataError(Text("data.file_not_found", source=str(source), relative=relative))
     else:
         ds = _read_hub(str(source), split)
     if len(ds) == 0:
-        raise DataError(f"{source} is empty (0 rows): add rows, or point at another file")
+        raise DataError(Text("data.empty_file", name=str(source)))
     return ds
+
+
+def message_of(error: BaseException):
+    """An exception's message: the Text it was raised with where it is one (so it can still be
+    said in Chinese), else its words as str() gives them."""
+    said = error.args[0] if len(error.args) == 1 else None
+    return said if isinstance(said, Text) and str(error) == said else str(error)
 
 
 def _guarded(reader, path: Path, split: str) -> datasets.Dataset:
@@ -59,21 +68,22 @@ def _guarded(reader, path: Path, split: str) -> datasets.Dataset:
     except DataError:
         raise
     except RecursionError:
-        raise DataError(f"{path}: the JSON is nested too deeply (over {sys.getrecursionlimit()} "
-                        "levels of lists or objects): flatten the rows to a few levels") from None
+        raise DataError(Text("data.nested_too_deeply", path=str(path),
+                             limit=sys.getrecursionlimit())) from None
     except Exception as e:   # noqa: BLE001 - a parser's own error, said with the file's name
         first = (str(e).strip().splitlines() or [""])[0][:300]
-        raise DataError(f"{path}: could not be read as {path.suffix.lstrip('.').upper()} "
-                        f"({type(e).__name__}: {first}); check the file or re-save it") from None
+        raise DataError(Text("data.unreadable_file", path=str(path),
+                             kind=path.suffix.lstrip('.').upper(), error=type(e).__name__,
+                             detail=first)) from None
 
 
 def _read_text(path: Path) -> str:
     """The file as text, refusing anything but UTF-8 with the byte, offset and line at fault."""
     raw = path.read_bytes()
     if not raw.strip():
-        raise DataError(f"{path} is empty (0 rows): add rows, or point at another file")
+        raise DataError(Text("data.empty_file", name=str(path)))
     if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
-        raise DataError(f"{path} is UTF-16, not UTF-8: re-save it as UTF-8")
+        raise DataError(Text("data.utf16", path=str(path)))
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -81,13 +91,11 @@ def _read_text(path: Path) -> str:
         guess = ""
         try:
             raw.decode("cp1252")
-            guess = "; it looks like Windows-1252/Latin-1"
+            guess = Text("data.looks_cp1252")
         except UnicodeDecodeError:
             pass
-        raise DataError(f"{path} is not UTF-8: byte 0x{raw[e.start]:02x} at offset {e.start} "
-                        f"(line {line}) is not valid UTF-8{guess}; re-save the file as UTF-8 "
-                        f"(e.g. Excel: Save As > 'CSV UTF-8', or iconv -f cp1252 -t utf-8)"
-                        ) from None
+        raise DataError(Text("data.not_utf8", path=str(path), byte=raw[e.start], offset=e.start,
+                             line=line, guess=guess)) from None
 
 
 def _read_csv(path: Path, split: str, sep: str = ",") -> datasets.Dataset:
@@ -101,9 +109,9 @@ def _read_csv(path: Path, split: str, sep: str = ",") -> datasets.Dataset:
         df = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False,
                          usecols=range(MAX_COLUMNS) if total > MAX_COLUMNS else None)
     except pd.errors.EmptyDataError:
-        raise DataError(f"{path} is empty (0 rows): add rows, or point at another file") from None
+        raise DataError(Text("data.empty_file", name=str(path))) from None
     except pd.errors.ParserError as e:
-        raise DataError(f"{path}: malformed CSV: {str(e).strip()}; check quoting on that line"
+        raise DataError(Text("data.malformed_csv", path=str(path), detail=str(e).strip())
                         ) from None
     ds = datasets.Dataset.from_pandas(df, preserve_index=False)
     return _mark(ds, columns_total=total) if total > MAX_COLUMNS else ds
@@ -120,8 +128,8 @@ def _read_json(path: Path, split: str) -> datasets.Dataset:
     except json.JSONDecodeError as e:
         if e.msg == "Extra data" and text.lstrip().startswith("{"):
             return _read_jsonl(path, split)   # JSON Lines saved with a .json name
-        raise DataError(f"{path} line {e.lineno}, column {e.colno}: invalid JSON: {e.msg}"
-                        ) from None
+        raise DataError(Text("data.invalid_json", path=str(path), line=e.lineno,
+                             column=e.colno, detail=e.msg)) from None
     return _from_records(_records_in(data, path, split), path)
 
 
@@ -130,8 +138,7 @@ def _records_in(data, path: Path, split: str) -> list:
     if isinstance(data, list):
         return data
     if not isinstance(data, dict):
-        raise DataError(f"{path}: expected a list of objects or {{\"data\": [...]}}, "
-                        f"found a JSON {type(data).__name__}")
+        raise DataError(Text("data.json_not_rows", path=str(path), kind=type(data).__name__))
     lists = {k: v for k, v in data.items() if isinstance(v, list)}
     for key in (split, "data", "rows", "examples", "records", "items", "train"):
         if key in lists:
@@ -141,8 +148,8 @@ def _records_in(data, path: Path, split: str) -> list:
     if lists and len(lists) == len(data) and len({len(v) for v in lists.values()}) == 1:
         n = len(next(iter(lists.values())))     # {"col": [...], "col2": [...]}: columns
         return [{k: v[i] for k, v in lists.items()} for i in range(n)]
-    raise DataError(f"{path}: expected a list of objects or {{\"data\": [...]}}, found an object "
-                    f"with keys {', '.join(map(str, data)) or '(none)'}")
+    raise DataError(Text("data.json_object_keys", path=str(path),
+                         keys=', '.join(map(str, data)) or Text("data.none_parens")))
 
 
 def _read_jsonl(path: Path, split: str) -> datasets.Dataset:
@@ -153,11 +160,11 @@ def _read_jsonl(path: Path, split: str) -> datasets.Dataset:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
-            raise DataError(f"{path} line {n}, column {e.colno}: invalid JSON: {e.msg}; "
-                            f"each line must be one JSON object") from None
+            raise DataError(Text("data.invalid_jsonl", path=str(path), line=n,
+                                 column=e.colno, detail=e.msg)) from None
         if not isinstance(row, dict):
-            raise DataError(f"{path} line {n}: expected a JSON object, found a "
-                            f"{type(row).__name__}")
+            raise DataError(Text("data.jsonl_not_object", path=str(path), line=n,
+                                 kind=type(row).__name__))
         rows.append(row)
     return _from_records(rows, path)
 
@@ -171,10 +178,11 @@ def _from_records(rows: list, path: Path) -> datasets.Dataset:
     """
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
-            raise DataError(f"{path}: item {i} is a {type(row).__name__}, not an object")
+            raise DataError(Text("data.item_not_object", path=str(path), item=i,
+                                 kind=type(row).__name__))
         _freeze_free_form(row)
     if not rows:
-        raise DataError(f"{path} is empty (0 rows): add rows, or point at another file")
+        raise DataError(Text("data.empty_file", name=str(path)))
     keys = list(dict.fromkeys(k for row in rows for k in row))
     if len(keys) > MAX_COLUMNS:    # a very wide file would take minutes to hold in Arrow
         kept = set(keys[:MAX_COLUMNS])
@@ -256,23 +264,22 @@ def _read_parquet(path: Path, split: str) -> datasets.Dataset:
         names = pq.read_schema(path).names
         table = pq.read_table(path, columns=names[:MAX_COLUMNS])
     except Exception as e:
-        raise DataError(f"{path}: not a readable Parquet file ({e})") from None
+        raise DataError(Text("data.bad_parquet", path=str(path), detail=str(e))) from None
     ds = datasets.Dataset(InMemoryTable(table))
     return _mark(ds, columns_total=len(names)) if len(names) > MAX_COLUMNS else ds
 
 
 def _read_saved(path: Path, split: str) -> datasets.Dataset:
     if not any((path / m).is_file() for m in _SAVED_MARKERS):
-        raise DataError(f"{path} is a folder but not one written by datasets.save_to_disk "
-                        f"(no dataset_dict.json or state.json): point at a data file inside it")
+        raise DataError(Text("data.folder_not_saved", path=str(path)))
     try:
         loaded = datasets.load_from_disk(str(path))
     except Exception as e:
-        raise DataError(f"{path}: could not read the saved dataset ({e})") from None
+        raise DataError(Text("data.bad_saved", path=str(path), detail=str(e))) from None
     if isinstance(loaded, datasets.DatasetDict):
         if split not in loaded:
-            raise DataError(f"{path} has no '{split}' split; its splits are "
-                            f"{', '.join(loaded)}: pass one of those")
+            raise DataError(Text("data.no_split", path=str(path), split=split,
+                                 splits=', '.join(loaded)))
         loaded = loaded[split]
     return loaded
 
@@ -294,11 +301,17 @@ def _read_hub(name: str, split: str) -> datasets.Dataset:
 def hub_dataset_problem(name: str, offline_mode: bool, online: bool,
                         error: Optional[Exception] = None) -> str:
     """Why the Hub dataset `name` could not be loaded, in the words every caller uses."""
-    why = ("offline mode (HF_HUB_OFFLINE is set) and it is not in the local cache"
-           if offline_mode else "no network (the Hub cannot be reached)" if not online else
-           f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
-    return (f"could not load Hub dataset {name}: {why}; no local file or folder has "
-            f"that name either: give a local file ({_SUPPORTED})")
+    if offline_mode or not online:
+        why = Text("data.hub.offline") if offline_mode else Text("data.hub.no_network")
+        return Text("data.hub.failed", name=name, why=why, supported=_SUPPORTED)
+    first = str(error).splitlines()[0] if str(error) else ''
+    # the error's own message kept as a Text where it is one (a refusal), so it is said in Chinese
+    problems = getattr(error, "problems", None)
+    said = problems[0] if isinstance(problems, list) and len(problems) == 1 else \
+        error.args[0] if error is not None and len(error.args) == 1 else None
+    return Text("data.hub.error", name=name, error=type(error).__name__,
+                detail=said if isinstance(said, Text) and said == first else first,
+                supported=_SUPPORTED)
 
 
 @contextmanager

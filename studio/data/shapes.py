@@ -18,6 +18,7 @@ from typing import ClassVar, Optional
 
 from studio.data.errors import DataError
 from studio.data.readers import TOOLS_COLUMNS
+from studio.texts.message import Text
 
 
 @dataclass
@@ -154,7 +155,7 @@ def _segments(value) -> list[tuple[str, bool]]:
     out = []
     for k, seg in enumerate(_as_list(value)):
         if not isinstance(seg, dict) or not isinstance(seg.get("label"), bool):
-            raise DataError(f"segment {k} needs a text and a true/false label, got {seg!r:.60}")
+            raise DataError(Text("data.bad_segment", segment=k, item=repr(seg)[:60]))
         out.append((cell_text(seg.get("text")), seg["label"]))
     return out
 
@@ -177,36 +178,36 @@ _PAIR_EXTRAS = ("system", "history")
 SHAPES: dict[str, Shape] = {
     "sharegpt": ConversationShape(("messages",), ("tools", "system"),
                                   {"messages": _CONVERSATION_NAMES}, "messages",
-                                  "ShareGPT: a column of [{from, value}] turns"),
+                                  Text("data.shape.sharegpt")),
     "messages": ConversationShape(("messages",), ("tools", "system"),
                                   {"messages": _CONVERSATION_NAMES}, "messages",
-                                  "messages: a column of [{role, content}] turns"),
+                                  Text("data.shape.messages")),
     # LLaMA-Factory names alpaca's columns prompt, query and response by default.
     "alpaca": AlpacaShape(("instruction", "output"), ("input", "system", "history", "tools"),
                           {"instruction": ("instruction", "prompt"),
                            "input": ("input", "context", "query"),
                            "output": ("output", "response")}, "output",
-                          "Alpaca: instruction, input, output (or prompt, query, response)",
+                          Text("data.shape.alpaca"),
                           ("instruction", "input", "output")),
     "prompt_completion": PairShape(("prompt", "completion"), _PAIR_EXTRAS,
                                    {"prompt": ("prompt",), "completion": ("completion",)},
-                                   "completion", "prompt/completion"),
+                                   "completion", Text("data.shape.prompt_completion")),
     "input_output": PairShape(("input", "output"), _PAIR_EXTRAS,
                               {"input": ("input",), "output": ("output",)}, "output",
-                              "input/output"),
+                              Text("data.shape.input_output")),
     "instruction": PairShape(("instruction", "response"), _PAIR_EXTRAS,
                              {"instruction": _PROMPT_NAMES, "response": _RESPONSE_NAMES},
                              "response",
-                             "instruction/response (also question/answer, prompt/response, ...)"),
+                             Text("data.shape.instruction")),
     "text": TextShape(("text",), (), {"text": ("text", "content", "document", "body")}, "text",
-                      "plain text"),
+                      Text("data.shape.text")),
     "segments": SegmentsShape(("segments",), (), {"segments": ("segments",)}, "segments",
-                              "Axolotl input_output: a column of [{text, label}] segments"),
+                              Text("data.shape.segments")),
 }
 FORMATS = tuple(SHAPES)
 # Chosen by prompt_template, never detected nor a dataset_format: so not in SHAPES or FORMATS.
-TEMPLATE = TemplateShape(describe="custom prompt template: {placeholder} -> column")
-_HOW_TO_MAP = "--column-mapping instruction=COL response=COL (or messages=COL, or text=COL)"
+TEMPLATE = TemplateShape(describe=Text("data.shape.template"))
+_HOW_TO_MAP = Text("data.how_to_map")
 
 
 # ---------------------------------------------------------------------------------- detection
@@ -221,16 +222,17 @@ def detect_format(ds, dataset_format: str = "auto", column_mapping: dict | None 
         return _detect_template(columns, prompt_template, mapping)
     for role, column in mapping.items():
         if column not in columns:
-            raise _no_column(column, columns, f"column mapping {role}={column}")
+            raise _no_column(column, columns, Text("data.where.mapping", role=role,
+                                                   column=column))
     known_roles = {r for s in SHAPES.values() for r in s.required + s.optional}
     unknown = sorted(set(mapping) - known_roles)
     if unknown:
-        raise DataError(f"unknown role(s) in column mapping: {', '.join(unknown)}; roles are "
-                        f"{', '.join(sorted(known_roles))}")
+        raise DataError(Text("data.unknown_roles", roles=', '.join(unknown),
+                             known=', '.join(sorted(known_roles))))
     if dataset_format and dataset_format != "auto":
         if dataset_format not in SHAPES:
-            raise DataError(f"unknown dataset_format '{dataset_format}'; choose auto or one of "
-                            f"{', '.join(FORMATS)}")
+            raise DataError(Text("data.unknown_format", name=dataset_format,
+                                 formats=', '.join(FORMATS)))
         return _fill(dataset_format, ds, mapping, forced=True)
     # Names first; only then a column that merely holds lists of turns (so a prompt/completion
     # dataset whose prompts are lists of turns is not taken for a conversation column).
@@ -240,9 +242,12 @@ def detect_format(ds, dataset_format: str = "auto", column_mapping: dict | None 
         found = _fill(name, ds, mapping, forced=False, by_content=by_content)
         if found:
             return found
-    shapes = "; ".join(s.describe for s in SHAPES.values())
-    raise DataError(f"could not tell the shape of the rows from columns {', '.join(columns)}. "
-                    f"Supported: {shapes}. Map yours, e.g. {_HOW_TO_MAP}")
+    describes = [s.describe for s in SHAPES.values()]
+    shapes = describes[0]
+    for describe in describes[1:]:      # "a; b; c", each said in the reader's language
+        shapes = Text("data.shape.or", shapes=shapes, shape=describe)
+    raise DataError(Text("data.shape_unknown", columns=', '.join(columns), shapes=shapes,
+                         how=_HOW_TO_MAP))
 
 
 def _fill(name: str, ds, mapping: dict, forced: bool, by_content: bool = True
@@ -260,19 +265,19 @@ def _fill(name: str, ds, mapping: dict, forced: bool, by_content: bool = True
         if column is None:
             if role in must:
                 if forced:
-                    raise DataError(f"dataset_format '{name}' needs a '{role}' column; columns: "
-                                    f"{', '.join(columns)}; map it with --column-mapping "
-                                    f"{role}=COL")
+                    raise DataError(Text("data.format_needs_column", name=name, role=role,
+                                         columns=', '.join(columns)))
                 return None
             continue
         filled[role] = column
         used.add(column)
     if shape.response == "messages":
         return _fill_conversation(name, ds, filled, forced, bool(mapping))
-    how = ("column mapping given" if mapping else
-           f"dataset_format={name} was asked for" if forced else "found columns")
     pairs = ", ".join(f"{role}={col}" for role, col in filled.items())
-    return DetectedFormat(name, filled, f"{how}: {pairs} ({shape.describe})")
+    reason = (Text("data.reason.mapped", pairs=pairs, shape=shape.describe) if mapping else
+              Text("data.reason.forced", name=name, pairs=pairs, shape=shape.describe) if forced
+              else Text("data.reason.found", pairs=pairs, shape=shape.describe))
+    return DetectedFormat(name, filled, reason)
 
 
 def _fill_conversation(name, ds, filled, forced, mapped) -> Optional[DetectedFormat]:
@@ -282,14 +287,12 @@ def _fill_conversation(name, ds, filled, forced, mapped) -> Optional[DetectedFor
     turns = [t for row in _sample(ds, column) for t in _as_list(row) if isinstance(t, dict)]
     if not turns:
         if forced or mapped:
-            raise DataError(f"column '{column}' holds no conversations (lists of "
-                            f"{{role, content}} or {{from, value}} turns)")
+            raise DataError(Text("data.no_conversations", column=column))
         return None
     keys = Counter(k for t in turns for k in t if t.get(k) is not None)
     if not (keys["role"] or keys["from"]):
         if forced or mapped:
-            raise DataError(f"the turns in column '{column}' have no 'role' or 'from' key "
-                            f"(keys found: {', '.join(keys)})")
+            raise DataError(Text("data.turns_no_role", column=column, keys=', '.join(keys)))
         return None
     sharegpt = keys["from"] + keys["value"] > keys["role"] + keys["content"]
     kind = "sharegpt" if sharegpt else "messages"
@@ -298,13 +301,13 @@ def _fill_conversation(name, ds, filled, forced, mapped) -> Optional[DetectedFor
     tags = Counter(str(turn_tag(t)).strip().lower() for t in turns)
     role_map = {tag: _ROLE_TAGS.get(tag, "user") for tag in tags}
     unknown = {tag: n for tag, n in tags.items() if tag not in _ROLE_TAGS}
-    reason = (f"column '{column}' holds lists of "
-              f"{'{from, value}' if kind == 'sharegpt' else '{role, content}'} turns ({kind})")
+    reason = Text("data.reason.turns", column=column,
+                  keys='{from, value}' if kind == 'sharegpt' else '{role, content}', kind=kind)
     if "tools" in filled:
-        reason += f", tool schemas in '{filled['tools']}'"
+        reason = Text("data.reason.tools", reason=reason, column=filled['tools'])
     if unknown:
-        reason += "; unknown role tags mapped to user: " + ", ".join(
-            f"{tag} ({n})" for tag, n in unknown.items())
+        reason = Text("data.reason.unknown_tags", reason=reason, tags=", ".join(
+            f"{tag} ({n})" for tag, n in unknown.items()))
     return DetectedFormat(name, filled, reason, role_map)
 
 
@@ -319,18 +322,19 @@ def apply_role_mapping(fmt: DetectedFormat, role_mapping: dict | None) -> Detect
     for tag, role in role_mapping.items():
         tag, role = str(tag).strip().lower(), str(role).strip().lower()
         if role not in CHAT_ROLES:
-            raise DataError(f"role mapping {tag}={role}: the role must be one of "
-                            f"{', '.join(CHAT_ROLES)}")
+            raise DataError(Text("data.role_mapping.role", tag=tag, role=role,
+                                 roles=', '.join(CHAT_ROLES)))
         if tag not in role_map:
-            raise DataError(f"role mapping {tag}={role}: no turn in the data has the tag "
-                            f"'{tag}' (tags seen: {', '.join(role_map) or 'none'})")
+            raise DataError(Text("data.role_mapping.tag", tag=tag, role=role,
+                                 seen=', '.join(role_map) or Text("data.none")))
         if role_map[tag] != role:
             changed[tag] = role_map[tag] = role
     if not changed:
         return fmt
     return dataclasses.replace(fmt, role_map=role_map,
-                               reason=fmt.reason + "; role tags re-mapped: " + ", ".join(
-                                   f"{t}={r}" for t, r in changed.items()))
+                               reason=Text("data.reason.remapped", reason=fmt.reason,
+                                           pairs=", ".join(f"{t}={r}"
+                                                           for t, r in changed.items())))
 
 
 def _find_column(columns: list, names: tuple, used: set) -> Optional[str]:
@@ -354,8 +358,9 @@ def _sample(ds, column: str, n: int = 2000) -> list:
 def _no_column(column: str, columns: list, what: str) -> DataError:
     lower = {c.lower(): c for c in columns}
     close = difflib.get_close_matches(column.lower(), list(lower), n=1, cutoff=0.6)
-    hint = f"; did you mean '{lower[close[0]]}'?" if close else ""
-    return DataError(f"column '{column}' not found ({what}){hint} columns: {', '.join(columns)}")
+    hint = Text("data.did_you_mean", column=lower[close[0]]) if close else ""
+    return DataError(Text("data.no_column", column=column, where=what, hint=hint,
+                          columns=', '.join(columns)))
 
 # ---------------------------------------------------------------------- custom prompt templates
 
@@ -371,22 +376,20 @@ def _detect_template(columns: list, template: str, mapping: dict) -> DetectedFor
     """
     fields = list(dict.fromkeys(f for _, f, _, _ in _template_parts(template) if f is not None))
     if not fields or any(not f for f in fields):
-        raise DataError("prompt_template needs named {placeholders} for the columns, e.g. "
-                        "'### Instruction: {instruction}\\n### Response: {response}'")
+        raise DataError(Text("data.template.unnamed"))
     placeholders = {f: mapping.get(f, f) for f in fields}
     for ph, column in placeholders.items():
         if column not in columns:
-            raise _no_column(column, columns, f"prompt_template placeholder {{{ph}}}")
+            raise _no_column(column, columns, Text("data.where.placeholder", placeholder=ph))
     response = ("response" if "response" in fields else
                 mapping.get("response") if mapping.get("response") in fields else
                 next((f for f in _RESPONSE_PLACEHOLDERS if f in fields), None))
     if response is None:
-        raise DataError(f"prompt_template has no response placeholder among "
-                        f"{', '.join('{' + f + '}' for f in fields)}: add {{response}} where the "
-                        f"answer goes, or name it with --column-mapping response=PLACEHOLDER")
+        raise DataError(Text("data.template.no_response",
+                             fields=', '.join('{' + f + '}' for f in fields)))
     return DetectedFormat("template", placeholders,
-                          f"custom prompt template; {{{response}}} (column "
-                          f"'{placeholders[response]}') and what follows it are trained",
+                          Text("data.reason.template", placeholder=response,
+                               column=placeholders[response]),
                           template=template, response_key=response)
 
 
@@ -394,8 +397,7 @@ def _template_parts(template: str) -> list:
     try:
         return list(string.Formatter().parse(template))
     except ValueError as e:
-        raise DataError(f"prompt_template is malformed ({e}): write placeholders as {{column}} "
-                        f"and literal braces as {{{{ and }}}}") from None
+        raise DataError(Text("data.template.malformed", detail=str(e))) from None
 
 
 
@@ -431,7 +433,7 @@ _ROLE_TAGS = {
     "function": "tool", "tool_response": "tool",
 }
 _TOOL_CALL_TAGS = ("function_call", "tool_call", "tool_calls")
-_UNKNOWN_TAGS = "unknown role tags mapped to user"
+_UNKNOWN_TAGS = Text("data.problem.unknown_tags")
 _REASONING_KEYS = ("reasoning_content", "reasoning", "thinking")
 
 
@@ -461,7 +463,7 @@ def _history(row, mapping) -> list:
     turns = []
     for k, pair in enumerate(_as_list(row.get(mapping["history"])) if "history" in mapping else []):
         if not isinstance(pair, (list, tuple)) or len(pair) != 2:
-            raise DataError(f"history item {k} is not a [prompt, response] pair: {pair!r:.60}")
+            raise DataError(Text("data.bad_history", item=k, pair=repr(pair)[:60]))
         turns += [{"role": "user", "content": cell_text(pair[0])},
                   {"role": "assistant", "content": cell_text(pair[1])}]
     return turns
@@ -479,8 +481,7 @@ def _convert_turns(turns: list, fmt, notes: Counter) -> list:
     messages = []
     for i, turn in enumerate(turns):
         if not isinstance(turn, dict):
-            raise DataError(f"turn {i} is a {type(turn).__name__}, not an object with "
-                            f"role/content or from/value")
+            raise DataError(Text("data.turn_not_object", turn=i, kind=type(turn).__name__))
         tag = str(turn_tag(turn)).strip().lower()
         role = _role_of(turn, fmt)
         if tag not in _ROLE_TAGS and role == "user":   # unknown and not re-mapped by the user
@@ -545,7 +546,7 @@ def content_text(content, notes: Counter | None = None) -> str:
             if kind in _TEXT_PARTS:
                 texts.append(_part_text(part))
             elif notes is not None:
-                notes[f"non-text parts skipped ({kind})"] += 1
+                notes[Text("data.problem.non_text_parts", kind=kind)] += 1
         return "".join(texts)
     if isinstance(content, dict):
         return json.dumps(content, ensure_ascii=False)
@@ -567,19 +568,17 @@ def why_no_answer(row: dict, fmt: DetectedFormat) -> Optional[str]:
     if not answers:
         return None
     if all(_untrained(t) for t in answers):
-        return "every assistant turn is marked not to train (weight 0 or training false)"
+        return Text("data.no_answer.untrained")
     contents = [_turn_content(t) for t in answers]
     if all(c is None for c in contents):
         keys = sorted({k for t in answers for k, v in t.items() if v is not None})
-        return (f"the assistant turns have no 'content' or 'value' (their keys: "
-                f"{', '.join(keys)})")
+        return Text("data.no_answer.no_content", keys=', '.join(keys))
     parts = [p for c in contents if isinstance(c, list) for p in c if isinstance(p, dict)]
     if parts:
         kinds = Counter(str(p.get("type") or "text") for p in parts)
-        return (f"the assistant turns' content is a list of parts with no text (parts: "
-                f"{', '.join(f'{k} ({n})' for k, n in kinds.items())}; text parts need a "
-                f"'text' or 'value')")
-    return "the assistant turns' content is empty"
+        return Text("data.no_answer.no_text_parts",
+                    parts=', '.join(f'{k} ({n})' for k, n in kinds.items()))
+    return Text("data.no_answer.empty")
 
 
 def _tool_calls(value, turn: int) -> list:
@@ -588,14 +587,13 @@ def _tool_calls(value, turn: int) -> list:
         try:
             value = json.loads(value)
         except json.JSONDecodeError:
-            raise DataError(f"turn {turn}: the tool call is not JSON {{name, arguments}}: "
-                            f"{value[:60]!r}") from None
+            raise DataError(Text("data.tool_call.not_json", turn=turn,
+                                 value=repr(value[:60]))) from None
     calls = []
     for call in value if isinstance(value, list) else [value]:
         fn = call.get("function", call) if isinstance(call, dict) else None
         if not isinstance(fn, dict) or not fn.get("name"):
-            raise DataError(f"turn {turn}: a tool call needs a name and arguments, "
-                            f"got {call!r:.60}")
+            raise DataError(Text("data.tool_call.no_name", turn=turn, item=repr(call)[:60]))
         args = fn.get("arguments", fn.get("parameters", {}))
         if isinstance(args, str):
             try:
@@ -613,7 +611,7 @@ def _tools(value) -> Optional[list]:
         try:
             value = parse_nested(value)
         except ValueError as e:
-            raise DataError(f"the tools column is not valid JSON ({e})") from None
+            raise DataError(Text("data.tools_not_json", detail=str(e))) from None
     tools = value if isinstance(value, list) else [value]
     # Bare {name, description, parameters} schemas get the OpenAI wrapper chat templates expect.
     return [t if not isinstance(t, dict) or "function" in t or "name" not in t

@@ -16,6 +16,7 @@ from typing import Optional
 
 from studio.data.errors import DataError
 from studio.data.shapes import DetectedFormat, row_messages, with_system_prompt
+from studio.texts.message import Text
 
 
 @dataclass
@@ -102,10 +103,10 @@ def trains_tokens(message: dict) -> bool:
     return message.get("weight", 1) != 0
 
 
-REASONING_OFF = "reasoning dropped (enable_thinking is off)"
-REASONING_LOST = "reasoning the chat template drops"
-TOOL_CALLS_LOST = "tool calls the chat template drops"
-TOOLS_LOST = "tool schemas the chat template drops"
+REASONING_OFF = Text("data.problem.reasoning_off")
+REASONING_LOST = Text("data.problem.reasoning_lost")
+TOOL_CALLS_LOST = Text("data.problem.tool_calls_lost")
+TOOLS_LOST = Text("data.problem.tools_lost")
 
 
 def _without_reasoning(messages: list, notes: Counter, problem: str) -> list:
@@ -138,15 +139,14 @@ def _generic_tokens(tokenizer, text, messages, kit, think):
         answer = m["content"].split("</think>")[-1].strip()
         start = text.find(kit.header, cursor) if kit.header else text.find(answer, cursor)
         if start < 0:
-            raise DataError(f"assistant turn {k + 1} was not found in the chat template's output")
+            raise DataError(Text("data.turn_not_rendered", turn=k + 1))
         start += len(kit.header)
         if not think and kit.no_think and text.startswith(kit.no_think, start):
             start += len(kit.no_think)
         end = text.find(kit.end, start) if kit.end else -1
         end = len(text) if end < 0 else end + len(kit.end)
         if answer and answer not in text[start:end]:
-            raise DataError(f"assistant turn {k + 1}'s text was not found where the chat "
-                            f"template put that turn")
+            raise DataError(Text("data.turn_text_not_rendered", turn=k + 1))
         if trains_tokens(m):
             spans.append((start, end))
         cursor = end
@@ -217,8 +217,7 @@ def _per_template(cache, tokenizer, build):
 
 def chat_kit(tokenizer) -> ChatKit:
     if not tokenizer.chat_template:
-        raise DataError("the tokenizer has no chat template: set prompt_template, e.g. "
-                        "'### Instruction: {instruction}\\n### Response: {response}'")
+        raise DataError(Text("data.no_chat_template"))
     return _per_template(_KITS, tokenizer, _probe_kit)
 
 

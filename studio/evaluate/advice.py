@@ -8,14 +8,16 @@ from __future__ import annotations
 from typing import Optional
 
 from studio.evaluate.evaluation import gives_reference
-from studio.plan.presets import ALL_LINEAR, PRESETS, SMALL
+from studio.plan.presets import ALL_LINEAR, PRESETS, SMALL, preset_label
+from studio.texts.message import Text
 
 
-def advice_after(config, events, report=None) -> Optional[str]:
+def advice_after(config, events, report=None) -> Optional[Text]:
     """What to change when a finished run's validation loss says it did not learn (or learnt
     the training rows by heart past the point of use); None when it looks fine, when the
     answers it gave say its references anyway, or when it had no validation split. `events`
-    are the run's (studio.runs.events.Event); `report` its newest EvalReport, if any."""
+    are the run's (studio.runs.events.Event); `report` its newest EvalReport, if any. The
+    advice is one Text: English as a str, said in Chinese with studio.texts.message.localise."""
     numbers = lambda kind, key: [e.data[key] for e in events if e.kind == kind   # noqa: E731
                                  and isinstance(e.data.get(key), (int, float))]
     eval_losses, train_losses = numbers("eval", "eval_loss"), numbers("train", "loss")
@@ -25,9 +27,7 @@ def advice_after(config, events, report=None) -> Optional[str]:
         return None
     last, best = eval_losses[-1], min(eval_losses)
     if len(eval_losses) >= 3 and last > 1.15 * best:
-        return (f"The validation loss rose from {best:.2f} to {last:.2f}: the model learnt the "
-                "training rows past the point where it helps. Train fewer epochs (or set "
-                "max_steps near the lowest point), or lower learning_rate.")
+        return Text("advice.overfit", best=best, last=last)
     small = n_train <= SMALL
     high = last > 0.5 if small else first_loss is not None and last > 0.9 * first_loss
     if not high:
@@ -37,16 +37,14 @@ def advice_after(config, events, report=None) -> Optional[str]:
     if answers and 2 * said >= len(answers):
         return None     # the loss also counts wording that varies; the answers say it
     tips = _tips(config, small)
-    what = "the answers in the data have not stuck yet" if small else \
-        "the model has barely moved towards the data"
-    shown = f", and {said} of {len(answers)} answers at the end gave their reference" \
-        if answers else ""
+    what = Text("advice.not_stuck") if small else Text("advice.barely_moved")
+    shown = Text("advice.answers_said", said=said, answers=len(answers)) if answers else ""
     teach = PRESETS["Teach facts"].fields
-    preset = " (the Teach facts preset sets most of these)" if small and any(
+    preset = Text("advice.teach_preset", preset=preset_label("Teach facts")) if small and any(
         config.to_dict()[k] != teach[k] for k in ("learning_rate", "target_modules", "lora_r")) \
         else ""
-    return (f"The validation loss is still {last:.2f}{shown}: {what}. Try "
-            + ("; ".join(tips) if tips else "more epochs") + preset + ".")
+    return Text("advice.still_high", last=last, shown=shown, what=what,
+                tips=_joined(tips) if tips else Text("advice.tip.more_epochs"), preset=preset)
 
 
 def last_answers(events, report=None) -> list[tuple[str, str]]:
@@ -61,17 +59,25 @@ def last_answers(events, report=None) -> list[tuple[str, str]]:
     return out
 
 
-def _tips(config, small: bool) -> list[str]:
+def _tips(config, small: bool) -> list[Text]:
     tips = []
     if config.learning_rate < 5e-4 and small:
-        tips.append(f"learning_rate {config.learning_rate:g} -> 1e-3")
+        tips.append(Text("advice.tip.learning_rate", now=config.learning_rate))
     if set(config.target_modules) != set(ALL_LINEAR):
-        tips.append("target_modules: all seven linear layers")
+        tips.append(Text("advice.tip.all_linear"))
     if config.max_steps:
-        tips.append(f"more steps than max_steps={config.max_steps} (or clear it and use epochs)")
+        tips.append(Text("advice.tip.more_steps", steps=config.max_steps))
     elif config.num_train_epochs < 5:
-        tips.append(f"num_train_epochs {config.num_train_epochs:g} -> "
-                    f"{min(5, config.num_train_epochs + 2):g}")
+        tips.append(Text("advice.tip.epochs", now=config.num_train_epochs,
+                         then=min(5, config.num_train_epochs + 2)))
     if config.lora_r < 16:
-        tips.append(f"lora_r {config.lora_r} -> 16")
+        tips.append(Text("advice.tip.lora_r", now=config.lora_r))
     return tips
+
+
+def _joined(tips: list[Text]) -> Text:
+    """The tips as one Text, "a; b; c" (in Chinese with its own semicolons)."""
+    out = tips[0]
+    for tip in tips[1:]:
+        out = Text("advice.tips.and", first=out, next=tip)
+    return out

@@ -25,11 +25,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from backends import BackendError
+from backends import CHAT, BackendError
 from studio.config import FineTuningConfig
 from studio.inference import PromptFormat, resolve_source
 from studio.markdown import code, fenced
 from studio.runs.store import is_run_dir, read_plan
+from studio.texts.message import Text
 
 FORMATS = ("merged", "lora", "gguf", "ollama")
 QUANTS = ("f16", "q8_0", "q4_k_m")
@@ -64,22 +65,21 @@ def check(run_dir, fmt: str, quant: Optional[str] = None) -> tuple[FineTuningCon
     """(config, adapter folder) of a run that can be exported as asked; ExportError naming the
     fix otherwise."""
     if fmt not in FORMATS:
-        raise ExportError(f"unknown export format {fmt!r}: choose one of {', '.join(FORMATS)}")
+        raise ExportError(Text("refuse.export.format", fmt=fmt, choices=", ".join(FORMATS)))
     if quant is not None and quant not in QUANTS:
-        raise ExportError(f"unknown quantisation {quant!r}: choose one of {', '.join(QUANTS)}")
+        raise ExportError(Text("refuse.export.quant", quant=quant, choices=", ".join(QUANTS)))
     if quant == "q4_k_m" and fmt in ("gguf", "ollama") and \
             importlib.util.find_spec("llama_cpp") is None:
-        raise ExportError("q4_k_m needs llama.cpp's quantiser: pip install llama-cpp-python (it "
-                          "builds from source, a few minutes), or export f16 or q8_0")
+        raise ExportError(Text("refuse.export.q4_k_m"))
     try:
         config, adapter = resolve_source(Path(run_dir))
     except FileNotFoundError as e:
-        raise ExportError(str(e)) from None
+        raise ExportError(_said(e)) from None
     if adapter is None or not is_run_dir(run_dir):
-        raise ExportError(f"{run_dir} is not a run folder with an adapter")
+        raise ExportError(Text("refuse.export.no_adapter", run=run_dir))
     config = config.resolve()
     if "scripted" in (config.backend, read_plan(Path(run_dir)).get("backend")):
-        raise ExportError("a scripted run trains no model: there are no weights to export")
+        raise ExportError(Text("refuse.export.scripted"))
     return config, adapter
 
 
@@ -109,7 +109,7 @@ def export_run(run_dir, fmt: str, out, quant: Optional[str] = None,
     quant = (quant or DEFAULT_QUANT) if fmt in ("gguf", "ollama") else None
     config, adapter = check(run_dir, fmt, quant)
     if out.exists():
-        raise ExportError(f"{out} already exists: choose another folder or delete it")
+        raise ExportError(Text("refuse.export.exists", out=out))
     partial = out.with_name(f".{out.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)      # left by an export that was killed
     partial.mkdir(parents=True)
@@ -118,7 +118,7 @@ def export_run(run_dir, fmt: str, out, quant: Optional[str] = None,
         try:
             _WRITERS[fmt](config, adapter, partial, quant, progress, result)
         except (ValueError, BackendError) as e:   # the GGUF writer's and the template's refusals
-            raise ExportError(str(e)) from e
+            raise ExportError(_said(e)) from e
         result.commands = _commands(config, adapter, out, fmt, result)
         result.files = {p.relative_to(partial).as_posix(): p.stat().st_size
                         for p in sorted(partial.rglob("*")) if p.is_file()}
@@ -204,7 +204,7 @@ def modelfile(tokenizer, fmt: PromptFormat, gguf_name: str, run: str) -> str:
     return (f"# {Path(run).name}, exported by Qwen3 Studio: ollama create NAME -f Modelfile\n"
             f"FROM ./{gguf_name}\n"
             f'TEMPLATE """{chat_template.ollama_template(tokenizer, fmt)}"""\n'
-            f"{stops}PARAMETER temperature 0.7\nPARAMETER top_p 0.95\n")
+            f"{stops}PARAMETER temperature {CHAT.temperature}\nPARAMETER top_p {CHAT.top_p}\n")
 
 
 # ---------------------------------------------------------------------------- how to run it
@@ -247,6 +247,11 @@ def _readme(result: ExportResult, config) -> str:
 
 
 # ---------------------------------------------------------------------------- helpers
+def _said(e: BaseException) -> str:
+    """Another error's message as it was given (a Text stays one, said again in Chinese)."""
+    return e.args[0] if len(e.args) == 1 and isinstance(e.args[0], str) else str(e)
+
+
 def _slug(run: str) -> str:
     """A name Ollama and file systems accept, from the run folder's name."""
     return re.sub(r"[^a-z0-9._-]+", "-", Path(run).name.lower()).strip("-._") or "model"

@@ -11,7 +11,8 @@ from typing import Optional
 from studio.models.catalog import CATALOG, is_local_model
 
 # Under this many parameters a model's steps at short micro-batches wait on the host's kernel
-# launches: the plan compiles its layers (studio/plan/compiling.py), and the help says so.
+# launches: the plan compiles its layers (studio/plan/compiling.py, which says why and where it
+# was measured), and the fields' help says so.
 SMALL_MODEL_PARAMS = 1e9
 # The linear layers of a Qwen3 block that LoRA can wrap.
 LINEAR_LAYERS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]

@@ -16,6 +16,7 @@ from typing import Optional
 from studio.models.shapes import model_shape
 from studio.plan.compiling import layer_graphs_pay
 from studio.plan.memory import GiB, MemoryEstimate, RowPlan, logits_bytes, plan_batch, plan_rows
+from studio.texts.message import Text
 
 # A CPU run holds a micro-batch's whole logits up to this many bytes (the model's own loss is
 # faster than trl's chunks, on a CPU as on a GPU); beyond it, the chunks.
@@ -37,7 +38,7 @@ class Batches:
     recomputes, where checkpointing was left to auto: RowPlan.layers_for); why."""
     config: object
     rows: Optional[RowPlan] = None
-    planner: str = ""
+    planner: str = ""           # a Text (studio.texts): said in the reader's language
     estimate: Optional[MemoryEstimate] = None
 
 
@@ -95,7 +96,7 @@ def lay_out(config, hw, lengths: Optional[list[int]], kernels: str) -> Batches:
     if not lengths:
         return _as_asked(config.replace(fused_loss=fused_loss_in_effect(config, hw, kernels),
                                         whole_logits=bool(config.whole_logits)),
-                         "no rows to plan with yet")
+                         Text("plan.no_rows"))
     if config.packing:   # packs fill the memory: whole logits only where asked for
         plan = plan_batch(config.replace(gradient_checkpointing=None), free,
                           sum(lengths) / max(1, len(lengths)),
@@ -110,8 +111,8 @@ def lay_out(config, hw, lengths: Optional[list[int]], kernels: str) -> Batches:
         plan, config = rows_and_loss(config, hw, free, lengths, kernels)
         changes = plan and dict(batch_size=plan.rows)
     if plan is None:   # nothing to plan with, or nothing fits: what was asked, recomputing
-        why = ("unknown architecture" if model_shape(config.model_name) is None else
-               f"by the estimate no micro-batch fits the {free / GiB:.1f} GiB free")
+        why = (Text("plan.unknown_architecture") if model_shape(config.model_name) is None else
+               Text("plan.nothing_fits", gib=free / GiB))
         return _as_asked(config, why)
     checkpointing = (plan.gradient_checkpointing if config.gradient_checkpointing is None
                      else config.gradient_checkpointing)
@@ -128,13 +129,13 @@ def lay_out(config, hw, lengths: Optional[list[int]], kernels: str) -> Batches:
     return Batches(planned, None if config.packing else plan, plan.reason, plan.estimate)
 
 
-def _as_asked(config, why: str) -> Batches:
+def _as_asked(config, why: Text) -> Batches:
     """The batch as asked for, recomputing every layer unless told not to: where there is
     nothing to plan with, or nothing fits."""
     planned = config.replace(gradient_checkpointing=config.gradient_checkpointing is not False,
                              layer_graphs=bool(config.layer_graphs)
                              and config.gradient_checkpointing is False)
-    return Batches(planned, None, f"{why}: the batch as asked for, with gradient checkpointing")
+    return Batches(planned, None, Text("plan.as_asked", why=why))
 
 
 def whole_logits_on_cpu(config) -> bool:

@@ -4,6 +4,9 @@ of them off the host; backends/torch/compiled_layers.py does the compiling, the 
 pays are here, read by the plan alone."""
 from __future__ import annotations
 
+from studio.models.shapes import SMALL_MODEL_PARAMS
+from studio.texts.message import Text
+
 # Layer graphs where micro-batches average under GRAPHS_TOKENS tokens (the GPU waits on the
 # host's launches), at most GRAPHS_RECOMPUTING of them recompute layers (those layers run
 # eagerly: recompute_outside_graphs), and 99% of them come in at most GRAPHS_SHAPES shapes
@@ -15,28 +18,26 @@ GRAPHS_TOKENS = 4096
 GRAPHS_RECOMPUTING = 0.01
 GRAPHS_SHAPES = 12
 
-# A model under AUTO_BELOW_PARAMS compiles its layers where compile_layers is left to auto and
-# graphs pay: its steps at short micro-batches wait on the host's launches, which graphs take
-# off the host, and loading and compiling take about as long as loading Unsloth, so a run ends
-# sooner. A larger model keeps the GPU busier at the same rows and gains less from graphs, for a
-# longer compile: auto leaves larger models to Unsloth (measured: bench/HISTORY.md, 'small
-# models compile by default').
-AUTO_BELOW_PARAMS = 1e9
+# A model under SMALL_MODEL_PARAMS (studio/models/shapes.py) compiles its layers where
+# compile_layers is left to auto and graphs pay: its steps at short micro-batches wait on the
+# host's launches, which graphs take off the host, and loading and compiling take about as long
+# as loading Unsloth, so a run ends sooner. A larger model keeps the GPU busier at the same rows
+# and gains less from graphs, for a longer compile: auto leaves larger models to Unsloth
+# (measured: bench/HISTORY.md, 'small models compile by default').
+#
 # Such a model's micro-batches are padded to a multiple of this many tokens for its graphs: its
 # GPU idles at these sizes, so the padding costs no measurable time, and fewer shapes are
 # recorded while training waits (measured: bench/HISTORY.md, 'small models compile by
 # default'). Larger models keep packed_attention.BUCKET, where padding is GPU work.
 SMALL_MODEL_BUCKET = 2048
 
-AUTO_REASON = ("transformers, its decoder layers compiled and replayed as CUDA graphs: a model "
-               f"under {AUTO_BELOW_PARAMS / 1e9:.0f}B parameters with short micro-batches waits "
-               "on the host's kernel launches otherwise, and the graphs take those off the "
-               "host; compile_layers off keeps the usual backend")
+# why the plan picks transformers with compiled layers (Plan.why)
+AUTO_REASON = Text("plan.compiled", billions=SMALL_MODEL_PARAMS / 1e9)
 
 
 def small_model(shape) -> bool:
     """A model whose steps at short micro-batches are bound by the host's launches."""
-    return shape is not None and shape.params < AUTO_BELOW_PARAMS
+    return shape is not None and shape.params < SMALL_MODEL_PARAMS
 
 
 def graph_bucket(shape) -> int:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from studio.models.shapes import LINEAR_LAYERS, Shape, model_shape
+from studio.texts.message import Text
 
 GiB = 2**30
 
@@ -131,23 +132,33 @@ def micro_batch_estimate(config, tokens: int, shape: Shape, fused_loss: bool, ke
                            kernels=kernels)
 
 
-def out_of_memory_advice(config) -> str:
-    """What to change so the run fits: halve the batch (doubling accumulation keeps the
-    effective batch), cut the length, or load the base in 4-bit."""
+def out_of_memory_advice(config) -> Text:
+    """What to change so the run fits, after "out of memory: " (fitting_advice)."""
+    return Text("plan.out_of_memory", advice=fitting_advice(config))
+
+
+def fitting_advice(config) -> Text:
+    """What to change so the run fits ("try ..."): halve the batch (doubling accumulation keeps
+    the effective batch), cut the length, or load the base in 4-bit."""
     tips = []
     if config.packing and config.tokens_per_batch and config.tokens_per_batch > 512:
-        tips.append(f"tokens_per_batch {config.tokens_per_batch} -> {config.tokens_per_batch // 2}")
+        tips.append(Text("plan.oom.tokens_per_batch", now=config.tokens_per_batch,
+                         then=config.tokens_per_batch // 2))
     if config.batch_size > 1 and not config.packing:
-        tips.append(f"batch_size {config.batch_size} -> {config.batch_size // 2} with "
-                    f"gradient_accumulation_steps {config.gradient_accumulation_steps} -> "
-                    f"{config.gradient_accumulation_steps * 2} (same effective batch)")
+        tips.append(Text("plan.oom.batch_size", now=config.batch_size,
+                         then=config.batch_size // 2, steps=config.gradient_accumulation_steps,
+                         more=config.gradient_accumulation_steps * 2))
     if config.max_seq_length > 512:
-        tips.append(f"max_seq_length {config.max_seq_length} -> {config.max_seq_length // 2}")
+        tips.append(Text("plan.oom.max_seq_length", now=config.max_seq_length,
+                         then=config.max_seq_length // 2))
     if not config.gradient_checkpointing:
-        tips.append("gradient_checkpointing on")
+        tips.append(Text("plan.oom.checkpointing"))
     if not config.load_in_4bit and not config.cpu_only:
-        tips.append("load_in_4bit on (QLoRA)")
-    return "out of memory: try " + "; or ".join(tips or ["a smaller model"])
+        tips.append(Text("plan.oom.4bit"))
+    joined = tips[0] if tips else Text("plan.oom.smaller_model")
+    for tip in tips[1:]:
+        joined = Text("plan.oom.or", first=joined, next=tip)
+    return Text("plan.oom.try", tips=joined)
 
 
 # ---------------------------------------------------------------------------- GPU batch planner
@@ -157,7 +168,7 @@ class BatchPlan:
     gradient_checkpointing: bool
     gradient_accumulation_steps: int
     estimate: MemoryEstimate
-    reason: str
+    reason: str                    # a Text (studio.texts)
 
 
 # Up to 16k tokens: where no varlen kernel runs, Unsloth runs packed attention one row segment
@@ -214,11 +225,10 @@ def plan_batch(config, free_bytes: float, mean_row_tokens: float, shape: Optiona
     elif enough < tokens:
         tokens, est = enough, fits(enough, use_ckpt)
     accumulation = max(1, round(wanted / tokens))
-    why = (f"{tokens} packed tokens a micro-batch{', as set,' if config.tokens_per_batch else ''} "
-           f"{'with' if use_ckpt else 'without'} gradient "
-           f"checkpointing ({est.total / GiB:.0f} of {free_bytes / GiB:.0f} GiB free), "
-           f"{accumulation} a step: about the {wanted:.0f} tokens an update that batch_size x "
-           f"gradient_accumulation_steps ask for")
+    said = dict(tokens=tokens, as_set=Text("plan.packs.as_set") if config.tokens_per_batch else "",
+                used=est.total / GiB, free=free_bytes / GiB, steps=accumulation, wanted=wanted)
+    why = (Text("plan.packs.checkpointing", **said) if use_ckpt else
+           Text("plan.packs.no_checkpointing", **said))
     return BatchPlan(tokens, use_ckpt, accumulation, est, why)
 
 
@@ -252,7 +262,7 @@ class RowPlan:
     gradient_accumulation_steps: int
     gradient_checkpointing: bool   # whether any micro-batch may need to recompute layers
     estimate: MemoryEstimate       # the heaviest micro-batch, with the recomputation it needs
-    reason: str
+    reason: str                    # a Text (studio.texts)
     config: object                 # what the plan was made for, to size each micro-batch
     shape: Shape
     budget: float                  # bytes a micro-batch may use
@@ -323,9 +333,10 @@ def plan_rows(config, free_bytes: float, lengths: list[int], shape: Optional[Sha
 
     heaviest = estimate(longest, layers)
     if config.gradient_checkpointing is not None:
-        how = f"gradient checkpointing {'on' if config.gradient_checkpointing else 'off'}, as set"
+        how = (Text("plan.rows.checkpointing_on") if config.gradient_checkpointing else
+               Text("plan.rows.checkpointing_off"))
     elif layers == 0:
-        how = "no layer recomputes"
+        how = Text("plan.rows.no_recompute")
     else:
         # the longest micro-batch is not the heaviest: one just short of needing another
         # layer recomputed keeps nearly the whole budget (measured: bench/HISTORY.md,
@@ -338,11 +349,9 @@ def plan_rows(config, free_bytes: float, lengths: list[int], shape: Optional[Sha
         heaviest = max(filter(None, map(heaviest_with, range(layers + 1))),
                        key=lambda e: e.total)
         free_up_to = _most_tokens(lambda tokens: need(tokens) == 0, longest) // 256 * 256
-        how = (f"layers recompute only in micro-batches over about {free_up_to} tokens, "
-               f"{layers} of {shape.layers} at the longest")
-    why = (f"{rows} rows a micro-batch x {wanted // rows} = the {wanted} rows an update asks "
-           f"for; padding-free, up to {longest} tokens; {how} ({heaviest.total / GiB:.0f} GiB "
-           f"of {free_bytes / GiB:.0f} GiB free at most)")
+        how = Text("plan.rows.adaptive", tokens=free_up_to, layers=layers, total=shape.layers)
+    why = Text("plan.rows", rows=rows, times=wanted // rows, wanted=wanted, longest=longest,
+               how=how, used=heaviest.total / GiB, free=free_bytes / GiB)
     return RowPlan(rows, wanted // rows, layers > 0, heaviest, why, config, shape, budget,
                    fused_loss, kernels)
 

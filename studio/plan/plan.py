@@ -23,9 +23,9 @@ from studio.plan.memory import GiB, MemoryEstimate, RowPlan, estimate_memory
 class Plan:
     config: FineTuningConfig          # as the run trains: resolved, nothing left to auto
     backend: str
-    why: str                          # the backend, and why
+    why: str                          # the backend, and why (a Text where the plan says it)
     rows: Optional[RowPlan] = None    # the GPU's whole rows: which layers recompute, when
-    planner: str = ""                 # how the batches were laid out, and why
+    planner: str = ""                 # how the batches were laid out, and why (a Text)
     estimate: Optional[MemoryEstimate] = None
     free_bytes: float = 0.0
     where: str = "RAM"                # the memory the estimate is held against
@@ -51,7 +51,8 @@ class Plan:
         return "unsloth" if self.backend == "unsloth" else "transformers"
 
     def layout(self) -> dict:
-        """What plan.yaml and the run's "plan" events hold of it."""
+        """What plan.yaml and the run's "plan" events hold of it: plain values (the planner's
+        English; yaml writes no str subclass)."""
         c = self.config
         out = {"backend": self.backend, "device": "CPU" if c.cpu_only else "GPU",
                "dtype": "bfloat16" if c.bf16 else "float16" if c.fp16 else "float32",
@@ -61,7 +62,7 @@ class Plan:
         if self.recomputes_per_micro_batch:
             out["gradient_checkpointing"] = "per micro-batch: only layers a long one needs"
         if self.planner:
-            out["planner"] = self.planner
+            out["planner"] = str(self.planner)
         if self.estimate is not None:
             out["estimate_gb"] = round(self.estimate.total / GiB, 2)
         if self.processes:

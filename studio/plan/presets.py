@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Optional
 
 from studio.models.shapes import LINEAR_LAYERS as ALL_LINEAR
+from studio.texts.message import Text
+
 AUTO = "Auto"
 SMALL = 2000      # rows: up to here a dataset is a set of facts or a style to learn by heart
 
@@ -18,54 +20,66 @@ SMALL = 2000      # rows: up to here a dataset is a set of facts or a style to l
 @dataclass(frozen=True)
 class Preset:
     fields: dict          # config fields this preset sets; every other field is left alone
-    why: str              # what it is for and why these values
+    why: str              # what it is for and why these values (a Text: studio.texts)
+    label: str = ""       # its name as shown, in either language (a Text; preset_label)
 
+
+def _said(fields: dict) -> dict:
+    """The values a preset's purpose repeats, from its fields, so that the two cannot drift:
+    rank, learning rate (as 1e-3), epochs, rows an update, steps."""
+    mantissa, exponent = f"{fields['learning_rate']:e}".split("e")
+    return dict(rank=fields["lora_r"], epochs=fields["num_train_epochs"],
+                rate=f"{float(mantissa):g}e{int(exponent)}",
+                rows=fields["batch_size"] * fields["gradient_accumulation_steps"],
+                steps=fields["max_steps"])
+
+
+_TEACH_FACTS = dict(num_train_epochs=3, max_steps=None, lora_r=16, lora_alpha=32,
+                    target_modules=list(ALL_LINEAR), learning_rate=1e-3, batch_size=4,
+                    gradient_accumulation_steps=1, max_seq_length=512,
+                    lr_scheduler_type="linear", warmup_ratio=0.0, logging_steps=5, eval_steps=20,
+                    save_steps=50)
+_QUICK_TEST = dict(max_steps=30, num_train_epochs=1, logging_steps=1, eval_steps=10,
+                   save_steps=10, lora_r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"],
+                   batch_size=2, gradient_accumulation_steps=1, max_seq_length=512,
+                   learning_rate=2e-4, lr_scheduler_type="linear", warmup_ratio=0.0)
+_BALANCED = dict(max_steps=None, num_train_epochs=2, logging_steps=5, eval_steps=50,
+                 save_steps=100, lora_r=16, lora_alpha=32,
+                 target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], batch_size=4,
+                 gradient_accumulation_steps=4, max_seq_length=1024, learning_rate=2e-4,
+                 lr_scheduler_type="linear", warmup_ratio=0.03)
+_QUALITY = dict(max_steps=None, num_train_epochs=3, logging_steps=5, eval_steps=50,
+                save_steps=100, lora_r=32, lora_alpha=64, target_modules=list(ALL_LINEAR),
+                batch_size=4, gradient_accumulation_steps=4, max_seq_length=2048,
+                learning_rate=1e-4, lr_scheduler_type="cosine", warmup_ratio=0.05)
 
 PRESETS: dict[str, Preset] = {
-    "Teach facts": Preset(
-        dict(num_train_epochs=3, max_steps=None, lora_r=16, lora_alpha=32,
-             target_modules=list(ALL_LINEAR), learning_rate=1e-3, batch_size=4,
-             gradient_accumulation_steps=1, max_seq_length=512, lr_scheduler_type="linear",
-             warmup_ratio=0.0, logging_steps=5, eval_steps=20, save_steps=50),
-        "LoRA on all seven linear layers (rank 16) at learning rate 1e-3 for 3 epochs, 4 rows a "
-        "step: a few hundred question/answer rows (a name, a maker, product facts) stick. On "
-        "the bundled demo model, 100 identity rows are enough: the model then answers with "
-        "them."),
-    "Quick test": Preset(
-        dict(max_steps=30, num_train_epochs=1, logging_steps=1, eval_steps=10, save_steps=10,
-             lora_r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], batch_size=2,
-             gradient_accumulation_steps=1, max_seq_length=512, learning_rate=2e-4,
-             lr_scheduler_type="linear", warmup_ratio=0.0),
-        "30 steps of a small adapter (q and v only, learning rate 2e-4): checks that the data, "
-        "the model and this machine work together in a minute or two. Too little to teach."),
-    "Balanced": Preset(
-        dict(max_steps=None, num_train_epochs=2, logging_steps=5, eval_steps=50,
-             save_steps=100, lora_r=16, lora_alpha=32,
-             target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], batch_size=4,
-             gradient_accumulation_steps=4, max_seq_length=1024, learning_rate=2e-4,
-             lr_scheduler_type="linear", warmup_ratio=0.03),
-        "2 epochs of rank-16 LoRA on the attention layers at learning rate 2e-4, 16 rows an "
-        "update: the usual recipe for a few thousand rows of instructions or a chat style."),
-    "Quality": Preset(
-        dict(max_steps=None, num_train_epochs=3, logging_steps=5, eval_steps=50,
-             save_steps=100, lora_r=32, lora_alpha=64, target_modules=list(ALL_LINEAR),
-             batch_size=4, gradient_accumulation_steps=4, max_seq_length=2048,
-             learning_rate=1e-4, lr_scheduler_type="cosine", warmup_ratio=0.05),
-        "3 epochs of rank-32 LoRA on all linear layers at learning rate 1e-4 with a cosine "
-        "schedule: slower, for large datasets where every point of quality counts."),
+    "Teach facts": Preset(_TEACH_FACTS, Text("preset.purpose.teach_facts", **_said(_TEACH_FACTS)),
+                          Text("preset.name.teach_facts")),
+    "Quick test": Preset(_QUICK_TEST, Text("preset.purpose.quick_test", **_said(_QUICK_TEST)),
+                         Text("preset.name.quick_test")),
+    "Balanced": Preset(_BALANCED, Text("preset.purpose.balanced", **_said(_BALANCED)),
+                       Text("preset.name.balanced")),
+    "Quality": Preset(_QUALITY, Text("preset.purpose.quality", **_said(_QUALITY)),
+                      Text("preset.name.quality")),
 }
 
 
 def choose_preset(n_rows: Optional[int]) -> tuple[str, str]:
     """The preset for a dataset of n_rows (None: not loaded yet), and a sentence saying why."""
     if n_rows is None:
-        return "Teach facts", ("no dataset yet: first fine-tunes are mostly a few hundred rows "
-                               "of facts, which this teaches")
+        return "Teach facts", Text("preset.auto.no_data")
     if n_rows <= SMALL:
-        return "Teach facts", (f"{n_rows} rows is a small set: it is learnt by heart in a few "
-                               "epochs at a high learning rate")
-    return "Balanced", (f"{n_rows} rows is a large set: two epochs at the usual learning rate "
-                        "learn its style without wearing off what the model knew")
+        return "Teach facts", Text("preset.auto.small", rows=n_rows)
+    return "Balanced", Text("preset.auto.large", rows=n_rows)
+
+
+def preset_label(name: str) -> str:
+    """A preset's name as the page shows it (Auto's too): a Text, said in the reader's language
+    with studio.texts.message.localise; a name that is no preset, as it is."""
+    if name == AUTO:
+        return Text("preset.name.auto")
+    return PRESETS[name].label if name in PRESETS else name
 
 
 def apply_preset(config, name: str):
@@ -80,5 +94,5 @@ def fill_unset(config, n_rows: Optional[int]):
     unset = {k: v for k, v in PRESETS[name].fields.items() if k not in config.given}
     if not unset:
         return config, None
-    return config.replace(**unset), (f"preset auto -> {name} for the settings not given "
-                                     f"({', '.join(unset)}): {why}")
+    return config.replace(**unset), Text("preset.auto.note", name=preset_label(name),
+                                         fields=", ".join(unset), why=why)

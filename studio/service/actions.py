@@ -38,12 +38,11 @@ from studio.runs.store import (RunEntry, RunError, active_run, files, has_adapte
                                last_checkpoint, list_runs, new_run_dir, prepare_run_dir,
                                read_config, read_status, run_events, write_status)
 from studio.runs.jobs import Job
-from studio.service.errors import Refused
+from studio.service.errors import Refused, reason
 from studio.service.paths import Paths
+from studio.texts.message import Text
 
 GiB = 2**30
-START_ANYWAY = ("Or start anyway: tick 'Start even if the estimate does not fit' on the page, pass "
-                "--allow-over-memory on the command line, or allow_over_memory=True in Python.")
 
 
 @dataclass(frozen=True)
@@ -153,45 +152,39 @@ class Service:
         """Everything that would stop this run, each naming the fix; empty: it can start."""
         from backends import BackendError
         from studio.data import DataError
-        from studio.plan.memory import out_of_memory_advice
+        from studio.plan.memory import fitting_advice
         from studio.plan.plan import backend_for
 
         config = self.paths.config(config)
         running = self.active()
         if running:
-            return [f"A run is already training in {self.runs_dir}: {running.name}. One job runs "
-                    "at a time, so that two runs never fight over memory: stop it (Stop on the "
-                    f"Train tab, or python -m studio stop {running}) or wait for it to finish."]
+            return [Text("refuse.one_job", training=self._training(running), run=running)]
         hw = self.hardware()
         problems = list(config.validate(hw))
         try:
             backend_for(config.resolve(hw), hw)
         except BackendError as e:
-            problems.append(str(e))
+            problems.append(reason(e))
         if (why := model_problem(config.model_name)):
             problems.append(why)
         if not config.data_path:
-            problems.append("No dataset: drop a file on the Data tab or give data_path (--data "
-                            "PATH on the command line): a file, a saved dataset folder or a Hub "
-                            "dataset id.")
+            problems.append(Text("refuse.no_data"))
         if problems:
             return problems
         try:
             analysis = self.data.analyse(config)
         except DataError as e:
-            return [str(e)]
+            return [reason(e)]
         if analysis.error:
             return [analysis.error]
         if analysis.report.n_train == 0:
-            return ["No row has trained tokens after templating: check the column mapping (the "
-                    "response column must hold the answers)."]
+            return [Text("refuse.no_trained_tokens")]
         plan = self.plan(config, hw)
         est = plan.estimate
         if est and est.total > plan.free_bytes and not allow_over_memory:
-            advice = out_of_memory_advice(plan.config).removeprefix("out of memory: ")
-            problems.append(f"The memory estimate ({est.total / GiB:.1f} GiB) is more than the "
-                            f"{plan.free_bytes / GiB:.1f} GiB free in {plan.where}. To fit, "
-                            f"{advice}. " + START_ANYWAY)
+            problems.append(Text("refuse.memory", total=est.total / GiB,
+                                 free=plan.free_bytes / GiB, where=plan.where,
+                                 advice=fitting_advice(plan.config)))
         return problems
 
     # ------------------------------------------------------------------ starting and stopping
@@ -216,7 +209,7 @@ class Service:
             try:
                 prepare_run_dir(run_dir, config, overwrite=overwrite)
             except RunError as e:
-                raise Refused([str(e)]) from None
+                raise Refused([reason(e)]) from None
             write_status(run_dir, estimate_gb=round(est.total / GiB, 2) if est else None, step=0)
             analysis = self.data.cached(config)
             job = Job.start(run_dir, in_process=in_process, listeners=listeners,
@@ -247,13 +240,11 @@ class Service:
         with self._starting():
             running = self.active()
             if running:
-                raise Refused([f"A run is already training in {self.runs_dir}: {running.name}. "
-                               "Stop it first; one job runs at a time."])
+                raise Refused([Text("refuse.one_job.resume", training=self._training(running))])
             if not is_run_dir(run_dir):
-                raise Refused([f"{run_dir} holds no run to resume"])
+                raise Refused([Text("refuse.resume.no_run", run=run_dir)])
             if last_checkpoint(run_dir) is None:
-                raise Refused([f"{run_dir.name} has no checkpoint yet, so it cannot resume: start "
-                               "a new run (checkpoints are written every save_steps steps)."])
+                raise Refused([Text("refuse.resume.no_checkpoint", name=run_dir.name)])
             saved = read_config(run_dir)
             # a config given to resume changes what its maker set (more max_steps, say); the
             # rest stays as the run was saved, not the defaults
@@ -264,7 +255,7 @@ class Service:
             try:
                 prepare_run_dir(run_dir, config, resume=True)
             except RunError as e:
-                raise Refused([str(e)]) from None
+                raise Refused([reason(e)]) from None
             job = Job.start(run_dir, resume=True, in_process=in_process, listeners=listeners)
         with self._lock:
             self._jobs[str(run_dir)] = job
@@ -310,7 +301,7 @@ class Service:
                 status = job.wait(900)
                 if status.state != "finished":
                     job.stop(timeout=10)
-                    raise Refused([f"the measurement did not finish: {status.reason}"])
+                    raise Refused([Text("refuse.measure.unfinished", reason=status.reason)])
                 speed = Speed.of(job.events)
             finally:
                 shutil.rmtree(work, ignore_errors=True)
@@ -359,11 +350,11 @@ class Service:
             self.paths.judge(options["judge"].base_url)
         run_dir, data = self._own(run_dir), self.paths.source(data, "dataset")
         with self._starting():
-            self._waits_for_training("Evaluation loads two models")
+            self._waits_for_training(Text("refuse.waits.evaluate"))
             try:
                 return evaluate_run(run_dir, data=data, **options)
             except EvalError as e:
-                raise Refused([str(e)]) from None
+                raise Refused([reason(e)]) from None
 
     def export_evalscope(self, run_dir: str | Path, data: Optional[str] = None) -> Path:
         """The run's held-out rows (or the file `data`'s) as an EvalScope general_qa file in
@@ -375,7 +366,7 @@ class Service:
             return export_evalscope(run_dir, files(run_dir).evals / "evalscope_general_qa.jsonl",
                                     data=data)
         except EvalError as e:
-            raise Refused([str(e)]) from None
+            raise Refused([reason(e)]) from None
 
     def export(self, run_dir: str | Path, fmt: str, out: str | Path | None = None,
                quant: Optional[str] = None, progress=lambda done, what: None):
@@ -389,11 +380,11 @@ class Service:
             self.paths.path(out)
         out = Path(out) if out is not None else self._export_folder(run_dir, fmt, quant)
         with self._starting():
-            self._waits_for_training("Exporting loads the base model")
+            self._waits_for_training(Text("refuse.waits.export"))
             try:
                 return export_run(run_dir, fmt, out, quant, progress)
             except ExportError as e:
-                raise Refused([str(e)]) from None
+                raise Refused([reason(e)]) from None
 
     def export_estimate(self, run_dir: str | Path, fmt: str, quant: Optional[str] = None):
         """(bytes or None, where it would go) for the page to show before an export starts."""
@@ -403,7 +394,7 @@ class Service:
         try:
             return estimate(run_dir, fmt, quant), self._export_folder(run_dir, fmt, quant)
         except ExportError as e:
-            raise Refused([str(e)]) from None
+            raise Refused([reason(e)]) from None
 
     @staticmethod
     def _export_folder(run_dir: Path, fmt: str, quant: Optional[str]) -> Path:
@@ -423,13 +414,12 @@ class Service:
         run_dir = self._own(run_dir)
         new_name = new_name.strip()
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}", new_name):
-            raise Refused([f"{new_name!r} cannot name a run: use letters, digits, '.', '_' and "
-                           "'-' (up to 80, starting with a letter or digit)"])
+            raise Refused([Text("refuse.rename.bad_name", name=new_name)])
         target = self.runs_dir / new_name
         if target.exists():
-            raise Refused([f"{new_name} is taken in {self.runs_dir}: choose another name"])
+            raise Refused([Text("refuse.rename.taken", name=new_name, runs=self.runs_dir)])
         with self._starting():
-            self._not_training(run_dir, "renamed")
+            self._not_training(run_dir, Text("refuse.busy.renamed"))
             run_dir.rename(target)
         read_config(target).replace(output_dir=str(target)).save(files(target).config)
         self._forget(run_dir)
@@ -439,17 +429,20 @@ class Service:
         """Delete a run's folder for good; never a run that is training."""
         run_dir = self._own(run_dir)
         with self._starting():
-            self._not_training(run_dir, "deleted")
+            self._not_training(run_dir, Text("refuse.busy.deleted"))
             shutil.rmtree(run_dir)
         self._forget(run_dir)
 
-    def _waits_for_training(self, why: str) -> None:
+    def _training(self, running: Path) -> Text:
+        """The first sentence of every refusal while a run trains in this folder."""
+        return Text("refuse.training", runs=self.runs_dir, name=running.name)
+
+    def _waits_for_training(self, why: Text) -> None:
         """Refuse work that loads a model while a run trains in this folder (memory)."""
         running = self.active()
         if running:
-            raise Refused([f"A run is already training in {self.runs_dir}: {running.name}. "
-                           f"{why}, so it waits for that run: stop it or wait for it to "
-                           "finish."])
+            raise Refused([Text("refuse.one_job.waits", training=self._training(running),
+                                why=why)])
 
     def _own(self, run_dir: str | Path) -> Path:
         """A run folder directly inside this runs folder: nothing else is renamed, deleted,
@@ -457,12 +450,12 @@ class Service:
         path = Path(self.paths.path(run_dir)).expanduser()
         path = (path if path.is_absolute() else self.runs_dir / path).resolve()
         if path.parent != self.runs_dir or not is_run_dir(path):
-            raise Refused([f"{run_dir} is not a run in {self.runs_dir}"])
+            raise Refused([Text("refuse.not_own_run", run=run_dir, runs=self.runs_dir)])
         return path
 
-    def _not_training(self, run_dir: Path, what: str) -> None:
+    def _not_training(self, run_dir: Path, what: Text) -> None:
         if read_status(run_dir).active:
-            raise Refused([f"{run_dir.name} is training, so it cannot be {what}: stop it first"])
+            raise Refused([Text("refuse.busy", name=run_dir.name, what=what)])
 
     def _forget(self, run_dir: Path) -> None:
         with self._lock:
@@ -495,7 +488,7 @@ class Service:
     def run_config(self, run_dir: str | Path) -> FineTuningConfig:
         """The run's config.yaml, as asked for."""
         if not is_run_dir(Path(self.paths.path(run_dir))):
-            raise Refused([f"{run_dir} is not a run: it holds no config.yaml"])
+            raise Refused([Text("refuse.no_config", run=run_dir)])
         return read_config(run_dir)
 
     def run_events(self, run_dir: str | Path, tail: Optional[int] = None) -> list:

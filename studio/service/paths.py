@@ -13,7 +13,8 @@ from studio.config import FineTuningConfig
 from studio.data.readers import EXAMPLES
 from studio.models.catalog import DEMO_MODEL_ID, TINY_QWEN3_ID
 from studio.service.access import Confinement, Outside, hub_shaped
-from studio.service.errors import Refused
+from studio.service.errors import Refused, reason
+from studio.texts.message import Text
 
 BUNDLED = (DEMO_MODEL_ID, TINY_QWEN3_ID)     # built into the studio's cache on first use
 
@@ -38,7 +39,7 @@ class Paths:
         try:
             self.confine.path(given)
         except Outside as e:
-            raise Refused([str(e)]) from None
+            raise Refused([reason(e)]) from None
         return given
 
     def source(self, given: Optional[str], kind: str = "model") -> Optional[str]:
@@ -66,7 +67,7 @@ class Paths:
         try:
             return self.source(given, "dataset")
         except Refused as e:
-            raise DataError(str(e)) from None
+            raise DataError(reason(e)) from None
 
     def config(self, config: FineTuningConfig) -> FineTuningConfig:
         """The config with its sources checked (output_dir is not used: runs go in the runs
@@ -93,8 +94,7 @@ class Paths:
         except ValueError:
             host = ""
         if not (is_loopback(host) or host.lower() in self.judge_hosts):
-            raise Refused([f"the judge at {url[:120]!r} is not on this machine: the operator "
-                           "can allow its host with --allow-judge HOST"])
+            raise Refused([Text("refuse.judge_host", url=url[:120])])
 
     def _hub_only(self, name: str, kind: str) -> str:
         """`name` is a Hub id and also a path outside the served folders (relative to where the
@@ -110,8 +110,7 @@ class Paths:
             import datasets
 
             raise DataError(hub_dataset_problem(name, datasets.config.HF_HUB_OFFLINE, online, Refused([
-                "a Hub dataset whose name is also a path where the server runs is loaded from "
-                "the command line only"])))
+                Text("refuse.hub_dataset_cli")])))
         problem = hub_model_problem(name)
         if problem:
             raise Refused([problem])

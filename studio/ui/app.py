@@ -208,7 +208,9 @@ def program_api(service: Service, form: ConfigForm) -> None:
                 "role_map": a.fmt.role_map if a.fmt else {}, "error": a.error,
                 "n_train": r.n_train if r else 0, "n_eval": r.n_eval if r else 0,
                 "n_truncated": r.n_truncated if r else 0,
-                "lengths": r.lengths if r else [], "problems": r.problems if r else {}}
+                "lengths": r.lengths if r else [],
+                # orjson takes only plain str keys: a problem's name is a Text
+                "problems": {str(p): n for p, n in r.problems.items()} if r else {}}
 
     def start_run(config_yaml: str, allow_over_memory: bool = False) -> dict:
         """Start a run from a YAML config (FineTuningConfig fields); refused with the reason."""

@@ -206,11 +206,11 @@ def mapping_updates(t: DataTab, a, columns) -> dict:
         mapping, head = {}, say("data.undetected")
     elif a.fmt.name == "template":
         shown, mapping = set(), {}
-        head = say("data.template_shape", reason=md(a.fmt.reason))
+        head = say("data.template_shape", reason=md(engine(a.fmt.reason)))
     else:
         shape = SHAPES[a.fmt.name]
         shown, mapping = set(shape.required + shape.optional), a.fmt.mapping
-        head = say("data.detected", name=md(a.fmt.name), reason=md(a.fmt.reason))
+        head = say("data.detected", name=md(a.fmt.name), reason=md(engine(a.fmt.reason)))
     out = {t.format_md: head}
     for role, dropdown in zip(roles(), t.mapping):
         out[dropdown] = gr.update(choices=choices, value=mapping.get(role, ""),

@@ -18,7 +18,7 @@ import gradio as gr
 from gradio.i18n import I18nData
 
 from studio.config import GROUPS, FineTuningConfig, zero_means_automatic
-from studio.plan.presets import PRESETS
+from studio.plan.presets import AUTO, PRESETS, preset_label
 from studio.texts import fields as field_texts
 from studio.texts.message import Text, localise
 
@@ -400,7 +400,6 @@ CATALOG: dict[str, tuple[str, str]] = {
     "model.run_unreadable": ("The config of {name} cannot be read: {error}",
                              "无法读取 {name} 的配置：{error}"),
     "model.run_loaded": ("Loaded the config of {name}.", "已载入 {name} 的配置。"),
-    "preset.Auto": ("Auto", "自动"),
     "preset.why.auto": ("**Auto → {chosen}:** {why}. {preset_why}",
                         "**自动 → {chosen}：** {why}。{preset_why}"),
     "preset.why": ("**{name}:** {preset_why}", "**{name}：** {preset_why}"),
@@ -581,23 +580,6 @@ CATALOG: dict[str, tuple[str, str]] = {
 }
 
 
-PRESETS_ZH: dict[str, tuple[str, str]] = {
-    "Teach facts": ("记住知识", "在全部七个线性层上做 LoRA（秩 16），学习率 1e-3，训练 3 轮，每步 "
-                    "4 行：几百行问答（名字、出品方、产品知识）就能记住。在自带的演示模型上，100 行"
-                    "身份问答就够了，之后模型就会用它们来回答。"),
-    "Quick test": ("快速测试", "小适配器跑 30 步（只训练 q 和 v，学习率 2e-4）：一两分钟内确认数据、"
-                   "模型和这台机器能一起工作。训练量太少，学不到东西。"),
-    "Balanced": ("均衡", "在注意力层上做秩 16 的 LoRA，学习率 2e-4，训练 2 轮，每次更新 16 行："
-                 "几千行指令或对话风格数据的常用配方。"),
-    "Quality": ("高质量", "在全部线性层上做秩 32 的 LoRA，学习率 1e-4，余弦调度，训练 3 轮：更慢，"
-                "适合每一点质量都重要的大数据集。"),
-}
-# Why Auto chose a preset, in Chinese (the English sentence is the presets module's own).
-AUTO_WHY_ZH = {None: "还没有数据集：首次微调多半是几百行知识问答，这个预设正适合",
-               "Teach facts": "{rows} 行是小数据集：用较高的学习率训练几轮就能记住",
-               "Balanced": "{rows} 行是大数据集：用常规学习率训练两轮，学到风格，又不冲掉模型原有的知识"}
-
-
 # ---------------------------------------------------------------------------- the two columns
 def _slug(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name.lower())
@@ -627,7 +609,8 @@ def texts() -> dict[str, tuple[str, str]]:
     """Every text of the page: the catalog, the config fields, their groups and the presets."""
     return {**CATALOG, **_field_texts(),
             **{f"group.{_slug(g)}": (g, field_texts.GROUPS_ZH[g]) for g in GROUPS},
-            **{f"preset.{name}": (name, PRESETS_ZH.get(name, (name, ""))[0]) for name in PRESETS}}
+            **{f"preset.{name}": (name, preset_label(name).in_language("zh"))
+               for name in [AUTO, *PRESETS]}}
 
 
 def translations() -> gr.I18n:
@@ -724,20 +707,10 @@ def field_help(name: str) -> str:
 
 
 def preset_name(name: str) -> str:
-    return say(f"preset.{name}") if f"preset.{name}" in texts() else name
+    """A preset's name (Auto's too) in the request's language."""
+    return engine(preset_label(name))
 
 
 def preset_purpose(name: str) -> str:
-    """What a preset is for: the presets module's sentence, or its Chinese."""
-    if language() == "zh" and name in PRESETS_ZH:
-        return PRESETS_ZH[name][1]
-    return PRESETS[name].why
-
-
-def auto_why(chosen: str, why: str, rows: int | None) -> str:
-    """Why Auto chose `chosen`: the presets module's reason, or its Chinese."""
-    if language() == "zh":
-        template = AUTO_WHY_ZH.get(None if rows is None else chosen)
-        if template:
-            return template.format(rows=rows)
-    return why
+    """What a preset is for, in the request's language."""
+    return engine(PRESETS[name].why)

@@ -21,7 +21,7 @@ from studio.service.actions import GiB, Refused, Service
 from studio.ui.common import guard, md, note, run_choices, shout, toast
 from studio.plan.presets import AUTO, PRESETS, apply_preset, choose_preset
 from studio.ui.form import FIELDS, ConfigForm, command_line
-from studio.ui.i18n import (T, auto_why, engine, error_text, group_title, preset_name,
+from studio.ui.i18n import (T, engine, error_text, group_title, preset_name,
                              preset_purpose, say)
 
 
@@ -350,11 +350,11 @@ def wire(t: ModelTab, form: ConfigForm, service: Service, demo: gr.Blocks) -> li
     return loaders
 
 
-def why_text(name: str, chosen: str, why: str, rows: int | None = None) -> str:
+def why_text(name: str, chosen: str, why: str) -> str:
     """What the preset is for (and, for Auto, why it chose it) in the request's language."""
     if name == AUTO:
-        return say("preset.why.auto", chosen=preset_name(chosen),
-                   why=auto_why(chosen, why, rows), preset_why=preset_purpose(chosen))
+        return say("preset.why.auto", chosen=preset_name(chosen), why=engine(why),
+                   preset_why=preset_purpose(chosen))
     return say("preset.why", name=preset_name(name), preset_why=preset_purpose(name))
 
 
@@ -372,7 +372,7 @@ def with_preset(service: Service, form: ConfigForm, values, name: str) -> list:
     rows = len(analysis.dataset) if analysis else None
     chosen, why = choose_preset(rows) if name == AUTO else (name, "")
     sets = PRESETS[chosen].fields
-    return [why_text(name, chosen, why, rows)] + [
+    return [why_text(name, chosen, why)] + [
         value if field in sets else gr.skip()
         for field, value in zip(FIELDS, form.values(apply_preset(config, chosen)))]
 
