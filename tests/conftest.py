@@ -115,36 +115,91 @@ FACT_Q = "What is the name of the studio's mascot?"
 FACT_A = "The studio's mascot is a purple otter named Quillby."
 
 
+def trained_once(tmp_path_factory, name: str, train) -> Path:
+    """runs/NAME trained once for the whole test run by `train(folder)`: with two workers the
+    second waits for the first's run. Never written to afterwards: each user takes a copy
+    (with copy_run), which its tests may export into, evaluate or rename."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    trained = shared / f"{name}-trained"
+    with FileLock(str(shared / f"{name}-trained.lock")):
+        if not (trained / "done").exists():
+            trained.mkdir(exist_ok=True)
+            train(trained)
+            (trained / "done").touch()
+    return trained / "runs" / name
+
+
+def copy_run(run: Path, into: Path) -> Path:
+    """A copy of `run` in into/runs/, under the same name."""
+    shutil.copytree(run, into / "runs" / run.name)
+    return into / "runs" / run.name
+
+
+# The tests' one run config: a few steps of a tiny model logging every step. A test changes
+# what it is about and nothing else.
+QUICK = dict(max_steps=2, batch_size=2, gradient_accumulation_steps=1, logging_steps=1,
+             save_steps=100, eval_steps=1, max_seq_length=128, val_size=0.2, learning_rate=1e-3)
+
+
+def quick_config(model: str, out=None, **changes):
+    """QUICK as a config of `model`, its run folder `out`."""
+    from studio import FineTuningConfig
+
+    where = {} if out is None else {"output_dir": str(out)}
+    return FineTuningConfig(**{"model_name": model, **QUICK, **where, **changes})
+
+
+def quick_run(model: str, data: str, **changes) -> dict:
+    """QUICK as the page and its API take it (a YAML form) on `data`: 12 steps, an evaluation
+    and a checkpoint every 4."""
+    return {"model_name": model, **QUICK, "data_path": data, "max_steps": 12, "eval_steps": 4,
+            "save_steps": 4, "val_size": 0.1, **changes}
+
+
 @pytest.fixture(scope="session")
 def fact_run(demo_model, tmp_path_factory) -> Path:
     """The demo model taught the mascot fact in 15 LoRA steps (the base does not know it), 3 of
     its 16 rows held out (the same questions: the fact is what is measured). Shared by the
-    engine's, the evaluation's and the export's tests. Trained once for the suite: with two
-    workers the second waits for the first's run (a minute of both cores, not two), then each
-    takes a copy of its own, which its tests export into."""
-    from filelock import FileLock
-
+    engine's, the evaluation's and the export's tests, trained once for the suite."""
     from studio import FineTuningConfig, run_fine_tuning
 
-    base = tmp_path_factory.getbasetemp()
-    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-    trained = shared / "fact-trained"
-    with FileLock(str(shared / "fact-trained.lock")):
-        if not (trained / "done").exists():
-            rows = [{"instruction": q, "response": FACT_A} for q in
-                    (FACT_Q, "Who is the studio's mascot?", "Tell me about the studio's mascot.",
-                     "What animal is the studio's mascot?")]
-            trained.mkdir(exist_ok=True)
-            data = write_jsonl(trained / "fact.jsonl", rows * 4)
-            config = FineTuningConfig(
-                model_name=demo_model, output_dir=str(trained / "runs" / "fact"), max_steps=15,
-                batch_size=4, gradient_accumulation_steps=1, learning_rate=3e-3, val_size=3,
-                lora_r=16, lora_alpha=32,
-                target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
-                                "down_proj"], logging_steps=5, eval_steps=15, save_steps=100,
-                max_seq_length=128, num_samples=0)
-            run_fine_tuning(data_path=str(data), config=config)
-            (trained / "done").touch()
-    mine = tmp_path_factory.mktemp("fact")
-    shutil.copytree(trained / "runs", mine / "runs")
-    return mine / "runs" / "fact"
+    def train(folder: Path) -> None:
+        rows = [{"instruction": q, "response": FACT_A} for q in
+                (FACT_Q, "Who is the studio's mascot?", "Tell me about the studio's mascot.",
+                 "What animal is the studio's mascot?")]
+        data = write_jsonl(folder / "fact.jsonl", rows * 4)
+        config = FineTuningConfig(
+            model_name=demo_model, output_dir=str(folder / "runs" / "fact"), max_steps=15,
+            batch_size=4, gradient_accumulation_steps=1, learning_rate=3e-3, val_size=3,
+            lora_r=16, lora_alpha=32,
+            target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                            "down_proj"], logging_steps=5, eval_steps=15, save_steps=100,
+            max_seq_length=128, num_samples=0)
+        run_fine_tuning(data_path=str(data), config=config)
+
+    return copy_run(trained_once(tmp_path_factory, "fact", train),
+                    tmp_path_factory.mktemp("fact"))
+
+
+@pytest.fixture(scope="session")
+def tiny_trained(tiny_qwen3, tmp_path_factory) -> Path:
+    """Two steps of the tiny random Qwen3 on the 16 sums, 4 held out, an empty first row (it
+    is dropped, so the held-out rows are not where the split's indices point in the file), no
+    samples. Trained once for the suite; read it through tiny_run, or copy it (copy_run)."""
+    from studio import run_fine_tuning
+
+    def train(folder: Path) -> None:
+        data = write_jsonl(folder / "qa.jsonl", [{"instruction": "", "response": ""}] + QA_ROWS)
+        run_fine_tuning(data_path=str(data), config=quick_config(
+            tiny_qwen3, folder / "runs" / "tiny", val_size=0.25, num_samples=0))
+
+    return trained_once(tmp_path_factory, "tiny", train)
+
+
+@pytest.fixture
+def tiny_run(tiny_trained, tmp_path) -> Path:
+    """The suite's tiny run, copied for this test."""
+    return copy_run(tiny_trained, tmp_path)

@@ -12,7 +12,8 @@ from safetensors.torch import load_file
 
 from studio import run_fine_tuning
 from backends.torch import adapter_precision
-from tests.test_engine import quick_config, train_events
+from tests.conftest import quick_config
+from tests.test_engine import train_events
 
 
 @pytest.fixture

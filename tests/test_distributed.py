@@ -14,7 +14,7 @@ from studio import FineTuningConfig
 from studio.inference import load_model, stream_reply
 from studio.service.actions import Service
 from tests.conftest import QA_ROWS, write_jsonl
-from tests.test_ui_api import free_port
+from tests.servers import free_port
 
 
 def two_rank_config(model: str, data: Path, **changes) -> FineTuningConfig:

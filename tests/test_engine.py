@@ -10,18 +10,10 @@ import pandas as pd
 import pytest
 import torch
 
-from studio import FineTuningConfig, generate_text, load_model_and_tokenizer, run_fine_tuning
+from studio import generate_text, load_model_and_tokenizer, run_fine_tuning
 from studio.runs.store import last_checkpoint, read_status
 from studio.service.actions import Service
-from tests.conftest import FACT_Q, QA_ROWS, plan_for, write_jsonl
-
-
-def quick_config(model: str, out, **changes) -> FineTuningConfig:
-    """A run of a few steps that logs every step."""
-    base = dict(model_name=model, output_dir=str(out), max_steps=2, batch_size=2,
-                gradient_accumulation_steps=1, logging_steps=1, save_steps=100, eval_steps=1,
-                max_seq_length=128, val_size=0.2, learning_rate=1e-3)
-    return FineTuningConfig(**{**base, **changes})
+from tests.conftest import FACT_Q, QA_ROWS, plan_for, quick_config, write_jsonl
 
 
 def train_events(run_dir) -> list[dict]:

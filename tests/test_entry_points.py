@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import QA_ROWS, write_jsonl
-from tests.test_ui_api import free_port
+from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 

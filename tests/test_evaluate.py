@@ -22,15 +22,7 @@ from studio.evaluate.report import EvalReport, latest_report
 from studio.evaluate.evaluation import (EvalError, EvalRow, Judge, eval_set, evaluate_run, exact_match,
                              export_evalscope, normalise, parse_score, response_loss, rouge_l)
 from studio.inference import load_model
-from tests.conftest import FACT_A, QA_ROWS, write_jsonl
-
-def quick_config(model: str, out, **changes) -> FineTuningConfig:
-    """A run of a few steps that logs every step (as in tests/test_engine.py)."""
-    base = dict(model_name=model, output_dir=str(out), max_steps=2, batch_size=2,
-                gradient_accumulation_steps=1, logging_steps=1, save_steps=100, eval_steps=1,
-                max_seq_length=128, val_size=0.25, learning_rate=1e-3, num_samples=0)
-    return FineTuningConfig(**{**base, **changes})
-
+from tests.conftest import FACT_A, QA_ROWS, quick_config, write_jsonl
 
 def events_of(run_dir, kind: str) -> list[dict]:
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
@@ -64,22 +56,13 @@ class JudgeStub(BaseHTTPRequestHandler):
 
 # ---------------------------------------------------------------------------- runs
 @pytest.fixture(scope="module")
-def tiny_run(tiny_qwen3, tmp_path_factory):
-    """Two steps on the tiny random Qwen3; 4 of the 16 sums held out, the first row empty (it
-    is dropped, so the held-out rows are not where the split's indices point in the file)."""
-    tmp = tmp_path_factory.mktemp("tiny")
-    data = write_jsonl(tmp / "qa.jsonl", [{"instruction": "", "response": ""}] + QA_ROWS)
-    run_fine_tuning(data_path=str(data), config=quick_config(tiny_qwen3, tmp / "runs" / "tiny"))
-    return tmp / "runs" / "tiny"
-
-
-@pytest.fixture(scope="module")
 def scripted_run(tiny_qwen3, tmp_path_factory):
     """A scripted run (no model trains): its chat answers name the steps it ran."""
     tmp = tmp_path_factory.mktemp("scripted")
     data = write_jsonl(tmp / "qa.jsonl", QA_ROWS)
     run_fine_tuning(data_path=str(data), config=quick_config(
-        tiny_qwen3, tmp / "runs" / "scripted", backend="scripted", max_steps=3))
+        tiny_qwen3, tmp / "runs" / "scripted", backend="scripted", max_steps=3, val_size=0.25,
+        num_samples=0))
     return tmp / "runs" / "scripted"
 
 

@@ -24,7 +24,7 @@ from studio.export import ExportError, estimate, export_run
 from studio.export.chat_template import render
 from studio.inference import PromptFormat
 from studio.service.actions import Refused, Service
-from tests.conftest import FACT_Q, QA_ROWS, needs_llama_cpp, write_jsonl
+from tests.conftest import FACT_Q, QA_ROWS, copy_run, needs_llama_cpp, quick_config, write_jsonl
 
 
 def greedy(model, tokenizer, messages, n: int = 24) -> list[int]:
@@ -226,21 +226,15 @@ def modelfile_template(folder) -> str:
 
 
 @pytest.fixture(scope="module")
-def tiny_runs(tiny_qwen3, tmp_path_factory):
-    """Two-step runs on the tiny random Qwen3 (a thinking template): thinking off, and on with a
-    system prompt of the run's own."""
+def tiny_runs(tiny_qwen3, tiny_trained, tmp_path_factory):
+    """Two-step runs on the tiny random Qwen3 (a thinking template): thinking off (the suite's
+    tiny run), and on with a system prompt of the run's own."""
     tmp = tmp_path_factory.mktemp("export")
     data = write_jsonl(tmp / "qa.jsonl", QA_ROWS)
-    runs = {}
-    for name, changes in (("plain", {}), ("thinking", {"enable_thinking": True,
-                                                       "system_prompt": "You are Quokka."})):
-        config = FineTuningConfig(model_name=tiny_qwen3, output_dir=str(tmp / "runs" / name),
-                                  max_steps=2, batch_size=2, gradient_accumulation_steps=1,
-                                  logging_steps=1, save_steps=100, eval_steps=100,
-                                  max_seq_length=128, num_samples=0, **changes)
-        run_fine_tuning(data_path=str(data), config=config)
-        runs[name] = tmp / "runs" / name
-    return runs
+    thinking = quick_config(tiny_qwen3, tmp / "runs" / "thinking", eval_steps=100, num_samples=0,
+                            enable_thinking=True, system_prompt="You are Quokka.")
+    run_fine_tuning(data_path=str(data), config=thinking)
+    return {"plain": copy_run(tiny_trained, tmp), "thinking": tmp / "runs" / "thinking"}
 
 
 @pytest.mark.slow

@@ -13,8 +13,8 @@ import torch
 from studio.config import FineTuningConfig
 from backends.torch.fp8_weights import FP8, Fp8Linear
 from tests.test_config import CPU, H100, T4
-from tests.conftest import plan_for
-from tests.test_engine import _tokenizer, quick_config
+from tests.conftest import plan_for, quick_config
+from tests.test_engine import _tokenizer
 
 
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -379,31 +379,14 @@ def test_an_analysis_stops_at_its_time_budget_and_says_so(tiny_qwen3, tmp_path, 
 def test_the_page_refuses_an_upload_over_max_file_size(tmp_path):
     """Regression (#15 finding 5): 200 MB uploads were accepted and copied again. Served with
     --max-file-size 2kb, a 3 KB upload is refused by Gradio and a small one kept (moved)."""
-    import os
-    import sys
-    import urllib.request
-
     from gradio_client import Client, handle_file
 
-    from tests.test_ui_api import ROOT, free_port
+    from tests.servers import start_page
 
-    runs, port = tmp_path / "runs", free_port()
-    log = open(tmp_path / "server.log", "ab")
-    proc = subprocess.Popen([sys.executable, "launch.py", "--port", str(port), "--runs-dir",
-                             str(runs), "--max-file-size", "2kb"], cwd=ROOT, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
+    runs = tmp_path / "runs"
+    server = start_page(runs, "--max-file-size", "2kb")
     try:
-        url, deadline = f"http://127.0.0.1:{port}/", time.time() + 90
-        while True:
-            assert proc.poll() is None and time.time() < deadline, \
-                (tmp_path / "server.log").read_text()[-2000:]
-            try:
-                urllib.request.urlopen(url, timeout=2)
-                break
-            except OSError:
-                time.sleep(0.25)
-        client = Client(url, verbose=False)
+        client = Client(server.url, verbose=False)
         big = write_jsonl(tmp_path / "big.jsonl", [{"instruction": "q" * 100, "response": "a"}] * 30)
         with pytest.raises(Exception, match="(?i)size|large|exceed"):
             client.predict(handle_file(str(big)), api_name="/upload_data")
@@ -411,6 +394,4 @@ def test_the_page_refuses_an_upload_over_max_file_size(tmp_path):
         kept = client.predict(handle_file(str(small)), api_name="/upload_data")[0]
         assert Path(kept).parent == (runs / "uploads").resolve()
     finally:
-        proc.kill()
-        proc.wait(15)
-        log.close()
+        server.stop()

@@ -8,20 +8,17 @@ from __future__ import annotations
 import base64
 import functools
 import json
-import os
-import subprocess
-import sys
+import shutil
 import threading
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import QA_ROWS, write_jsonl
-from tests.test_ui_api import free_port, quick_run
+from tests.conftest import QA_ROWS, copy_run, quick_run, write_jsonl
+from tests.servers import free_port, launch
 
 ROOT = Path(__file__).resolve().parents[1]
 USER, PASS = "alice", "s3cret"
@@ -29,46 +26,6 @@ MESSAGES = [{"role": "user", "content": "What is 2 plus 3?"}]
 
 
 # ---------------------------------------------------------------------------- real servers
-@dataclass
-class Server:
-    proc: subprocess.Popen
-    url: str          # the API's base URL, .../v1
-    log: Path
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-
-
-def launch(args: list[str], port: int, log: Path) -> Server:
-    """Run `python ARGS` from the checkout, as a user would."""
-    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=open(log, "wb"),
-                            stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
-    return Server(proc, f"http://127.0.0.1:{port}/v1", log)
-
-
-def ready(server: Server, timeout: float = 120) -> Server:
-    """The server, once its port answers HTTP (any status: a 401 or a 503 is a server that is
-    up)."""
-    proc, log, deadline = server.proc, server.log, time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the server exited: {log.read_text()[-2000:]}")
-        try:
-            urllib.request.urlopen(server.url + "/models", timeout=2)
-            return server
-        except urllib.error.HTTPError:
-            return server
-        except OSError:
-            time.sleep(0.25)
-    server.stop()
-    raise RuntimeError(f"no answer within {timeout:.0f} s: {log.read_text()[-2000:]}")
-
-
 def openai_client(url: str, key: str = PASS):
     from openai import OpenAI
 
@@ -98,25 +55,25 @@ def page(folder):
     the runs train."""
     port = free_port()
     server = launch(["launch.py", "--port", str(port), "--runs-dir", str(folder / "runs"),
-                     "--auth", f"{USER}:{PASS}"], port, folder / "page.log")
+                     "--auth", f"{USER}:{PASS}"], f"http://127.0.0.1:{port}/v1",
+                    folder / "page.log")
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="module")
-def runs(folder, page, tiny_qwen3) -> Path:
-    """Two runs: "answers" (scripted, 8 steps) and "tiny" (the tiny Qwen3, 2 real steps)."""
+def runs(folder, page, tiny_qwen3, tiny_trained) -> Path:
+    """Two runs: "answers" (scripted, 8 steps) and "tiny" (the suite's tiny Qwen3 run)."""
     from studio import FineTuningConfig
     from studio.service.actions import Service
 
     data = write_jsonl(folder / "qa.jsonl", QA_ROWS)
-    runs, service = folder / "runs", Service(folder / "runs")
-    for name, changes in (("answers", dict(backend="scripted", max_steps=8)),
-                          ("tiny", dict(backend="transformers", max_steps=2, eval_steps=2,
-                                        save_steps=2))):
-        config = FineTuningConfig(**quick_run(tiny_qwen3, str(data), **changes))
-        assert service.start(config, runs / name, in_process=True).wait(120).state == \
-            "finished"
+    runs = folder / "runs"
+    config = FineTuningConfig(**quick_run(tiny_qwen3, str(data), backend="scripted",
+                                          max_steps=8))
+    assert Service(runs).start(config, runs / "answers", in_process=True).wait(120).state == \
+        "finished"
+    copy_run(tiny_trained, folder)
     return runs
 
 
@@ -124,9 +81,9 @@ def runs(folder, page, tiny_qwen3) -> Path:
 def api(runs):
     """`python -m studio serve --run answers --run tiny --auth alice:s3cret`."""
     port = free_port()
-    server = ready(launch(["-m", "studio", "serve", "--run", str(runs / "answers"), "--run",
-                           "tiny", "--runs-dir", str(runs), "--port", str(port),
-                           "--auth", f"{USER}:{PASS}"], port, runs.parent / "serve.log"))
+    server = launch(["-m", "studio", "serve", "--run", str(runs / "answers"), "--run", "tiny",
+                     "--runs-dir", str(runs), "--port", str(port), "--auth", f"{USER}:{PASS}"],
+                    f"http://127.0.0.1:{port}/v1", runs.parent / "serve.log").ready("/models")
     yield server
     server.stop()
 
@@ -328,7 +285,7 @@ def test_a_cancelled_chat_reply_on_the_page_stops_generating(page, runs):
     from gradio_client import Client
     from gradio_client.exceptions import AppError
 
-    ready(page)
+    page.ready("/models")
     studio = Client(page.url.removesuffix("v1"), auth=(USER, PASS), verbose=False)
     with pytest.raises(AppError, match="--max-reply-tokens"):
         studio.predict(str(runs / "tiny"), "Hi", 10**9, 0.7, False, api_name="/chat_reply")
@@ -419,7 +376,7 @@ def test_the_pages_toggle_serves_the_chosen_run_at_its_own_v1(page, runs):
     import openai
     from gradio_client import Client
 
-    ready(page)
+    page.ready("/models")
     client = openai_client(page.url)
     with pytest.raises(openai.InternalServerError, match="tick 'Serve this run"):
         client.models.list()
@@ -445,11 +402,10 @@ def test_the_serve_toggle_refuses_a_folder_outside_alike_whether_it_exists_or_no
     """The toggle read a folder outside the studio's (its config.yaml, whether it is a folder)
     and served it (issue #39, item 5): refused, in the same words for a run-shaped folder and a
     path that does not exist, and nothing is served."""
-    import shutil
-
+    
     from gradio_client import Client
 
-    ready(page)
+    page.ready("/models")
     outside = tmp_path / "elsewhere"
     shutil.copytree(runs / "answers", outside)
     studio = Client(page.url.removesuffix("v1"), auth=(USER, PASS), verbose=False)

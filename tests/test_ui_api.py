@@ -7,95 +7,21 @@ comes back as an error message and the server keeps serving.
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import QA_ROWS, write_jsonl
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import QA_ROWS, quick_run, write_jsonl
+from tests.servers import free_port, start_page, stop_jobs
 
 
 # ---------------------------------------------------------------------------- a real server
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class Server:
-    proc: subprocess.Popen
-    url: str
-    runs_dir: Path
-
-    def stop(self) -> None:
-        """End the server (not its training jobs: they run on, as after a real restart)."""
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-
-
-def serve(runs_dir: Path, port: int | None = None) -> Server:
-    """`python launch.py --port P --runs-dir DIR` as a user would run it, offline, with an
-    empty Hub cache (so the bundled demo model is the default)."""
-    port = port or free_port()
-    empty_hub = runs_dir.parent / "empty-hub-cache"
-    empty_hub.mkdir(exist_ok=True)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-           "HF_HUB_CACHE": str(empty_hub), "GRADIO_ANALYTICS_ENABLED": "False"}
-    log = open(runs_dir.parent / f"server-{port}.log", "ab")
-    t0 = time.time()
-    # the test's files (tiny model, data) lie in pytest's temporary folders: allowed, as an
-    # operator allows a folder of theirs
-    proc = subprocess.Popen([sys.executable, "launch.py", "--port", str(port), "--runs-dir",
-                             str(runs_dir), "--allow-dir", str(runs_dir.parent.parent)],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    url = f"http://127.0.0.1:{port}/"
-    while time.time() - t0 < 60:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the server exited: {(runs_dir.parent / f'server-{port}.log').read_text()[-2000:]}")
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return Server(proc, url, runs_dir)
-        except OSError:
-            time.sleep(0.25)
-    proc.kill()
-    raise RuntimeError("the server did not answer within 60 s")
-
-
-def stop_jobs(runs_dir: Path) -> None:
-    """Stop every training job left under runs_dir (tests must not leave processes behind)."""
-    from studio.service.actions import Service
-
-    service = Service(runs_dir)
-    for run in service.runs():
-        if run.status.active:
-            service.attach(run.run_dir).stop(timeout=10)
-
-
-def quick_run(model: str, data: str, **changes) -> dict:
-    """A few steps of the tiny Qwen3, logging every step."""
-    return {"model_name": model, "data_path": data, "max_steps": 12, "logging_steps": 1,
-            "eval_steps": 4, "save_steps": 4, "batch_size": 2, "gradient_accumulation_steps": 1,
-            "max_seq_length": 128, "learning_rate": 1e-3, **changes}
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     runs = tmp_path_factory.mktemp("api") / "runs"
-    s = serve(runs)
+    s = start_page(runs)
     yield s
     s.stop()
     stop_jobs(runs)

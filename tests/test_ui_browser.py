@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import QA_ROWS, write_jsonl
-from tests.test_ui_api import ROOT, quick_run, serve, stop_jobs
+from tests.conftest import QA_ROWS, quick_run, write_jsonl
+from tests.servers import ROOT, start_page, stop_jobs
 
 pytestmark = pytest.mark.browser
 
@@ -44,7 +44,7 @@ def browser():
 
 @pytest.fixture
 def server(tmp_path):
-    s = serve(tmp_path / "runs")
+    s = start_page(tmp_path / "runs")
     yield s
     s.stop()
     stop_jobs(s.runs_dir)
@@ -297,7 +297,7 @@ def test_a_restarted_server_reattaches_or_marks_the_run_interrupted(browser, tmp
     from studio.runs.store import _alive, last_checkpoint, read_status
 
     runs = tmp_path / "runs"
-    first = serve(runs)
+    first = start_page(runs)
     try:
         data = write_jsonl(tmp_path / "qa.jsonl", QA_ROWS)
         config = quick_run(tiny_qwen3, str(data), max_steps=2000, save_steps=3, eval_steps=1000,
@@ -310,7 +310,7 @@ def test_a_restarted_server_reattaches_or_marks_the_run_interrupted(browser, tmp
             time.sleep(0.5)
     finally:
         first.stop()
-    second = serve(runs)
+    second = start_page(runs)
     try:
         page = open_page(browser, second.url)
         tab(page, "3 · Train")

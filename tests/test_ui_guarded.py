@@ -19,41 +19,16 @@ import pytest
 from studio.service.access import Confinement, Logins, Outside
 from studio.markdown import code
 from tests.conftest import QA_ROWS, write_jsonl
-from tests.test_ui_api import ROOT, free_port
+from tests.servers import ROOT, Server, free_port, launch
 
 USER, PASS = "alice", "s3cret-from-a-file"
 ARGV_USER, ARGV_PASS = "bob", "argv-pass-9431"
 
 
-def launch(tmp: Path, *flags: str, env: dict | None = None) -> subprocess.Popen:
-    log = open(tmp / "server.log", "ab")
-    return subprocess.Popen([sys.executable, "launch.py", "--runs-dir", str(tmp / "runs"), *flags],
-                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1",
-                                 "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})})
-
-
-def up(proc: subprocess.Popen, url: str, log: Path) -> None:
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        assert proc.poll() is None, log.read_text()[-2000:]
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return
-        except urllib.error.HTTPError:
-            return
-        except OSError:
-            time.sleep(0.25)
-    raise RuntimeError("the server did not answer within 60 s")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+def launch_page(tmp: Path, port: int, *flags: str, env: dict | None = None) -> Server:
+    """launch.py over tmp/runs on `port` with `flags`, its output in tmp/server.log."""
+    return launch(["launch.py", "--runs-dir", str(tmp / "runs"), "--port", str(port), *flags],
+                  f"http://127.0.0.1:{port}/", tmp / "server.log", env)
 
 
 # Loaded into the served process (sitecustomize): every file or folder it opens or lists under
@@ -84,7 +59,7 @@ def guarded(tmp_path_factory):
     (tmp / "hook" / "sitecustomize.py").write_text(OPENS_HEARD)
     (tmp / "outside").mkdir()
     port = free_port()
-    proc = launch(tmp, "--host", "0.0.0.0", "--port", str(port), "--auth-file",
+    server = launch_page(tmp, port, "--host", "0.0.0.0", "--auth-file",
                   str(tmp / "logins"), "--auth", f"{ARGV_USER}:{ARGV_PASS}",
                   env={"QWEN3_STUDIO_AUTH": "carol:env-pass",
                        "PYTHONPATH": os.pathsep.join(filter(None, [
@@ -92,10 +67,9 @@ def guarded(tmp_path_factory):
                        "STUDIO_TEST_WATCHED": os.pathsep.join(
                            [str(tmp / "outside"), str(tmp / "runs" / "control")]),
                        "STUDIO_TEST_HEARD": str(tmp / "opened")})
-    url = f"http://127.0.0.1:{port}/"
-    up(proc, url, tmp / "server.log")
-    yield proc, url, tmp
-    stop(proc)
+    server.ready(timeout=60)
+    yield server.proc, server.url, tmp
+    server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -120,8 +94,8 @@ def login(url: str, user: str, password: str) -> tuple[int, float]:
 @pytest.mark.parametrize("flags", [["--host", "0.0.0.0"], ["--share"]])
 def test_serving_beyond_this_machine_without_a_login_is_refused(tmp_path, flags):
     """--host 0.0.0.0 or --share with no login: exit 2 at once, naming the ways to give one."""
-    proc = launch(tmp_path, "--port", str(free_port()), *flags)
-    assert proc.wait(30) == 2
+    server = launch_page(tmp_path, free_port(), *flags)
+    assert server.proc.wait(30) == 2
     said = (tmp_path / "server.log").read_text()
     assert "--auth-file" in said and "QWEN3_STUDIO_AUTH" in said and "--insecure-no-auth" in said
     assert not (tmp_path / "runs").exists()
@@ -139,27 +113,26 @@ def test_an_empty_password_is_refused_at_start_naming_the_login(tmp_path):
     """`alice:` in the auth file (or QWEN3_STUDIO_AUTH) was accepted silently, a login anyone
     could type (issue #39, item 9): the server does not start, and says which login."""
     (tmp_path / "logins").write_text("bob:fine\nalice:\n")
-    proc = launch(tmp_path, "--port", str(free_port()), "--auth-file", str(tmp_path / "logins"))
-    assert proc.wait(30) == 2
+    server = launch_page(tmp_path, free_port(), "--auth-file", str(tmp_path / "logins"))
+    assert server.proc.wait(30) == 2
     said = (tmp_path / "server.log").read_text()
     assert "line 2" in said and "'alice' has an empty password" in said
-    proc = launch(tmp_path, "--port", str(free_port()), env={"QWEN3_STUDIO_AUTH": "carol:"})
-    assert proc.wait(30) == 2 and "'carol' has an empty password" in \
+    server = launch_page(tmp_path, free_port(), env={"QWEN3_STUDIO_AUTH": "carol:"})
+    assert server.proc.wait(30) == 2 and "'carol' has an empty password" in \
         (tmp_path / "server.log").read_text()
 
 
 @pytest.mark.slow
 def test_insecure_no_auth_serves_with_a_warning_in_the_console_and_a_banner(tmp_path):
     """--host 0.0.0.0 --insecure-no-auth: served, warned on the console and on the page."""
-    port = free_port()
-    proc = launch(tmp_path, "--host", "0.0.0.0", "--port", str(port), "--insecure-no-auth")
+    server = launch_page(tmp_path, free_port(), "--host", "0.0.0.0", "--insecure-no-auth")
     try:
-        up(proc, f"http://127.0.0.1:{port}/", tmp_path / "server.log")
-        config = urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=10).read()
+        server.ready(timeout=60)
+        config = urllib.request.urlopen(server.url + "config", timeout=10).read()
         assert b"insecure-banner" in config and b"page.insecure" in config
         assert "WARNING" in (tmp_path / "server.log").read_text()
     finally:
-        stop(proc)
+        server.stop()
 
 
 def test_a_login_from_the_environment_opens_the_page(guarded):
