@@ -515,6 +515,45 @@ def test_the_page_in_chinese_shows_no_english_label(browser, server, tiny_qwen3)
     page.close()
 
 
+def test_the_chinese_page_says_the_engines_errors_and_refusals_in_chinese(browser, server,
+                                                                          tmp_path, tiny_qwen3):
+    """What the engine says arrives in Chinese on the Chinese page (issue #40, item 5): a data
+    error, a malformed file's line, the config's problem in the checks, and Start refused.
+    The expected words are the catalog's Chinese (studio/texts), never the English."""
+    from studio.texts.catalog import CATALOG
+    from studio.texts.message import Text
+
+    page = open_page(browser, server.url, locale="zh-CN")
+    tab_at(page, 1)
+    text_input(page, "model-folder").fill(tiny_qwen3)
+    page.locator("#use-folder").click()
+    page.wait_for_function("f => document.querySelector('#model-name input').value.includes(f)",
+                           arg=tiny_qwen3)
+    tab_at(page, 0)
+    text_input(page, "data-path").fill(str(tmp_path / "missing.jsonl"))
+    page.locator("#data-load").click()
+    said = wait_text(page, "#data-status", CATALOG["data.file_not_found"][1].split("{")[0])
+    assert "file not found" not in said
+
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"instruction": "a", "response": "b"}\n{"instruction": oops}\n')
+    page.locator("#data-upload input[type=file]").set_input_files(str(broken))
+    said = wait_text(page, "#data-status", "broken.jsonl", timeout=90)
+    assert "第 2 行" in said and "line 2" not in said
+
+    problem = Text("config.bounds.lora_r", value=0)
+    tab_at(page, 1)
+    text_input(page, "field-lora_r").fill("0")
+    text_input(page, "field-lora_r").press("Enter")
+    said = wait_text(page, "#config-checks", problem.in_language("zh"))
+    assert problem not in said
+    tab_at(page, 2)
+    page.locator("#start").click()
+    said = wait_text(page, "#train-status", problem.in_language("zh"))
+    assert problem not in said
+    page.close()
+
+
 def test_the_page_in_english_shows_no_chinese(browser, server):
     """The same page in an en-US browser: every text found is English."""
     page = open_page(browser, server.url)
