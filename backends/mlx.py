@@ -27,7 +27,7 @@ import weakref
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
-from backends import BackendError
+from backends import BackendError, ChatSettings
 from studio.models.local import local_model_path
 
 INSTALL_HINT = "pip install -e '.[mlx]'"
@@ -306,7 +306,7 @@ class Reporter:
         """The run's sample prompts answered greedily, as the other backends do."""
         for sample in self.samples:
             answer = "".join(stream(self.model, self.tokenizer, sample["ids"],
-                                    {"temperature": 0.0, "max_new_tokens": 64}))
+                                    ChatSettings(max_new_tokens=64, temperature=0.0)))
             self.emit("sample", step, prompt=sample["prompt"], answer=answer.strip(),
                       reference=sample["reference"])
         self.model.train()

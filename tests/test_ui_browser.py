@@ -42,12 +42,23 @@ def browser():
         b.close()
 
 
-@pytest.fixture
-def server(tmp_path):
-    s = start_page(tmp_path / "runs")
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """One page for the module's tests (a start takes 10-20 s on two cores). Each test opens
+    its own browser context, so the form a test leaves in localStorage is not the next one's,
+    and names its runs itself."""
+    s = start_page(tmp_path_factory.mktemp("browser") / "runs")
     yield s
     s.stop()
     stop_jobs(s.runs_dir)
+
+
+@pytest.fixture(autouse=True)
+def jobs_stopped_after_each_test(request):
+    """The page allows one job at a time: what a test leaves training is stopped after it."""
+    yield
+    if "server" in request.fixturenames:
+        stop_jobs(request.getfixturevalue("server").runs_dir)
 
 
 def open_page(browser, url: str, locale: str = "en-US"):
