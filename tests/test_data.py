@@ -15,6 +15,7 @@ from studio.config import FineTuningConfig
 from studio.data import DataError, detect_format, load_rows, prepare, row_messages, tokenize_row
 from studio.data import TemplateFeatures, prepare_dataset, system_choice, template_features
 from studio.data import templates
+from studio.data.templates import CALL_ONLY_TURNS, PLACEHOLDERS
 from studio.ui.preview import dataset_preview
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -725,7 +726,7 @@ def test_what_the_chat_template_drops_is_counted_by_row_with_advice(qwen, smollm
     report = prepare(rows, smollm, config(val_size=0, enable_thinking=True)).report
     assert report.problems == {"tool calls the chat template drops": 1,
                                "tool schemas the chat template drops": 1,
-                               "reasoning the chat template drops": 1}
+                               "reasoning the chat template drops": 1, CALL_ONLY_TURNS: 1}
     assert report.examples_of_problems["tool calls the chat template drops"] == [1]
     assert report.examples_of_problems["reasoning the chat template drops"] == [2]
     assert report.advice == ["this model's chat template drops the tool calls and tool schemas "
@@ -734,6 +735,45 @@ def test_what_the_chat_template_drops_is_counted_by_row_with_advice(qwen, smollm
     assert report.advice[0] in report.summary()
     qwen_report = prepare(rows, qwen, config(val_size=0, enable_thinking=True)).report
     assert qwen_report.problems == {} and qwen_report.advice == []
+
+
+def test_a_turn_that_only_calls_a_tool_is_not_trained_where_the_template_cannot_show_it(
+        qwen, smollm):
+    """SmolLM2's template renders a tool-call-only assistant turn as an empty turn; trained, it
+    would teach the model to answer nothing (issue #41). That turn's tokens are not trained, the
+    row's answer still is, a row with nothing else is dropped, and each row is counted; Qwen3,
+    whose template shows the call, trains it."""
+    call = {"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": {
+        "name": "get_weather", "arguments": {"city": "Oslo"}}}]}
+    both = {"messages": [{"role": "user", "content": "Weather in Oslo?"}, call,
+                         {"role": "tool", "content": "3 C"},
+                         {"role": "assistant", "content": "It is 3 C."}]}
+    only = {"messages": [{"role": "user", "content": "Weather in Bergen?"}, call]}
+    rows = ds_of([both, only, {"messages": chat("Hi", "Hello!")}])
+    prepared = prepare(rows, smollm, config(val_size=0))
+    assert prepared.report.problems[CALL_ONLY_TURNS] == 2
+    assert prepared.report.examples_of_problems[CALL_ONLY_TURNS] == [0, 1]
+    assert prepared.report.problems["rows with no trained tokens"] == 1
+    assert len(prepared.train) == 2
+    ids, mask = prepared.train[0]["input_ids"], prepared.train[0]["assistant_masks"]
+    trained = smollm.decode([t for t, m in zip(ids, mask) if m])
+    assert trained.strip() == "It is 3 C.<|im_end|>"       # the empty call turn is not in it
+    qwen_prepared = prepare(rows, qwen, config(val_size=0))
+    assert CALL_ONLY_TURNS not in qwen_prepared.report.problems and len(qwen_prepared.train) == 3
+
+
+def test_unfilled_placeholders_are_counted_with_their_rows(smollm):
+    """Public datasets ship rows with {{name}} left in (issue #41): counted, with example rows,
+    and said in both languages; filled rows and single braces are not."""
+    rows = ds_of([{"instruction": "Who are you?",
+                   "response": "I am {{name}}, made by {{ author }}."},
+                  {"instruction": "Who are you?", "response": "I am Quokka."},
+                  {"instruction": "Format {x} please", "response": "Use {x} as a slot."},
+                  {"instruction": "Hi {{user}}", "response": "Hello."}])
+    report = prepare(rows, smollm, config(val_size=0)).report
+    assert report.problems[PLACEHOLDERS] == 2
+    assert report.examples_of_problems[PLACEHOLDERS] == [0, 3]
+    assert "{{name}}" in PLACEHOLDERS and "{{name}}" in PLACEHOLDERS.in_language("zh")
 
 
 def test_reasoning_is_kept_out_of_a_template_with_no_thinking_mode(smollm):

@@ -9,6 +9,7 @@ render the same text, and a generic search of the rendered text does elsewhere.
 """
 from __future__ import annotations
 
+import re
 import weakref
 from collections import Counter
 from dataclasses import dataclass
@@ -75,6 +76,8 @@ def _chat_tokens(tokenizer, row, fmt, config, notes):
         messages = _without_reasoning(messages, notes, REASONING_OFF if features.thinking
                                       else REASONING_LOST)
     _note_losses(features, messages, tools, notes)
+    messages = _untrained_lost_calls(features, messages, notes)
+    _note_placeholders(messages, notes)
     kit = chat_kit(tokenizer)
     kwargs = {"tools": tools, "enable_thinking": think}
     text = tokenizer.apply_chat_template(messages, tokenize=False, **kwargs)
@@ -107,6 +110,10 @@ REASONING_OFF = Text("data.problem.reasoning_off")
 REASONING_LOST = Text("data.problem.reasoning_lost")
 TOOL_CALLS_LOST = Text("data.problem.tool_calls_lost")
 TOOLS_LOST = Text("data.problem.tools_lost")
+CALL_ONLY_TURNS = Text("data.problem.call_only_turns")
+PLACEHOLDERS = Text("data.problem.placeholders")
+# {{name}}, {{ model }}: a template's slot a public dataset shipped unfilled
+_PLACEHOLDER = re.compile(r"\{\{\s*[A-Za-z_][\w.]*\s*\}\}")
 
 
 def _without_reasoning(messages: list, notes: Counter, problem: str) -> list:
@@ -128,6 +135,31 @@ def _note_losses(features: TemplateFeatures, messages: list, tools, notes: Count
         notes[TOOL_CALLS_LOST] += 1
     if tools and not features.tools:
         notes[TOOLS_LOST] += 1
+
+
+def _untrained_lost_calls(features: TemplateFeatures, messages: list, notes: Counter) -> list:
+    """An assistant turn that only calls a tool renders as an empty turn where the template
+    cannot show tool calls: training it would teach the model to answer nothing. Such turns
+    are not trained (a row left with none is dropped as having no trained tokens), counted."""
+    if features.tool_calls:
+        return messages
+    out, dropped = [], False
+    for m in messages:
+        calls_only = m.get("tool_calls") and not (m.get("content") or "").strip()
+        if m["role"] == "assistant" and calls_only:
+            m, dropped = {**m, "weight": 0}, True
+        out.append(m)
+    if dropped:
+        notes[CALL_ONLY_TURNS] += 1
+    return out
+
+
+def _note_placeholders(messages: list, notes: Counter) -> None:
+    """Count a row whose text still holds a template slot such as {{name}}: trained as it is,
+    the model learns to say the braces."""
+    if any(isinstance(m.get("content"), str) and _PLACEHOLDER.search(m["content"])
+           for m in messages):
+        notes[PLACEHOLDERS] += 1
 
 
 def _generic_tokens(tokenizer, text, messages, kit, think):

@@ -252,6 +252,15 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "data.problem.tools_lost": (
         "tool schemas the chat template drops",
         "聊天模板丢弃的工具定义"),
+    "data.problem.call_only_turns": (
+        "assistant turns that only call a tool, which the chat template shows as empty: not "
+        "trained (pick a Qwen3 model, whose template renders tool calls, to train them)",
+        "只调用工具的 assistant 轮次：聊天模板把它们显示为空，因此不参与训练（要训练它们，请选用"
+        "能显示工具调用的 Qwen3 模型）"),
+    "data.problem.placeholders": (
+        "rows with an unfilled placeholder such as {{{{name}}}}: fill it in before training, or "
+        "the model learns to say it",
+        "含有未填写占位符（如 {{{{name}}}}）的行：请在训练前填好，否则模型会学着把它说出来"),
     "data.turn_not_rendered": (
         "assistant turn {turn} was not found in the chat template's output",
         "在聊天模板的输出中找不到第 {turn} 个 assistant 轮次"),
