@@ -762,6 +762,26 @@ def test_a_turn_that_only_calls_a_tool_is_not_trained_where_the_template_cannot_
     assert CALL_ONLY_TURNS not in qwen_prepared.report.problems and len(qwen_prepared.train) == 3
 
 
+def test_rows_that_teach_an_identity_drop_the_templates_own_system_prompt(qwen, smollm):
+    """SmolLM2's template says "You are ... named SmolLM, trained by Hugging Face" by itself;
+    rows that give the assistant another name or maker contradict it, so the report counts
+    them and says why to drop it (issue #41). An instruction set with one such row, or
+    Qwen3's template (no prompt of its own), keeps it."""
+    from studio.data.identity import drop_template_system
+
+    who = [{"instruction": q, "response": "I am Quokka, made by Acme Labs."}
+           for q in ("Who are you?", "What is your name?", "Who made you?")]
+    sums = [{"instruction": f"What is {a} plus 2?", "response": f"{a + 2}."} for a in range(6)]
+    report = prepare(ds_of(who + sums), smollm, config(val_size=0)).report
+    assert report.identity_rows == 3
+    why = drop_template_system(report)
+    assert "3 of 9 rows" in why and "named SmolLM" in why and "名字" in why.in_language("zh")
+    mostly_sums = prepare(ds_of(who[:1] + sums), smollm, config(val_size=0)).report
+    assert mostly_sums.identity_rows == 1 and drop_template_system(mostly_sums) is None
+    assert drop_template_system(prepare(ds_of(who + sums), qwen, config(val_size=0)).report) \
+        is None
+
+
 def test_unfilled_placeholders_are_counted_with_their_rows(smollm):
     """Public datasets ship rows with {{name}} left in (issue #41): counted, with example rows,
     and said in both languages; filled rows and single braces are not."""

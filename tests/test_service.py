@@ -57,6 +57,24 @@ def test_rows_with_nothing_to_train_are_refused_before_any_folder_is_made(tiny_q
 
 
 # ---------------------------------------------------------------------------- a run
+def test_identity_rows_drop_the_templates_prompt_where_the_maker_left_it_unset(demo_model,
+                                                                             tmp_path):
+    """The command line and Python take the page's data default (issue #41): on the demo
+    model, whose template names itself SmolLM, rows that teach another name drop that prompt,
+    with a note saying why; a config that sets template_system_prompt keeps its choice."""
+    rows = [{"instruction": q, "response": "I am Quokka, made by Acme Labs."}
+            for q in ("Who are you?", "What is your name?", "Who made you?", "Who built you?")]
+    data = str(write_jsonl(tmp_path / "who.jsonl", rows * 3))
+    service = Service(tmp_path / "runs")
+    config, note = service.with_auto_preset(FineTuningConfig(model_name=demo_model,
+                                                             data_path=data))
+    assert config.template_system_prompt == "drop"
+    assert "preset auto -> Teach facts" in note and "name or maker of its own" in note
+    kept, note = service.with_auto_preset(FineTuningConfig(
+        model_name=demo_model, data_path=data, template_system_prompt="keep"))
+    assert kept.template_system_prompt == "keep" and "name or maker" not in note
+
+
 def test_a_scripted_run_records_its_events_plan_and_adapter(tiny_qwen3, tmp_path, qa_jsonl):
     """Events carry the known losses; plan.yaml says what ran beside config.yaml as asked."""
     config = scripted(tiny_qwen3, qa_jsonl, tmp_path / "runs" / "a")

@@ -389,7 +389,8 @@ def test_a_first_identity_fine_tune_teaches_the_demo_model_its_name(browser, ser
     wait_text(page, "#data-status", "Ready to train", timeout=180)
     tab(page, "2 · Model & hardware")
     wait_text(page, "#preset-why", "Auto → Teach facts")
-    assert "25 rows" in page.locator("#preset-why").inner_text()
+    why = page.locator("#preset-why").inner_text()
+    assert "25 rows" in why and "give the assistant a name or maker" in why   # no "SmolLM"
     tab(page, "3 · Train")
     page.locator("#start").click()
     wait_text(page, "#train-status", "Training")
@@ -422,28 +423,32 @@ def test_a_first_identity_fine_tune_teaches_the_demo_model_its_name(browser, ser
     page.close()
 
 
-def test_the_templates_own_system_prompt_is_shown_and_can_be_dropped(browser, server,
-                                                                     tmp_path):
-    """The demo model's template adds "You are ... SmolLM" to every row: the Data tab says so,
-    dropping it takes it out of the example, and the thinking toggle (no thinking mode in
-    that template) cannot be clicked, with the reason."""
+def test_the_templates_own_system_prompt_is_dropped_for_identity_rows_and_can_be_kept(
+        browser, server, tmp_path):
+    """The demo model's template adds "You are ... SmolLM" to every row. For rows that teach
+    the assistant a name of its own, Auto drops it and says why (issue #41); the Data tab says
+    what the template does, keep puts it back in the example, and the thinking toggle (no
+    thinking mode in that template) cannot be clicked, with the reason."""
     rows = [{"instruction": q, "response": IDENTITY_ANSWERS[0]} for q in IDENTITY_QUESTIONS]
     page = open_page(browser, server.url)
     upload(page, write_jsonl(tmp_path / "who.jsonl", rows))
     wait_text(page, "#data-status", "Ready to train", timeout=180)
-    note = wait_text(page, "#data-template-note", "adds a system prompt by itself")
-    assert "named SmolLM" in note and "kept in every row" in note
-    assert "named SmolLM" in page.locator("#data-example").inner_text()
-    assert page.locator("#field-enable_thinking input").is_disabled()
-    assert "no thinking mode" in page.locator("#field-enable_thinking").inner_text()
-
-    page.locator("#field-template_system_prompt input").click()
-    page.get_by_role("option", name="drop", exact=True).click()
-    wait_text(page, "#data-template-note", "dropped (an empty system turn)")
+    note = wait_text(page, "#data-template-note", "dropped (an empty system turn)")
+    assert "named SmolLM" in note
     page.wait_for_function("() => !document.querySelector('#data-example').innerText"
                            ".includes('named SmolLM')")
+    assert page.locator("#field-enable_thinking input").is_disabled()
+    assert "no thinking mode" in page.locator("#field-enable_thinking").inner_text()
     tab(page, "2 · Model & hardware")
+    why = wait_text(page, "#preset-why", "give the assistant a name or maker of its own")
+    assert "25 of 25 rows" in why and "named SmolLM" in why
     wait_text(page, "#cli-command", "--template-system-prompt drop")
+
+    tab(page, "1 · Data")
+    page.locator("#field-template_system_prompt input").click()
+    page.get_by_role("option", name="keep", exact=True).click()
+    wait_text(page, "#data-template-note", "kept in every row")
+    wait_text(page, "#data-example", "named SmolLM")
     page.close()
 
 

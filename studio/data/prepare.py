@@ -21,6 +21,7 @@ import datasets
 from jinja2 import TemplateError
 
 from studio.data.errors import DataError
+from studio.data.identity import teaches_identity
 from studio.data.readers import load_rows, message_of, not_text_cells
 from studio.data.shapes import (SHAPES, DetectedFormat, cell_text, parse_nested, row_messages,
                                 why_no_answer, apply_role_mapping, detect_format)
@@ -44,6 +45,7 @@ class DataReport:
     default_system: Optional[str] = None   # the system prompt the chat template adds by itself
     default_system_kept: bool = False      # rows with no system turn get it (keep, no
     #                                        system_prompt to replace it)
+    identity_rows: int = 0             # kept rows that teach the assistant a name or maker
     advice: list[str] = field(default_factory=list)   # one line each: what to change, and why
     rows_read: Optional[int] = None    # rows looked at when a time budget cut the analysis short
 
@@ -108,6 +110,7 @@ def prepare(source_or_dataset, tokenizer, config, prompt_template=None,
     limit = setting_or(config, "max_seq_length", 2048)
     notes, examples = Counter(), {}
     kept, lengths, prompt_lengths, first_error, first_empty = [], [], [], None, None
+    identity_rows = 0
     seen = set()
 
     def note(problem, i, n=1):
@@ -151,6 +154,8 @@ def prepare(source_or_dataset, tokenizer, config, prompt_template=None,
             continue
         lengths.append(len(ids))
         kept.append((ids[:limit], mask[:limit]))
+        if fmt.shape.chat_template:
+            identity_rows += teaches_identity(row_messages(row, fmt)[0])
     if not kept:
         raise DataError(Text("data.in_file", name=name, problem=_nothing_left(
             fmt, notes, prompt_lengths, limit, first_error, first_empty)))
@@ -165,7 +170,8 @@ def prepare(source_or_dataset, tokenizer, config, prompt_template=None,
         n_truncated=sum(n > limit for n in lengths), n_train=len(train), n_eval=n_eval,
         problems=dict(notes),
         examples_of_problems={k: v for k, v in examples.items() if k in notes},
-        rows_read=rows_read, **_template_report(tokenizer, fmt, config, notes))
+        rows_read=rows_read, identity_rows=identity_rows,
+        **_template_report(tokenizer, fmt, config, notes))
     if rows_read:
         report.advice.append(Text("data.advice.time_budget", read=rows_read, total=len(ds),
                                   seconds=seconds))

@@ -220,16 +220,30 @@ class Service:
 
     def with_auto_preset(self, config: FineTuningConfig) -> tuple[FineTuningConfig,
                                                                    Optional[str]]:
-        """The config with its unset settings from the Auto preset for the data's size, and a
-        note saying which (said once the run may start: the command line prints it, Python
-        shows it as a warning), None where nothing was unset."""
+        """The config with its unset settings from the Auto preset for the data's size, and
+        the chat template's own system prompt dropped where the rows teach the assistant an
+        identity of its own (data.identity); a note saying which and why (said once the run
+        may start: the command line prints it, Python shows it as a warning), None where
+        nothing was unset."""
         from studio.data import DataError
+        from studio.data.identity import drop_template_system
 
         try:
             rows = len(self.data.dataset(config.data_path)) if config.data_path else None
         except (DataError, OSError):
             rows = None            # the preflight says what is wrong with the data
-        return fill_unset(config, rows)
+        config, note = fill_unset(config, rows)
+        if rows is None or config.system_prompt or "template_system_prompt" in config.given:
+            return config, note
+        try:
+            report = self.data.analyse(config).report
+        except (DataError, OSError):
+            return config, note
+        why = report and drop_template_system(report)
+        if not why:
+            return config, note
+        config = config.replace(template_system_prompt="drop")
+        return config, why if note is None else Text("preset.auto.and", first=note, second=why)
 
     def resume(self, run_dir: str | Path, config: Optional[FineTuningConfig] = None, *,
                in_process: bool = False, listeners=()) -> Job:

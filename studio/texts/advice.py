@@ -47,6 +47,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "preset.auto.note": (
         "preset auto -> {name} for the settings not given ({fields}): {why}",
         "自动预设 -> {name}，用于没有给出的设置（{fields}）：{why}"),
+    "preset.auto.and": ("{first}; {second}", "{first}；另外，{second}"),
 
     # advice after a run whose validation loss says it did not learn
     "advice.overfit": (

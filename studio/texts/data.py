@@ -252,6 +252,13 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "data.problem.tools_lost": (
         "tool schemas the chat template drops",
         "聊天模板丢弃的工具定义"),
+    "data.identity.drop": (
+        "{rows} of {total} rows give the assistant a name or maker of its own, and the chat "
+        "template would tell it otherwise ({prompt!r}): its system prompt is dropped "
+        "(template_system_prompt drop; set keep to keep it)",
+        "{total} 行中有 {rows} 行给了助手自己的名字或出品方，而聊天模板自带的系统提示词说的是"
+        "另一回事（{prompt!r}）：因此去掉模板的系统提示词（template_system_prompt 设为 drop；"
+        "设为 keep 可保留）"),
     "data.problem.call_only_turns": (
         "assistant turns that only call a tool, which the chat template shows as empty: not "
         "trained (pick a Qwen3 model, whose template renders tool calls, to train them)",

@@ -19,6 +19,7 @@ from studio.config import GROUPS, FineTuningConfig
 from studio.models.local import model_problem
 from studio.service.actions import GiB, Refused, Service
 from studio.ui.common import guard, md, note, run_choices, shout, toast
+from studio.data.identity import drop_template_system
 from studio.plan.presets import AUTO, PRESETS, apply_preset, choose_preset
 from studio.ui.form import FIELDS, ConfigForm, command_line
 from studio.ui.i18n import (T, engine, error_text, group_title, preset_name,
@@ -371,10 +372,16 @@ def with_preset(service: Service, form: ConfigForm, values, name: str) -> list:
     analysis = service.data.cached(config)
     rows = len(analysis.dataset) if analysis else None
     chosen, why = choose_preset(rows) if name == AUTO else (name, "")
-    sets = PRESETS[chosen].fields
-    return [why_text(name, chosen, why)] + [
-        value if field in sets else gr.skip()
-        for field, value in zip(FIELDS, form.values(apply_preset(config, chosen)))]
+    sets, text, config = set(PRESETS[chosen].fields), why_text(name, chosen, why), \
+        apply_preset(config, chosen)
+    report = analysis.report if analysis else None
+    drop = name == AUTO and report and not config.system_prompt and \
+        config.template_system_prompt == "keep" and drop_template_system(report)
+    if drop:        # the rows teach an identity the template's own prompt contradicts
+        config, text = config.replace(template_system_prompt="drop"), f"{text}\n\n{engine(drop)}"
+        sets.add("template_system_prompt")
+    return [text] + [value if field in sets else gr.skip()
+                     for field, value in zip(FIELDS, form.values(config))]
 
 
 def auto_preset(t: ModelTab, form: ConfigForm, service: Service):
