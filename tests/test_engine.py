@@ -412,3 +412,19 @@ def test_the_chat_loop_samples_inside_the_nucleus_and_streams_whole_characters(t
     pieces = list(_decoded_text(tok, ([i] for i in ids)))
     assert "".join(pieces) == tok.decode(ids, skip_special_tokens=True)
     assert not any("\ufffd" in p for p in pieces)
+
+
+def test_the_kernel_download_warning_of_bitsandbytes_stays_out_of_run_logs(caplog):
+    """On a CPU with AVX-512 BF16, importing bitsandbytes warned "Failed to load CPU
+    gemm_4bit_forward from kernels-community" in every CPU run's log (issue #41); the torch
+    backends drop that one line and let bitsandbytes' other warnings through."""
+    import logging
+
+    import backends.torch.trl_recipe  # noqa: F401 - the backends' logging filters
+
+    said = logging.getLogger("bitsandbytes.backends.cpu.ops")
+    with caplog.at_level(logging.WARNING):
+        said.warning("Failed to load CPU gemm_4bit_forward from kernels-community: %s. Please "
+                     "make sure you already `pip install kernels`", "No module named 'kernels'")
+        said.warning("another warning")
+    assert [r.getMessage() for r in caplog.records] == ["another warning"]

@@ -328,6 +328,16 @@ def _not_the_padding_free_warning(record: logging.LogRecord) -> bool:
 logging.getLogger("trl.trainer.sft_trainer").addFilter(_not_the_padding_free_warning)
 
 
+def _not_the_kernel_download_warning(record: logging.LogRecord) -> bool:
+    """bitsandbytes, imported on a CPU with AVX-512 BF16, tries to fetch a 4-bit CPU kernel
+    from the Hub and warns in every run's log when it cannot, 4-bit or not (issue #41). Its
+    own kernel serves instead, and the studio's runs are offline: nothing to act on."""
+    return "gemm_4bit_forward from kernels-community" not in record.getMessage()
+
+
+logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_not_the_kernel_download_warning)
+
+
 def save_adapter(trainer, run_dir: Path) -> Path:
     """The trained LoRA weights and the tokenizer (with the chat template used) in run_dir/adapter."""
     adapter = run_dir / "adapter"
