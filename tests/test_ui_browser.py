@@ -185,6 +185,10 @@ def test_the_whole_flow_from_upload_to_chat(browser, server, tmp_path, tiny_qwen
     assert page.evaluate("() => { const e = document.querySelector('#train-samples');"
                          " return e.scrollWidth <= e.clientWidth; }"), "the answers overflow"
     shot(page, "train")
+    # the Model tab's checks kept "already training" after the run, until a setting changed
+    tab(page, "2 · Model & hardware")
+    wait_text(page, "#config-checks", "These settings can run here")
+    assert "already training" not in page.locator("#config-checks").inner_text()
 
     # ---- chat: the fine-tuned run answers, token by token, beside its base model
     tab(page, "4 · Chat")

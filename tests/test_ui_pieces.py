@@ -190,3 +190,22 @@ def test_the_first_page_ever_opened_fills_every_output_the_train_tab_wires(tmp_p
     with gr.Blocks():
         wired = train_tab.outputs(train_tab.build())
     assert len(train_tab.attach(Service(tmp_path / "runs"))) == len(wired)
+
+
+def test_the_hardware_box_says_the_precision_the_checks_and_the_plan_say(tmp_path):
+    """The Model tab's hardware box said "CPU in float32" where the checks and the run's plan
+    said bfloat16 (issue #41): all three read the precision a run left to auto takes here."""
+    from studio.plan.hardware import Hardware
+    from studio.service.actions import Service
+    from studio.ui.model_tab import checks_html, hardware_text
+
+    for native, word in ((True, "bfloat16"), (False, "float32")):
+        hw = Hardware(cpu_cores=2, ram_bytes=24 * 2**30, cpu_bf16=native)
+        service = Service(tmp_path / "runs")
+        service.hardware = lambda hw=hw: hw
+        config = FineTuningConfig(model_name="Qwen/Qwen3-0.6B", backend="transformers")
+        plan = service.plan(config, hw)
+        assert (plan.config.bf16 is True) == native
+        assert f"the CPU in {word}" in hardware_text(service)[0]
+        checks = checks_html(service, config, plan, [])
+        assert word in checks and ("float32" in checks) != native, checks

@@ -114,7 +114,7 @@ def build_app(runs_dir: str | Path = "runs", allow=(), warning: str | None = Non
             page.select(None, js=RESIZE_CHARTS)
 
         follow, loaded = data_tab.wire(data, form, service)
-        for event in model_tab.wire(model, form, service, demo):
+        for event in model_tab.wire(model, form, service, demo, model_page):
             follow(event)
         auto = model_tab.auto_preset(model, form, service)
         for event in loaded:

@@ -315,10 +315,10 @@ CATALOG: dict[str, tuple[str, str]] = {
                "{major}.{minor}",
                "- **GPU {index}：** {name} · {total:.0f} GiB（空闲 {free:.0f} GiB）· 计算能力 "
                "{major}.{minor}"),
-    "hw.no_gpu": ("- **GPU:** no CUDA GPU found, so training runs on the CPU in float32 (slow: "
-                  "fine for the bundled demo models and small tests)",
-                  "- **GPU：** 没有找到 CUDA GPU，训练将在 CPU 上以 float32 运行（较慢：适合自带的"
-                  "演示模型和小测试）"),
+    "hw.no_gpu": ("- **GPU:** no CUDA GPU found, so training runs on the CPU in {precision} "
+                  "(slow: fine for the bundled demo models and small tests)",
+                  "- **GPU：** 没有找到 CUDA GPU，训练将在 CPU 上以 {precision} 运行（较慢：适合自带"
+                  "的演示模型和小测试）"),
     "hw.apple": ("- **Apple Silicon:** yes (the mlx backend can use it)",
                  "- **Apple Silicon：** 有（mlx 后端可以使用）"),
     "hw.cpu": ("- **CPU:** {name} · {cores} cores", "- **CPU：** {name} · {cores} 核"),

@@ -132,7 +132,8 @@ def hardware_text(service: Service) -> tuple[str, str]:
                  free=g.free_bytes / GiB, major=g.capability[0], minor=g.capability[1])
              for g in hw.gpus]
     if not hw.gpus:
-        lines.append(say("hw.no_gpu"))
+        # the precision a run left to auto takes on this CPU, as the checks and the plan say
+        lines.append(say("hw.no_gpu", precision="bfloat16" if hw.cpu_bf16 else "float32"))
     if hw.apple_silicon:
         lines.append(say("hw.apple"))
     lines.append(say("hw.cpu", name=hw.cpu_name, cores=hw.cpu_cores))
@@ -248,8 +249,10 @@ def checks_html(service: Service, config: FineTuningConfig, plan, notes: list) -
 
 
 # ---------------------------------------------------------------------------- wiring
-def wire(t: ModelTab, form: ConfigForm, service: Service, demo: gr.Blocks) -> list:
-    """Wire the tab; returns the events that rewrite the form (the data view follows them)."""
+def wire(t: ModelTab, form: ConfigForm, service: Service, demo: gr.Blocks, page: gr.Tab) -> list:
+    """Wire the tab; returns the events that rewrite the form (the data view follows them).
+    Its boxes are redrawn whenever it is shown too: a run that ended elsewhere (the Train tab,
+    another browser) no longer refuses a start here."""
 
     @guard
     def summary(*values):
@@ -270,6 +273,7 @@ def wire(t: ModelTab, form: ConfigForm, service: Service, demo: gr.Blocks) -> li
     gr.on(form.triggers, summary, form.inputs, summary_outputs, trigger_mode="always_last",
           show_progress="hidden", api_name=False)
     demo.load(summary, form.inputs, summary_outputs, api_name=False)
+    page.select(summary, form.inputs, summary_outputs, show_progress="hidden", api_name=False)
 
     @guard
     def measure(*values, progress=gr.Progress()):
