@@ -43,6 +43,18 @@ def test_a_run_whose_validation_loss_stays_high_is_told_what_to_change():
     assert "rose from 0.20 to 0.50" in advice_after(weak, rising)
 
 
+def test_advice_names_the_teach_facts_preset_only_where_the_run_did_not_use_it():
+    """A Teach facts run (its layers listed in another order) was told "the Teach facts preset
+    sets most of these" (issue #41): only a run with another recipe is pointed at it."""
+    teach = FineTuningConfig(**PRESETS["Teach facts"].fields).replace(
+        target_modules=list(reversed(ALL_LINEAR)))
+    events = [event("status", n_train=90), event("train", 1, loss=2.5),
+              event("eval", 10, eval_loss=2.1), event("eval", 20, eval_loss=1.9)]
+    advice = advice_after(teach, events)
+    assert "num_train_epochs 3 -> 5" in advice and "preset" not in advice
+    assert "Teach facts preset" in advice_after(teach.replace(lora_r=8), events)
+
+
 def test_no_advice_says_the_answers_have_not_stuck_while_they_say_their_references():
     """The page's identity run was told "the validation loss is still 0.89: the answers in the
     data have not stuck yet" beside samples that gave the taught name word for word (issue

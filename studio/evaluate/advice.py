@@ -39,10 +39,8 @@ def advice_after(config, events, report=None) -> Optional[Text]:
     tips = _tips(config, small)
     what = Text("advice.not_stuck") if small else Text("advice.barely_moved")
     shown = Text("advice.answers_said", said=said, answers=len(answers)) if answers else ""
-    teach = PRESETS["Teach facts"].fields
-    preset = Text("advice.teach_preset", preset=preset_label("Teach facts")) if small and any(
-        config.to_dict()[k] != teach[k] for k in ("learning_rate", "target_modules", "lora_r")) \
-        else ""
+    preset = Text("advice.teach_preset", preset=preset_label("Teach facts")) \
+        if small and _not_teach_facts(config) else ""
     return Text("advice.still_high", last=last, shown=shown, what=what,
                 tips=_joined(tips) if tips else Text("advice.tip.more_epochs"), preset=preset)
 
@@ -73,6 +71,14 @@ def _tips(config, small: bool) -> list[Text]:
     if config.lora_r < 16:
         tips.append(Text("advice.tip.lora_r", now=config.lora_r))
     return tips
+
+
+def _not_teach_facts(config) -> bool:
+    """Whether the run's recipe is not Teach facts' (layers in any order), so that naming the
+    preset would change something."""
+    teach = PRESETS["Teach facts"].fields
+    return (config.learning_rate != teach["learning_rate"] or config.lora_r != teach["lora_r"]
+            or set(config.target_modules) != set(teach["target_modules"]))
 
 
 def _joined(tips: list[Text]) -> Text:
