@@ -254,6 +254,13 @@ def test_a_few_measured_steps_give_the_time_a_run_would_take(tiny_qwen3, tmp_pat
     assert estimate.seconds == estimate.tokens / speed.tokens_per_s
     assert "measured on this machine" in estimate.source
     assert service.runs() == []                           # the measurement left no run behind
+    # a run of this model that ends after the measurement is the newer word (issue #41: an
+    # estimate measured on a quiet machine still said 3 min after a 23-min run)
+    job = service.start(config, in_process=True)
+    assert job.wait(60).state == "finished"
+    after = service.time_estimate(config)
+    assert f"as the last run of this model went ({job.run_dir.name})" in after.source
+    assert "按这个模型上一次运行的速度" in after.source.in_language("zh")
 
 
 def test_a_resumed_run_counts_its_earlier_training_time(tiny_qwen3, tmp_path, qa_jsonl):

@@ -21,6 +21,7 @@ import re
 import shutil
 import tempfile
 import threading
+import time
 import warnings
 from collections import OrderedDict
 from contextlib import contextmanager
@@ -71,7 +72,7 @@ class TimeEstimate:
     tokens: float
     seconds: float
     speed: Speed
-    source: str           # where the speed comes from, for people
+    source: Text          # where the speed comes from, for people
 
 
 def _speed_key(config: FineTuningConfig) -> tuple:
@@ -101,7 +102,8 @@ class Service:
         self._lock = threading.RLock()          # the dicts (held briefly)
         self._models: OrderedDict = OrderedDict()
         self._loading: dict[tuple, threading.Lock] = {}   # one load at a time per model
-        self._speeds: dict[tuple, Speed] = {}       # measured, by the settings that matter
+        # measured, and when, by the settings that matter
+        self._speeds: dict[tuple, tuple[Speed, float]] = {}
         self.bounds = ReplyBounds()      # what one chat request may ask (server flags)
 
     # ------------------------------------------------------------------ hardware and memory
@@ -320,28 +322,31 @@ class Service:
             finally:
                 shutil.rmtree(work, ignore_errors=True)
         with self._lock:
-            self._speeds[_speed_key(config)] = speed
+            self._speeds[_speed_key(config)] = (speed, time.time())
         return speed
 
     def time_estimate(self, config: FineTuningConfig) -> Optional[TimeEstimate]:
-        """How long this run would train: its plan's tokens at the speed measured for these
-        settings (measure_speed), else at the speed of the newest run of this model; None when
-        neither or no data is known."""
+        """How long this run would train: its plan's tokens at the newest speed known, the one
+        measured for these settings (measure_speed) or the newest run of this model's, so a
+        run that just ended on a busy machine corrects a measurement made before it; the
+        source says which. None when neither or no data is known."""
         plan = self.plan(config)
         if not plan.steps:
             return None
         with self._lock:
-            speed = self._speeds.get(_speed_key(config))
-        source = "measured on this machine for these settings"
-        if speed is None:
-            speed, run = self._past_speed(config.model_name)
-            source = f"as the last run of this model went ({run})"
-        if speed is None:
+            measured, measured_at = self._speeds.get(_speed_key(config), (None, 0.0))
+        past, run = self._past_speed(config.model_name)
+        if measured is not None and (past is None or measured_at >= (run.status.ended or 0)):
+            speed, source = measured, Text("plan.speed.measured")
+        elif past is not None:
+            speed, source = past, Text("plan.speed.last_run", run=run.name)
+        else:
             return None
         return TimeEstimate(plan.steps, plan.tokens, plan.seconds_at(speed.tokens_per_s), speed,
                             source)
 
-    def _past_speed(self, model_name: str) -> tuple[Optional[Speed], str]:
+    def _past_speed(self, model_name: str) -> tuple[Optional[Speed], Optional[RunEntry]]:
+        """The speed of the newest run of this model that logged steps, and that run."""
         for run in self.runs():
             try:
                 if read_config(run.run_dir).model_name != model_name:
@@ -350,8 +355,8 @@ class Service:
                 continue
             speed = Speed.of(run_events(run.run_dir, tail=50_000)[0])
             if speed:
-                return speed, run.name
-        return None, ""
+                return speed, run
+        return None, None
 
     # ------------------------------------------------------------------ evaluating
     def evaluate(self, run_dir: str | Path, data: Optional[str] = None, **options):

@@ -49,6 +49,12 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "自动预设 -> {name}，用于没有给出的设置（{fields}）：{why}"),
     "preset.auto.and": ("{first}; {second}", "{first}；另外，{second}"),
 
+    # where the time estimate's speed comes from (studio.service Service.time_estimate)
+    "plan.speed.measured": ("measured on this machine for these settings",
+                            "在本机用这些设置测得"),
+    "plan.speed.last_run": ("as the last run of this model went ({run})",
+                            "按这个模型上一次运行的速度（{run}）"),
+
     # advice after a run whose validation loss says it did not learn
     "advice.overfit": (
         "The validation loss rose from {best:.2f} to {last:.2f}: the model learnt the training "

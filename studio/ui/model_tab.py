@@ -217,7 +217,7 @@ def time_html(estimate) -> str:
         return note(say("time.none"))
     text = say("time.estimate", duration=_duration(estimate.seconds), steps=estimate.steps,
                tokens=estimate.tokens, speed=estimate.speed.tokens_per_s,
-               source=html.escape(estimate.source))
+               source=html.escape(engine(estimate.source)))
     if estimate.seconds > 1800:
         text += say("time.long")
     return f'<div class="mem">{text}</div>'
