@@ -159,9 +159,7 @@ def test_the_whole_flow_from_upload_to_chat(browser, server, tmp_path, tiny_qwen
         assert "Failed" not in page.locator("#train-status").inner_text()
         time.sleep(0.3)
     seen_while_running = points(page)
-    page.locator("#start").click()
-    # (the Model tab's checks, hidden, may say so too when its summary lands after Start)
-    page.get_by_text("already training").locator("visible=true").first.wait_for()
+    page.wait_for_selector("#start:disabled", timeout=10_000)   # one job at a time
 
     second = open_page(browser, server.url)     # a second tab reattaches with the curve so far
     tab(second, "3 · Train")
@@ -171,6 +169,7 @@ def test_the_whole_flow_from_upload_to_chat(browser, server, tmp_path, tiny_qwen
     second.close()
 
     status = wait_text(page, "#train-status", "Finished", timeout=180)
+    page.wait_for_selector("#start:enabled", timeout=10_000)
     time.sleep(1.5)      # the last tick draws the final points
     assert seen_while_running >= 1 and points(page) > seen_while_running
     progress = page.locator("#train-progress").inner_text()
@@ -405,11 +404,13 @@ def test_a_first_identity_fine_tune_teaches_the_demo_model_its_name(browser, ser
                            "getComputedStyle(document.querySelector('#tab-train')).display "
                            "!== 'none'")
     wait_text(page, "#train-status", "Training")
+    page.wait_for_selector("#start:disabled", timeout=10_000)   # reattached: no second start
     tab(page, "1 · Data")
     assert "identity" in text_input(page, "data-path").input_value()
     wait_text(page, "#data-status", "25 rows")
     tab(page, "2 · Model & hardware")
     assert text_input(page, "field-learning_rate").input_value() == "0.001"
+    wait_text(page, "#preset-why", "25 rows")        # not "no dataset yet" beside the data
 
     tab(page, "3 · Train")
     # about 1.5 minutes on a quiet 2-core machine; a full suite once saw this machine train 8x

@@ -132,14 +132,16 @@ def build_app(runs_dir: str | Path = "runs", allow=(), warning: str | None = Non
         states = [w for w in form.inputs if isinstance(w, gr.State)]
         gr.on(form.triggers + [w.change for w in states], keep_form(form), form.inputs, kept,
               trigger_mode="always_last", show_progress="hidden", api_name=False)
-        follow(demo.load(restore_form(form), kept, form.inputs, api_name=False))
+        restored = demo.load(restore_form(form), kept, form.inputs, api_name=False)
+        follow(restored)
+        restored.then(model_tab.why_now(service, form), [model.preset] + form.inputs,
+                      model.preset_why, show_progress="hidden", api_name=False)
 
         # ---- page load: hardware probe, reattach to a live run (on its tab), chat sources
         demo.load(lambda: gr.Tabs(selected="train") if service.active() else gr.skip(), None,
                   tabs, api_name=False)
         demo.load(lambda: model_tab.on_load(model, form, service), None,
                   [model.hardware, model.backends, model.past_run], api_name=False)
-        demo.load(model_tab.first_why, None, model.preset_why, api_name=False)
         demo.load(lambda: train_tab.attach(service), None, train_tab.outputs(train),
                   api_name="attach")
         demo.load(lambda: chat_tab.refresh_sources(service), None, chat.source, api_name=False)

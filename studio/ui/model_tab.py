@@ -363,9 +363,20 @@ def why_text(name: str, chosen: str, why: str) -> str:
     return say("preset.why", name=preset_name(name), preset_why=preset_purpose(name))
 
 
-def first_why() -> str:
-    """Page load: what Auto picks before any data, in the page's language."""
-    return why_text(AUTO, *choose_preset(None))
+def why_now(service: Service, form: ConfigForm):
+    """Page load, once the kept form is back: what the picked preset is for and, for Auto, why
+    it fits the dataset in the form (a reload mid-run said "no dataset yet" beside the data)."""
+    @guard
+    def why(name, *values):
+        if name != AUTO:
+            return why_text(name, name, "")
+        config, _ = form.to_config(*values)
+        try:
+            rows = len(service.data.dataset(config.data_path)) if config.data_path else None
+        except Exception:   # noqa: BLE001 - the Data tab says what is wrong with the file
+            rows = None
+        return why_text(AUTO, *choose_preset(rows))
+    return why
 
 
 def with_preset(service: Service, form: ConfigForm, values, name: str) -> list:

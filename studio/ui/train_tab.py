@@ -321,6 +321,9 @@ def poll(service: Service, watch: dict, force_chart: bool = False) -> list:
             gr.Timer(active=not running) if state_changed or force_chart else gr.skip(),
             gr.update(visible=may_resume) if state_changed or force_chart else gr.skip(),
             gr.update(choices=run_choices(service), value=watch["run"])
+            if state_changed or force_chart else gr.skip(),
+            # one job at a time: Start is off while any run trains (this one or another)
+            gr.update(interactive=service.active() is None)
             if state_changed or force_chart else gr.skip()]
 
 
@@ -343,7 +346,7 @@ def samples_html(watch: dict) -> str:
 
 # what the Train tab's handlers answer, in this order
 OUTPUTS = ("watch", "status", "progress", "plan", "chart", "samples", "log", "timer", "lookout",
-           "resume", "run")
+           "resume", "run", "start")
 
 
 def outputs(t: TrainTab) -> list:
