@@ -91,7 +91,8 @@ def points(page) -> int:
 
 
 def use_model_folder(page, folder: str) -> None:
-    tab(page, "2 · Model & hardware")
+    """The model folder picked on the Model tab (found by place: any language)."""
+    tab_at(page, 1)
     text_input(page, "model-folder").fill(folder)
     page.locator("#use-folder").click()
     page.wait_for_function("f => document.querySelector('#model-name input').value.includes(f)",
@@ -502,11 +503,7 @@ def test_the_page_in_chinese_shows_no_english_label(browser, server, tiny_qwen3)
     page = open_page(browser, server.url, locale="zh-CN")
     use = page.locator("button[role=tab]")
     assert use.all_inner_texts()[:4] == ["1 · 数据", "2 · 模型与硬件", "3 · 训练", "4 · 对话"]
-    tab_at(page, 1)
-    text_input(page, "model-folder").fill(tiny_qwen3)
-    page.locator("#use-folder").click()
-    page.wait_for_function("f => document.querySelector('#model-name input').value.includes(f)",
-                           arg=tiny_qwen3)
+    use_model_folder(page, tiny_qwen3)
     tab_at(page, 0)
     page.locator("#example-example_sharegpt").click()     # the mapping and the role table show
     wait_text(page, "#data-status", "已加载 example_sharegpt.json：20 行", timeout=90)
@@ -545,11 +542,7 @@ def test_the_chinese_page_says_the_engines_errors_and_refusals_in_chinese(browse
     from studio.texts.message import Text
 
     page = open_page(browser, server.url, locale="zh-CN")
-    tab_at(page, 1)
-    text_input(page, "model-folder").fill(tiny_qwen3)
-    page.locator("#use-folder").click()
-    page.wait_for_function("f => document.querySelector('#model-name input').value.includes(f)",
-                           arg=tiny_qwen3)
+    use_model_folder(page, tiny_qwen3)
     tab_at(page, 0)
     text_input(page, "data-path").fill(str(tmp_path / "missing.jsonl"))
     page.locator("#data-load").click()

@@ -179,7 +179,8 @@ class Analyses:
         cached = self.cached(config)
         if cached:
             return cached
-        from studio.data.readers import MAX_COLUMNS, columns_left_out, message_of
+        from studio.data.readers import MAX_COLUMNS, columns_left_out
+        from studio.texts.message import message_of
 
         begun = self._cancels
 

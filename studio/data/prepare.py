@@ -22,12 +22,12 @@ from jinja2 import TemplateError
 
 from studio.data.errors import DataError
 from studio.data.identity import teaches_identity
-from studio.data.readers import load_rows, message_of, not_text_cells
+from studio.data.readers import load_rows, not_text_cells
 from studio.data.shapes import (SHAPES, DetectedFormat, cell_text, parse_nested, row_messages,
                                 why_no_answer, apply_role_mapping, detect_format)
 from studio.data.templates import (REASONING_LOST, TOOL_CALLS_LOST, TOOLS_LOST, chat_kit, setting_or,
                                    tokenize_full, trains_tokens, template_features)
-from studio.texts.message import Text
+from studio.texts.message import Text, message_of
 
 
 @dataclass

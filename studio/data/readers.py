@@ -53,13 +53,6 @@ def load_rows(source: str, split: str = "train") -> datasets.Dataset:
     return ds
 
 
-def message_of(error: BaseException):
-    """An exception's message: the Text it was raised with where it is one (so it can still be
-    said in Chinese), else its words as str() gives them."""
-    said = error.args[0] if len(error.args) == 1 else None
-    return said if isinstance(said, Text) and str(error) == said else str(error)
-
-
 def _guarded(reader, path: Path, split: str) -> datasets.Dataset:
     """The reader's rows; whatever else goes wrong inside a parser (nesting deeper than Python
     recurses, a value Arrow cannot hold) is a DataError naming the file, never a raw error."""

@@ -30,7 +30,7 @@ from studio.config import FineTuningConfig
 from studio.inference import PromptFormat, resolve_source
 from studio.markdown import code, fenced
 from studio.runs.store import is_run_dir, read_plan
-from studio.texts.message import Text
+from studio.texts.message import Text, message_of
 
 FORMATS = ("merged", "lora", "gguf", "ollama")
 QUANTS = ("f16", "q8_0", "q4_k_m")
@@ -74,7 +74,7 @@ def check(run_dir, fmt: str, quant: Optional[str] = None) -> tuple[FineTuningCon
     try:
         config, adapter = resolve_source(Path(run_dir))
     except FileNotFoundError as e:
-        raise ExportError(_said(e)) from None
+        raise ExportError(message_of(e)) from None
     if adapter is None or not is_run_dir(run_dir):
         raise ExportError(Text("refuse.export.no_adapter", run=run_dir))
     config = config.resolve()
@@ -118,7 +118,7 @@ def export_run(run_dir, fmt: str, out, quant: Optional[str] = None,
         try:
             _WRITERS[fmt](config, adapter, partial, quant, progress, result)
         except (ValueError, BackendError) as e:   # the GGUF writer's and the template's refusals
-            raise ExportError(_said(e)) from e
+            raise ExportError(message_of(e)) from e
         result.commands = _commands(config, adapter, out, fmt, result)
         result.files = {p.relative_to(partial).as_posix(): p.stat().st_size
                         for p in sorted(partial.rglob("*")) if p.is_file()}
@@ -247,11 +247,6 @@ def _readme(result: ExportResult, config) -> str:
 
 
 # ---------------------------------------------------------------------------- helpers
-def _said(e: BaseException) -> str:
-    """Another error's message as it was given (a Text stays one, said again in Chinese)."""
-    return e.args[0] if len(e.args) == 1 and isinstance(e.args[0], str) else str(e)
-
-
 def _slug(run: str) -> str:
     """A name Ollama and file systems accept, from the run folder's name."""
     return re.sub(r"[^a-z0-9._-]+", "-", Path(run).name.lower()).strip("-._") or "model"

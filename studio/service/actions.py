@@ -39,9 +39,9 @@ from studio.runs.store import (RunEntry, RunError, active_run, files, has_adapte
                                last_checkpoint, list_runs, new_run_dir, prepare_run_dir,
                                read_config, read_status, run_events, write_status)
 from studio.runs.jobs import Job
-from studio.service.errors import Refused, reason
+from studio.service.errors import Refused
 from studio.service.paths import Paths
-from studio.texts.message import Text
+from studio.texts.message import Text, message_of
 
 GiB = 2**30
 
@@ -166,7 +166,7 @@ class Service:
         try:
             backend_for(config.resolve(hw), hw)
         except BackendError as e:
-            problems.append(reason(e))
+            problems.append(message_of(e))
         if (why := model_problem(config.model_name)):
             problems.append(why)
         if not config.data_path:
@@ -176,7 +176,7 @@ class Service:
         try:
             analysis = self.data.analyse(config)
         except DataError as e:
-            return [reason(e)]
+            return [message_of(e)]
         if analysis.error:
             return [analysis.error]
         if analysis.report.n_train == 0:
@@ -211,7 +211,7 @@ class Service:
             try:
                 prepare_run_dir(run_dir, config, overwrite=overwrite)
             except RunError as e:
-                raise Refused([reason(e)]) from None
+                raise Refused([message_of(e)]) from None
             write_status(run_dir, estimate_gb=round(est.total / GiB, 2) if est else None, step=0)
             analysis = self.data.cached(config)
             job = Job.start(run_dir, in_process=in_process, listeners=listeners,
@@ -271,7 +271,7 @@ class Service:
             try:
                 prepare_run_dir(run_dir, config, resume=True)
             except RunError as e:
-                raise Refused([reason(e)]) from None
+                raise Refused([message_of(e)]) from None
             job = Job.start(run_dir, resume=True, in_process=in_process, listeners=listeners)
         with self._lock:
             self._jobs[str(run_dir)] = job
@@ -373,7 +373,7 @@ class Service:
             try:
                 return evaluate_run(run_dir, data=data, **options)
             except EvalError as e:
-                raise Refused([reason(e)]) from None
+                raise Refused([message_of(e)]) from None
 
     def export_evalscope(self, run_dir: str | Path, data: Optional[str] = None) -> Path:
         """The run's held-out rows (or the file `data`'s) as an EvalScope general_qa file in
@@ -385,7 +385,7 @@ class Service:
             return export_evalscope(run_dir, files(run_dir).evals / "evalscope_general_qa.jsonl",
                                     data=data)
         except EvalError as e:
-            raise Refused([reason(e)]) from None
+            raise Refused([message_of(e)]) from None
 
     def export(self, run_dir: str | Path, fmt: str, out: str | Path | None = None,
                quant: Optional[str] = None, progress=lambda done, what: None):
@@ -403,7 +403,7 @@ class Service:
             try:
                 return export_run(run_dir, fmt, out, quant, progress)
             except ExportError as e:
-                raise Refused([reason(e)]) from None
+                raise Refused([message_of(e)]) from None
 
     def export_estimate(self, run_dir: str | Path, fmt: str, quant: Optional[str] = None):
         """(bytes or None, where it would go) for the page to show before an export starts."""
@@ -413,7 +413,7 @@ class Service:
         try:
             return estimate(run_dir, fmt, quant), self._export_folder(run_dir, fmt, quant)
         except ExportError as e:
-            raise Refused([reason(e)]) from None
+            raise Refused([message_of(e)]) from None
 
     @staticmethod
     def _export_folder(run_dir: Path, fmt: str, quant: Optional[str]) -> Path:

@@ -10,9 +10,3 @@ class Refused(RuntimeError):
         self.problems = list(problems)
         super().__init__(self.problems[0] if len(self.problems) == 1 else
                          "; ".join(self.problems))
-
-
-def reason(e: BaseException) -> str:
-    """An error's message as it was given: a Text (studio.texts) stays one, so wrapping another
-    error's message keeps its Chinese; str(e) where it was not one message."""
-    return e.args[0] if len(e.args) == 1 and isinstance(e.args[0], str) else str(e)

@@ -13,8 +13,8 @@ from studio.config import FineTuningConfig
 from studio.data.readers import EXAMPLES
 from studio.models.catalog import DEMO_MODEL_ID, TINY_QWEN3_ID
 from studio.service.access import Confinement, Outside, hub_shaped
-from studio.service.errors import Refused, reason
-from studio.texts.message import Text
+from studio.service.errors import Refused
+from studio.texts.message import Text, message_of
 
 BUNDLED = (DEMO_MODEL_ID, TINY_QWEN3_ID)     # built into the studio's cache on first use
 
@@ -39,7 +39,7 @@ class Paths:
         try:
             self.confine.path(given)
         except Outside as e:
-            raise Refused([reason(e)]) from None
+            raise Refused([message_of(e)]) from None
         return given
 
     def source(self, given: Optional[str], kind: str = "model") -> Optional[str]:
@@ -67,7 +67,7 @@ class Paths:
         try:
             return self.source(given, "dataset")
         except Refused as e:
-            raise DataError(reason(e)) from None
+            raise DataError(message_of(e)) from None
 
     def config(self, config: FineTuningConfig) -> FineTuningConfig:
         """The config with its sources checked (output_dir is not used: runs go in the runs

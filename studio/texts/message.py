@@ -34,6 +34,13 @@ def _fill(template: str, values: dict, lang: str) -> str:
     return template.format(**{k: localise(v, lang) for k, v in values.items()})
 
 
+def message_of(error: BaseException):
+    """An exception's message as it was raised: the Text it carries (so wrapping it in another
+    message keeps its Chinese), else its words as str() gives them."""
+    said = error.args[0] if len(error.args) == 1 else None
+    return said if isinstance(said, Text) and str(error) == said else str(error)
+
+
 def localise(message, lang: str):
     """`message` in `lang` where it is a Text; any other value as it is."""
     return message.in_language(lang) if isinstance(message, Text) else message

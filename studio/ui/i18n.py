@@ -20,7 +20,7 @@ from gradio.i18n import I18nData
 from studio.config import GROUPS, FineTuningConfig, zero_means_automatic
 from studio.plan.presets import AUTO, PRESETS, preset_label
 from studio.texts import fields as field_texts
-from studio.texts.message import Text, localise
+from studio.texts.message import localise, message_of
 
 LANGUAGES = ("en", "zh")
 COOKIE = "qwen3-studio-lang"
@@ -691,8 +691,7 @@ def error_text(e: BaseException) -> str:
     problems = getattr(e, "problems", None)
     if problems is not None:
         return "\n".join(engine(p) for p in problems)
-    first = e.args[0] if len(e.args) == 1 else None
-    return engine(first) if isinstance(first, Text) else str(e)
+    return engine(message_of(e))
 
 
 def state_word(state: str | None) -> str:
