@@ -13,6 +13,8 @@ from pathlib import Path
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional, Protocol, runtime_checkable
 
+from studio.texts.message import Text
+
 # name -> module, in the order auto prefers them where available. "scripted" trains no model: it
 # plays a known event sequence, for trying the page's wiring and for fast tests; auto never picks it.
 BACKENDS = {"unsloth": "backends.unsloth", "mlx": "backends.mlx", "transformers": "backends.hf",
@@ -71,7 +73,7 @@ class BackendError(RuntimeError):
 
 def get_backend(name: str) -> Backend:
     if name not in BACKENDS:
-        raise BackendError(f"unknown backend {name!r}: choose one of auto, {', '.join(BACKENDS)}")
+        raise BackendError(Text("backend.unknown", name=name, names=", ".join(BACKENDS)))
     module = importlib.import_module(BACKENDS[name])
     assert isinstance(module, Backend), f"{BACKENDS[name]} does not define the Backend functions"
     return module
@@ -84,7 +86,7 @@ def availability(hw) -> dict[str, str | None]:
         try:
             out[name] = get_backend(name).unavailable(hw)
         except ImportError as e:
-            out[name] = f"cannot be imported ({e})"
+            out[name] = Text("backend.not_importable", error=str(e))
     return out
 
 
@@ -95,23 +97,19 @@ def choose_backend(requested: str, hw, world_size: int = 1,
     settings that only that backend honours (`needs`: FineTuningConfig.transformers_only)."""
     reasons = availability(hw)
     if world_size > 1 and requested in ("auto", "unsloth"):
-        return "transformers", (f"transformers: {world_size} processes train through "
-                                "torch.distributed, which Unsloth does not run; the batches are "
-                                "the same padding-free ones")
+        return "transformers", Text("backend.why.processes", n=world_size)
     if needs and requested == "auto":
-        return "transformers", (f"transformers: {' and '.join(needs)} asked for, which only it "
-                                "honours (Unsloth and MLX run kernels of their own)")
+        return "transformers", Text("backend.why.needs", needs=" and ".join(needs))
     if requested != "auto":
         if requested not in reasons:
             get_backend(requested)   # raises the unknown-name message
         if reasons[requested]:
-            raise BackendError(f"the {requested} backend cannot run here: {reasons[requested]}")
-        return requested, f"{requested} (chosen explicitly)"
+            raise BackendError(Text("backend.cannot_run", name=requested,
+                                    why=reasons[requested]))
+        return requested, Text("backend.why.explicit", name=requested)
     if reasons["unsloth"] is None:
-        return "unsloth", "unsloth: an NVIDIA GPU was found and unsloth is installed"
+        return "unsloth", Text("backend.why.unsloth")
     if reasons["mlx"] is None and hw.apple_silicon:
-        return "mlx", "mlx: Apple Silicon was found and mlx-lm is installed"
-    why = {"unsloth": reasons["unsloth"],
-           "mlx": reasons["mlx"] or "auto picks it only on Apple Silicon"}
-    return "transformers", ("transformers, the fallback (" +
-                            "; ".join(f"{n}: {r}" for n, r in why.items()) + ")")
+        return "mlx", Text("backend.why.mlx")
+    return "transformers", Text("backend.why.fallback", unsloth=reasons["unsloth"],
+                                mlx=reasons["mlx"] or Text("backend.mlx.apple_only"))

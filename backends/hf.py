@@ -12,6 +12,7 @@ from pathlib import Path
 
 from backends.torch import compiled_layers, fp8_weights, fused_loss, lean_trainer, packed_attention
 from backends.torch import trl_recipe as recipe
+from studio.texts.message import Text
 
 
 def unavailable(hw) -> str | None:
@@ -34,10 +35,10 @@ def make_trainer(plan, data, run_dir: Path, emit, should_stop):
     from trl import SFTTrainer
 
     config = plan.config
-    emit("status", 0, message=f"loading {config.model_name}")
+    emit("status", 0, message=Text("run.loading", model=config.model_name))
     model, tokenizer = recipe.load_base(config)
     emit("plan", 0, attention=packed_attention.describe(model))
-    emit("status", 0, message="attaching LoRA adapters")
+    emit("status", 0, message=Text("run.attaching"))
     # trl draws LoRA's A matrices before the Trainer seeds anything: without this, the same
     # config trained a different adapter in a fresh process than in a second run of one
     set_seed(config.seed)
@@ -49,7 +50,7 @@ def make_trainer(plan, data, run_dir: Path, emit, should_stop):
                    recipe.sample_callback(emit, tokenizer, data.samples)])
     if config.fp8_weights:
         swapped = fp8_weights.to_fp8(trainer.model)
-        emit("status", 0, message=f"fp8 weights: {swapped} frozen linear layers quantized")
+        emit("status", 0, message=Text("run.fp8", n=swapped))
     if config.fused_loss:
         fused_loss.score_labels_here(trainer.model.get_base_model())
     recipe.recompute_per_micro_batch(trainer.model, plan.rows)

@@ -29,6 +29,7 @@ from typing import Callable, Iterator, Optional
 
 from backends import BackendError, ChatSettings
 from studio.models.local import local_model_path
+from studio.texts.message import Text
 
 INSTALL_HINT = "pip install -e '.[mlx]'"
 # what mlx_lm itself fetches of a Hub model (weights, configs, tokenizer, chat template)
@@ -51,10 +52,10 @@ def unavailable(hw) -> str | None:
     try:
         import mlx.core  # noqa: F401  (loads the native library: what fails on a broken install)
     except ImportError as e:
-        return f"mlx is not installed or does not load here ({e}): {INSTALL_HINT}"
+        return Text("backend.mlx.not_loading", error=str(e), hint=INSTALL_HINT)
     # mlx_lm is only looked up, not imported: importing it pulls in transformers (seconds).
     if importlib.util.find_spec("mlx_lm") is None:
-        return f"mlx-lm is not installed: {INSTALL_HINT}"
+        return Text("backend.mlx.no_lm", hint=INSTALL_HINT)
     return None
 
 
@@ -381,7 +382,7 @@ def train(plan, data, run_dir, emit, should_stop, resume_from=None) -> Path:
     ga = config.gradient_accumulation_steps
 
     # ---- model
-    emit("status", 0, message=f"loading {config.model_name}")
+    emit("status", 0, message=Text("run.loading", model=config.model_name))
     path = model_path(config.model_name)
     model, _ = load_model(Path(path))
     if config.lora_layers > len(model.layers):
@@ -390,7 +391,7 @@ def train(plan, data, run_dir, emit, should_stop, resume_from=None) -> Path:
     if config.bias != "none":
         emit("log", 0, message=f"bias={config.bias} is not supported by mlx_lm's LoRA; "
                                "biases stay frozen")
-    emit("status", 0, message="attaching LoRA adapters")
+    emit("status", 0, message=Text("run.attaching"))
     mx.random.seed(config.seed)     # the LoRA initialisation
     model.freeze()
     linear_to_lora_layers(model, config.lora_layers, lora_parameters(config))
@@ -430,7 +431,7 @@ def train(plan, data, run_dir, emit, should_stop, resume_from=None) -> Path:
         max_seq_length=config.max_seq_length,
         adapter_file=str(adapter / "adapters.safetensors"),   # the trainer's final save
         grad_checkpoint=bool(config.gradient_checkpointing), grad_accumulation_steps=ga)
-    emit("status", start_step, message="training", max_steps=total_steps)
+    emit("status", start_step, message=Text("run.training"), max_steps=total_steps)
     mlx_train(model=model, optimizer=optimizer, train_dataset=train_rows, val_dataset=None,
               args=args, loss=masked_loss, iterate_batches=batches, training_callback=reporter)
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
+from studio.texts.message import Text
+
 SECONDS_PER_STEP = 0.05     # long enough to watch a run and stop it, short enough for tests
 SECONDS_PER_WORD = 0.02
 
@@ -39,11 +41,12 @@ def train(plan, data, run_dir: Path, emit, should_stop, resume_from=None) -> Pat
     total = config.max_steps or max(1, math.ceil(len(data.train) * config.num_train_epochs
                                                  / per_update))
     start = _step_of(resume_from) if resume_from else 0
-    emit("plan", 0, micro_batch=f"{config.batch_size} rows (scripted: no model runs)",
+    emit("plan", 0, micro_batch=Text("plan.value.scripted_rows", rows=config.batch_size),
          batch_size=config.batch_size,
          gradient_accumulation_steps=config.gradient_accumulation_steps,
-         gradient_checkpointing="off", attention="none (scripted)")
-    emit("status", start, message="training", max_steps=total)
+         gradient_checkpointing=Text("plan.value.off"),
+         attention=Text("plan.value.scripted_attention"))
+    emit("status", start, message=Text("run.training"), max_steps=total)
     step = start
     while step < total:
         time.sleep(SECONDS_PER_STEP)

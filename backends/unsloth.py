@@ -9,13 +9,14 @@ from pathlib import Path
 from backends.torch import fused_loss, lean_trainer, packed_attention
 from backends.torch import trl_recipe as recipe
 from studio.models.local import local_model_path
+from studio.texts.message import Text
 
 
 def unavailable(hw) -> str | None:
     if not hw.has_cuda:
-        return "needs an NVIDIA GPU with CUDA, and none was found"
+        return Text("backend.unsloth.no_cuda")
     if importlib.util.find_spec("unsloth") is None:
-        return "not installed: pip install -e '.[cuda]'"
+        return Text("backend.unsloth.not_installed")
     return None
 
 
@@ -71,10 +72,10 @@ def train(plan, data, run_dir: Path, emit, should_stop, resume_from=None) -> Pat
     from trl import SFTTrainer
 
     config = plan.config
-    emit("status", 0, message=f"loading {config.model_name} with unsloth")
+    emit("status", 0, message=Text("run.loading_unsloth", model=config.model_name))
     fast, model, tokenizer = _load(config)
     attention = varlen_attention()
-    emit("status", 0, message="packed attention: " + attention)
+    emit("status", 0, message=Text("run.packed_attention", how=attention))
     emit("plan", 0, attention=attention)
     model = fast.get_peft_model(
         model, r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,

@@ -48,3 +48,33 @@ def test_a_message_is_english_text_and_says_itself_again_in_chinese():
     again = pickle.loads(pickle.dumps(message))      # across processes: still a Text
     assert again.in_language("zh") == message.in_language("zh")
     assert localise("plain words", "zh") == "plain words"
+
+
+def test_a_message_read_back_from_a_run_file_is_said_in_chinese():
+    """Run files keep the English; the page recognises a catalog line and its values (a nested
+    message too) and says them in Chinese. A line no template wrote stays as it is."""
+    from studio.texts.stored import read_back
+
+    written = str(Text("run.backend", why=Text("backend.why.fallback",
+                                                 unsloth=Text("backend.unsloth.no_cuda"),
+                                                 mlx=Text("backend.mlx.apple_only"))))
+    said = localise(read_back(written), "zh")
+    assert said == Text("run.backend", why=Text(
+        "backend.why.fallback", unsloth=Text("backend.unsloth.no_cuda"),
+        mlx=Text("backend.mlx.apple_only"))).in_language("zh")
+    assert "needs an NVIDIA" not in said and CJK.search(said)
+    assert localise(read_back("trained 12 steps"), "zh") == "训练了 12 步"
+    assert localise(read_back("CUDA error: device-side assert"), "zh") == \
+        "CUDA error: device-side assert"
+    # every template with words of its own comes back as itself, said in Chinese
+    wrong = []
+    for key, (en, _) in CATALOG.items():
+        parsed = list(string.Formatter().parse(en))
+        if any(spec for *_, spec, _ in parsed) or not re.search("[a-z]", "".join(
+                literal for literal, *_ in parsed)):
+            continue     # a number's format (read back already formatted), or no words
+        values = {name: f"<{name}>" for name in placeholders(en)}
+        if localise(read_back(str(Text(key, **values))), "zh") != \
+                Text(key, **values).in_language("zh"):
+            wrong.append(key)
+    assert not wrong, wrong

@@ -103,8 +103,8 @@ def test_notices_show_names_as_text_never_as_markup(monkeypatch):
     from studio.ui.common import failure, toast
 
     shown = []
-    monkeypatch.setattr(gr, "Info", shown.append)
-    monkeypatch.setattr(gr, "Warning", shown.append)
+    monkeypatch.setattr(gr, "Info", lambda text, title: shown.append(text))
+    monkeypatch.setattr(gr, "Warning", lambda text, title: shown.append(text))
     name = '<img src=x onerror="alert(1)">'
     toast(f"Opened {name} in the form")
     toast(f"{name} is not a run", "warn")

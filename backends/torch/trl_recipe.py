@@ -15,6 +15,7 @@ from threading import Event, Thread
 from typing import Callable, Iterator, Optional
 
 from backends.torch.compiled_layers import decoder_layers
+from studio.texts.message import Text
 
 
 # ---------------------------------------------------------------------------- precision
@@ -126,7 +127,8 @@ def event_callback(emit, should_stop: Callable[[], bool], flops: tuple = (None, 
 
         def on_train_begin(self, args, state, control, **kw):
             self._last = (time.time(), state.num_input_tokens_seen)
-            emit("status", state.global_step, message="training", max_steps=state.max_steps)
+            emit("status", state.global_step, message=Text("run.training"),
+                 max_steps=state.max_steps)
 
         def on_step_end(self, args, state, control, **kw):
             if should_stop():

@@ -31,6 +31,7 @@ from studio.evaluate.report import Answer, EvalReport, ModelScores, PromptResult
 from studio.plan.hardware import release_memory
 from studio.inference import LoadedModel, load_model, resolve_source, split_thinking, stream_reply
 from studio.runs.store import files, is_run_dir, read_config, read_status
+from studio.texts.message import Text
 
 Progress = Callable[[float, str], None]
 
@@ -503,7 +504,7 @@ def evaluate_run(run_dir, data=None, n_prompts: int = EVAL.n_prompts,
     weights = {"data": 0.1, "tuned": 1.0, "base": 1.0, "tasks": 2.0, "judge": 0.5}
     stages = _Stages(progress, {k: w for k, w in weights.items()
                                 if (k != "tasks" or tasks) and (k != "judge" or judge)})
-    stages("data", 0, "preparing the evaluation rows")
+    stages("data", 0, Text("progress.eval.data"))
     evalset = eval_set(run_dir, data)
     rows = evalset.rows[:max(0, n_prompts)]
     notes = []
@@ -546,7 +547,8 @@ def evaluate_run(run_dir, data=None, n_prompts: int = EVAL.n_prompts,
         try:
             manager = task_manager(tasks)
             for k, (which, path) in enumerate((("base", None), ("tuned", adapter))):
-                stages("tasks", k / 2, f"lm-eval tasks: the {which} model")
+                stages("tasks", k / 2, Text("progress.eval.tasks.base") if which == "base"
+                       else Text("progress.eval.tasks.tuned"))
                 scores[which].tasks = run_tasks(evalset.config, path, tasks, max_new_tokens,
                                                 manager)
                 release_memory()
@@ -569,7 +571,7 @@ def evaluate_run(run_dir, data=None, n_prompts: int = EVAL.n_prompts,
                   "backend": backend, "enable_thinking": bool(run_config.enable_thinking)},
         base=scores["base"], tuned=scores["tuned"], prompts=results, notes=notes)
     report.save()
-    stages.progress(1.0, f"report saved: {report.html_path}")
+    stages.progress(1.0, Text("progress.eval.saved", path=str(report.html_path)))
     return report
 
 
@@ -607,10 +609,12 @@ def _refuse_missing_extras(tasks, judge, adapter, config) -> None:
 def _measure(loaded: LoadedModel, which: str, evalset: EvalSet, rows: list[EvalRow],
              max_new_tokens: int, stages: _Stages, notes: list) -> tuple[ModelScores, list]:
     """One model's held-out loss and its replies to the rows."""
-    label = "fine-tuned" if which == "tuned" else "base"
+    tuned = which == "tuned"
     name = loaded.source if which == "tuned" else f"{evalset.config.model_name} (base)"
     scores = ModelScores(name)
-    stages(which, 0, f"held-out loss of the {label} model on {len(evalset.tokens)} rows")
+    rows_held = len(evalset.tokens)
+    stages(which, 0, Text("progress.eval.loss.tuned", rows=rows_held) if tuned
+           else Text("progress.eval.loss.base", rows=rows_held))
     if loaded.backend in _NLL:
         held_out = response_loss(loaded, evalset.tokens)
         scores.loss, scores.perplexity, scores.tokens = (held_out.loss, held_out.perplexity,
@@ -620,7 +624,8 @@ def _measure(loaded: LoadedModel, which: str, evalset: EvalSet, rows: list[EvalR
     replies = []
     for i, row in enumerate(rows):
         stages(which, 0.3 + 0.7 * i / max(1, len(rows)),
-               f"the {label} model answers prompt {i + 1} of {len(rows)}")
+               Text("progress.eval.answer.tuned", i=i + 1, n=len(rows)) if tuned
+               else Text("progress.eval.answer.base", i=i + 1, n=len(rows)))
         replies.append(reply_to(loaded, row, max_new_tokens))
     return scores, replies
 
@@ -637,7 +642,8 @@ def _judge_all(judge: Judge, rows, results, scores, stages) -> None:
     for which in ("base", "tuned"):
         for i, (row, result) in enumerate(zip(rows, results)):
             stages("judge", (i + (which == "tuned") * len(rows)) / max(1, 2 * len(rows)),
-                   f"the judge scores the {which} answer to prompt {i + 1}")
+                   Text("progress.eval.judge.tuned", i=i + 1) if which == "tuned"
+                   else Text("progress.eval.judge.base", i=i + 1))
             mine = getattr(result, which)
             mine.judge = judge.score(row, mine.text)
         marks = [getattr(r, which).judge for r in results if getattr(r, which).judge is not None]

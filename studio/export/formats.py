@@ -129,7 +129,7 @@ def export_run(run_dir, fmt: str, out, quant: Optional[str] = None,
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    progress(1.0, f"exported to {out}")
+    progress(1.0, Text("progress.export.done", folder=str(out)))
     return result
 
 
@@ -140,7 +140,7 @@ def _merged(config, adapter, folder: Path, quant, progress: Progress, result) ->
     from backends import get_backend
     from studio.export import chat_template
 
-    progress(0.05, f"merging the adapter into {config.model_name}")
+    progress(0.05, Text("progress.export.merging", model=config.model_name))
     # an MLX adapter merges on MLX; a PEFT one (transformers or Unsloth) with plain peft
     mlx = (Path(adapter) / "adapters.safetensors").is_file()
     get_backend("mlx" if mlx else "transformers").merge(adapter, folder, config)
@@ -148,7 +148,7 @@ def _merged(config, adapter, folder: Path, quant, progress: Progress, result) ->
     fmt = PromptFormat.of(config)
     tokenizer.chat_template = chat_template.trained_chat_template(tokenizer, fmt)
     tokenizer.save_pretrained(folder)
-    progress(0.5, "merged")
+    progress(0.5, Text("progress.export.merged"))
 
 
 def _lora(config, adapter, folder: Path, quant, progress: Progress, result) -> None:
@@ -157,7 +157,7 @@ def _lora(config, adapter, folder: Path, quant, progress: Progress, result) -> N
     from studio.export import chat_template
     from studio.export.gguf import write_lora_gguf
 
-    progress(0.1, "copying the adapter")
+    progress(0.1, Text("progress.export.copying"))
     for path in Path(adapter).iterdir():
         if path.is_file():
             shutil.copy2(path, folder / path.name)
@@ -166,7 +166,7 @@ def _lora(config, adapter, folder: Path, quant, progress: Progress, result) -> N
     (folder / "chat_template.jinja").write_text(
         chat_template.trained_chat_template(tokenizer, PromptFormat.of(config)), encoding="utf-8")
     if not (folder / "adapters.safetensors").is_file():   # an MLX adapter is not PEFT's
-        progress(0.5, "writing the GGUF LoRA")
+        progress(0.5, Text("progress.export.gguf_lora"))
         write_lora_gguf(folder, folder / f"{_slug(result.run)}-lora.gguf")
 
 

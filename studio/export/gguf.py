@@ -32,6 +32,8 @@ from typing import Callable, Optional
 import gguf
 import numpy as np
 
+from studio.texts.message import Text
+
 Progress = Callable[[float, str], None]
 
 QUANTS = ("f16", "bf16", "q8_0", "q4_k_m")
@@ -443,7 +445,8 @@ def write_gguf(model_dir, out_file, quant: str = "f16",
             for i, t in enumerate(plan, 1):
                 writer.write_tensor_data(_tensor_data(t, folder, config, arch))
                 done += t.nbytes
-                progress(share * done / total, f"wrote {t.name} ({i}/{len(plan)})")
+                progress(share * done / total,
+                         Text("progress.export.tensor", name=t.name, i=i, n=len(plan)))
         finally:
             writer.close()
 
@@ -454,9 +457,9 @@ def write_gguf(model_dir, out_file, quant: str = "f16",
         with tempfile.TemporaryDirectory(dir=out_file.parent, prefix=".gguf-f16-") as tmp:
             f16 = Path(tmp) / "model-f16.gguf"
             write_to(f16)
-            progress(share, "quantising to Q4_K_M with llama.cpp")
+            progress(share, Text("progress.export.quantising"))
             _replace_atomically(out_file, lambda path: _llama_cpp_quantize(f16, path, quant))
-    progress(1.0, f"wrote {out_file.name}")
+    progress(1.0, Text("progress.export.wrote", name=out_file.name))
     return out_file
 
 

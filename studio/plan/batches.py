@@ -158,12 +158,13 @@ def holds_whole_logits(config) -> bool:
 def layout(config) -> dict:
     """The batch fields of a plan: what one micro-batch and one update hold."""
     if config.packing:
-        micro = f"packs of up to {config.tokens_per_batch or config.max_seq_length} tokens"
+        micro = Text("plan.value.packs", tokens=config.tokens_per_batch or config.max_seq_length)
     else:
-        micro = f"{config.batch_size} rows, padding-free"
+        micro = Text("plan.value.rows", rows=config.batch_size)
     return {"micro_batch": micro, "batch_size": config.batch_size,
             "gradient_accumulation_steps": config.gradient_accumulation_steps,
             "packing": bool(config.packing), "fused_loss": bool(config.fused_loss),
             "whole_logits": holds_whole_logits(config),
             "layer_graphs": bool(config.layer_graphs),
-            "gradient_checkpointing": "on" if config.gradient_checkpointing else "off"}
+            "gradient_checkpointing": Text("plan.value.on") if config.gradient_checkpointing
+            else Text("plan.value.off")}

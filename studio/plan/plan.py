@@ -17,6 +17,7 @@ from studio.models.shapes import model_shape
 from studio.plan import batches
 from studio.plan.compiling import AUTO_REASON, compile_pays, graph_bucket
 from studio.plan.memory import GiB, MemoryEstimate, RowPlan, estimate_memory
+from studio.texts.message import Text
 
 
 @dataclass(frozen=True)
@@ -51,23 +52,24 @@ class Plan:
         return "unsloth" if self.backend == "unsloth" else "transformers"
 
     def layout(self) -> dict:
-        """What plan.yaml and the run's "plan" events hold of it: plain values (the planner's
-        English; yaml writes no str subclass)."""
+        """What plan.yaml and the run's "plan" events hold of it: plain values, the catalog's
+        English (yaml writes no str subclass; the page reads them back in its language)."""
         c = self.config
         out = {"backend": self.backend, "device": "CPU" if c.cpu_only else "GPU",
                "dtype": "bfloat16" if c.bf16 else "float16" if c.fp16 else "float32",
-               "quantization": "4-bit NF4 (QLoRA)" if c.load_in_4bit else
-               "8-bit" if c.load_in_8bit else "none", "lora_dropout": c.lora_dropout,
+               "quantization": Text("plan.value.qlora") if c.load_in_4bit else
+               Text("plan.value.8bit") if c.load_in_8bit else Text("plan.value.none"),
+               "lora_dropout": c.lora_dropout,
                **batches.layout(c)}
         if self.recomputes_per_micro_batch:
-            out["gradient_checkpointing"] = "per micro-batch: only layers a long one needs"
+            out["gradient_checkpointing"] = Text("plan.value.per_micro_batch")
         if self.planner:
-            out["planner"] = str(self.planner)
+            out["planner"] = self.planner
         if self.estimate is not None:
             out["estimate_gb"] = round(self.estimate.total / GiB, 2)
         if self.processes:
             out.update(processes=c.world_size, distributed=self.processes)
-        return out
+        return {k: str(v) if isinstance(v, str) else v for k, v in out.items()}
 
 
 def backend_for(config: FineTuningConfig, hw) -> tuple[str, str]:

@@ -17,6 +17,7 @@ from typing import Callable
 from studio.config import ConfigError, FineTuningConfig
 from studio import PROJECT
 from studio.runs.events import Event, EventLog
+from studio.texts.message import Text, message_of
 from studio.runs.store import (RunError, Status, files, last_checkpoint, read_config,
                                read_status, record_pid, run_events, started_at, stop_asked,
                                ask_to_stop, write_plan, write_status)
@@ -55,21 +56,21 @@ def execute(run_dir: Path, should_stop: Callable[[], bool] = lambda: False,
     try:
         hw, config, data, plan = _planned(run_dir, log.emit, data)
         if plan.processes:
-            log.emit("status", 0, message="processes: " + plan.processes)
+            log.emit("status", 0, message=Text("run.processes", how=plan.processes))
         for tracker in _trackers(config, run_dir, log):
             log.subscribe(tracker)
             trackers.append(tracker)
         write_status(run_dir, backend=plan.backend)
-        log.emit("status", 0, message=f"backend: {plan.why}", backend=plan.backend,
+        log.emit("status", 0, message=Text("run.backend", why=plan.why), backend=plan.backend,
                  hardware=hw.summary())
         if plan.planner:
-            log.emit("status", 0, message="batch plan: " + plan.planner,
+            log.emit("status", 0, message=Text("run.batch_plan", planner=plan.planner),
                      **({"estimate_gb": round(plan.estimate.total / 2**30, 2)}
                         if plan.estimate else {}))
         log.emit("plan", 0, **plan.layout())
         resume_from = last_checkpoint(run_dir) if resume else None
         if resume_from:
-            log.emit("status", 0, message=f"resuming from {resume_from.name}")
+            log.emit("status", 0, message=Text("run.resuming", checkpoint=resume_from.name))
 
         def emit(kind, step_=0, **kw):
             nonlocal step
@@ -79,10 +80,9 @@ def execute(run_dir: Path, should_stop: Callable[[], bool] = lambda: False,
         adapter = get_backend(plan.backend).train(plan, data, run_dir, emit, stopped,
                                                   resume_from)
         if stopped():
-            state, reason = "stopped", f"stopped at step {step} as asked; the adapter saved " \
-                                       "there is usable and Resume continues"
+            state, reason = "stopped", Text("run.stopped", step=step)
         else:
-            state, reason = "finished", f"trained {step} steps"
+            state, reason = "finished", Text("run.trained", steps=step)
         log.emit("done", step, state=state, reason=reason, adapter=str(adapter))
     except BaseException as e:   # noqa: BLE001 - every failure becomes the run's outcome
         state, reason = "failed", explain_failure(e, run_dir)
@@ -104,11 +104,6 @@ def execute(run_dir: Path, should_stop: Callable[[], bool] = lambda: False,
     return write_status(run_dir, state=state, reason=reason, ended=time.time(), step=step)
 
 
-FRESH_PROCESS = ("training in a fresh process: Unsloth, loaded into this one by an earlier run or "
-                 "chat, rewrote trl's SFTTrainer and transformers' layers for its own models, "
-                 "and a second run here would train on them")
-
-
 def patched_by_unsloth() -> bool:
     """Whether Unsloth was imported into this process: its import replaces trl's trainers and,
     once it loads a model, transformers' layer code, for good (a transformers-backend run after
@@ -122,7 +117,7 @@ def _execute_in_fresh_process(run_dir: Path, should_stop, resume: bool, listener
     and a stop asked here passed on through the STOP file; returns its final status."""
     metrics = files(run_dir).metrics
     cursor = metrics.stat().st_size if metrics.exists() else 0    # a resumed run's are old
-    EventLog(metrics).emit("status", 0, message=FRESH_PROCESS)
+    EventLog(metrics).emit("status", 0, message=Text("run.fresh_process"))
     child = spawn(run_dir, resume)
     record_pid(run_dir, child.pid)
     ended = False
@@ -163,7 +158,7 @@ def _trackers(config: FineTuningConfig, run_dir: Path, log: EventLog) -> list:
     for name in chosen(config):
         try:
             out.append(TRACKERS[name](config, run_dir))
-            log.emit("status", 0, message=f"reporting to {name}")
+            log.emit("status", 0, message=Text("run.reporting", name=name))
         except Exception as e:   # noqa: BLE001
             log.emit("log", 0, message=f"{name} could not start, so this run does not report "
                                        f"to it: {type(e).__name__}: {str(e)[:300]}")
@@ -200,10 +195,10 @@ def prepare_data(config: FineTuningConfig, emit, data=None):
         raise RunError("no dataset: give data_path (a file, a saved dataset folder or a Hub id)")
     tokenizer = AutoTokenizer.from_pretrained(local_model_path(config.model_name))
     if data is None:
-        emit("status", 0, message=f"preparing {config.data_path}")
+        emit("status", 0, message=Text("run.preparing", path=config.data_path))
         data = prepare(config.data_path, tokenizer, config)
     data = dataclasses.replace(data, samples=sample_prompts(config, data, tokenizer))
-    emit("status", 0, message="data: " + data.report.summary().replace("\n", "; "),
+    emit("status", 0, message=Text("run.data", summary=data.report.summary().replace("\n", "; ")),
          n_train=data.report.n_train, n_eval=data.report.n_eval, format=data.format.name)
     return data
 
@@ -256,19 +251,19 @@ def explain_failure(e: BaseException, run_dir: Path) -> str:
 
     text = str(e) or type(e).__name__
     if isinstance(e, KeyboardInterrupt):
-        return "interrupted from the keyboard; Resume continues from the last checkpoint"
+        return Text("run.keyboard")
     if "out of memory" in text.lower() or type(e).__name__ == "OutOfMemoryError":
         try:
             config = read_config(run_dir)
         except Exception:   # noqa: BLE001
-            return "out of memory: lower batch_size or max_seq_length, or turn on load_in_4bit"
+            return Text("run.oom")
         return out_of_memory_advice(config)
     if isinstance(e, (ConfigError, RunError)) or type(e).__name__ in ("DataError", "BackendError",
                                                                         "ModelError"):
-        return text
+        return message_of(e)
     if isinstance(e, OSError) and ("does not appear to have" in text or "not a local folder"
                                    in text or "offline" in text.lower() or "hub" in text.lower()):
-        return f"the model could not be loaded: {text.splitlines()[0]}"
+        return Text("run.model_not_loaded", error=text.splitlines()[0])
     return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
 
 

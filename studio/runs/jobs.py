@@ -15,6 +15,7 @@ from typing import Optional
 
 from studio.runs.events import Event
 from studio.runs.execute import execute, spawn
+from studio.texts.message import Text
 from studio.runs.store import (Status, ask_to_stop, files, is_job_process, may_signal,
                                read_status, record_pid, run_events, write_status,
                                written_status)
@@ -125,8 +126,7 @@ class Job:
             if self.process is not None:
                 self.process.wait(10)
             write_status(self.run_dir, state="stopped", ended=time.time(),
-                         reason=f"killed after not stopping within {timeout:.0f} s; its memory "
-                                "is freed")
+                         reason=Text("run.killed", seconds=round(timeout)))
 
     def _process_alive(self, pid) -> bool:
         if self.process is not None:

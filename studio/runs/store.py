@@ -35,6 +35,7 @@ import yaml
 
 from studio.config import FineTuningConfig
 from studio.runs.events import Event, read_events
+from studio.texts.message import Text
 
 ACTIVE = ("starting", "running")
 RESUMABLE = ("interrupted", "stopped", "failed")
@@ -111,14 +112,13 @@ def read_status(run_dir: Path) -> Status:
     except FileNotFoundError:
         return Status()
     except (OSError, UnicodeDecodeError) as e:
-        return Status("unreadable", f"status.json cannot be read: {e}")
+        return Status("unreadable", Text("run.status_unreadable", error=str(e)))
     status, problem = parse_status(text)
     if problem:
-        return Status("unreadable", f"status.json {problem}; the run's other files are untouched")
+        return Status("unreadable", Text("run.status_bad", problem=problem))
     if status.active and not is_job_process(run_dir, status):
         status = replace(status, state="interrupted",
-                         reason="the training process ended without finishing (server restart, "
-                                "crash or kill); Resume continues from the last checkpoint")
+                         reason=Text("run.ended_unfinished"))
     return status
 
 

@@ -23,9 +23,9 @@ from studio.runs.store import is_run_dir
 from studio.service.actions import Refused, Service
 from studio.ui import (chat_tab, data_tab, eval_tab, export_tab, model_tab, runs_tab,
                        train_tab)
-from studio.ui.common import code, failure, first_line, guard, note
+from studio.ui.common import code, empty_chart, failure, first_line, guard, note
 from studio.ui.form import ConfigForm
-from studio.ui.i18n import T, error_text
+from studio.ui.i18n import SWITCH, T, error_text, say
 
 THEME = gr.themes.Soft(
     primary_hue="indigo", secondary_hue="slate", radius_size="md",
@@ -36,6 +36,9 @@ CSS = """
 .gradio-container { max-width: 1500px !important; width: 100% !important; margin: auto; }
 #data-table th { min-width: 7em; }
 #studio-header h1 { margin-bottom: 0; }
+#language-switch { align-self: flex-start; flex-wrap: nowrap; }
+html[lang="en"] #language-en, html[lang^="zh"] #language-zh-CN { font-weight: 700;
+    border-color: var(--color-accent); }
 #studio-header p { margin-top: 2px; color: var(--body-text-color-subdued); }
 .msg { padding: 9px 13px; border-radius: 8px; border: 1px solid; font-size: 14px; margin: 2px 0; }
 .msg-ok { background: #f0fdf4; border-color: #86efac; color: #14532d; }
@@ -71,6 +74,19 @@ table.samples td { overflow-wrap: anywhere; vertical-align: top; }
                background: transparent; color: inherit; }
 """
 
+# Gradio's overlay writes "processing | 2.7s" and "queue: 1/1" in English whatever the page's
+# language: hidden, the progress itself (bar and our message) stays.
+CSS += ".meta-text, .meta-text-center { display: none !important; }\n"
+
+# The form is kept per browser tab (sessionStorage: a reload gets its own tab's form back, and
+# an upload in a second tab leaves the first's alone) and as the newest of all tabs
+# (localStorage: a new tab starts from it).
+FORM_KEY = "qwen3-studio-config"
+KEEP = f"""(kept) => {{ if (kept) {{ const text = JSON.stringify(kept);
+  sessionStorage.setItem("{FORM_KEY}", text); localStorage.setItem("{FORM_KEY}", text); }} }}"""
+RECALL = f"""() => {{ try {{ return [JSON.parse(sessionStorage.getItem("{FORM_KEY}") ||
+  localStorage.getItem("{FORM_KEY}") || "null")]; }} catch (e) {{ return [null]; }} }}"""
+
 RESIZE_CHARTS = "() => { setTimeout(() => window.dispatchEvent(new Event('resize')), 60); }"
 
 
@@ -88,10 +104,16 @@ def build_app(runs_dir: str | Path = "runs", allow=(), warning: str | None = Non
     form = ConfigForm(apply_preset(FineTuningConfig(model_name=default_model()),
                                    choose_preset(None)[0]))
     with gr.Blocks(title="Qwen3 Studio", analytics_enabled=False) as demo:
-        gr.Markdown(header(_short_path(service.runs_dir)), elem_id="studio-header")
+        with gr.Row(equal_height=True):
+            gr.Markdown(header(_short_path(service.runs_dir)), elem_id="studio-header")
+            with gr.Column(scale=0, min_width=190), gr.Row(elem_id="language-switch"):
+                for label, locale in SWITCH:      # each in its own language
+                    gr.Button(label, size="sm", min_width=80, elem_id=f"language-{locale}",
+                              variant="secondary").click(
+                        None, js=f"() => window.studioLanguage('{locale}')")
         if warning:
             gr.HTML(note(T("page.insecure"), "warn"), elem_id="insecure-banner")
-        kept = gr.BrowserState({}, storage_key="qwen3-studio-form")   # the form, across reloads
+        kept = gr.JSON(None, visible=False)      # the form, kept in the browser (KEEP, RECALL)
         with gr.Tabs() as tabs:
             with gr.Tab(T("page.tab.data"), id="data", elem_id="tab-data") as data_page:
                 data = data_tab.build(form)
@@ -131,8 +153,16 @@ def build_app(runs_dir: str | Path = "runs", allow=(), warning: str | None = Non
         # ---- the form kept in the browser: a reload keeps the dataset, mapping and settings
         states = [w for w in form.inputs if isinstance(w, gr.State)]
         gr.on(form.triggers + [w.change for w in states], keep_form(form), form.inputs, kept,
-              trigger_mode="always_last", show_progress="hidden", api_name=False)
-        restored = demo.load(restore_form(form), kept, form.inputs, api_name=False)
+              trigger_mode="always_last", show_progress="hidden", api_name=False).then(
+            None, kept, None, js=KEEP, api_name=False)
+        # ---- page load: the boxes the server writes, first in their empty state in the page's
+        # language (a box whose first value the browser translated went back to it whenever
+        # the language changed), then the kept form and a live run over them
+        painted = demo.load(first_paint, None, [
+            data.status, data.histogram, train.status, train.chart, train.log, chat.status,
+            evaluation.status, export.status], api_name=False, show_progress="hidden")
+        restored = painted.then(restore_form(form), kept, form.inputs, js=RECALL,
+                                api_name=False)
         follow(restored)
         restored.then(model_tab.why_now(service, form), [model.preset] + form.inputs,
                       model.preset_why, show_progress="hidden", api_name=False)
@@ -142,8 +172,8 @@ def build_app(runs_dir: str | Path = "runs", allow=(), warning: str | None = Non
                   tabs, api_name=False)
         demo.load(lambda: model_tab.on_load(model, form, service), None,
                   [model.hardware, model.backends, model.past_run], api_name=False)
-        demo.load(lambda: train_tab.attach(service), None, train_tab.outputs(train),
-                  api_name="attach")
+        painted.then(lambda: train_tab.attach(service), None, train_tab.outputs(train),
+                     api_name="attach")
         demo.load(lambda: chat_tab.refresh_sources(service), None, chat.source, api_name=False)
         chat_page.select(lambda s: chat_tab.refresh_sources(service, s), chat.source, chat.source,
                          api_name=False)
@@ -155,6 +185,14 @@ def build_app(runs_dir: str | Path = "runs", allow=(), warning: str | None = Non
         program_api(service, form)
     demo.service = service
     return demo
+
+
+def first_paint() -> list:
+    """The empty state of each box the server writes, in the request's language."""
+    return [note(say("data.status.empty")), empty_chart(say("data.chart.empty"), 260),
+            note(say("train.status.empty")), empty_chart(say("train.chart.empty"), 360),
+            train_tab.log_html(""), note(say("chat.status.empty")),
+            note(say("eval.status.empty")), note(say("export.status.empty"))]
 
 
 def keep_form(form: ConfigForm):

@@ -48,7 +48,7 @@ def build() -> ChatTab:
         source = gr.Dropdown([], label=T("chat.source"), allow_custom_value=True, scale=5,
                              info=T("chat.source.info"), elem_id="chat-source")
         compare = gr.Checkbox(True, label=T("chat.compare"), scale=2, elem_id="chat-compare")
-    status = gr.HTML(note(T("chat.status.empty")), elem_id="chat-status")
+    status = gr.HTML("", elem_id="chat-status")      # drawn on page load, in its language
     with gr.Row(equal_height=True):
         tuned = gr.Chatbot(label=T("chat.tuned"), height=420, elem_id="chat-tuned",
                            buttons=["copy"])

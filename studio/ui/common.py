@@ -51,13 +51,14 @@ def toast(text: str, kind: str = "info") -> None:
     """A notice in the page's corner, its first line. Gradio renders a notice's message as
     HTML, so the text (a run's folder name, a path, an error) is escaped first: a run named
     <img src=x onerror=...> once ran as markup there."""
-    (gr.Warning if kind == "warn" else gr.Info)(as_text(str(text).splitlines()[0][:300]
-                                                       if str(text) else ""))
+    notice = gr.Warning if kind == "warn" else gr.Info
+    notice(as_text(str(text).splitlines()[0][:300] if str(text) else ""),
+           title=say("toast.warn" if kind == "warn" else "toast.info"))
 
 
 def failure(text: str) -> gr.Error:
     """A gr.Error to raise: an error notice, its message escaped as toast()'s is."""
-    return gr.Error(as_text(str(text)))
+    return gr.Error(as_text(str(text)), title=say("toast.error"))
 
 
 def as_text(text: str) -> str:

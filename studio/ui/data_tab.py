@@ -88,7 +88,7 @@ def build(form: ConfigForm) -> DataTab:
                 gr.Markdown(T("data.examples"), elem_classes="inline-label")
                 buttons = [gr.Button(p.stem.replace("example_", ""), size="sm", min_width=60,
                                      elem_id=f"example-{p.stem}") for p in examples()]
-            status = gr.HTML(note(T("data.status.empty")), elem_id="data-status")
+            status = gr.HTML("", elem_id="data-status")     # drawn on page load
             gr.Markdown(T("data.h.shape"))
             format_md = gr.Markdown("", elem_id="data-format")
             form.render(["dataset_format"])
@@ -126,7 +126,7 @@ def build(form: ConfigForm) -> DataTab:
             gr.Markdown(T("data.h.lengths"))
             with gr.Row(equal_height=False):
                 with gr.Column(scale=3):
-                    histogram = gr.Plot(empty_chart(say("data.chart.empty"), 260),
+                    histogram = gr.Plot(None,        # drawn on page load, in its language
                                         show_label=False, elem_id="data-histogram")
                 with gr.Column(scale=2, min_width=220):
                     form.render(["max_seq_length", "val_size"])

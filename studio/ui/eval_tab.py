@@ -13,7 +13,7 @@ import gradio as gr
 from studio.evaluate.evaluation import EVAL
 from studio.service.actions import Refused, Service
 from studio.ui.common import guard, note, shout
-from studio.ui.i18n import T, error_text, say
+from studio.ui.i18n import T, engine, error_text, say
 
 
 @dataclass
@@ -59,7 +59,7 @@ def build() -> EvalTab:
                 export = gr.Button(T("eval.export"), elem_id="eval-export")
             exported = gr.File(label=T("eval.exported"), visible=False, interactive=False)
         with gr.Column(scale=5, min_width=480):
-            status = gr.HTML(note(T("eval.status.empty")), elem_id="eval-status")
+            status = gr.HTML("", elem_id="eval-status")      # drawn on page load
             report = gr.HTML("", elem_id="eval-report")
     return EvalTab(run, upload, data, n_prompts, max_new_tokens, tasks, judge_url, judge_model,
                    start, export, exported, status, report)
@@ -94,7 +94,7 @@ def wire(t: EvalTab, service: Service) -> None:
         return note(say("eval.latest", name=Path(run_dir).name, created=report.created), "ok"), \
             report_frame(report)
 
-    t.run.change(picked, t.run, [t.status, t.report], api_name=False)
+    t.run.change(picked, t.run, [t.status, t.report], api_name=False, show_progress="hidden")
 
     @guard
     def uploaded(file):
@@ -119,14 +119,14 @@ def wire(t: EvalTab, service: Service) -> None:
             report = service.evaluate(
                 run_dir, data=data or None, n_prompts=int(n_prompts),
                 max_new_tokens=int(max_new_tokens), tasks=tasks.split(), judge=judge,
-                progress=lambda done, what: progress(done, desc=what))
+                progress=lambda done, what: progress(done, desc=engine(what)))
         except Refused as e:
             return shout(error_text(e)), gr.skip()
         return note(say("eval.done", name=Path(run_dir).name), "ok"), report_frame(report)
 
     t.start.click(evaluate, [t.run, t.data, t.n_prompts, t.max_new_tokens, t.tasks, t.judge_url,
                              t.judge_model], [t.status, t.report], api_name="evaluate",
-                  concurrency_limit=1)
+                  concurrency_limit=1, show_progress_on=t.report)   # the status stays readable
 
     @guard
     def export(run_dir, data):

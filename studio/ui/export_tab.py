@@ -13,7 +13,7 @@ import gradio as gr
 from studio.export import DEFAULT_QUANT, FORMATS, QUANTS
 from studio.service.actions import Refused, Service
 from studio.ui.common import guard, note, shout
-from studio.ui.i18n import T, error_text, say
+from studio.ui.i18n import T, engine, error_text, say
 
 
 @dataclass
@@ -41,7 +41,7 @@ def build() -> ExportTab:
             estimate = gr.HTML("", elem_id="export-estimate")
             start = gr.Button(T("export.start"), variant="primary", elem_id="export-start")
         with gr.Column(scale=5, min_width=480):
-            status = gr.HTML(note(T("export.status.empty")), elem_id="export-status")
+            status = gr.HTML("", elem_id="export-status")    # drawn on page load
             commands = gr.Code(label=T("export.commands"), language="shell", interactive=False,
                                wrap_lines=True, elem_id="export-commands")
             files = gr.HTML("", elem_id="export-files")
@@ -86,7 +86,8 @@ def wire(t: ExportTab, service: Service) -> None:
 
     t.format.change(quant_shown, t.format, t.quant, api_name=False)
     for event in (t.run.change, t.format.change, t.quant.change):
-        event(sized, [t.run, t.format, t.quant], t.estimate, api_name=False)
+        event(sized, [t.run, t.format, t.quant], t.estimate, api_name=False,
+              show_progress="hidden")
 
     @guard
     def export(run_dir, fmt, quant, progress=gr.Progress()):
@@ -95,7 +96,7 @@ def wire(t: ExportTab, service: Service) -> None:
         quant = quant if fmt in ("gguf", "ollama") else None
         try:
             result = service.export(run_dir, fmt, None, quant,
-                                    lambda done, what: progress(done, desc=what))
+                                    lambda done, what: progress(done, desc=engine(what)))
         except Refused as e:
             return shout(error_text(e)), "", ""
         return (note(say("export.done", name=Path(run_dir).name, folder=result.folder,
@@ -103,5 +104,5 @@ def wire(t: ExportTab, service: Service) -> None:
                 shell_lines(result.commands), files_table(result.files))
 
     t.start.click(export, [t.run, t.format, t.quant], [t.status, t.commands, t.files],
-                  api_name="export_run", concurrency_limit=1).then(
-        sized, [t.run, t.format, t.quant], t.estimate, api_name=False)
+                  api_name="export_run", concurrency_limit=1, show_progress_on=t.files).then(
+        sized, [t.run, t.format, t.quant], t.estimate, api_name=False, show_progress="hidden")

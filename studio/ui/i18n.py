@@ -1,10 +1,10 @@
 """The page in English and Chinese: one catalog of its texts, the two languages side by side.
 
 Static texts (tabs, headings, labels, help, buttons) go to the browser as keys, `T(key)`, and
-Gradio's I18n puts them in the browser's language, or the one picked under Settings in the
-footer. Messages the server writes with values inside (`say(key, **values)`) are formatted here
-in the language of the request being answered: the page's own, which SCRIPT keeps in a cookie,
-else the browser's Accept-Language; Chinese for zh-*, English otherwise. What the engine says
+Gradio's I18n puts them in the browser's language, or the one picked in the page's header.
+Messages the server writes with values inside (`say(key, **values)`) are formatted here in the
+language of the request being answered: the page's own, which script() keeps in a cookie, else
+the browser's Accept-Language; Chinese for zh-*, English otherwise. What the engine says
 (refusals, data errors, advice, preset reasons, the plan's notes) and the config fields' label
 and help are written in both languages in studio/texts; `engine` and `error_text` say them here
 in the request's language.
@@ -21,6 +21,7 @@ from studio.config import GROUPS, FineTuningConfig, zero_means_automatic
 from studio.plan.presets import AUTO, PRESETS, preset_label
 from studio.texts import fields as field_texts
 from studio.texts.message import localise, message_of
+from studio.texts.stored import read_back
 
 LANGUAGES = ("en", "zh")
 COOKIE = "qwen3-studio-lang"
@@ -47,6 +48,9 @@ CATALOG: dict[str, tuple[str, str]] = {
     "page.tab.runs": ("6 · Runs", "6 · 运行记录"),
     "page.tab.export": ("7 · Export", "7 · 导出"),
 
+    # Gradio announces a finished event under this key but ships no text for it
+    "common.complete": ("Done", "完成"),
+
     # ---- Runs tab
     "runs.h.all": ("Every run in the runs folder", "运行文件夹里的所有运行"),
     "runs.refresh": ("↻ Refresh", "↻ 刷新"),
@@ -65,6 +69,7 @@ CATALOG: dict[str, tuple[str, str]] = {
     "runs.diff.same": ("Their configs are the same (apart from the output folder).",
                        "它们的配置相同（输出文件夹除外）。"),
     "runs.diff.field": ("setting", "设置"),
+    "runs.steps": ("{n} steps", "{n} 步"),
     "runs.h.one": ("One run", "单个运行"),
     "runs.run": ("run", "运行"),
     "runs.open": ("Open its config in the form", "把它的配置载入表单"),
@@ -158,6 +163,9 @@ CATALOG: dict[str, tuple[str, str]] = {
     "export.done": ("Exported {name} to {folder}: {size} MiB in {seconds} s.",
                     "已导出 {name} 到 {folder}：{size} MiB，用时 {seconds} 秒。"),
     "msg.lead.warn": ("Check: ", "请检查："),
+    "toast.info": ("Note", "提示"),
+    "toast.warn": ("Check", "请检查"),
+    "toast.error": ("Error", "错误"),
     "msg.lead.error": ("Cannot continue: ", "无法继续："),
     "run.choice": ("{name} — {state}", "{name} — {state}"),
     "state.new": ("new", "未开始"),
@@ -296,7 +304,6 @@ CATALOG: dict[str, tuple[str, str]] = {
                           "设置下面的各项，之后仍可逐项修改。选“自动”时，加载数据后按数据集大小挑选。"),
     "model.more": ("More settings", "更多设置"),
     "model.h.machine": ("### This machine", "### 本机"),
-    "model.detecting": ("Detecting…", "正在检测…"),
     "model.h.memory": ("### Memory", "### 内存"),
     "model.h.time": ("### Time", "### 时间"),
     "model.measure": ("Measure a few steps on this machine", "在本机实测几步"),
@@ -619,14 +626,43 @@ def translations() -> gr.I18n:
                       for i, lang in enumerate(LANGUAGES)})
 
 
-# Keeps the page's language (the browser's, or the one picked under Settings) in a cookie, so
-# the server writes its messages in it; launch(head=SCRIPT).
-SCRIPT = f"""<script>(() => {{
-  const keep = () => {{ document.cookie = "{COOKIE}=" + document.documentElement.lang +
-                                          "; path=/; SameSite=Lax"; }};
+# The language buttons in the header: (label, locale). Gradio's own texts are kept under zh-CN,
+# ours under zh, which zh-CN falls back to.
+SWITCH = (("English", "en"), ("中文", "zh-CN"))
+
+
+def _locale_module() -> str:
+    """The file of Gradio's page code that exports changeLocale (its name carries a build hash),
+    or "" where this Gradio has none: the switch then only sets the server's language."""
+    import pathlib
+
+    assets = pathlib.Path(gr.__file__).parent / "templates" / "frontend" / "assets"
+    for path in sorted(assets.glob("core-*.js")):
+        if "changeLocale" in path.read_text(encoding="utf-8", errors="ignore"):
+            return path.name
+    return ""
+
+
+def script() -> str:
+    """launch(head=...): the page's language is the one picked in the header (kept in this
+    browser's storage) or else the browser's; a cookie tells the server, so its messages are
+    written in it. Picking one reloads the page, which draws every box again in it (the form,
+    the dataset and a live run come back as after any reload)."""
+    return f"""<script>(() => {{
+  const KEY = "{COOKIE}", MODULE = "./assets/{_locale_module()}";
+  const chosen = () => localStorage.getItem(KEY);
+  const keep = () => {{ document.cookie = KEY + "=" + (chosen() || document.documentElement.lang) +
+                                          "; path=/; max-age=31536000; SameSite=Lax"; }};
+  const apply = async () => {{
+    const want = chosen();
+    if (want && MODULE.endsWith(".js") && document.documentElement.lang !== want)
+      (await import(MODULE)).changeLocale(want);
+  }};
   keep();
-  new MutationObserver(keep).observe(document.documentElement,
-                                     {{attributes: true, attributeFilter: ["lang"]}});
+  apply();      // Gradio adds this script once its page is set up, its language set already
+  new MutationObserver(() => {{ keep(); apply(); }}).observe(
+      document.documentElement, {{attributes: true, attributeFilter: ["lang"]}});
+  window.studioLanguage = lang => {{ localStorage.setItem(KEY, lang); keep(); location.reload(); }};
 }})();</script>"""
 
 
@@ -683,6 +719,12 @@ def engine(message) -> str:
     """An engine message (a studio.texts Text) in the request's language; any other text as
     it is."""
     return str(localise(message, language()))
+
+
+def recorded(message) -> str:
+    """A message read back from a run's files (kept in English there), in the request's
+    language where the catalog wrote it."""
+    return engine(read_back(message))
 
 
 def error_text(e: BaseException) -> str:

@@ -95,7 +95,7 @@ def build(form: ConfigForm) -> ModelTab:
                     form.render(leftover, min_width=190)
         with gr.Column(scale=4, min_width=340):
             gr.Markdown(T("model.h.machine"))
-            hardware = gr.Markdown(T("model.detecting"), elem_id="hardware")
+            hardware = gr.Markdown("", elem_id="hardware")   # drawn on page load
             gr.Markdown(T("model.h.memory"))
             memory = gr.HTML("", elem_id="memory-estimate")
             gr.Markdown(T("model.h.time"))
@@ -143,11 +143,11 @@ def hardware_text(service: Service) -> tuple[str, str]:
                      wandb=say("hw.installed" if hw.wandb else "hw.not_installed")))
     rows = [say("hw.table"), "|---|---|"]
     for name, why in availability(hw).items():
-        usable = say("hw.usable") if why is None else say("hw.not_usable", why=why)
+        usable = say("hw.usable") if why is None else say("hw.not_usable", why=engine(why))
         rows.append(f"| {name} | {usable} |")
     try:
         _, reason = backend_for(FineTuningConfig().resolve(hw), hw)
-        rows.append(say("hw.auto", reason=reason))
+        rows.append(say("hw.auto", reason=engine(reason)))
     except Exception as e:   # noqa: BLE001
         rows.append(say("hw.auto_fails", error=error_text(e)))
     return "\n".join(lines), "\n".join(rows)
@@ -276,16 +276,19 @@ def wire(t: ModelTab, form: ConfigForm, service: Service, demo: gr.Blocks, page:
     page.select(summary, form.inputs, summary_outputs, show_progress="hidden", api_name=False)
 
     @guard
-    def measure(*values, progress=gr.Progress()):
+    def measure(*values):
+        """Says it is measuring in the box itself (an overlay would cover the estimate)."""
         config, _ = form.to_config(*values)
-        progress(0.1, desc=say("model.measuring"))
+        yield note(say("model.measuring"))
         try:
             service.measure_speed(config)
         except Refused as e:
-            return shout(error_text(e))
-        return time_html(service.time_estimate(config))
+            yield shout(error_text(e))
+            return
+        yield time_html(service.time_estimate(config))
 
-    t.measure.click(measure, form.inputs, t.time, api_name="measure_speed")
+    t.measure.click(measure, form.inputs, t.time, api_name="measure_speed",
+                    show_progress="hidden")
 
     @guard
     def use_folder(path):

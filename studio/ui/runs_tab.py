@@ -62,8 +62,7 @@ def build() -> RunsTab:
             compare = gr.CheckboxGroup([], label=T("runs.compare"), elem_id="runs-compare")
             x_axis = gr.Radio([(T(k), v) for v, k in X_AXES.items()], value="step",
                               label=T("runs.x"), elem_id="runs-x")
-            chart = gr.Plot(empty_chart(say("runs.chart.empty"), 340), show_label=False,
-                            elem_id="runs-chart")
+            chart = gr.Plot(show_label=False, elem_id="runs-chart")   # drawn on opening
         with gr.Column(scale=2):
             diff = gr.HTML("", elem_id="runs-diff")
     gr.Markdown("### " + T("runs.h.one"))
@@ -95,7 +94,7 @@ def table_of(service: Service):
             "name": s.name, "state": state_word(s.state), "model": Path(s.model).name,
             "dataset": s.dataset, "rows": s.rows, "lora_r": settings.get("lora_r"),
             "learning_rate": settings.get("learning_rate"),
-            "epochs": settings.get("max_steps") and f"{settings['max_steps']} steps"
+            "epochs": settings.get("max_steps") and say("runs.steps", n=settings["max_steps"])
             or settings.get("num_train_epochs"),
             "batch": f"{settings.get('batch_size')} × {settings.get('gradient_accumulation_steps')}"
             if settings else None,
@@ -157,23 +156,24 @@ def wire(t: RunsTab, form: ConfigForm, service: Service, tabs: gr.Tabs):
     """Wire the tab; returns (refresh(event), the Resume event) for the app to chain."""
 
     @guard
-    def shown(chosen=None):
+    def compared(chosen, x):
+        return overlay(chosen or [], x or "step"), diff_html(chosen or [])
+
+    @guard
+    def shown(chosen=None, x=None):
+        """The table, the pickers and the comparison, drawn again in the page's language."""
         choices = run_choices(service)
         names = {value for _, value in choices}
         keep = [c for c in (chosen or []) if c in names]
         return (table_of(service), gr.update(choices=choices, value=keep),
-                gr.update(choices=choices))
+                gr.update(choices=choices), *compared(keep, x))
 
-    listed = [t.table, t.compare, t.run]
+    listed = [t.table, t.compare, t.run, t.chart, t.diff]
 
     def refresh(event):
-        return event.then(shown, t.compare, listed, api_name=False)
+        return event.then(shown, [t.compare, t.x_axis], listed, api_name=False)
 
-    t.refresh.click(shown, t.compare, listed, api_name="list_runs_table")
-
-    @guard
-    def compared(chosen, x):
-        return overlay(chosen or [], x or "step"), diff_html(chosen or [])
+    t.refresh.click(shown, [t.compare, t.x_axis], listed, api_name="list_runs_table")
 
     gr.on([t.compare.change, t.x_axis.change], compared, [t.compare, t.x_axis],
           [t.chart, t.diff], api_name=False)

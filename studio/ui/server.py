@@ -95,7 +95,7 @@ def serve(args: argparse.Namespace) -> int:
     from studio.service.access import Gatekeeper
     from studio.serve.v1 import page_routes
     from studio.ui.app import CSS, THEME, build_app
-    from studio.ui.i18n import SCRIPT, translations
+    from studio.ui.i18n import script, translations
 
     demo = build_app(args.runs_dir, allow=args.allow_dir, warning=warning)
     demo.service.data.max_upload_bytes = args.max_file_size     # kept uploads obey it too
@@ -109,7 +109,7 @@ def serve(args: argparse.Namespace) -> int:
         demo.queue(default_concurrency_limit=4).launch(
             server_name=args.host, server_port=args.port, share=args.share, auth=who.attempt if who else None,
             theme=THEME, css=CSS, show_error=True, ssr_mode=False, mcp_server=False,
-            i18n=translations(), head=SCRIPT, footer_links=["api", "settings"],
+            i18n=translations(), head=script(), footer_links=["api"],
             app_kwargs={"routes": api, "middleware": [Middleware(
                 Gatekeeper, any_host=who is not None or args.insecure_no_auth)]},
             max_file_size=args.max_file_size)

@@ -20,7 +20,7 @@ from studio.runs.store import (ACTIVE, Status, log_size, read_config, read_log, 
 from studio.service.actions import Refused, Service
 from studio.ui.common import chart_layout, empty_chart, guard, note, run_choices, shout, toast
 from studio.ui.form import ConfigForm
-from studio.ui.i18n import T, engine, error_text, say, state_word
+from studio.ui.i18n import T, engine, error_text, recorded, say, state_word
 
 POLL_SECONDS = 2.0
 LOOKOUT_SECONDS = 10.0
@@ -54,16 +54,15 @@ def build() -> TrainTab:
         force = gr.Checkbox(False, label=T("train.force"), scale=2, container=False)
     with gr.Row(equal_height=True):
         run = gr.Dropdown([], label=T("train.run"), scale=5, elem_id="run-picker")
-    status = gr.HTML(note(T("train.status.empty")), elem_id="train-status")
+    status = gr.HTML("", elem_id="train-status")     # drawn on page load, in its language
     progress = gr.HTML("", elem_id="train-progress")
     with gr.Accordion(T("train.plan"), open=False):
         plan = gr.HTML("", elem_id="train-plan")
-    chart = gr.Plot(empty_chart(say("train.chart.empty"), 360), show_label=False,
-                    elem_id="loss-chart")     # drawn again on page load, in its language
+    chart = gr.Plot(None, show_label=False, elem_id="loss-chart")   # drawn on page load
     with gr.Accordion(T("train.samples"), open=True):
         samples = gr.HTML("", elem_id="train-samples")
     with gr.Accordion(T("train.log"), open=True):
-        log = gr.HTML(log_html(""), elem_id="train-log")
+        log = gr.HTML("", elem_id="train-log")
     watch = gr.State({})
     timer = gr.Timer(POLL_SECONDS, active=False)
     lookout = gr.Timer(LOOKOUT_SECONDS)
@@ -195,16 +194,17 @@ def progress_html(watch: dict, status: Status) -> str:
 def status_html(watch: dict, status: Status) -> str:
     name = Path(watch["run"]).name
     state = status.state
-    reason = status.reason or (watch["done"] or {}).get("reason") or ""
+    written = status.reason or (watch["done"] or {}).get("reason") or ""
+    reason = recorded(written)
     if status.active:
-        doing = watch["message"] or say("train.starting")
+        doing = recorded(watch["message"]) or say("train.starting")
         return note(say("train.training", name=name, doing=doing), "info")
     if state == "finished":
         done = note(say("train.finished", name=name, reason=reason, run=watch["run"]), "ok")
         return done + note(advice(watch["run"]), "warn")
     if state == "stopped":     # as asked: not a warning, unless it had to be killed
         return note(say("train.stopped", name=name, reason=reason),
-                    "warn" if "killed" in reason else "info")
+                    "warn" if "killed" in written else "info")
     if state == "interrupted":
         resume = say("train.resume_hint" if resumable(watch["run"], status)
                      else "train.no_checkpoint")
@@ -258,7 +258,8 @@ def plan_html(run_dir: str, plan: dict) -> str:
 
 
 def _shown(value) -> str:
-    return say("choice.on" if value else "choice.off") if isinstance(value, bool) else str(value)
+    return say("choice.on" if value else "choice.off") if isinstance(value, bool) else \
+        recorded(str(value))
 
 
 def advice(run_dir: str) -> str:
@@ -284,7 +285,7 @@ def log_tail(run_dir: str) -> str:
 def log_html(text: str) -> str:
     """The log in a box that stays scrolled to its newest line (column-reverse keeps the
     scroll position at the bottom as lines arrive)."""
-    body = html.escape(text) if text else str(T("train.log.empty"))   # translated in the page
+    body = html.escape(text) if text else html.escape(say("train.log.empty"))
     return f'<div class="log-box"><pre>{body}</pre></div>'
 
 
