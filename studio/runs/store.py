@@ -265,8 +265,10 @@ def _alive(pid) -> bool:
 
 # ---------------------------------------------------------------------------- the other files
 def write_plan(run_dir: Path, **fields) -> dict:
-    """Add to plan.yaml what the backend decided to run (beside config.yaml, as asked for)."""
-    plan = {**read_plan(run_dir), **fields}
+    """Add to plan.yaml what the backend decided to run (beside config.yaml, as asked for); a
+    catalog message is written as its English (yaml writes no str subclass)."""
+    plan = {**read_plan(run_dir), **{k: str(v) if isinstance(v, str) else v
+                                     for k, v in fields.items()}}
     files(run_dir).plan.write_text(yaml.safe_dump(plan, sort_keys=False, allow_unicode=True),
                                    encoding="utf-8")
     return plan

@@ -1,7 +1,7 @@
 """Every engine message by key, (English, 中文), gathered from the catalog of each speaker."""
 from __future__ import annotations
 
-from studio.texts import advice, data, refusals, runs
+from studio.texts import advice, data, models, refusals, runs
 
 LANGUAGES = ("en", "zh")
 
@@ -15,4 +15,5 @@ def _merge(*catalogs: dict) -> dict[str, tuple[str, str]]:
     return out
 
 
-CATALOG = _merge(data.MESSAGES, refusals.MESSAGES, advice.MESSAGES, runs.MESSAGES)
+CATALOG = _merge(data.MESSAGES, refusals.MESSAGES, advice.MESSAGES, runs.MESSAGES,
+                 models.MESSAGES)

@@ -271,9 +271,9 @@ FIELDS: dict[str, FieldText] = {
                            "Also report to: wandb (Weights & Biases; offline without an API key "
                            "or network), tensorboard (run_dir/tensorboard), trackio (local "
                            "dashboard: trackio show).",
-                           "同时上报到：wandb（Weights & Biases；没有 API key 或网络时离线记录）"
-                           "、tensorboard（run_dir/tensorboard）、trackio（本地看板：trackio show"
-                           "）。"),
+                           "同时上报到：wandb（Weights & Biases；没有 API 密钥或网络时离线记录）"
+                           "、tensorboard（run_dir/tensorboard）、trackio（本地看板：运行“trackio "
+                           "show”打开）。"),
     "use_wandb": FieldText("使用 W&B",
                            "Also log to Weights & Biases (the same as wandb in report_to).",
                            "同时记录到 Weights & Biases（与在 report_to 中选 wandb 相同）。"),

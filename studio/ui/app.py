@@ -35,6 +35,15 @@ THEME = gr.themes.Soft(
 CSS = """
 .gradio-container { max-width: 1500px !important; width: 100% !important; margin: auto; }
 #data-table th { min-width: 7em; }
+/* a header keeps its words whole (a narrow column broke "LoRA r" into "LoR A r"); the table
+   scrolls sideways instead */
+#runs-table .header.text { word-break: normal !important; overflow-wrap: normal !important;
+                           white-space: nowrap !important; }
+#runs-diff { overflow-x: auto; }
+#runs-diff-table th, #runs-diff-table td { overflow-wrap: anywhere; }
+/* a chat pane's name sits above its messages, not over them as they scroll */
+#chat-tuned [data-testid=block-label], #chat-base [data-testid=block-label] {
+    position: static !important; margin-bottom: 4px; }
 #studio-header h1 { margin-bottom: 0; }
 #language-switch { align-self: flex-start; flex-wrap: nowrap; }
 html[lang="en"] #language-en, html[lang^="zh"] #language-zh-CN { font-weight: 700;

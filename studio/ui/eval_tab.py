@@ -39,7 +39,7 @@ def build() -> EvalTab:
         with gr.Column(scale=2, min_width=340):
             run = gr.Dropdown([], label=T("eval.run"), elem_id="eval-run")
             upload = gr.File(label=T("eval.upload"), file_types=[".csv", ".json", ".jsonl",
-                                                                  ".parquet"], height=100,
+                                                                  ".parquet"],
                              elem_id="eval-upload")
             data = gr.Textbox(label=T("eval.data"), placeholder=T("eval.data.placeholder"),
                               elem_id="eval-data")

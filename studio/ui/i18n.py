@@ -119,7 +119,7 @@ CATALOG: dict[str, tuple[str, str]] = {
                             "例如 http://127.0.0.1:8000/v1（vLLM、llama.cpp、Ollama）；它按参考"
                             "答案给每个回答打 1-10 分。"),
     "eval.judge_model": ("judge: model name", "评判模型：模型名"),
-    "eval.start": ("Evaluate: base vs fine-tuned", "评估：基座 vs 微调后"),
+    "eval.start": ("Evaluate: base vs fine-tuned", "评估：基座与微调后对比"),
     "eval.export": ("Export for EvalScope", "导出为 EvalScope 格式"),
     "eval.exported": ("EvalScope general QA file", "EvalScope 通用问答文件"),
     "eval.status.empty": ("Pick a fine-tuned run, then press Evaluate: both models answer the "
@@ -292,7 +292,7 @@ CATALOG: dict[str, tuple[str, str]] = {
     "model.name": ("model_name", "模型 (model_name)"),
     "model.name.info": ("A Qwen3 model from the catalog, a Hub id, or a local model folder. "
                         "'bundled' models work offline.",
-                        "目录中的 Qwen3 模型、Hub id 或本地模型文件夹。标有 bundled 的模型可离线使用。"),
+                        "目录中的 Qwen3 模型、Hub id 或本地模型文件夹。标有“自带”的模型可离线使用。"),
     "model.folder": ("…or a local model folder", "…或本地模型文件夹"),
     "model.folder.placeholder": ("/path/to/model (holds config.json)",
                                  "/path/to/model（含 config.json）"),

@@ -53,7 +53,7 @@ def model_choices(current: str) -> list[tuple[str, str]]:
     for m in CATALOG:
         where = "" if m.id.startswith("demo:") else \
             say("model.where.downloaded") if hub_cache_has(m.id) else say("model.where.hub")
-        out.append((f"{m.id}  ·  {m.note}{where}", m.id))
+        out.append((f"{m.id}  ·  {engine(m.note)}{where}", m.id))
     if current and current not in [v for _, v in out]:
         out.insert(0, (say("model.where.local", path=current), current))
     return out
@@ -169,7 +169,9 @@ def describe_model(name: str) -> str:
 
 
 def last_measured(service: Service, model_name: str) -> str:
-    """The newest run of this model that logged a step: its measured peak beside its estimate."""
+    """The newest run of this model that logged a step: its measured peak (the highest any step
+    logged, over every leg of a resumed run, as the Train tab and the Runs table say) beside its
+    estimate."""
     for run in service.runs():
         try:
             if service.run_config(run.run_dir).model_name != model_name:
@@ -182,7 +184,7 @@ def last_measured(service: Service, model_name: str) -> str:
         if peaks:
             est = run.status.estimate_gb
             return ("<div>" + say("model.last_run", name=html.escape(run.name),
-                                  peak=peaks[-1]) +
+                                  peak=max(peaks)) +
                     (say("model.last_run.estimate", estimate=est)
                      if isinstance(est, (int, float)) else "") + "</div>")
     return ""

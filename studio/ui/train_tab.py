@@ -74,7 +74,7 @@ def build() -> TrainTab:
 def new_watch(run_dir) -> dict:
     return {"run": str(run_dir), "cursor": 0, "train": [], "eval": [], "last": {},
             "first": None, "max_steps": None, "message": "", "done": None, "state": None,
-            "plan": {}, "samples": {}}
+            "plan": {}, "samples": {}, "peak": None}
 
 
 def absorb(watch: dict, events) -> bool:
@@ -87,6 +87,8 @@ def absorb(watch: dict, events) -> bool:
         if e.kind == "train":
             watch["train"].append([e.step, d.get("loss"), d.get("learning_rate")])
             watch["last"] = {**d, "step": e.step, "time": e.time}
+            if isinstance(d.get("peak_memory_gb"), (int, float)):     # a resumed leg starts low
+                watch["peak"] = max(watch["peak"] or 0, d["peak_memory_gb"])
             if not watch["first"] or e.step < watch["first"][1]:
                 watch["first"] = [e.time, e.step]
             new_points = True
@@ -179,7 +181,7 @@ def progress_html(watch: dict, status: Status) -> str:
         facts.append(say("train.mfu", mfu=last["mfu"]))
     if last.get("epoch") is not None:
         facts.append(say("train.epoch", epoch=last["epoch"]))
-    peak, estimate = last.get("peak_memory_gb"), status.estimate_gb
+    peak, estimate = watch.get("peak"), status.estimate_gb
     if peak:
         mem = say("train.peak", peak=peak)
         if estimate:
