@@ -424,7 +424,7 @@ class ProgressBar:
                                  tok_s=f"{d.get('tokens_per_s') or 0:.0f}", refresh=False)
         elif event.kind == "eval":
             self.bar.write(f"step {event.step}: eval loss {d.get('eval_loss')}")
-        elif event.kind in ("status", "checkpoint"):
+        elif event.kind in ("status", "log", "checkpoint"):
             self.bar.write(d.get("message") or f"checkpoint {d.get('path')}")
 
     def __exit__(self, *exc):

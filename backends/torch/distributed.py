@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 from typing import Callable
 
+from studio.texts.message import Text
+
 
 def in_worker() -> bool:
     """Whether this process is one of torchrun's workers."""
@@ -55,24 +57,21 @@ def agreed(flag: Callable[[], bool]) -> Callable[[], bool]:
 def describe(config, asked: str) -> str:
     """How a resolved config spreads over its processes, and why (`asked`: the setting before
     resolving), for the run's log and plan."""
-    where = (f"{config.world_size} processes on {config.nnodes} machines" if config.nnodes > 1
-             else f"{config.world_size} processes")
+    where = (Text("dist.where.machines", n=config.world_size, machines=config.nnodes)
+             if config.nnodes > 1 else Text("dist.where", n=config.world_size))
     if config.cpu_only:
-        return f"ddp over {where} on the CPU (gloo): each holds the model and a share of a batch"
+        return Text("dist.cpu", where=where)
     if config.distributed == "fsdp":
-        why = ("as set" if asked == "fsdp" else
-               "the 16-bit weights would not fit one GPU beside its activations")
-        how = (f"fsdp (FSDP2) over {where}: the frozen base and the LoRA weights are sharded "
-               f"({why})")
+        how = Text("dist.fsdp", where=where, why=Text("dist.why.set") if asked == "fsdp"
+                   else Text("dist.why.fsdp"))
     elif config.distributed == "deepspeed":
-        how = f"deepspeed ZeRO-3 over {where} (as set)"
+        how = Text("dist.deepspeed", where=where)
     else:
-        why = "as set" if asked == "ddp" else "the model and its activations fit one GPU"
-        how = f"ddp over {where}: each GPU holds the whole model and a share of a batch ({why})"
+        how = Text("dist.ddp", where=where, why=Text("dist.why.set") if asked == "ddp"
+                   else Text("dist.why.ddp"))
     rows = config.batch_size * config.gradient_accumulation_steps
     if rows < 16:     # two GPUs scale well at 16 rows each, not at 8 (bench/HISTORY.md, #17)
-        how += (f"; {rows} rows a GPU an update make short, host-bound steps that spread "
-                "poorly: 16 or more keep each GPU busy")
+        how = Text("dist.few_rows", how=how, rows=rows)
     return how
 
 

@@ -198,8 +198,10 @@ def prepare_data(config: FineTuningConfig, emit, data=None):
         emit("status", 0, message=Text("run.preparing", path=config.data_path))
         data = prepare(config.data_path, tokenizer, config)
     data = dataclasses.replace(data, samples=sample_prompts(config, data, tokenizer))
-    emit("status", 0, message=Text("run.data", summary=data.report.summary().replace("\n", "; ")),
+    emit("status", 0, message=Text("run.data", train=data.report.n_train, eval=data.report.n_eval,
+                                   format=data.format.name),
          n_train=data.report.n_train, n_eval=data.report.n_eval, format=data.format.name)
+    emit("log", 0, message=data.report.summary().replace("\n", "; "))     # the details
     return data
 
 

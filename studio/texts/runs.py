@@ -33,6 +33,28 @@ MESSAGES: dict[str, tuple[str, str]] = {
                                 "mlx 未安装或无法在这里加载（{error}）：{hint}"),
     "backend.mlx.no_lm": ("mlx-lm is not installed: {hint}", "未安装 mlx-lm：{hint}"),
 
+    # ---- how several processes share a run
+    "dist.where": ("{n} processes", "{n} 个进程"),
+    "dist.where.machines": ("{n} processes on {machines} machines",
+                            "{machines} 台机器上的 {n} 个进程"),
+    "dist.cpu": ("ddp over {where} on the CPU (gloo): each holds the model and a share of a batch",
+                 "在 CPU 上用 {where} 做 ddp（gloo）：每个进程持有整个模型和一批数据的一部分"),
+    "dist.fsdp": ("fsdp (FSDP2) over {where}: the frozen base and the LoRA weights are sharded "
+                  "({why})",
+                  "用 {where} 做 fsdp（FSDP2）：冻结的基座和 LoRA 权重被分片（{why}）"),
+    "dist.deepspeed": ("deepspeed ZeRO-3 over {where} (as set)",
+                       "用 {where} 做 deepspeed ZeRO-3（按设置）"),
+    "dist.ddp": ("ddp over {where}: each GPU holds the whole model and a share of a batch ({why})",
+                 "用 {where} 做 ddp：每块 GPU 持有整个模型和一批数据的一部分（{why}）"),
+    "dist.why.set": ("as set", "按设置"),
+    "dist.why.fsdp": ("the 16-bit weights would not fit one GPU beside its activations",
+                      "16 位权重加上激活值放不进一块 GPU"),
+    "dist.why.ddp": ("the model and its activations fit one GPU", "模型和激活值放得进一块 GPU"),
+    "dist.few_rows": ("{how}; {rows} rows a GPU an update make short, host-bound steps that "
+                      "spread poorly: 16 or more keep each GPU busy",
+                      "{how}；每块 GPU 每次更新只有 {rows} 行，步子短、受主机限制，分摊效果差："
+                      "16 行或更多才能让每块 GPU 保持忙碌"),
+
     # ---- what a run is doing (its status events)
     "run.processes": ("processes: {how}", "进程：{how}"),
     "run.backend": ("backend: {why}", "后端：{why}"),
@@ -46,7 +68,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "SFTTrainer 和 transformers 的层，在这里再跑一次会用上这些改写"),
     "run.reporting": ("reporting to {name}", "正在上报到 {name}"),
     "run.preparing": ("preparing {path}", "正在准备 {path}"),
-    "run.data": ("data: {summary}", "数据：{summary}"),
+    "run.data": ("data: {train} rows to train, {eval} to evaluate ({format})",
+                 "数据：{train} 行用于训练，{eval} 行用于评估（{format}）"),
     "run.loading": ("loading {model}", "正在加载 {model}"),
     "run.loading_unsloth": ("loading {model} with unsloth", "正在用 unsloth 加载 {model}"),
     "run.packed_attention": ("packed attention: {how}", "打包注意力：{how}"),
