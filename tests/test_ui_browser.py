@@ -218,7 +218,7 @@ def test_a_restarted_server_reattaches_or_marks_the_run_interrupted(browser, tmp
     ends it. (Scripted backend: no model, so this wiring test takes seconds of training.)"""
     from gradio_client import Client
 
-    from studio.runs.store import _alive, last_checkpoint, read_status
+    from studio.runs.store import last_checkpoint, read_status
 
     runs = tmp_path / "runs"
     first = start_page(runs)
@@ -265,7 +265,7 @@ def test_a_restarted_server_reattaches_or_marks_the_run_interrupted(browser, tmp
         page.wait_for_function("() => document.querySelector('#field-max_steps input')"
                                ".value === '2000'")
         pid, deadline = read_status(run).pid, time.time() + 30
-        while _alive(pid):              # the process ends, and its memory is freed with it
+        while running(pid):             # the process ends, and its memory is freed with it
             assert time.time() < deadline, "the stopped job's process is still alive"
             time.sleep(0.2)
         page.close()
@@ -466,6 +466,16 @@ def pick(page, elem: str, label_start: str) -> None:
 
 
 # ---------------------------------------------------------------------------- escaped
+def running(pid) -> bool:
+    """A process that has not ended (a finished child not yet reaped counts as ended)."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def evil(n: int) -> str:
     """A name that runs a script if the page ever inserts it as HTML."""
     return f'<img src=x onerror="window.pwned={n}">'
