@@ -42,12 +42,14 @@ def make_trainer(plan, data, run_dir: Path, emit, should_stop):
     # trl draws LoRA's A matrices before the Trainer seeds anything: without this, the same
     # config trained a different adapter in a fresh process than in a second run of one
     set_seed(config.seed)
+    callbacks = [recipe.event_callback(emit, should_stop, recipe.model_flops(config, data)),
+                 recipe.sample_callback(emit, tokenizer, data.samples)]
+    if config.method == "dpo":
+        return recipe.quiet(preference_trainer(model, tokenizer, plan, data, run_dir, callbacks))
     trainer = lean_trainer.lean_steps(SFTTrainer)(
         model=model, args=recipe.sft_config(config, run_dir, data.eval is not None),
         train_dataset=data.train, eval_dataset=data.eval, processing_class=tokenizer,
-        peft_config=lora_config(config),
-        callbacks=[recipe.event_callback(emit, should_stop, recipe.model_flops(config, data)),
-                   recipe.sample_callback(emit, tokenizer, data.samples)])
+        peft_config=lora_config(config), callbacks=callbacks)
     if config.fp8_weights:
         swapped = fp8_weights.to_fp8(trainer.model)
         emit("status", 0, message=Text("run.fp8", n=swapped))
@@ -62,6 +64,19 @@ def make_trainer(plan, data, run_dir: Path, emit, should_stop):
     elif config.compile_layers:       # attention traced in the compiled layers
         trainer.data_collator = packed_attention.with_row_bounds(trainer.data_collator)
     return recipe.quiet(recipe.lora_gathered_alone(trainer))
+
+
+def preference_trainer(model, tokenizer, plan, data, run_dir: Path, callbacks):
+    """trl's DPOTrainer over the pairs: the LoRA model learns to prefer the chosen answer, the
+    base with its adapter off is the reference. The speed work of supervised runs (compiled
+    layers, padding-free packs, the lean step) is not applied to pairs yet."""
+    from trl import DPOTrainer
+
+    config = plan.config
+    return DPOTrainer(model=model, args=recipe.dpo_config(config, run_dir, data.eval is not None),
+                      train_dataset=data.train, eval_dataset=data.eval,
+                      processing_class=tokenizer, peft_config=lora_config(config),
+                      callbacks=callbacks)
 
 
 def train(plan, data, run_dir: Path, emit, should_stop, resume_from=None) -> Path:

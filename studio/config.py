@@ -35,8 +35,9 @@ def _f(default, group: str, *, choices=None, min=None, max=None, factory=None, s
     return field(default=default, metadata=meta)
 
 
-GROUPS = ("Model and data", "LoRA", "Optimisation", "Precision and quantisation",
+GROUPS = ("Model and data", "Method", "LoRA", "Optimisation", "Precision and quantisation",
           "Several GPUs", "Logging and checkpoints", "Tracking")
+METHODS = ["sft", "dpo"]
 DISTRIBUTED = ["auto", "ddp", "fsdp", "deepspeed"]
 LORA_DROPOUT = 0.05     # lora_dropout left to auto, where the backend allows dropout at all
 
@@ -49,7 +50,8 @@ class FineTuningConfig:
     data_path: Optional[str] = _f(None, "Model and data")
     dataset_format: str = _f("auto", "Model and data",
                              choices=["auto", "instruction", "prompt_completion", "input_output",
-                                      "alpaca", "sharegpt", "messages", "text", "segments"])
+                                      "alpaca", "sharegpt", "messages", "text", "segments",
+                                      "preference"])
     column_mapping: dict = _f(None, "Model and data", factory=dict)
     role_mapping: dict = _f(None, "Model and data", factory=dict)
     prompt_template: Optional[str] = _f(None, "Model and data")
@@ -61,6 +63,11 @@ class FineTuningConfig:
     val_size: float = _f(0.1, "Model and data", min=0.0)
     backend: str = _f("auto", "Model and data",
                       choices=["auto", "transformers", "unsloth", "mlx", "scripted"])
+
+    # ---- what is taught: answers (sft) or which of two answers is better (dpo)
+    method: str = _f("sft", "Method", choices=METHODS)
+    beta: float = _f(0.1, "Method", min=0.0, max=10.0)
+    loss_type: str = _f("sigmoid", "Method", choices=["sigmoid", "ipo", "hinge", "robust"])
 
     # ---- LoRA
     lora_r: int = _f(8, "LoRA", min=1, max=1024)
@@ -250,7 +257,8 @@ class FineTuningConfig:
     def transformers_only(self) -> tuple:
         """The settings asked for here that only the transformers backend honours."""
         return tuple(name for name in ("compile_layers", "layer_graphs", "whole_logits",
-                                       "fp8_weights") if getattr(self, name))
+                                       "fp8_weights") if getattr(self, name)) + \
+            (("method",) if self.method != "sft" else ())
 
     def validate(self, hw=None) -> list[str]:
         """Every problem that would stop this run, each saying how to fix it. Empty: it can run."""
@@ -283,7 +291,9 @@ class FineTuningConfig:
         if self.backend == "unsloth" and not on_gpu:
             problems.append(Text("config.unsloth_cpu"))
         for name in self.transformers_only() if self.backend in ("unsloth", "mlx") else ():
-            problems.append(Text("config.transformers_only", name=name, backend=self.backend))
+            problems.append(Text("config.method_backend", method=self.method,
+                                 backend=self.backend) if name == "method" else
+                            Text("config.transformers_only", name=name, backend=self.backend))
         unsloth_trains = self.backend == "unsloth" or (
             self.backend == "auto" and hw.packages.get("unsloth") and not self.transformers_only())
         if self.fused_loss and not (on_gpu and (unsloth_trains

@@ -49,7 +49,7 @@ dropout loss logits checkpoint SmolLM2 SmolLM Hugging Face safetensors FSDP FSDP
 deepspeed ZeRO gloo torch compile kernel cut cross entropy v1 id pip install qwen3 studio
 auto lr alpha sharegpt alpaca messages ShareGPT Alpaca ChatML Instruct demo MFU bitsandbytes
 Axolotl scripted system user assistant tool string list dict int64 float64 bool f16 English
-""".split()
+sft SFT dpo DPO beta sigmoid ipo hinge robust chosen rejected""".split()
 
 
 def english_words(texts, names=()) -> list[str]:
@@ -132,9 +132,10 @@ def test_every_tab_in_chinese_after_a_run_and_the_switch_keeps_the_screen(browse
     page.reload()
     page.wait_for_selector("#tab-data", state="attached")
     wait_text(page, "#tab-data-button", "1 · Data")
+    wait_text(page, "#data-status", "Loaded example_sharegpt.json", timeout=120)
     page.locator("#language-zh-CN").click()
     wait_text(page, "#tab-data-button", "1 · 数据")
-    wait_text(page, "#data-status", "已加载 example_sharegpt.json", timeout=90)
+    wait_text(page, "#data-status", "已加载 example_sharegpt.json", timeout=120)
     page.close()
 
 

@@ -111,9 +111,14 @@ def model_flops(config, data) -> tuple[Optional[float], Optional[float]]:
     shape = model_shape(config.model_name)
     if shape is None or config.cpu_only or not torch.cuda.is_available():
         return None, None
-    lengths = [len(ids) for ids in data.train["input_ids"]]
+    lengths = data.train_lengths
     return (flops_per_token(shape, mean_causal_context(lengths)),
             peak_flops(torch.cuda.get_device_name()))
+
+
+# trl's preference logs -> the names our events carry (a DPO run's train and eval events)
+PREFERENCE_LOGS = {"rewards/chosen": "reward_chosen", "rewards/rejected": "reward_rejected",
+                   "rewards/margins": "reward_margin", "rewards/accuracies": "preference_accuracy"}
 
 
 def event_callback(emit, should_stop: Callable[[], bool], flops: tuple = (None, None)):
@@ -148,10 +153,14 @@ def event_callback(emit, should_stop: Callable[[], bool], flops: tuple = (None, 
                      learning_rate=logs.get("learning_rate"), epoch=logs.get("epoch"),
                      grad_norm=logs.get("grad_norm"), tokens=seen,
                      tokens_per_s=tokens_per_s, peak_memory_gb=peak_memory_gb(),
-                     max_steps=state.max_steps)
+                     max_steps=state.max_steps,
+                     **{ours: logs[theirs] for theirs, ours in PREFERENCE_LOGS.items()
+                        if theirs in logs})
             if "eval_loss" in logs:
                 emit("eval", state.global_step, eval_loss=logs["eval_loss"],
-                     epoch=logs.get("epoch"))
+                     epoch=logs.get("epoch"),
+                     **{f"eval_{ours}": logs[f"eval_{theirs}"]
+                        for theirs, ours in PREFERENCE_LOGS.items() if f"eval_{theirs}" in logs})
 
         def on_save(self, args, state, control, **kw):
             path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
@@ -235,20 +244,13 @@ def loss_type(config) -> str:
     return "nll" if config.fused_loss or config.whole_logits else "chunked_nll"
 
 
-def sft_config(config, run_dir: Path, has_eval: bool):
-    """trl's SFTConfig from ours; every training knob is decided here and nowhere else.
-
-    With packing, one micro-batch is one pack of up to tokens_per_batch tokens (rows were
-    already cut to max_seq_length), flattened padding-free with position ids restarting at each
-    row, so attention never crosses from one row into the next.
-    """
-    from trl import SFTConfig
-
+def trainer_arguments(config, run_dir: Path, has_eval: bool) -> dict:
+    """The Trainer's arguments every method shares (steps, rates, precision, logging, saving,
+    processes); every training knob is decided here and nowhere else."""
     from backends.torch import distributed
 
-    packed = bool(config.packing)
-    batch = 1 if packed else config.batch_size
-    args = SFTConfig(
+    batch = 1 if config.packing else config.batch_size
+    return dict(
         output_dir=str(run_dir / "checkpoints"),
         per_device_train_batch_size=batch,
         per_device_eval_batch_size=batch,
@@ -276,25 +278,52 @@ def sft_config(config, run_dir: Path, has_eval: bool):
         use_cpu=bool(config.cpu_only),
         seed=config.seed,
         report_to=[],                       # trackers listen to our events (studio.runs.tracking)
-        # rows arrive cut to max_seq_length (studio.data); a pack holds tokens_per_batch
-        max_length=(config.tokens_per_batch or config.max_seq_length) if packed else None,
-        packing=packed,
-        padding_free=True,   # rows are concatenated, never padded: no work on pad tokens
         gradient_checkpointing=bool(config.gradient_checkpointing),
         include_num_input_tokens_seen="non_padding",
-        loss_type=loss_type(config),
         **loader_arguments(config),
         disable_tqdm=True,
         save_only_model=False,
         **distributed.trainer_arguments(config),
     )
-    if config.world_size == 1 and args.n_gpu > 1:
-        # one process trains on one GPU. On a machine with several, the Trainer would wrap the
-        # model in DataParallel over all of them: slower than one GPU alone, with the loss
-        # reported doubled (measured: bench/HISTORY.md, issue #17). Several GPUs are several
-        # processes
+
+
+def one_gpu_each(args):
+    """One process trains on one GPU. On a machine with several, the Trainer would wrap the
+    model in DataParallel over all of them: slower than one GPU alone, with the loss reported
+    doubled (measured: bench/HISTORY.md, issue #17). Several GPUs are several processes."""
+    if args.n_gpu > 1 and args.world_size == 1:
         args._n_gpu = 1
     return args
+
+
+def sft_config(config, run_dir: Path, has_eval: bool):
+    """trl's SFTConfig from ours.
+
+    With packing, one micro-batch is one pack of up to tokens_per_batch tokens (rows were
+    already cut to max_seq_length), flattened padding-free with position ids restarting at each
+    row, so attention never crosses from one row into the next.
+    """
+    from trl import SFTConfig
+
+    packed = bool(config.packing)
+    return one_gpu_each(SFTConfig(
+        **trainer_arguments(config, run_dir, has_eval),
+        # rows arrive cut to max_seq_length (studio.data); a pack holds tokens_per_batch
+        max_length=(config.tokens_per_batch or config.max_seq_length) if packed else None,
+        packing=packed,
+        padding_free=True,   # rows are concatenated, never padded: no work on pad tokens
+        loss_type=loss_type(config)))
+
+
+def dpo_config(config, run_dir: Path, has_eval: bool):
+    """trl's DPOConfig from ours: the shared arguments, DPO's beta and loss, pairs cut to
+    max_seq_length. The reference model is the base with the adapter switched off (trl does
+    this for a PEFT model), so no second copy is loaded."""
+    from trl import DPOConfig
+
+    return one_gpu_each(DPOConfig(**trainer_arguments(config, run_dir, has_eval),
+                                  beta=config.beta, loss_type=[config.loss_type],
+                                  max_length=config.max_seq_length))
 
 
 COLLATE_AHEAD = 1   # data loader worker processes on a GPU (the bench's workers=N changes it)

@@ -13,7 +13,8 @@ from studio.data.shapes import (CHAT_ROLES, FORMATS, SHAPES, DetectedFormat, Sha
                                 apply_role_mapping, detect_format, row_messages)
 from studio.data.templates import (TemplateFeatures, Tokenized, render_segments, system_choice,
                                    template_features, tokenize_row)
-from studio.data.prepare import DataReport, PreparedData, prepare, prepare_dataset
+from studio.data.prepare import prepare, prepare_dataset
+from studio.data.prepared import DataReport, PreparedData
 
 __all__ = ["DataError", "load_rows", "detect_format", "apply_role_mapping", "row_messages",
            "tokenize_row", "render_segments", "prepare", "prepare_dataset", "PreparedData",

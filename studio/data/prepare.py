@@ -10,10 +10,8 @@ from __future__ import annotations
 import json
 import math
 import random
-import statistics
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -22,6 +20,8 @@ from jinja2 import TemplateError
 
 from studio.data.errors import DataError
 from studio.data.identity import teaches_identity
+from studio.data.preferences import prepare_pairs
+from studio.data.prepared import DataReport, PreparedData, dtype_name, eval_count, iter_rows
 from studio.data.readers import load_rows, not_text_cells
 from studio.data.shapes import (SHAPES, DetectedFormat, cell_text, parse_nested, row_messages,
                                 why_no_answer, apply_role_mapping, detect_format)
@@ -30,55 +30,6 @@ from studio.data.templates import (REASONING_LOST, TOOL_CALLS_LOST, TOOLS_LOST, 
 from studio.texts.message import Text, message_of
 
 
-@dataclass
-class DataReport:
-    n_rows: int
-    columns: list[str]
-    dtypes: dict[str, str]
-    format: DetectedFormat
-    lengths: list[int]                 # token length per kept row (before truncation)
-    n_truncated: int                   # kept rows longer than max_seq_length (cut)
-    n_train: int
-    n_eval: int
-    problems: dict[str, int]
-    examples_of_problems: dict[str, list[int]]
-    default_system: Optional[str] = None   # the system prompt the chat template adds by itself
-    default_system_kept: bool = False      # rows with no system turn get it (keep, no
-    #                                        system_prompt to replace it)
-    identity_rows: int = 0             # kept rows that teach the assistant a name or maker
-    advice: list[str] = field(default_factory=list)   # one line each: what to change, and why
-    rows_read: Optional[int] = None    # rows looked at when a time budget cut the analysis short
-
-    def summary(self) -> str:
-        """A few lines for people: what was found, what trains, what was wrong."""
-        lines = [f"{self.n_rows} rows, columns: {', '.join(self.columns)}",
-                 f"format: {self.format.name} ({self.format.reason})",
-                 f"train {self.n_train} rows, eval {self.n_eval} rows"]
-        if self.lengths:
-            lines.append(f"tokens per row: min {min(self.lengths)}, median "
-                         f"{int(statistics.median(self.lengths))}, max {max(self.lengths)}; "
-                         f"{self.n_truncated} rows cut at max_seq_length")
-        for problem, n in self.problems.items():
-            rows = self.examples_of_problems.get(problem, [])
-            where = f" (e.g. rows {', '.join(map(str, rows))})" if rows else ""
-            lines.append(f"{problem}: {n}{where}")
-        if self.default_system:
-            lines.append(f"the chat template's own system prompt ({self.default_system!r}): "
-                         f"{'kept' if self.default_system_kept else 'not used'}")
-        return "\n".join(lines + self.advice)
-
-
-@dataclass
-class PreparedData:
-    train: datasets.Dataset            # columns input_ids, assistant_masks
-    eval: Optional[datasets.Dataset]
-    report: DataReport
-    format: DetectedFormat
-    # prompts a run answers at every evaluation: [{"prompt", "ids", "reference"}] (studio.runs.execute)
-    samples: list = field(default_factory=list)
-
-
-_MIN_ROWS_FOR_EVAL = 4
 _EXAMPLES_KEPT = 5
 
 
@@ -105,6 +56,8 @@ def prepare(source_or_dataset, tokenizer, config, prompt_template=None,
         fmt = apply_role_mapping(fmt, setting_or(config, "role_mapping", None))
     except DataError as e:
         raise DataError(Text("data.in_file", name=name, problem=message_of(e))) from None
+    if setting_or(config, "method", "sft") == "dpo":      # pairs, not answers
+        return prepare_pairs(ds, name, fmt, tokenizer, config)
     if fmt.shape.chat_template:
         chat_kit(tokenizer)      # a tokenizer without a chat template fails here, once
     limit = setting_or(config, "max_seq_length", 2048)
@@ -120,7 +73,7 @@ def prepare(source_or_dataset, tokenizer, config, prompt_template=None,
 
     not_text = not_text_cells(ds)
     deadline, rows_read = time.monotonic() + seconds if seconds else None, None
-    for i, row in enumerate(_iter_rows(ds)):
+    for i, row in enumerate(iter_rows(ds)):
         if deadline and i and time.monotonic() > deadline:
             rows_read = i           # the time budget is spent: report on the rows read so far
             break
@@ -160,13 +113,13 @@ def prepare(source_or_dataset, tokenizer, config, prompt_template=None,
         raise DataError(Text("data.in_file", name=name, problem=_nothing_left(
             fmt, notes, prompt_lengths, limit, first_error, first_empty)))
 
-    n_eval = _eval_count(len(kept), setting_or(config, "val_size", 0.0))
+    n_eval = eval_count(len(kept), setting_or(config, "val_size", 0.0))
     eval_rows = set(random.Random(setting_or(config, "seed", 42)).sample(range(len(kept)), n_eval))
     train = _to_dataset([r for i, r in enumerate(kept) if i not in eval_rows])
     evals = _to_dataset([r for i, r in enumerate(kept) if i in eval_rows]) if n_eval else None
     report = DataReport(
         n_rows=len(ds), columns=list(ds.column_names),
-        dtypes={c: _dtype(f) for c, f in ds.features.items()}, format=fmt, lengths=lengths,
+        dtypes={c: dtype_name(f) for c, f in ds.features.items()}, format=fmt, lengths=lengths,
         n_truncated=sum(n > limit for n in lengths), n_train=len(train), n_eval=n_eval,
         problems=dict(notes),
         examples_of_problems={k: v for k, v in examples.items() if k in notes},
@@ -204,13 +157,6 @@ def prepare_dataset(data_path, tokenizer, config, prompt_template=None
     """The guide's API: the train and eval splits, ready for a trainer."""
     prepared = prepare(data_path, tokenizer, config, prompt_template)
     return prepared.train, prepared.eval
-
-
-def _iter_rows(ds):
-    for batch in ds.iter(batch_size=1000):
-        columns = list(batch)
-        for values in zip(*(batch[c] for c in columns)):
-            yield dict(zip(columns, values))
 
 
 def _is_empty(row: dict) -> bool:
@@ -326,18 +272,6 @@ def _as_written(value):
     return value
 
 
-def _eval_count(n: int, val_size: float) -> int:
-    """Eval rows: a fraction (<1) or a count (>=1); none for tiny data; never all of it."""
-    if not val_size or val_size <= 0 or n < _MIN_ROWS_FOR_EVAL:
-        return 0
-    k = int(val_size) if val_size >= 1 else max(1, round(n * val_size))
-    return max(0, min(k, n - 1))
-
-
 def _to_dataset(rows: list) -> datasets.Dataset:
     return datasets.Dataset.from_dict({"input_ids": [r[0] for r in rows],
                                        "assistant_masks": [r[1] for r in rows]})
-
-
-def _dtype(feature) -> str:
-    return getattr(feature, "dtype", None) or type(feature).__name__.lower()

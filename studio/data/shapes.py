@@ -151,6 +151,42 @@ class SegmentsShape(Shape):
         return ids, mask
 
 
+class PreferenceShape(Shape):
+    """Preference pairs: a prompt, the answer to prefer (chosen) and the one to avoid (rejected).
+    The prompt is a column (text, or a history of turns with one chosen and one rejected turn)
+    or, without one, the turns the two conversations share before their last answer (ShareGPT's
+    or OpenAI's turns, typed parts too). As messages
+    (a supervised run, the Data tab's example) a row is its prompt and the chosen answer."""
+
+    def pair(self, row, fmt, notes) -> tuple[list[dict], str, str]:
+        """(prompt turns, chosen answer, rejected answer) of one row."""
+        m = fmt.mapping
+        chosen = self._turns(row.get(m["chosen"]), fmt, notes)
+        rejected = self._turns(row.get(m["rejected"]), fmt, notes)
+        asked = self._turns(row.get(m["prompt"]), fmt, notes, "user") if "prompt" in m else []
+        prompt = _system_turn(row, m) + (asked or chosen[:-1])
+        return prompt, _answer(chosen), _answer(rejected)
+
+    def to_messages(self, row, fmt, notes):
+        prompt, chosen, _ = self.pair(row, fmt, notes)
+        return prompt + [{"role": "assistant", "content": chosen}], None
+
+    @staticmethod
+    def _turns(cell, fmt, notes, role: str = "assistant") -> list[dict]:
+        """A cell as turns: a list of turns, one turn (a dict), or a text said by `role`."""
+        turns = [cell] if isinstance(cell, dict) else _as_list(cell)
+        if turns:
+            return _convert_turns(turns, fmt, notes)
+        text = cell_text(cell)
+        return [{"role": role, "content": text}] if text.strip() else []
+
+
+def _answer(turns: list[dict]) -> str:
+    """The last turn's text where the assistant gave it; "" where there is none."""
+    last = turns[-1] if turns else {}
+    return cell_text(last.get("content")) if last.get("role") == "assistant" else ""
+
+
 def _segments(value) -> list[tuple[str, bool]]:
     out = []
     for k, seg in enumerate(_as_list(value)):
@@ -176,6 +212,13 @@ _COMMON = {"system": _SYSTEM_NAMES, "tools": TOOLS_COLUMNS, "history": ("history
 _PAIR_EXTRAS = ("system", "history")
 
 SHAPES: dict[str, Shape] = {
+    "preference": PreferenceShape(("chosen", "rejected"), ("prompt", "system"),
+                                  {"chosen": ("chosen", "chosen_messages", "chosen_response"),
+                                   "rejected": ("rejected", "rejected_messages",
+                                                "rejected_response"),
+                                   "prompt": ("prompt", "question", "instruction", "query",
+                                              *_CONVERSATION_NAMES)},
+                                  "chosen", Text("data.shape.preference")),
     "sharegpt": ConversationShape(("messages",), ("tools", "system"),
                                   {"messages": _CONVERSATION_NAMES}, "messages",
                                   Text("data.shape.sharegpt")),

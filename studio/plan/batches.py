@@ -157,7 +157,9 @@ def holds_whole_logits(config) -> bool:
 
 def layout(config) -> dict:
     """The batch fields of a plan: what one micro-batch and one update hold."""
-    if config.packing:
+    if config.method != "sft":
+        micro = Text("plan.value.pairs", pairs=config.batch_size)
+    elif config.packing:
         micro = Text("plan.value.packs", tokens=config.tokens_per_batch or config.max_seq_length)
     else:
         micro = Text("plan.value.rows", rows=config.batch_size)

@@ -101,8 +101,11 @@ def make_plan(config: FineTuningConfig, hw, lengths: Optional[list[int]] = None,
 
     asked = asked or config.distributed
     resolved = config.resolve(hw)
+    if resolved.method != "sft":     # pairs train through trl's own trainer, as it comes
+        resolved = resolved.replace(compile_layers=False, layer_graphs=False, fused_loss=False,
+                                    whole_logits=False, packing=False)
     backend, why = backend_for(resolved, hw)
-    if lengths and compile_pays(resolved, hw, lengths):        # small, short steps
+    if lengths and resolved.method == "sft" and compile_pays(resolved, hw, lengths):
         resolved, backend, why = resolved.replace(compile_layers=True), "transformers", AUTO_REASON
     kernels = "unsloth" if backend == "unsloth" else "transformers"
     laid = batches.lay_out(resolved, hw, lengths, kernels)

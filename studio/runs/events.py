@@ -54,7 +54,8 @@ class Event:
 
 # The event values that are numbers wherever they appear (train, eval, status, done).
 NUMBERS = ("loss", "eval_loss", "learning_rate", "grad_norm", "tokens", "tokens_per_s", "epoch",
-           "peak_memory_gb", "mfu", "max_steps", "n_train", "n_eval")
+           "peak_memory_gb", "mfu", "max_steps", "n_train", "n_eval", "reward_chosen",
+           "reward_rejected", "reward_margin", "preference_accuracy")
 
 
 def _is_number(value, key: str) -> bool:

@@ -179,7 +179,7 @@ def _planned(run_dir: Path, emit, data=None):
     if problems:
         raise ConfigError("; ".join(problems))
     data = prepare_data(config.resolve(hw), emit, data)
-    plan = make_plan(config, hw, [len(ids) for ids in data.train["input_ids"]])
+    plan = make_plan(config, hw, data.train_lengths)
     return hw, plan.config, data, plan
 
 
@@ -217,8 +217,13 @@ def sample_prompts(config: FineTuningConfig, data, tokenizer) -> list[dict]:
                                    PromptFormat.of(config))} for p in config.sample_prompts]
     if data.eval is None or not config.num_samples:
         return []
+    rows = data.eval.select(range(min(config.num_samples, len(data.eval))))
+    if "chosen" in data.eval.column_names:      # preference pairs: the chosen answer is the mark
+        return [{"prompt": row["prompt"][-1]["content"], "reference": row["chosen"][-1]["content"],
+                 "ids": prompt_ids(tokenizer, row["prompt"], PromptFormat.of(config))}
+                for row in rows]
     out = []
-    for row in data.eval.select(range(min(config.num_samples, len(data.eval)))):
+    for row in rows:
         ids, mask = row["input_ids"], row["assistant_masks"]
         start = mask.index(1) if 1 in mask else len(ids)
         end = start + (mask[start:].index(0) if 0 in mask[start:] else len(ids) - start)

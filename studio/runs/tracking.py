@@ -22,11 +22,13 @@ def _scalars(event) -> dict:
     """The numbers of a train or eval event, under names every dashboard groups alike."""
     if event.kind == "train":
         keys = ("loss", "learning_rate", "grad_norm", "tokens_per_s", "peak_memory_gb", "mfu",
-                "epoch")
+                "epoch", "reward_chosen", "reward_rejected", "reward_margin",
+                "preference_accuracy")
         return {f"train/{k}": event.data[k] for k in keys
                 if isinstance(event.data.get(k), (int, float))}
     if event.kind == "eval" and isinstance(event.data.get("eval_loss"), (int, float)):
-        return {"eval/loss": event.data["eval_loss"]}
+        return {f"eval/{k.removeprefix('eval_')}": v for k, v in event.data.items()
+                if k.startswith("eval_") and isinstance(v, (int, float))}
     return {}
 
 

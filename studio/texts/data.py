@@ -93,6 +93,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "文件（{supported}）"),
 
     # ---- studio/data/shapes.py: the shapes of rows, as the report describes them
+    "data.shape.preference": ("preference pairs: a prompt, a chosen and a rejected answer",
+                              "偏好对：一个提示、一个较好回答（chosen）和一个较差回答（rejected）"),
     "data.shape.sharegpt": (
         "ShareGPT: a column of [{{from, value}}] turns",
         "ShareGPT：一列 [{{from, value}}] 对话轮次"),
@@ -290,6 +292,17 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "data.problem.empty_rows": ("empty rows", "空行"),
     "data.problem.duplicate_rows": ("duplicate rows", "重复行"),
     "data.problem.empty_response": ("rows with an empty response", "回答为空的行"),
+    "data.problem.empty_side": ("pairs with no prompt, or an empty chosen or rejected answer",
+                                "没有提示，或较好/较差回答为空的偏好对"),
+    "data.problem.same_sides": ("pairs whose chosen and rejected answers are the same",
+                                "较好回答与较差回答相同的偏好对"),
+    "data.not_pairs": (
+        "dpo learns from preference pairs: columns chosen and rejected (and a prompt, or "
+        "conversations that share it), but this file reads as {shape}",
+        "dpo 需要偏好对：chosen 和 rejected 两列（再加一个提示列，或共享提示的对话），但这个文件"
+        "被识别为 {shape}"),
+    "data.no_pairs_left": ("no pair is left to learn from: each has an empty side or two equal "
+                           "answers", "没有可学习的偏好对：每一对都有一边为空，或两边回答相同"),
     "data.problem.unmappable": ("unmappable rows", "无法映射的行"),
     "data.problem.no_trained_tokens": ("rows with no trained tokens", "没有可训练 token 的行"),
     "data.problem.not_text": (

@@ -75,6 +75,22 @@ FIELDS: dict[str, FieldText] = {
     "val_size": FieldText("验证集大小",
                           "Validation split: a fraction (<1) or a number of rows (>=1).",
                           "验证集划分：小于 1 表示比例，大于等于 1 表示行数。"),
+    "method": FieldText("训练方法",
+                        "What is taught: sft learns the answers in the rows; dpo learns which of "
+                        "two answers to prefer, from rows with a prompt, a chosen and a rejected "
+                        "answer (the adapter off is the reference model, so none is loaded).",
+                        "教什么：sft 学习数据里的回答；dpo 从带有提示、较好回答（chosen）和较差回答"
+                        "（rejected）的数据中学习更偏好哪一个（关掉适配器就是参考模型，不另外加载）。"),
+    "beta": FieldText("偏好强度",
+                      "DPO's beta: how far the tuned model may move from the reference; higher "
+                      "keeps it closer (0.1 is usual).",
+                      "DPO 的 beta：微调后的模型可以偏离参考模型多远；越大越接近参考模型"
+                      "（常用 0.1）。"),
+    "loss_type": FieldText("偏好损失",
+                           "DPO's loss: sigmoid (the paper's), ipo (a squared margin, steadier on "
+                           "small sets), hinge, or robust (for noisy labels).",
+                           "DPO 的损失：sigmoid（论文中的）、ipo（平方间隔，小数据集上更稳）、hinge，"
+                           "或 robust（标签有噪声时）。"),
     "backend": FieldText("训练后端",
                          "Training engine; auto picks unsloth on CUDA (transformers with "
                          "compiled layers for a model under {small_model} parameters at short "
@@ -286,7 +302,7 @@ FIELDS: dict[str, FieldText] = {
 }
 
 GROUPS_ZH: dict[str, str] = {
-    "Model and data": "模型与数据", "LoRA": "LoRA 参数", "Optimisation": "优化",
+    "Model and data": "模型与数据", "Method": "训练方法", "LoRA": "LoRA 参数", "Optimisation": "优化",
     "Precision and quantisation": "精度与量化", "Logging and checkpoints": "日志与 checkpoint",
     "Tracking": "实验跟踪", "Several GPUs": "多 GPU 与多机"}
 assert set(GROUPS_ZH) == set(GROUPS), "a group without its Chinese, or Chinese for a lost one"

@@ -157,6 +157,11 @@ MESSAGES: dict[str, tuple[str, str]] = {
                             "4-bit/8-bit 加载需要 bitsandbytes：pip install bitsandbytes"),
     "config.unsloth_cpu": ("the unsloth backend needs an NVIDIA GPU: choose transformers",
                            "unsloth 后端需要 NVIDIA GPU：请选择 transformers"),
+    "config.method_backend": (
+        "{method} trains on the transformers backend; {backend} trains sft only here: choose "
+        "backend auto or transformers",
+        "{method} 在 transformers 后端上训练；{backend} 在这里只训练 sft：请把 backend 设为 auto 或 "
+        "transformers"),
     "config.transformers_only": (
         "{name} applies to the transformers backend; {backend} runs its own kernels: leave "
         "{name} auto or off",

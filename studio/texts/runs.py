@@ -131,6 +131,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "plan.value.on": ("on", "开"),
     "plan.value.off": ("off", "关"),
     "plan.value.rows": ("{rows} rows, padding-free", "{rows} 行，无填充"),
+    "plan.value.pairs": ("{pairs} pairs (chosen and rejected), padded",
+                         "{pairs} 个偏好对（较好与较差回答），带填充"),
     "plan.value.packs": ("packs of up to {tokens} tokens", "打包，每包最多 {tokens} 个 token"),
     "plan.value.per_micro_batch": ("per micro-batch: only layers a long one needs",
                                    "按微批次：只重算长微批次需要的层"),

@@ -213,6 +213,8 @@ CATALOG: dict[str, tuple[str, str]] = {
     "data.role.response": ("response column", "回答列 (response)"),
     "data.role.text": ("text column", "文本列 (text)"),
     "data.role.segments": ("segments column", "分段列 (segments)"),
+    "data.role.chosen": ("chosen answer column", "较好回答列 (chosen)"),
+    "data.role.rejected": ("rejected answer column", "较差回答列 (rejected)"),
     "data.role_tags": ("Role tags: edit 'trained as' (system, user, assistant or tool)",
                        "角色标签：可修改“训练为”一栏（system、user、assistant 或 tool）"),
     "data.role_tags.tag": ("role tag in the data", "数据中的角色标签"),

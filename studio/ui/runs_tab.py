@@ -228,7 +228,7 @@ def wire(t: RunsTab, form: ConfigForm, service: Service, tabs: gr.Tabs):
             service.delete(run_dir)
         except Refused as e:
             return [shout(error_text(e))] + [gr.skip()] * 4
-        table, compare, _ = shown(chosen)
+        table, compare, *_ = shown(chosen)
         return [note(say("runs.deleted", name=Path(run_dir).name), "ok"), table, compare,
                 gr.update(choices=run_choices(service), value=None), False]
 
