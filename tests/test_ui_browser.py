@@ -102,7 +102,7 @@ def test_the_whole_flow_from_upload_to_chat(browser, page_server, tmp_path, tiny
     # ---- chat: the fine-tuned run answers, token by token, beside its base model
     tab(page, "4 · Chat")
     page.wait_for_function("n => document.querySelector('#chat-source input').value.includes(n)",
-                           arg=run_name.split(" ")[0])
+                           arg=run_name.split(" ")[0], timeout=150_000)   # a loaded CI machine
     page.evaluate("""() => {
         window.replyLengths = [];
         const box = document.querySelector('#chat-tuned');
