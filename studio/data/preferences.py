@@ -3,8 +3,8 @@
 The rows are read and their shape found as for supervised runs (studio.data.shapes'
 "preference" shape: prompt/chosen/rejected columns, chosen/rejected conversations, a history
 with a chosen and a rejected turn). Each pair goes to trl's DPOTrainer as a conversation, so the
-model's chat template renders it as it renders the chat; the system prompt follows the config
-as in supervised runs, and thinking is passed to the template. Pairs that cannot teach a
+model's chat template renders it as it renders the chat; the system turn is system_choice's,
+as in supervised runs and the chat, and thinking is passed to the template. Pairs that cannot teach a
 preference (an empty side, both sides the same) are dropped and counted.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ import datasets
 from studio.data.errors import DataError
 from studio.data.prepared import DataReport, PreparedData, dtype_name, eval_count, iter_rows
 from studio.data.shapes import DetectedFormat
-from studio.data.templates import setting_or
+from studio.data.templates import setting_or, system_choice
 from studio.texts.message import Text, message_of
 
 EMPTY_SIDE = Text("data.problem.empty_side")
@@ -33,7 +33,7 @@ def prepare_pairs(ds: datasets.Dataset, name, fmt: DetectedFormat, tokenizer,
         raise DataError(Text("data.in_file", name=name, problem=Text("data.not_pairs",
                                                                      shape=fmt.name)))
     system = setting_or(config, "system_prompt", None)
-    drop = setting_or(config, "template_system_prompt", "keep") == "drop"
+    keep_or_drop = setting_or(config, "template_system_prompt", "keep")
     options = {"enable_thinking": bool(setting_or(config, "enable_thinking", False))}
     limit = setting_or(config, "max_seq_length", 2048)
     notes, examples, kept, lengths = Counter(), {}, [], []
@@ -51,10 +51,7 @@ def prepare_pairs(ds: datasets.Dataset, name, fmt: DetectedFormat, tokenizer,
             if len(seen) < _EXAMPLES_KEPT:
                 seen.append(i)
             continue
-        if system and not any(t["role"] == "system" for t in prompt):
-            prompt = [{"role": "system", "content": system}] + prompt
-        elif drop and not any(t["role"] == "system" for t in prompt):
-            prompt = [{"role": "system", "content": ""}] + prompt
+        prompt = system_choice(tokenizer, prompt, system, keep_or_drop)
         kept.append({"prompt": prompt, "chosen": [{"role": "assistant", "content": chosen}],
                      "rejected": [{"role": "assistant", "content": rejected}],
                      "chat_template_kwargs": options})
